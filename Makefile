@@ -1,0 +1,41 @@
+# cxpulse — the two set-up commands are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test unit integration faults bench tools schemas clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+# Debian tools the tests need (promtool for rule tests, docker-compose for `config`).
+tools:
+	@bash deploy/install-tools.sh
+
+demo: install
+	$(BIN)/cxpulse demo
+
+test: install tools
+	$(BIN)/python -m pytest
+
+unit: install
+	$(BIN)/python -m pytest -m "not integration"
+
+faults: install
+	$(BIN)/python -m pytest tests/test_faults.py
+
+bench: install
+	$(BIN)/cxpulse bench
+
+schemas: install
+	$(BIN)/python -m schemas.export
+
+clean:
+	rm -rf data bench/results/tmp

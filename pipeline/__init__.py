@@ -1,0 +1,1 @@
+"""cxpulse pipeline: the pure scoring core and the non-Faust adapters."""

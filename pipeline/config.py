@@ -1,0 +1,96 @@
+"""All settings in one typed object, read from `CXPULSE_*` environment variables.
+
+Every field's environment variable is `CXPULSE_` + the field name in upper case,
+e.g. `CXPULSE_KAFKA_PORT=29092`. The README's configuration table lists them.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CXPULSE_", extra="ignore", frozen=True)
+
+    # --- broker -------------------------------------------------------------------
+    kafka_bootstrap: str = Field("", description="bootstrap servers; empty = the embedded broker on kafka_host:kafka_port")
+    kafka_host: str = Field("127.0.0.1", description="embedded broker listen address")
+    kafka_port: int = Field(19092, description="embedded broker Kafka port")
+    partitions: int = Field(4, ge=1, description="partitions of every input topic (co-partitioned)")
+    topic_touchpoints: str = "cx.touchpoints"
+    topic_orders: str = "cx.orders"
+    topic_complaints: str = "cx.complaints"
+    topic_scores: str = "cx.scores"
+    topic_alerts: str = "cx.alerts"
+    topic_deadletter: str = "cx.deadletter"
+    topic_erasures: str = "cx.erasures"
+
+    # --- storage ------------------------------------------------------------------
+    data_dir: Path = Field(PROJECT_ROOT / "data", description="project-local data (broker, chDB, worker state)")
+    clickhouse_dsn: str = Field("", description="chdb:///abs/path or http(s)://user:pass@host:8123/db; empty = chDB under data_dir")
+    sink_batch_rows: int = Field(5000, ge=1, description="ClickHouse insert batch size (rows)")
+    sink_flush_seconds: float = Field(1.0, gt=0, description="ClickHouse flush interval")
+    sink_max_queue_rows: int = Field(200_000, ge=1, description="rows buffered before the worker waits (backpressure)")
+
+    # --- worker -------------------------------------------------------------------
+    app_id: str = Field("cxpulse", description="Faust app id = consumer group")
+    web_port: int = Field(6066, description="worker HTTP port (/metrics, /healthz, /customers/{id})")
+    web_host: str = "127.0.0.1"
+    batch_max: int = Field(2000, ge=1, description="micro-batch size (stream.take)")
+    batch_within: float = Field(0.2, gt=0, description="micro-batch wait (seconds)")
+    sweep_seconds: float = Field(5.0, gt=0, description="wall-clock seconds between timer sweeps (SLA, silence)")
+    log_level: str = "info"
+
+    # --- scoring ------------------------------------------------------------------
+    half_life_days: float = Field(90.0, gt=0, description="half-life of dimension evidence")
+    lateness_seconds: int = Field(3600, ge=0, description="out-of-order bound; older events are dead-lettered too_late")
+    timezone: str = Field("UTC", description="business time zone for the sunset rule")
+    cutoff_hour: float = Field(18.0, ge=0, lt=24, description="end of the business day for the sunset rule")
+    tier_thresholds: tuple[float, float, float] = Field(
+        (500.0, 2000.0, 10000.0), description="trailing-365-day revenue for silver, gold, platinum"
+    )
+    cxi_weights: tuple[float, float, float, float, float] = Field(
+        (0.11, 0.32, 0.22, 0.19, 0.16),
+        description="CXI weights: tangibles, reliability, responsiveness, assurance, empathy",
+    )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka_bootstrap or f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.kafka_bootstrap
+
+    @property
+    def input_topics(self) -> tuple[str, str, str]:
+        return (self.topic_touchpoints, self.topic_orders, self.topic_complaints)
+
+    @property
+    def topic_type(self) -> dict[str, str]:
+        """Which record `type` each input topic carries."""
+        return {self.topic_touchpoints: "touchpoint", self.topic_orders: "order",
+                self.topic_complaints: "complaint"}
+
+    @property
+    def topic_for_type(self) -> dict[str, str]:
+        return {v: k for k, v in self.topic_type.items()}
+
+    @property
+    def dsn(self) -> str:
+        return self.clickhouse_dsn or f"chdb://{self.data_dir / 'clickhouse'}"
+
+
+def load(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (used by the CLI and tests)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,104 @@
+"""Output records: cx.scores, cx.alerts and cx.deadletter (DESIGN.md section 2)."""
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from schemas.events import Stage
+
+Score100 = Annotated[float, Field(ge=0, le=100)]
+
+
+class ChurnFactor(str, Enum):
+    """The fixed churn-driver vocabulary. Meanings are documented in README.md."""
+    inactivity = "inactivity"
+    declining_frequency = "declining_frequency"
+    unresolved_complaints = "unresolved_complaints"
+    sla_breaches = "sla_breaches"
+    failed_recovery = "failed_recovery"
+    late_fulfilment = "late_fulfilment"
+    detractor = "detractor"
+    low_ratings = "low_ratings"
+    refunds_returns = "refunds_returns"
+    high_effort = "high_effort"
+    experience_drop = "experience_drop"
+
+
+class Tier(str, Enum):
+    standard = "standard"
+    silver = "silver"
+    gold = "gold"
+    platinum = "platinum"
+
+
+class ChurnDriver(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    factor: ChurnFactor
+    contribution: Annotated[float, Field(ge=0, le=1)]
+
+
+class ScoreRecord(BaseModel):
+    """One customer's experience profile after an update; the latest per key is the state."""
+    model_config = ConfigDict(extra="forbid")
+    schema_version: Literal[1] = 1
+    customer_id: str
+    as_of: AwareDatetime
+    version: Annotated[int, Field(ge=1)]
+    cxi: Score100 | None
+    tangibles: Score100 | None
+    reliability: Score100 | None
+    responsiveness: Score100 | None
+    assurance: Score100 | None
+    empathy: Score100 | None
+    csat: Score100 | None = Field(description="share of 4-5 answers, percent")
+    nps: Annotated[float, Field(ge=-100, le=100)] | None = Field(description="rolling NPS of this customer's answers")
+    nps_class: Literal["promoter", "passive", "detractor"] | None
+    tier: Tier
+    stage: Stage | None
+    revenue_365d: Annotated[float, Field(ge=0)]
+    open_complaints: Annotated[int, Field(ge=0)]
+    sla_breaches: Annotated[int, Field(ge=0)]
+    churn_risk: Annotated[float, Field(ge=0, le=1)]
+    churn_drivers: list[ChurnDriver]
+    revenue_at_risk: Annotated[float, Field(ge=0)]
+    events: Annotated[int, Field(ge=0)] = Field(description="events applied to this profile")
+
+
+class AlertType(str, Enum):
+    churn_risk = "churn_risk"
+    sla_breach = "sla_breach"
+    failed_recovery = "failed_recovery"
+
+
+class AlertRecord(BaseModel):
+    """An alert state change. `alert_id` is stable across one episode (firing → resolved)."""
+    model_config = ConfigDict(extra="forbid")
+    schema_version: Literal[1] = 1
+    alert_id: str
+    type: AlertType
+    status: Literal["firing", "resolved"]
+    severity: Literal["warning", "critical"]
+    customer_id: str
+    tier: Tier
+    as_of: AwareDatetime
+    churn_risk: Annotated[float, Field(ge=0, le=1)]
+    revenue_at_risk: Annotated[float, Field(ge=0)]
+    reasons: list[str]
+    recommended_action: str
+    complaint_id: str | None = None
+
+
+class DeadLetter(BaseModel):
+    """A record that could not be parsed, validated or applied, with why and where from."""
+    model_config = ConfigDict(extra="forbid")
+    schema_version: Literal[1] = 1
+    reason: Literal["invalid_json", "invalid_record", "wrong_topic", "too_late", "too_large"]
+    error: str
+    source_topic: str
+    partition: int
+    offset: int
+    key_b64: str | None
+    original_b64: str
+    received_at: AwareDatetime
