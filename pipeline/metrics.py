@@ -50,7 +50,7 @@ DEADLETTER_REASONS: tuple[str, ...] = ("invalid_json", "invalid_record", "wrong_
 ALERT_TYPES: tuple[str, ...] = ("churn_risk", "sla_breach", "failed_recovery")
 TIERS: tuple[str, ...] = ("standard", "silver", "gold", "platinum")
 ALERT_SEVERITIES: tuple[str, ...] = ("warning", "critical")
-SINK_TABLES: tuple[str, ...] = ("cx_events", "cx_scores", "cx_alerts", "cx_complaints")
+SINK_TABLES: tuple[str, ...] = ("cx_events", "cx_scores_history", "cx_alerts", "cx_complaints", "cx_erasures")
 OTHER = "other"
 
 # --- buckets ------------------------------------------------------------------------
