@@ -1,0 +1,1 @@
+"""The Faust application: the thin imperative shell around the pure core."""

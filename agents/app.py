@@ -1,0 +1,204 @@
+"""The Faust worker — the composition root that wires the core to Kafka and ClickHouse.
+
+One agent consumes the three co-partitioned input topics (key = customer_id) in
+micro-batches (`stream.take_events`). For each batch it: decodes and applies the events
+through `pipeline.processor.Core` against the customer-state table; writes each touched
+customer's state once (coalesced changelog writes); publishes one score per touched
+customer, alert changes and dead letters; then writes the ClickHouse rows and returns
+only once they are durable, so the batch's offsets are committed only after that.
+A timer sweeps the table (bounded slice per tick) for time-driven rules: SLA deadlines
+passing and customers going quiet. Web views: /healthz, /metrics, /customers/{id}.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import faust
+import orjson
+from aiohttp.web import Response
+
+from pipeline import rows as ch_rows
+from pipeline.churn import fit_population
+from pipeline.config import Settings, load
+from pipeline.metrics import METRICS, render
+from pipeline.processor import BatchResult, Core, RawRecord
+from pipeline.scoring import profile, score_record
+from pipeline.sink import ClickHouseSink
+from pipeline.state import CustomerState
+
+log = logging.getLogger("cxpulse.worker")
+
+settings: Settings = load()
+core = Core(settings)
+
+app = faust.App(
+    settings.app_id,
+    broker=f"kafka://{settings.bootstrap}",
+    store="memory://",
+    datadir=str(settings.data_dir / "worker"),
+    topic_partitions=settings.partitions,
+    topic_allow_declare=True,
+    consumer_auto_offset_reset="earliest",
+    processing_guarantee="at_least_once",
+    web_host=settings.web_host,
+    web_port=settings.web_port,
+    web_in_thread=False,
+    broker_commit_every=10_000,
+    broker_commit_interval=1.0,
+    producer_linger_ms=5,
+    stream_buffer_maxsize=max(4096, settings.batch_max * 2),
+    table_standby_replicas=0,
+)
+
+inputs = app.topic(*settings.input_topics, key_serializer="raw", value_serializer="raw")
+scores_topic = app.topic(settings.topic_scores, key_serializer="raw", value_serializer="raw")
+alerts_topic = app.topic(settings.topic_alerts, key_serializer="raw", value_serializer="raw")
+deadletter_topic = app.topic(settings.topic_deadletter, key_serializer="raw", value_serializer="raw")
+
+# Per-customer state: key = customer_id bytes, value = CustomerState.to_bytes().
+# use_partitioner: the changelog partition follows the key (same partitioner as the
+# producers), so a coalesced write after a micro-batch lands on the customer's partition.
+states = app.Table(
+    "customer-state", default=None, partitions=settings.partitions,
+    key_type=bytes, value_type=bytes, use_partitioner=True,
+)
+
+sink = ClickHouseSink(settings.dsn, batch_rows=settings.sink_batch_rows, flush_seconds=settings.sink_flush_seconds,
+                      max_queue_rows=settings.sink_max_queue_rows, metrics=METRICS)
+sink_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+
+
+def load_state(customer_id: str) -> CustomerState | None:
+    raw = states.get(customer_id.encode())
+    return CustomerState.from_bytes(raw) if raw else None
+
+
+def sink_batch(result: BatchResult) -> dict[str, list[dict]]:
+    return {
+        "cx_events": [ch_rows.event_row(ev, tier) for ev, tier in result.events],
+        "cx_scores_history": [ch_rows.score_row(s) for s in result.scores],
+        "cx_alerts": [ch_rows.alert_row(a) for a in result.alerts],
+        "cx_complaints": [ch_rows.complaint_row(c) for c in result.complaints],
+    }
+
+
+async def emit(result: BatchResult) -> None:
+    """Store states, publish outputs, write ClickHouse rows (durable before returning)."""
+    for cid, state in result.states.items():
+        states[cid.encode()] = state.to_bytes()
+    for score in result.scores:
+        await scores_topic.send(key=score["customer_id"].encode(), value=orjson.dumps(score))
+        METRICS.churn_risk(score["churn_risk"], score["tier"])
+    for alert in result.alerts:
+        await alerts_topic.send(key=alert["customer_id"].encode(), value=orjson.dumps(alert))
+        if alert["status"] == "firing":
+            METRICS.alert_raised(alert["type"], alert["tier"], alert["severity"])
+        else:
+            METRICS.alert_resolved(alert["type"], alert["tier"], alert["severity"])
+    for dl in result.dead_letters:
+        key = dl["key_b64"]
+        await deadletter_topic.send(key=None if key is None else key.encode(), value=orjson.dumps(dl))
+        METRICS.deadlettered(dl["source_topic"], dl["reason"])
+    METRICS.scores_published(len(result.scores))
+    batch = sink_batch(result)
+    if any(batch.values()):
+        await write_sink(batch)
+
+
+@app.agent(inputs)
+async def score_events(stream):
+    async for events in stream.take_events(settings.batch_max, within=settings.batch_within):
+        started = time.perf_counter()
+        records = [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.key, e.value)
+                   for e in events]
+        result = core.process(records, load_state)
+        await emit(result)
+        for topic, n in result.consumed.items():
+            METRICS.consumed(topic, n)
+        for topic, n in result.applied_by_topic.items():
+            METRICS.applied(topic, n, result.latest_event_time or None)
+        if result.duplicates:
+            METRICS.duplicate(records[0].topic, result.duplicates)
+        METRICS.batch(len(records), time.perf_counter() - started)
+
+
+_sweep_cursor: list[bytes] = []
+SWEEP_MAX = 5000  # customers re-evaluated per timer tick (bounded cost per sweep)
+
+
+@app.timer(interval=settings.sweep_seconds)
+async def sweep() -> None:
+    """Time-driven rules for a bounded slice of the table: deadlines passing, silence."""
+    global _sweep_cursor
+    if not _sweep_cursor:
+        _sweep_cursor = list(states.keys())
+    chunk, _sweep_cursor = _sweep_cursor[:SWEEP_MAX], _sweep_cursor[SWEEP_MAX:]
+    loaded = [CustomerState.from_bytes(raw) for key in chunk if (raw := states.get(key))]
+    if loaded:
+        result = core.sweep(loaded, time.time())
+        if result.scores or result.alerts:
+            await emit(result)
+    METRICS.complaints_past_sla({})
+
+
+@app.timer(interval=settings.refit_seconds)
+async def refit_population() -> None:
+    """Re-fit the churn model's population parameters from this worker's customers."""
+    core.population = fit_population(
+        (CustomerState.from_bytes(raw) for raw in states.values() if raw), core.population)
+    log.info("population re-fitted: %s", core.population)
+
+
+_sink_ready: asyncio.Lock | None = None
+_sink_open = False
+
+
+async def write_sink(batch: dict[str, list[dict]]) -> None:
+    """Write rows in the sink's thread; opens (and migrates) ClickHouse on first use."""
+    global _sink_ready, _sink_open
+    loop = asyncio.get_running_loop()
+    if not _sink_open:
+        _sink_ready = _sink_ready or asyncio.Lock()
+        async with _sink_ready:
+            if not _sink_open:
+                await loop.run_in_executor(sink_executor, sink.open)
+                _sink_open = True
+    await loop.run_in_executor(sink_executor, sink.write, batch)
+
+
+@app.on_before_shutdown.connect
+def close_sink(app_: faust.App, **kwargs) -> None:
+    sink.close()
+
+
+@app.page("/healthz")
+async def healthz(web, request):
+    return web.json({"status": "ok", "app": settings.app_id})
+
+
+@app.page("/metrics")
+async def metrics_view(web, request):
+    body, content_type = render()
+    return Response(body=body, headers={"Content-Type": content_type})
+
+
+@app.page("/customers/{customer_id}")
+@app.table_route(table=states, match_info="customer_id")
+async def customer_view(web, request, customer_id: str):
+    state = load_state(customer_id)
+    if state is None:
+        return web.json({"error": f"unknown customer {customer_id}"}, status=404)
+    p = profile(state, time.time(), core.params, core.population, core.rates)
+    return web.json(score_record(state, p))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run a worker (`cxpulse worker`): Faust's own command line, with our defaults."""
+    import sys
+
+    args = ["cxpulse", "-l", settings.log_level, "worker", "--web-port", str(settings.web_port)] + list(argv or [])
+    sys.argv = args
+    app.main()

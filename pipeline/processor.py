@@ -1,0 +1,189 @@
+"""The core's entry point for streams: decode raw records, apply them per customer in
+micro-batches, and say what to publish and store. Used unchanged by the Faust agents
+(the shell) and by `cxpulse replay`; no Kafka or ClickHouse here.
+"""
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Iterable
+
+from pydantic import ValidationError
+
+from pipeline import alerts
+from pipeline.churn import PopulationParams
+from pipeline.config import Settings
+from pipeline.scoring import Profile, ScoringParams, apply, iso, profile, score_record
+from pipeline.state import CustomerState
+from schemas.events import EVENT_ADAPTER, Complaint, Order, Touchpoint
+
+MAX_RECORD_BYTES = 64 * 1024
+Event = Touchpoint | Order | Complaint
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class BatchResult:
+    states: dict[str, CustomerState] = field(default_factory=dict)   # changed states, to store
+    scores: list[dict] = field(default_factory=list)
+    alerts: list[dict] = field(default_factory=list)
+    dead_letters: list[dict] = field(default_factory=list)
+    events: list[tuple[Event, str]] = field(default_factory=list)   # applied events with the tier after the batch
+    complaints: list[dict] = field(default_factory=list)
+    applied: int = 0
+    duplicates: int = 0
+    consumed: dict[str, int] = field(default_factory=dict)          # by topic
+    applied_by_topic: dict[str, int] = field(default_factory=dict)
+    latest_event_time: float = 0.0
+
+
+def _error_text(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False)[:3]:
+        loc = ".".join(str(x) for x in err["loc"]) or "record"
+        parts.append(f"{loc}: {err['msg']}")
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+def dead_letter(rec: RawRecord, reason: str, error: str, received_at: float | None = None) -> dict:
+    return {
+        "schema_version": 1,
+        "reason": reason,
+        "error": error[:2000],
+        "source_topic": rec.topic,
+        "partition": rec.partition,
+        "offset": rec.offset,
+        "key_b64": base64.b64encode(rec.key).decode() if rec.key is not None else None,
+        "original_b64": base64.b64encode(rec.value or b"").decode(),
+        "received_at": iso(received_at if received_at is not None else time.time()),
+    }
+
+
+class Core:
+    """Scoring parameters + population model + the topic contract, bound once."""
+
+    def __init__(self, settings: Settings, population: PopulationParams | None = None):
+        self.settings = settings
+        self.params = ScoringParams.from_settings(settings)
+        self.rates = self.params.rates
+        self.population = population or PopulationParams.load(settings.population_file)
+        self.topic_type = settings.topic_type
+
+    # --- decoding ---------------------------------------------------------------------
+    def decode(self, rec: RawRecord, expected_type: str | None = None) -> Event | dict:
+        """A validated event, or a dead-letter record saying why not."""
+        value = rec.value
+        if value is None:
+            return dead_letter(rec, "invalid_json", "empty message (null value)")
+        if len(value) > MAX_RECORD_BYTES:
+            return dead_letter(rec, "too_large", f"record of {len(value)} bytes exceeds {MAX_RECORD_BYTES}")
+        try:
+            ev = EVENT_ADAPTER.validate_json(value)
+        except ValidationError as exc:
+            kinds = {e["type"] for e in exc.errors(include_url=False)}
+            reason = "invalid_json" if kinds & {"json_invalid", "json_type"} else "invalid_record"
+            return dead_letter(rec, reason, _error_text(exc))
+        except (ValueError, RecursionError) as exc:
+            return dead_letter(rec, "invalid_json", str(exc) or type(exc).__name__)
+        expected = expected_type or self.topic_type.get(rec.topic)
+        if expected is not None and ev.type != expected:
+            return dead_letter(rec, "wrong_topic", f"a {ev.type} record on {rec.topic}, which carries {expected} records")
+        if rec.key is not None and rec.key != ev.customer_id.encode():
+            return dead_letter(rec, "wrong_key", "message key differs from customer_id (records must be keyed by customer_id)")
+        return ev
+
+    # --- micro-batches ------------------------------------------------------------------
+    def process(self, records: Iterable[RawRecord], load: Callable[[str], CustomerState | None],
+                expected_type: Callable[[RawRecord], str | None] | None = None) -> BatchResult:
+        """Apply a micro-batch. `load(customer_id)` returns the stored state (or None).
+        Scores are coalesced: one per touched customer, as of its latest event."""
+        out = BatchResult()
+        touched: dict[str, CustomerState] = out.states
+        complaint_ids: dict[str, set[str]] = {}
+        applied_events: list[Event] = []
+        for rec in records:
+            out.consumed[rec.topic] = out.consumed.get(rec.topic, 0) + 1
+            ev = self.decode(rec, expected_type(rec) if expected_type else None)
+            if isinstance(ev, dict):
+                out.dead_letters.append(ev)
+                continue
+            cid = ev.customer_id
+            state = touched.get(cid)
+            if state is None:
+                state = load(cid) or CustomerState(customer_id=cid)
+            outcome = apply(state, ev, self.params, self.rates)
+            if outcome == "duplicate":
+                out.duplicates += 1
+                continue
+            if outcome == "too_late":
+                out.dead_letters.append(dead_letter(
+                    rec, "too_late",
+                    f"occurred_at {ev.occurred_at.isoformat()} is more than {self.params.lateness_seconds:.0f}s "
+                    f"older than this customer's latest event {iso(state.wm)}"))
+                continue
+            touched[cid] = state
+            out.applied += 1
+            out.applied_by_topic[rec.topic] = out.applied_by_topic.get(rec.topic, 0) + 1
+            applied_events.append(ev)
+            if isinstance(ev, Complaint):
+                complaint_ids.setdefault(cid, set()).add(ev.complaint_id)
+        tiers: dict[str, str] = {}
+        for cid, state in touched.items():
+            p = self.publish(state, state.wm, out, force=True, complaint_ids=complaint_ids.get(cid, set()))
+            tiers[cid] = p.tier
+            out.latest_event_time = max(out.latest_event_time, state.wm)
+        out.events = [(ev, tiers[ev.customer_id]) for ev in applied_events]
+        return out
+
+    def publish(self, state: CustomerState, as_of: float, out: BatchResult, *, force: bool,
+                complaint_ids: set[str] = frozenset()) -> Profile:
+        """View the state at `as_of`, evaluate alerts, and add a score when forced or when
+        something an operator would see changed (alerts, breaches, open complaints, risk ±0.05)."""
+        p = profile(state, as_of, self.params, self.population, self.rates)
+        changes = alerts.update_alerts(state, p)
+        summary = [round(p.churn.risk, 4), p.sla_breaches, p.open_complaints]
+        moved = (not state.pub or abs(summary[0] - state.pub[0]) >= 0.05 or summary[1:] != state.pub[1:])
+        if force or changes or moved:
+            state.version += 1
+            state.pub = summary
+            out.scores.append(score_record(state, p))
+            out.alerts.extend(changes)
+            out.states[state.customer_id] = state
+            for rec in state.complaints:
+                if rec.id in complaint_ids or (not force and f"sla:{rec.id}" in state.alerts):
+                    out.complaints.append(complaint_row(state, rec, p))
+        return p
+
+    # --- time-driven rules ------------------------------------------------------------
+    def sweep(self, states: Iterable[CustomerState], now: float) -> BatchResult:
+        """Re-evaluate customers at `now` (SLA deadlines, silence). Publishes only changes."""
+        out = BatchResult()
+        for state in states:
+            self.publish(state, now, out, force=False)
+        return out
+
+
+def complaint_row(state: CustomerState, rec, p: Profile) -> dict:
+    sla = p.slas[rec.id]
+
+    def dt(ts: float | None) -> datetime | None:
+        return None if ts is None else datetime.fromtimestamp(ts, timezone.utc)
+
+    return {
+        "customer_id": state.customer_id, "complaint_id": rec.id, "channel": rec.channel,
+        "category": rec.category, "severity": rec.severity, "tier": p.tier, "status": rec.status,
+        "opened_at": dt(rec.start), "due_at": dt(sla.ack_due), "acknowledged_at": dt(rec.ack),
+        "resolved_at": dt(rec.resolved), "breached": sla.breached, "satisfied": rec.satisfied,
+        "compensation": rec.compensation, "updated_at": dt(p.as_of), "version": state.version,
+    }

@@ -1,0 +1,451 @@
+"""The experience-scoring core: apply one event to a customer's state, and view the
+state as a score at an instant. Pure Python, event time only, deterministic.
+
+`apply` keeps time-decayed evidence referenced to the state's watermark, so the same set
+of events gives the same state in any arrival order within the lateness bound. `view`
+adds time-driven rules (complaint deadlines, decay, silence) for a given instant: the
+worker calls it after each micro-batch (as of the customer's latest event) and from its
+timer sweep (as of now); `cxpulse replay --as-of` calls the very same function.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from pipeline import signals
+from pipeline.churn import ChurnAssessment, PopulationParams, assess_churn
+from pipeline.config import Settings
+from pipeline.sla import resolve_deadline_ts, sunset_deadline_ts
+from pipeline.state import (
+    MAX_COMPLAINTS, MAX_CONTACTS, MAX_ORDERS, MAX_REVERSALS, REVENUE_MONTHS, ComplaintRec,
+    CustomerState, short_hash,
+)
+from schemas.events import Complaint, Order, Touchpoint
+
+DIMENSIONS = signals.DIMENSIONS
+DAY = 86400.0
+FACTOR_HALF_LIFE_DAYS = 45.0      # churn-factor counters (late deliveries, refunds, ...)
+BASELINE_HALF_LIFE_FACTOR = 4.0   # the experience baseline decays 4x slower than the score
+COMPLAINT_RETENTION = 30 * DAY    # closed complaints are kept this long, then folded in
+TIERS = ("standard", "silver", "gold", "platinum")
+STATUS_RANK = {"opened": 0, "acknowledged": 1, "escalated": 2, "reopened": 3, "resolved": 4, "closed": 5}
+SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+
+Outcome = str  # "applied" | "duplicate" | "too_late"
+
+
+@dataclass(frozen=True)
+class ScoringParams:
+    half_life_days: float = 90.0
+    lateness_seconds: float = 3600.0
+    timezone: str = "UTC"
+    cutoff_hour: float = 18.0
+    tier_thresholds: tuple[float, float, float] = (500.0, 2000.0, 10000.0)
+    cxi_weights: tuple[float, ...] = (0.11, 0.32, 0.22, 0.19, 0.16)
+    sla_max_ack_seconds: float = 0.0
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> "ScoringParams":
+        return cls(s.half_life_days, float(s.lateness_seconds), s.timezone, s.cutoff_hour,
+                   tuple(s.tier_thresholds), tuple(s.cxi_weights), s.sla_max_ack_seconds)
+
+    @property
+    def rates(self) -> dict[str, float]:
+        """Decay rate (per second) by accumulator prefix."""
+        h = self.half_life_days * DAY
+        return {"d": math.log(2) / h, "b": math.log(2) / (h * BASELINE_HALF_LIFE_FACTOR),
+                "k": math.log(2) / h, "f": math.log(2) / (FACTOR_HALF_LIFE_DAYS * DAY)}
+
+
+# ----------------------------------------------------------------------------------
+# accumulators
+# ----------------------------------------------------------------------------------
+
+def _advance(state: CustomerState, t: float, rates: dict[str, float]) -> None:
+    if t <= state.wm:
+        return
+    if state.acc:
+        dt = t - state.wm
+        factors = {p: math.exp(-r * dt) for p, r in rates.items()}
+        acc = state.acc
+        for key in acc:
+            acc[key] *= factors[key[0]]
+    state.wm = t
+
+
+def _add(state: CustomerState, key: str, t: float, amount: float, rates: dict[str, float]) -> None:
+    f = math.exp(-rates[key[0]] * (state.wm - t)) if t < state.wm else 1.0
+    state.acc[key] = state.acc.get(key, 0.0) + amount * f
+
+
+# Short accumulator keys keep the serialized state small: "d.r.w" = decayed weight of reliability.
+DIM_KEY = {dim: dim[0] if dim != "responsiveness" else "s" for dim in DIMENSIONS}
+DIM_KEY["assurance"] = "a"
+assert len(set(DIM_KEY.values())) == len(DIMENSIONS)
+
+
+def _evidence(state: CustomerState, t: float, evidence: list[signals.Evidence], rates: dict[str, float]) -> None:
+    for dim, score, weight in evidence:
+        k = DIM_KEY[dim]
+        for prefix in ("d", "b"):
+            _add(state, f"{prefix}.{k}.w", t, weight, rates)
+            _add(state, f"{prefix}.{k}.s", t, weight * score, rates)
+
+
+def _factor(state: CustomerState, name: str, t: float, rates: dict[str, float], amount: float = 1.0) -> None:
+    _add(state, f"f.{name}", t, amount, rates)
+
+
+# ----------------------------------------------------------------------------------
+# apply
+# ----------------------------------------------------------------------------------
+
+def apply(state: CustomerState, ev: Touchpoint | Order | Complaint, params: ScoringParams,
+          rates: dict[str, float] | None = None) -> Outcome:
+    """Apply one validated event. Returns "applied", "duplicate" or "too_late"."""
+    rates = rates or params.rates
+    t = ev.occurred_at.timestamp()
+    h = short_hash(ev.event_id)
+    if state.seen(h):
+        return "duplicate"
+    if state.n and t < state.wm - params.lateness_seconds:
+        return "too_late"
+    state.remember(h)
+    if not state.customer_id:
+        state.customer_id = ev.customer_id
+    _advance(state, t, rates)
+    state.n += 1
+    if isinstance(ev, Touchpoint):
+        _apply_touchpoint(state, ev, t, params, rates)
+    elif isinstance(ev, Order):
+        _apply_order(state, ev, t, params, rates)
+    else:
+        _apply_complaint(state, ev, t, params, rates)
+    _prune_complaints(state, params, rates)
+    return "applied"
+
+
+def _apply_touchpoint(state: CustomerState, ev: Touchpoint, t: float, params: ScoringParams,
+                      rates: dict[str, float]) -> None:
+    _evidence(state, t, signals.touchpoint_evidence(ev), rates)
+    if (t, ev.stage.value) >= (state.stage_t, state.stage or ""):
+        state.stage, state.stage_t = ev.stage.value, t
+    if ev.csat is not None:
+        _add(state, "k.csat_n", t, 1.0, rates)
+        if ev.csat >= 4:
+            _add(state, "k.csat_ok", t, 1.0, rates)
+    if ev.nps is not None:
+        _add(state, "k.nps_n", t, 1.0, rates)
+        if ev.nps >= 9:
+            _add(state, "k.nps_p", t, 1.0, rates)
+        elif ev.nps <= 6:
+            _add(state, "k.nps_d", t, 1.0, rates)
+            _factor(state, "detractor", t, rates)
+        if (t, ev.nps) >= (state.nps_t, state.nps_last if state.nps_last is not None else -1):
+            state.nps_last, state.nps_t = ev.nps, t
+    if signals.is_low_rating(ev):
+        _factor(state, "low_ratings", t, rates)
+    if ev.handoffs:
+        _factor(state, "high_effort", t, rates, 0.5 * ev.handoffs)
+    if signals.is_contact(ev):
+        _contact(state, t, params, rates)
+
+
+def _contact(state: CustomerState, t: float, params: ScoringParams, rates: dict[str, float]) -> None:
+    """Repeat-contact detection that gives the same count in any arrival order: a contact
+    is a repeat when another contact precedes it within the window."""
+    window = signals.REPEAT_WINDOW_SECONDS
+    contacts = state.contacts
+
+    def has_predecessor(c: float, others: list[float]) -> bool:
+        return any(c - window <= o <= c for o in others)
+
+    repeats = [t] if has_predecessor(t, contacts) else []
+    for i, c in enumerate(contacts):
+        if t < c <= t + window and not has_predecessor(c, contacts[:i] + contacts[i + 1:]):
+            repeats.append(c)
+    for r in repeats:
+        _evidence(state, r, signals.repeat_contact_evidence(), rates)
+        _factor(state, "high_effort", r, rates)
+    contacts.append(t)
+    contacts.sort()
+    horizon = state.wm - window - params.lateness_seconds
+    state.contacts = [c for c in contacts if c >= horizon][-MAX_CONTACTS:]
+
+
+def _month(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m")
+
+
+def _month_index(key: str) -> int:
+    return int(key[:4]) * 12 + int(key[5:7]) - 1
+
+
+def _apply_order(state: CustomerState, ev: Order, t: float, params: ScoringParams,
+                 rates: dict[str, float]) -> None:
+    evidence = signals.order_evidence(ev)
+    _evidence(state, t, evidence, rates)
+    status = ev.status.value
+    if ev.promised_at is not None and ev.fulfilled_at is not None and ev.fulfilled_at > ev.promised_at:
+        _factor(state, "late_fulfilment", t, rates)
+    amount = float(ev.amount)
+    oh = short_hash(ev.order_id)
+    if status in ("refunded", "returned"):
+        _factor(state, "refunds_returns", t, rates)
+        if oh not in state.reversals:
+            state.reversals = (state.reversals + [oh])[-MAX_REVERSALS:]
+            _revenue(state, t, -amount)
+    elif status == "paid":
+        for rec in state.orders:
+            if rec[0] == oh:          # the same order paid twice (another event id): keep the earliest
+                if t < rec[1]:
+                    rec[1] = t
+                    state.orders.sort(key=lambda r: r[1])
+                    state.first_order = min(state.first_order or t, t)
+                return
+        state.orders.append([oh, t])
+        state.orders.sort(key=lambda r: r[1])
+        state.orders = state.orders[-MAX_ORDERS:]
+        state.n_orders += 1
+        state.first_order = t if state.first_order is None else min(state.first_order, t)
+        _revenue(state, t, amount)
+
+
+def _revenue(state: CustomerState, t: float, amount: float) -> None:
+    key = _month(t)
+    state.revenue[key] = round(state.revenue.get(key, 0.0) + amount, 4)
+    newest = _month_index(_month(state.wm))
+    state.revenue = {k: v for k, v in state.revenue.items() if newest - _month_index(k) < REVENUE_MONTHS}
+
+
+def _apply_complaint(state: CustomerState, ev: Complaint, t: float, params: ScoringParams,
+                     rates: dict[str, float]) -> None:
+    rec = next((c for c in state.complaints if c.id == ev.complaint_id), None)
+    if rec is None:
+        rec = ComplaintRec(id=ev.complaint_id, channel=ev.channel.value, category=ev.category.value,
+                           severity=ev.severity.value, first_seen=t, status=ev.status.value, status_t=t)
+        state.complaints.append(rec)
+    status = ev.status.value
+    rec.first_seen = min(rec.first_seen, t)
+    rec.version += 1
+    if SEVERITY_RANK[ev.severity.value] > SEVERITY_RANK[rec.severity]:
+        rec.severity = ev.severity.value
+    if (t, STATUS_RANK[status]) >= (rec.status_t, STATUS_RANK[rec.status]):
+        rec.status, rec.status_t = status, t
+        if ev.satisfied is not None:
+            rec.satisfied = ev.satisfied
+    if ev.compensation is not None:
+        rec.compensation = max(rec.compensation, float(ev.compensation))
+    if status == "opened":
+        if rec.opened is None or t < rec.opened:
+            rec.opened = t
+            rec.channel, rec.category = ev.channel.value, ev.category.value
+        _evidence(state, t, signals.complaint_opened_evidence(ev.category.value, ev.severity.value), rates)
+        return
+    rec.ack = t if rec.ack is None else min(rec.ack, t)
+    if status == "escalated":
+        _evidence(state, t, signals.escalation_evidence(), rates)
+    elif status in ("resolved", "closed"):
+        rec.resolved = t if rec.resolved is None else min(rec.resolved, t)
+        if ev.satisfied is not None:
+            _evidence(state, t, signals.recovery_evidence(rec.category, ev.satisfied), rates)
+            if not ev.satisfied:
+                _factor(state, "failed_recovery", t, rates)
+    elif status == "reopened":
+        rec.reopened += 1
+        _evidence(state, t, signals.recovery_evidence(rec.category, False), rates)
+        _factor(state, "failed_recovery", t, rates)
+
+
+# ----------------------------------------------------------------------------------
+# complaints: deadlines and timing evidence (pure functions of the record)
+# ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ComplaintSla:
+    ack_due: float
+    resolve_due: float
+    ack_breached: bool
+    resolve_breached: bool
+
+    @property
+    def breached(self) -> bool:
+        return self.ack_breached or self.resolve_breached
+
+
+def complaint_sla(rec: ComplaintRec, tier: str, as_of: float, params: ScoringParams) -> ComplaintSla:
+    start = rec.start
+    ack_due = sunset_deadline_ts(start, params.timezone, params.cutoff_hour, params.sla_max_ack_seconds)
+    resolve_due = resolve_deadline_ts(start, rec.severity, tier)
+    ack_breached = (rec.ack > ack_due) if rec.ack is not None else as_of > ack_due
+    resolve_breached = (rec.resolved > resolve_due) if rec.resolved is not None else as_of > resolve_due
+    return ComplaintSla(ack_due, resolve_due, ack_breached, resolve_breached)
+
+
+def complaint_timing_evidence(rec: ComplaintRec, sla: ComplaintSla) -> list[tuple[float, list[signals.Evidence]]]:
+    """(time, evidence) from how fast the complaint was answered and resolved."""
+    out: list[tuple[float, list[signals.Evidence]]] = []
+    start = rec.start
+    if rec.ack is not None:
+        out.append((rec.ack, signals.ack_time_evidence((rec.ack - start) / 3600.0)))
+    elif sla.ack_breached:
+        out.append((sla.ack_due, signals.breach_evidence()))
+    if rec.resolved is not None:
+        out.append((rec.resolved, signals.resolve_time_evidence((rec.resolved - start) / 3600.0)))
+    return out
+
+
+def _prune_complaints(state: CustomerState, params: ScoringParams, rates: dict[str, float]) -> None:
+    """Fold closed complaints older than the retention into the accumulators; cap the list."""
+    horizon = state.wm - COMPLAINT_RETENTION - params.lateness_seconds
+    keep, fold = [], []
+    for rec in state.complaints:
+        (fold if (not rec.is_open and rec.status_t < horizon) else keep).append(rec)
+    if len(keep) > MAX_COMPLAINTS:
+        keep.sort(key=lambda r: (r.is_open, r.status_t))
+        fold.extend(keep[: len(keep) - MAX_COMPLAINTS])
+        keep = keep[len(keep) - MAX_COMPLAINTS:]
+    if not fold:
+        return
+    tier = tier_of(revenue_365d(state, state.wm), params)
+    for rec in fold:
+        sla = complaint_sla(rec, tier, state.wm, params)
+        if sla.breached:
+            _factor(state, "sla_breaches_folded", rec.status_t, rates)
+        for t, evidence in complaint_timing_evidence(rec, sla):
+            _evidence(state, min(t, state.wm), evidence, rates)
+    state.complaints = sorted(keep, key=lambda r: r.first_seen)
+
+
+# ----------------------------------------------------------------------------------
+# view
+# ----------------------------------------------------------------------------------
+
+def revenue_365d(state: CustomerState, as_of: float) -> float:
+    """Net revenue of the trailing 12 calendar months (month granularity) as of `as_of`."""
+    now = _month_index(_month(as_of))
+    total = sum(v for k, v in state.revenue.items() if 0 <= now - _month_index(k) < 12)
+    return max(0.0, round(total, 2))
+
+
+def tier_of(revenue: float, params: ScoringParams) -> str:
+    silver, gold, platinum = params.tier_thresholds
+    if revenue >= platinum:
+        return "platinum"
+    if revenue >= gold:
+        return "gold"
+    if revenue >= silver:
+        return "silver"
+    return "standard"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything the score record, the churn model and the alert rules need at one instant."""
+    as_of: float
+    dims: dict[str, float | None]
+    cxi: float | None
+    baseline_cxi: float | None
+    csat: float | None
+    nps: float | None
+    tier: str
+    revenue_365d: float
+    open_complaints: int
+    sla_breaches: int
+    slas: dict[str, ComplaintSla]
+    churn: ChurnAssessment
+
+
+def _cxi(dims: dict[str, float | None], weights: tuple[float, ...]) -> float | None:
+    num = den = 0.0
+    for dim, w in zip(DIMENSIONS, weights):
+        score = dims[dim]
+        if score is not None:
+            num += w * score
+            den += w
+    return num / den if den > 0 else None
+
+
+def profile(state: CustomerState, as_of: float, params: ScoringParams,
+            population: PopulationParams, rates: dict[str, float] | None = None) -> Profile:
+    rates = rates or params.rates
+    as_of = max(as_of, state.wm)
+    revenue = revenue_365d(state, as_of)
+    tier = tier_of(revenue, params)
+    slas = {rec.id: complaint_sla(rec, tier, as_of, params) for rec in state.complaints}
+    virtual: list[tuple[float, list[signals.Evidence]]] = []
+    for rec in state.complaints:
+        virtual.extend(complaint_timing_evidence(rec, slas[rec.id]))
+    acc = state.acc
+    dims: dict[str, float | None] = {}
+    base: dict[str, float | None] = {}
+    for prefix, out in (("d", dims), ("b", base)):
+        rate = rates[prefix]
+        lag = math.exp(-rate * (as_of - state.wm))
+        for dim in DIMENSIONS:
+            k = DIM_KEY[dim]
+            w = acc.get(f"{prefix}.{k}.w", 0.0) * lag
+            s = acc.get(f"{prefix}.{k}.s", 0.0) * lag
+            for t, evidence in virtual:
+                f = math.exp(-rate * max(0.0, as_of - t))
+                for d, score, weight in evidence:
+                    if d == dim:
+                        w += weight * f
+                        s += weight * score * f
+            out[dim] = min(100.0, max(0.0, s / w)) if w > 1e-12 else None
+    k_lag = math.exp(-rates["k"] * (as_of - state.wm))
+    csat_n = acc.get("k.csat_n", 0.0) * k_lag
+    nps_n = acc.get("k.nps_n", 0.0) * k_lag
+    csat = 100.0 * acc.get("k.csat_ok", 0.0) * k_lag / csat_n if csat_n > 1e-12 else None
+    nps = 100.0 * (acc.get("k.nps_p", 0.0) - acc.get("k.nps_d", 0.0)) * k_lag / nps_n if nps_n > 1e-12 else None
+    cxi = _cxi(dims, params.cxi_weights)
+    baseline = _cxi(base, params.cxi_weights)
+    open_complaints = sum(1 for rec in state.complaints if rec.is_open)
+    breaches = sum(1 for sla in slas.values() if sla.breached)
+    f_lag = math.exp(-rates["f"] * (as_of - state.wm))
+    factors = {k[2:]: v * f_lag for k, v in acc.items() if k[0] == "f"}
+    churn = assess_churn(
+        state, as_of, population, factors=factors, cxi=cxi, baseline_cxi=baseline,
+        open_complaints=open_complaints, sla_breaches=breaches,
+    )
+    return Profile(as_of, dims, cxi, baseline, csat, nps, tier, revenue, open_complaints, breaches, slas, churn)
+
+
+def nps_class(score: int | None) -> str | None:
+    if score is None:
+        return None
+    return "promoter" if score >= 9 else "detractor" if score <= 6 else "passive"
+
+
+def _r(x: float | None, nd: int = 2) -> float | None:
+    return None if x is None else round(x, nd)
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def score_record(state: CustomerState, p: Profile) -> dict:
+    """The `cx.scores` record (JSON-ready dict, fields of schemas.outputs.ScoreRecord)."""
+    revenue_at_risk = round(p.churn.risk * p.revenue_365d, 2)
+    return {
+        "schema_version": 1,
+        "customer_id": state.customer_id,
+        "as_of": iso(p.as_of),
+        "version": state.version,
+        "cxi": _r(p.cxi),
+        **{dim: _r(p.dims[dim]) for dim in DIMENSIONS},
+        "csat": _r(p.csat),
+        "nps": _r(p.nps),
+        "nps_class": nps_class(state.nps_last),
+        "tier": p.tier,
+        "stage": state.stage,
+        "revenue_365d": p.revenue_365d,
+        "open_complaints": p.open_complaints,
+        "sla_breaches": p.sla_breaches,
+        "churn_risk": round(p.churn.risk, 4),
+        "churn_drivers": [{"factor": f, "contribution": round(c, 4)} for f, c in p.churn.drivers],
+        "revenue_at_risk": revenue_at_risk,
+        "events": state.n,
+    }

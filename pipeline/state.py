@@ -1,0 +1,112 @@
+"""Per-customer state: what the core keeps between events, versioned and compact.
+
+Times are epoch seconds (floats). Decayed accumulators (`acc`) are all referenced to the
+state's watermark `wm` (latest event time seen): advancing `wm` scales them down, and a
+late event adds its contribution already decayed to `wm`. That makes the result
+independent of arrival order (up to float rounding).
+
+Serialized with orjson; typical customer well under 1 KB (see tests/test_state.py).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import struct
+from dataclasses import asdict, dataclass, field
+
+import orjson
+
+STATE_FORMAT = 1
+
+MAX_IDS = 32            # recent event ids kept for deduplication
+MAX_ORDERS = 12         # recent purchases (order id hash, time) kept for cadence
+MAX_REVERSALS = 12      # recent refunded/returned/cancelled order ids
+MAX_CONTACTS = 8        # recent support/inquiry contact times (repeat-contact detection)
+MAX_COMPLAINTS = 12     # complaint records kept (open ones first)
+REVENUE_MONTHS = 13     # monthly revenue buckets kept (trailing 12 months + current)
+
+
+def short_hash(text: str) -> int:
+    """32-bit id fingerprint for bounded dedup memory (collision odds ~1e-8 per event)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big")
+
+
+@dataclass(slots=True)
+class ComplaintRec:
+    id: str
+    channel: str = "other"
+    category: str = "other"
+    severity: str = "medium"
+    opened: float | None = None      # time of the `opened` event
+    first_seen: float = 0.0          # earliest event time of this complaint
+    ack: float | None = None         # first answer: acknowledged/escalated/resolved/closed
+    resolved: float | None = None    # first resolved/closed
+    status: str = "opened"           # status of the latest event by event time
+    status_t: float = 0.0
+    satisfied: bool | None = None
+    compensation: float = 0.0
+    reopened: int = 0
+    version: int = 0
+
+    @property
+    def start(self) -> float:
+        return self.opened if self.opened is not None else self.first_seen
+
+    @property
+    def is_open(self) -> bool:
+        return self.status not in ("resolved", "closed")
+
+
+@dataclass(slots=True)
+class CustomerState:
+    v: int = STATE_FORMAT
+    customer_id: str = ""
+    version: int = 0                 # score version published last (monotonic)
+    n: int = 0                       # events applied
+    wm: float = 0.0                  # latest event time seen (watermark)
+    ids: bytes = b""                 # packed (u32 hash) recent event ids
+    acc: dict[str, float] = field(default_factory=dict)   # decayed accumulators, referenced to wm
+    orders: list[list[float]] = field(default_factory=list)  # [[hash, time]] recent purchases, sorted by time
+    n_orders: int = 0
+    first_order: float | None = None
+    reversals: list[int] = field(default_factory=list)
+    revenue: dict[str, float] = field(default_factory=dict)  # "YYYY-MM" -> net amount
+    contacts: list[float] = field(default_factory=list)
+    stage: str | None = None
+    stage_t: float = 0.0
+    nps_last: int | None = None
+    nps_t: float = 0.0
+    complaints: list[ComplaintRec] = field(default_factory=list)
+    alerts: dict[str, list] = field(default_factory=dict)   # key -> [alert_id, severity, started_at]
+    pub: list[float] = field(default_factory=list)          # last published [churn_risk, sla_breaches, open]
+
+    # --- dedup ids ----------------------------------------------------------------
+    def seen(self, h: int) -> bool:
+        packed = struct.pack(">I", h)
+        ids = self.ids
+        return any(ids[i:i + 4] == packed for i in range(0, len(ids), 4))
+
+    def remember(self, h: int) -> None:
+        self.ids = (self.ids + struct.pack(">I", h))[-4 * MAX_IDS:]
+
+    # --- serialization -----------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        d = asdict(self)
+        d["ids"] = base64.b64encode(self.ids).decode()
+        d["acc"] = {k: float(f"{v:.9g}") for k, v in self.acc.items() if v > 1e-9}
+        d["complaints"] = [
+            {k: v for k, v in c.items() if v is not None and not (type(v) in (int, float) and v == 0)}
+            for c in d["complaints"]
+        ]
+        d = {k: v for k, v in d.items() if v not in (None, [], {}, "", 0) or k in ("v", "customer_id")}
+        return orjson.dumps(d, option=orjson.OPT_NON_STR_KEYS)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "CustomerState":
+        d = orjson.loads(raw)
+        fmt = d.get("v")
+        if fmt != STATE_FORMAT:
+            raise ValueError(f"unsupported customer state format {fmt!r} (this build reads {STATE_FORMAT})")
+        d["ids"] = base64.b64decode(d.get("ids", ""))
+        d["complaints"] = [ComplaintRec(**c) for c in d.get("complaints", [])]
+        return cls(**d)
