@@ -24,10 +24,11 @@ from pipeline import rows as ch_rows
 from pipeline.churn import fit_population
 from pipeline.config import Settings, load
 from pipeline.metrics import METRICS, render
-from pipeline.processor import BatchResult, Core, RawRecord
+from pipeline.processor import BatchResult, Core, RawRecord, dead_letter
 from pipeline.scoring import profile, score_record
 from pipeline.sink import ClickHouseSink
 from pipeline.state import CustomerState
+from pipeline.stream_clock import StreamClock
 
 log = logging.getLogger("cxpulse.worker")
 
@@ -47,7 +48,7 @@ app = faust.App(
     web_port=settings.web_port,
     web_in_thread=False,
     broker_commit_every=10_000,
-    broker_commit_interval=1.0,
+    broker_commit_interval=settings.commit_interval,
     producer_linger_ms=5,
     stream_buffer_maxsize=max(4096, settings.batch_max * 2),
     table_standby_replicas=0,
@@ -69,6 +70,7 @@ states = app.Table(
 sink = ClickHouseSink(settings.dsn, batch_rows=settings.sink_batch_rows, flush_seconds=settings.sink_flush_seconds,
                       max_queue_rows=settings.sink_max_queue_rows, metrics=METRICS)
 sink_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+clock = StreamClock()
 
 
 def load_state(customer_id: str) -> CustomerState | None:
@@ -114,7 +116,9 @@ async def score_events(stream):
         started = time.perf_counter()
         records = [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.key, e.value)
                    for e in events]
-        result = core.process(records, load_state)
+        result = process_guarded(records)
+        if result.latest_event_time:
+            clock.observe(result.latest_event_time, time.time())
         await emit(result)
         for topic, n in result.consumed.items():
             METRICS.consumed(topic, n)
@@ -123,6 +127,26 @@ async def score_events(stream):
         if result.duplicates:
             METRICS.duplicate(records[0].topic, result.duplicates)
         METRICS.batch(len(records), time.perf_counter() - started)
+
+
+def process_guarded(records: list[RawRecord]) -> BatchResult:
+    """Process a micro-batch. Faust acks a batch's offsets even when the agent raises, so
+    an unexpected error must not escape: the batch is retried record by record, and a
+    record that still fails is dead-lettered as `processing_error` (never lost silently)."""
+    try:
+        return core.process(records, load_state)
+    except Exception:
+        log.exception("micro-batch of %d records failed; isolating the failing records", len(records))
+    merged = BatchResult()
+    for rec in records:
+        try:
+            one = core.process([rec], lambda cid: merged.states.get(cid) or load_state(cid))
+        except Exception as exc:
+            merged.dead_letters.append(dead_letter(rec, "processing_error", f"{type(exc).__name__}: {exc}"))
+            merged.consumed[rec.topic] = merged.consumed.get(rec.topic, 0) + 1
+            continue
+        merged.merge(one)
+    return merged
 
 
 _sweep_cursor: list[bytes] = []
@@ -138,7 +162,7 @@ async def sweep() -> None:
     chunk, _sweep_cursor = _sweep_cursor[:SWEEP_MAX], _sweep_cursor[SWEEP_MAX:]
     loaded = [CustomerState.from_bytes(raw) for key in chunk if (raw := states.get(key))]
     if loaded:
-        result = core.sweep(loaded, time.time())
+        result = core.sweep(loaded, clock.now(time.time()))
         if result.scores or result.alerts:
             await emit(result)
     METRICS.complaints_past_sla({})
@@ -191,7 +215,7 @@ async def customer_view(web, request, customer_id: str):
     state = load_state(customer_id)
     if state is None:
         return web.json({"error": f"unknown customer {customer_id}"}, status=404)
-    p = profile(state, time.time(), core.params, core.population, core.rates)
+    p = profile(state, clock.now(time.time()), core.params, core.population, core.rates)
     return web.json(score_record(state, p))
 
 

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     batch_max: int = Field(2000, ge=1, description="micro-batch size (stream.take)")
     batch_within: float = Field(0.2, gt=0, description="micro-batch wait (seconds)")
+    commit_interval: float = Field(1.0, gt=0, description="seconds between Kafka offset commits")
     sweep_seconds: float = Field(5.0, gt=0, description="wall-clock seconds between timer sweeps (SLA, silence)")
     log_level: str = "info"
 

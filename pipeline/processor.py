@@ -46,6 +46,22 @@ class BatchResult:
     applied_by_topic: dict[str, int] = field(default_factory=dict)
     latest_event_time: float = 0.0
 
+    def merge(self, other: "BatchResult") -> None:
+        """Fold a later result into this one (states and scores: the later one wins)."""
+        self.states.update(other.states)
+        scored = {s["customer_id"] for s in other.scores}
+        self.scores = [s for s in self.scores if s["customer_id"] not in scored] + other.scores
+        self.alerts += other.alerts
+        self.dead_letters += other.dead_letters
+        self.events += other.events
+        self.complaints += other.complaints
+        self.applied += other.applied
+        self.duplicates += other.duplicates
+        for mine, theirs in ((self.consumed, other.consumed), (self.applied_by_topic, other.applied_by_topic)):
+            for k, v in theirs.items():
+                mine[k] = mine.get(k, 0) + v
+        self.latest_event_time = max(self.latest_event_time, other.latest_event_time)
+
 
 def _error_text(exc: ValidationError) -> str:
     parts = []
