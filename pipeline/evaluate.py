@@ -1,0 +1,302 @@
+"""Judge churn risk on data with known outcomes (DESIGN.md section 4).
+
+Two evaluations, both through the very same core as the workers (`pipeline.replay`):
+
+- `run_evaluate`: a synthetic stream with planted churners (pipeline.generator) replayed to
+  its end: ROC AUC of churn_risk, precision / recall at the alert threshold, lead time of
+  the first churn alert before departure, and whether the score names the planted driver.
+- `run_transactions_evaluate`: a real purchase history (CSV) replayed up to a cutoff;
+  customers with no purchase in the following window are the churners.
+
+The metric functions are pure and have no dependencies. docs/evaluation.md explains each figure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections import Counter, defaultdict
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+from typing import Callable, Sequence
+
+from pipeline.config import Settings
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def roc_auc(labels: Sequence[bool | int], scores: Sequence[float]) -> float:
+    """Area under the ROC curve: the probability that a random positive scores above a
+    random negative, ties counting one half (Mann-Whitney U with average ranks).
+
+    Raises ValueError when the lengths differ or one class is absent.
+    """
+    if len(labels) != len(scores):
+        raise ValueError(f"{len(labels)} labels but {len(scores)} scores")
+    n_pos = sum(1 for y in labels if y)
+    n_neg = len(labels) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("ROC AUC needs at least one positive and one negative")
+    order = sorted(range(len(scores)), key=lambda i: scores[i])
+    rank_sum = 0.0
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
+            j += 1
+        avg_rank = (i + j) / 2.0 + 1.0          # 1-based average rank of the tie group
+        rank_sum += avg_rank * sum(1 for k in order[i:j + 1] if labels[k])
+        i = j + 1
+    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+
+
+def precision_recall_at(labels: Sequence[bool | int], scores: Sequence[float],
+                        threshold: float) -> tuple[float, float]:
+    """(precision, recall) when `score >= threshold` predicts positive.
+
+    Precision is 0.0 when nothing is predicted positive; recall is 0.0 when there are no positives.
+    """
+    if len(labels) != len(scores):
+        raise ValueError(f"{len(labels)} labels but {len(scores)} scores")
+    tp = sum(1 for y, s in zip(labels, scores) if y and s >= threshold)
+    fp = sum(1 for y, s in zip(labels, scores) if not y and s >= threshold)
+    fn = sum(1 for y, s in zip(labels, scores) if y and s < threshold)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return precision, recall
+
+
+def median(xs: Sequence[float]) -> float:
+    """The median (mean of the two middle values for an even count). ValueError when empty."""
+    v = sorted(xs)
+    if not v:
+        raise ValueError("median of an empty sequence")
+    m = len(v) // 2
+    return float(v[m]) if len(v) % 2 else (v[m - 1] + v[m]) / 2.0
+
+
+def _safe_auc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
+    try:
+        return roc_auc(labels, scores)
+    except ValueError:
+        return None
+
+
+def _r(x: float | None, nd: int = 4) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(x, nd)
+
+
+def _ts(s: str) -> datetime:
+    return datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+# ----------------------------------------------------------------------------- synthetic
+
+
+def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, seed: int = 7,
+                 churn_threshold: float = 0.5, out: Callable[[str], object] | None = print,
+                 end: datetime | None = None, horizon_days: float | None = 28.0) -> dict:
+    """Generate a stream with planted churners, replay it to its end and measure.
+
+    Figures (all as of the stream end unless said otherwise):
+    - auc: ROC AUC of churn_risk, churners vs stayers;
+    - precision / recall: churn_risk >= churn_threshold (the warning alert threshold);
+    - lead_time_days_median: churn_at minus the first `firing` churn_risk alert, over the
+      churners that got one (positive = the alert came before the customer left);
+    - driver_top2: share of churners whose planted driver is among the top-2 churn_drivers;
+    - auc_early (with horizon_days): a second replay cut at end - horizon_days; churners who
+      were still active at the cut vs stayers: does the score rank leavers before they leave?
+    `end` defaults to today's midnight UTC, so a run is reproducible within a day and the
+    time-of-day layout of the stream does not depend on when it runs.
+    """
+    from pipeline.generator import generate
+    from pipeline.replay import replay
+
+    say = out or (lambda s: None)
+    if end is None:
+        end = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    stream = generate(customers=customers, days=days, seed=seed, end=end)
+    say(f"generated {len(stream.records)} records for {customers} customers over {days} days "
+        f"({stream.n_churners} planted churners, {stream.n_invalid} invalid, {stream.n_duplicates} duplicates)")
+    topic = settings.topic_for_type
+    # each record goes to the topic it was produced to (wrong_topic records included)
+    res = replay(stream.values(), settings, as_of=stream.end, topic_of=_fresh_topic_of(stream, topic))
+    truth = stream.truth
+    ids = sorted(truth)
+    labels = [truth[c].churned for c in ids]
+    missing = [c for c in ids if c not in res.scores]
+    risk = [float(res.scores[c]["churn_risk"]) if c in res.scores else 0.0 for c in ids]
+    auc = _safe_auc(labels, risk)
+    precision, recall = precision_recall_at(labels, risk, churn_threshold)
+
+    first_alert: dict[str, datetime] = {}
+    for a in res.alerts:
+        if a.get("type") == "churn_risk" and a.get("status") == "firing" and a["customer_id"] not in first_alert:
+            first_alert[a["customer_id"]] = _ts(a["as_of"])
+    churners = [c for c in ids if truth[c].churned]
+    stayers = [c for c in ids if not truth[c].churned]
+    leads = [(truth[c].churn_at - first_alert[c]).total_seconds() / 86400.0 for c in churners if c in first_alert]
+    lead_med = median(leads) if leads else None
+
+    hits: Counter[str] = Counter()
+    per_driver: Counter[str] = Counter()
+    top1: Counter[str] = Counter()
+    for c in churners:
+        d = truth[c].driver
+        per_driver[d] += 1
+        drivers = [x["factor"] for x in (res.scores.get(c) or {}).get("churn_drivers", [])]
+        if d in drivers[:2]:
+            hits[d] += 1
+        if drivers:
+            top1[drivers[0]] += 1
+    driver_top2 = sum(hits.values()) / len(churners) if churners else None
+
+    result = {
+        "customers": customers, "days": days, "seed": seed, "end": stream.end.isoformat(),
+        "records": len(stream.records), "events_valid": stream.n_valid, "by_kind": stream.counts,
+        "churners": len(churners), "stayers": len(stayers),
+        "invalid_planted": stream.n_invalid, "dead_letters": len(res.dead_letters),
+        "left_out_after_end": res.after_as_of,
+        "duplicates_planted": stream.n_duplicates, "duplicates_seen": res.duplicates, "applied": res.applied,
+        "unscored_customers": len(missing),
+        "auc": _r(auc), "churn_threshold": churn_threshold, "precision": _r(precision), "recall": _r(recall),
+        "churners_alerted": len(leads), "churners_alerted_share": _r(len(leads) / len(churners)) if churners else None,
+        "stayers_alerted_share": _r(sum(1 for c in stayers if c in first_alert) / len(stayers)) if stayers else None,
+        "alerted_before_churn_share": _r(sum(1 for x in leads if x > 0) / len(churners)) if churners else None,
+        "lead_time_days_median": _r(lead_med, 2),
+        "driver_top2": _r(driver_top2),
+        "driver_top2_by_driver": {d: f"{hits[d]}/{per_driver[d]}" for d in sorted(per_driver)},
+        "churner_top_driver_counts": dict(top1.most_common()),
+    }
+    if horizon_days:
+        cut = stream.end - timedelta(days=horizon_days)
+        early = replay(stream.values(), settings, as_of=cut, topic_of=_fresh_topic_of(stream, topic))
+        e_ids = [c for c in ids if c in early.scores and (not truth[c].churned or truth[c].churn_at > cut)]
+        e_labels = [truth[c].churned for c in e_ids]
+        e_risk = [float(early.scores[c]["churn_risk"]) for c in e_ids]
+        p_e, r_e = precision_recall_at(e_labels, e_risk, churn_threshold)
+        result.update({"early_cutoff": cut.isoformat(), "early_positives": sum(e_labels),
+                       "early_negatives": len(e_labels) - sum(e_labels), "auc_early": _r(_safe_auc(e_labels, e_risk)),
+                       "precision_early": _r(p_e), "recall_early": _r(r_e)})
+    _print(say, result)
+    return result
+
+
+def _fresh_topic_of(stream, topic: dict[str, str]) -> Callable[[bytes], str]:
+    """topic_of for replay: the topic each record was produced to, in stream order
+    (identical bytes in two topics, e.g. two empty invalid records, are told apart by order)."""
+    kinds: dict[bytes, list[str]] = defaultdict(list)
+    for r in stream.records:
+        kinds[r.value].append(r.kind)
+    cursor: Counter[bytes] = Counter()
+
+    def topic_of(value: bytes) -> str:
+        ks = kinds[value]
+        k = ks[min(cursor[value], len(ks) - 1)]
+        cursor[value] += 1
+        return topic[k]
+    return topic_of
+
+
+def _print(say: Callable[[str], object], result: dict) -> None:
+    labels = {
+        "auc": "ROC AUC of churn_risk (churners vs stayers)",
+        "precision": "precision at the alert threshold",
+        "recall": "recall at the alert threshold",
+        "lead_time_days_median": "median lead time, days (first churn alert → churn)",
+        "churners_alerted_share": "churners with a churn alert",
+        "stayers_alerted_share": "stayers with a churn alert",
+        "driver_top2": "planted driver among the top-2 drivers",
+        "auc_early": "ROC AUC at the early cutoff (leavers still active)",
+        "precision_early": "precision at the early cutoff",
+        "recall_early": "recall at the early cutoff",
+        "auc_recency_baseline": "ROC AUC of days since last purchase (baseline)",
+    }
+    for k, v in result.items():
+        say(f"  {labels.get(k, k):<52} {json.dumps(v) if isinstance(v, (dict, list)) else v}")
+
+
+# ----------------------------------------------------------------------------- transactions
+
+
+def _cutoff_dt(cutoff: date | datetime | str) -> datetime:
+    """A date means the end of that day (UTC); a naive datetime is UTC."""
+    if isinstance(cutoff, str):
+        cutoff = datetime.fromisoformat(cutoff) if len(cutoff) > 10 else date.fromisoformat(cutoff)
+    if isinstance(cutoff, datetime):
+        return cutoff if cutoff.tzinfo else cutoff.replace(tzinfo=timezone.utc)
+    return datetime.combine(cutoff + timedelta(days=1), time(0), tzinfo=timezone.utc)
+
+
+def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: date | datetime | str,
+                              window_days: float = 90.0, churn_threshold: float = 0.5,
+                              out: Callable[[str], object] | None = None) -> dict:
+    """Replay a real purchase history up to `cutoff` and check churn_risk against what happened.
+
+    Label: a customer with at least one purchase up to the cutoff is a churner when they
+    make no purchase in (cutoff, cutoff + window_days]. Returns the ROC AUC of churn_risk
+    for that label, with a recency baseline (days since the last purchase) for comparison.
+    """
+    from pipeline.replay import replay
+    from pipeline.transactions import occurred_at, read_transactions, to_order_events
+
+    say = out or (lambda s: None)
+    cut = _cutoff_dt(cutoff)
+    horizon = cut + timedelta(days=window_days)
+    rows = sorted(read_transactions(csv_path), key=lambda r: occurred_at(r[1]))
+    before = [r for r in rows if occurred_at(r[1]) <= cut]
+    last: dict[str, datetime] = {}
+    for cid, when, _ in before:
+        last[cid] = max(last.get(cid, occurred_at(when)), occurred_at(when))
+    came_back = {cid for cid, when, _ in rows if cut < occurred_at(when) <= horizon}
+    res = replay(to_order_events(before), settings, as_of=cut)
+    ids = sorted(last)
+    labels = [c not in came_back for c in ids]
+    risk = [float(res.scores[c]["churn_risk"]) if c in res.scores else 0.0 for c in ids]
+    recency = [(cut - last[c]).total_seconds() / 86400.0 for c in ids]
+    precision, recall = precision_recall_at(labels, risk, churn_threshold)
+    result = {
+        "csv": str(csv_path), "cutoff": cut.isoformat(), "window_days": window_days,
+        "transactions": len(rows), "transactions_replayed": len(before), "customers": len(ids),
+        "churned": sum(labels), "churn_rate": _r(sum(labels) / len(ids)) if ids else None,
+        "unscored_customers": sum(1 for c in ids if c not in res.scores),
+        "auc": _r(_safe_auc(labels, risk)), "auc_recency_baseline": _r(_safe_auc(labels, recency)),
+        "churn_threshold": churn_threshold, "precision": _r(precision), "recall": _r(recall),
+    }
+    _print(say, result)
+    return result
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.config import load
+
+    ap = argparse.ArgumentParser(prog="python -m pipeline.evaluate", description="judge churn risk on known outcomes")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("synthetic", help="generated stream with planted churners")
+    s.add_argument("--customers", type=int, default=2000)
+    s.add_argument("--days", type=int, default=120)
+    s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--threshold", type=float, default=0.5, help="churn_risk of a warning churn alert")
+    s.add_argument("--horizon-days", type=float, default=28.0, help="early cutoff before the end (0 = skip)")
+    t = sub.add_parser("transactions", help="CSV purchase history (customer_id,date,amount)")
+    t.add_argument("csv", type=Path)
+    t.add_argument("--cutoff", required=True, help="ISO date or datetime; a date means the end of that day")
+    t.add_argument("--window-days", type=float, default=90.0)
+    t.add_argument("--threshold", type=float, default=0.5)
+    ap.add_argument("--json", type=Path, help="also write the figures as JSON")
+    a = ap.parse_args(argv)
+    settings = load()
+    if a.cmd == "synthetic":
+        r = run_evaluate(settings, a.customers, a.days, a.seed, a.threshold, horizon_days=a.horizon_days or None)
+    else:
+        r = run_transactions_evaluate(settings, a.csv, a.cutoff, a.window_days, a.threshold, out=print)
+    if a.json:
+        a.json.write_text(json.dumps(r, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
