@@ -149,6 +149,23 @@ def process_guarded(records: list[RawRecord]) -> BatchResult:
     return merged
 
 
+erasures = app.topic(settings.topic_erasures, key_serializer="raw", value_serializer="raw")
+
+
+@app.agent(erasures)
+async def erase_customers(stream):
+    """Erasure requests (`cxpulse erase`), co-partitioned with the state: drop the
+    customer's state (a changelog tombstone) and tombstone its key on cx.scores."""
+    async for event in stream.events():
+        key = event.key
+        if not key:
+            continue
+        if states.get(key) is not None:
+            del states[key]
+        await scores_topic.send(key=key, value=None)
+        log.info("erased customer state (%d-byte key)", len(key))
+
+
 _sweep_cursor: list[bytes] = []
 SWEEP_MAX = 5000  # customers re-evaluated per timer tick (bounded cost per sweep)
 

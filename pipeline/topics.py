@@ -28,7 +28,7 @@ def topic_specs(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
         settings.topic_scores: (p, {"cleanup.policy": "compact"}),
         settings.topic_alerts: (p, {}),
         settings.topic_deadletter: (p, {}),
-        settings.topic_erasures: (1, {}),
+        settings.topic_erasures: (p, {}),   # keyed by customer_id: the owner of the state erases it
     }
 
 
