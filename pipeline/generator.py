@@ -444,10 +444,8 @@ class _Gen:
             ta = t + rng.uniform(1.2, 4.0)
         elif 8.0 <= h < 17.0:
             ta = t + min(rng.uniform(0.05, 3.0), 17.9 - h) / 24.0
-        else:
-            ta = self.business(t + 0.01, c)
-            if self.local_hour(ta, c) > 11.0:
-                ta -= 1 / 24.0
+        else:   # outside business hours: the next business morning
+            ta = t + ((24.0 - h if h >= 17.0 else -h) + 8.0 + rng.uniform(0.0, 2.5)) / 24.0
         self.emit(c, ta, "complaint", ch, {**base, "status": "acknowledged"})
         tl = ta
         if rng.random() < {"low": 0.04, "medium": 0.1, "high": 0.3, "critical": 0.6}[sev] or mode == "unresolved" and rng.random() < 0.5:

@@ -146,6 +146,25 @@ def test_wire_content_is_realistic(small):
     assert all(ev.staff_id is None or ev.staff_id[:1] in ("S", "A") for ev in tps)
 
 
+def test_lifecycles_are_causal(small):
+    """Every order and complaint starts with placed / opened; delivery after shipping."""
+    flows = defaultdict(list)
+    for r, ev in _parsed(small):
+        if r.valid:
+            key = ev.order_id if ev.type == "order" else ev.complaint_id if ev.type == "complaint" else None
+            if key:
+                flows[key].append((ev.occurred_at, ev.status.value))
+    for key, steps in flows.items():
+        steps.sort()
+        first = steps[0][1]
+        assert first in ("placed", "opened"), (key, steps)
+        statuses = [s for _, s in steps]
+        if "delivered" in statuses:
+            assert statuses.index("shipped") < statuses.index("delivered")
+        if "acknowledged" in statuses:
+            assert statuses.index("opened") < statuses.index("acknowledged")
+
+
 def test_churner_signal_precedes_departure(small):
     """A few drivers leave an unmistakable trace in the 5 weeks before churn_at."""
     events = defaultdict(list)
