@@ -658,7 +658,8 @@ def _corrupt(rng: random.Random, ev: _Ev, defect: str, gen: _Gen) -> tuple[str, 
         elif choice == 3:
             value = b"\xff\xfe" + raw[2:]
         else:
-            value = rng.choice((b"", b"null", b"[]", b'"event"', b"{}"))
+            # (no empty value: a JSON Lines file cannot carry one)
+            value = rng.choice((b"{", b"null", b"[]", b'"event"', b"{}"))
         if rng.random() < 0.3:
             key = None
         return kind, key, value
