@@ -1,0 +1,84 @@
+"""Alert lifecycle: fire once, no flapping at the threshold, resolve on recovery, stable
+ids, no duplicate on redelivery."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from pipeline import alerts
+from pipeline.churn import ChurnAssessment
+from pipeline.config import Settings
+from pipeline.processor import Core, RawRecord
+from pipeline.scoring import Profile
+from pipeline.state import CustomerState
+from schemas.outputs import AlertRecord
+from tests.factories import T0, at, complaint, raw
+
+BASE = Profile(as_of=T0.timestamp(), dims={}, cxi=None, baseline_cxi=None, csat=None, nps=None, tier="standard",
+               revenue_365d=1000.0, open_complaints=0, sla_breaches=0, slas={},
+               churn=ChurnAssessment(0.1, 0.9, []))
+
+
+def at_risk(risk: float, t: float = 0) -> Profile:
+    return replace(BASE, as_of=BASE.as_of + t, churn=ChurnAssessment(risk, 1 - risk, [("inactivity", risk - 0.1)]))
+
+
+def test_churn_alert_fires_once_and_does_not_flap_at_threshold():
+    s = CustomerState(customer_id="c1")
+    warn, _ = alerts.CHURN_THRESHOLDS["standard"]
+    out = []
+    for i, risk in enumerate([0.3, warn + 0.01, warn - 0.01, warn + 0.02, warn - 0.05, warn + 0.01]):
+        out += alerts.update_alerts(s, at_risk(risk, i))
+    assert [(a["status"], a["severity"]) for a in out] == [("firing", "warning")]
+    AlertRecord.model_validate(out[0])
+    assert out[0]["reasons"] and out[0]["recommended_action"] == alerts.PLAYBOOK["inactivity"]
+
+
+def test_escalates_then_resolves_with_stable_id():
+    s = CustomerState(customer_id="c1")
+    warn, crit = alerts.CHURN_THRESHOLDS["standard"]
+    out = []
+    for i, risk in enumerate([warn + 0.01, crit + 0.01, crit - 0.05, warn - alerts.HYSTERESIS - 0.01]):
+        out += alerts.update_alerts(s, at_risk(risk, i))
+    assert [(a["status"], a["severity"]) for a in out] == [("firing", "warning"), ("firing", "critical"),
+                                                           ("resolved", "critical")]
+    assert len({a["alert_id"] for a in out}) == 1
+    # a new episode gets a new id
+    again = alerts.update_alerts(s, at_risk(0.95, 10))
+    assert again[0]["status"] == "firing" and again[0]["alert_id"] != out[0]["alert_id"]
+
+
+def test_high_tiers_are_warned_earlier_and_get_an_account_manager():
+    s = CustomerState(customer_id="c1")
+    p = replace(at_risk(0.7), tier="platinum", revenue_365d=20000.0)
+    out = alerts.update_alerts(s, p)
+    assert out[0]["severity"] == "critical" and out[0]["recommended_action"] == alerts.PLAYBOOK["high_tier_critical"]
+    assert out[0]["revenue_at_risk"] == 14000.0
+
+
+def test_sla_and_failed_recovery_alerts_through_the_core_with_redelivery():
+    core = Core(Settings())
+    topic = core.settings.topic_complaints
+    records = [RawRecord(topic, 0, i, b"c1", raw(r)) for i, r in enumerate([
+        complaint(when=at(0), event_id="a"),                                   # 09:00 UTC, due 18:00
+        complaint(when=at(11), event_id="b", status="acknowledged"),           # answered at 20:00
+        complaint(when=at(12), event_id="c", status="resolved", satisfied=False),
+    ])]
+    states: dict[str, CustomerState] = {}
+    seen = []
+    for i, rec in enumerate(records):
+        out = core.process([rec], states.get)
+        states.update(out.states)
+        seen += out.alerts
+        if i == 0:  # the timer sweep at 18:30, with no event since the complaint
+            assert core.sweep(states.values(), T0.timestamp() + 8 * 3600).alerts == []
+            swept = core.sweep(states.values(), T0.timestamp() + 9.5 * 3600)
+            assert swept.scores[0]["sla_breaches"] == 1
+            seen += swept.alerts
+    kinds = [(a["type"], a["status"]) for a in seen]
+    assert ("sla_breach", "firing") in kinds and ("sla_breach", "resolved") in kinds
+    assert ("failed_recovery", "firing") in kinds
+    firing = [a for a in seen if a["type"] == "sla_breach" and a["status"] == "firing"]
+    assert len(firing) == 1 and "sunset rule" in firing[0]["recommended_action"]
+    # redelivery of the same records: duplicates, no new alert records
+    out = core.process(records, states.get)
+    assert out.duplicates == 3 and out.alerts == [] and out.scores == []
