@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import get_args
 
 import prometheus_client
 from prometheus_client import (
@@ -44,12 +45,24 @@ from prometheus_client.process_collector import ProcessCollector
 # `_created` series double the sample count and nobody here queries them.
 prometheus_client.disable_created_metrics()
 
-# --- vocabularies (DESIGN.md section 2; schemas/outputs.py) ------------------------
+# --- vocabularies (DESIGN.md section 2; taken from schemas/outputs.py) ------------------
 DEFAULT_INPUT_TOPICS: tuple[str, ...] = ("cx.touchpoints", "cx.orders", "cx.complaints")
-DEADLETTER_REASONS: tuple[str, ...] = ("invalid_json", "invalid_record", "wrong_topic", "too_late", "too_large")
-ALERT_TYPES: tuple[str, ...] = ("churn_risk", "sla_breach", "failed_recovery")
-TIERS: tuple[str, ...] = ("standard", "silver", "gold", "platinum")
-ALERT_SEVERITIES: tuple[str, ...] = ("warning", "critical")
+
+
+def _vocabularies() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """Dead-letter reasons, alert types, tiers and alert severities of the wire contract."""
+    try:
+        from schemas.outputs import AlertRecord, AlertType, DeadLetter, Tier
+        return (get_args(DeadLetter.model_fields["reason"].annotation),
+                tuple(t.value for t in AlertType), tuple(t.value for t in Tier),
+                get_args(AlertRecord.model_fields["severity"].annotation))
+    except Exception:  # keep metrics importable on their own
+        return (("invalid_json", "invalid_record", "wrong_topic", "wrong_key", "too_late", "too_large",
+                 "processing_error"), ("churn_risk", "sla_breach", "failed_recovery"),
+                ("standard", "silver", "gold", "platinum"), ("warning", "critical"))
+
+
+DEADLETTER_REASONS, ALERT_TYPES, TIERS, ALERT_SEVERITIES = _vocabularies()
 SINK_TABLES: tuple[str, ...] = ("cx_events", "cx_scores_history", "cx_alerts", "cx_complaints", "cx_erasures")
 OTHER = "other"
 
