@@ -1,0 +1,295 @@
+"""Analytics queries over the ClickHouse model, for the demo summary and the dashboards.
+
+Every query's SQL is a module-level constant so Grafana panels can reuse it verbatim
+(replace the `{since:DateTime64(3, 'UTC')}` / `{until:...}` parameters with
+`$__fromTime` / `$__toTime`). Functions return plain Python (numbers, dicts, lists of dicts).
+
+Base tables are ReplacingMergeTree: a row delivered twice (e.g. re-delivery after a
+worker crash) exists twice until a merge, so every query on them reads FINAL.
+Aggregating tables are read with GROUP BY + sum()/-Merge, as their rows fold lazily.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+FAR_FUTURE = datetime(2200, 1, 1, tzinfo=timezone.utc)
+
+TABLES = (
+    "cx_events", "cx_scores_history", "cx_scores_latest", "cx_alerts", "cx_complaints",
+    "cx_erasures", "cx_agg_hourly", "cx_quality_channel", "cx_quality_staff",
+)
+_REPLACING = {"cx_events", "cx_scores_history", "cx_scores_latest", "cx_alerts", "cx_complaints"}
+
+# Logical row counts: FINAL on ReplacingMergeTree tables (duplicates collapsed),
+# physical rows for the others (aggregate tables fold rows lazily; their count varies).
+TABLE_COUNTS_SQL = "\nUNION ALL\n".join(
+    f"SELECT '{t}' AS table, count() AS n FROM {t}{' FINAL' if t in _REPLACING else ''}" for t in TABLES
+)
+
+_PERIOD = "occurred_at >= {since:DateTime64(3, 'UTC')} AND occurred_at < {until:DateTime64(3, 'UTC')}"
+
+# CSAT: share of 4-5 answers among all 1-5 answers, percent.
+CSAT_SQL = f"""
+SELECT countIf(csat >= 4) AS n_satisfied, count(csat) AS n_answers,
+       if(n_answers = 0, NULL, 100 * n_satisfied / n_answers) AS csat_pct
+FROM cx_events FINAL
+WHERE event_type = 'touchpoint' AND csat IS NOT NULL AND {_PERIOD}
+"""
+
+# NPS: % promoters (9-10) minus % detractors (0-6), -100..100.
+NPS_SQL = f"""
+SELECT countIf(nps >= 9) AS n_promoters, countIf(nps <= 6) AS n_detractors, count(nps) AS n_answers,
+       if(n_answers = 0, NULL, 100 * (n_promoters - n_detractors) / n_answers) AS nps_score
+FROM cx_events FINAL
+WHERE event_type = 'touchpoint' AND nps IS NOT NULL AND {_PERIOD}
+"""
+
+RETENTION_SQL = """
+WITH {as_of:DateTime64(3, 'UTC')} AS t, toIntervalSecond({period_seconds:UInt64}) AS p
+SELECT uniqExactIf(customer_id, in_prev) AS previous_active,
+       uniqExactIf(customer_id, in_prev AND in_last) AS retained
+FROM
+(
+    SELECT customer_id,
+           max(occurred_at > t - p - p AND occurred_at <= t - p) AS in_prev,
+           max(occurred_at > t - p AND occurred_at <= t) AS in_last
+    FROM cx_events FINAL
+    WHERE occurred_at > t - p - p AND occurred_at <= t
+    GROUP BY customer_id
+)
+"""
+LAST_EVENT_SQL = "SELECT max(occurred_at) FROM cx_events"
+
+# Churn alert episodes per tier. An episode is firing while it has no 'resolved' row.
+CHURN_ALERTS_BY_TIER_SQL = """
+SELECT alert_tier AS tier,
+       count() AS episodes,
+       countIf(NOT is_resolved) AS firing,
+       countIf(NOT is_resolved AND firing_severity = 'critical') AS critical,
+       sumIf(firing_revenue_at_risk, NOT is_resolved) AS revenue_at_risk
+FROM
+(
+    SELECT alert_id,
+           argMax(tier, as_of) AS alert_tier,
+           argMaxIf(severity, as_of, status = 'firing') AS firing_severity,
+           argMaxIf(revenue_at_risk, as_of, status = 'firing') AS firing_revenue_at_risk,
+           max(status = 'resolved') AS is_resolved
+    FROM cx_alerts FINAL
+    WHERE type = 'churn_risk'
+    GROUP BY alert_id
+)
+GROUP BY alert_tier
+ORDER BY alert_tier
+"""
+
+# Sunset-rule compliance per channel over each complaint's latest state. A complaint's
+# SLA outcome is decided once it breached or was resolved; compliance = met / decided.
+SLA_COMPLIANCE_BY_CHANNEL_SQL = """
+SELECT channel,
+       count() AS n_complaints,
+       countIf(breached OR resolved_at IS NOT NULL) AS n_decided,
+       countIf(breached) AS n_breached,
+       countIf(NOT breached AND resolved_at IS NULL) AS n_open,
+       if(n_decided = 0, NULL, (n_decided - n_breached) / n_decided) AS compliance
+FROM cx_complaints FINAL
+WHERE opened_at >= {since:DateTime64(3, 'UTC')} AND opened_at < {until:DateTime64(3, 'UTC')}
+GROUP BY channel
+ORDER BY channel
+"""
+
+# SERVQUAL dimension x journey stage: average 1-5 rating, and as a 0-100 score
+# ((avg - 1) / 4 * 100, the CXI scale); worst first, so the breaking point leads.
+WHERE_EXPERIENCE_BREAKS_SQL = f"""
+SELECT stage, dimension, count() AS answers, avg(rating) AS avg_rating,
+       (avg_rating - 1) / 4 * 100 AS score
+FROM
+(
+    SELECT stage,
+           arrayJoin(arrayFilter(x -> x.2 IS NOT NULL, [
+               ('tangibles', rating_tangibles), ('reliability', rating_reliability),
+               ('responsiveness', rating_responsiveness), ('assurance', rating_assurance),
+               ('empathy', rating_empathy)])) AS pair,
+           pair.1 AS dimension, assumeNotNull(pair.2) AS rating
+    FROM cx_events FINAL
+    WHERE event_type = 'touchpoint' AND {_PERIOD}
+)
+GROUP BY stage, dimension
+ORDER BY score ASC, stage, dimension
+"""
+
+# Service revenue per currency: the latest amount of every order that got paid, shipped or
+# delivered, unless its latest status is cancelled, refunded or returned.
+REVENUE_SQL = f"""
+SELECT order_currency AS currency, sum(last_amount) AS revenue, count() AS orders
+FROM
+(
+    SELECT order_id, argMax(currency, occurred_at) AS order_currency,
+           argMax(amount, occurred_at) AS last_amount,
+           argMax(status, occurred_at) AS last_status,
+           max(status IN ('paid', 'shipped', 'delivered')) AS sold
+    FROM cx_events FINAL
+    WHERE event_type = 'order' AND {_PERIOD}
+    GROUP BY order_id
+)
+WHERE sold AND last_status NOT IN ('cancelled', 'refunded', 'returned')
+GROUP BY order_currency
+ORDER BY order_currency
+"""
+
+LATEST_SCORES_SQL = """
+SELECT count() AS customers, avg(cxi) AS avg_cxi, avg(churn_risk) AS avg_churn_risk,
+       countIf(churn_risk >= 0.5) AS at_risk, sum(revenue_at_risk) AS total_revenue_at_risk,
+       sum(open_complaints) AS total_open_complaints
+FROM cx_scores_latest FINAL
+"""
+
+EVENT_TOTALS_SQL = f"""
+SELECT count() AS events, uniqExact(customer_id) AS customers,
+       countIf(event_type = 'touchpoint') AS touchpoints, countIf(event_type = 'order') AS orders,
+       countIf(event_type = 'complaint') AS complaint_events
+FROM cx_events FINAL
+WHERE {_PERIOD}
+"""
+
+# Dashboard time series from the hourly aggregate (cheap: no scan of cx_events).
+HOURLY_SQL = """
+SELECT hour, channel, stage, tier,
+       sum(events) AS events, sum(touchpoints) AS touchpoints, sum(orders) AS orders,
+       sum(late_fulfilments) AS late_fulfilments, sum(complaints) AS complaints,
+       sum(csat_answers) AS csat_answers, sum(csat_satisfied) AS csat_satisfied,
+       sum(nps_answers) AS nps_answers, sum(nps_promoters) AS nps_promoters,
+       sum(nps_detractors) AS nps_detractors,
+       sum(scores) AS scores, if(scores = 0, NULL, sum(cxi_sum) / scores) AS cxi_avg,
+       quantilesMerge(0.1, 0.5, 0.9)(cxi_quantiles) AS cxi_quantiles,
+       uniqExactMerge(sla_breaches) AS sla_breaches, uniqExactMerge(churn_alerts) AS churn_alerts
+FROM cx_agg_hourly
+WHERE hour >= {since:DateTime64(3, 'UTC')} AND hour < {until:DateTime64(3, 'UTC')}
+GROUP BY hour, channel, stage, tier
+ORDER BY hour, channel, stage, tier
+"""
+
+
+def _period(since: datetime | None, until: datetime | None) -> dict[str, datetime]:
+    return {"since": since or EPOCH, "until": until or FAR_FUTURE}
+
+
+def _dicts(client: Client, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    return list(client.query(sql, parameters=parameters or {}).named_results())
+
+
+def _one(client: Client, sql: str, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    rows = _dicts(client, sql, parameters)
+    return rows[0] if rows else {}
+
+
+def _num(v: Any) -> float | None:
+    """A number, or None for NULL / NaN (avg of nothing)."""
+    return None if v is None or v != v else float(v)
+
+
+def table_counts(client: Client) -> dict[str, int]:
+    """Rows per table (logical rows: duplicates collapsed on ReplacingMergeTree tables)."""
+    return {r["table"]: int(r["n"]) for r in _dicts(client, TABLE_COUNTS_SQL)}
+
+
+def csat(client: Client, since: datetime | None = None, until: datetime | None = None) -> float | None:
+    """CSAT %: share of 4-5 answers among 1-5 answers in [since, until); None without answers."""
+    return _num(_one(client, CSAT_SQL, _period(since, until)).get("csat_pct"))
+
+
+def nps(client: Client, since: datetime | None = None, until: datetime | None = None) -> float | None:
+    """NPS: % promoters (9-10) - % detractors (0-6) in [since, until); None without answers."""
+    return _num(_one(client, NPS_SQL, _period(since, until)).get("nps_score"))
+
+
+def retention(client: Client, period_days: float = 30.0, as_of: datetime | None = None) -> dict[str, Any]:
+    """Retention rate over two consecutive periods of `period_days` ending at `as_of`.
+
+    With T = as_of (default: the latest event time in cx_events) and p = period_days:
+    the previous period is (T - 2p, T - p], the last period is (T - p, T]. A customer is
+    *active* in a period when they have at least one accepted event (any type) in it.
+    retention = |active in previous ∩ active in last| / |active in previous|.
+    Returns {"as_of", "period_days", "previous_active", "retained", "rate"}; rate is None
+    when nobody was active in the previous period.
+    """
+    if as_of is None:
+        as_of = client.query(LAST_EVENT_SQL).result_rows[0][0]
+        if as_of is None or as_of <= EPOCH:
+            return {"as_of": None, "period_days": period_days, "previous_active": 0, "retained": 0, "rate": None}
+    row = _one(client, RETENTION_SQL, {"as_of": as_of, "period_seconds": int(period_days * 86400)})
+    prev, kept = int(row.get("previous_active") or 0), int(row.get("retained") or 0)
+    return {"as_of": as_of, "period_days": period_days, "previous_active": prev, "retained": kept,
+            "rate": (kept / prev) if prev else None}
+
+
+def churn_alerts_by_tier(client: Client) -> list[dict[str, Any]]:
+    """Per tier: churn-alert episodes ever, firing now, firing critical, revenue at risk of firing."""
+    return [
+        {"tier": r["tier"], "episodes": int(r["episodes"]), "firing": int(r["firing"]),
+         "critical": int(r["critical"]), "revenue_at_risk": float(r["revenue_at_risk"])}
+        for r in _dicts(client, CHURN_ALERTS_BY_TIER_SQL)
+    ]
+
+
+def sla_compliance_by_channel(client: Client, since: datetime | None = None,
+                              until: datetime | None = None) -> list[dict[str, Any]]:
+    """Per channel, complaints opened in [since, until): complaints, decided (breached or
+    resolved), breached, open (undecided), compliance = (decided - breached) / decided."""
+    return [
+        {"channel": r["channel"], "complaints": int(r["n_complaints"]), "decided": int(r["n_decided"]),
+         "breached": int(r["n_breached"]), "open": int(r["n_open"]), "compliance": _num(r["compliance"])}
+        for r in _dicts(client, SLA_COMPLIANCE_BY_CHANNEL_SQL, _period(since, until))
+    ]
+
+
+def where_experience_breaks(client: Client, since: datetime | None = None,
+                            until: datetime | None = None) -> list[dict[str, Any]]:
+    """SERVQUAL dimension x journey stage: answers, average rating (1-5) and score (0-100),
+    worst first."""
+    return [
+        {"stage": r["stage"], "dimension": r["dimension"], "answers": int(r["answers"]),
+         "avg_rating": float(r["avg_rating"]), "score": float(r["score"])}
+        for r in _dicts(client, WHERE_EXPERIENCE_BREAKS_SQL, _period(since, until))
+    ]
+
+
+def revenue(client: Client, since: datetime | None = None, until: datetime | None = None) -> dict[str, float]:
+    """Service revenue per currency (see REVENUE_SQL for which orders count)."""
+    return {r["currency"]: float(r["revenue"]) for r in _dicts(client, REVENUE_SQL, _period(since, until))}
+
+
+def hourly(client: Client, since: datetime | None = None, until: datetime | None = None) -> list[dict[str, Any]]:
+    """The hourly aggregate, merged: one dict per hour x channel x stage x tier."""
+    return _dicts(client, HOURLY_SQL, _period(since, until))
+
+
+def kpis(client: Client, retention_days: float = 30.0) -> dict[str, Any]:
+    """The headline numbers for the demo summary, over everything stored."""
+    totals = _one(client, EVENT_TOTALS_SQL, _period(None, None))
+    latest = _one(client, LATEST_SCORES_SQL)
+    alerts = churn_alerts_by_tier(client)
+    sla = sla_compliance_by_channel(client)
+    decided = sum(r["decided"] for r in sla)
+    breached = sum(r["breached"] for r in sla)
+    return {
+        "events": int(totals.get("events") or 0),
+        "customers": int(totals.get("customers") or 0),
+        "touchpoints": int(totals.get("touchpoints") or 0),
+        "orders": int(totals.get("orders") or 0),
+        "complaint_events": int(totals.get("complaint_events") or 0),
+        "csat": csat(client),
+        "nps": nps(client),
+        "retention": retention(client, retention_days)["rate"],
+        "revenue": revenue(client),
+        "scored_customers": int(latest.get("customers") or 0),
+        "avg_cxi": _num(latest.get("avg_cxi")),
+        "customers_at_risk": int(latest.get("at_risk") or 0),
+        "revenue_at_risk": float(latest.get("total_revenue_at_risk") or 0.0),
+        "open_complaints": int(latest.get("total_open_complaints") or 0),
+        "churn_alerts_firing": sum(r["firing"] for r in alerts),
+        "sla_compliance": ((decided - breached) / decided) if decided else None,
+    }
