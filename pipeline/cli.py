@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import sys
 import time
 from datetime import datetime
@@ -16,7 +18,37 @@ EXAMPLES = {
             "cxpulse demo --customers 500 --days 30 --quiet",
     "replay": "cxpulse replay events.jsonl --scores-out scores.jsonl\n"
               "cxpulse replay events.jsonl --as-of 2026-03-01T00:00:00Z --scores-out scores.jsonl",
+    "produce": "cxpulse produce events.jsonl              # send valid lines, report the rest (exit 1 if any)\n"
+               "cxpulse produce events.jsonl --strict     # all or nothing\n"
+               "cxpulse produce events.jsonl --dry-run    # validate only\n"
+               "generate-events | cxpulse produce -",
+    "tail": "cxpulse tail alerts                        # new alerts as they are published (Ctrl-C stops)\n"
+            "cxpulse tail scores --from-beginning --max 10\n"
+            "cxpulse tail deadletter --from-beginning --timeout 5 --raw > deadletters.jsonl\n"
+            "cxpulse tail scores --customer C000042",
+    "score": "cxpulse score C000042                      # asks the worker on CXPULSE_WEB_HOST:CXPULSE_WEB_PORT\n"
+             "cxpulse score C000042 --url http://worker-2:6066 --json",
+    "erase": "cxpulse erase C000042                      # Kafka tombstone + erasure request + ClickHouse rows\n"
+             "cxpulse erase C000042 --skip-clickhouse     # while a worker holds the embedded chDB\n"
+             "cxpulse erase C000042 --clickhouse http://default:pw@clickhouse:8123/cxpulse",
+    "doctor": "cxpulse doctor                             # broker, topics, ClickHouse, worker port, versions\n"
+              "CXPULSE_KAFKA_BOOTSTRAP=kafka:9092 cxpulse doctor --timeout 10",
+    "evaluate": "cxpulse evaluate                           # synthetic stream with planted churners\n"
+                "cxpulse evaluate --customers 500 --days 90 --json eval.json\n"
+                "cxpulse evaluate --transactions purchases.csv --cutoff 2011-09-30 --window-days 90",
+    "bench": "cxpulse bench                              # full run: results in bench/results/latest.json\n"
+             "cxpulse bench --quick --no-peer",
 }
+
+TAIL_TOPICS = ("scores", "alerts", "deadletter")
+
+
+def has_module(name: str) -> bool:
+    """Whether an optional pipeline module (bench, evaluate) is installed."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:
+        return False
 
 
 def _parse_time(text: str) -> datetime:
@@ -56,7 +88,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deadletters-out", type=Path, default=None)
     p.add_argument("--tick-hours", type=float, default=24.0, help="event-time interval of time-driven rules")
     p.add_argument("--quiet", action="store_true")
+
+    p = _sub(subs, "produce", "validate a JSON Lines file of input events and send the valid ones to Kafka")
+    p.add_argument("file", metavar="FILE.jsonl", help="one input record per line; - reads standard input")
+    p.add_argument("--strict", action="store_true", help="send nothing if any line is invalid")
+    p.add_argument("--dry-run", action="store_true", help="validate only, send nothing")
+    p.add_argument("--max-errors", type=int, default=50, help="rejects listed in full (default 50)")
+
+    p = _sub(subs, "tail", "follow an output topic and pretty-print its JSON records")
+    p.add_argument("topic", choices=TAIL_TOPICS)
+    p.add_argument("--from-beginning", action="store_true", help="start at the oldest record, not at the end")
+    p.add_argument("--max", type=int, default=None, metavar="N", help="stop after N records")
+    p.add_argument("--timeout", type=float, default=None, metavar="S", help="stop after S seconds")
+    p.add_argument("--customer", default=None, metavar="ID", help="only records keyed by this customer id")
+    p.add_argument("--raw", action="store_true", help="one JSON record per line, no decoration")
+
+    p = _sub(subs, "score", "ask a running worker for one customer's score and churn drivers")
+    p.add_argument("customer_id", metavar="CUSTOMER_ID")
+    p.add_argument("--url", default=None, help="worker base URL (default http://CXPULSE_WEB_HOST:CXPULSE_WEB_PORT)")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="S", help="HTTP timeout (default 10)")
+    p.add_argument("--json", action="store_true", help="print the score record as JSON")
+
+    p = _sub(subs, "erase", "erase a customer: tombstone on cx.scores, erasure request to the workers, "
+                            "ClickHouse rows deleted")
+    p.add_argument("customer_id", metavar="CUSTOMER_ID")
+    p.add_argument("--clickhouse", default=None, metavar="DSN",
+                   help="ClickHouse to delete from (default CXPULSE_CLICKHOUSE_DSN / the embedded chDB); "
+                        "the embedded chDB can only be opened while the worker is stopped")
+    p.add_argument("--skip-clickhouse", action="store_true", help="only the Kafka steps")
+
+    p = _sub(subs, "doctor", "check broker, topics, ClickHouse, worker port and versions; say how to fix failures")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="per-connection timeout (default 5)")
+
+    if has_module("pipeline.evaluate"):
+        p = _sub(subs, "evaluate", "judge churn risk on data with known outcomes (synthetic or a CSV purchase history)")
+        p.add_argument("--customers", type=int, default=2000)
+        p.add_argument("--days", type=int, default=120)
+        p.add_argument("--seed", type=int, default=7)
+        p.add_argument("--threshold", type=float, default=0.5, help="churn_risk of a warning churn alert")
+        p.add_argument("--horizon-days", type=float, default=28.0, help="early cutoff before the end (0 = skip)")
+        p.add_argument("--transactions", type=Path, default=None, metavar="CSV",
+                       help="evaluate on a purchase history (customer_id,date,amount) instead")
+        p.add_argument("--cutoff", default=None, help="with --transactions: ISO date; a date means the end of that day")
+        p.add_argument("--window-days", type=float, default=90.0, help="with --transactions: churn window")
+        p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
+
+    bench = _optional("pipeline.bench")
+    if bench is not None and hasattr(bench, "add_arguments") and hasattr(bench, "main"):
+        p = _sub(subs, "bench", "throughput, latency and memory of the real pipeline next to the raw "
+                                "consume limit and a peer")
+        bench.add_arguments(p)
     return parser
+
+
+def _optional(name: str):
+    """An optional module (bench), or None when absent or broken: `--help` must always work."""
+    if not has_module(name):
+        return None
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:  # noqa: BLE001
+        print(f"cxpulse: {name} is unavailable ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return None
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -115,7 +208,276 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"worker": cmd_worker, "demo": cmd_demo, "replay": cmd_replay}
+def _err(command: str, text: str) -> None:
+    print(f"cxpulse {command}: {text}", file=sys.stderr)
+
+
+def _reason(exc: Exception) -> str:
+    """A short reason for a rejected line (the first errors of a ValidationError)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        items = errors(include_url=False)
+        parts = []
+        for e in items[:3]:
+            loc = ".".join(str(x) for x in e.get("loc", ()))
+            parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
+        more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+        return "; ".join(parts) + more
+    return f"{type(exc).__name__}: {exc}"
+
+
+def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from schemas.events import parse_event
+
+    if args.file == "-":
+        lines = sys.stdin.buffer
+        name = "<stdin>"
+    else:
+        path = Path(args.file)
+        if not path.is_file():
+            _err("produce", f"{path}: no such file")
+            return 2
+        lines = open(path, "rb")
+        name = str(path)
+    topic_for = settings.topic_for_type
+    records: list[tuple[str, bytes, bytes]] = []
+    rejects: list[tuple[int, str]] = []
+    by_topic: Counter = Counter()
+    try:
+        for number, line in enumerate(lines, start=1):
+            value = line.strip()
+            if not value:
+                continue
+            try:
+                event = parse_event(value)
+            except Exception as exc:  # ValidationError (incl. invalid JSON) or bad bytes
+                rejects.append((number, _reason(exc)))
+                continue
+            topic = topic_for[event.type]
+            records.append((topic, event.customer_id.encode(), value))
+            by_topic[topic] += 1
+    finally:
+        if lines is not sys.stdin.buffer:
+            lines.close()
+
+    for number, reason in rejects[: max(args.max_errors, 0)]:
+        print(f"{name}:{number}: rejected: {reason}", file=sys.stderr)
+    if len(rejects) > args.max_errors:
+        print(f"... and {len(rejects) - args.max_errors} more rejected lines", file=sys.stderr)
+    summary = f"{len(records) + len(rejects):,} records read: {len(records):,} valid, {len(rejects):,} rejected"
+    if args.dry_run or (args.strict and rejects) or not records:
+        why = ("--dry-run" if args.dry_run else "--strict and some lines are invalid" if args.strict and rejects
+               else "no valid records")
+        print(f"{summary}; nothing sent ({why})")
+        return 1 if rejects else 0
+
+    from pipeline import kafka_io, topics
+
+    topics.ensure_topics(settings)
+    sent = kafka_io.produce(settings, records)
+    print(f"{summary}; sent {sent:,} to {settings.bootstrap}: "
+          + ", ".join(f"{t} {n:,}" for t, n in sorted(by_topic.items())))
+    return 1 if rejects else 0
+
+
+def _follow(settings: Settings, topic: str, from_beginning: bool, deadline: float | None):
+    """Yield records of `topic` as they arrive, until `deadline` (time.monotonic())."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
+                             allow_auto_create_topics=False, client_id="cxpulse-tail")
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            raise LookupError(topic)
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        if from_beginning:
+            consumer.seek_to_beginning(*tps)
+        else:
+            consumer.seek_to_end(*tps)
+        while deadline is None or time.monotonic() < deadline:
+            wait = 500 if deadline is None else max(1, min(500, int((deadline - time.monotonic()) * 1000)))
+            for batch in consumer.poll(timeout_ms=wait).values():
+                yield from batch
+    finally:
+        consumer.close()
+
+
+def cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
+    import orjson
+    from rich.console import Console
+
+    topic = {"scores": settings.topic_scores, "alerts": settings.topic_alerts,
+             "deadletter": settings.topic_deadletter}[args.topic]
+    console = Console(highlight=False, soft_wrap=True)
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    key = args.customer.encode() if args.customer else None
+    shown = 0
+    if args.max is not None and args.max <= 0:
+        return 0
+    try:
+        for m in _follow(settings, topic, args.from_beginning, deadline):
+            if key is not None and m.key != key:
+                continue
+            shown += 1
+            if args.raw:
+                sys.stdout.write((m.value or b"null").decode("utf-8", "replace") + "\n")
+                sys.stdout.flush()
+            else:
+                when = datetime.fromtimestamp(m.timestamp / 1000).astimezone().isoformat(timespec="seconds") \
+                    if m.timestamp and m.timestamp > 0 else "?"
+                k = m.key.decode("utf-8", "replace") if m.key is not None else "-"
+                console.print(f"[bold]{m.topic}[/bold] partition {m.partition} offset {m.offset} "
+                              f"key {k} at {when}", markup=True, highlight=False)
+                if m.value is None:
+                    console.print("  (tombstone: the customer was erased)")
+                else:
+                    try:
+                        console.print_json(orjson.dumps(orjson.loads(m.value)).decode())
+                    except orjson.JSONDecodeError:
+                        console.print(repr(m.value))
+            if args.max is not None and shown >= args.max:
+                return 0
+    except LookupError:
+        _err("tail", f"topic {topic} does not exist on {settings.bootstrap}; run `cxpulse doctor`")
+        return 1
+    if args.max is not None:
+        _err("tail", f"only {shown} of {args.max} records within {args.timeout:g} s")
+        return 1
+    return 0
+
+
+def cmd_score(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    base = (args.url or f"http://{settings.web_host}:{settings.web_port}").rstrip("/")
+    url = f"{base}/customers/{urllib.parse.quote(args.customer_id, safe='')}"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as r:
+            body = r.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            _err("score", f"unknown customer {args.customer_id!r}: the worker at {base} has no profile for it "
+                          "(no events yet, or erased)")
+        else:
+            _err("score", f"the worker at {base} answered HTTP {exc.code} for {url}")
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        _err("score", f"no worker answers at {base} ({reason}); start one with `cxpulse worker` "
+                      "or point --url / CXPULSE_WEB_PORT at a running worker")
+        return 1
+    try:
+        score = json.loads(body)
+    except ValueError:
+        _err("score", f"{url} did not answer JSON")
+        return 1
+    if args.json:
+        print(json.dumps(score, indent=2))
+        return 0
+    print_score(score)
+    return 0
+
+
+def _fmt(v: object, nd: int = 1) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.{nd}f}"
+    return str(v)
+
+
+def print_score(score: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    risk = float(score.get("churn_risk") or 0.0)
+    console.print(f"[bold]customer {score.get('customer_id')}[/bold]  tier {score.get('tier')}  "
+                  f"stage {score.get('stage') or '-'}  as of {score.get('as_of')} (version {score.get('version')})")
+    console.print(f"CXI {_fmt(score.get('cxi'))}   churn risk {risk:.2f}   "
+                  f"revenue at risk {_fmt(score.get('revenue_at_risk'), 2)}   events {score.get('events')}")
+    dims = Table(show_header=True, header_style="bold", title="experience")
+    for col in ("tangibles", "reliability", "responsiveness", "assurance", "empathy", "csat", "nps"):
+        dims.add_column(col, justify="right")
+    dims.add_row(*(_fmt(score.get(c)) for c in ("tangibles", "reliability", "responsiveness", "assurance",
+                                                 "empathy", "csat", "nps")))
+    console.print(dims)
+    console.print(f"revenue 365d {_fmt(score.get('revenue_365d'), 2)}   open complaints {score.get('open_complaints')}"
+                  f"   SLA breaches {score.get('sla_breaches')}   NPS class {score.get('nps_class') or '-'}")
+    drivers = score.get("churn_drivers") or []
+    table = Table(show_header=True, header_style="bold", title="churn drivers")
+    table.add_column("driver")
+    table.add_column("contribution", justify="right")
+    for d in drivers:
+        table.add_row(str(d.get("factor")), f"{float(d.get('contribution') or 0.0):.2f}")
+    if drivers:
+        console.print(table)
+    else:
+        console.print("churn drivers: none")
+
+
+def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.erasure import erase
+
+    try:
+        result = erase(settings, args.customer_id, clickhouse_dsn=args.clickhouse,
+                       skip_clickhouse=args.skip_clickhouse)
+    except ValueError as exc:
+        _err("erase", str(exc))
+        return 2
+    print(f"erasure of customer {result.customer_id} requested at {result.requested_at.isoformat()}:")
+    for line in result.lines():
+        print(f"  done: {line}")
+    for problem in result.problems:
+        print(f"  {problem}", file=sys.stderr)
+    return 0 if result.complete else 1
+
+
+def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.doctor import main as doctor_main
+
+    return doctor_main(settings, timeout=args.timeout)
+
+
+def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
+    from pipeline import evaluate
+
+    if args.transactions is not None:
+        if not args.cutoff:
+            _err("evaluate", "--transactions needs --cutoff")
+            return 2
+        if not args.transactions.is_file():
+            _err("evaluate", f"{args.transactions}: no such file")
+            return 2
+        result = evaluate.run_transactions_evaluate(settings, args.transactions, args.cutoff, args.window_days,
+                                                    args.threshold, out=print)
+    else:
+        result = evaluate.run_evaluate(settings, args.customers, args.days, args.seed, args.threshold,
+                                       horizon_days=args.horizon_days or None)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"figures written to {args.json}")
+    return 0
+
+
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline import bench
+
+    return int(bench.main(settings, args) or 0)
+
+
+COMMANDS = {"worker": cmd_worker, "demo": cmd_demo, "replay": cmd_replay, "produce": cmd_produce,
+            "tail": cmd_tail, "score": cmd_score, "erase": cmd_erase, "doctor": cmd_doctor,
+            "evaluate": cmd_evaluate, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,10 +492,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
+        from kafka.errors import KafkaError
+
         from pipeline.broker import BrokerError
         from pipeline.topics import TopicLayoutError
         from pipeline.worker_process import WorkerError
 
+        if isinstance(exc, KafkaError):
+            print(f"cxpulse {args.command}: Kafka at {settings.bootstrap}: {exc} (try `cxpulse doctor`)",
+                  file=sys.stderr)
+            return 1
         if isinstance(exc, (BrokerError, TopicLayoutError, WorkerError, TimeoutError)):
             print(f"cxpulse {args.command}: {exc}", file=sys.stderr)
             return 1
