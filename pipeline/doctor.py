@@ -106,6 +106,16 @@ def check_kafka(settings: Settings, timeout: float = 5.0) -> list[Check]:
     from pipeline.topics import topic_specs
 
     specs = topic_specs(settings)
+    noisy = logging.getLogger("kafka")
+    level = noisy.level
+    noisy.setLevel(logging.CRITICAL)  # connection errors are the check's result, not log noise
+    try:
+        return _check_kafka(settings, specs, timeout)
+    finally:
+        noisy.setLevel(level)
+
+
+def _check_kafka(settings: Settings, specs: dict, timeout: float) -> list[Check]:
     try:
         admin = _admin(settings, timeout)
     except Exception as exc:
@@ -334,7 +344,10 @@ def print_checks(checks: list[Check], console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console(highlight=False, width=max(120, Console().width))
+    if console is None:
+        probe = Console()
+        # On a terminal, fit it; in a pipe or a log, do not wrap the cells.
+        console = Console(highlight=False, width=probe.width if probe.is_terminal else 400)
     table = Table(title="cxpulse doctor", show_header=True, header_style="bold")
     table.add_column("check")
     table.add_column("status")
