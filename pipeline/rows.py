@@ -52,7 +52,9 @@ def _s(v: Any) -> str:
     """Enum or str or None -> str ('' for None)."""
     if v is None:
         return ""
-    return v.value if isinstance(v, Enum) else str(v)
+    if isinstance(v, Enum):  # before str: the schema enums are str subclasses
+        return v.value
+    return v if type(v) is str else str(v)
 
 
 def _utc(v: datetime | str | None) -> datetime | None:

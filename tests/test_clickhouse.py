@@ -116,14 +116,17 @@ def synthetic(n_events: int, n_customers: int = 5000, seed: int = 7, batch: int 
         version[cid] += 1
         drivers = [{"factor": f, "contribution": round(rng.random(), 3)} for f in rng.sample(FACTORS, rng.randint(0, 3))]
         drivers.sort(key=lambda d: -d["contribution"])
-        score = ScoreRecord(
-            customer_id=cid, as_of=at, version=version[cid], cxi=rng.choice([None, rng.uniform(0, 100)]),
-            tangibles=None, reliability=rng.uniform(0, 100), responsiveness=None, assurance=None,
-            empathy=None, csat=None, nps=None, nps_class=None, tier=tier,
+        # The shape of ScoreRecord.model_dump() (validated models: test_rows_round_trip).
+        score = dict(
+            schema_version=1, customer_id=cid, as_of=at, version=version[cid],
+            cxi=rng.choice([None, rng.uniform(0, 100)]), tangibles=None, reliability=rng.uniform(0, 100),
+            responsiveness=None, assurance=None, empathy=None, csat=None, nps=None, nps_class=None, tier=tier,
             stage=rec.get("stage"), revenue_365d=100.0, open_complaints=0, sla_breaches=0,
             churn_risk=rng.random(), churn_drivers=drivers, revenue_at_risk=10.0, events=version[cid],
         )
-        cur.setdefault("cx_scores_history", []).append(score_row(score.model_dump()))
+        if i % 1000 == 0:
+            ScoreRecord.model_validate(score)  # the shape stays valid
+        cur.setdefault("cx_scores_history", []).append(score_row(score))
         if i % 50 == 0:
             alert = dict(alert_id=f"al-{cid}-{i}", type="churn_risk", status="firing", severity="warning",
                          customer_id=cid, tier=tier, as_of=at, churn_risk=0.8, revenue_at_risk=50.0,
