@@ -286,8 +286,11 @@ def _follow(settings: Settings, topic: str, from_beginning: bool, deadline: floa
     """Yield records of `topic` as they arrive, until `deadline` (time.monotonic())."""
     from kafka import KafkaConsumer, TopicPartition
 
+    extra = {}
+    if deadline is not None:  # do not wait longer for the broker than for the records
+        extra["bootstrap_timeout_ms"] = max(1000, min(30_000, int((deadline - time.monotonic()) * 1000)))
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
-                             allow_auto_create_topics=False, client_id="cxpulse-tail")
+                             allow_auto_create_topics=False, client_id="cxpulse-tail", **extra)
     try:
         parts = consumer.partitions_for_topic(topic)
         if not parts:
@@ -357,6 +360,8 @@ def cmd_score(settings: Settings, args: argparse.Namespace) -> int:
     import urllib.request
 
     base = (args.url or f"http://{settings.web_host}:{settings.web_port}").rstrip("/")
+    if "://" not in base:
+        base = "http://" + base
     url = f"{base}/customers/{urllib.parse.quote(args.customer_id, safe='')}"
     try:
         with urllib.request.urlopen(url, timeout=args.timeout) as r:
