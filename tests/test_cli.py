@@ -322,3 +322,17 @@ def test_write_charts(tmp_path):
         empty = write_charts(sink.client, tmp_path / "empty")
         assert [p.name for p in empty] == [p.name for p in paths]
         assert all(p.stat().st_size > 1024 for p in empty)
+
+
+@pytest.mark.skipif(not has_module("pipeline.evaluate"), reason="pipeline.evaluate is not installed")
+def test_evaluate_subcommand(tmp_path, capsys, monkeypatch):
+    use(monkeypatch, Settings(data_dir=tmp_path / "data"))
+    out_json = tmp_path / "eval.json"
+    code, out, _ = run(capsys, "evaluate", "--customers", "100", "--days", "60", "--horizon-days", "0",
+                       "--json", str(out_json))
+    assert code == 0
+    assert "ROC AUC of churn_risk" in out and f"figures written to {out_json}" in out
+    figures = orjson.loads(out_json.read_bytes())
+    assert figures["customers"] == 100 and 0.0 <= figures["auc"] <= 1.0
+    code, _, err = run(capsys, "evaluate", "--transactions", str(tmp_path / "x.csv"))
+    assert code == 2 and "--cutoff" in err
