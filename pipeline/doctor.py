@@ -150,12 +150,10 @@ def _check_kafka(settings: Settings, specs: dict, timeout: float) -> list[Check]
             out.append(Check(f"topic {topic}", False, "missing",
                              "run `cxpulse produce` or `cxpulse demo` (they create the topics), or create it "
                              f"with {want} partitions"))
-        elif topic in settings.input_topics:
-            out.append(Check(f"topic {topic}", True, f"{got} partitions" + (
-                "" if got == want else f" (CXPULSE_PARTITIONS says {want}; the input topics decide)")))
         elif got != want:
-            out.append(Check(f"topic {topic}", False, f"{got} partitions, expected {want}",
-                             f"recreate it with {want} partitions or set CXPULSE_PARTITIONS={got}"))
+            out.append(Check(f"topic {topic}", False, f"{got} partitions, expected {want} (CXPULSE_PARTITIONS)",
+                             f"set CXPULSE_PARTITIONS={got} if every topic has {got}, else recreate {topic} "
+                             f"with {want} partitions (the worker's state table follows CXPULSE_PARTITIONS)"))
         else:
             note = ""
             if topic == settings.topic_scores and compact is not None:

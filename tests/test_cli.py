@@ -336,3 +336,25 @@ def test_evaluate_subcommand(tmp_path, capsys, monkeypatch):
     assert figures["customers"] == 100 and 0.0 <= figures["auc"] <= 1.0
     code, _, err = run(capsys, "evaluate", "--transactions", str(tmp_path / "x.csv"))
     assert code == 2 and "--cutoff" in err
+
+
+@pytest.mark.integration
+def test_doctor_finds_topic_layout_problems(make_settings, capsys, monkeypatch):
+    settings = make_settings()  # every topic with 2 partitions
+    wrong = settings.model_copy(update={"partitions": 3, "topic_alerts": settings.topic_alerts + "-missing"})
+    use(monkeypatch, wrong)
+    code, out, _ = run(capsys, "doctor", "--timeout", "3")
+    assert code == 1
+    lines = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") >= 4}
+    assert "FAIL" in lines[f"topic {wrong.topic_alerts}"] and "missing" in lines[f"topic {wrong.topic_alerts}"]
+    assert "2 partitions, expected 3" in lines[f"topic {wrong.topic_orders}"]
+    assert "CXPULSE_PARTITIONS=2" in lines[f"topic {wrong.topic_orders}"]
+    assert "OK" in lines["broker"] and "OK" in lines["co-partitioning"]
+    # doctor only looks: it did not create the missing topic
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=wrong.bootstrap)
+    try:
+        assert wrong.topic_alerts not in admin.list_topics()
+    finally:
+        admin.close()
