@@ -1,0 +1,686 @@
+"""`cxpulse bench`: throughput, latency and memory of the real pipeline, next to the raw
+consume limit and a peer, in one run on one broker (design §4: ratios first).
+
+One run, on the embedded broker (or CXPULSE_KAFKA_BOOTSTRAP) and chDB:
+
+1. generate N synthetic events (pipeline.generator) and produce them once to the three
+   co-partitioned input topics of this run (fresh topic names, so nothing else interferes);
+2. raw limit: kafka-python reads every record of the three topics with large fetches and
+   decodes each value with orjson.loads — no processing (best of two passes in a full run);
+3. peer: Quix Streams (bench/quix_peer.py, in its own virtualenv) runs the same
+   per-customer core (pipeline.processor.Core per message, RocksDB state) on the same
+   records; if it cannot be installed or cannot run here, the reason is recorded;
+4. full pipeline: a Faust worker (WorkerProcess, fresh consumer group) consumes the same
+   records: decode, per-customer state, scores/alerts/dead letters published, ClickHouse
+   rows written before offsets are committed. Measured from the first score it publishes
+   (record timestamp of the earliest cx.scores message of this run) to the moment its
+   committed offsets reach the end offsets (committed = durable), polled every 0.1 s;
+5. latency: with the worker caught up, the stream's events (moved to fresh customers,
+   fresh event ids) are produced paced at half the measured pipeline rate; the j-th event
+   of a customer is scored by the first cx.scores message of that customer counting ≥ j
+   events: latency = its record timestamp − wall clock at send();
+6. memory: the worker's VmRSS before and after two bursts of M new customers (one event
+   each) into the warm worker; the second burst's growth, scaled to 100k customers (all
+   the worker grows by per customer, not only the state table);
+7. `--profile`: another worker (fresh group) re-consumes the topics under py-spy; where
+   the samples fall and the top frames go to bench/results/profile.txt.
+
+Results: a table (ratios first) and bench/results/latest.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+
+import orjson
+
+from pipeline.config import PROJECT_ROOT, Settings
+
+RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
+PEER_SCRIPT = PROJECT_ROOT / "bench" / "quix_peer.py"
+PEER_VENV = RESULTS_DIR / "tmp" / "quix-venv"   # kept between runs; `make clean` removes it
+QUIX_VERSION = "3.28.1"
+PYSPY_VERSION = "0.4.3"
+DEFAULT_EVENTS = 120_000
+QUICK_EVENTS = 3_000
+EVENTS_PER_CUSTOMER = 30      # the generator yields about 30 events per customer over 60 days
+DAYS = 60
+
+JSON_KEYS = ("raw_events_per_s", "pipeline_events_per_s", "p50_latency_s", "p99_latency_s",
+             "rss_bytes_per_100k_customers", "quix_events_per_s")
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--events", type=int, default=None,
+                        help=f"events produced and measured (default {DEFAULT_EVENTS:,}; --quick {QUICK_EVENTS:,})")
+    parser.add_argument("--quick", action="store_true", help="a small run for tests (a few thousand events)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--latency-seconds", type=float, default=None,
+                        help="duration of the paced latency run (default 30; --quick 6)")
+    parser.add_argument("--no-peer", action="store_true", help="skip the Quix Streams peer")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile a worker with py-spy; top frames to bench/results/profile.txt")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "latest.json", help="JSON results")
+    parser.add_argument("--work-dir", type=Path, default=RESULTS_DIR / "tmp",
+                        help="broker, chDB and peer data of the run (its run/ folder is wiped per run)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def main(settings: Settings, args: argparse.Namespace) -> int:
+    events = args.events or (QUICK_EVENTS if args.quick else DEFAULT_EVENTS)
+    latency_seconds = args.latency_seconds or (6.0 if args.quick else 30.0)
+    try:
+        result = run_bench(settings, events=events, seed=args.seed, latency_seconds=latency_seconds,
+                           peer=not args.no_peer, profile=args.profile, work_dir=args.work_dir,
+                           quiet=args.quiet, quick=args.quick)
+    except BenchError as exc:
+        print(f"cxpulse bench: {exc}", file=sys.stderr)
+        return 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    print_table(result)
+    print(f"results: {args.out}")
+    if result.get("profile_file"):
+        print(f"profile: {result['profile_file']}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def say(quiet: bool, text: str) -> None:
+    if not quiet:
+        from pipeline.progress import console
+
+        console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {text}")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise BenchError(f"no VmRSS for pid {pid}")
+
+
+def quantile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank quantile of sorted values."""
+    if not sorted_values:
+        return math.nan
+    i = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
+    return sorted_values[i]
+
+
+def machine() -> dict:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu_model": model or platform.processor(), "memory_bytes": mem,
+            "platform": platform.platform()}
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for key, dist in (("faust", "faust-streaming"), ("kafka-python", "kafka-python"), ("chdb", "chdb"),
+                      ("aiokafka", "aiokafka"), ("noida-db", "noida-db"), ("orjson", "orjson")):
+        try:
+            out[key] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[key] = None
+    return out
+
+
+class OffsetWatch:
+    """Committed offsets of one consumer group against fixed end offsets (one admin client)."""
+
+    def __init__(self, settings: Settings, group: str, ends: dict):
+        from pipeline.topics import admin
+
+        self.group, self.ends = group, ends
+        self.client = admin(settings)
+
+    def remaining(self) -> int:
+        from kafka.errors import KafkaError
+
+        try:
+            offsets = self.client.list_group_offsets({self.group: None}).get(self.group, {})
+            done = {tp: meta.offset for tp, meta in offsets.items()}
+        except KafkaError:
+            done = {}
+        return sum(max(0, end - max(done.get(tp, 0), 0)) for tp, end in self.ends.items())
+
+    def wait(self, timeout: float, alive=lambda: True, interval: float = 0.1, on_progress=None) -> float:
+        """Block until caught up; return the wall-clock time it was first seen caught up."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = self.remaining()
+            now = time.time()
+            if on_progress:
+                on_progress(left)
+            if left == 0:
+                return now
+            if not alive():
+                raise BenchError("the worker stopped before consuming every event")
+            if time.monotonic() > deadline:
+                raise BenchError(f"consumer group {self.group} still {left:,} events behind after {timeout:.0f}s")
+            time.sleep(interval)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def input_end_offsets(settings: Settings) -> dict:
+    from pipeline.topics import end_offsets
+
+    return end_offsets(settings, list(settings.input_topics))
+
+
+# ----------------------------------------------------------------------------- phases
+
+
+def make_stream(events: int, seed: int) -> tuple[list[tuple[str, bytes | None, bytes]], list]:
+    """(kind, key, value) records: exactly `events` of them, in event-time order."""
+    from pipeline.generator import generate
+
+    customers = max(20, math.ceil(events / (EVENTS_PER_CUSTOMER * 0.9)))
+    while True:
+        records = generate(customers=customers, days=DAYS, seed=seed, invalid_ratio=0.01).records
+        if len(records) >= events:
+            break
+        customers = math.ceil(customers * 1.3 * events / max(len(records), 1))
+    records = records[:events]
+    return [(r.kind, r.key, r.value) for r in records], records
+
+
+def raw_consume(settings: Settings, expected: int) -> float:
+    """Read and decode every record of the three input topics; events/s."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap, enable_auto_commit=False, client_id="cxpulse-bench-raw",
+        fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024,
+        fetch_min_bytes=1, fetch_max_wait_ms=100, max_poll_records=50_000,
+        receive_buffer_bytes=4 * 1024 * 1024,
+    )
+    try:
+        tps = [TopicPartition(t, p) for t in settings.input_topics
+               for p in sorted(consumer.partitions_for_topic(t) or ())]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        n = bad = 0
+        loads = orjson.loads
+        deadline = time.monotonic() + 600
+        started = time.perf_counter()
+        while n < expected:
+            if time.monotonic() > deadline:
+                raise BenchError(f"raw consume read {n:,} of {expected:,} records in 600 s")
+            for batch in consumer.poll(timeout_ms=200, max_records=50_000).values():
+                for rec in batch:
+                    try:
+                        loads(rec.value)
+                    except orjson.JSONDecodeError:
+                        bad += 1
+                n += len(batch)
+        elapsed = time.perf_counter() - started
+        return n / elapsed
+    finally:
+        consumer.close()
+
+
+def quix_python(quiet: bool, venv: Path = PEER_VENV) -> tuple[Path | None, str | None]:
+    """The peer's interpreter: a virtualenv of its own with quixstreams (it pins its own
+    pydantic and confluent-kafka, which must not replace the project's pins in .venv)."""
+    py = venv / "bin" / "python"
+    probe = [str(py), "-c", f"import quixstreams, sys; sys.exit(quixstreams.__version__ != '{QUIX_VERSION}')"]
+    if py.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
+        return py, None
+    say(quiet, f"peer      installing quixstreams=={QUIX_VERSION} into {venv} (once)")
+    try:
+        if not py.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120)
+        r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                            f"quixstreams=={QUIX_VERSION}"], capture_output=True, text=True, timeout=600)
+    except (subprocess.SubprocessError, OSError) as exc:
+        return None, f"could not create the peer virtualenv: {exc}"
+    if r.returncode != 0:
+        tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
+        return None, f"pip install quixstreams=={QUIX_VERSION} failed: {' | '.join(tail)}"[:500]
+    return py, None
+
+
+def run_peer(settings: Settings, expected: int, work_dir: Path, tag: str, quiet: bool) -> dict:
+    py, error = quix_python(quiet)
+    if py is None:
+        return {"error": error}
+    cmd = [str(py), str(PEER_SCRIPT), "--bootstrap", settings.bootstrap,
+           "--topics", ",".join(settings.input_topics), "--types", "touchpoint,order,complaint",
+           "--group", f"quix-bench-{tag}", "--output", f"bench-{tag}.quix-out",
+           "--expected", str(expected), "--state-dir", str(work_dir / "quix-state"),
+           "--lateness", str(settings.lateness_seconds), "--idle-timeout", "60"]
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "PYTHONWARNINGS": "ignore"}
+    log = work_dir / "quix-peer.log"
+    try:
+        with open(log, "wb") as err:
+            r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, env=env, timeout=900, cwd=PROJECT_ROOT)
+    except subprocess.TimeoutExpired:
+        return {"error": "the Quix Streams peer did not finish within 900 s"}
+    lines = r.stdout.decode(errors="replace").strip().splitlines()
+    try:
+        out = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        tail = log.read_text(errors="replace")[-400:].strip()
+        return {"error": f"the peer exited with {r.returncode} and no result; log tail: {tail}"}
+    return out
+
+
+def profile_worker(settings: Settings, work_dir: Path, tag: str, quiet: bool, out_file: Path) -> dict:
+    """Re-consume the input topics with a fresh worker under py-spy; write top frames."""
+    from pipeline.worker_process import WorkerProcess
+
+    spy = Path(sys.executable).parent / "py-spy"
+    if not spy.exists():
+        say(quiet, f"profile   installing py-spy=={PYSPY_VERSION} into the venv")
+        r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                            f"py-spy=={PYSPY_VERSION}"], capture_output=True, text=True, timeout=300)
+        if r.returncode != 0 or not spy.exists():
+            return {"profile_error": f"py-spy could not be installed: {(r.stderr or r.stdout)[-300:]}"}
+    s = settings.model_copy(update={"app_id": f"cxpulse-bench-profile-{tag}", "web_port": free_port(),
+                                    "data_dir": work_dir / "profile"})
+    raw = work_dir / "profile.folded"
+    worker = WorkerProcess(s)
+    ends = input_end_offsets(s)
+    worker.start()
+    spy_proc = subprocess.Popen([str(spy), "record", "--pid", str(worker.pid), "--rate", "97", "--format", "raw",
+                                 "--output", str(raw), "--nonblocking"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    watch = OffsetWatch(s, s.app_id, ends)
+    try:
+        started = time.time()
+        watch.wait(900, alive=lambda: worker.alive)
+        seconds = time.time() - started
+    finally:
+        watch.close()
+        spy_proc.send_signal(signal.SIGINT)
+        try:
+            spy_out = spy_proc.communicate(timeout=60)[0].decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            spy_proc.kill()
+            spy_out = spy_proc.communicate()[0].decode(errors="replace")
+        worker.stop()
+    if not raw.exists() or raw.stat().st_size == 0:
+        return {"profile_error": f"py-spy wrote no samples: {spy_out.strip()[-300:]}"}
+    summary = summarize_profile(raw.read_text(errors="replace"), seconds)
+    out_file.write_text(summary["text"])
+    return {"profile_file": str(out_file), "profile_top": summary["top"]}
+
+
+def _frame_name(frame: str) -> str:
+    # py-spy raw frames look like "function (path/to/file.py:123)"
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", "lib/python3.11/", str(PROJECT_ROOT) + "/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{name} ({path})"
+
+
+def _area(frame: str) -> str:
+    where = frame.partition(" (")[2]
+    for marker, area in (("/pipeline/", "cxpulse core (pipeline/)"), ("/agents/", "cxpulse worker (agents/)"),
+                         ("/schemas/", "cxpulse schemas (pydantic models)"), ("pydantic", "pydantic"),
+                         ("chdb", "chDB / ClickHouse"), ("clickhouse", "chDB / ClickHouse"),
+                         ("aiokafka", "aiokafka"), ("kafka/", "kafka client"), ("faust", "faust"),
+                         ("mode/", "mode"), ("asyncio", "asyncio"), ("orjson", "orjson"),
+                         ("prometheus", "prometheus_client")):
+        if marker in where:
+            return area
+    return "other"
+
+
+def summarize_profile(folded: str, seconds: float, top: int = 25) -> dict:
+    inclusive: Counter = Counter()
+    self_time: Counter = Counter()
+    areas: Counter = Counter()
+    total = 0
+    for line in folded.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = [f for f in stack.split(";") if f and not f.startswith("process ") and not f.startswith("thread ")]
+        if not frames:
+            continue
+        total += n
+        self_time[_frame_name(frames[-1])] += n
+        for f in set(_frame_name(f) for f in frames):
+            inclusive[f] += n
+        # attribute the sample to the innermost frame that is not the standard library's event loop
+        leaf_area = "other"
+        for f in reversed(frames):
+            a = _area(f)
+            if a != "other":
+                leaf_area = a
+                break
+        areas[leaf_area] += n
+    lines = [f"py-spy samples of the cxpulse worker over {seconds:.1f} s of catch-up ({total:,} samples)", ""]
+    lines.append("By area (innermost recognised frame of each sample):")
+    for a, n in areas.most_common():
+        lines.append(f"  {100 * n / max(total, 1):5.1f}%  {a}")
+    lines += ["", f"Top {top} frames by self time:"]
+    for f, n in self_time.most_common(top):
+        lines.append(f"  {100 * n / max(total, 1):5.1f}%  {f}")
+    lines += ["", f"Top {top} frames by inclusive time:"]
+    for f, n in inclusive.most_common(top):
+        lines.append(f"  {100 * n / max(total, 1):5.1f}%  {f}")
+    return {"text": "\n".join(lines) + "\n",
+            "top": {"areas": {a: round(n / max(total, 1), 4) for a, n in areas.most_common(8)},
+                    "self": [[f, round(n / max(total, 1), 4)] for f, n in self_time.most_common(8)]}}
+
+
+def rekeyed(records: list, count: int, prefix: str, one_per_customer: bool = False) -> list[tuple[str, bytes, bytes]]:
+    """`count` valid events of the stream, in stream order, moved to fresh customers
+    (customer_id → prefix + id, or one customer per event) with fresh event ids."""
+    valid = [r for r in records if r.valid]
+    out = []
+    for i in range(count):
+        r = valid[i % len(valid)]
+        obj = orjson.loads(r.value)
+        cycle = i // len(valid)
+        cid = f"{prefix}{i:07d}" if one_per_customer else f"{prefix}{cycle}-{obj['customer_id']}"
+        obj["customer_id"] = cid
+        obj["event_id"] = str(uuid.uuid4())
+        out.append((r.kind, cid.encode(), orjson.dumps(obj)))
+    return out
+
+
+def latencies(sent: list[tuple[str, float]], scores) -> tuple[list[float], int]:
+    """Per event: first score of its customer counting it (score `events` ≥ its ordinal
+    among the customer's sent events) − its send time. Returns (sorted latencies, unscored)."""
+    by_customer: dict[str, list[tuple[float, int]]] = {}
+    for m in scores:
+        if m.value is None or not m.key:
+            continue
+        by_customer.setdefault(m.key.decode(), []).append((m.timestamp / 1000.0, orjson.loads(m.value)["events"]))
+    ordinal: Counter = Counter()
+    out, missing = [], 0
+    for cid, t_sent in sent:
+        ordinal[cid] += 1
+        j = ordinal[cid]
+        done = [ts for ts, n in by_customer.get(cid, ()) if n >= j]
+        if done:
+            out.append(min(done) - t_sent)
+        else:
+            missing += 1
+    return sorted(out), missing
+
+
+def paced_produce(settings: Settings, records: list[tuple[str, bytes, bytes]], rate: float) -> list[tuple[str, float]]:
+    """Send at `rate` events/s; return (customer_id, wall-clock time of send()) in order."""
+    from kafka import KafkaProducer
+
+    topic_for = settings.topic_for_type
+    p = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=0, client_id="cxpulse-bench-lat")
+    sent: list[tuple[str, float]] = []
+    futures = []
+    try:
+        start = time.perf_counter()
+        for i, (kind, key, value) in enumerate(records):
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            sent.append((key.decode(), time.time()))
+            futures.append(p.send(topic_for[kind], key=key, value=value))
+        p.flush()
+        for f in futures:
+            f.get(timeout=30)
+    finally:
+        p.close()
+    return sent
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, latency_seconds: float = 30.0,
+              peer: bool = True, profile: bool = False, work_dir: Path = RESULTS_DIR / "tmp",
+              quiet: bool = False, quick: bool = False) -> dict:
+    from pipeline import kafka_io, topics
+    from pipeline.broker import EmbeddedBroker
+    from pipeline.worker_process import WorkerProcess
+
+    tag = uuid.uuid4().hex[:8]
+    run_dir = work_dir / "run"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    wall0 = time.monotonic()
+    s = settings.model_copy(update={
+        "data_dir": run_dir,
+        "kafka_port": free_port(settings.kafka_host) if settings.embedded_broker else settings.kafka_port,
+        "web_port": free_port(settings.web_host),
+        "app_id": f"cxpulse-bench-{tag}",
+        "lateness_seconds": (DAYS + 2) * 86400,   # the whole stream: the 3 topics are read independently
+        "topic_touchpoints": f"bench-{tag}.touchpoints", "topic_orders": f"bench-{tag}.orders",
+        "topic_complaints": f"bench-{tag}.complaints", "topic_scores": f"bench-{tag}.scores",
+        "topic_alerts": f"bench-{tag}.alerts", "topic_deadletter": f"bench-{tag}.deadletter",
+        "topic_erasures": f"bench-{tag}.erasures",
+    })
+    result: dict = {"N": events, "events": events, "machine": machine(), "versions": versions(),
+                    "settings": {"partitions": s.partitions, "batch_max": s.batch_max, "batch_within": s.batch_within,
+                                 "commit_interval": s.commit_interval, "sink_batch_rows": s.sink_batch_rows,
+                                 "lateness_seconds": s.lateness_seconds},
+                    "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "load_average_before": [round(x, 2) for x in os.getloadavg()]}
+    say(quiet, f"generate  {events:,} events (seed {seed})")
+    t = time.perf_counter()
+    stream, records = make_stream(events, seed)
+    result["customers"] = len({k for _, k, _ in stream if k})
+    result["seconds_generate"] = round(time.perf_counter() - t, 2)
+
+    broker = EmbeddedBroker(s) if s.embedded_broker else None
+    worker = WorkerProcess(s, log_path=run_dir / "worker.log")
+    try:
+        if broker:
+            broker.start()
+            say(quiet, f"broker    embedded on {broker.bootstrap}")
+        topics.ensure_topics(s)
+        topic_for = s.topic_for_type
+        t = time.perf_counter()
+        kafka_io.produce(s, [(topic_for[kind], key, value) for kind, key, value in stream])
+        result["produce_events_per_s"] = round(events / (time.perf_counter() - t), 1)
+        ends = input_end_offsets(s)
+        if sum(ends.values()) != events:
+            raise BenchError(f"the input topics hold {sum(ends.values()):,} records, expected {events:,}")
+        say(quiet, f"produce   {events:,} events at {result['produce_events_per_s']:,.0f}/s")
+
+        # -- raw limit --------------------------------------------------------------
+        passes = 1 if quick else 2
+        raw = max(raw_consume(s, events) for _ in range(passes))
+        result["raw_events_per_s"] = round(raw, 1)
+        result["raw_client"] = f"kafka-python {result['versions']['kafka-python']} (large fetch) + orjson.loads"
+        say(quiet, f"raw       {raw:,.0f} events/s")
+
+        # -- peer -------------------------------------------------------------------
+        result["quix_events_per_s"] = None
+        result["quix_error"] = None
+        if peer:
+            say(quiet, "peer      Quix Streams on the same records")
+            out = run_peer(s, events, run_dir, tag, quiet)
+            if "error" in out:
+                result["quix_error"] = out["error"]
+                say(quiet, f"peer      failed: {out['error']}")
+            else:
+                result["quix_events_per_s"] = round(out["events_per_s"], 1)
+                result["quix_version"] = out.get("version")
+                say(quiet, f"peer      {out['events_per_s']:,.0f} events/s")
+        else:
+            result["quix_error"] = "skipped (--no-peer)"
+
+        # -- full pipeline + memory ---------------------------------------------------
+        say(quiet, "pipeline  starting a Faust worker on the same records")
+        worker.start()
+        rss_start = rss_bytes(worker.pid)
+        watch = OffsetWatch(s, s.app_id, ends)
+        try:
+            t_done = watch.wait(600, alive=lambda: worker.alive)
+        finally:
+            watch.close()
+        scores = kafka_io.read_topic(s, s.topic_scores, timeout=300)
+        if not scores:
+            raise BenchError("the worker published no scores")
+        t_first = min(m.timestamp for m in scores) / 1000.0
+        pipeline_seconds = max(t_done - t_first, 1e-6)
+        pipe_rate = events / pipeline_seconds
+        customers = len({m.key for m in scores})
+        result.update({
+            "pipeline_events_per_s": round(pipe_rate, 1), "pipeline_seconds": round(pipeline_seconds, 2),
+            "customers_tracked": customers, "scores_published": len(scores),
+            "rss_idle_bytes": rss_start,
+        })
+        say(quiet, f"pipeline  {pipe_rate:,.0f} events/s ({pipeline_seconds:.1f} s), {customers:,} customers")
+
+        # -- latency ----------------------------------------------------------------
+        rate = max(1.0, pipe_rate / 2)
+        count = max(50, int(rate * latency_seconds))
+        say(quiet, f"latency   {count:,} paced events at {rate:,.0f}/s (half the pipeline rate)")
+        sent = paced_produce(s, rekeyed(records, count, f"L{tag}-"), rate)
+        watch = OffsetWatch(s, s.app_id, input_end_offsets(s))
+        try:
+            watch.wait(300, alive=lambda: worker.alive)
+        finally:
+            watch.close()
+        prefix = f"L{tag}-".encode()
+        lat_scores = [m for m in kafka_io.read_topic(s, s.topic_scores, timeout=300) if m.key and m.key.startswith(prefix)]
+        lats, missing = latencies(sent, lat_scores)
+        if not lats:
+            raise BenchError("no score was published for the paced events")
+        result.update({
+            "latency_rate_events_per_s": round(rate, 1), "latency_events": count, "latency_unscored": missing,
+            "p50_latency_s": round(quantile(lats, 0.50), 4), "p99_latency_s": round(quantile(lats, 0.99), 4),
+            "max_latency_s": round(lats[-1], 4),
+        })
+        say(quiet, f"latency   p50 {result['p50_latency_s'] * 1000:,.0f} ms, p99 {result['p99_latency_s'] * 1000:,.0f} ms "
+                   f"({missing:,} of {count:,} without a score)")
+
+        # -- memory -----------------------------------------------------------------
+        # Two bursts of M new customers (one event each) into the warm worker (ClickHouse
+        # open, the stream's customers loaded); the second burst's RSS growth is the
+        # figure (the first one also pays for buffers that grow once).
+        m_customers = max(500, events // 8)
+        rss = [rss_bytes(worker.pid)]
+        for burst in range(2):
+            kafka_io.produce(s, [(topic_for[k], key, v) for k, key, v in
+                                 rekeyed(records, m_customers, f"M{tag}-{burst}-", one_per_customer=True)])
+            watch = OffsetWatch(s, s.app_id, input_end_offsets(s))
+            try:
+                watch.wait(300, alive=lambda: worker.alive)
+            finally:
+                watch.close()
+            time.sleep(1.0)
+            rss.append(rss_bytes(worker.pid))
+        result.update({
+            "rss_bytes": rss, "rss_customers_per_burst": m_customers,
+            "rss_bytes_per_100k_customers": round(max(rss[2] - rss[1], 0) / m_customers * 100_000),
+            "rss_bytes_per_100k_customers_first_burst": round(max(rss[1] - rss[0], 0) / m_customers * 100_000),
+        })
+        say(quiet, f"memory    RSS {' → '.join(f'{x / 2**20:,.0f}' for x in rss)} MiB in bursts of {m_customers:,} "
+                   f"new customers: {result['rss_bytes_per_100k_customers'] / 2**20:,.0f} MiB per 100k")
+        worker.stop()
+
+        # -- profile ----------------------------------------------------------------
+        if profile:
+            say(quiet, "profile   a fresh worker re-consumes the topics under py-spy")
+            result.update(profile_worker(s, run_dir, tag, quiet, RESULTS_DIR / "profile.txt"))
+    finally:
+        worker.stop()
+        if broker:
+            broker.stop()
+    result["ratios"] = ratios(result)
+    result["seconds_total"] = round(time.monotonic() - wall0, 1)
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    return result
+
+
+def ratios(r: dict) -> dict:
+    def div(a, b):
+        return round(r[a] / r[b], 4) if r.get(a) and r.get(b) else None
+
+    return {"pipeline/raw": div("pipeline_events_per_s", "raw_events_per_s"),
+            "quix/raw": div("quix_events_per_s", "raw_events_per_s"),
+            "pipeline/quix": div("pipeline_events_per_s", "quix_events_per_s")}
+
+
+def print_table(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def num(v, fmt="{:,.0f}") -> str:
+        return "—" if v is None else fmt.format(v)
+
+    t = Table(title=f"cxpulse bench — {r['N']:,} events, {r.get('customers', 0):,} customers, "
+                    f"{r['machine']['nproc']} CPUs", header_style="bold")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    ratio = r.get("ratios", {})
+    t.add_row("pipeline / raw limit", num(ratio.get("pipeline/raw"), "{:.1%}"))
+    t.add_row("Quix Streams peer / raw limit", num(ratio.get("quix/raw"), "{:.1%}"))
+    t.add_row("pipeline / Quix Streams peer", num(ratio.get("pipeline/quix"), "{:.2f}×"))
+    t.add_section()
+    t.add_row("raw limit (consume + decode), events/s", num(r.get("raw_events_per_s")))
+    t.add_row("full pipeline (to ClickHouse + committed), events/s", num(r.get("pipeline_events_per_s")))
+    t.add_row("Quix Streams peer (same core), events/s",
+              num(r.get("quix_events_per_s")) if r.get("quix_events_per_s") else f"— ({r.get('quix_error')})")
+    t.add_row(f"latency p50 at {num(r.get('latency_rate_events_per_s'))} events/s",
+              num(r.get("p50_latency_s"), "{:.3f} s"))
+    t.add_row("latency p99", num(r.get("p99_latency_s"), "{:.3f} s"))
+    t.add_row("worker RSS per 100k customers", num((r.get("rss_bytes_per_100k_customers") or 0) / 2**20, "{:,.0f} MiB"))
+    t.add_row("bench wall time", num(r.get("seconds_total"), "{:.0f} s"))
+    Console(highlight=False).print(t)
+
+
+if __name__ == "__main__":  # python -m pipeline.bench [options] (the CLI calls main())
+    from pipeline.config import load
+
+    parser = argparse.ArgumentParser(prog="cxpulse bench", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    sys.exit(main(load(), parser.parse_args()))

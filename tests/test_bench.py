@@ -1,0 +1,69 @@
+"""`cxpulse bench --quick`: one small run through the real broker, a real worker and chDB."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+
+from pipeline import bench
+from pipeline.config import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def test_quick_bench_writes_every_figure(tmp_path):
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    out = tmp_path / "latest.json"
+    args = parser.parse_args(["--quick", "--quiet", "--out", str(out), "--work-dir", str(tmp_path / "work")])
+    assert bench.main(Settings(data_dir=tmp_path / "data"), args) == 0
+
+    result = json.loads(out.read_text())
+    for key in bench.JSON_KEYS:
+        assert key in result, key
+    assert result["N"] == bench.QUICK_EVENTS
+    for key in ("raw_events_per_s", "pipeline_events_per_s", "p50_latency_s", "p99_latency_s",
+                "rss_bytes_per_100k_customers"):
+        assert positive(result[key]), (key, result[key])
+    assert result["p50_latency_s"] <= result["p99_latency_s"] < 60
+    assert result["pipeline_events_per_s"] < result["raw_events_per_s"] * 10
+    assert result["latency_unscored"] == 0
+    # The peer either ran or says why not.
+    if result["quix_events_per_s"] is None:
+        assert isinstance(result["quix_error"], str) and result["quix_error"]
+    else:
+        assert positive(result["quix_events_per_s"])
+    assert result["machine"]["nproc"] >= 1 and result["machine"]["memory_bytes"] > 0
+    for name in ("python", "faust", "kafka-python", "chdb"):
+        assert result["versions"][name]
+    assert result["ratios"]["pipeline/raw"] == pytest.approx(
+        result["pipeline_events_per_s"] / result["raw_events_per_s"], rel=1e-2)
+
+
+def test_latencies_match_events_to_the_score_that_counts_them():
+    class Msg:
+        def __init__(self, key, ts_ms, events):
+            self.key, self.timestamp, self.value = key, ts_ms, json.dumps({"events": events}).encode()
+
+    sent = [("a", 1.0), ("a", 2.0), ("b", 2.5)]
+    scores = [Msg(b"a", 1500, 1), Msg(b"a", 2600, 2), Msg(b"b", 2900, 1), Msg(b"a", 9000, 2)]
+    lats, missing = bench.latencies(sent, scores)
+    assert missing == 0
+    assert lats == pytest.approx([0.4, 0.5, 0.6])
+    assert bench.latencies([("c", 1.0)], scores) == ([], 1)
+
+
+def test_quantile_and_profile_summary():
+    assert bench.quantile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
+    assert bench.quantile([1.0, 2.0, 3.0, 4.0], 0.99) == 4.0
+    folded = ("process 1:python;main (app.py:1);apply (/x/pipeline/scoring.py:5) 30\n"
+              "process 1:python;main (app.py:1);insert (/x/site-packages/chdb/x.py:9) 10\n")
+    s = bench.summarize_profile(folded, 2.0)
+    assert s["top"]["areas"]["cxpulse core (pipeline/)"] == 0.75
+    assert "apply" in s["text"]
