@@ -229,6 +229,7 @@ def _reason(exc: Exception) -> str:
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     from collections import Counter
 
+    from pipeline.processor import MAX_RECORD_BYTES
     from schemas.events import parse_event
 
     if args.file == "-":
@@ -249,6 +250,9 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
         for number, line in enumerate(lines, start=1):
             value = line.strip()
             if not value:
+                continue
+            if len(value) > MAX_RECORD_BYTES:  # the worker would dead-letter it as too_large
+                rejects.append((number, f"record of {len(value):,} bytes exceeds {MAX_RECORD_BYTES:,}"))
                 continue
             try:
                 event = parse_event(value)

@@ -84,6 +84,7 @@ BAD_LINES = [
     b'{"type": "order", "customer_id": "C1"}',
     b'{"type": "touchpoint", "event_id": "e1", "customer_id": "C1", "occurred_at": "2026-01-01T00:00:00",'
     b' "channel": "web", "schema_version": 1, "stage": "usage", "kind": "visit"}',   # no offset
+    b'{"type": "order", "padding": "' + b"x" * 70_000 + b'"}',                      # too large
 ]
 
 
@@ -113,7 +114,7 @@ def test_produce_dry_run_reports_rejects_by_line(tmp_path, capsys, monkeypatch):
     assert "nothing sent" in out
     for n in bad_at:
         assert f"events.jsonl:{n}: rejected:" in err
-    assert "Invalid JSON" in err and "occurred_at" in err and "Field required" in err
+    assert "Invalid JSON" in err and "occurred_at" in err and "Field required" in err and "exceeds" in err
 
     (tmp_path / "clean.jsonl").write_bytes(b"\n".join(good))
     code, out, _ = run(capsys, "produce", str(tmp_path / "clean.jsonl"), "--dry-run")
