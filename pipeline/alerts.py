@@ -15,10 +15,10 @@ from pipeline.state import CustomerState
 
 # (warning, critical) churn-risk thresholds per tier: high tiers are warned earlier.
 CHURN_THRESHOLDS = {
-    "standard": (0.60, 0.80),
-    "silver": (0.55, 0.75),
-    "gold": (0.50, 0.70),
-    "platinum": (0.45, 0.65),
+    "standard": (0.30, 0.60),
+    "silver": (0.27, 0.55),
+    "gold": (0.24, 0.50),
+    "platinum": (0.20, 0.45),
 }
 HYSTERESIS = 0.10
 HIGH_TIERS = ("gold", "platinum")

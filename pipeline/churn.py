@@ -2,29 +2,33 @@
 
 Model (documented in README.md, "Churn risk"):
 
-1. *Still active?* A BG/NBD-style view of purchases: while active, a customer buys at a
-   rate λ with a gamma prior centred on the population's typical gap (`median_gap_days`,
-   worth `prior_gaps` pseudo-gaps), updated by the customer's own purchases; after each
-   purchase they may drop out with probability p = a / (a + b + repeat purchases). The
-   probability of being still active after a silence s is then
-       P(alive) = (1-p)·L / ((1-p)·L + p),  L = (B / (B + s))^A,
-       A = prior_gaps + repeat purchases,  B = prior_gaps·median_gap + Σ gaps.
-   Single-purchase customers lean on the population gap, so they do not all look safe.
-   A customer with no purchase at all is judged on its last event the same way.
+1. *Still active?* The MBG/NBD model (Batislam et al. 2007, a BG/NBD variant) over the
+   customer's active days (days with any event; in a purchase-only history, purchase
+   days): while active a customer comes back at a gamma-distributed rate λ ~ Γ(r, α),
+   and after each active day — the first included — drops out with a beta-distributed
+   probability p ~ B(a, b). With x repeat active days, the last t_x days after the
+   first, and T days of age,
+       P(alive) = 1 / (1 + a/(b+x) · ((α+T)/(α+t_x))^(r+x)).
+   Unlike BG/NBD, a single-purchase customer can have dropped out, so they do not all
+   look safe; their silence is judged against the population's rates. (r, α, a, b)
+   are re-fitted by maximum likelihood from the customers' states (`fit_population`),
+   in the worker on a timer and in replay at the same points of event time.
+   A customer with no purchase at all is judged on its latest event the same way.
 2. *Experience and behaviour* add log-odds: open complaints, SLA breaches, failed service
    recovery, late fulfilment, detractor answers, low ratings, refunds/returns, effort, a
-   CXI drop against the customer's own slow baseline, and declining purchase frequency.
+   CXI drop against the customer's own slow baseline, and declining purchase frequency
+   (the last purchase gaps growing against the customer's own earlier gaps).
 3. risk = σ(logit(p) + z_inactivity + Σ z_factor).
 
 A driver's *contribution* is its share of the risk above the customer's baseline dropout
 risk p: contribution_f = (risk − p) · z_f / Σ z. Contributions are in [0, 1] and sum to
-risk − p; drivers are listed largest first.
+risk − p, where p = a/(a+b+x) is the customer's baseline (dropout) risk; drivers are
+listed largest first.
 """
 from __future__ import annotations
 
 import math
-import statistics
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
@@ -38,12 +42,13 @@ DAY = 86400.0
 
 @dataclass(frozen=True)
 class PopulationParams:
-    """Population-level parameters, re-fitted periodically from the customers' states."""
-    median_gap_days: float = 30.0
-    prior_gaps: float = 2.0
-    dropout_a: float = 1.0
-    dropout_b: float = 5.0
-    fitted_on: int = 0          # customers with repeat purchases the fit used (0 = priors)
+    """MBG/NBD population parameters (times in days), re-fitted by maximum likelihood
+    from the customers' purchase summaries (`fit_population`)."""
+    r: float = 2.0          # shape of the purchase-rate heterogeneity (gamma)
+    alpha: float = 60.0     # scale (days): r / alpha is the mean purchase rate per day
+    a: float = 1.0          # dropout-probability heterogeneity (beta)
+    b: float = 5.0
+    fitted_on: int = 0      # customers the last fit used (0 = priors)
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.__dict__)
@@ -56,17 +61,22 @@ class PopulationParams:
 
 
 # log-odds per unit of each factor, and the cap on units (one table).
+PRIOR = PopulationParams()
+PRIOR_LOG_SD = 1.0
+
+# Each factor moves the odds by a modest, bounded amount: silence is the strongest
+# signal of leaving, and one bad experience does not make a customer leave.
 FACTOR_WEIGHTS: dict[str, tuple[float, float]] = {
-    "unresolved_complaints": (0.5, 3.0),
-    "sla_breaches": (0.7, 3.0),
-    "failed_recovery": (1.0, 2.0),
-    "late_fulfilment": (0.45, 3.0),
-    "detractor": (0.7, 2.0),
-    "low_ratings": (0.35, 3.0),
-    "refunds_returns": (0.45, 3.0),
-    "high_effort": (0.25, 6.0),
-    "experience_drop": (0.06, 40.0),     # per CXI point below the customer's own baseline
-    "declining_frequency": (0.8, 2.0),   # per doubling of the recent gap over the usual gap
+    "unresolved_complaints": (0.25, 3.0),
+    "sla_breaches": (0.35, 3.0),
+    "failed_recovery": (0.5, 2.0),
+    "late_fulfilment": (0.22, 3.0),
+    "detractor": (0.35, 2.0),
+    "low_ratings": (0.18, 3.0),
+    "refunds_returns": (0.22, 3.0),
+    "high_effort": (0.12, 6.0),
+    "experience_drop": (0.03, 40.0),     # per CXI point below the customer's own baseline
+    "declining_frequency": (0.4, 2.0),   # per doubling of the recent gap over the usual gap
 }
 MIN_CONTRIBUTION = 0.005
 MAX_DRIVERS = 5
@@ -89,16 +99,15 @@ def _sigmoid(z: float) -> float:
 
 
 def dropout_probability(repeat: int, pop: PopulationParams) -> float:
-    return pop.dropout_a / (pop.dropout_a + pop.dropout_b + repeat)
+    """Probability of having dropped out right after the latest purchase (MBG/NBD)."""
+    return pop.a / (pop.a + pop.b + repeat)
 
 
-def p_alive(repeat: int, sum_gaps_days: float, silence_days: float, pop: PopulationParams) -> float:
-    a = pop.prior_gaps + repeat
-    b = pop.prior_gaps * pop.median_gap_days + sum_gaps_days
-    likelihood = (b / (b + max(0.0, silence_days))) ** a
-    p = dropout_probability(repeat, pop)
-    alive = (1 - p) * likelihood
-    return alive / (alive + p)
+def p_alive(repeat: int, t_x_days: float, silence_days: float, pop: PopulationParams) -> float:
+    """MBG/NBD: 1 / (1 + a/(b+x) · ((α+T)/(α+t_x))^(r+x)), with T = t_x + silence."""
+    base = pop.alpha + t_x_days
+    ratio = ((base + max(0.0, silence_days)) / base) ** (pop.r + repeat)
+    return 1.0 / (1.0 + pop.a / (pop.b + repeat) * ratio)
 
 
 def _declining_frequency(times: list[float]) -> float:
@@ -116,14 +125,9 @@ def _declining_frequency(times: list[float]) -> float:
 def assess_churn(state: "CustomerState", as_of: float, pop: PopulationParams, *, factors: dict[str, float],
                  cxi: float | None, baseline_cxi: float | None, open_complaints: int,
                  sla_breaches: int) -> ChurnAssessment:
-    if state.n_orders:
-        repeat = state.n_orders - 1
-        last = state.orders[-1][1] if state.orders else state.wm
-        sum_gaps = (last - (state.first_order or last)) / DAY
-    else:
-        repeat, last, sum_gaps = 0, state.wm, 0.0
-    silence = (as_of - last) / DAY
-    alive = p_alive(repeat, sum_gaps, silence, pop)
+    summary = activity_summary(state, as_of)
+    repeat, t_x, T = summary if summary is not None else (0, 0.0, 0.0)
+    alive = p_alive(repeat, t_x, T - t_x, pop)
     base_p = dropout_probability(repeat, pop)
     z0 = _logit(base_p)
     units = {
@@ -152,16 +156,63 @@ def assess_churn(state: "CustomerState", as_of: float, pop: PopulationParams, *,
     return ChurnAssessment(risk, alive, drivers)
 
 
+def activity_summary(state: "CustomerState", as_of: float) -> tuple[int, float, float] | None:
+    """(x repeat active days, t_x, T) in days since the first active day, or None.
+    An active day is a UTC day with any event (a purchase, a touchpoint, a complaint):
+    in a transaction-only history it is a purchase day, as in the classic BG/NBD."""
+    if not state.n_days or state.first_day is None:
+        return None
+    t_x = float(state.days[-1] - state.first_day)
+    silence = max(0.0, as_of / DAY - (state.days[-1] + 1))
+    return state.n_days - 1, t_x, t_x + silence
+
+
+def mbgnbd_log_likelihood(params, x, t_x, T):
+    """Per-customer MBG/NBD log-likelihood (Batislam et al. 2007), numpy arrays."""
+    import numpy as np
+    from scipy.special import betaln, gammaln
+
+    r, alpha, a, b = params
+    common = gammaln(r + x) - gammaln(r) + r * np.log(alpha) - betaln(a, b)
+    alive = betaln(a, b + x + 1) - (r + x) * np.log(alpha + T)
+    dropped = betaln(a + 1, b + x) - (r + x) * np.log(alpha + t_x)
+    return common + np.logaddexp(alive, dropped)
+
+
 def fit_population(states: Iterable["CustomerState"], prior: PopulationParams | None = None,
-                   min_customers: int = 30) -> PopulationParams:
-    """Re-fit the population's typical purchase gap from customers with repeat purchases
-    (the median of their mean gaps). Keeps the prior when too few customers qualify."""
+                   as_of: float | None = None, min_customers: int = 50,
+                   max_customers: int = 20_000) -> PopulationParams:
+    """Maximum-likelihood MBG/NBD fit on up to `max_customers` purchase summaries as of
+    `as_of` (default: the latest event seen). Keeps the prior when too few customers
+    have purchased, or when the optimiser does not converge."""
+    import numpy as np
+    from scipy.optimize import minimize
+
     prior = prior or PopulationParams()
-    gaps = []
-    for s in states:
-        if s.n_orders >= 2 and s.first_order is not None and s.orders:
-            gaps.append((s.orders[-1][1] - s.first_order) / DAY / (s.n_orders - 1))
-    if len(gaps) < min_customers:
+    states = list(states)
+    if as_of is None:
+        as_of = max((s.wm for s in states), default=0.0)
+    rows = [row for s in states[:max_customers] if (row := activity_summary(s, as_of)) is not None]
+    if len(rows) < min_customers:
         return prior
-    median = min(365.0, max(1.0, statistics.median(gaps)))
-    return replace(prior, median_gap_days=round(median, 3), fitted_on=len(gaps))
+    x, t_x, T = (np.array(col, dtype=float) for col in zip(*rows))
+    if float(T.max()) <= 0:
+        return prior
+
+    centre = np.log([PRIOR.r, PRIOR.alpha, PRIOR.a, PRIOR.b])
+
+    def loss(log_params):
+        ll = mbgnbd_log_likelihood(np.exp(log_params), x, t_x, T)
+        if not np.all(np.isfinite(ll)):
+            return 1e12
+        # A weak log-normal prior (MAP): keeps (a, b) from running off together to a
+        # degenerate fixed dropout probability when the data hardly identify them.
+        penalty = float(((log_params - centre) ** 2).sum()) / (2 * PRIOR_LOG_SD ** 2) / len(x)
+        return -float(ll.mean()) + penalty
+
+    start = np.log([prior.r, prior.alpha, prior.a, prior.b])
+    res = minimize(loss, start, method="L-BFGS-B", bounds=[(-6.9, 6.9)] * 4)
+    if not np.all(np.isfinite(res.x)):
+        return prior
+    r, alpha, a, b = (float(v) for v in np.exp(res.x))
+    return PopulationParams(round(r, 6), round(alpha, 6), round(a, 6), round(b, 6), fitted_on=len(rows))

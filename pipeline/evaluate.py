@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from pipeline.config import Settings
+from pipeline.alerts import CHURN_THRESHOLDS
+
+WARNING_THRESHOLD = CHURN_THRESHOLDS["standard"][0]
 
 # ----------------------------------------------------------------------------- metrics
 
@@ -94,7 +97,7 @@ def _ts(s: str) -> datetime:
 
 
 def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, seed: int = 7,
-                 churn_threshold: float = 0.5, out: Callable[[str], object] | None = print,
+                 churn_threshold: float = WARNING_THRESHOLD, out: Callable[[str], object] | None = print,
                  end: datetime | None = None, horizon_days: float | None = 28.0) -> dict:
     """Generate a stream with planted churners, replay it to its end and measure.
 
@@ -229,7 +232,7 @@ def _cutoff_dt(cutoff: date | datetime | str) -> datetime:
 
 
 def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: date | datetime | str,
-                              window_days: float = 90.0, churn_threshold: float = 0.5,
+                              window_days: float = 90.0, churn_threshold: float = WARNING_THRESHOLD,
                               out: Callable[[str], object] | None = None) -> dict:
     """Replay a real purchase history up to `cutoff` and check churn_risk against what happened.
 
@@ -279,13 +282,13 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--customers", type=int, default=2000)
     s.add_argument("--days", type=int, default=120)
     s.add_argument("--seed", type=int, default=7)
-    s.add_argument("--threshold", type=float, default=0.5, help="churn_risk of a warning churn alert")
+    s.add_argument("--threshold", type=float, default=WARNING_THRESHOLD, help="churn_risk of a warning churn alert (standard tier)")
     s.add_argument("--horizon-days", type=float, default=28.0, help="early cutoff before the end (0 = skip)")
     t = sub.add_parser("transactions", help="CSV purchase history (customer_id,date,amount)")
     t.add_argument("csv", type=Path)
     t.add_argument("--cutoff", required=True, help="ISO date or datetime; a date means the end of that day")
     t.add_argument("--window-days", type=float, default=90.0)
-    t.add_argument("--threshold", type=float, default=0.5)
+    t.add_argument("--threshold", type=float, default=WARNING_THRESHOLD)
     ap.add_argument("--json", type=Path, help="also write the figures as JSON")
     a = ap.parse_args(argv)
     settings = load()

@@ -21,6 +21,7 @@ from pipeline.processor import BatchResult, Core, RawRecord
 from pipeline.state import CustomerState
 
 BATCH = 1000
+REFIT_EVERY = 7 * 86400.0   # event-time seconds between population re-fits
 
 
 @dataclass
@@ -63,6 +64,7 @@ def replay(values: Iterable[bytes], settings: Settings, as_of: datetime | None =
     limit = as_of.timestamp() if as_of is not None else None
     step = tick.total_seconds() if tick else None
     next_tick: float | None = None
+    last_refit = float("-inf")
     batch: list[RawRecord] = []
 
     def collect(out: BatchResult) -> None:
@@ -79,11 +81,17 @@ def replay(values: Iterable[bytes], settings: Settings, as_of: datetime | None =
             collect(core.process(batch, states.get))
             batch.clear()
 
+    def refit(now: float) -> None:
+        nonlocal last_refit
+        if now - last_refit >= REFIT_EVERY:
+            core.population = fit_population(states.values(), core.population, as_of=now)
+            last_refit = now
+
     def run_ticks(until: float) -> None:
         nonlocal next_tick
         while next_tick is not None and next_tick <= until:
             flush()
-            core.population = fit_population(states.values(), core.population)
+            refit(next_tick)
             collect(core.sweep(states.values(), next_tick))
             next_tick += step
 
@@ -107,7 +115,7 @@ def replay(values: Iterable[bytes], settings: Settings, as_of: datetime | None =
     flush()
     if limit is not None:
         run_ticks(limit)
-        core.population = fit_population(states.values(), core.population)
+        core.population = fit_population(states.values(), core.population, as_of=limit)
         final = BatchResult()
         for state in states.values():
             core.publish(state, limit, final, force=True)

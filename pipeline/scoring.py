@@ -10,7 +10,9 @@ timer sweep (as of now); `cxpulse replay --as-of` calls the very same function.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timezone
 
 from pipeline import signals
@@ -18,7 +20,7 @@ from pipeline.churn import ChurnAssessment, PopulationParams, assess_churn
 from pipeline.config import Settings
 from pipeline.sla import resolve_deadline_ts, sunset_deadline_ts
 from pipeline.state import (
-    MAX_COMPLAINTS, MAX_CONTACTS, MAX_ORDERS, MAX_REVERSALS, REVENUE_MONTHS, ComplaintRec,
+    MAX_COMPLAINTS, MAX_CONTACTS, MAX_DAYS, MAX_ORDERS, MAX_REVERSALS, REVENUE_MONTHS, ComplaintRec,
     CustomerState, short_hash,
 )
 from schemas.events import Complaint, Order, Touchpoint
@@ -116,6 +118,7 @@ def apply(state: CustomerState, ev: Touchpoint | Order | Complaint, params: Scor
         state.customer_id = ev.customer_id
     _advance(state, t, rates)
     state.n += 1
+    _active_day(state, int(t // DAY))
     if isinstance(ev, Touchpoint):
         _apply_touchpoint(state, ev, t, params, rates)
     elif isinstance(ev, Order):
@@ -124,6 +127,17 @@ def apply(state: CustomerState, ev: Touchpoint | Order | Complaint, params: Scor
         _apply_complaint(state, ev, t, params, rates)
     _prune_complaints(state, params, rates)
     return "applied"
+
+
+def _active_day(state: CustomerState, day: int) -> None:
+    """Distinct days with any event: the customer's activity, for the 'still active' view."""
+    if day in state.days:
+        return
+    state.n_days += 1
+    state.first_day = day if state.first_day is None else min(state.first_day, day)
+    state.days.append(day)
+    state.days.sort()
+    del state.days[:-MAX_DAYS]
 
 
 def _apply_touchpoint(state: CustomerState, ev: Touchpoint, t: float, params: ScoringParams,
@@ -175,9 +189,16 @@ def _contact(state: CustomerState, t: float, params: ScoringParams, rates: dict[
 
 
 def _month(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m")
+    tm = time.gmtime(t)
+    return f"{tm.tm_year:04d}-{tm.tm_mon:02d}"
 
 
+def _month_of(t: float) -> int:
+    tm = time.gmtime(t)
+    return tm.tm_year * 12 + tm.tm_mon - 1
+
+
+@lru_cache(maxsize=4096)
 def _month_index(key: str) -> int:
     return int(key[:4]) * 12 + int(key[5:7]) - 1
 
@@ -197,14 +218,15 @@ def _apply_order(state: CustomerState, ev: Order, t: float, params: ScoringParam
             state.reversals = (state.reversals + [oh])[-MAX_REVERSALS:]
             _revenue(state, t, -amount)
     elif status == "paid":
+        t = float(int(t))  # whole seconds are plenty for purchase cadence, and keep the state small
         for rec in state.orders:
             if rec[0] == oh:          # the same order paid twice (another event id): keep the earliest
                 if t < rec[1]:
-                    rec[1] = t
+                    rec[1] = int(t)
                     state.orders.sort(key=lambda r: r[1])
                     state.first_order = min(state.first_order or t, t)
                 return
-        state.orders.append([oh, t])
+        state.orders.append([oh, int(t)])
         state.orders.sort(key=lambda r: r[1])
         state.orders = state.orders[-MAX_ORDERS:]
         state.n_orders += 1
@@ -215,7 +237,7 @@ def _apply_order(state: CustomerState, ev: Order, t: float, params: ScoringParam
 def _revenue(state: CustomerState, t: float, amount: float) -> None:
     key = _month(t)
     state.revenue[key] = round(state.revenue.get(key, 0.0) + amount, 4)
-    newest = _month_index(_month(state.wm))
+    newest = _month_of(state.wm)
     state.revenue = {k: v for k, v in state.revenue.items() if newest - _month_index(k) < REVENUE_MONTHS}
 
 
@@ -324,7 +346,7 @@ def _prune_complaints(state: CustomerState, params: ScoringParams, rates: dict[s
 
 def revenue_365d(state: CustomerState, as_of: float) -> float:
     """Net revenue of the trailing 12 calendar months (month granularity) as of `as_of`."""
-    now = _month_index(_month(as_of))
+    now = _month_of(as_of)
     total = sum(v for k, v in state.revenue.items() if 0 <= now - _month_index(k) < 12)
     return max(0.0, round(total, 2))
 

@@ -19,8 +19,9 @@ import orjson
 STATE_FORMAT = 1
 
 MAX_IDS = 32            # recent event ids kept for deduplication
-MAX_ORDERS = 12         # recent purchases (order id hash, time) kept for cadence
+MAX_ORDERS = 8          # recent purchases (order id hash, second) kept for cadence
 MAX_REVERSALS = 12      # recent refunded/returned/cancelled order ids
+MAX_DAYS = 8           # recent active days kept (activity recency)
 MAX_CONTACTS = 8        # recent support/inquiry contact times (repeat-contact detection)
 MAX_COMPLAINTS = 12     # complaint records kept (open ones first)
 REVENUE_MONTHS = 13     # monthly revenue buckets kept (trailing 12 months + current)
@@ -69,6 +70,9 @@ class CustomerState:
     orders: list[list[float]] = field(default_factory=list)  # [[hash, time]] recent purchases, sorted by time
     n_orders: int = 0
     first_order: float | None = None
+    days: list[int] = field(default_factory=list)   # recent active days (UTC day numbers), sorted
+    n_days: int = 0                                  # distinct active days
+    first_day: int | None = None
     reversals: list[int] = field(default_factory=list)
     revenue: dict[str, float] = field(default_factory=dict)  # "YYYY-MM" -> net amount
     contacts: list[float] = field(default_factory=list)
