@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alerts-out", type=Path, default=None)
     p.add_argument("--deadletters-out", type=Path, default=None)
     p.add_argument("--tick-hours", type=float, default=24.0, help="event-time interval of time-driven rules")
+    p.add_argument("--to-clickhouse", action="store_true",
+                   help="backfill: also write events, scores, alerts and complaints to ClickHouse "
+                        "(CXPULSE_CLICKHOUSE_DSN; batched by CXPULSE_SINK_BATCH_ROWS / CXPULSE_SINK_FLUSH_SECONDS)")
     p.add_argument("--quiet", action="store_true")
 
     p = _sub(subs, "produce", "validate a JSON Lines file of input events and send the valid ones to Kafka")
@@ -189,11 +192,31 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         print(f"cxpulse replay: {args.events}: no such file", file=sys.stderr)
         return 2
     quiet = args.quiet or quiet_default()
+    sink = None
+    on_batch = None
+    if args.to_clickhouse:
+        from pipeline.rows import batch_rows
+        from pipeline.sink import ClickHouseSink
+
+        sink = ClickHouseSink(settings.dsn, batch_rows=settings.sink_batch_rows,
+                              flush_seconds=settings.sink_flush_seconds,
+                              max_queue_rows=settings.sink_max_queue_rows).open()
+
+        def on_batch(out) -> None:
+            sink.add(batch_rows(out))
+            sink.flush_if_due()
+
     started = time.perf_counter()
-    with bar("replay", None, quiet) as b:
-        result = replay(read_lines(args.events), settings, as_of=args.as_of,
-                        tick=timedelta(hours=args.tick_hours) if args.tick_hours > 0 else None,
-                        on_progress=lambda n: b.update(completed=n))
+    try:
+        with bar("replay", None, quiet) as b:
+            result = replay(read_lines(args.events), settings, as_of=args.as_of,
+                            tick=timedelta(hours=args.tick_hours) if args.tick_hours > 0 else None,
+                            on_progress=lambda n: b.update(completed=n), on_batch=on_batch)
+        if sink is not None:
+            sink.flush()
+    finally:
+        if sink is not None:
+            sink.close()
     elapsed = time.perf_counter() - started
     if args.scores_out:
         write_scores(result, args.scores_out)

@@ -22,30 +22,30 @@ class Settings(BaseSettings):
     kafka_host: str = Field("127.0.0.1", description="embedded broker listen address")
     kafka_port: int = Field(19092, description="embedded broker Kafka port")
     partitions: int = Field(4, ge=1, description="partitions of every input topic (co-partitioned)")
-    topic_touchpoints: str = "cx.touchpoints"
-    topic_orders: str = "cx.orders"
-    topic_complaints: str = "cx.complaints"
-    topic_scores: str = "cx.scores"
-    topic_alerts: str = "cx.alerts"
-    topic_deadletter: str = "cx.deadletter"
-    topic_erasures: str = "cx.erasures"
+    topic_touchpoints: str = Field("cx.touchpoints", description="input: touchpoint events")
+    topic_orders: str = Field("cx.orders", description="input: order events")
+    topic_complaints: str = Field("cx.complaints", description="input: complaint events")
+    topic_scores: str = Field("cx.scores", description="output: one score per customer update (compacted)")
+    topic_alerts: str = Field("cx.alerts", description="output: churn, SLA and recovery alerts")
+    topic_deadletter: str = Field("cx.deadletter", description="output: rejected records with the reason")
+    topic_erasures: str = Field("cx.erasures", description="input: erasure requests (`cxpulse erase`)")
 
     # --- storage ------------------------------------------------------------------
     data_dir: Path = Field(PROJECT_ROOT / "data", description="project-local data (broker, chDB, worker state)")
     clickhouse_dsn: str = Field("", description="chdb:///abs/path or http(s)://user:pass@host:8123/db; empty = chDB under data_dir")
-    sink_batch_rows: int = Field(5000, ge=1, description="ClickHouse insert batch size (rows)")
-    sink_flush_seconds: float = Field(1.0, gt=0, description="ClickHouse flush interval")
-    sink_max_queue_rows: int = Field(200_000, ge=1, description="rows buffered before the worker waits (backpressure)")
+    sink_batch_rows: int = Field(5000, ge=1, description="backfill (`replay --to-clickhouse`): rows per insert; the worker inserts once per micro-batch")
+    sink_flush_seconds: float = Field(1.0, gt=0, description="backfill: longest wait before buffered rows are inserted")
+    sink_max_queue_rows: int = Field(200_000, ge=1, description="backfill: rows buffered at most (backpressure)")
 
     # --- worker -------------------------------------------------------------------
     app_id: str = Field("cxpulse", description="Faust app id = consumer group")
     web_port: int = Field(6066, description="worker HTTP port (/metrics, /healthz, /customers/{id})")
-    web_host: str = "127.0.0.1"
+    web_host: str = Field("127.0.0.1", description="worker HTTP listen address (0.0.0.0 in containers)")
     batch_max: int = Field(2000, ge=1, description="micro-batch size (stream.take)")
     batch_within: float = Field(0.2, gt=0, description="micro-batch wait (seconds)")
     commit_interval: float = Field(1.0, gt=0, description="seconds between Kafka offset commits")
     sweep_seconds: float = Field(5.0, gt=0, description="wall-clock seconds between timer sweeps (SLA, silence)")
-    log_level: str = "info"
+    log_level: str = Field("info", description="worker log level")
 
     # --- scoring ------------------------------------------------------------------
     half_life_days: float = Field(90.0, gt=0, description="half-life of dimension evidence")

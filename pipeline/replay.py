@@ -5,6 +5,7 @@ worker). Time-driven rules run at every `tick` of event time (the worker runs th
 wall-clock timer), with the population model re-fitted at each tick by the same
 `fit_population` the worker uses. With `as_of`, events after that instant are left out
 and every customer is scored as of it; without, each customer's last score stands.
+`on_batch` sees every batch's result (scores, alerts, rows): the ClickHouse backfill.
 """
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def _peek(value: bytes) -> tuple[str | None, float | None]:
 
 def replay(values: Iterable[bytes], settings: Settings, as_of: datetime | None = None,
            tick: timedelta | None = timedelta(days=1), topic_of: Callable[[bytes], str] | None = None,
-           on_progress: Callable[[int], None] | None = None, core: Core | None = None) -> ReplayResult:
+           on_progress: Callable[[int], None] | None = None, core: Core | None = None,
+           on_batch: Callable[[BatchResult], None] | None = None) -> ReplayResult:
     core = core or Core(settings)
     result = ReplayResult()
     states = result.states
@@ -68,6 +70,8 @@ def replay(values: Iterable[bytes], settings: Settings, as_of: datetime | None =
     batch: list[RawRecord] = []
 
     def collect(out: BatchResult) -> None:
+        if on_batch is not None:
+            on_batch(out)
         states.update(out.states)
         for score in out.scores:
             result.scores[score["customer_id"]] = score

@@ -14,9 +14,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from decimal import Decimal
 from enum import Enum
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from schemas.events import Complaint, Order, Touchpoint
+
+if TYPE_CHECKING:
+    from pipeline.processor import BatchResult
 
 DIMENSIONS = ("tangibles", "reliability", "responsiveness", "assurance", "empathy")
 
@@ -189,3 +192,13 @@ def complaint_row(c: Mapping[str, Any]) -> dict[str, Any]:
 def erasure_row(customer_id: str, requested_at: datetime, rows_deleted: int) -> dict[str, Any]:
     """An erasure request's record -> a `cx_erasures` row."""
     return {"customer_id": customer_id, "requested_at": _utc(requested_at), "rows_deleted": int(rows_deleted)}
+
+
+def batch_rows(result: "BatchResult") -> dict[str, list[dict[str, Any]]]:
+    """Everything one processed micro-batch adds to ClickHouse, by table."""
+    return {
+        "cx_events": [event_row(ev, tier) for ev, tier in result.events],
+        "cx_scores_history": [score_row(s) for s in result.scores],
+        "cx_alerts": [alert_row(a) for a in result.alerts],
+        "cx_complaints": [complaint_row(c) for c in result.complaints],
+    }
