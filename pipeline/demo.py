@@ -152,6 +152,18 @@ def say(quiet: bool, text: str) -> None:
         console.print(text)
 
 
+def _kpi(v: object) -> str:
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_kpi(x)}" for k, x in v.items()) or "—"
+    if isinstance(v, bool) or v is None:
+        return "—" if v is None else str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:,.2f}"
+    return str(v)
+
+
 def print_report(report: DemoReport) -> None:
     from rich.table import Table
 
@@ -172,7 +184,7 @@ def print_report(report: DemoReport) -> None:
     for table, n in report.table_counts.items():
         out.add_row(f"ClickHouse {table}", f"{n:,}")
     for k, v in report.kpis.items():
-        out.add_row(k, f"{v:,.2f}" if isinstance(v, float) else str(v))
+        out.add_row(k.replace("_", " "), _kpi(v))
     for step, secs in report.seconds.items():
         out.add_row(f"time: {step}", f"{secs:.1f} s")
     Console = type(console)

@@ -27,7 +27,7 @@ DEPLOY = ROOT / "deploy"
 PROM_DIR = DEPLOY / "prometheus"
 GRAFANA = DEPLOY / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
-RUNBOOKS = ROOT / "docs" / "runbooks.md"
+RUNBOOKS = ROOT / "README.md"
 
 
 def tool(name: str) -> str:
@@ -339,7 +339,7 @@ def test_every_alert_has_a_runbook_section():
     anchors = runbook_anchors()
     names = set(alert_rules(PROM_DIR / "alert_rules.yml")) | set(grafana_alert_rules())
     missing = {f"runbook-{n.lower()}" for n in names} - anchors
-    assert not missing, f"docs/runbooks.md lacks sections: {missing}"
+    assert not missing, f"README.md lacks runbook sections: {missing}"
     text = RUNBOOKS.read_text()
     for n in names:
         section = text.split(f'id="runbook-{n.lower()}"', 1)[1].split('<a id="runbook-', 1)[0]
