@@ -84,8 +84,24 @@ def load_state(customer_id: str) -> CustomerState | None:
     return CustomerState.from_bytes(raw) if raw else None
 
 
+_past_sla: dict[str, tuple[str, int]] = {}   # customers with open complaints past SLA -> (tier, n)
+
+
+def track_past_sla(result: BatchResult) -> None:
+    for cid, (tier, n) in result.past_sla.items():
+        if n:
+            _past_sla[cid] = (tier, n)
+        else:
+            _past_sla.pop(cid, None)
+    by_tier: dict[str, int] = {}
+    for tier, n in _past_sla.values():
+        by_tier[tier] = by_tier.get(tier, 0) + n
+    METRICS.complaints_past_sla(by_tier)
+
+
 async def emit(result: BatchResult) -> None:
     """Store states, publish outputs, write ClickHouse rows (durable before returning)."""
+    track_past_sla(result)
     for cid, state in result.states.items():
         states[cid.encode()] = state.to_bytes()
     for score in result.scores:
@@ -121,8 +137,8 @@ async def score_events(stream):
             METRICS.consumed(topic, n)
         for topic, n in result.applied_by_topic.items():
             METRICS.applied(topic, n, result.latest_event_time or None)
-        if result.duplicates:
-            METRICS.duplicate(records[0].topic, result.duplicates)
+        for topic, n in result.duplicates_by_topic.items():
+            METRICS.duplicate(topic, n)
         METRICS.batch(len(records), time.perf_counter() - started)
 
 
@@ -179,7 +195,21 @@ async def sweep() -> None:
         result = core.sweep(loaded, clock.now(time.time()))
         if result.scores or result.alerts:
             await emit(result)
-    METRICS.complaints_past_sla({})
+        else:
+            track_past_sla(result)
+
+
+@app.timer(interval=5.0)
+async def report_consumer_lag() -> None:
+    """Consumer lag per assigned input partition: log end offset − committed offset."""
+    consumer = app.consumer
+    lags = {}
+    for tp in consumer.assignment():
+        if tp.topic not in settings.input_topics:
+            continue
+        committed = consumer._committed_offset.get(tp)  # faust keeps no public accessor
+        lags[(tp.topic, tp.partition)] = max(0, consumer.highwater(tp) - (committed or 0))
+    METRICS.consumer_lag(lags)
 
 
 @app.timer(interval=settings.refit_seconds)

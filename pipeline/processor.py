@@ -44,6 +44,8 @@ class BatchResult:
     duplicates: int = 0
     consumed: dict[str, int] = field(default_factory=dict)          # by topic
     applied_by_topic: dict[str, int] = field(default_factory=dict)
+    duplicates_by_topic: dict[str, int] = field(default_factory=dict)
+    past_sla: dict[str, tuple[str, int]] = field(default_factory=dict)  # customer -> (tier, open complaints past SLA)
     latest_event_time: float = 0.0
 
     def merge(self, other: "BatchResult") -> None:
@@ -57,7 +59,9 @@ class BatchResult:
         self.complaints += other.complaints
         self.applied += other.applied
         self.duplicates += other.duplicates
-        for mine, theirs in ((self.consumed, other.consumed), (self.applied_by_topic, other.applied_by_topic)):
+        self.past_sla.update(other.past_sla)
+        for mine, theirs in ((self.consumed, other.consumed), (self.applied_by_topic, other.applied_by_topic),
+                             (self.duplicates_by_topic, other.duplicates_by_topic)):
             for k, v in theirs.items():
                 mine[k] = mine.get(k, 0) + v
         self.latest_event_time = max(self.latest_event_time, other.latest_event_time)
@@ -141,6 +145,7 @@ class Core:
             outcome = apply(state, ev, self.params, self.rates)
             if outcome == "duplicate":
                 out.duplicates += 1
+                out.duplicates_by_topic[rec.topic] = out.duplicates_by_topic.get(rec.topic, 0) + 1
                 continue
             if outcome == "too_late":
                 out.dead_letters.append(dead_letter(
@@ -167,6 +172,8 @@ class Core:
         """View the state at `as_of`, evaluate alerts, and add a score when forced or when
         something an operator would see changed (alerts, breaches, open complaints, risk ±0.05)."""
         p = profile(state, as_of, self.params, self.population, self.rates)
+        out.past_sla[state.customer_id] = (p.tier, sum(
+            1 for rec in state.complaints if rec.is_open and p.slas[rec.id].breached))
         changes = alerts.update_alerts(state, p)
         summary = [round(p.churn.risk, 4), p.sla_breaches, p.open_complaints]
         moved = (not state.pub or abs(summary[0] - state.pub[0]) >= 0.05 or summary[1:] != state.pub[1:])

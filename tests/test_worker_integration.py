@@ -100,3 +100,32 @@ def test_complaint_breach_without_further_events(make_settings, start_worker):
     assert scores[0]["sla_breaches"] == 0 and scores[-1]["sla_breaches"] == 1
     assert scores[-1]["version"] > scores[0]["version"]
     assert worker.alive
+
+
+def test_live_metrics_cover_every_name_the_dashboards_and_rules_use(make_settings, start_worker):
+    """Cross-check a real /metrics scrape of a worker that processed events against the
+    metric names referenced by deploy/prometheus and deploy/grafana."""
+    import re
+    import urllib.request
+    from pathlib import Path
+
+    from pipeline.metrics import referenced_metric_names
+
+    settings = make_settings(lateness_seconds=40 * 86400)
+    worker = start_worker(settings)
+    stream = generate(customers=20, days=8, seed=3, invalid_ratio=0.05)
+    topic_for = {"touchpoint": settings.topic_touchpoints, "order": settings.topic_orders,
+                 "complaint": settings.topic_complaints}
+    kafka_io.produce(settings, [(topic_for[r.kind], r.key, r.value) for r in stream.records])
+    topics.wait_caught_up(settings, settings.app_id, list(settings.input_topics), timeout=120,
+                          alive=lambda: worker.alive)
+    with urllib.request.urlopen(worker.url + "/metrics", timeout=5) as r:
+        body = r.read().decode()
+    families = set(re.findall(r"^# TYPE (\S+) ", body, flags=re.M))
+    exposed = families | {f + "_total" for f in families} | {
+        f + suffix for f in families for suffix in ("_bucket", "_sum", "_count")}
+    referenced = referenced_metric_names(Path(__file__).resolve().parent.parent / "deploy")
+    assert referenced and not (referenced - exposed), sorted(referenced - exposed)
+    applied = sum(float(v) for v in re.findall(r'^cxpulse_events_applied_total\{[^}]*\} (\S+)', body, flags=re.M))
+    assert applied == len(stream.records) - stream.n_invalid - stream.n_duplicates
+    assert "customer_id" not in body
