@@ -55,7 +55,7 @@ PEER_SCRIPT = PROJECT_ROOT / "bench" / "quix_peer.py"
 PEER_VENV = RESULTS_DIR / "tmp" / "quix-venv"   # kept between runs; `make clean` removes it
 QUIX_VERSION = "3.28.1"
 PYSPY_VERSION = "0.4.3"
-DEFAULT_EVENTS = 120_000
+DEFAULT_EVENTS = 60_000
 QUICK_EVENTS = 3_000
 EVENTS_PER_CUSTOMER = 30      # the generator yields about 30 events per customer over 60 days
 DAYS = 60
@@ -311,8 +311,9 @@ def run_peer(settings: Settings, expected: int, work_dir: Path, tag: str, quiet:
     return out
 
 
-def profile_worker(settings: Settings, work_dir: Path, tag: str, quiet: bool, out_file: Path) -> dict:
-    """Re-consume the input topics with a fresh worker under py-spy; write top frames."""
+def profile_worker(settings: Settings, ends: dict, work_dir: Path, tag: str, quiet: bool, out_file: Path,
+                   max_seconds: float = 60.0) -> dict:
+    """Re-consume the N events with a fresh worker under py-spy (at most `max_seconds`)."""
     from pipeline.worker_process import WorkerProcess
 
     spy = Path(sys.executable).parent / "py-spy"
@@ -326,7 +327,6 @@ def profile_worker(settings: Settings, work_dir: Path, tag: str, quiet: bool, ou
                                     "data_dir": work_dir / "profile"})
     raw = work_dir / "profile.folded"
     worker = WorkerProcess(s)
-    ends = input_end_offsets(s)
     worker.start()
     spy_proc = subprocess.Popen([str(spy), "record", "--pid", str(worker.pid), "--rate", "97", "--format", "raw",
                                  "--output", str(raw), "--nonblocking"],
@@ -334,7 +334,9 @@ def profile_worker(settings: Settings, work_dir: Path, tag: str, quiet: bool, ou
     watch = OffsetWatch(s, s.app_id, ends)
     try:
         started = time.time()
-        watch.wait(900, alive=lambda: worker.alive)
+        deadline = time.monotonic() + max_seconds
+        while watch.remaining() and time.monotonic() < deadline and worker.alive:
+            time.sleep(0.2)
         seconds = time.time() - started
     finally:
         watch.close()
@@ -352,68 +354,101 @@ def profile_worker(settings: Settings, work_dir: Path, tag: str, quiet: bool, ou
     return {"profile_file": str(out_file), "profile_top": summary["top"]}
 
 
-def _frame_name(frame: str) -> str:
-    # py-spy raw frames look like "function (path/to/file.py:123)"
-    name, _, where = frame.partition(" (")
-    path = where.rstrip(")").rsplit(":", 1)[0]
+def _frame_path(frame: str) -> str:
+    # py-spy raw frames look like "function (package/module.py:123)"
+    where = frame.rpartition(" (")[2].rstrip(")")
+    path = where.rsplit(":", 1)[0]
     for marker in ("site-packages/", "lib/python3.11/", str(PROJECT_ROOT) + "/"):
         if marker in path:
             path = path.split(marker, 1)[1]
-            break
-    return f"{name} ({path})"
+    return path
+
+
+def _frame_name(frame: str) -> str:
+    return f"{frame.rpartition(' (')[0] or frame} ({_frame_path(frame)})"
+
+
+AREAS = (("pipeline/", "cxpulse core (pipeline/)"), ("agents/", "cxpulse worker (agents/)"),
+         ("schemas/", "cxpulse schemas"), ("pydantic", "pydantic"), ("chdb/", "chDB (ClickHouse engine)"),
+         ("clickhouse_connect/", "clickhouse-connect"), ("aiokafka/", "aiokafka"), ("faust/", "faust"),
+         ("mode/", "mode"), ("asyncio/", "asyncio"), ("dataclasses.py", "dataclasses (asdict)"),
+         ("copy.py", "copy (deepcopy)"), ("orjson", "orjson"), ("prometheus_client/", "prometheus_client"),
+         ("selectors.py", "selectors"), ("json/", "json"))
+
+# Leaf frames where a thread is not running Python: waiting for I/O or work, or for the
+# GIL after a system call (which py-spy, sampling every thread, shows in that frame).
+WAITING = ("EpollSelector.select", "select (selectors.py", "_SelectorSocketTransport.write",
+           "Condition.wait", "Event.wait (threading", "Queue.get (queue", "_worker (concurrent",
+           "sleep (", "lock.acquire", "Thread.join")
 
 
 def _area(frame: str) -> str:
-    where = frame.partition(" (")[2]
-    for marker, area in (("/pipeline/", "cxpulse core (pipeline/)"), ("/agents/", "cxpulse worker (agents/)"),
-                         ("/schemas/", "cxpulse schemas (pydantic models)"), ("pydantic", "pydantic"),
-                         ("chdb", "chDB / ClickHouse"), ("clickhouse", "chDB / ClickHouse"),
-                         ("aiokafka", "aiokafka"), ("kafka/", "kafka client"), ("faust", "faust"),
-                         ("mode/", "mode"), ("asyncio", "asyncio"), ("orjson", "orjson"),
-                         ("prometheus", "prometheus_client")):
-        if marker in where:
+    path = _frame_path(frame)
+    for marker, area in AREAS:
+        if path.startswith(marker) or "/" + marker in path:
             return area
     return "other"
 
 
-def summarize_profile(folded: str, seconds: float, top: int = 25) -> dict:
-    inclusive: Counter = Counter()
-    self_time: Counter = Counter()
-    areas: Counter = Counter()
+def _thread(frames: list[str]) -> str:
+    text = ";".join(frames[:12])
+    if "concurrent/futures/thread.py" in text:
+        return "ClickHouse sink thread (executor)"
+    if "mode/threads.py" in text:
+        return "Kafka consumer thread (Faust/aiokafka)"
+    if frames[0].startswith("_run_module_as_main"):
+        return "main thread (event loop: agent, producer, timers)"
+    return "other threads / truncated stacks"
+
+
+def summarize_profile(folded: str, seconds: float, top: int = 20, rate: float = 97.0) -> dict:
+    per_thread: Counter = Counter()
+    waiting: Counter = Counter()
+    self_time: dict[str, Counter] = {}
+    areas: dict[str, Counter] = {}
     total = 0
     for line in folded.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         n = int(count)
-        frames = [f for f in stack.split(";") if f and not f.startswith("process ") and not f.startswith("thread ")]
+        frames = [f for f in stack.split(";") if f and not f.startswith("process ") and not f.startswith("thread (")]
         if not frames:
             continue
         total += n
-        self_time[_frame_name(frames[-1])] += n
-        for f in set(_frame_name(f) for f in frames):
-            inclusive[f] += n
-        # attribute the sample to the innermost frame that is not the standard library's event loop
-        leaf_area = "other"
-        for f in reversed(frames):
-            a = _area(f)
-            if a != "other":
-                leaf_area = a
-                break
-        areas[leaf_area] += n
-    lines = [f"py-spy samples of the cxpulse worker over {seconds:.1f} s of catch-up ({total:,} samples)", ""]
-    lines.append("By area (innermost recognised frame of each sample):")
-    for a, n in areas.most_common():
-        lines.append(f"  {100 * n / max(total, 1):5.1f}%  {a}")
-    lines += ["", f"Top {top} frames by self time:"]
-    for f, n in self_time.most_common(top):
-        lines.append(f"  {100 * n / max(total, 1):5.1f}%  {f}")
-    lines += ["", f"Top {top} frames by inclusive time:"]
-    for f, n in inclusive.most_common(top):
-        lines.append(f"  {100 * n / max(total, 1):5.1f}%  {f}")
-    return {"text": "\n".join(lines) + "\n",
-            "top": {"areas": {a: round(n / max(total, 1), 4) for a, n in areas.most_common(8)},
-                    "self": [[f, round(n / max(total, 1), 4)] for f, n in self_time.most_common(8)]}}
+        thread = _thread(frames)
+        per_thread[thread] += n
+        leaf = frames[-1]
+        if any(w in leaf for w in WAITING):
+            waiting[thread] += n
+            continue
+        self_time.setdefault(thread, Counter())[_frame_name(leaf)] += n
+        area = next((a for a in map(_area, reversed(frames)) if a not in ("other", "asyncio", "selectors")), "other")
+        areas.setdefault(thread, Counter())[area] += n
+    possible = max(seconds * rate, 1.0)   # samples a thread busy all the time would get
+    lines = [f"py-spy record --nonblocking --rate {rate:g} (all threads) on the cxpulse worker over {seconds:.1f} s "
+             f"of catch-up; {total:,} samples", "",
+             "Per thread: share of the wall time it was sampled running Python or C code (working), and waiting",
+             "in a system call or for the GIL after one (select, socket send):"]
+    busy_share = {}
+    for thread, n in per_thread.most_common():
+        work = n - waiting[thread]
+        busy_share[thread] = round(work / possible, 4)
+        lines.append(f"  {thread}: working {100 * work / possible:5.1f}%, waiting {100 * waiting[thread] / possible:5.1f}%")
+    out_top: dict = {"threads": busy_share, "areas": {}, "self": {}}
+    for thread, _ in per_thread.most_common():
+        busy = sum(self_time.get(thread, Counter()).values())
+        if not busy:
+            continue
+        lines += ["", f"{thread} — {busy:,} working samples, by area (innermost recognised frame):"]
+        for area, n in areas[thread].most_common(10):
+            lines.append(f"  {100 * n / busy:5.1f}%  {area}")
+        lines.append(f"  top {top} frames by self time:")
+        for frame, n in self_time[thread].most_common(top):
+            lines.append(f"  {100 * n / busy:5.1f}%  {frame}")
+        out_top["areas"][thread] = {a: round(n / busy, 4) for a, n in areas[thread].most_common(6)}
+        out_top["self"][thread] = [[f, round(n / busy, 4)] for f, n in self_time[thread].most_common(6)]
+    return {"text": "\n".join(lines) + "\n", "top": out_top}
 
 
 def rekeyed(records: list, count: int, prefix: str, one_per_customer: bool = False) -> list[tuple[str, bytes, bytes]]:
@@ -629,8 +664,9 @@ def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, l
 
         # -- profile ----------------------------------------------------------------
         if profile:
-            say(quiet, "profile   a fresh worker re-consumes the topics under py-spy")
-            result.update(profile_worker(s, run_dir, tag, quiet, RESULTS_DIR / "profile.txt"))
+            say(quiet, "profile   a fresh worker re-consumes the N events under py-spy (at most 60 s)")
+            result.update(profile_worker(s, ends, run_dir, tag, quiet, RESULTS_DIR / "profile.txt",
+                                         max_seconds=20.0 if quick else 60.0))
     finally:
         worker.stop()
         if broker:
