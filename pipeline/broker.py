@@ -4,7 +4,6 @@ Production points `CXPULSE_KAFKA_BOOTSTRAP` at Apache Kafka and never starts thi
 """
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -12,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.child_process import kill_child, stop_child
 from pipeline.config import Settings
 
 
@@ -91,21 +91,14 @@ class EmbeddedBroker:
 
     def stop(self, timeout: float = 15.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        if proc is not None:
+            stop_child(proc, signal.SIGINT, timeout)
 
     def kill(self) -> None:
         """Hard stop (fault-injection tests)."""
-        if self._proc is not None and self._proc.poll() is None:
-            os.killpg(self._proc.pid, signal.SIGKILL)
-            self._proc.wait(5)
-        self._proc = None
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            kill_child(proc)
 
     @property
     def running(self) -> bool:

@@ -193,7 +193,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     quiet = args.quiet or quiet_default()
     sink = None
-    on_batch = None
+    on_batch = None  # set below when backfilling ClickHouse
     if args.to_clickhouse:
         from pipeline.rows import batch_rows
         from pipeline.sink import ClickHouseSink
@@ -202,9 +202,11 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
                               flush_seconds=settings.sink_flush_seconds,
                               max_queue_rows=settings.sink_max_queue_rows).open()
 
-        def on_batch(out) -> None:
+        def backfill(out) -> None:
             sink.add(batch_rows(out))
             sink.flush_if_due()
+
+        on_batch = backfill
 
     started = time.perf_counter()
     try:

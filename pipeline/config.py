@@ -5,7 +5,6 @@ e.g. `CXPULSE_KAFKA_PORT=29092`. The README's configuration table lists them.
 """
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 
 from pydantic import Field, field_validator

@@ -100,7 +100,6 @@ def run_demo(settings: Settings, customers: int = 2000, days: int = 60, seed: in
                    f"backfilled in waves of {WAVE_DAYS} days (lateness bound {settings.lateness_seconds // 3600} h)")
         with bar("produce+process", len(records), quiet) as b:
             for wave in waves(records, WAVE_DAYS * 86400.0):
-                done = report.produced
                 report.produced += kafka_io.produce(settings, wave)
                 topics.wait_caught_up(
                     settings, settings.app_id, list(settings.input_topics), timeout=600,

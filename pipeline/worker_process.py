@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.broker import port_is_free
+from pipeline.child_process import kill_child, stop_child
 from pipeline.config import Settings
 
 
@@ -82,25 +83,14 @@ class WorkerProcess:
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """Graceful stop (SIGTERM: Faust commits and shuts down)."""
-        proc = self._proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        self._proc = None
-        return proc.returncode
+        proc, self._proc = self._proc, None
+        return None if proc is None else stop_child(proc, signal.SIGTERM, timeout)
 
     def kill(self) -> None:
         """kill -9, as in a crash."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        if proc is not None:
+            kill_child(proc)
 
     def __enter__(self) -> "WorkerProcess":
         return self.start()
