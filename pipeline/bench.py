@@ -633,6 +633,7 @@ def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, l
             "latency_rate_events_per_s": round(rate, 1), "latency_events": count, "latency_unscored": missing,
             "p50_latency_s": round(quantile(lats, 0.50), 4), "p99_latency_s": round(quantile(lats, 0.99), 4),
             "max_latency_s": round(lats[-1], 4),
+            "latency_quantiles_s": {f"p{q}": round(quantile(lats, q / 100), 4) for q in (1, 10, 25, 50, 75, 90, 99)},
         })
         say(quiet, f"latency   p50 {result['p50_latency_s'] * 1000:,.0f} ms, p99 {result['p99_latency_s'] * 1000:,.0f} ms "
                    f"({missing:,} of {count:,} without a score)")
