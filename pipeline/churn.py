@@ -18,12 +18,16 @@ Model (documented in README.md, "Churn risk"):
    recovery, late fulfilment, detractor answers, low ratings, refunds/returns, effort, a
    CXI drop against the customer's own slow baseline, and declining purchase frequency
    (the last purchase gaps growing against the customer's own earlier gaps).
-3. risk = σ(logit(p) + z_inactivity + Σ z_factor).
+3. leaving = σ(logit(p) + z_inactivity + Σ z_factor), p = a/(a+b+x) the baseline dropout
+   risk; and defection while still active, d = P(alive) · (q − q0) with
+   q = σ(logit(q0) + 1.5 · Σ z_factor), q0 = 0.005: an engaged customer can be driven
+   away by bad experiences before any silence shows (this is what gives alerts lead time).
+   risk = 1 − (1 − leaving) · (1 − d).
 
-A driver's *contribution* is its share of the risk above the customer's baseline dropout
-risk p: contribution_f = (risk − p) · z_f / Σ z. Contributions are in [0, 1] and sum to
-risk − p, where p = a/(a+b+x) is the customer's baseline (dropout) risk; drivers are
-listed largest first.
+A driver's *contribution* is its share of the risk above the baseline p:
+contribution_f = (leaving − p) · z_f / Σ z  +  (risk − leaving) · z_f / Σ z_factor
+(the second term for experience factors only). Contributions are in [0, 1] and sum to
+risk − p; drivers are listed largest first.
 """
 from __future__ import annotations
 
@@ -78,6 +82,8 @@ FACTOR_WEIGHTS: dict[str, tuple[float, float]] = {
     "experience_drop": (0.03, 40.0),     # per CXI point below the customer's own baseline
     "declining_frequency": (0.4, 2.0),   # per doubling of the recent gap over the usual gap
 }
+DEFECTION_BASE = 0.005   # chance that an active customer with no bad experience defects
+DEFECTION_SCALE = 1.5     # experience log-odds count 1.5x towards defection
 MIN_CONTRIBUTION = 0.005
 MAX_DRIVERS = 5
 
@@ -147,12 +153,22 @@ def assess_churn(state: "CustomerState", as_of: float, pop: PopulationParams, *,
         weight, cap = FACTOR_WEIGHTS[name]
         z[name] = weight * min(cap, max(0.0, amount))
     total = sum(z.values())
-    risk = _sigmoid(z0 + total)
-    lift = max(0.0, risk - base_p)
-    drivers = []
-    if total > 0:
-        drivers = sorted(((f, lift * v / total) for f, v in z.items() if lift * v / total >= MIN_CONTRIBUTION),
-                         key=lambda fc: (-fc[1], fc[0]))[:MAX_DRIVERS]
+    leaving = _sigmoid(z0 + total)
+    lift = max(0.0, leaving - base_p)
+    contributions = {f: lift * v / total for f, v in z.items()} if total > 0 else {}
+    # Defection while still active: bad experiences can make an engaged customer leave
+    # before any silence shows; weighs the same factors (not inactivity) on a low base.
+    experience = total - z["inactivity"]
+    q = _sigmoid(_logit(DEFECTION_BASE) + DEFECTION_SCALE * experience)
+    defect = alive * max(0.0, q - DEFECTION_BASE)
+    risk = 1.0 - (1.0 - leaving) * (1.0 - defect)
+    extra = risk - leaving
+    if extra > 0 and experience > 0:
+        for f, v in z.items():
+            if f != "inactivity":
+                contributions[f] = contributions.get(f, 0.0) + extra * v / experience
+    drivers = sorted(((f, c) for f, c in contributions.items() if c >= MIN_CONTRIBUTION),
+                     key=lambda fc: (-fc[1], fc[0]))[:MAX_DRIVERS]
     return ChurnAssessment(risk, alive, drivers)
 
 

@@ -210,28 +210,46 @@ def _apply_order(state: CustomerState, ev: Order, t: float, params: ScoringParam
     status = ev.status.value
     if ev.promised_at is not None and ev.fulfilled_at is not None and ev.fulfilled_at > ev.promised_at:
         _factor(state, "late_fulfilment", t, rates)
-    amount = float(ev.amount)
+    amount = round(float(ev.amount), 4)
     oh = short_hash(ev.order_id)
     if status in ("refunded", "returned"):
         _factor(state, "refunds_returns", t, rates)
-        if oh not in state.reversals:
-            state.reversals = (state.reversals + [oh])[-MAX_REVERSALS:]
+        new, old = _first_per_order(state.reversals, oh, int(t), amount)
+        if new:
+            state.reversals = state.reversals[-MAX_REVERSALS:]
+            _revenue(state, t, -amount)
+        elif old is not None:
+            _revenue(state, old[1], old[2])
             _revenue(state, t, -amount)
     elif status == "paid":
         t = float(int(t))  # whole seconds are plenty for purchase cadence, and keep the state small
-        for rec in state.orders:
-            if rec[0] == oh:          # the same order paid twice (another event id): keep the earliest
-                if t < rec[1]:
-                    rec[1] = int(t)
-                    state.orders.sort(key=lambda r: r[1])
-                    state.first_order = min(state.first_order or t, t)
-                return
-        state.orders.append([oh, int(t)])
-        state.orders.sort(key=lambda r: r[1])
-        state.orders = state.orders[-MAX_ORDERS:]
-        state.n_orders += 1
-        state.first_order = t if state.first_order is None else min(state.first_order, t)
-        _revenue(state, t, amount)
+        new, old = _first_per_order(state.orders, oh, int(t), amount)
+        if new:
+            state.n_orders += 1
+            state.orders.sort(key=lambda r: r[1])
+            state.orders = state.orders[-MAX_ORDERS:]
+            _revenue(state, t, amount)
+        elif old is not None:
+            state.orders.sort(key=lambda r: r[1])
+            _revenue(state, old[1], -old[2])
+            _revenue(state, t, amount)
+        if new or old is not None:
+            state.first_order = t if state.first_order is None else min(state.first_order, t)
+
+
+def _first_per_order(entries: list[list], oh: int, t: int, amount: float) -> tuple[bool, list | None]:
+    """Keep one [order hash, time, amount] per order: the earliest event (at equal times the
+    larger amount), so any arrival order gives the same result. Returns (added a new
+    order, the entry it replaced)."""
+    for rec in entries:
+        if rec[0] == oh:
+            if (t, -amount) < (rec[1], -rec[2]):
+                old = list(rec)
+                rec[1], rec[2] = t, amount
+                return False, old
+            return False, None
+    entries.append([oh, t, amount])
+    return True, None
 
 
 def _revenue(state: CustomerState, t: float, amount: float) -> None:
@@ -270,13 +288,13 @@ def _apply_complaint(state: CustomerState, ev: Complaint, t: float, params: Scor
         _evidence(state, t, signals.escalation_evidence(), rates)
     elif status in ("resolved", "closed"):
         rec.resolved = t if rec.resolved is None else min(rec.resolved, t)
-        if ev.satisfied is not None:
-            _evidence(state, t, signals.recovery_evidence(rec.category, ev.satisfied), rates)
+        if ev.satisfied is not None:  # the event's own category: independent of arrival order
+            _evidence(state, t, signals.recovery_evidence(ev.category.value, ev.satisfied), rates)
             if not ev.satisfied:
                 _factor(state, "failed_recovery", t, rates)
     elif status == "reopened":
         rec.reopened += 1
-        _evidence(state, t, signals.recovery_evidence(rec.category, False), rates)
+        _evidence(state, t, signals.recovery_evidence(ev.category.value, False), rates)
         _factor(state, "failed_recovery", t, rates)
 
 

@@ -20,7 +20,7 @@ STATE_FORMAT = 1
 
 MAX_IDS = 32            # recent event ids kept for deduplication
 MAX_ORDERS = 8          # recent purchases (order id hash, second) kept for cadence
-MAX_REVERSALS = 12      # recent refunded/returned/cancelled order ids
+MAX_REVERSALS = 8       # recent refunded/returned order ids
 MAX_DAYS = 8           # recent active days kept (activity recency)
 MAX_CONTACTS = 8        # recent support/inquiry contact times (repeat-contact detection)
 MAX_COMPLAINTS = 12     # complaint records kept (open ones first)
@@ -67,13 +67,13 @@ class CustomerState:
     wm: float = 0.0                  # latest event time seen (watermark)
     ids: bytes = b""                 # packed (u32 hash) recent event ids
     acc: dict[str, float] = field(default_factory=dict)   # decayed accumulators, referenced to wm
-    orders: list[list[float]] = field(default_factory=list)  # [[hash, time]] recent purchases, sorted by time
+    orders: list[list] = field(default_factory=list)         # [[hash, second, amount]] recent purchases, by time
     n_orders: int = 0
     first_order: float | None = None
     days: list[int] = field(default_factory=list)   # recent active days (UTC day numbers), sorted
     n_days: int = 0                                  # distinct active days
     first_day: int | None = None
-    reversals: list[int] = field(default_factory=list)
+    reversals: list[list] = field(default_factory=list)      # [[hash, second, amount]] refunds/returns
     revenue: dict[str, float] = field(default_factory=dict)  # "YYYY-MM" -> net amount
     contacts: list[float] = field(default_factory=list)
     stage: str | None = None

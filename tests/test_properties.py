@@ -91,7 +91,7 @@ def same(a: dict, b: dict) -> None:
             assert va == vb, (k, va, vb)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(__import__("os").environ.get("CXPULSE_PROPERTY_EXAMPLES", "80")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams(), st.randoms(use_true_random=False), st.integers(1, 50))
 def test_order_within_lateness_and_duplicates_do_not_change_final_scores(records, rnd, batch):
     in_order = sorted(records, key=lambda r: r["occurred_at"])
