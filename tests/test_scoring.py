@@ -73,8 +73,9 @@ def test_assurance_and_category_from_complaints_and_escalation():
 
 def test_service_recovery_lifts_or_lowers():
     opened = complaint(category="empathy", when=at(0))
-    _, good, _ = run(opened, complaint(status="resolved", satisfied=True, when=at(2)))
-    _, bad, _ = run(dict(opened, event_id="x"), complaint(status="resolved", satisfied=False, when=at(2)))
+    _, good, _ = run(opened, complaint(status="resolved", category="empathy", satisfied=True, when=at(2)))
+    _, bad, _ = run(dict(opened, event_id="x"), complaint(status="resolved", category="empathy", satisfied=False,
+                                                          when=at(2)))
     assert good.dims["empathy"] > bad.dims["empathy"]
     assert "failed_recovery" in dict(bad.churn.drivers)
 
