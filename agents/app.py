@@ -104,18 +104,20 @@ async def emit(result: BatchResult) -> None:
     track_past_sla(result)
     for cid, state in result.states.items():
         states[cid.encode()] = state.to_bytes()
+    # send_soon: buffered, no await per record. Faust flushes the producer before it
+    # commits offsets, so an output is on the broker before its input counts as done.
     for score in result.scores:
-        await scores_topic.send(key=score["customer_id"].encode(), value=orjson.dumps(score))
+        scores_topic.send_soon(key=score["customer_id"].encode(), value=orjson.dumps(score))
         METRICS.churn_risk(score["churn_risk"], score["tier"])
     for alert in result.alerts:
-        await alerts_topic.send(key=alert["customer_id"].encode(), value=orjson.dumps(alert))
+        alerts_topic.send_soon(key=alert["customer_id"].encode(), value=orjson.dumps(alert))
         if alert["status"] == "firing":
             METRICS.alert_raised(alert["type"], alert["tier"], alert["severity"])
         else:
             METRICS.alert_resolved(alert["type"], alert["tier"], alert["severity"])
     for dl in result.dead_letters:
         key = dl["key_b64"]
-        await deadletter_topic.send(key=None if key is None else key.encode(), value=orjson.dumps(dl))
+        deadletter_topic.send_soon(key=None if key is None else key.encode(), value=orjson.dumps(dl))
         METRICS.deadlettered(dl["source_topic"], dl["reason"])
     METRICS.scores_published(len(result.scores))
     batch = ch_rows.batch_rows(result)

@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     app_id: str = Field("cxpulse", description="Faust app id = consumer group")
     web_port: int = Field(6066, description="worker HTTP port (/metrics, /healthz, /customers/{id})")
     web_host: str = Field("127.0.0.1", description="worker HTTP listen address (0.0.0.0 in containers)")
-    batch_max: int = Field(2000, ge=1, description="micro-batch size (stream.take)")
+    batch_max: int = Field(5000, ge=1, description="micro-batch size (stream.take_events); also the ClickHouse insert unit")
     batch_within: float = Field(0.2, gt=0, description="micro-batch wait (seconds)")
     commit_interval: float = Field(1.0, gt=0, description="seconds between Kafka offset commits")
     sweep_seconds: float = Field(5.0, gt=0, description="wall-clock seconds between timer sweeps (SLA, silence)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 import orjson
 
@@ -95,15 +95,27 @@ class CustomerState:
 
     # --- serialization -----------------------------------------------------------
     def to_bytes(self) -> bytes:
-        d = asdict(self)
-        d["ids"] = base64.b64encode(self.ids).decode()
-        d["acc"] = {k: float(f"{v:.9g}") for k, v in self.acc.items() if v > 1e-9}
-        d["complaints"] = [
-            {k: v for k, v in c.items() if v is not None and not (type(v) in (int, float) and v == 0)}
-            for c in d["complaints"]
-        ]
-        d = {k: v for k, v in d.items() if v not in (None, [], {}, "", 0) or k in ("v", "customer_id")}
-        return orjson.dumps(d, option=orjson.OPT_NON_STR_KEYS)
+        """Compact JSON: defaults are left out. (orjson serializes the containers as they
+        are; no deep copy as dataclasses.asdict would make.)"""
+        d = {}
+        for name in _FIELDS:
+            v = getattr(self, name)
+            if v in (None, [], {}, "", 0, b"") and name not in ("v", "customer_id"):
+                continue
+            d[name] = v
+        if self.ids:
+            d["ids"] = base64.b64encode(self.ids).decode()
+        if self.acc:
+            d["acc"] = {k: float(f"{v:.9g}") for k, v in self.acc.items() if v > 1e-9}
+        if self.complaints:
+            d["complaints"] = [
+                {k: v for k in _COMPLAINT_FIELDS
+                 if (v := getattr(c, k)) is not None and not (type(v) in (int, float) and v == 0)}
+                for c in self.complaints
+            ]
+        # Copy to an exact-size object: orjson's result keeps its larger working buffer
+        # allocated, which costs several KB per stored state in the table.
+        return bytes(memoryview(orjson.dumps(d, option=orjson.OPT_NON_STR_KEYS)))
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "CustomerState":
@@ -114,3 +126,7 @@ class CustomerState:
         d["ids"] = base64.b64decode(d.get("ids", ""))
         d["complaints"] = [ComplaintRec(**c) for c in d.get("complaints", [])]
         return cls(**d)
+
+
+_FIELDS = tuple(f.name for f in fields(CustomerState))
+_COMPLAINT_FIELDS = tuple(f.name for f in fields(ComplaintRec))
