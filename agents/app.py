@@ -45,6 +45,7 @@ app = faust.App(
     consumer_auto_offset_reset="earliest",
     processing_guarantee="at_least_once",
     web_host=settings.web_host,
+    web_bind=settings.web_host,
     web_port=settings.web_port,
     web_in_thread=False,
     broker_commit_every=10_000,
@@ -100,10 +101,17 @@ def track_past_sla(result: BatchResult) -> None:
 
 
 async def emit(result: BatchResult) -> None:
-    """Store states, publish outputs, write ClickHouse rows (durable before returning)."""
+    """Publish outputs, write ClickHouse rows (durable), and only then store the states.
+
+    The order makes a crash (kill -9) safe: a state reaches the table's changelog only
+    after the batch's outputs are acknowledged by the broker and its rows are in
+    ClickHouse. A crash before that leaves the changelog without the batch, so the
+    re-delivered events are applied again and their outputs repeated (ReplacingMergeTree
+    and the compacted score topic absorb repeats). Storing the states first lost data:
+    the recovered state already held the events, their re-delivery counted as
+    `duplicate`, and scores / rows that had not left the process never did.
+    """
     track_past_sla(result)
-    for cid, state in result.states.items():
-        states[cid.encode()] = state.to_bytes()
     # send_soon: buffered, no await per record. Faust flushes the producer before it
     # commits offsets, so an output is on the broker before its input counts as done.
     for score in result.scores:
@@ -123,6 +131,23 @@ async def emit(result: BatchResult) -> None:
     batch = ch_rows.batch_rows(result)
     if any(batch.values()):
         await write_sink(batch)
+    if result.states:
+        if result.scores or result.alerts or result.dead_letters:
+            await app.producer.flush()
+        for cid, state in result.states.items():
+            states[cid.encode()] = state.to_bytes()
+
+
+# Batches, sweeps and erasures read-modify-write the table across awaits (emit stores the
+# states last), so they take turns: a sweep never re-stores a state a batch is updating.
+_state_lock: asyncio.Lock | None = None
+
+
+def state_lock() -> asyncio.Lock:
+    global _state_lock
+    if _state_lock is None:
+        _state_lock = asyncio.Lock()
+    return _state_lock
 
 
 @app.agent(inputs)
@@ -131,10 +156,11 @@ async def score_events(stream):
         started = time.perf_counter()
         records = [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.key, e.value)
                    for e in events]
-        result = process_guarded(records)
-        if result.latest_event_time:
-            clock.observe(result.latest_event_time, time.time())
-        await emit(result)
+        async with state_lock():
+            result = process_guarded(records)
+            if result.latest_event_time:
+                clock.observe(result.latest_event_time, time.time())
+            await emit(result)
         for topic, n in result.consumed.items():
             METRICS.consumed(topic, n)
         for topic, n in result.applied_by_topic.items():
@@ -175,8 +201,9 @@ async def erase_customers(stream):
         key = event.key
         if not key:
             continue
-        if states.get(key) is not None:
-            del states[key]
+        async with state_lock():
+            if states.get(key) is not None:
+                del states[key]
         await scores_topic.send(key=key, value=None)
         log.info("erased customer state (%d-byte key)", len(key))
 
@@ -192,13 +219,14 @@ async def sweep() -> None:
     if not _sweep_cursor:
         _sweep_cursor = list(states.keys())
     chunk, _sweep_cursor = _sweep_cursor[:SWEEP_MAX], _sweep_cursor[SWEEP_MAX:]
-    loaded = [CustomerState.from_bytes(raw) for key in chunk if (raw := states.get(key))]
-    if loaded:
-        result = core.sweep(loaded, clock.now(time.time()))
-        if result.scores or result.alerts:
-            await emit(result)
-        else:
-            track_past_sla(result)
+    async with state_lock():
+        loaded = [CustomerState.from_bytes(raw) for key in chunk if (raw := states.get(key))]
+        if loaded:
+            result = core.sweep(loaded, clock.now(time.time()))
+            if result.scores or result.alerts:
+                await emit(result)
+            else:
+                track_past_sla(result)
 
 
 @app.timer(interval=5.0)

@@ -1,0 +1,302 @@
+"""Fault drills against the real broker, real Faust worker processes and chDB (issue 8).
+
+Every scenario produces a generated stream while something goes wrong (a worker is
+killed with SIGKILL, a second worker joins and leaves, the broker restarts), lets the
+pipeline catch up (committed offsets == end offsets), and then checks exact figures:
+
+- the latest cx.scores record per customer equals an offline replay of the same events
+  (the lateness bound is wider than the stream, so arrival order cannot matter);
+- every accepted event is in ClickHouse exactly once logically (`cx_events FINAL`) —
+  no loss, no double count; physical re-deliveries are reported, not hidden;
+- the dead-letter topic holds exactly the planted invalid records (at-least-once may
+  repeat a dead letter after a crash: repeats are counted by source offset).
+
+`make faults` runs this file. Figures are printed (`pytest -s`) as `FIGURES {...}` lines;
+docs/fault-tolerance.md quotes them.
+"""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+from pipeline import kafka_io, topics
+from pipeline.broker import EmbeddedBroker
+from pipeline.config import Settings
+from pipeline.generator import GeneratedStream, generate
+from pipeline.replay import replay
+from pipeline.sink import ClickHouseSink
+from pipeline.worker_process import WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+COMPARED = ("cxi", "tangibles", "reliability", "responsiveness", "assurance", "empathy", "csat", "nps",
+            "tier", "stage", "revenue_365d", "open_complaints", "sla_breaches", "churn_risk", "events")
+WIDE = dict(lateness_seconds=60 * 86400, sweep_seconds=3600, refit_seconds=3600)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def figures(name: str, **values) -> None:
+    print("FIGURES", orjson.dumps({"scenario": name, **values}).decode())
+
+
+class Feed:
+    """Produces a stream's records in waves from a background thread, so faults can be
+    injected while events are still arriving. `sent` counts acknowledged records."""
+
+    def __init__(self, settings: Settings, stream: GeneratedStream, waves: int, pause: float):
+        topic_for = {"touchpoint": settings.topic_touchpoints, "order": settings.topic_orders,
+                     "complaint": settings.topic_complaints}
+        self.settings = settings
+        self.records = [(topic_for[r.kind], r.key, r.value) for r in stream.records]
+        self.waves, self.pause = waves, pause
+        self.sent = 0
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="feed")
+
+    def _run(self) -> None:
+        try:
+            size = -(-len(self.records) // self.waves)
+            for i in range(0, len(self.records), size):
+                self.sent += kafka_io.produce(self.settings, self.records[i:i + size])
+                time.sleep(self.pause)
+        except BaseException as exc:  # reported by join()
+            self.error = exc
+
+    def start(self) -> "Feed":
+        self._thread.start()
+        return self
+
+    def wait_sent(self, n: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.sent < n and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert self.error is None, self.error
+
+    def join(self, timeout: float = 120) -> None:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "producer did not finish"
+        assert self.error is None, self.error
+        assert self.sent == len(self.records)
+
+
+def evict_dead_members(settings: Settings) -> list[str]:
+    """LeaveGroup on behalf of every member of the worker's group (call only when no worker
+    of the group is alive). The embedded broker (noida-db 0.2.3) never expires the session
+    of a member that died without leaving: the next worker is then stuck forever as a
+    follower waiting for the dead leader's assignment (SyncGroup fails every session
+    timeout). Apache Kafka expires it after `session.timeout.ms`; this does it explicitly."""
+    from kafka.admin import KafkaAdminClient, MemberToRemove
+
+    client = KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="cxpulse-fault-drill")
+    try:
+        group = client.describe_groups([settings.app_id])[settings.app_id]
+        members = [m["member_id"] for m in group.get("members") or ()]
+        if members:
+            client.remove_group_members(settings.app_id, [MemberToRemove(member_id=m) for m in members])
+        return members
+    finally:
+        client.close()
+
+
+def committed_total(settings: Settings) -> int:
+    try:
+        done = topics.committed_offsets(settings, settings.app_id)
+    except Exception:
+        return 0
+    return sum(max(0, o) for tp, o in done.items() if tp.topic in settings.input_topics)
+
+
+def wait_committed(settings: Settings, n: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while committed_total(settings) < n:
+        assert time.monotonic() < deadline, f"fewer than {n} input offsets committed after {timeout}s"
+        time.sleep(0.05)
+
+
+def wait_all(settings: Settings, worker: WorkerProcess, timeout: float = 90) -> None:
+    """Committed offsets == end offsets of every input partition, or a diagnostic failure."""
+    try:
+        topics.wait_caught_up(settings, settings.app_id, list(settings.input_topics), timeout=timeout,
+                              alive=lambda: worker.alive)
+    except (TimeoutError, topics.TopicLayoutError) as exc:
+        lag = {f"{tp.topic}/{tp.partition}": n for tp, n in
+               topics.consumer_lag(settings, settings.app_id, list(settings.input_topics)).items() if n}
+        ends = {f"{tp.topic}/{tp.partition}": n for tp, n in topics.end_offsets(settings, list(settings.input_topics)).items()}
+        pytest.fail(f"{exc}; lag by partition {lag}; ends {ends}; worker log:\n{worker.log_tail(3000)}")
+
+
+def latest_scores(settings: Settings) -> tuple[dict[str, dict], int]:
+    out, n = {}, 0
+    for m in kafka_io.read_topic(settings, settings.topic_scores):
+        if m.value is not None:
+            n += 1
+            out[m.key.decode()] = orjson.loads(m.value)
+    return out, n
+
+
+def check_outputs(settings: Settings, stream: GeneratedStream) -> dict:
+    """Latest score per customer == offline replay; dead letters == planted invalid records."""
+    scores, n_scores = latest_scores(settings)
+    topic_for = {"touchpoint": settings.topic_touchpoints, "order": settings.topic_orders,
+                 "complaint": settings.topic_complaints}
+    sent_to = {r.value: topic_for[r.kind] for r in stream.records}
+    offline = replay((r.value for r in stream.records), settings, tick=None, topic_of=sent_to.__getitem__)
+    assert set(scores) == set(offline.scores), "customers with a score differ from the offline replay"
+    mismatches = []
+    for cid, online in scores.items():
+        for field in COMPARED:
+            a, b = online[field], offline.scores[cid][field]
+            same = a == pytest.approx(b, abs=0.02) if isinstance(a, float) and isinstance(b, float) else a == b
+            if not same:
+                mismatches.append((cid, field, a, b))
+    if mismatches:
+        bad = sorted({m[0] for m in mismatches})[:3]
+        history = {cid: [(m.partition, m.offset, orjson.loads(m.value)["version"], orjson.loads(m.value)["events"])
+                         for m in kafka_io.read_topic(settings, settings.topic_scores)
+                         if m.key.decode() == cid and m.value is not None] for cid in bad}
+        pytest.fail(f"{len(mismatches)} score fields differ from the replay, e.g. {mismatches[:5]}; "
+                    f"score history (partition, offset, version, events) {history}")
+    assert sum(s["events"] for s in scores.values()) == offline.applied
+
+    dead = [orjson.loads(m.value) for m in kafka_io.read_topic(settings, settings.topic_deadletter)]
+    by_source = Counter((d["source_topic"], d["partition"], d["offset"]) for d in dead)
+    assert len(by_source) == stream.n_invalid, "every planted invalid record is dead-lettered"
+    return {"customers": len(scores), "score_records": n_scores, "accepted": offline.applied,
+            "dead_letters": len(dead), "dead_letter_repeats": len(dead) - len(by_source)}
+
+
+def event_ids(dsn: str) -> tuple[Counter, int]:
+    """(physical rows per event_id, logical rows = cx_events FINAL) of one ClickHouse."""
+    with ClickHouseSink(dsn) as sink:
+        rows = sink.client.query("SELECT event_id, count() FROM cx_events GROUP BY event_id").result_rows
+        final = sink.client.query("SELECT count() FROM cx_events FINAL").result_rows[0][0]
+    return Counter({eid: n for eid, n in rows}), final
+
+
+def accepted_ids(stream: GeneratedStream) -> set[str]:
+    return {orjson.loads(r.value)["event_id"] for r in stream.records if r.valid}
+
+
+def check_clickhouse(dsns: list[str], stream: GeneratedStream) -> dict:
+    """Each accepted event is in ClickHouse, logically once (FINAL) per store."""
+    want = accepted_ids(stream)
+    physical: Counter = Counter()
+    union: set[str] = set()
+    for dsn in dsns:
+        ids, final = event_ids(dsn)
+        assert final == len(ids), f"{dsn}: FINAL count {final} != distinct event ids {len(ids)} (double count)"
+        physical.update(ids)
+        union |= set(ids)
+    assert not union - want, "events in ClickHouse that were never accepted"
+    assert len(union) == len(want), f"{len(want - union)} accepted events missing from ClickHouse (lost)"
+    return {"ch_events_final": len(union), "ch_rows_physical": sum(physical.values()),
+            "ch_redelivered_rows": sum(physical.values()) - len(union)}
+
+
+# ----------------------------------------------------------------------------- scenarios
+
+
+def test_kill_9_mid_stream_and_restart(make_settings, start_worker):
+    """SIGKILL the worker three times while events arrive; a fresh worker finishes the job."""
+    settings = make_settings(batch_max=100, **WIDE)
+    stream = generate(customers=200, days=20, seed=21, invalid_ratio=0.03)
+    total = len(stream.records)
+    feed = Feed(settings, stream, waves=30, pause=0.15)
+    worker = start_worker(settings)
+    feed.start()
+    kills = 0
+    for share in (0.2, 0.45, 0.7):
+        wait_committed(settings, int(total * share))
+        time.sleep(0.1)          # land inside a micro-batch rather than right after a commit
+        assert worker.alive, worker.log_tail()
+        worker.kill()
+        kills += 1
+        assert evict_dead_members(settings), "the killed worker should still be listed in its group"
+        worker = start_worker(settings)
+    feed.join()
+    wait_all(settings, worker)
+    out = check_outputs(settings, stream)
+    worker.stop()
+    ch = check_clickhouse([settings.dsn], stream)
+    assert ch["ch_events_final"] == out["accepted"] == total - stream.n_invalid - stream.n_duplicates
+    figures("kill -9", records=total, invalid=stream.n_invalid, duplicates_planted=stream.n_duplicates,
+            kills=kills, **out, **ch)
+
+
+def test_second_worker_joins_and_leaves(make_settings, start_worker, tmp_path):
+    """A second worker of the same group joins mid-stream and leaves while events still arrive."""
+    settings = make_settings(batch_max=100, **WIDE)
+    other = settings.model_copy(update={"web_port": free_port(), "data_dir": tmp_path / f"b-{uuid.uuid4().hex[:6]}"})
+    stream = generate(customers=200, days=20, seed=22, invalid_ratio=0.03)
+    total = len(stream.records)
+    feed = Feed(settings, stream, waves=40, pause=0.2)
+    first = start_worker(settings)
+    feed.start()
+    feed.wait_sent(total // 5)
+    second = start_worker(other)
+    feed.wait_sent(total // 2)
+    time.sleep(1.0)
+    second.stop()               # leaves while the feed keeps producing
+    feed.join()
+    wait_all(settings, first)
+    out = check_outputs(settings, stream)
+    first.stop()
+    ch = check_clickhouse([settings.dsn, other.dsn], stream)
+    assert ch["ch_events_final"] == out["accepted"]
+    figures("join and leave", records=total, invalid=stream.n_invalid, duplicates_planted=stream.n_duplicates,
+            **out, **ch)
+
+
+def test_broker_restart(tmp_path: Path, start_worker):
+    """The broker stops cleanly and comes back on the same port and data dir mid-stream."""
+    tag = uuid.uuid4().hex[:8]
+    port = free_port()
+    base = Settings(data_dir=tmp_path / "broker-root", kafka_port=port)
+    broker = EmbeddedBroker(base, data_dir=tmp_path / "broker-root" / "data", log_path=tmp_path / "broker.log")
+    broker.start()
+    try:
+        settings = Settings(
+            kafka_port=port, data_dir=tmp_path / f"data-{tag}", web_port=free_port(), app_id=f"cxpulse-brk-{tag}",
+            partitions=2, batch_within=0.05, commit_interval=0.2, batch_max=100,
+            topic_touchpoints=f"{tag}.touchpoints", topic_orders=f"{tag}.orders",
+            topic_complaints=f"{tag}.complaints", topic_scores=f"{tag}.scores", topic_alerts=f"{tag}.alerts",
+            topic_deadletter=f"{tag}.deadletter", topic_erasures=f"{tag}.erasures", **WIDE,
+        )
+        topics.ensure_topics(settings)
+        stream = generate(customers=150, days=20, seed=23, invalid_ratio=0.03)
+        topic_for = {"touchpoint": settings.topic_touchpoints, "order": settings.topic_orders,
+                     "complaint": settings.topic_complaints}
+        records = [(topic_for[r.kind], r.key, r.value) for r in stream.records]
+        half = len(records) // 2
+        worker = start_worker(settings)
+        kafka_io.produce(settings, records[:half])
+        topics.wait_caught_up(settings, settings.app_id, list(settings.input_topics), timeout=60,
+                              alive=lambda: worker.alive)
+        broker.stop()
+        time.sleep(3.0)         # the worker sees the broker gone (connection errors, retries)
+        assert worker.alive, worker.log_tail()
+        broker.start()
+        kafka_io.produce(settings, records[half:])
+        topics.wait_caught_up(settings, settings.app_id, list(settings.input_topics), timeout=120,
+                              alive=lambda: worker.alive)
+        out = check_outputs(settings, stream)
+        assert worker.alive
+        worker.stop()
+        ch = check_clickhouse([settings.dsn], stream)
+        assert ch["ch_events_final"] == out["accepted"]
+        figures("broker restart", records=len(records), invalid=stream.n_invalid,
+                duplicates_planted=stream.n_duplicates, **out, **ch)
+    finally:
+        broker.stop()
