@@ -443,11 +443,16 @@ def profile(state: CustomerState, as_of: float, params: ScoringParams,
     baseline = _cxi(base, params.cxi_weights)
     open_complaints = sum(1 for rec in state.complaints if rec.is_open)
     breaches = sum(1 for sla in slas.values() if sla.breached)
+    # For churn, each complaint counts once under the factor that names it best: an open
+    # complaint past its resolution target is an unresolved complaint (double weight), a
+    # missed sunset rule or a late resolution is an SLA breach.
+    overdue_open = sum(1 for rec in state.complaints
+                       if rec.is_open and slas[rec.id].resolve_breached and not slas[rec.id].ack_breached)
     f_lag = math.exp(-rates["f"] * (as_of - state.wm))
     factors = {k[2:]: v * f_lag for k, v in acc.items() if k[0] == "f"}
     churn = assess_churn(
         state, as_of, population, factors=factors, cxi=cxi, baseline_cxi=baseline,
-        open_complaints=open_complaints, sla_breaches=breaches,
+        open_complaints=open_complaints + overdue_open, sla_breaches=breaches - overdue_open,
     )
     return Profile(as_of, dims, cxi, baseline, csat, nps, tier, revenue, open_complaints, breaches, slas, churn)
 
