@@ -82,7 +82,7 @@ clock = StreamClock()
 
 def load_state(customer_id: str) -> CustomerState | None:
     raw = states.get(customer_id.encode())
-    return CustomerState.from_bytes(raw) if raw else None
+    return CustomerState.from_bytes(raw, customer_id) if raw else None
 
 
 _past_sla: dict[str, tuple[str, int]] = {}   # customers with open complaints past SLA -> (tier, n)
@@ -220,7 +220,7 @@ async def sweep() -> None:
         _sweep_cursor = list(states.keys())
     chunk, _sweep_cursor = _sweep_cursor[:SWEEP_MAX], _sweep_cursor[SWEEP_MAX:]
     async with state_lock():
-        loaded = [CustomerState.from_bytes(raw) for key in chunk if (raw := states.get(key))]
+        loaded = [CustomerState.from_bytes(raw, key.decode()) for key in chunk if (raw := states.get(key))]
         if loaded:
             result = core.sweep(loaded, clock.now(time.time()))
             if result.scores or result.alerts:

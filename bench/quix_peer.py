@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> dict:
         ctx = message_context()
         rec = RawRecord(ctx.topic, ctx.partition, ctx.offset, key, value)
         stored = state.get("s")
-        loaded = CustomerState.from_bytes(stored.encode()) if stored else None
+        loaded = CustomerState.from_bytes(stored.encode(), key.decode() if key else "") if stored else None
         out = core.process([rec], lambda cid: loaded)
         for cid, st in out.states.items():
             if key is not None and cid.encode() == key:

@@ -178,8 +178,8 @@ def activity_summary(state: "CustomerState", as_of: float) -> tuple[int, float, 
     in a transaction-only history it is a purchase day, as in the classic BG/NBD."""
     if not state.n_days or state.first_day is None:
         return None
-    t_x = float(state.days[-1] - state.first_day)
-    silence = max(0.0, as_of / DAY - (state.days[-1] + 1))
+    t_x = float(state.last_day - state.first_day)
+    silence = max(0.0, as_of / DAY - (state.last_day + 1))
     return state.n_days - 1, t_x, t_x + silence
 
 

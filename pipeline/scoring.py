@@ -20,7 +20,7 @@ from pipeline.churn import ChurnAssessment, PopulationParams, assess_churn
 from pipeline.config import Settings
 from pipeline.sla import resolve_deadline_ts, sunset_deadline_ts
 from pipeline.state import (
-    MAX_COMPLAINTS, MAX_CONTACTS, MAX_DAYS, MAX_ORDERS, MAX_REVERSALS, REVENUE_MONTHS, ComplaintRec,
+    DAY_MASK_BITS, MAX_COMPLAINTS, MAX_CONTACTS, MAX_ORDERS, MAX_REVERSALS, REVENUE_MONTHS, ComplaintRec,
     CustomerState, short_hash,
 )
 from schemas.events import Complaint, Order, Touchpoint
@@ -95,8 +95,14 @@ def _evidence(state: CustomerState, t: float, evidence: list[signals.Evidence], 
             _add(state, f"{prefix}.{k}.s", t, weight * score, rates)
 
 
+# Short accumulator keys of the churn-factor counters (the state is stored per customer).
+FACTOR_KEY = {"detractor": "f.dt", "low_ratings": "f.lr", "high_effort": "f.he", "late_fulfilment": "f.lf",
+              "refunds_returns": "f.rr", "failed_recovery": "f.fr", "sla_breaches_folded": "f.sb"}
+FACTOR_OF_KEY = {v: k for k, v in FACTOR_KEY.items()}
+
+
 def _factor(state: CustomerState, name: str, t: float, rates: dict[str, float], amount: float = 1.0) -> None:
-    _add(state, f"f.{name}", t, amount, rates)
+    _add(state, FACTOR_KEY[name], t, amount, rates)
 
 
 # ----------------------------------------------------------------------------------
@@ -130,14 +136,25 @@ def apply(state: CustomerState, ev: Touchpoint | Order | Complaint, params: Scor
 
 
 def _active_day(state: CustomerState, day: int) -> None:
-    """Distinct days with any event: the customer's activity, for the 'still active' view."""
-    if day in state.days:
+    """Distinct days with any event: the customer's activity, for the 'still active' view.
+    `day_mask` bit i marks activity on day `last_day − i` (the last 64 days), so a late
+    event's day is recognised in any arrival order."""
+    last = state.last_day
+    if last is None:
+        state.last_day, state.day_mask, state.n_days, state.first_day = day, 1, 1, day
         return
+    if day > last:
+        shift = day - last
+        state.day_mask = ((state.day_mask << shift) | 1) & DAY_MASK_BITS if shift < 64 else 1
+        state.last_day = day
+    else:
+        bit = 1 << (last - day) if last - day < 64 else 0
+        if not bit or state.day_mask & bit:
+            state.first_day = min(state.first_day, day)
+            return
+        state.day_mask |= bit
     state.n_days += 1
-    state.first_day = day if state.first_day is None else min(state.first_day, day)
-    state.days.append(day)
-    state.days.sort()
-    del state.days[:-MAX_DAYS]
+    state.first_day = min(state.first_day, day)
 
 
 def _apply_touchpoint(state: CustomerState, ev: Touchpoint, t: float, params: ScoringParams,
@@ -449,7 +466,7 @@ def profile(state: CustomerState, as_of: float, params: ScoringParams,
     overdue_open = sum(1 for rec in state.complaints
                        if rec.is_open and slas[rec.id].resolve_breached and not slas[rec.id].ack_breached)
     f_lag = math.exp(-rates["f"] * (as_of - state.wm))
-    factors = {k[2:]: v * f_lag for k, v in acc.items() if k[0] == "f"}
+    factors = {FACTOR_OF_KEY[k]: v * f_lag for k, v in acc.items() if k[0] == "f"}
     churn = assess_churn(
         state, as_of, population, factors=factors, cxi=cxi, baseline_cxi=baseline,
         open_complaints=open_complaints + overdue_open, sla_breaches=breaches - overdue_open,

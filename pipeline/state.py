@@ -19,12 +19,22 @@ import orjson
 STATE_FORMAT = 1
 
 MAX_IDS = 32            # recent event ids kept for deduplication
-MAX_ORDERS = 8          # recent purchases (order id hash, second) kept for cadence
+MAX_ORDERS = 6          # recent purchases (order id hash, second, amount) kept for cadence
 MAX_REVERSALS = 8       # recent refunded/returned order ids
-MAX_DAYS = 8           # recent active days kept (activity recency)
+DAY_MASK_BITS = (1 << 64) - 1   # active-day bitmap over the last 64 days
 MAX_CONTACTS = 8        # recent support/inquiry contact times (repeat-contact detection)
 MAX_COMPLAINTS = 12     # complaint records kept (open ones first)
 REVENUE_MONTHS = 13     # monthly revenue buckets kept (trailing 12 months + current)
+
+
+# Every decayed accumulator the core keeps, in the order they are stored (a list, not a
+# dict: the keys would be a third of a typical state). Add new ones at the end.
+ACC_SLOTS = tuple(
+    [f"{p}.{d}.{x}" for p in ("d", "b") for d in ("t", "r", "s", "a", "e") for x in ("w", "s")]
+    + ["k.csat_n", "k.csat_ok", "k.nps_n", "k.nps_p", "k.nps_d"]
+    + ["f.dt", "f.lr", "f.he", "f.lf", "f.rr", "f.fr", "f.sb"]
+)
+_ACC_INDEX = {k: i for i, k in enumerate(ACC_SLOTS)}
 
 
 def short_hash(text: str) -> int:
@@ -70,7 +80,8 @@ class CustomerState:
     orders: list[list] = field(default_factory=list)         # [[hash, second, amount]] recent purchases, by time
     n_orders: int = 0
     first_order: float | None = None
-    days: list[int] = field(default_factory=list)   # recent active days (UTC day numbers), sorted
+    last_day: int | None = None                      # latest active day (UTC day number)
+    day_mask: int = 0                                # bit i: active on last_day - i
     n_days: int = 0                                  # distinct active days
     first_day: int | None = None
     reversals: list[list] = field(default_factory=list)      # [[hash, second, amount]] refunds/returns
@@ -100,16 +111,25 @@ class CustomerState:
         d = {}
         for name in _FIELDS:
             v = getattr(self, name)
-            if v in (None, [], {}, "", 0, b"") and name not in ("v", "customer_id"):
-                continue
-            d[name] = v
+            if v in (None, [], {}, "", 0, b"") and name != "v" or name == "customer_id":
+                continue   # customer_id is the table's key: from_bytes(raw, customer_id) restores it
+            d[_SHORT[name]] = v
         if self.ids:
-            d["ids"] = base64.b64encode(self.ids).decode()
+            d[_SHORT["ids"]] = base64.b64encode(self.ids).decode()
         if self.acc:
-            d["acc"] = {k: float(f"{v:.9g}") for k, v in self.acc.items() if v > 1e-9}
+            unknown = self.acc.keys() - _ACC_INDEX.keys()
+            if unknown:
+                raise ValueError(f"accumulators without a slot in ACC_SLOTS: {sorted(unknown)}")
+            slots = [0.0] * len(ACC_SLOTS)
+            for k, v in self.acc.items():
+                if v > 1e-9:
+                    slots[_ACC_INDEX[k]] = float(f"{v:.7g}")
+            while slots and slots[-1] == 0.0:
+                slots.pop()
+            d[_SHORT["acc"]] = [x if x else 0 for x in slots]
         if self.complaints:
-            d["complaints"] = [
-                {k: v for k in _COMPLAINT_FIELDS
+            d[_SHORT["complaints"]] = [
+                {_SHORT_C[k]: v for k in _COMPLAINT_FIELDS
                  if (v := getattr(c, k)) is not None and not (type(v) in (int, float) and v == 0)}
                 for c in self.complaints
             ]
@@ -118,15 +138,31 @@ class CustomerState:
         return bytes(memoryview(orjson.dumps(d, option=orjson.OPT_NON_STR_KEYS)))
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> "CustomerState":
-        d = orjson.loads(raw)
+    def from_bytes(cls, raw: bytes, customer_id: str = "") -> "CustomerState":
+        d = {_LONG.get(k, k): v for k, v in orjson.loads(raw).items()}
+        d.setdefault("customer_id", customer_id)
+        d["acc"] = {ACC_SLOTS[i]: float(v) for i, v in enumerate(d.get("acc", ())) if v}
         fmt = d.get("v")
         if fmt != STATE_FORMAT:
             raise ValueError(f"unsupported customer state format {fmt!r} (this build reads {STATE_FORMAT})")
         d["ids"] = base64.b64decode(d.get("ids", ""))
-        d["complaints"] = [ComplaintRec(**c) for c in d.get("complaints", [])]
+        d["complaints"] = [ComplaintRec(**{_LONG_C.get(k, k): v for k, v in c.items()})
+                           for c in d.get("complaints", [])]
         return cls(**d)
 
 
 _FIELDS = tuple(f.name for f in fields(CustomerState))
 _COMPLAINT_FIELDS = tuple(f.name for f in fields(ComplaintRec))
+
+# Stored field names (short: the state is stored once per customer). "v" stays "v".
+_SHORT = {"v": "v", "customer_id": "c", "version": "ver", "n": "n", "wm": "wm", "ids": "ids", "acc": "acc",
+          "orders": "o", "n_orders": "no", "first_order": "fo", "reversals": "rv", "revenue": "rev",
+          "last_day": "ld", "day_mask": "dm", "n_days": "nd", "first_day": "fd", "contacts": "ct", "stage": "st", "stage_t": "stt",
+          "nps_last": "nps", "nps_t": "npt", "complaints": "cp", "alerts": "al", "pub": "pub"}
+_SHORT_C = {"id": "id", "channel": "ch", "category": "cat", "severity": "sev", "opened": "op", "first_seen": "fs",
+            "ack": "ack", "resolved": "res", "status": "s", "status_t": "st", "satisfied": "sat",
+            "compensation": "cmp", "reopened": "ro", "version": "ver"}
+assert set(_SHORT) == set(_FIELDS) and set(_SHORT_C) == set(_COMPLAINT_FIELDS)
+assert len(set(_SHORT.values())) == len(_SHORT) and len(set(_SHORT_C.values())) == len(_SHORT_C)
+_LONG = {v: k for k, v in _SHORT.items()}
+_LONG_C = {v: k for k, v in _SHORT_C.items()}

@@ -62,7 +62,7 @@ def test_empathy_from_handoffs_sentiment_and_repeat_contacts():
     # three support contacts within 72 h: two are repeats
     s, p3, _ = run(*(touchpoint(kind="support", when=at(h)) for h in (0, 5, 30)))
     assert p3.dims["empathy"] == 0.0
-    assert s.acc["f.high_effort"] == pytest.approx(2.0, rel=0.01)
+    assert s.acc["f.he"] == pytest.approx(2.0, rel=0.01)
 
 
 def test_assurance_and_category_from_complaints_and_escalation():
@@ -122,10 +122,22 @@ def test_state_stays_small_and_round_trips():
     apply(s, ev(complaint(when=at(5))), P)
     raw = s.to_bytes()
     assert len(raw) <= 1024, len(raw)
-    assert CustomerState.from_bytes(raw).to_bytes() == raw
+    assert CustomerState.from_bytes(raw, "c1").to_bytes() == raw and CustomerState.from_bytes(raw, "c1").customer_id == "c1"
 
 
 def test_unknown_state_format_is_refused():
     raw = CustomerState(customer_id="c1").to_bytes().replace(b'"v":1', b'"v":99')
     with pytest.raises(ValueError, match="state format"):
         CustomerState.from_bytes(raw)
+
+
+def test_typical_customer_state_is_at_most_one_kilobyte():
+    from pipeline.config import Settings
+    from pipeline.generator import generate
+    from pipeline.replay import replay
+
+    stream = generate(customers=300, days=90, seed=2)
+    result = replay((r.value for r in stream.records), Settings(), tick=None)
+    sizes = sorted(len(s.to_bytes()) for s in result.states.values())
+    assert sizes[len(sizes) // 2] <= 1024, sizes[len(sizes) // 2]
+    assert sizes[-1] < 4096
