@@ -9,6 +9,10 @@ Model (documented in README.md, "Churn risk"):
    probability p ~ B(a, b). With x repeat active days, the last t_x days after the
    first, and T days of age,
        P(alive) = 1 / (1 + a/(b+x) · ((α+T)/(α+t_x))^(r+x)).
+   Churn is "gone, or no active day within the horizon H" (CXPULSE_CHURN_HORIZON_DAYS,
+   30): P(active within H) = P(alive) · (1 − ((α+T)/(α+T+H))^(r+x)), the gamma-posterior
+   chance of at least one active day in H days. A customer who is alive but comes rarely
+   carries more risk than one who comes daily.
    Unlike BG/NBD, a single-purchase customer can have dropped out, so they do not all
    look safe; their silence is judged against the population's rates. (r, α, a, b)
    are re-fitted by maximum likelihood from the customers' states (`fit_population`),
@@ -53,6 +57,7 @@ class PopulationParams:
     a: float = 1.0          # dropout-probability heterogeneity (beta)
     b: float = 5.0
     fitted_on: int = 0      # customers the last fit used (0 = priors)
+    horizon_days: float = 30.0  # churn = gone, or no activity within this horizon (0: gone only)
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.__dict__)
@@ -135,6 +140,11 @@ def assess_churn(state: "CustomerState", as_of: float, pop: PopulationParams, *,
     repeat, t_x, T = summary if summary is not None else (0, 0.0, 0.0)
     alive = p_alive(repeat, t_x, T - t_x, pop)
     base_p = dropout_probability(repeat, pop)
+    if pop.horizon_days > 0:
+        # active again within the horizon: alive, and at least one active day in H days
+        quiet = ((pop.alpha + T) / (pop.alpha + T + pop.horizon_days)) ** (pop.r + repeat)
+        alive = alive * (1.0 - quiet)
+        base_p = 1.0 - (1.0 - base_p) * (1.0 - quiet)
     z0 = _logit(base_p)
     units = {
         "unresolved_complaints": float(open_complaints),
@@ -231,4 +241,5 @@ def fit_population(states: Iterable["CustomerState"], prior: PopulationParams | 
     if not np.all(np.isfinite(res.x)):
         return prior
     r, alpha, a, b = (float(v) for v in np.exp(res.x))
-    return PopulationParams(round(r, 6), round(alpha, 6), round(a, 6), round(b, 6), fitted_on=len(rows))
+    return PopulationParams(round(r, 6), round(alpha, 6), round(a, 6), round(b, 6), fitted_on=len(rows),
+                            horizon_days=prior.horizon_days)

@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     cutoff_hour: float = Field(18.0, ge=0, lt=24, description="end of the business day for the sunset rule")
     sla_max_ack_seconds: float = Field(0.0, ge=0, description="cap on the time to acknowledge a complaint (0 = sunset rule only)")
     population_file: Path | None = Field(None, description="churn population parameters (JSON); default: built-in priors, re-fitted in-stream")
+    churn_horizon_days: float = Field(30.0, ge=0, description="churn = gone, or no activity within this many days")
     refit_seconds: float = Field(3600.0, gt=0, description="wall-clock seconds between population re-fits in the worker")
     tier_thresholds: tuple[float, float, float] = Field(
         (500.0, 2000.0, 10000.0), description="trailing-365-day revenue for silver, gold, platinum"

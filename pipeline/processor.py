@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable, Iterable
 
@@ -97,7 +97,8 @@ class Core:
         self.settings = settings
         self.params = ScoringParams.from_settings(settings)
         self.rates = self.params.rates
-        self.population = population or PopulationParams.load(settings.population_file)
+        self.population = population or replace(PopulationParams.load(settings.population_file),
+                                                horizon_days=settings.churn_horizon_days)
         self.topic_type = settings.topic_type
 
     # --- decoding ---------------------------------------------------------------------
