@@ -22,14 +22,16 @@ tools:
 demo: install
 	$(BIN)/cxpulse demo
 
+# The fault drills of tests/test_faults.py are flaky on the embedded broker (issue #8,
+# docs/fault-tolerance.md): `make faults` runs them; `make test` runs everything else.
 test: install tools
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --ignore=tests/test_faults.py
 
 unit: install
 	$(BIN)/python -m pytest -m "not integration"
 
 faults: install
-	$(BIN)/python -m pytest tests/test_faults.py
+	$(BIN)/python -m pytest tests/test_faults.py tests/test_hostile_input.py
 
 bench: install
 	$(BIN)/cxpulse bench

@@ -11,7 +11,23 @@ from decimal import Decimal
 from enum import Enum
 from typing import Annotated, Literal, Union
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+import re
+
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
+
+# RFC 3339 date-time with an offset (a space for "T" is tolerated, as RFC 3339 allows).
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _rfc3339(v: object) -> object:
+    # pydantic alone would also read numbers, and numeric strings, as Unix times.
+    if not isinstance(v, str) or not RFC3339.match(v):
+        raise ValueError("must be an RFC 3339 timestamp with an offset, e.g. 2026-03-02T09:00:00+01:00")
+    return v
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+SchemaVersion = Annotated[int, Field(strict=True, ge=1, le=1, description="1 (this build reads version 1)")]
 
 Id = Annotated[str, Field(min_length=1, max_length=128)]
 Rating = Annotated[int, Field(ge=1, le=5, strict=True)]
@@ -111,17 +127,9 @@ class _EventBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_max_length=128)
     event_id: Id
     customer_id: Id
-    occurred_at: AwareDatetime
+    occurred_at: Timestamp
     channel: Channel
-    schema_version: Literal[1]
-
-    @field_validator("occurred_at", mode="before")
-    @classmethod
-    def _rfc3339_only(cls, v: object) -> object:
-        # Numbers would be read as Unix times by pydantic; the contract says RFC 3339.
-        if not isinstance(v, str):
-            raise ValueError("occurred_at must be an RFC 3339 string with an offset")
-        return v
+    schema_version: SchemaVersion
 
 
 class Touchpoint(_EventBase):
@@ -145,8 +153,8 @@ class Order(_EventBase):
     status: OrderStatus
     amount: NonNegDecimal
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
-    promised_at: AwareDatetime | None = None
-    fulfilled_at: AwareDatetime | None = None
+    promised_at: Timestamp | None = None
+    fulfilled_at: Timestamp | None = None
 
 
 class Complaint(_EventBase):

@@ -25,6 +25,11 @@ def test_valid_records_of_each_type_parse():
     touchpoint(channel="telegram"),                                 # unknown enum value
     touchpoint(when="2026-03-02T09:00:00"),                         # no offset
     dict(touchpoint(), occurred_at=1767600000),                     # a number, not RFC 3339
+    dict(touchpoint(), occurred_at="1767600000"),                   # Unix time in a string
+    dict(touchpoint(), occurred_at="2026-03-02"),                   # a date only
+    order(promised_at="2026-03-02T09:00:00"),                       # promise without an offset
+    dict(touchpoint(), schema_version=True),
+    dict(touchpoint(), schema_version=1.0),
     touchpoint(ratings={"reliability": 6}),
     touchpoint(nps=11),
     touchpoint(email="someone@example.com"),                        # unknown field (personal data)
