@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import socket
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import orjson
 import pytest
+
+from tests.http_probe import http_status
 
 from pipeline import kafka_io, rows, topics
 from pipeline.cli import build_parser, has_module, main
@@ -151,14 +151,6 @@ def test_doctor_reports_failures_with_fixes(tmp_path, capsys, monkeypatch):
 
 def end_total(settings: Settings, names: list[str]) -> int:
     return sum(topics.end_offsets(settings, names).values())
-
-
-def http_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 @pytest.mark.integration

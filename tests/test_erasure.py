@@ -3,8 +3,6 @@ ClickHouse table, and stays gone after a worker restart."""
 from __future__ import annotations
 
 import time
-import urllib.error
-import urllib.request
 
 import orjson
 import pytest
@@ -13,16 +11,9 @@ from pipeline import kafka_io, topics
 from pipeline.erasure import erase
 from pipeline.sink import CUSTOMER_TABLES, ClickHouseSink
 from tests.factories import at, complaint, order, raw, touchpoint
+from tests.http_probe import http_status
 
 pytestmark = pytest.mark.integration
-
-
-def status_of(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
 
 
 def test_erase_removes_the_customer_everywhere_and_it_stays_gone(make_settings, start_worker):
@@ -37,15 +28,15 @@ def test_erase_removes_the_customer_everywhere_and_it_stays_gone(make_settings, 
     worker = start_worker(settings)
     kafka_io.produce(settings, [(t, cid.encode(), raw(r)) for t, cid, r in records])
     topics.wait_caught_up(settings, settings.app_id, list(settings.input_topics), timeout=60, alive=lambda: worker.alive)
-    assert status_of(worker.url + "/customers/gone-1") == 200
+    assert http_status(worker.url + "/customers/gone-1") == 200
 
     result = erase(settings, "gone-1", skip_clickhouse=True)    # the worker holds the embedded chDB
     assert result.complete
     deadline = time.monotonic() + 30
-    while status_of(worker.url + "/customers/gone-1") != 404 and time.monotonic() < deadline:
+    while http_status(worker.url + "/customers/gone-1") != 404 and time.monotonic() < deadline:
         time.sleep(0.3)
-    assert status_of(worker.url + "/customers/gone-1") == 404
-    assert status_of(worker.url + "/customers/kept-1") == 200
+    assert http_status(worker.url + "/customers/gone-1") == 404
+    assert http_status(worker.url + "/customers/kept-1") == 200
     worker.stop()
 
     result = erase(settings, "gone-1")                           # now the ClickHouse step
@@ -66,7 +57,7 @@ def test_erase_removes_the_customer_everywhere_and_it_stays_gone(make_settings, 
 
     restarted = start_worker(settings)                           # state is recovered from the changelog
     deadline = time.monotonic() + 60                             # 503 while the table recovers
-    while status_of(restarted.url + "/customers/kept-1") != 200 and time.monotonic() < deadline:
+    while http_status(restarted.url + "/customers/kept-1") != 200 and time.monotonic() < deadline:
         time.sleep(0.3)
-    assert status_of(restarted.url + "/customers/kept-1") == 200
-    assert status_of(restarted.url + "/customers/gone-1") == 404
+    assert http_status(restarted.url + "/customers/kept-1") == 200
+    assert http_status(restarted.url + "/customers/gone-1") == 404
