@@ -173,7 +173,8 @@ def snapshot(client) -> dict[str, Any]:
     snap: dict[str, Any] = {}
     for t in BASE_TABLES:
         snap[t] = client.query(f"SELECT * FROM {t} FINAL ORDER BY ALL").result_rows
-        snap[f"{t}/physical"] = client.command(f"SELECT count() FROM {t}")
+        if t != "cx_scores_latest":  # many versions per key, collapsed by merges at their own pace
+            snap[f"{t}/physical"] = client.command(f"SELECT count() FROM {t}")
     snap["cx_agg_hourly"] = [{k: v for k, v in r.items() if k != "cxi_quantiles"} for r in queries.hourly(client)]
     for t, key in (("cx_quality_channel", "day, channel, stage"), ("cx_quality_staff", "day, staff_id, channel")):
         snap[t] = client.query(
@@ -450,7 +451,8 @@ def test_clickhouse_outage_mid_run_recovers_with_identical_contents(tmp_path):
     faulty, metrics, injected = run(tmp_path / "faulty", batches, faults={3: (0.6, "after"), 6: (0.6, "before")})
     assert injected >= 2 and metrics.retries == injected and metrics.failures == injected
     for table in BASE_TABLES:
-        assert faulty[f"{table}/physical"] == clean[f"{table}/physical"], table  # no duplicates stored
+        if table != "cx_scores_latest":  # no duplicates stored (see snapshot)
+            assert faulty[f"{table}/physical"] == clean[f"{table}/physical"], table
         assert faulty[table] == clean[table], table  # no gaps, same contents
     assert same(faulty, clean)
     assert len(clean["cx_events"]) == 20_000
