@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian tools that the test-suite drives: promtool (package
-# `prometheus`) for alert-rule unit tests and docker-compose for `config -q`.
-# Idempotent; does nothing when both are present.
+# `prometheus`) for alert-rule unit tests, docker-compose for `config -q` and amtool
+# (`prometheus-alertmanager`) for the Alertmanager config check.
+# Idempotent; does nothing when all are present.
 set -euo pipefail
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
