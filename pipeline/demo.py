@@ -92,8 +92,7 @@ def run_demo(settings: Settings, customers: int = 2000, days: int = 60, seed: in
         stream = generate(customers=customers, days=days, seed=seed, invalid_ratio=invalid_ratio)
         report.invalid_generated = stream.n_invalid
         report.duplicates_generated = stream.n_duplicates
-        topic_for = {"touchpoint": settings.topic_touchpoints, "order": settings.topic_orders,
-                     "complaint": settings.topic_complaints}
+        topic_for = settings.topic_for_type
         records = [(topic_for[r.kind], r.key, r.value) for r in stream.records]
         t1 = time.monotonic()
         say(quiet, f"stream    {len(records):,} records, {customers:,} customers, {days} days; "

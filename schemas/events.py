@@ -6,7 +6,6 @@ Amounts are decimals given as a JSON string or number.
 """
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 from enum import Enum
 from typing import Annotated, Literal, Union
@@ -170,14 +169,6 @@ class Complaint(_EventBase):
 InputEvent = Annotated[Union[Touchpoint, Order, Complaint], Field(discriminator="type")]
 EVENT_ADAPTER: TypeAdapter[Touchpoint | Order | Complaint] = TypeAdapter(InputEvent)
 
-# The type each input topic carries, by its default role.
-TOPIC_TYPES = {"touchpoints": "touchpoint", "orders": "order", "complaints": "complaint"}
-
-
 def parse_event(raw: bytes | str) -> Touchpoint | Order | Complaint:
     """Parse one wire record (JSON bytes). Raises pydantic.ValidationError."""
     return EVENT_ADAPTER.validate_json(raw)
-
-
-def event_time(ev: Touchpoint | Order | Complaint) -> datetime:
-    return ev.occurred_at

@@ -56,8 +56,7 @@ class Feed:
     injected while events are still arriving. `sent` counts acknowledged records."""
 
     def __init__(self, settings: Settings, stream: GeneratedStream, waves: int, pause: float):
-        topic_for = {"touchpoint": settings.topic_touchpoints, "order": settings.topic_orders,
-                     "complaint": settings.topic_complaints}
+        topic_for = settings.topic_for_type
         self.settings = settings
         self.records = [(topic_for[r.kind], r.key, r.value) for r in stream.records]
         self.waves, self.pause = waves, pause
@@ -160,8 +159,7 @@ def latest_scores(settings: Settings) -> tuple[dict[str, dict], int]:
 def check_outputs(settings: Settings, stream: GeneratedStream) -> dict:
     """Latest score per customer == offline replay; dead letters == planted invalid records."""
     scores, n_scores = latest_scores(settings)
-    topic_for = {"touchpoint": settings.topic_touchpoints, "order": settings.topic_orders,
-                 "complaint": settings.topic_complaints}
+    topic_for = settings.topic_for_type
     sent_to = {r.value: topic_for[r.kind] for r in stream.records}
     offline = replay((r.value for r in stream.records), settings, tick=None, topic_of=sent_to.__getitem__)
     assert set(scores) == set(offline.scores), "customers with a score differ from the offline replay"
@@ -297,8 +295,7 @@ def test_broker_restart(tmp_path: Path, start_worker):
         )
         topics.ensure_topics(settings)
         stream = generate(customers=150, days=20, seed=23, invalid_ratio=0.03)
-        topic_for = {"touchpoint": settings.topic_touchpoints, "order": settings.topic_orders,
-                     "complaint": settings.topic_complaints}
+        topic_for = settings.topic_for_type
         records = [(topic_for[r.kind], r.key, r.value) for r in stream.records]
         half = len(records) // 2
         worker = start_worker(settings)

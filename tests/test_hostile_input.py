@@ -221,8 +221,7 @@ def fuzz(n: int, seed: int = 8, prefix: str = "x") -> list[tuple[str, bytes | No
 
 
 def wire(settings: Settings) -> dict[str, str]:
-    return {"touchpoint": settings.topic_touchpoints, "order": settings.topic_orders,
-            "complaint": settings.topic_complaints}
+    return settings.topic_for_type
 
 
 def test_templates_are_valid():

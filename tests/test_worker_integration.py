@@ -32,8 +32,7 @@ def test_stream_to_scores_deadletters_and_clickhouse(make_settings, start_worker
     # cannot matter, so the worker must agree with an offline replay of the same events.
     settings = make_settings(lateness_seconds=40 * 86400, sweep_seconds=3600)
     stream = generate(customers=120, days=20, seed=11, invalid_ratio=0.04)
-    topic_for = {"touchpoint": settings.topic_touchpoints, "order": settings.topic_orders,
-                 "complaint": settings.topic_complaints}
+    topic_for = settings.topic_for_type
     worker = start_worker(settings)
     kafka_io.produce(settings, [(topic_for[r.kind], r.key, r.value) for r in stream.records])
     topics.wait_caught_up(settings, settings.app_id, list(settings.input_topics), timeout=180,
@@ -114,8 +113,7 @@ def test_live_metrics_cover_every_name_the_dashboards_and_rules_use(make_setting
     settings = make_settings(lateness_seconds=40 * 86400)
     worker = start_worker(settings)
     stream = generate(customers=20, days=8, seed=3, invalid_ratio=0.05)
-    topic_for = {"touchpoint": settings.topic_touchpoints, "order": settings.topic_orders,
-                 "complaint": settings.topic_complaints}
+    topic_for = settings.topic_for_type
     kafka_io.produce(settings, [(topic_for[r.kind], r.key, r.value) for r in stream.records])
     topics.wait_caught_up(settings, settings.app_id, list(settings.input_topics), timeout=120,
                           alive=lambda: worker.alive)
