@@ -124,11 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="per-connection timeout (default 5)")
 
     if has_module("pipeline.evaluate"):
+        from pipeline.evaluate import WARNING_THRESHOLD
         p = _sub(subs, "evaluate", "judge churn risk on data with known outcomes (synthetic or a CSV purchase history)")
         p.add_argument("--customers", type=int, default=2000)
         p.add_argument("--days", type=int, default=120)
         p.add_argument("--seed", type=int, default=7)
-        p.add_argument("--threshold", type=float, default=0.5, help="churn_risk of a warning churn alert")
+        p.add_argument("--threshold", type=float, default=WARNING_THRESHOLD,
+                       help="churn_risk counted as predicted churn (default: the standard tier's warning threshold)")
         p.add_argument("--horizon-days", type=float, default=28.0, help="early cutoff before the end (0 = skip)")
         p.add_argument("--transactions", type=Path, default=None, metavar="CSV",
                        help="evaluate on a purchase history (customer_id,date,amount) instead")

@@ -131,6 +131,9 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
     risk = [float(res.scores[c]["churn_risk"]) if c in res.scores else 0.0 for c in ids]
     auc = _safe_auc(labels, risk)
     precision, recall = precision_recall_at(labels, risk, churn_threshold)
+    # each customer against the warning threshold of their tier: what the alerts use
+    tier_ok = [r >= CHURN_THRESHOLDS[res.scores[c]["tier"]][0] if c in res.scores else False for c, r in zip(ids, risk)]
+    precision_tier, recall_tier = precision_recall_at(labels, [float(x) for x in tier_ok], 0.5)
 
     first_alert: dict[str, datetime] = {}
     for a in res.alerts:
@@ -138,8 +141,11 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
             first_alert[a["customer_id"]] = _ts(a["as_of"])
     churners = [c for c in ids if truth[c].churned]
     stayers = [c for c in ids if not truth[c].churned]
-    leads = [(truth[c].churn_at - first_alert[c]).total_seconds() / 86400.0 for c in churners if c in first_alert]
+    episodes = churn_alert_episodes(res.alerts)
+    leads = [x for c in churners if (x := lead_time_days(episodes.get(c, []), truth[c].churn_at)) is not None]
     lead_med = median(leads) if leads else None
+    first_leads = [(truth[c].churn_at - first_alert[c]).total_seconds() / 86400.0 for c in churners if c in first_alert]
+    stayers_firing_at_end = sum(1 for c in stayers if any(end is None for _, end in episodes.get(c, [])))
 
     hits: Counter[str] = Counter()
     per_driver: Counter[str] = Counter()
@@ -153,6 +159,11 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
         if drivers:
             top1[drivers[0]] += 1
     driver_top2 = sum(hits.values()) / len(churners) if churners else None
+    false_alarms: Counter[str] = Counter()   # stayers at or above the threshold, by top driver
+    for c, y, r in zip(ids, labels, risk):
+        if not y and r >= churn_threshold:
+            drivers = (res.scores.get(c) or {}).get("churn_drivers") or [{"factor": "none"}]
+            false_alarms[drivers[0]["factor"]] += 1
 
     result = {
         "customers": customers, "days": days, "seed": seed, "end": stream.end.isoformat(),
@@ -163,13 +174,17 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
         "duplicates_planted": stream.n_duplicates, "duplicates_seen": res.duplicates, "applied": res.applied,
         "unscored_customers": len(missing),
         "auc": _r(auc), "churn_threshold": churn_threshold, "precision": _r(precision), "recall": _r(recall),
+        "precision_tier_thresholds": _r(precision_tier), "recall_tier_thresholds": _r(recall_tier),
         "churners_alerted": len(leads), "churners_alerted_share": _r(len(leads) / len(churners)) if churners else None,
         "stayers_alerted_share": _r(sum(1 for c in stayers if c in first_alert) / len(stayers)) if stayers else None,
         "alerted_before_churn_share": _r(sum(1 for x in leads if x > 0) / len(churners)) if churners else None,
         "lead_time_days_median": _r(lead_med, 2),
+        "first_alert_lead_days_median": _r(median(first_leads), 2) if first_leads else None,
+        "stayers_alert_firing_at_end_share": _r(stayers_firing_at_end / len(stayers)) if stayers else None,
         "driver_top2": _r(driver_top2),
         "driver_top2_by_driver": {d: f"{hits[d]}/{per_driver[d]}" for d in sorted(per_driver)},
         "churner_top_driver_counts": dict(top1.most_common()),
+        "false_alarm_top_driver_counts": dict(false_alarms.most_common()),
     }
     if horizon_days:
         cut = stream.end - timedelta(days=horizon_days)
@@ -183,6 +198,37 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
                        "precision_early": _r(p_e), "recall_early": _r(r_e)})
     _print(say, result)
     return result
+
+
+def churn_alert_episodes(alerts: Sequence[dict]) -> dict[str, list[tuple[datetime, datetime | None]]]:
+    """Per customer, the churn-alert episodes as (fired, resolved or None), in order.
+    A severity change re-sends `firing` with the same alert_id: same episode."""
+    out: dict[str, list[tuple[datetime, datetime | None]]] = defaultdict(list)
+    open_: dict[str, tuple[str, datetime]] = {}
+    for a in sorted((a for a in alerts if a.get("type") == "churn_risk"), key=lambda a: _ts(a["as_of"])):
+        cid, at = a["customer_id"], _ts(a["as_of"])
+        if a["status"] == "firing" and cid not in open_:
+            open_[cid] = (a["alert_id"], at)
+        elif a["status"] == "resolved" and cid in open_:
+            out[cid].append((open_.pop(cid)[1], at))
+    for cid, (_, at) in open_.items():
+        out[cid].append((at, None))
+    for eps in out.values():
+        eps.sort(key=lambda e: e[0])
+    return dict(out)
+
+
+def lead_time_days(episodes: Sequence[tuple[datetime, datetime | None]], churn_at: datetime) -> float | None:
+    """Days between the start of the churn alert that stood when the customer left and
+    the departure (positive: warned before). With no alert standing at `churn_at`, the
+    first alert after it (negative); None when the customer was never alerted after an
+    earlier, resolved false start. An alert that fired and resolved long before the
+    departure is not a warning of it."""
+    for start, end in episodes:
+        if start <= churn_at and (end is None or end > churn_at):
+            return (churn_at - start).total_seconds() / 86400.0
+    later = [start for start, _ in episodes if start > churn_at]
+    return (churn_at - later[0]).total_seconds() / 86400.0 if later else None
 
 
 def _fresh_topic_of(stream, topic: dict[str, str]) -> Callable[[bytes], str]:
