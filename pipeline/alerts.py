@@ -21,6 +21,10 @@ CHURN_THRESHOLDS = {
     "platinum": (0.20, 0.45),
 }
 HYSTERESIS = 0.10
+# A churn alert needs a reason: the named drivers must explain at least this share of the
+# risk. A customer seen once, or one who always comes rarely, carries their baseline
+# dropout risk in the score, but nobody can act on "we barely know them".
+EXPLAINED_SHARE = 0.5
 HIGH_TIERS = ("gold", "platinum")
 
 # The recovery playbook: one recommended action per situation (README.md, "Playbook").
@@ -94,8 +98,9 @@ def update_alerts(state: CustomerState, p: Profile) -> list[dict]:
     warn, crit = CHURN_THRESHOLDS[p.tier]
     risk = p.churn.risk
     active = state.alerts.get("churn")
+    explained = sum(c for _, c in p.churn.drivers)
     if active is None:
-        firing = risk >= warn
+        firing = risk >= warn and explained >= EXPLAINED_SHARE * risk
         severity = "critical" if risk >= crit else "warning"
     else:
         firing = risk >= warn - HYSTERESIS

@@ -36,7 +36,7 @@ risk − p; drivers are listed largest first.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
@@ -46,6 +46,11 @@ if TYPE_CHECKING:
     from pipeline.state import CustomerState
 
 DAY = 86400.0
+
+
+PRIOR_INCIDENT_RATES = {"refunds_returns": 0.05, "late_fulfilment": 0.05, "low_ratings": 0.10,
+                        "detractor": 0.25, "high_effort": 0.20}
+MIN_CHANCES = 30.0   # population chances needed before an incident rate is re-fitted
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,9 @@ class PopulationParams:
     b: float = 5.0
     fitted_on: int = 0      # customers the last fit used (0 = priors)
     horizon_days: float = 30.0  # churn = gone, or no activity within this horizon (0: gone only)
+    # the population's usual incidents per chance (late deliveries per delivery, ...):
+    # churn counts a customer's incidents above this rate; re-fitted with (r, α, a, b)
+    incident_rates: dict[str, float] = field(default_factory=lambda: dict(PRIOR_INCIDENT_RATES))
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.__dict__)
@@ -73,22 +81,26 @@ class PopulationParams:
 PRIOR = PopulationParams()
 PRIOR_LOG_SD = 1.0
 
-# Each factor moves the odds by a modest, bounded amount: silence is the strongest
-# signal of leaving, and one bad experience does not make a customer leave.
+# Log-odds added to the chance that an active customer defects within the horizon, per
+# unit of each factor, and the cap on units. A unit is one incident *above* the
+# population's usual rate for the customer's own number of chances (deliveries, orders,
+# answers, contacts), a complaint, or as stated. An odds ratio of about 2 per incident
+# (0.7): one bad experience is forgiven, a second or a failed recovery of the first
+# (the "double deviation") is where customers leave.
 FACTOR_WEIGHTS: dict[str, tuple[float, float]] = {
-    "unresolved_complaints": (0.25, 3.0),
-    "sla_breaches": (0.35, 3.0),
-    "failed_recovery": (0.5, 2.0),
-    "late_fulfilment": (0.22, 3.0),
-    "detractor": (0.35, 2.0),
-    "low_ratings": (0.18, 3.0),
-    "refunds_returns": (0.22, 3.0),
-    "high_effort": (0.12, 6.0),
-    "experience_drop": (0.03, 40.0),     # per CXI point below the customer's own baseline
-    "declining_frequency": (0.4, 2.0),   # per doubling of the recent gap over the usual gap
+    "unresolved_complaints": (0.3, 3.0),
+    "sla_breaches": (0.4, 3.0),
+    "failed_recovery": (0.6, 2.0),
+    "late_fulfilment": (0.3, 3.0),
+    "detractor": (0.4, 2.0),
+    "low_ratings": (0.3, 3.0),
+    "refunds_returns": (0.3, 3.0),
+    "high_effort": (0.15, 6.0),
+    "experience_drop": (0.03, 40.0),     # per point (0–100) of recent experience below the long-run
+    "declining_frequency": (0.4, 2.0),   # per doubling of the recent purchase gap over the usual gap
 }
 DEFECTION_BASE = 0.005   # chance that an active customer with no bad experience defects
-DEFECTION_SCALE = 1.5     # experience log-odds count 1.5x towards defection
+DEFECTION_SCALE = 1.5    # experience log-odds count 1.5x towards defection
 MIN_CONTRIBUTION = 0.005
 MAX_DRIVERS = 5
 
@@ -134,7 +146,7 @@ def _declining_frequency(times: list[float]) -> float:
 
 
 def assess_churn(state: "CustomerState", as_of: float, pop: PopulationParams, *, factors: dict[str, float],
-                 cxi: float | None, baseline_cxi: float | None, open_complaints: int,
+                 chances: dict[str, float], experience_drop: float, open_complaints: int,
                  sla_breaches: int) -> ChurnAssessment:
     summary = activity_summary(state, as_of)
     repeat, t_x, T = summary if summary is not None else (0, 0.0, 0.0)
@@ -145,38 +157,33 @@ def assess_churn(state: "CustomerState", as_of: float, pop: PopulationParams, *,
         quiet = ((pop.alpha + T) / (pop.alpha + T + pop.horizon_days)) ** (pop.r + repeat)
         alive = alive * (1.0 - quiet)
         base_p = 1.0 - (1.0 - base_p) * (1.0 - quiet)
-    z0 = _logit(base_p)
     units = {
         "unresolved_complaints": float(open_complaints),
         "sla_breaches": sla_breaches + factors.get("sla_breaches_folded", 0.0),
         "failed_recovery": factors.get("failed_recovery", 0.0),
-        "late_fulfilment": factors.get("late_fulfilment", 0.0),
-        "detractor": factors.get("detractor", 0.0),
-        "low_ratings": factors.get("low_ratings", 0.0),
-        "refunds_returns": factors.get("refunds_returns", 0.0),
-        "high_effort": factors.get("high_effort", 0.0),
-        "experience_drop": max(0.0, (baseline_cxi or 0.0) - (cxi or 0.0)) if cxi is not None and baseline_cxi is not None else 0.0,
+        "experience_drop": experience_drop,
         "declining_frequency": _declining_frequency([o[1] for o in state.orders]),
     }
-    z = {"inactivity": max(0.0, _logit(1 - alive) - z0)}
+    for name, usual in pop.incident_rates.items():
+        units[name] = factors.get(name, 0.0) - usual * chances.get(name, 0.0)
+    z = {"inactivity": max(0.0, _logit(1.0 - alive) - _logit(base_p))}
     for name, amount in units.items():
         weight, cap = FACTOR_WEIGHTS[name]
         z[name] = weight * min(cap, max(0.0, amount))
-    total = sum(z.values())
-    leaving = _sigmoid(z0 + total)
-    lift = max(0.0, leaving - base_p)
-    contributions = {f: lift * v / total for f, v in z.items()} if total > 0 else {}
-    # Defection while still active: bad experiences can make an engaged customer leave
-    # before any silence shows; weighs the same factors (not inactivity) on a low base.
-    experience = total - z["inactivity"]
+    experience = sum(z.values()) - z["inactivity"]
+    # leaving: silence and experiences on the odds of having left (or of no activity
+    # within the horizon), from the customer's baseline dropout risk
+    leaving = _sigmoid(_logit(base_p) + z["inactivity"] + experience)
+    # defection while still active: bad experiences can drive an engaged customer away
+    # before any silence shows (this is what gives alerts lead time)
     q = _sigmoid(_logit(DEFECTION_BASE) + DEFECTION_SCALE * experience)
     defect = alive * max(0.0, q - DEFECTION_BASE)
     risk = 1.0 - (1.0 - leaving) * (1.0 - defect)
-    extra = risk - leaving
-    if extra > 0 and experience > 0:
-        for f, v in z.items():
-            if f != "inactivity":
-                contributions[f] = contributions.get(f, 0.0) + extra * v / experience
+    # Contributions share the risk above the baseline dropout in proportion to each
+    # driver's log-odds (silence: its lift over the baseline; a factor: weight × units).
+    total = sum(z.values())
+    lift = max(0.0, risk - base_p)
+    contributions = {f: lift * v / total for f, v in z.items()} if total > 0 else {}
     drivers = sorted(((f, c) for f, c in contributions.items() if c >= MIN_CONTRIBUTION),
                      key=lambda fc: (-fc[1], fc[0]))[:MAX_DRIVERS]
     return ChurnAssessment(risk, alive, drivers)
@@ -216,6 +223,8 @@ def fit_population(states: Iterable["CustomerState"], prior: PopulationParams | 
 
     prior = prior or PopulationParams()
     states = list(states)
+    incident_rates = fit_incident_rates(states[:max_customers], prior.incident_rates)
+    prior = replace(prior, incident_rates=incident_rates)
     if as_of is None:
         as_of = max((s.wm for s in states), default=0.0)
     rows = [row for s in states[:max_customers] if (row := activity_summary(s, as_of)) is not None]
@@ -242,4 +251,20 @@ def fit_population(states: Iterable["CustomerState"], prior: PopulationParams | 
         return prior
     r, alpha, a, b = (float(v) for v in np.exp(res.x))
     return PopulationParams(round(r, 6), round(alpha, 6), round(a, 6), round(b, 6), fitted_on=len(rows),
-                            horizon_days=prior.horizon_days)
+                            horizon_days=prior.horizon_days, incident_rates=incident_rates)
+
+
+def fit_incident_rates(states: Iterable["CustomerState"], prior: dict[str, float]) -> dict[str, float]:
+    """The population's incidents per chance for each incident factor (pooled decayed
+    counts over pooled decayed chances); a factor keeps its prior until the population
+    has had MIN_CHANCES chances."""
+    from pipeline.scoring import FACTOR_KEY, OPPORTUNITY_KEY
+
+    counts = dict.fromkeys(OPPORTUNITY_KEY, 0.0)
+    chances = dict.fromkeys(OPPORTUNITY_KEY, 0.0)
+    for s in states:
+        for name, key in OPPORTUNITY_KEY.items():
+            counts[name] += s.acc.get(FACTOR_KEY[name], 0.0)
+            chances[name] += s.acc.get(key, 0.0)
+    return {name: round(min(1.0, counts[name] / chances[name]), 6) if chances[name] >= MIN_CHANCES else prior[name]
+            for name in OPPORTUNITY_KEY}

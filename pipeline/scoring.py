@@ -29,6 +29,7 @@ DIMENSIONS = signals.DIMENSIONS
 DAY = 86400.0
 FACTOR_HALF_LIFE_DAYS = 45.0      # churn-factor counters (late deliveries, refunds, ...)
 BASELINE_HALF_LIFE_FACTOR = 4.0   # the experience baseline decays 4x slower than the score
+RECENT_HALF_LIFE_DAYS = 14.0      # "recent" perceived experience, against its long-run mean
 COMPLAINT_RETENTION = 30 * DAY    # closed complaints are kept this long, then folded in
 TIERS = ("standard", "silver", "gold", "platinum")
 STATUS_RANK = {"opened": 0, "acknowledged": 1, "escalated": 2, "reopened": 3, "resolved": 4, "closed": 5}
@@ -57,7 +58,9 @@ class ScoringParams:
         """Decay rate (per second) by accumulator prefix."""
         h = self.half_life_days * DAY
         return {"d": math.log(2) / h, "b": math.log(2) / (h * BASELINE_HALF_LIFE_FACTOR),
-                "k": math.log(2) / h, "f": math.log(2) / (FACTOR_HALF_LIFE_DAYS * DAY)}
+                "k": math.log(2) / h, "f": math.log(2) / (FACTOR_HALF_LIFE_DAYS * DAY),
+                "r": math.log(2) / (RECENT_HALF_LIFE_DAYS * DAY),
+                "p": math.log(2) / (h * BASELINE_HALF_LIFE_FACTOR)}
 
 
 # ----------------------------------------------------------------------------------
@@ -99,6 +102,11 @@ def _evidence(state: CustomerState, t: float, evidence: list[signals.Evidence], 
 FACTOR_KEY = {"detractor": "f.dt", "low_ratings": "f.lr", "high_effort": "f.he", "late_fulfilment": "f.lf",
               "refunds_returns": "f.rr", "failed_recovery": "f.fr", "sla_breaches_folded": "f.sb"}
 FACTOR_OF_KEY = {v: k for k, v in FACTOR_KEY.items()}
+# The chances each incident factor had (decayed like the factor): late deliveries per
+# delivery, refunds/returns per order, low ratings per rated answer, detractors per NPS
+# answer, effort per contact. Churn counts incidents above the population's usual rate.
+OPPORTUNITY_KEY = {"refunds_returns": "f.no", "late_fulfilment": "f.nd", "low_ratings": "f.nr",
+                   "detractor": "f.nn", "high_effort": "f.nc"}
 
 
 def _factor(state: CustomerState, name: str, t: float, rates: dict[str, float], amount: float = 1.0) -> None:
@@ -157,16 +165,33 @@ def _active_day(state: CustomerState, day: int) -> None:
     state.first_day = min(state.first_day, day)
 
 
+def _perceived(state: CustomerState, t: float, evidence: list[signals.Evidence], rates: dict[str, float]) -> None:
+    """What the customer tells us about their experience (ratings, csat, sentiment,
+    resolution, waits), pooled over dimensions, as a recent and a long-run mean: a drop
+    of the first below the second is the `experience_drop` churn factor."""
+    for _, score, weight in evidence:
+        for prefix in ("r", "p"):
+            _add(state, f"{prefix}.w", t, weight, rates)
+            _add(state, f"{prefix}.s", t, weight * score, rates)
+
+
 def _apply_touchpoint(state: CustomerState, ev: Touchpoint, t: float, params: ScoringParams,
                       rates: dict[str, float]) -> None:
-    _evidence(state, t, signals.touchpoint_evidence(ev), rates)
+    evidence = signals.touchpoint_evidence(ev)
+    _evidence(state, t, evidence, rates)
+    if ev.csat is not None:
+        evidence = evidence + [("csat", signals.rating_score(ev.csat), signals.W_RATING)]
+    _perceived(state, t, evidence, rates)
     if (t, ev.stage.value) >= (state.stage_t, state.stage or ""):
         state.stage, state.stage_t = ev.stage.value, t
     if ev.csat is not None:
         _add(state, "k.csat_n", t, 1.0, rates)
         if ev.csat >= 4:
             _add(state, "k.csat_ok", t, 1.0, rates)
+    if ev.csat is not None or ev.ratings is not None:
+        _add(state, OPPORTUNITY_KEY["low_ratings"], t, 1.0, rates)
     if ev.nps is not None:
+        _add(state, OPPORTUNITY_KEY["detractor"], t, 1.0, rates)
         _add(state, "k.nps_n", t, 1.0, rates)
         if ev.nps >= 9:
             _add(state, "k.nps_p", t, 1.0, rates)
@@ -180,6 +205,7 @@ def _apply_touchpoint(state: CustomerState, ev: Touchpoint, t: float, params: Sc
     if ev.handoffs:
         _factor(state, "high_effort", t, rates, 0.5 * ev.handoffs)
     if signals.is_contact(ev):
+        _add(state, OPPORTUNITY_KEY["high_effort"], t, 1.0, rates)
         _contact(state, t, params, rates)
 
 
@@ -225,8 +251,10 @@ def _apply_order(state: CustomerState, ev: Order, t: float, params: ScoringParam
     evidence = signals.order_evidence(ev)
     _evidence(state, t, evidence, rates)
     status = ev.status.value
-    if ev.promised_at is not None and ev.fulfilled_at is not None and ev.fulfilled_at > ev.promised_at:
-        _factor(state, "late_fulfilment", t, rates)
+    if ev.promised_at is not None and ev.fulfilled_at is not None:
+        _add(state, OPPORTUNITY_KEY["late_fulfilment"], t, 1.0, rates)
+        if ev.fulfilled_at > ev.promised_at:
+            _factor(state, "late_fulfilment", t, rates)
     amount = round(float(ev.amount), 4)
     oh = short_hash(ev.order_id)
     if status in ("refunded", "returned"):
@@ -243,6 +271,7 @@ def _apply_order(state: CustomerState, ev: Order, t: float, params: ScoringParam
         new, old = _first_per_order(state.orders, oh, int(t), amount)
         if new:
             state.n_orders += 1
+            _add(state, OPPORTUNITY_KEY["refunds_returns"], t, 1.0, rates)
             state.orders.sort(key=lambda r: r[1])
             state.orders = state.orders[-MAX_ORDERS:]
             _revenue(state, t, amount)
@@ -466,12 +495,31 @@ def profile(state: CustomerState, as_of: float, params: ScoringParams,
     overdue_open = sum(1 for rec in state.complaints
                        if rec.is_open and slas[rec.id].resolve_breached and not slas[rec.id].ack_breached)
     f_lag = math.exp(-rates["f"] * (as_of - state.wm))
-    factors = {FACTOR_OF_KEY[k]: v * f_lag for k, v in acc.items() if k[0] == "f"}
+    factors = {name: acc.get(k, 0.0) * f_lag for k, name in FACTOR_OF_KEY.items()}
+    chances = {name: acc.get(k, 0.0) * f_lag for name, k in OPPORTUNITY_KEY.items()}
     churn = assess_churn(
-        state, as_of, population, factors=factors, cxi=cxi, baseline_cxi=baseline,
+        state, as_of, population, factors=factors, chances=chances, experience_drop=experience_drop(state),
         open_complaints=open_complaints + overdue_open, sla_breaches=breaches - overdue_open,
     )
     return Profile(as_of, dims, cxi, baseline, csat, nps, tier, revenue, open_complaints, breaches, slas, churn)
+
+
+PRIOR_WEIGHT = 1.0        # the recent mean is shrunk towards the long-run one by one rating's weight
+MIN_BASELINE_WEIGHT = 3.0  # no experience_drop before about three ratings' worth of history
+
+
+def experience_drop(state: CustomerState) -> float:
+    """Points (0–100 scale) by which the customer's recent perceived experience is below
+    their long-run one, both as of their latest event: silence does not erase what the
+    last experiences were. The recent mean is shrunk towards the long-run mean by one
+    rating's weight, so one poor answer moves it less than a run of them."""
+    acc = state.acc
+    pw = acc.get("p.w", 0.0)
+    if pw < MIN_BASELINE_WEIGHT:
+        return 0.0
+    long_run = acc.get("p.s", 0.0) / pw
+    recent = (acc.get("r.s", 0.0) + PRIOR_WEIGHT * long_run) / (acc.get("r.w", 0.0) + PRIOR_WEIGHT)
+    return max(0.0, long_run - recent)
 
 
 def nps_class(score: int | None) -> str | None:

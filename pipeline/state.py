@@ -33,6 +33,8 @@ ACC_SLOTS = tuple(
     [f"{p}.{d}.{x}" for p in ("d", "b") for d in ("t", "r", "s", "a", "e") for x in ("w", "s")]
     + ["k.csat_n", "k.csat_ok", "k.nps_n", "k.nps_p", "k.nps_d"]
     + ["f.dt", "f.lr", "f.he", "f.lf", "f.rr", "f.fr", "f.sb"]
+    + ["r.w", "r.s", "p.w", "p.s"]   # perceived experience: recent (weeks) and long-run means
+    + ["f.no", "f.nd", "f.nr", "f.nn", "f.nc"]   # opportunities: orders, deliveries, rated answers, NPS answers, contacts
 )
 _ACC_INDEX = {k: i for i, k in enumerate(ACC_SLOTS)}
 

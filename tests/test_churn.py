@@ -1,0 +1,122 @@
+"""Churn risk: silence, incidents against the customer's own chances, the experience drop,
+contributions, the population fit, the alert gate and the lead-time measure."""
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from pipeline import alerts, churn
+from pipeline.churn import ChurnAssessment, PopulationParams, fit_incident_rates
+from pipeline.evaluate import churn_alert_episodes, lead_time_days
+from pipeline.scoring import ScoringParams, apply, experience_drop, profile
+from pipeline.state import CustomerState
+from tests.factories import T0, at, ev, order, touchpoint
+
+P = ScoringParams()
+POP = PopulationParams()
+DAY = 86400.0
+
+
+def customer(*records) -> CustomerState:
+    s = CustomerState(customer_id="c1")
+    for r in records:
+        assert apply(s, ev(r), P) == "applied"
+    return s
+
+
+def risk_at(s: CustomerState, days_after_last: float, pop: PopulationParams = POP):
+    return profile(s, s.wm + days_after_last * DAY, P, pop).churn
+
+
+def weekly_orders(n: int, late: set[int] = frozenset()) -> list[dict]:
+    out = []
+    for i in range(n):
+        promised = at(days=7 * i + 3)
+        fulfilled = at(days=7 * i + (4 if i in late else 2))
+        out.append(order(when=at(days=7 * i), order_id=f"o{i}"))
+        out.append(order(when=at(days=7 * i + 2.5), order_id=f"o{i}", status="delivered",
+                         promised_at=promised, fulfilled_at=fulfilled))
+    return out
+
+
+def test_silence_alone_raises_risk():
+    s = customer(*weekly_orders(8))
+    risks = [risk_at(s, d).risk for d in (0, 10, 30, 60)]
+    assert risks == sorted(risks) and risks[-1] > risks[0] + 0.3
+    assert risk_at(s, 60).drivers[0][0] == "inactivity"
+
+
+def test_a_single_purchase_customer_is_not_safe_when_silent():
+    once = customer(order(when=at()))
+    assert risk_at(once, 60).risk > risk_at(once, 1).risk
+    assert risk_at(once, 60).risk > 0.5
+
+
+def test_incidents_count_against_the_customers_own_chances():
+    # one late delivery in twenty is about the usual rate; two of three is not
+    frequent = dict(risk_at(customer(*weekly_orders(20, late={10})), 0).drivers)
+    rare = dict(risk_at(customer(*weekly_orders(3, late={1, 2})), 0).drivers)
+    assert rare["late_fulfilment"] > 0.05
+    assert frequent.get("late_fulfilment", 0.0) < rare["late_fulfilment"] / 10
+
+
+def test_experience_drop_against_own_history_survives_silence():
+    good = [touchpoint(when=at(days=d), csat=5, ratings={"reliability": 5, "empathy": 5}) for d in range(0, 60, 4)]
+    poor = [touchpoint(when=at(days=60 + d), csat=2, ratings={"reliability": 2, "empathy": 3}) for d in range(0, 8, 2)]
+    steady = customer(*good)
+    dropped = customer(*good, *poor)
+    assert experience_drop(steady) == pytest.approx(0.0, abs=1e-9)
+    assert experience_drop(dropped) > 15   # ~19 points: recent ≈ 70 against a long run ≈ 90
+    # the measure is as of the latest event: silence does not erase the last experiences
+    assert "experience_drop" in dict(risk_at(dropped, 0).drivers)
+    assert "experience_drop" in dict(risk_at(dropped, 20).drivers)
+    assert risk_at(dropped, 0).risk > risk_at(steady, 0).risk
+
+
+def test_contributions_are_shares_of_the_risk_above_the_baseline():
+    s = customer(*weekly_orders(3, late={0, 1, 2}),
+                 touchpoint(when=at(days=18), csat=1, nps=2, ratings={"reliability": 1}))
+    a = risk_at(s, 25)
+    assert [c for _, c in a.drivers] == sorted((c for _, c in a.drivers), reverse=True)
+    assert all(c > 0 for _, c in a.drivers)
+    assert sum(c for _, c in a.drivers) <= a.risk
+    assert {"inactivity", "late_fulfilment", "detractor"} <= set(dict(a.drivers))
+
+
+def test_incident_rates_are_fitted_from_the_population_and_keep_the_prior_when_thin():
+    states = [customer(*weekly_orders(5, late={2} if i % 2 else set())) for i in range(10)]
+    rates = fit_incident_rates(states, churn.PRIOR_INCIDENT_RATES)
+    # 5 late deliveries in 50 (the middle ones, so decay hardly matters): about 10 %
+    assert rates["late_fulfilment"] == pytest.approx(0.1, abs=0.02)
+    assert rates["detractor"] == churn.PRIOR_INCIDENT_RATES["detractor"]   # no NPS answers at all
+    assert fit_incident_rates(states[:2], churn.PRIOR_INCIDENT_RATES)["late_fulfilment"] \
+        == churn.PRIOR_INCIDENT_RATES["late_fulfilment"]   # too few chances
+
+
+def test_no_churn_alert_without_a_reason():
+    base = profile(customer(order(when=at())), T0.timestamp(), P, POP)
+    unexplained = replace(base, churn=ChurnAssessment(0.45, 0.5, [("inactivity", 0.05)]))
+    explained = replace(base, churn=ChurnAssessment(0.45, 0.5, [("inactivity", 0.3)]))
+    assert alerts.update_alerts(CustomerState(customer_id="c1"), unexplained) == []
+    fired = alerts.update_alerts(CustomerState(customer_id="c1"), explained)
+    assert [a["status"] for a in fired] == ["firing"]
+
+
+def _alert(cid: str, status: str, when: datetime, aid: str = "a1") -> dict:
+    return {"type": "churn_risk", "customer_id": cid, "status": status, "as_of": when.isoformat(), "alert_id": aid}
+
+
+def test_lead_time_is_measured_from_the_alert_standing_at_departure():
+    t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    left = t + timedelta(days=40)
+    alerts_ = [_alert("c", "firing", t, "early"), _alert("c", "resolved", t + timedelta(days=5), "early"),
+               _alert("c", "firing", t + timedelta(days=30), "real"),
+               _alert("c", "firing", t + timedelta(days=32), "real"),   # severity change, same episode
+               _alert("x", "firing", t + timedelta(days=45), "late")]
+    eps = churn_alert_episodes(alerts_)
+    assert len(eps["c"]) == 2 and eps["c"][1] == (t + timedelta(days=30), None)
+    assert lead_time_days(eps["c"], left) == pytest.approx(10.0)
+    assert lead_time_days(eps["x"], left) == pytest.approx(-5.0)          # warned only after leaving
+    assert lead_time_days(eps["c"][:1], left) is None                      # a false start long before
