@@ -19,19 +19,19 @@ Model (documented in README.md, "Churn risk"):
    in the worker on a timer and in replay at the same points of event time.
    A customer with no purchase at all is judged on its latest event the same way.
 2. *Experience and behaviour* add log-odds: open complaints, SLA breaches, failed service
-   recovery, late fulfilment, detractor answers, low ratings, refunds/returns, effort, a
-   CXI drop against the customer's own slow baseline, and declining purchase frequency
-   (the last purchase gaps growing against the customer's own earlier gaps).
-3. leaving = σ(logit(p) + z_inactivity + Σ z_factor), p = a/(a+b+x) the baseline dropout
-   risk; and defection while still active, d = P(alive) · (q − q0) with
+   recovery, late fulfilment, detractor answers, low ratings, refunds/returns, effort, a drop
+   of the recent perceived experience below the customer's long-run one, and declining
+   purchase frequency. Incident factors count incidents above the population's usual rate
+   for the customer's own chances (deliveries, orders, answers, contacts; the rates are
+   re-fitted with the population parameters).
+3. leaving = σ(logit(p) + z_inactivity + Σ z_factor), p the baseline dropout risk; and
+   defection while still active, d = P(active) · (q − q0) with
    q = σ(logit(q0) + 1.5 · Σ z_factor), q0 = 0.005: an engaged customer can be driven
-   away by bad experiences before any silence shows (this is what gives alerts lead time).
-   risk = 1 − (1 − leaving) · (1 − d).
+   away by bad experiences before any silence shows. risk = 1 − (1 − leaving) · (1 − d).
 
-A driver's *contribution* is its share of the risk above the baseline p:
-contribution_f = (leaving − p) · z_f / Σ z  +  (risk − leaving) · z_f / Σ z_factor
-(the second term for experience factors only). Contributions are in [0, 1] and sum to
-risk − p; drivers are listed largest first.
+A driver's *contribution* is its share of the risk above the baseline p, in proportion
+to its log-odds: contribution_f = (risk − p) · z_f / Σ z. Contributions are ≥ 0 and sum
+to risk − p; drivers are listed largest first.
 """
 from __future__ import annotations
 
