@@ -6,6 +6,9 @@ through `pipeline.processor.Core` against the customer-state table; writes each 
 customer's state once (coalesced changelog writes); publishes one score per touched
 customer, alert changes and dead letters; then writes the ClickHouse rows and returns
 only once they are durable, so the batch's offsets are committed only after that.
+Input offsets are committed by this module, not by Faust's acks (see
+pipeline/offset_guard.py for why): records are applied strictly in offset order per
+partition, and a record at or below a customer's last applied offset is a redelivery.
 A timer sweeps the table (bounded slice per tick) for time-driven rules: SLA deadlines
 passing and customers going quiet. Web views: /healthz, /metrics, /customers/{id}.
 """
@@ -23,7 +26,9 @@ from aiohttp.web import Response
 from pipeline import rows as ch_rows
 from pipeline.churn import fit_population
 from pipeline.config import Settings, load
+from pipeline.kafka_io import first_offset_at
 from pipeline.metrics import METRICS, render
+from pipeline.offset_guard import OffsetGuard
 from pipeline.processor import BatchResult, Core, RawRecord, dead_letter
 from pipeline.scoring import profile, score_record
 from pipeline.sink import ClickHouseSink
@@ -61,7 +66,11 @@ app = faust.App(
     table_standby_replicas=0,
 )
 
-inputs = app.topic(*settings.input_topics, key_serializer="raw", value_serializer="raw")
+# acks=False: Faust neither tracks nor commits these offsets; `guard` and `commit_inputs`
+# do (Faust acks records it skipped during rebalances, which let commits pass records that
+# were never applied, and froze commits on gaps: docs/fault-tolerance.md).
+inputs = app.topic(*settings.input_topics, key_serializer="raw", value_serializer="raw", acks=False)
+guard: OffsetGuard = OffsetGuard()
 scores_topic = app.topic(settings.topic_scores, key_serializer="raw", value_serializer="raw")
 alerts_topic = app.topic(settings.topic_alerts, key_serializer="raw", value_serializer="raw")
 deadletter_topic = app.topic(settings.topic_deadletter, key_serializer="raw", value_serializer="raw")
@@ -112,8 +121,8 @@ async def emit(result: BatchResult) -> None:
     `duplicate`, and scores / rows that had not left the process never did.
     """
     track_past_sla(result)
-    # send_soon: buffered, no await per record. Faust flushes the producer before it
-    # commits offsets, so an output is on the broker before its input counts as done.
+    # send_soon: buffered, no await per record. `commit_inputs` flushes the producer before
+    # it commits offsets, so an output is on the broker before its input counts as done.
     for score in result.scores:
         scores_topic.send_soon(key=score["customer_id"].encode(), value=orjson.dumps(score))
         METRICS.churn_risk(score["churn_risk"], score["tier"])
@@ -154,13 +163,16 @@ def state_lock() -> asyncio.Lock:
 async def score_events(stream):
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within):
         started = time.perf_counter()
+        selection = await select_in_order(events)
         records = [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.key, e.value)
-                   for e in events]
+                   for e in selection.accepted]
         async with state_lock():
             result = process_guarded(records)
             if result.latest_event_time:
                 clock.observe(result.latest_event_time, time.time())
             await emit(result)
+        guard.advance(selection.cursor)
+        await seek_back(selection.ahead)
         for topic, n in result.consumed.items():
             METRICS.consumed(topic, n)
         for topic, n in result.applied_by_topic.items():
@@ -170,18 +182,131 @@ async def score_events(stream):
         METRICS.batch(len(records), time.perf_counter() - started)
 
 
-def process_guarded(records: list[RawRecord]) -> BatchResult:
-    """Process a micro-batch. Faust acks a batch's offsets even when the agent raises, so
-    an unexpected error must not escape: the batch is retried record by record, and a
-    record that still fails is dead-lettered as `processing_error` (never lost silently)."""
+async def select_in_order(events):
+    """The delivered events that continue their partitions exactly (OffsetGuard): events
+    fetched under an older consumer generation or for partitions no longer assigned are
+    dropped (Faust seeks every assigned partition back to its committed offset after a
+    rebalance, so they come again)."""
+    consumer = app.consumer
+    generation, assignment = app.consumer_generation_id, consumer.assignment()
+    current = [e for e in events if e.message.generation_id == generation and e.message.tp in assignment]
     try:
-        return core.process(records, load_state)
+        await start_partitions({e.message.tp for e in current} - guard.next.keys())
+    except Exception as exc:   # their records are dropped; the stall watchdog seeks back later
+        log.warning("could not read committed offsets: %r", exc)
+    stale = len(events) - len(current)
+    selection = guard.select((e.message.tp, e.message.offset, e) for e in current)
+    if stale or selection.redelivered or selection.ahead:
+        log.info("batch of %d: %d applied in order, %d of an older generation, %d re-read, ahead of %s",
+                 len(events), len(selection.accepted), stale, selection.redelivered,
+                 {f"{tp.topic}/{tp.partition}": (guard.next[tp], o) for tp, o in selection.ahead.items()})
+    return selection
+
+
+async def assigned_at(tp) -> int:
+    """Where the consumer reads an assigned partition from: the group's committed offset,
+    asked from the broker (Faust keeps a copy only after its post-assignment seek and
+    exposes none), or the log start if the group has not committed there yet
+    (auto_offset_reset=earliest)."""
+    from faust.transport.drivers.aiokafka import ensure_aiokafka_TP
+
+    thread = app.consumer._thread
+    committed = await thread.call_thread(thread._ensure_consumer().committed, ensure_aiokafka_TP(tp))
+    if committed is None or committed < 0:
+        committed = (await app.consumer.earliest_offsets(tp)).get(tp) or 0
+    return committed
+
+
+async def start_partitions(tps) -> None:
+    for tp in tps:
+        offset = await assigned_at(tp)
+        if not guard.knows(tp):      # the agent and the watchdog may both get here
+            guard.start(tp, offset)
+
+
+async def seek_back(ahead: dict) -> None:
+    """Records beyond `next` were delivered, so some were skipped: read from `next` again."""
+    if not ahead:
+        return
+    seek_now, check = guard.seeks_due(ahead)
+    loop = asyncio.get_running_loop()
+    for tp in check:   # the hole survived several seeks: is it in the log itself?
+        pos = guard.next[tp]
+        first = await loop.run_in_executor(None, first_offset_at, settings, tp.topic, tp.partition, pos)
+        if guard.accept_gap(tp, first):
+            log.warning("%s/%d has no records in [%d, %d) (a hole in the log); continuing at %d",
+                        tp.topic, tp.partition, pos, first, first)
+            seek_now[tp] = first
+        else:
+            seek_now[tp] = pos
+    for tp, pos in seek_now.items():
+        log.info("%s/%d: records after %d delivered before it; seeking back to %d", tp.topic, tp.partition, pos, pos)
+        await seek_to(tp, pos)
+
+
+STALL_SECONDS = 5.0
+
+
+@app.timer(interval=1.0)
+async def stall_watchdog() -> None:
+    """Input partitions that have records beyond `next` but applied none for STALL_SECONDS
+    are sought back to `next` (records skipped with nothing after them to reveal the gap).
+    Partitions nothing was delivered from yet start at their committed offset."""
+    if app.rebalancing:
+        return
+    consumer = app.consumer
+    tps = [tp for tp in consumer.assignment() if tp.topic in settings.input_topics]
+    if not tps:
+        return
+    try:
+        await start_partitions([tp for tp in tps if not guard.knows(tp)])
+        ends = await consumer.highwaters(*tps)
+    except Exception as exc:   # broker unreachable, rebalance: next tick
+        log.info("stall watchdog skipped a tick: %r", exc)
+        return
+    for tp, pos in guard.stalled(ends, STALL_SECONDS).items():
+        log.warning("%s/%d: %d records behind and no progress for %.0fs; seeking back to %d",
+                    tp.topic, tp.partition, ends[tp] - pos, STALL_SECONDS, pos)
+        await seek_to(tp, pos)
+
+
+async def seek_to(tp, pos: int) -> None:
+    try:
+        await app.consumer.seek_wait({tp: pos})
+    except Exception as exc:   # e.g. revoked meanwhile: the next assignment seeks anyway
+        log.warning("seek %s/%d -> %d failed: %r", tp.topic, tp.partition, pos, exc)
+
+
+@app.on_partitions_revoked.connect
+async def forget_revoked(app_: faust.App, revoked, **kwargs) -> None:
+    guard.forget(revoked)
+
+
+@app.timer(interval=settings.commit_interval)
+async def commit_inputs() -> None:
+    """Commit each input partition's `next` offset (only offsets whose batches were fully
+    emitted), after flushing the producer so their changelog writes are on the broker."""
+    assignment = app.consumer.assignment()
+    offsets = {tp: o for tp, o in guard.to_commit().items() if tp in assignment}
+    if not offsets:
+        return
+    await app.producer.flush()
+    if await app.consumer._commit(offsets):   # Faust's own commit path minus its ack books
+        guard.committed_at(offsets)
+
+
+def process_guarded(records: list[RawRecord]) -> BatchResult:
+    """Process a micro-batch. An unexpected error must not escape (it would stop the
+    agent): the batch is retried record by record, and a record that still fails is
+    dead-lettered as `processing_error` (never lost silently)."""
+    try:
+        return core.process(records, load_state, source_offsets=True)
     except Exception:
         log.exception("micro-batch of %d records failed; isolating the failing records", len(records))
     merged = BatchResult()
     for rec in records:
         try:
-            one = core.process([rec], lambda cid: merged.states.get(cid) or load_state(cid))
+            one = core.process([rec], lambda cid: merged.states.get(cid) or load_state(cid), source_offsets=True)
         except Exception as exc:
             merged.dead_letters.append(dead_letter(rec, "processing_error", f"{type(exc).__name__}: {exc}"))
             merged.consumed[rec.topic] = merged.consumed.get(rec.topic, 0) + 1
@@ -237,7 +362,7 @@ async def report_consumer_lag() -> None:
     for tp in consumer.assignment():
         if tp.topic not in settings.input_topics:
             continue
-        committed = consumer._committed_offset.get(tp)  # faust keeps no public accessor
+        committed = guard.committed.get(tp, consumer._committed_offset.get(tp))  # before the first batch: Faust's
         lags[(tp.topic, tp.partition)] = max(0, consumer.highwater(tp) - (committed or 0))
     METRICS.consumer_lag(lags)
 

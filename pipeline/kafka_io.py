@@ -77,3 +77,25 @@ def follow(settings: Settings, topic: str, from_beginning: bool = False) -> Iter
                 yield from batch
     finally:
         consumer.close()
+
+
+def first_offset_at(settings: Settings, topic: str, partition: int, offset: int, timeout: float = 10.0) -> int | None:
+    """The offset of the first record at or after `offset` in one partition (None if the
+    partition ends there): tells a hole in the log (transaction markers, compaction) from
+    records a consumer failed to deliver."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
+                             client_id="cxpulse-offset-probe")
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if consumer.position(tp) >= consumer.end_offsets([tp])[tp]:
+                return None
+            for batch in consumer.poll(timeout_ms=500, max_records=1).values():
+                if batch:
+                    return batch[0].offset
+        return None
+    finally:
+        consumer.close()

@@ -5,7 +5,9 @@ state's watermark `wm` (latest event time seen): advancing `wm` scales them down
 late event adds its contribution already decayed to `wm`. That makes the result
 independent of arrival order (up to float rounding).
 
-Serialized with orjson; typical customer well under 1 KB (see tests/test_state.py).
+Serialized with orjson; typical customer well under 1 KB (see tests/test_scoring.py).
+Format 1 grew one optional field (`offs`, source offsets for exact redelivery dedup):
+states written before it read as "no offsets known" and fall back to the event-id window.
 """
 from __future__ import annotations
 
@@ -96,6 +98,22 @@ class CustomerState:
     complaints: list[ComplaintRec] = field(default_factory=list)
     alerts: dict[str, list] = field(default_factory=dict)   # key -> [alert_id, severity, started_at]
     pub: list[float] = field(default_factory=list)          # last published [churn_risk, sla_breaches, open]
+    offs: list[int] = field(default_factory=list)           # per input slot: [partition, last applied offset] * 3
+
+    # --- exact redelivery dedup by source offset ----------------------------------
+    # Input topics are co-partitioned by customer_id, so one customer's records in one
+    # input topic sit in one partition at increasing offsets. The worker applies them in
+    # offset order, so a record at or below the last applied offset of its slot is a
+    # redelivery, however far back it reaches (the id window above holds only MAX_IDS).
+    def redelivered(self, slot: int, partition: int, offset: int) -> bool:
+        i = 2 * slot
+        return i < len(self.offs) and self.offs[i] == partition and offset <= self.offs[i + 1]
+
+    def applied_at(self, slot: int, partition: int, offset: int) -> None:
+        i = 2 * slot
+        if len(self.offs) <= i:
+            self.offs.extend([-1] * (i + 2 - len(self.offs)))
+        self.offs[i:i + 2] = [partition, offset]
 
     # --- dedup ids ----------------------------------------------------------------
     def seen(self, h: int) -> bool:
@@ -160,7 +178,8 @@ _COMPLAINT_FIELDS = tuple(f.name for f in fields(ComplaintRec))
 _SHORT = {"v": "v", "customer_id": "c", "version": "ver", "n": "n", "wm": "wm", "ids": "ids", "acc": "acc",
           "orders": "o", "n_orders": "no", "first_order": "fo", "reversals": "rv", "revenue": "rev",
           "last_day": "ld", "day_mask": "dm", "n_days": "nd", "first_day": "fd", "contacts": "ct", "stage": "st", "stage_t": "stt",
-          "nps_last": "nps", "nps_t": "npt", "complaints": "cp", "alerts": "al", "pub": "pub"}
+          "nps_last": "nps", "nps_t": "npt", "complaints": "cp", "alerts": "al", "pub": "pub",
+          "offs": "of"}
 _SHORT_C = {"id": "id", "channel": "ch", "category": "cat", "severity": "sev", "opened": "op", "first_seen": "fs",
             "ack": "ack", "resolved": "res", "status": "s", "status_t": "st", "satisfied": "sat",
             "compensation": "cmp", "reopened": "ro", "version": "ver"}

@@ -1,0 +1,164 @@
+"""Exact redelivery dedup by source offset (CustomerState.offs, Core.process(source_offsets=True))
+and the worker's offset bookkeeping (pipeline.offset_guard), without a broker."""
+from __future__ import annotations
+
+from pipeline.config import Settings
+from pipeline.generator import generate
+from pipeline.offset_guard import OffsetGuard
+from pipeline.processor import Core, RawRecord
+from pipeline.state import MAX_IDS, CustomerState
+from tests.factories import at, complaint, order, raw, touchpoint
+
+SETTINGS = Settings(lateness_seconds=60 * 86400)
+TOPIC = SETTINGS.topic_for_type
+
+
+def records_of(events: list[dict], partition: int = 0) -> list[RawRecord]:
+    """Wire records at increasing offsets per topic, as one partition of each topic holds them."""
+    next_offset: dict[str, int] = {}
+    out = []
+    for e in events:
+        topic = TOPIC[e["type"]]
+        offset = next_offset.get(topic, 0)
+        next_offset[topic] = offset + 1
+        out.append(RawRecord(topic, partition, offset, e["customer_id"].encode(), raw(e)))
+    return out
+
+
+def run(core: Core, batches: list[list[RawRecord]], **kw):
+    states: dict[str, CustomerState] = {}
+    applied = duplicates = 0
+    for batch in batches:
+        out = core.process(batch, states.get, **kw)
+        states.update(out.states)
+        applied += out.applied
+        duplicates += out.duplicates
+    return states, applied, duplicates
+
+
+def test_redelivery_from_far_back_is_a_duplicate_not_a_second_application():
+    """A re-delivery that reaches back further than the event-id window (MAX_IDS) is still
+    recognised: the offsets say it was applied."""
+    core = Core(SETTINGS)
+    n = 3 * MAX_IDS
+    events = [(touchpoint, order, complaint)[i % 3]("c1", at(hours=i), complaint_id=f"k{i}")
+              if i % 3 == 2 else (touchpoint, order)[i % 3]("c1", at(hours=i)) for i in range(n)]
+    recs = records_of(events)
+    once, applied, _ = run(core, [recs], source_offsets=True)
+    assert applied == n and once["c1"].n == n
+    again, applied2, dups = run(core, [recs, recs], source_offsets=True)
+    assert applied2 == n and dups == n
+    assert again["c1"].n == n and again["c1"].to_bytes() == once["c1"].to_bytes()
+    # without source offsets only the last MAX_IDS ids are remembered: the old ones apply twice
+    _, applied3, _ = run(core, [recs, recs])
+    assert applied3 > n
+
+
+def test_offsets_are_per_topic_and_partition():
+    state = CustomerState(customer_id="c1")
+    state.applied_at(1, partition=3, offset=40)
+    assert state.redelivered(1, 3, 40) and state.redelivered(1, 3, 7)
+    assert not state.redelivered(1, 3, 41)
+    assert not state.redelivered(0, 3, 7) and not state.redelivered(2, 3, 7)   # other topics: nothing known
+    assert not state.redelivered(1, 4, 7)     # another partition (topic repartitioned): offsets not comparable
+    assert CustomerState.from_bytes(state.to_bytes(), "c1").offs == state.offs
+
+
+def test_state_without_offsets_still_reads():
+    """States stored before the field existed decode as 'no offsets known'."""
+    old = CustomerState(customer_id="c1", n=3).to_bytes()
+    assert b'"of"' not in old
+    state = CustomerState.from_bytes(old, "c1")
+    assert state.offs == [] and not state.redelivered(0, 0, 0)
+
+
+def test_worker_states_with_offsets_stay_small_and_apply_what_replay_applies():
+    """The worker mode (source offsets) keeps the median state within 1 KB and
+    applies exactly the events the offline replay applies (it has no real offsets)."""
+    from pipeline.replay import replay
+
+    stream = generate(customers=300, days=90, seed=2)
+    events = [r.value for r in stream.records]
+    recs = []
+    offsets: dict[tuple[str, int], int] = {}
+    for r in stream.records:
+        topic, partition = TOPIC[r.kind], hash(r.key) % 4
+        o = offsets.get((topic, partition), 0)
+        offsets[(topic, partition)] = o + 1
+        recs.append(RawRecord(topic, partition, o, r.key, r.value))
+    core = Core(Settings())
+    states, applied, _ = run(core, [recs[i:i + 500] for i in range(0, len(recs), 500)], source_offsets=True)
+    sizes = sorted(len(s.to_bytes()) for s in states.values())
+    assert sizes[len(sizes) // 2] <= 1024, sizes[len(sizes) // 2]
+    sent_to = {r.value: TOPIC[r.kind] for r in stream.records}
+    offline = replay(events, Settings(), tick=None, topic_of=sent_to.__getitem__)
+    assert applied == offline.applied
+    assert {c: s.n for c, s in states.items()} == {c: s.n for c, s in offline.states.items()}
+
+
+# --- OffsetGuard ------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_guard_applies_in_order_and_drops_rereads():
+    g = OffsetGuard()
+    g.start("a", 10)
+    sel = g.select([("a", 8, "x8"), ("a", 9, "x9"), ("a", 10, "x10"), ("a", 11, "x11"), ("b", 0, "b0")])
+    assert sel.accepted == ["x10", "x11"] and sel.redelivered == 2 and not sel.ahead
+    assert g.to_commit() == {}           # nothing is done before the batch is emitted
+    g.advance(sel.cursor)
+    assert g.next["a"] == 12 and g.to_commit() == {"a": 12}
+    g.committed_at({"a": 12})
+    assert g.to_commit() == {}
+
+
+def test_guard_never_applies_past_a_gap_and_seeks_back_once():
+    clock = Clock()
+    g = OffsetGuard(retry_seconds=2, max_seeks=2, clock=clock)
+    g.start("a", 0)
+    sel = g.select([("a", 0, "x0"), ("a", 5, "x5"), ("a", 6, "x6")])
+    assert sel.accepted == ["x0"] and sel.ahead == {"a": 5}
+    g.advance(sel.cursor)
+    assert g.seeks_due(sel.ahead) == ({"a": 1}, [])
+    assert g.seeks_due({"a": 7}) == ({}, [])            # the seek is under way: stale records
+    clock.t = 2.5
+    assert g.seeks_due({"a": 9}) == ({"a": 1}, [])      # still nothing at 1: seek again
+    clock.t = 5
+    assert g.seeks_due({"a": 9}) == ({}, ["a"])         # a hole in the log? ask the broker
+    assert not g.accept_gap("a", 1)                     # there is a record at 1 after all
+    assert g.accept_gap("a", 5) and g.next["a"] == 5
+
+
+def test_guard_seek_episode_ends_when_the_skipped_records_come_back():
+    clock = Clock()
+    g = OffsetGuard(retry_seconds=2, clock=clock)
+    g.start("a", 0)
+    g.seeks_due(g.select([("a", 3, "x3")]).ahead)
+    sel = g.select([("a", 0, "x0"), ("a", 1, "x1"), ("a", 2, "x2"), ("a", 3, "x3")])
+    assert sel.accepted == ["x0", "x1", "x2", "x3"]
+    g.advance(sel.cursor)
+    assert g.seeks_due(g.select([("a", 9, "x9")]).ahead) == ({"a": 4}, [])   # a new gap: a new seek
+
+
+def test_guard_stall_watchdog_and_revocation():
+    clock = Clock()
+    g = OffsetGuard(clock=clock)
+    g.start("a", 0)
+    g.start("b", 0)
+    g.advance({"a": 10, "b": 10})
+    clock.t = 4
+    g.advance({"b": 12})
+    assert g.stalled({"a": 10, "b": 20}, stall_seconds=5) == {}     # a is caught up, b moved recently
+    clock.t = 10
+    assert g.stalled({"a": 10, "b": 20}, stall_seconds=5) == {"b": 12}
+    assert g.stalled({"a": 10, "b": 20}, stall_seconds=5) == {}     # once per stall period
+    g.forget(["b"])
+    assert not g.knows("b") and g.select([("b", 12, "y")]).accepted == []
+    assert g.to_commit() == {"a": 10}
