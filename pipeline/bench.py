@@ -642,8 +642,10 @@ def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, l
         # Two bursts of M new customers (one event each) into the warm worker (ClickHouse
         # open, the stream's customers loaded). The figure is the RSS growth over both
         # bursts (peak after either) per customer: with ~1 KB states the growth of one
-        # burst alone is within the allocator's noise and can even be negative.
-        m_customers = max(500, events // 8)
+        # burst alone is within the allocator's noise and can even be negative. At least
+        # 5,000 per burst (~10 MB of states in all): with 500 (the quick run's old size)
+        # the growth was below the noise and read 0 in a CI run.
+        m_customers = max(5_000, events // 8)
         rss = [rss_bytes(worker.pid)]
         for burst in range(2):
             kafka_io.produce(s, [(topic_for[k], key, v) for k, key, v in
