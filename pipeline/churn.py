@@ -81,12 +81,12 @@ class PopulationParams:
 PRIOR = PopulationParams()
 PRIOR_LOG_SD = 1.0
 
-# Log-odds added to the chance that an active customer defects within the horizon, per
-# unit of each factor, and the cap on units. A unit is one incident *above* the
-# population's usual rate for the customer's own number of chances (deliveries, orders,
-# answers, contacts), a complaint, or as stated. An odds ratio of about 2 per incident
-# (0.7): one bad experience is forgiven, a second or a failed recovery of the first
-# (the "double deviation") is where customers leave.
+# Log-odds per unit of each factor, and the cap on units; they enter both `leaving` and
+# (×DEFECTION_SCALE) the defection term. A unit is one incident *above* the population's
+# usual rate for the customer's own number of chances (deliveries, orders, answers,
+# contacts), a complaint, or as stated. Each moves the odds by a modest, bounded amount
+# (odds ratio 1.2–1.8): silence is the strongest signal of leaving, one bad experience
+# does not make a customer leave, and a failed recovery weighs most.
 FACTOR_WEIGHTS: dict[str, tuple[float, float]] = {
     "unresolved_complaints": (0.3, 3.0),
     "sla_breaches": (0.4, 3.0),
