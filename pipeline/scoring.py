@@ -369,6 +369,11 @@ def complaint_sla(rec: ComplaintRec, tier: str, as_of: float, params: ScoringPar
     return ComplaintSla(ack_due, resolve_due, ack_breached, resolve_breached)
 
 
+def failed_recovery(rec: ComplaintRec) -> bool:
+    """The complaint was reopened, or resolved to the customer's dissatisfaction."""
+    return rec.reopened > 0 or rec.satisfied is False
+
+
 def complaint_timing_evidence(rec: ComplaintRec, sla: ComplaintSla) -> list[tuple[float, list[signals.Evidence]]]:
     """(time, evidence) from how fast the complaint was answered and resolved."""
     out: list[tuple[float, list[signals.Evidence]]] = []
@@ -397,7 +402,7 @@ def _prune_complaints(state: CustomerState, params: ScoringParams, rates: dict[s
     tier = tier_of(revenue_365d(state, state.wm), params)
     for rec in fold:
         sla = complaint_sla(rec, tier, state.wm, params)
-        if sla.breached:
+        if sla.breached and not failed_recovery(rec):
             _factor(state, "sla_breaches_folded", rec.status_t, rates)
         for t, evidence in complaint_timing_evidence(rec, sla):
             _evidence(state, min(t, state.wm), evidence, rates)
@@ -489,17 +494,22 @@ def profile(state: CustomerState, as_of: float, params: ScoringParams,
     baseline = _cxi(base, params.cxi_weights)
     open_complaints = sum(1 for rec in state.complaints if rec.is_open)
     breaches = sum(1 for sla in slas.values() if sla.breached)
-    # For churn, each complaint counts once under the factor that names it best: an open
-    # complaint past its resolution target is an unresolved complaint (double weight), a
-    # missed sunset rule or a late resolution is an SLA breach.
-    overdue_open = sum(1 for rec in state.complaints
+    # For churn, each complaint counts once under the factor that names it best: a failed
+    # recovery (reopened, or resolved to the customer's dissatisfaction) is counted by the
+    # failed_recovery counter only; otherwise an open complaint past its resolution target
+    # is an unresolved complaint (double weight), a missed sunset rule or a late resolution
+    # is an SLA breach.
+    judged = [rec for rec in state.complaints if not failed_recovery(rec)]
+    churn_open = sum(1 for rec in judged if rec.is_open)
+    churn_breaches = sum(1 for rec in judged if slas[rec.id].breached)
+    overdue_open = sum(1 for rec in judged
                        if rec.is_open and slas[rec.id].resolve_breached and not slas[rec.id].ack_breached)
     f_lag = math.exp(-rates["f"] * (as_of - state.wm))
     factors = {name: acc.get(k, 0.0) * f_lag for k, name in FACTOR_OF_KEY.items()}
     chances = {name: acc.get(k, 0.0) * f_lag for name, k in OPPORTUNITY_KEY.items()}
     churn = assess_churn(
         state, as_of, population, factors=factors, chances=chances, experience_drop=experience_drop(state),
-        open_complaints=open_complaints + overdue_open, sla_breaches=breaches - overdue_open,
+        open_complaints=churn_open + overdue_open, sla_breaches=churn_breaches - overdue_open,
     )
     return Profile(as_of, dims, cxi, baseline, csat, nps, tier, revenue, open_complaints, breaches, slas, churn)
 

@@ -12,7 +12,7 @@ from pipeline.churn import ChurnAssessment, PopulationParams, fit_incident_rates
 from pipeline.evaluate import churn_alert_episodes, lead_time_days
 from pipeline.scoring import ScoringParams, apply, experience_drop, profile
 from pipeline.state import CustomerState
-from tests.factories import T0, at, ev, order, touchpoint
+from tests.factories import T0, at, complaint, ev, order, touchpoint
 
 P = ScoringParams()
 POP = PopulationParams()
@@ -120,3 +120,21 @@ def test_lead_time_is_measured_from_the_alert_standing_at_departure():
     assert lead_time_days(eps["c"], left) == pytest.approx(10.0)
     assert lead_time_days(eps["x"], left) == pytest.approx(-5.0)          # warned only after leaving
     assert lead_time_days(eps["c"][:1], left) is None                      # a false start long before
+
+
+def test_a_failed_recovery_counts_once_under_its_own_factor():
+    # opened, never acknowledged within the sunset rule, resolved late, then reopened:
+    # one complaint, one factor (failed_recovery), not also an SLA breach or unresolved
+    def flow(cid: str, reopen: bool) -> list[dict]:
+        steps = [("opened", 24.0), ("resolved", 33.0)] + ([("reopened", 34.0)] if reopen else [])
+        return [complaint(when=at(days=d), complaint_id=cid, status=st, category="reliability",
+                          severity="high", **({"satisfied": True} if st == "resolved" else {}))
+                for st, d in steps]
+    s = customer(*weekly_orders(4), *flow("k1", reopen=True))
+    p = profile(s, s.wm, P, POP)
+    assert p.sla_breaches == 1 and p.open_complaints == 1   # the score record still reports both
+    drivers = dict(p.churn.drivers)
+    assert "failed_recovery" in drivers
+    assert "sla_breaches" not in drivers and "unresolved_complaints" not in drivers
+    late_only = dict(risk_at(customer(*weekly_orders(4), *flow("k1", reopen=False)), 0).drivers)
+    assert "sla_breaches" in late_only and "failed_recovery" not in late_only
