@@ -69,6 +69,26 @@ def precision_recall_at(labels: Sequence[bool | int], scores: Sequence[float],
     return precision, recall
 
 
+def recall_at_precision(labels: Sequence[bool | int], scores: Sequence[float],
+                        min_precision: float) -> tuple[float, float | None]:
+    """(recall, threshold): the highest recall of any threshold `score >= t` whose precision is
+    at least `min_precision`, and the highest such threshold; (0.0, None) when none reaches it."""
+    if len(labels) != len(scores):
+        raise ValueError(f"{len(labels)} labels but {len(scores)} scores")
+    n_pos = sum(1 for y in labels if y)
+    best: tuple[float, float | None] = (0.0, None)
+    tp = fp = 0
+    pairs = sorted(zip(scores, labels), key=lambda p: -p[0])
+    for i, (s, y) in enumerate(pairs):
+        tp += 1 if y else 0
+        fp += 0 if y else 1
+        if i + 1 < len(pairs) and pairs[i + 1][0] == s:
+            continue                      # a threshold takes all tied scores at once
+        if n_pos and tp / (tp + fp) >= min_precision and tp / n_pos > best[0]:
+            best = (tp / n_pos, s)
+    return best
+
+
 def median(xs: Sequence[float]) -> float:
     """The median (mean of the two middle values for an even count). ValueError when empty."""
     v = sorted(xs)
@@ -134,6 +154,7 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
     # each customer against the warning threshold of their tier: what the alerts use
     tier_ok = [r >= CHURN_THRESHOLDS[res.scores[c]["tier"]][0] if c in res.scores else False for c, r in zip(ids, risk)]
     precision_tier, recall_tier = precision_recall_at(labels, [float(x) for x in tier_ok], 0.5)
+    recall_p80, threshold_p80 = recall_at_precision(labels, risk, 0.8)
 
     first_alert: dict[str, datetime] = {}
     for a in res.alerts:
@@ -175,6 +196,7 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
         "unscored_customers": len(missing),
         "auc": _r(auc), "churn_threshold": churn_threshold, "precision": _r(precision), "recall": _r(recall),
         "precision_tier_thresholds": _r(precision_tier), "recall_tier_thresholds": _r(recall_tier),
+        "recall_at_precision_0.8": _r(recall_p80), "threshold_at_precision_0.8": _r(threshold_p80),
         "churners_alerted": len(leads), "churners_alerted_share": _r(len(leads) / len(churners)) if churners else None,
         "stayers_alerted_share": _r(sum(1 for c in stayers if c in first_alert) / len(stayers)) if stayers else None,
         "alerted_before_churn_share": _r(sum(1 for x in leads if x > 0) / len(churners)) if churners else None,
@@ -252,6 +274,7 @@ def _print(say: Callable[[str], object], result: dict) -> None:
         "auc": "ROC AUC of churn_risk (churners vs stayers)",
         "precision": "precision at the alert threshold",
         "recall": "recall at the alert threshold",
+        "recall_at_precision_0.8": "best recall at precision >= 0.8 (any threshold)",
         "lead_time_days_median": "median lead time, days (alert standing at departure)",
         "first_alert_lead_days_median": "median lead time, days (first alert ever)",
         "churners_alerted_share": "churners with a churn alert",

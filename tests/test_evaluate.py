@@ -8,7 +8,7 @@ from datetime import date, datetime, timezone
 import pytest
 
 from pipeline.config import load
-from pipeline.evaluate import median, precision_recall_at, roc_auc
+from pipeline.evaluate import median, precision_recall_at, recall_at_precision, roc_auc
 
 
 def test_roc_auc_hand_computed():
@@ -41,6 +41,19 @@ def test_roc_auc_rejects_one_class_and_length_mismatch():
         roc_auc([1, 1], [0.2, 0.3])
     with pytest.raises(ValueError):
         roc_auc([1, 0], [0.2])
+
+
+def test_recall_at_precision_hand_computed():
+    # by score: 0.9 pos, 0.8 neg, 0.7 pos, 0.6 pos, 0.5 neg, 0.4 pos
+    labels = [1, 0, 1, 1, 0, 1]
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
+    # t=0.9: P 1, R 1/4; t=0.7: P 2/3; t=0.6: P 3/4, R 3/4; t=0.4: P 4/6, R 1
+    assert recall_at_precision(labels, scores, 0.75) == (0.75, 0.6)
+    assert recall_at_precision(labels, scores, 0.6) == (1.0, 0.4)
+    assert recall_at_precision(labels, scores, 1.0) == (0.25, 0.9)
+    # tied scores form one threshold: {0.5 pos, 0.5 neg} can only be taken together
+    assert recall_at_precision([1, 0], [0.5, 0.5], 0.6) == (0.0, None)
+    assert recall_at_precision([0, 0], [0.5, 0.4], 0.5) == (0.0, None)
 
 
 def test_precision_recall_at():
