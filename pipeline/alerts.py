@@ -35,6 +35,7 @@ PLAYBOOK = {
     "high_tier_critical": "assign an account manager and call within 24 hours",
     "inactivity": "send a personal win-back offer",
     "declining_frequency": "reach out with a relevant offer before the next expected purchase",
+    "declining_spend": "ask what changed and offer what fits the customer's usual basket",
     "unresolved_complaints": "close the open complaints today and confirm with the customer",
     "sla_breaches": "apologise for the slow response and assign one owner for the case",
     "late_fulfilment": "apologise and upgrade delivery on the next order",

@@ -21,7 +21,7 @@ Model (documented in README.md, "Churn risk"):
 2. *Experience and behaviour* add log-odds: open complaints, SLA breaches, failed service
    recovery, late fulfilment, detractor answers, low ratings, refunds/returns, effort, a drop
    of the recent perceived experience below the customer's long-run one, and declining
-   purchase frequency. Incident factors count incidents above the population's usual rate
+   purchase frequency and spend. Incident factors count incidents above the population's usual rate
    for the customer's own chances (deliveries, orders, answers, contacts; the rates are
    re-fitted with the population parameters).
 3. leaving = σ(logit(p) + z_inactivity + Σ z_factor), p the baseline dropout risk; and
@@ -98,6 +98,7 @@ FACTOR_WEIGHTS: dict[str, tuple[float, float]] = {
     "high_effort": (0.15, 6.0),
     "experience_drop": (0.03, 40.0),     # per point (0–100) of recent experience below the long-run
     "declining_frequency": (0.4, 2.0),   # per doubling of the recent purchase gap over the usual gap
+    "declining_spend": (0.3, 2.0),       # per halving of the recent basket against the usual basket
 }
 DEFECTION_BASE = 0.005   # chance that an active customer with no bad experience defects
 DEFECTION_SCALE = 1.5    # experience log-odds count 1.5x towards defection
@@ -145,6 +146,17 @@ def _declining_frequency(times: list[float]) -> float:
     return max(0.0, math.log2(max(1e-9, sum(recent) / len(recent)) / usual))
 
 
+def _declining_spend(amounts: list[float]) -> float:
+    """log2 of (mean of the earlier baskets) / (mean of the last two); 0 when too few."""
+    if len(amounts) < 5:
+        return 0.0
+    recent, earlier = amounts[-2:], amounts[:-2]
+    usual = sum(earlier) / len(earlier)
+    if usual <= 0:
+        return 0.0
+    return max(0.0, math.log2(usual / max(1e-9, sum(recent) / len(recent))))
+
+
 def assess_churn(state: "CustomerState", as_of: float, pop: PopulationParams, *, factors: dict[str, float],
                  chances: dict[str, float], experience_drop: float, open_complaints: int,
                  sla_breaches: int) -> ChurnAssessment:
@@ -163,6 +175,7 @@ def assess_churn(state: "CustomerState", as_of: float, pop: PopulationParams, *,
         "failed_recovery": factors.get("failed_recovery", 0.0),
         "experience_drop": experience_drop,
         "declining_frequency": _declining_frequency([o[1] for o in state.orders]),
+        "declining_spend": _declining_spend([o[2] for o in state.orders]),
     }
     for name, usual in pop.incident_rates.items():
         units[name] = factors.get(name, 0.0) - usual * chances.get(name, 0.0)

@@ -40,9 +40,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterable
 
-from schemas.outputs import ChurnFactor
 
-DRIVERS: tuple[str, ...] = tuple(f.value for f in ChurnFactor)
+# the drivers this generator can plant (a subset of the ChurnFactor vocabulary)
+DRIVERS: tuple[str, ...] = ("inactivity", "declining_frequency", "unresolved_complaints", "sla_breaches",
+                            "failed_recovery", "late_fulfilment", "detractor", "low_ratings", "refunds_returns",
+                            "high_effort", "experience_drop")
 DEFECTS: tuple[str, ...] = (
     "invalid_json", "missing_field", "unknown_enum", "naive_timestamp", "wrong_topic",
     "negative_amount", "unknown_field", "out_of_range", "wrong_type", "bad_version",

@@ -15,6 +15,7 @@ class ChurnFactor(str, Enum):
     """The fixed churn-driver vocabulary. Meanings are documented in README.md."""
     inactivity = "inactivity"
     declining_frequency = "declining_frequency"
+    declining_spend = "declining_spend"
     unresolved_complaints = "unresolved_complaints"
     sla_breaches = "sla_breaches"
     failed_recovery = "failed_recovery"

@@ -138,3 +138,13 @@ def test_a_failed_recovery_counts_once_under_its_own_factor():
     assert "sla_breaches" not in drivers and "unresolved_complaints" not in drivers
     late_only = dict(risk_at(customer(*weekly_orders(4), *flow("k1", reopen=False)), 0).drivers)
     assert "sla_breaches" in late_only and "failed_recovery" not in late_only
+
+
+def test_shrinking_baskets_are_declining_spend():
+    def orders(amounts):
+        return [order(when=at(days=7 * i), order_id=f"o{i}", amount=a) for i, a in enumerate(amounts)]
+    shrinking = dict(risk_at(customer(*orders([80, 90, 85, 80, 20, 25])), 0).drivers)
+    steady = dict(risk_at(customer(*orders([80, 90, 85, 80, 85, 75])), 0).drivers)
+    few = dict(risk_at(customer(*orders([80, 90, 20, 25])), 0).drivers)
+    assert "declining_spend" in shrinking
+    assert "declining_spend" not in steady and "declining_spend" not in few
