@@ -188,7 +188,9 @@ def _apply_touchpoint(state: CustomerState, ev: Touchpoint, t: float, params: Sc
         _add(state, "k.csat_n", t, 1.0, rates)
         if ev.csat >= 4:
             _add(state, "k.csat_ok", t, 1.0, rates)
-    if ev.csat is not None or ev.ratings is not None:
+    # One answer, one incident factor: an answer with an NPS is judged as a (possible)
+    # detractor, its ratings and CSAT are not also counted as low ratings.
+    if ev.nps is None and (ev.csat is not None or ev.ratings is not None):
         _add(state, OPPORTUNITY_KEY["low_ratings"], t, 1.0, rates)
     if ev.nps is not None:
         _add(state, OPPORTUNITY_KEY["detractor"], t, 1.0, rates)
@@ -200,7 +202,7 @@ def _apply_touchpoint(state: CustomerState, ev: Touchpoint, t: float, params: Sc
             _factor(state, "detractor", t, rates)
         if (t, ev.nps) >= (state.nps_t, state.nps_last if state.nps_last is not None else -1):
             state.nps_last, state.nps_t = ev.nps, t
-    if signals.is_low_rating(ev):
+    if ev.nps is None and signals.is_low_rating(ev):
         _factor(state, "low_ratings", t, rates)
     if ev.handoffs:
         _factor(state, "high_effort", t, rates, 0.5 * ev.handoffs)

@@ -148,3 +148,13 @@ def test_shrinking_baskets_are_declining_spend():
     few = dict(risk_at(customer(*orders([80, 90, 20, 25])), 0).drivers)
     assert "declining_spend" in shrinking
     assert "declining_spend" not in steady and "declining_spend" not in few
+
+
+def test_one_answer_counts_under_one_incident_factor():
+    # answers with an NPS are judged as detractors only; their poor CSAT is not also a low rating
+    def answers(**fields):
+        return [touchpoint(when=at(days=24 + i), stage="loyalty", kind="survey", **fields) for i in range(3)]
+    with_nps = dict(risk_at(customer(*weekly_orders(4), *answers(nps=3, csat=1)), 0).drivers)
+    without = dict(risk_at(customer(*weekly_orders(4), *answers(csat=1)), 0).drivers)
+    assert "detractor" in with_nps and "low_ratings" not in with_nps
+    assert "low_ratings" in without and "detractor" not in without
