@@ -23,6 +23,7 @@ import faust
 import orjson
 from aiohttp.web import Response
 
+from pipeline import kafka_compat
 from pipeline import rows as ch_rows
 from pipeline.churn import fit_population
 from pipeline.config import Settings, load
@@ -39,6 +40,10 @@ log = logging.getLogger("cxpulse.worker")
 
 settings: Settings = load()
 core = Core(settings)
+
+# aiokafka 0.14.0 forgets its member id on ILLEGAL_GENERATION and re-joins as a new member;
+# on the embedded broker the orphaned id then blocks the group for good (pipeline/kafka_compat.py).
+kafka_compat.install()
 
 app = faust.App(
     settings.app_id,
