@@ -288,12 +288,11 @@ def test_second_worker_joins_and_leaves(make_settings, start_worker, tmp_path):
         f"no group of two formed (docs/fault-tolerance.md, scenario 2); second worker:\n{second.log_tail()}\n"
         f"first worker:\n{first.log_tail()}")
     deadline = time.monotonic() + 20
-    while (second_applied := applied_total(second)) == 0:   # it really took over partitions
+    while applied_total(second) == 0:   # it really took over partitions
         assert time.monotonic() < deadline, f"second worker applied nothing:\n{second.log_tail()}"
         time.sleep(0.2)
     time.sleep(1.0)
     assert feed.sent < total, "the second worker should leave while events are still produced"
-    second_applied = applied_total(second)
     leave_at = time.monotonic()
     second.stop()               # leaves while the feed keeps producing
     feed.join()
@@ -301,15 +300,13 @@ def test_second_worker_joins_and_leaves(make_settings, start_worker, tmp_path):
     assert around_leave, "no events were produced within 2 s of the leave"
     wait_all(settings, first)
     out = check_outputs(settings, stream)
-    first_applied = applied_total(first)
     first.stop()
-    ch = check_clickhouse([settings.dsn, other.dsn], stream)
+    ch = check_clickhouse([settings.dsn, other.dsn], stream)   # per store: [first, second]
     assert ch["ch_events_final"] == out["accepted"] == total - stream.n_invalid - stream.n_duplicates
     stored = set().union(*(set(event_ids(dsn)[0]) for dsn in (settings.dsn, other.dsn)))
     near = {orjson.loads(stream.records[i].value)["event_id"] for i in around_leave if stream.records[i].valid}
     assert near <= stored, f"{len(near - stored)} events produced within 2 s of the leave are missing"
     figures("join and leave", records=total, invalid=stream.n_invalid, duplicates_planted=stream.n_duplicates,
-            applied_by_first=first_applied, applied_by_second=second_applied,
             accepted_within_2s_of_leave=len(near), **out, **ch)
 
 
