@@ -23,6 +23,7 @@ import faust
 import orjson
 from aiohttp.web import Response
 
+from pipeline import kafka_compat, recovery_check
 from pipeline import rows as ch_rows
 from pipeline.churn import fit_population
 from pipeline.config import Settings, load
@@ -39,6 +40,10 @@ log = logging.getLogger("cxpulse.worker")
 
 settings: Settings = load()
 core = Core(settings)
+
+# aiokafka 0.14.0 forgets its member id on ILLEGAL_GENERATION and re-joins as a new member;
+# on the embedded broker the orphaned id then blocks the group for good (pipeline/kafka_compat.py).
+kafka_compat.install()
 
 app = faust.App(
     settings.app_id,
@@ -267,6 +272,43 @@ async def stall_watchdog() -> None:
     for tp, pos in guard.stalled(ends, STALL_SECONDS).items():
         log.warning("%s/%d: %d records behind and no progress for %.0fs; seeking back to %d",
                     tp.topic, tp.partition, ends[tp] - pos, STALL_SECONDS, pos)
+        await seek_to(tp, pos)
+
+
+RECOVERY_STALL_SECONDS = 3.0
+_recovery_seeks: dict = {}   # changelog tp -> when the watchdog last sought it (one seek per stall period)
+
+
+@app.timer(interval=1.0)
+async def recovery_watchdog() -> None:
+    """Table recovery that stalled because its changelog records were fetched and dropped
+    (a Faust race when two rebalances follow each other: pipeline/recovery_check.py):
+    seek those changelog partitions back to the next offset the recovery needs."""
+    recovery = app.tables.recovery
+    if not recovery.in_recovery or recovery._recovery_started_at is None:
+        return
+    tps = [tp for tp in recovery.active_tps if tp in recovery.active_highwaters]
+    if not tps:
+        return
+    positions = {}
+    try:
+        for tp in tps:
+            positions[tp] = await asyncio.wait_for(app.consumer.position(tp), timeout=1.0)
+    except Exception as exc:   # rebalance, no position yet: next tick
+        log.info("recovery watchdog skipped a tick: %r", exc)
+        return
+    started = recovery._recovery_started_at
+    last_event_at = dict(recovery._active_events_received_at)
+    for tp, at in _recovery_seeks.items():
+        if at >= started:
+            last_event_at[tp] = max(at, last_event_at.get(tp, at))
+    seeks = recovery_check.stalled(dict(recovery.active_offsets), dict(recovery.active_highwaters), positions,
+                                   last_event_at, started, time.monotonic(), RECOVERY_STALL_SECONDS)
+    for tp, pos in seeks.items():
+        log.warning("table recovery of %s/%d stalled: the consumer is at %s but the recovery needs %d "
+                    "(records fetched and dropped during a rebalance); seeking back to %d",
+                    tp.topic, tp.partition, positions[tp], pos, pos)
+        _recovery_seeks[tp] = time.monotonic()
         await seek_to(tp, pos)
 
 
