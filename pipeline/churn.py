@@ -134,27 +134,28 @@ def p_alive(repeat: int, t_x_days: float, silence_days: float, pop: PopulationPa
     return 1.0 / (1.0 + pop.a / (pop.b + repeat) * ratio)
 
 
+def _last_two_vs_earlier(values: list[float]) -> float:
+    """log2 of (mean of the last two values) / (mean of the earlier ones); 0 when the
+    earlier mean is not positive."""
+    recent, earlier = values[-2:], values[:-2]
+    usual = sum(earlier) / len(earlier)
+    if usual <= 0:
+        return 0.0
+    return math.log2(max(1e-9, sum(recent) / len(recent)) / usual)
+
+
 def _declining_frequency(times: list[float]) -> float:
     """log2 of (mean of the last two gaps) / (mean of the earlier gaps); 0 when too few."""
     if len(times) < 5:
         return 0.0
-    gaps = [b - a for a, b in zip(times, times[1:])]
-    recent, earlier = gaps[-2:], gaps[:-2]
-    usual = sum(earlier) / len(earlier)
-    if usual <= 0:
-        return 0.0
-    return max(0.0, math.log2(max(1e-9, sum(recent) / len(recent)) / usual))
+    return max(0.0, _last_two_vs_earlier([b - a for a, b in zip(times, times[1:])]))
 
 
 def _declining_spend(amounts: list[float]) -> float:
     """log2 of (mean of the earlier baskets) / (mean of the last two); 0 when too few."""
     if len(amounts) < 5:
         return 0.0
-    recent, earlier = amounts[-2:], amounts[:-2]
-    usual = sum(earlier) / len(earlier)
-    if usual <= 0:
-        return 0.0
-    return max(0.0, math.log2(usual / max(1e-9, sum(recent) / len(recent))))
+    return max(0.0, -_last_two_vs_earlier(amounts))
 
 
 def assess_churn(state: "CustomerState", as_of: float, pop: PopulationParams, *, factors: dict[str, float],
