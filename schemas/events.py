@@ -6,11 +6,10 @@ Amounts are decimals given as a JSON string or number.
 """
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from enum import Enum
 from typing import Annotated, Literal, Union
-
-import re
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
