@@ -89,6 +89,43 @@ def recall_at_precision(labels: Sequence[bool | int], scores: Sequence[float],
     return best
 
 
+def brier_score(labels: Sequence[bool | int], scores: Sequence[float]) -> float:
+    """Mean squared difference between the predicted probability and the outcome (0 or 1):
+    0 is perfect; always predicting the positive share p scores p(1 − p)."""
+    if len(labels) != len(scores):
+        raise ValueError(f"{len(labels)} labels but {len(scores)} scores")
+    if not labels:
+        raise ValueError("Brier score of no predictions")
+    return sum((s - (1.0 if y else 0.0)) ** 2 for y, s in zip(labels, scores)) / len(labels)
+
+
+RELIABILITY_EDGES = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+
+
+def reliability(labels: Sequence[bool | int], scores: Sequence[float],
+                edges: Sequence[float] = RELIABILITY_EDGES) -> list[dict]:
+    """Calibration table: for each score bin [lo, hi) (the last one includes hi) that holds
+    any prediction, how many (`n`), their mean score and the observed positive share. A
+    calibrated probability has mean score ≈ observed share in every bin."""
+    if len(labels) != len(scores):
+        raise ValueError(f"{len(labels)} labels but {len(scores)} scores")
+    rows = []
+    for i, (lo, hi) in enumerate(zip(edges, edges[1:])):
+        last = i == len(edges) - 2
+        sel = [(y, s) for y, s in zip(labels, scores) if lo <= s < hi or (last and s == hi)]
+        if sel:
+            rows.append({"bin": f"{lo:.2f}-{hi:.2f}", "n": len(sel),
+                         "mean_risk": round(sum(s for _, s in sel) / len(sel), 4),
+                         "observed": round(sum(1 for y, _ in sel if y) / len(sel), 4)})
+    return rows
+
+
+def _calibration(labels: Sequence[bool], scores: Sequence[float]) -> dict:
+    share = sum(1 for y in labels if y) / len(labels) if labels else 0.0
+    return {"brier": _r(brier_score(labels, scores)) if labels else None,
+            "brier_base_rate": _r(share * (1.0 - share)), "reliability": reliability(labels, scores)}
+
+
 def median(xs: Sequence[float]) -> float:
     """The median (mean of the two middle values for an even count). ValueError when empty."""
     v = sorted(xs)
@@ -197,6 +234,7 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
         "auc": _r(auc), "churn_threshold": churn_threshold, "precision": _r(precision), "recall": _r(recall),
         "precision_tier_thresholds": _r(precision_tier), "recall_tier_thresholds": _r(recall_tier),
         "recall_at_precision_0.8": _r(recall_p80), "threshold_at_precision_0.8": _r(threshold_p80),
+        **_calibration(labels, risk),
         "churners_alerted": len(leads), "churners_alerted_share": _r(len(leads) / len(churners)) if churners else None,
         "stayers_alerted_share": _r(sum(1 for c in stayers if c in first_alert) / len(stayers)) if stayers else None,
         "alerted_before_churn_share": _r(sum(1 for x in leads if x > 0) / len(churners)) if churners else None,
@@ -218,6 +256,7 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
         result.update({"early_cutoff": cut.isoformat(), "early_positives": sum(e_labels),
                        "early_negatives": len(e_labels) - sum(e_labels), "auc_early": _r(_safe_auc(e_labels, e_risk)),
                        "precision_early": _r(p_e), "recall_early": _r(r_e)})
+        result.update({f"{k}_early": v for k, v in _calibration(e_labels, e_risk).items()})
     _print(say, result)
     return result
 
@@ -275,6 +314,12 @@ def _print(say: Callable[[str], object], result: dict) -> None:
         "precision": "precision at the alert threshold",
         "recall": "recall at the alert threshold",
         "recall_at_precision_0.8": "best recall at precision >= 0.8 (any threshold)",
+        "brier": "Brier score of churn_risk (0 = perfect)",
+        "brier_base_rate": "Brier score of predicting the churn share",
+        "reliability": "calibration by churn_risk bin",
+        "brier_early": "Brier score at the early cutoff",
+        "brier_base_rate_early": "Brier score of the churn share at the early cutoff",
+        "reliability_early": "calibration at the early cutoff (leavers still active)",
         "lead_time_days_median": "median lead time, days (alert standing at departure)",
         "first_alert_lead_days_median": "median lead time, days (first alert ever)",
         "churners_alerted_share": "churners with a churn alert",
@@ -286,6 +331,12 @@ def _print(say: Callable[[str], object], result: dict) -> None:
         "auc_recency_baseline": "ROC AUC of days since last purchase (baseline)",
     }
     for k, v in result.items():
+        if k.startswith("reliability"):
+            say(f"  {labels[k]}:")
+            for row in v:
+                say(f"    churn_risk {row['bin']}: {row['n']:>6} customers, mean risk {row['mean_risk']:.3f}, "
+                    f"churned {row['observed']:.3f}")
+            continue
         say(f"  {labels.get(k, k):<52} {json.dumps(v) if isinstance(v, (dict, list)) else v}")
 
 
@@ -335,6 +386,7 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
         "unscored_customers": sum(1 for c in ids if c not in res.scores),
         "auc": _r(_safe_auc(labels, risk)), "auc_recency_baseline": _r(_safe_auc(labels, recency)),
         "churn_threshold": churn_threshold, "precision": _r(precision), "recall": _r(recall),
+        **_calibration(labels, risk),
     }
     _print(say, result)
     return result

@@ -102,6 +102,9 @@ def test_run_evaluate_small(settings):
     assert r["driver_top2"] is not None and 0.0 <= r["driver_top2"] <= 1.0
     assert r["lead_time_days_median"] is None or math.isfinite(r["lead_time_days_median"])
     assert r["early_positives"] > 0 and r["early_negatives"] > 0
+    # calibration covers every customer, and beats (or at worst matches) knowing only the churn share
+    assert sum(row["n"] for row in r["reliability"]) == 150
+    assert 0.0 <= r["brier"] <= r["brier_base_rate"] == pytest.approx(0.2 * 0.8)
 
 
 def test_run_transactions_evaluate(settings, tmp_path):
@@ -114,3 +117,28 @@ def test_run_transactions_evaluate(settings, tmp_path):
     assert r["customers"] > 50 and 0 < r["churned"] < r["customers"]
     assert r["unscored_customers"] == 0
     assert 0.0 <= r["auc"] <= 1.0 and 0.0 <= r["auc_recency_baseline"] <= 1.0
+    assert sum(row["n"] for row in r["reliability"]) == r["customers"]
+    assert 0.0 <= r["brier"] <= 1.0
+
+
+def test_brier_score_hand_computed():
+    from pipeline.evaluate import brier_score
+    # (0.8-1)² + (0.4-1)² + (0.6-0)² + (0.2-0)² = 0.04 + 0.36 + 0.36 + 0.04 = 0.8 → 0.2
+    assert brier_score([1, 1, 0, 0], [0.8, 0.4, 0.6, 0.2]) == pytest.approx(0.2)
+    assert brier_score([True, False], [1.0, 0.0]) == 0.0
+    with pytest.raises(ValueError):
+        brier_score([1], [0.5, 0.5])
+
+
+def test_reliability_bins_hand_computed():
+    from pipeline.evaluate import reliability
+    labels = [0, 0, 1, 1, 0, 1, 1]
+    scores = [0.05, 0.15, 0.12, 0.35, 0.45, 0.9, 1.0]
+    rows = reliability(labels, scores, edges=(0.0, 0.1, 0.3, 0.5, 1.0))
+    assert rows == [
+        {"bin": "0.00-0.10", "n": 1, "mean_risk": 0.05, "observed": 0.0},
+        {"bin": "0.10-0.30", "n": 2, "mean_risk": 0.135, "observed": 0.5},
+        {"bin": "0.30-0.50", "n": 2, "mean_risk": 0.4, "observed": 0.5},
+        {"bin": "0.50-1.00", "n": 2, "mean_risk": 0.95, "observed": 1.0},   # 1.0 falls in the last bin
+    ]
+    assert reliability([1], [0.25], edges=(0.0, 0.5, 1.0)) == [{"bin": "0.00-0.50", "n": 1, "mean_risk": 0.25, "observed": 1.0}]
