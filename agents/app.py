@@ -27,6 +27,7 @@ from pipeline import kafka_compat, recovery_check
 from pipeline import rows as ch_rows
 from pipeline.churn import fit_population
 from pipeline.config import Settings, load
+from pipeline.erasure import requested_at as erasure_requested_at
 from pipeline.kafka_io import first_offset_at
 from pipeline.metrics import METRICS, render
 from pipeline.offset_guard import OffsetGuard
@@ -184,6 +185,8 @@ async def score_events(stream):
             METRICS.applied(topic, n, result.latest_event_time or None)
         for topic, n in result.duplicates_by_topic.items():
             METRICS.duplicate(topic, n)
+        for topic, n in result.erased_by_topic.items():
+            METRICS.erased(topic, n)
         METRICS.batch(len(records), time.perf_counter() - started)
 
 
@@ -362,15 +365,18 @@ erasures = app.topic(settings.topic_erasures, key_serializer="raw", value_serial
 
 @app.agent(erasures)
 async def erase_customers(stream):
-    """Erasure requests (`cxpulse erase`), co-partitioned with the state: drop the
-    customer's state (a changelog tombstone) and tombstone its key on cx.scores."""
+    """Erasure requests (`cxpulse erase`), co-partitioned with the state: replace the
+    customer's state by an erasure marker (no personal data; events that occurred up to
+    the request and arrive later are dropped) and tombstone its key on cx.scores."""
     async for event in stream.events():
         key = event.key
         if not key:
             continue
+        requested_at = erasure_requested_at(event.value, time.time())
         async with state_lock():
-            if states.get(key) is not None:
-                del states[key]
+            raw = states.get(key)
+            state = CustomerState.from_bytes(raw, key.decode()) if raw else CustomerState(customer_id=key.decode())
+            states[key] = state.erasure_marker(requested_at).to_bytes()
         await scores_topic.send(key=key, value=None)
         log.info("erased customer state (%d-byte key)", len(key))
 
@@ -455,7 +461,7 @@ async def metrics_view(web, request):
 @app.table_route(table=states, match_info="customer_id")
 async def customer_view(web, request, customer_id: str):
     state = load_state(customer_id)
-    if state is None:
+    if state is None or not state.n:   # never seen, or erased (an erasure marker)
         return web.json({"error": f"unknown customer {customer_id}"}, status=404)
     p = profile(state, clock.now(time.time()), core.params, core.population, core.rates)
     return web.json(score_record(state, p))

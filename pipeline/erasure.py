@@ -3,7 +3,9 @@
 1. A tombstone (value None) for the key on cx.scores: compaction drops the profile.
 2. An erasure request `{"customer_id", "requested_at"}` on the erasures topic, keyed by the
    customer id (co-partitioned with the input topics): the worker that owns the
-   customer's partition drops its state (a changelog tombstone) and tombstones cx.scores.
+   customer's partition replaces its state by an erasure marker (`CustomerState.erasure_marker`:
+   no personal data; events that occurred up to the request are dropped when they arrive
+   later) and tombstones cx.scores.
 3. `ClickHouseSink.erase`: deletes the customer's rows from every table holding customer
    ids and records the request in cx_erasures. With the embedded chDB only one process
    may open the data path, so this step needs the worker stopped; when the path is
@@ -51,6 +53,15 @@ class ErasureResult:
 
 def request_record(customer_id: str, requested_at: datetime) -> bytes:
     return orjson.dumps({"customer_id": customer_id, "requested_at": requested_at.isoformat()})
+
+
+def requested_at(value: bytes | None, default: float) -> float:
+    """The request time (epoch seconds) of an erasure request record; `default` (the time
+    it was consumed) when the record carries none or cannot be read."""
+    try:
+        return datetime.fromisoformat(orjson.loads(value)["requested_at"]).timestamp()
+    except (TypeError, ValueError, KeyError, orjson.JSONDecodeError):
+        return default
 
 
 def erase(settings: Settings, customer_id: str, clickhouse_dsn: str | None = None,

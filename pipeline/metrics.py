@@ -92,6 +92,7 @@ CXPULSE_METRIC_NAMES: tuple[str, ...] = (
     "cxpulse_events_applied_total",
     "cxpulse_events_deadlettered_total",
     "cxpulse_events_duplicate_total",
+    "cxpulse_events_erased_total",
     "cxpulse_processing_latency_seconds",
     "cxpulse_batch_size_events",
     "cxpulse_event_time_lag_seconds",
@@ -158,6 +159,9 @@ class Metrics:
         self._duplicates = Counter("cxpulse_events_duplicate",
                                    "Input events ignored because their event_id was already applied",
                                    ["topic"], registry=r)
+        self._erased = Counter("cxpulse_events_erased",
+                               "Input events dropped because their customer was erased after they occurred",
+                               ["topic"], registry=r)
         self._latency = Histogram("cxpulse_processing_latency_seconds",
                                   "Per-event processing latency: seconds from the micro-batch being taken "
                                   "to its events being applied and published", registry=r,
@@ -204,6 +208,7 @@ class Metrics:
             self._consumed.labels(topic)
             self._applied.labels(topic)
             self._duplicates.labels(topic)
+            self._erased.labels(topic)
             for reason in DEADLETTER_REASONS:
                 self._deadlettered.labels(topic, reason)
         for t in ALERT_TYPES:
@@ -236,6 +241,10 @@ class Metrics:
     def duplicate(self, topic: str, n: int = 1) -> None:
         """`n` events ignored as duplicates (event_id already seen)."""
         self._duplicates.labels(topic).inc(n)
+
+    def erased(self, topic: str, n: int = 1) -> None:
+        """`n` events dropped: their customer asked to be erased after they occurred."""
+        self._erased.labels(topic).inc(n)
 
     def event_time(self, occurred_at: datetime | float) -> None:
         """Record the event time (datetime, or Unix seconds) of the last applied event."""

@@ -46,6 +46,7 @@ class BatchResult:
     consumed: dict[str, int] = field(default_factory=dict)          # by topic
     applied_by_topic: dict[str, int] = field(default_factory=dict)
     duplicates_by_topic: dict[str, int] = field(default_factory=dict)
+    erased_by_topic: dict[str, int] = field(default_factory=dict)     # events of erased customers, dropped
     past_sla: dict[str, tuple[str, int]] = field(default_factory=dict)  # customer -> (tier, open complaints past SLA)
     latest_event_time: float = 0.0
 
@@ -62,7 +63,8 @@ class BatchResult:
         self.duplicates += other.duplicates
         self.past_sla.update(other.past_sla)
         for mine, theirs in ((self.consumed, other.consumed), (self.applied_by_topic, other.applied_by_topic),
-                             (self.duplicates_by_topic, other.duplicates_by_topic)):
+                             (self.duplicates_by_topic, other.duplicates_by_topic),
+                             (self.erased_by_topic, other.erased_by_topic)):
             for k, v in theirs.items():
                 mine[k] = mine.get(k, 0) + v
         self.latest_event_time = max(self.latest_event_time, other.latest_event_time)
@@ -154,6 +156,14 @@ class Core:
             slot = OFFSET_SLOT[ev.type]
             if source_offsets and state.redelivered(slot, rec.partition, rec.offset):
                 outcome = "duplicate"
+            elif state.is_erased_event(ev.occurred_at.timestamp()):
+                # the customer asked to be erased after this happened: drop it (no dead
+                # letter either, which would keep the record's bytes)
+                out.erased_by_topic[rec.topic] = out.erased_by_topic.get(rec.topic, 0) + 1
+                if source_offsets:
+                    state.applied_at(slot, rec.partition, rec.offset)
+                touched[cid] = state
+                continue
             else:
                 outcome = apply(state, ev, self.params, self.rates)
             if outcome == "duplicate":
@@ -176,6 +186,8 @@ class Core:
                 complaint_ids.setdefault(cid, set()).add(ev.complaint_id)
         tiers: dict[str, str] = {}
         for cid, state in touched.items():
+            if not state.n:
+                continue   # an erasure marker (only erased events so far): nothing to score
             p = self.publish(state, state.wm, out, force=True, complaint_ids=complaint_ids.get(cid, set()))
             tiers[cid] = p.tier
             out.latest_event_time = max(out.latest_event_time, state.wm)
@@ -208,7 +220,8 @@ class Core:
         """Re-evaluate customers at `now` (SLA deadlines, silence). Publishes only changes."""
         out = BatchResult()
         for state in states:
-            self.publish(state, now, out, force=False)
+            if state.n:   # erasure markers have no profile
+                self.publish(state, now, out, force=False)
         return out
 
 

@@ -8,6 +8,7 @@ independent of arrival order (up to float rounding).
 Serialized with orjson; typical customer well under 1 KB (see tests/test_scoring.py).
 Format 1 grew one optional field (`offs`, source offsets for exact redelivery dedup):
 states written before it read as "no offsets known" and fall back to the event-id window.
+It grew a second one, `erased` (see `erasure_marker`); states written before it have none.
 """
 from __future__ import annotations
 
@@ -99,6 +100,20 @@ class CustomerState:
     alerts: dict[str, list] = field(default_factory=dict)   # key -> [alert_id, severity, started_at]
     pub: list[float] = field(default_factory=list)          # last published [churn_risk, sla_breaches, open]
     offs: list[int] = field(default_factory=list)           # per input slot: [partition, last applied offset] * 3
+    erased: float | None = None                             # events up to this time are erased (`cxpulse erase`)
+
+    # --- erasure --------------------------------------------------------------------
+    def erasure_marker(self, requested_at: float) -> "CustomerState":
+        """What is kept of a customer after an erasure request: no personal data, only
+        the time of the request (events that occurred up to it are dropped when they
+        arrive later, e.g. still in the topic or redelivered), the source offsets already
+        applied (redeliveries stay duplicates), and the score version (a later profile
+        continues it, so a newer score always carries a higher version)."""
+        return CustomerState(customer_id=self.customer_id, version=self.version, offs=list(self.offs),
+                             erased=max(requested_at, self.erased or requested_at))
+
+    def is_erased_event(self, occurred_at: float) -> bool:
+        return self.erased is not None and occurred_at <= self.erased
 
     # --- exact redelivery dedup by source offset ----------------------------------
     # Input topics are co-partitioned by customer_id, so one customer's records in one
@@ -179,7 +194,7 @@ _SHORT = {"v": "v", "customer_id": "c", "version": "ver", "n": "n", "wm": "wm", 
           "orders": "o", "n_orders": "no", "first_order": "fo", "reversals": "rv", "revenue": "rev",
           "last_day": "ld", "day_mask": "dm", "n_days": "nd", "first_day": "fd", "contacts": "ct", "stage": "st", "stage_t": "stt",
           "nps_last": "nps", "nps_t": "npt", "complaints": "cp", "alerts": "al", "pub": "pub",
-          "offs": "of"}
+          "offs": "of", "erased": "er"}
 _SHORT_C = {"id": "id", "channel": "ch", "category": "cat", "severity": "sev", "opened": "op", "first_seen": "fs",
             "ack": "ack", "resolved": "res", "status": "s", "status_t": "st", "satisfied": "sat",
             "compensation": "cmp", "reopened": "ro", "version": "ver"}

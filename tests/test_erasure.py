@@ -1,21 +1,88 @@
 """`cxpulse erase`: the customer is gone from cx.scores, the worker's state and every
-ClickHouse table, and stays gone after a worker restart."""
+ClickHouse table, and stays gone after a worker restart, a redelivery, or events of before the
+request that were still in the topics."""
 from __future__ import annotations
 
 import time
+import urllib.request
+from datetime import datetime, timezone
 
 import orjson
 import pytest
 
 from pipeline import kafka_io, topics
-from pipeline.erasure import erase
+from pipeline.config import Settings
+from pipeline.erasure import erase, request_record, requested_at
+from pipeline.processor import Core, RawRecord
 from pipeline.sink import CUSTOMER_TABLES, ClickHouseSink
-from tests.factories import at, complaint, order, raw, touchpoint
+from pipeline.state import CustomerState
+from tests.factories import T0, at, complaint, order, raw, touchpoint
 from tests.http_probe import http_status
 
-pytestmark = pytest.mark.integration
+SETTINGS = Settings(lateness_seconds=60 * 86400)
 
 
+def _records(events: list[dict], first_offset: int = 0) -> list[RawRecord]:
+    offsets: dict[str, int] = {}
+    out = []
+    for e in events:
+        topic = SETTINGS.topic_for_type[e["type"]]
+        offsets[topic] = offsets.get(topic, first_offset - 1) + 1
+        out.append(RawRecord(topic, 0, offsets[topic], e["customer_id"].encode(), raw(e)))
+    return out
+
+
+def test_erased_customer_is_not_recreated_by_redeliveries_or_older_events():
+    core = Core(SETTINGS)
+    states: dict[str, CustomerState] = {}
+    before = [touchpoint("c1", at(1), csat=2, nps=3), order("c1", at(2)), complaint("c1", at(3), complaint_id="k1")]
+    out = core.process(_records(before), states.get, source_offsets=True)
+    states.update(out.states)
+    version = states["c1"].version
+    assert out.applied == 3 and version >= 1
+
+    request = T0.timestamp() + 10 * 3600          # erased at hour 10
+    states["c1"] = states["c1"].erasure_marker(request)
+    marker = orjson.loads(states["c1"].to_bytes())
+    assert set(marker) == {"v", "ver", "of", "er"}   # no personal data left: version, offsets, request time
+
+    # a redelivery of what was applied: duplicates by offset
+    out = core.process(_records(before), states.get, source_offsets=True)
+    assert (out.applied, out.duplicates, out.scores) == (0, 3, [])
+    # events of before the request still in the topics (new offsets): dropped, counted, no score
+    late = [touchpoint("c1", at(4), csat=1), order("c1", at(9))]
+    out = core.process(_records(late, first_offset=5), states.get, source_offsets=True)
+    states.update(out.states)
+    assert out.applied == 0 and out.scores == [] and out.dead_letters == []
+    assert sum(out.erased_by_topic.values()) == 2
+    assert states["c1"].n == 0 and states["c1"].offs[1] == 5     # the offsets move on with them
+    assert core.sweep([states["c1"]], request + 86400).scores == []
+    # the replay path (no source offsets) drops them by time too
+    assert core.process(_records(late), {"c1": states["c1"]}.get).applied == 0
+
+    # the customer comes back after the erasure: a fresh profile, its version continuing
+    out = core.process(_records([order("c1", at(11))], first_offset=9), states.get, source_offsets=True)
+    assert out.applied == 1 and len(out.scores) == 1
+    score = out.scores[0]
+    assert score["events"] == 1 and score["version"] > version and score["open_complaints"] == 0
+    assert out.states["c1"].erased == request     # older events stay erased
+
+
+def test_erasure_marker_keeps_the_latest_request_and_round_trips():
+    state = CustomerState(customer_id="c1", version=4, offs=[0, 7])
+    marker = state.erasure_marker(200.0).erasure_marker(100.0)
+    assert marker.erased == 200.0 and marker.version == 4 and marker.offs == [0, 7] and marker.n == 0
+    assert CustomerState.from_bytes(marker.to_bytes(), "c1") == marker
+
+
+def test_request_time_from_the_request_record():
+    when = datetime(2026, 5, 1, 12, tzinfo=timezone.utc)
+    assert requested_at(request_record("c1", when), 0.0) == when.timestamp()
+    for bad in (None, b"", b"not json", b"[]", b'{"customer_id": "c1"}', b'{"requested_at": "yesterday"}'):
+        assert requested_at(bad, 42.0) == 42.0
+
+
+@pytest.mark.integration
 def test_erase_removes_the_customer_everywhere_and_it_stays_gone(make_settings, start_worker):
     settings = make_settings(lateness_seconds=40 * 86400)
     records = []
@@ -61,3 +128,17 @@ def test_erase_removes_the_customer_everywhere_and_it_stays_gone(make_settings, 
         time.sleep(0.3)
     assert http_status(restarted.url + "/customers/kept-1") == 200
     assert http_status(restarted.url + "/customers/gone-1") == 404
+
+    # An event of before the request that arrives only now (a producer retry, a lagging
+    # channel) does not bring the customer back; their next visit starts a fresh profile.
+    kafka_io.produce(settings, [(settings.topic_touchpoints, b"gone-1", raw(touchpoint("gone-1", at(5), csat=1)))])
+    topics.wait_caught_up(settings, settings.app_id, list(settings.input_topics), timeout=60,
+                          alive=lambda: restarted.alive)
+    assert http_status(restarted.url + "/customers/gone-1") == 404
+    now = datetime.now(timezone.utc).isoformat()
+    kafka_io.produce(settings, [(settings.topic_orders, b"gone-1", raw(order("gone-1", now)))])
+    topics.wait_caught_up(settings, settings.app_id, list(settings.input_topics), timeout=60,
+                          alive=lambda: restarted.alive)
+    with urllib.request.urlopen(restarted.url + "/customers/gone-1", timeout=5) as r:
+        profile = orjson.loads(r.read())
+    assert profile["events"] == 1 and profile["open_complaints"] == 0

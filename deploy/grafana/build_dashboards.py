@@ -389,10 +389,12 @@ def pipeline_health() -> dict[str, Any]:
                      [prom_target("job_topic:cxpulse_events_consumed:rate5m", "consumed {{topic}}"),
                       prom_target("job_topic:cxpulse_events_applied:rate5m", "applied {{topic}}", "B")],
                      unit="ops"), 12, 8)
-    L.add(timeseries("Dead letters by topic and reason",
+    L.add(timeseries("Dead letters by topic and reason, duplicates, erased",
                      [prom_target("job_topic_reason:cxpulse_events_deadlettered:rate5m", "{{topic}} {{reason}}"),
                       prom_target("sum by (topic) (rate(cxpulse_events_duplicate_total[5m]))",
-                                  "duplicates {{topic}}", "B")],
+                                  "duplicates {{topic}}", "B"),
+                      prom_target("sum by (topic) (rate(cxpulse_events_erased_total[5m]))",
+                                  "erased {{topic}}", "C")],
                      unit="ops"), 12, 8)
     L.add(timeseries("Scores published / alerts raised",
                      [prom_target("sum(rate(cxpulse_scores_published_total[5m]))", "scores"),
