@@ -46,7 +46,16 @@ core = Core(settings)
 # on the embedded broker the orphaned id then blocks the group for good (pipeline/kafka_compat.py).
 kafka_compat.install()
 
-app = faust.App(
+class _App(faust.App):
+    async def on_stop(self) -> None:
+        """Finish the micro-batch in flight before Faust stops the consumer, the tables and
+        (on_before_shutdown) the ClickHouse sink: a worker that leaves by SIGTERM then hands
+        over whole batches, not one whose rows are written but whose states are not."""
+        await drain_batches()
+        await super().on_stop()
+
+
+app = _App(
     settings.app_id,
     broker=f"kafka://{settings.bootstrap}",
     store="memory://",
@@ -329,6 +338,10 @@ async def forget_revoked(app_: faust.App, revoked, **kwargs) -> None:
 
 @app.timer(interval=settings.commit_interval)
 async def commit_inputs() -> None:
+    await commit_completed_inputs()
+
+
+async def commit_completed_inputs() -> None:
     """Commit each input partition's `next` offset (only offsets whose batches were fully
     emitted), after flushing the producer so their changelog writes are on the broker."""
     assignment = app.consumer.assignment()
@@ -439,6 +452,23 @@ async def write_sink(batch: dict[str, list[dict]]) -> None:
                 await loop.run_in_executor(sink_executor, sink.open)
                 _sink_open = True
     await loop.run_in_executor(sink_executor, sink.write, batch)
+
+
+DRAIN_SECONDS = 15.0   # at most this long for the batch in flight at shutdown (a ClickHouse outage may hold it)
+
+
+async def drain_batches() -> None:
+    """Wait for the batch in flight (the state lock), commit the input offsets it completed,
+    and keep the lock: no batch, sweep or erasure starts on a worker that is stopping."""
+    try:
+        await asyncio.wait_for(state_lock().acquire(), DRAIN_SECONDS)
+    except asyncio.TimeoutError:
+        log.warning("stopping with a micro-batch still in flight after %.0f s; it will be re-delivered", DRAIN_SECONDS)
+        return
+    try:
+        await commit_completed_inputs()
+    except Exception as exc:   # the next owner re-delivers from the last commit; offsets in the states dedupe
+        log.warning("final commit of input offsets failed: %r", exc)
 
 
 @app.on_before_shutdown.connect
