@@ -12,7 +12,6 @@ The metric functions are pure and have no dependencies. docs/evaluation.md expla
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from collections import Counter, defaultdict
@@ -396,31 +395,12 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.config import load
+    """`python -m pipeline.evaluate ARGS` is `cxpulse evaluate ARGS`."""
+    import sys
 
-    ap = argparse.ArgumentParser(prog="python -m pipeline.evaluate", description="judge churn risk on known outcomes")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("synthetic", help="generated stream with planted churners")
-    s.add_argument("--customers", type=int, default=2000)
-    s.add_argument("--days", type=int, default=120)
-    s.add_argument("--seed", type=int, default=7)
-    s.add_argument("--threshold", type=float, default=WARNING_THRESHOLD, help="churn_risk of a warning churn alert (standard tier)")
-    s.add_argument("--horizon-days", type=float, default=28.0, help="early cutoff before the end (0 = skip)")
-    t = sub.add_parser("transactions", help="CSV purchase history (customer_id,date,amount)")
-    t.add_argument("csv", type=Path)
-    t.add_argument("--cutoff", required=True, help="ISO date or datetime; a date means the end of that day")
-    t.add_argument("--window-days", type=float, default=90.0)
-    t.add_argument("--threshold", type=float, default=WARNING_THRESHOLD)
-    ap.add_argument("--json", type=Path, help="also write the figures as JSON")
-    a = ap.parse_args(argv)
-    settings = load()
-    if a.cmd == "synthetic":
-        r = run_evaluate(settings, a.customers, a.days, a.seed, a.threshold, horizon_days=a.horizon_days or None)
-    else:
-        r = run_transactions_evaluate(settings, a.csv, a.cutoff, a.window_days, a.threshold, out=print)
-    if a.json:
-        a.json.write_text(json.dumps(r, indent=2) + "\n")
-    return 0
+    from pipeline.cli import main as cxpulse
+
+    return cxpulse(["evaluate", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
