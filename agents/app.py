@@ -31,7 +31,7 @@ from pipeline.erasure import requested_at as erasure_requested_at
 from pipeline.kafka_io import first_offset_at
 from pipeline.metrics import METRICS, render
 from pipeline.offset_guard import OffsetGuard
-from pipeline.processor import BatchResult, Core, RawRecord, dead_letter
+from pipeline.processor import OFFSET_SLOT, BatchResult, Core, RawRecord, dead_letter
 from pipeline.scoring import profile, score_record
 from pipeline.sink import ClickHouseSink
 from pipeline.state import CustomerState
@@ -334,6 +334,15 @@ async def seek_to(tp, pos: int) -> None:
 @app.on_partitions_revoked.connect
 async def forget_revoked(app_: faust.App, revoked, **kwargs) -> None:
     guard.forget(revoked)
+    _past_sla.clear()   # some of them are another worker's now; the sweep recounts this worker's
+
+
+SLOT_OF_TOPIC = {settings.topic_for_type[kind]: slot for kind, slot in OFFSET_SLOT.items()}
+
+
+def owned_slots() -> set[tuple[int, int]]:
+    """(input slot, partition) pairs assigned to this worker (CustomerState.fed_from)."""
+    return {(SLOT_OF_TOPIC[tp.topic], tp.partition) for tp in app.consumer.assignment() if tp.topic in SLOT_OF_TOPIC}
 
 
 @app.timer(interval=settings.commit_interval)
@@ -400,13 +409,19 @@ SWEEP_MAX = 5000  # customers re-evaluated per timer tick (bounded cost per swee
 
 @app.timer(interval=settings.sweep_seconds)
 async def sweep() -> None:
-    """Time-driven rules for a bounded slice of the table: deadlines passing, silence."""
+    """Time-driven rules for a bounded slice of the table: deadlines passing, silence.
+    Only for this worker's customers: the in-memory table keeps those of partitions given
+    away in a rebalance, whose owner now evaluates (and stores) them."""
     global _sweep_cursor
+    if app.rebalancing:
+        return
     if not _sweep_cursor:
         _sweep_cursor = list(states.keys())
     chunk, _sweep_cursor = _sweep_cursor[:SWEEP_MAX], _sweep_cursor[SWEEP_MAX:]
+    owned = owned_slots()
     async with state_lock():
-        loaded = [CustomerState.from_bytes(raw, key.decode()) for key in chunk if (raw := states.get(key))]
+        loaded = [state for key in chunk if (raw := states.get(key))
+                  and (state := CustomerState.from_bytes(raw, key.decode())).fed_from(owned)]
         if loaded:
             result = core.sweep(loaded, clock.now(time.time()))
             if result.scores or result.alerts:
@@ -431,9 +446,10 @@ async def report_consumer_lag() -> None:
 @app.timer(interval=settings.refit_seconds)
 async def refit_population() -> None:
     """Re-fit the churn model's population parameters from this worker's customers."""
+    owned = owned_slots()
     core.population = fit_population(
-        [CustomerState.from_bytes(raw) for raw in states.values() if raw], core.population,
-        as_of=clock.now(time.time()))
+        [state for raw in states.values() if raw and (state := CustomerState.from_bytes(raw)).fed_from(owned)],
+        core.population, as_of=clock.now(time.time()))
     log.info("population re-fitted: %s", core.population)
 
 

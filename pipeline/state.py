@@ -130,6 +130,14 @@ class CustomerState:
             self.offs.extend([-1] * (i + 2 - len(self.offs)))
         self.offs[i:i + 2] = [partition, offset]
 
+    def fed_from(self, assigned: set[tuple[int, int]]) -> bool:
+        """Whether this customer's input partitions are among `assigned` ((slot, partition)
+        pairs): after a rebalance a worker's in-memory table still holds the customers of
+        partitions it gave away, and only the owner may evaluate or store them. A state that
+        records no partition (written before offsets were kept) counts as fed from here."""
+        fed = {(i // 2, self.offs[i]) for i in range(0, len(self.offs) - 1, 2) if self.offs[i] >= 0}
+        return not fed or bool(fed & assigned)
+
     # --- dedup ids ----------------------------------------------------------------
     def seen(self, h: int) -> bool:
         packed = struct.pack(">I", h)

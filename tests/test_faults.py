@@ -22,6 +22,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
@@ -308,6 +309,42 @@ def test_second_worker_joins_and_leaves(make_settings, start_worker, tmp_path):
     assert near <= stored, f"{len(near - stored)} events produced within 2 s of the leave are missing"
     figures("join and leave", records=total, invalid=stream.n_invalid, duplicates_planted=stream.n_duplicates,
             accepted_within_2s_of_leave=len(near), **out, **ch)
+
+
+def test_timer_rules_after_a_rebalance_run_only_on_the_owner(make_settings, start_worker, tmp_path):
+    """After a rebalance the first worker's in-memory table still holds the customers it gave
+    away. Only their new owner may run the timer rules (SLA deadlines, silence) for them and
+    store the result: each complaint's SLA breach fires exactly once."""
+    deadline_s = 25.0
+    settings = make_settings(sla_max_ack_seconds=deadline_s, sweep_seconds=0.5, lateness_seconds=3600)
+    other = settings.model_copy(update={"web_port": free_port(), "data_dir": tmp_path / f"b-{uuid.uuid4().hex[:6]}"})
+    first = start_worker(settings)
+    assert wait_in_group(first), first.log_tail()
+    opened = datetime.now(timezone.utc)
+    customers = [f"swp-{i:02d}" for i in range(12)]
+    kafka_io.produce(settings, [(settings.topic_complaints, cid.encode(), orjson.dumps({
+        "type": "complaint", "event_id": f"swp-ev-{cid}", "customer_id": cid, "schema_version": 1,
+        "occurred_at": opened.isoformat(), "channel": "call_center", "complaint_id": f"cmp-{cid}",
+        "status": "opened", "category": "responsiveness", "severity": "high"})) for cid in customers])
+    wait_all(settings, first)
+    second = start_worker(other)
+    assert wait_in_group(second, timeout=30), second.log_tail()
+    assert time.time() < opened.timestamp() + deadline_s, "the second worker joined after the deadlines"
+    until = time.monotonic() + 90
+    fired: Counter = Counter()
+    while time.monotonic() < until:
+        alerts = [orjson.loads(m.value) for m in kafka_io.read_topic(settings, settings.topic_alerts)]
+        fired = Counter(a["customer_id"] for a in alerts if a["type"] == "sla_breach" and a["status"] == "firing")
+        if set(fired) == set(customers):
+            break
+        time.sleep(0.5)
+    time.sleep(3.0)   # a few more sweeps on both workers
+    alerts = [orjson.loads(m.value) for m in kafka_io.read_topic(settings, settings.topic_alerts)]
+    fired = Counter(a["customer_id"] for a in alerts if a["type"] == "sla_breach" and a["status"] == "firing")
+    assert set(fired) == set(customers), f"breaches missing for {sorted(set(customers) - set(fired))}"
+    assert all(n == 1 for n in fired.values()), f"breaches fired more than once: {dict(fired)}"
+    assert first.alive and second.alive
+    figures("timer rules after a rebalance", customers=len(customers), breaches=sum(fired.values()))
 
 
 def test_broker_restart(tmp_path: Path, start_worker):

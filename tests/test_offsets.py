@@ -162,3 +162,15 @@ def test_guard_stall_watchdog_and_revocation():
     g.forget(["b"])
     assert not g.knows("b") and g.select([("b", 12, "y")]).accepted == []
     assert g.to_commit() == {"a": 10}
+
+
+def test_a_state_knows_which_input_partitions_feed_it():
+    """After a rebalance the worker's in-memory table still holds customers of partitions it
+    gave away; `fed_from` tells its own (the sweep and the population fit use only those)."""
+    core = Core(SETTINGS)
+    recs = [RawRecord(r.topic, 3, r.offset, r.key, r.value)
+            for r in records_of([touchpoint("c1", at(1)), order("c1", at(2))])]
+    state = core.process(recs, {}.get, source_offsets=True).states["c1"]
+    assert state.fed_from({(0, 3)}) and state.fed_from({(1, 3), (2, 0)})
+    assert not state.fed_from({(0, 1), (1, 1), (2, 3)}) and not state.fed_from(set())
+    assert CustomerState(customer_id="old").fed_from(set())   # no partition recorded: counts as ours
