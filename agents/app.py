@@ -46,6 +46,7 @@ core = Core(settings)
 # on the embedded broker the orphaned id then blocks the group for good (pipeline/kafka_compat.py).
 kafka_compat.install()
 
+
 class _App(faust.App):
     async def on_stop(self) -> None:
         """Finish the micro-batch in flight before Faust stops the consumer, the tables and
