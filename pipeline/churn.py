@@ -31,7 +31,9 @@ Model (documented in README.md, "Churn risk"):
 
 A driver's *contribution* is its share of the risk above the baseline p, in proportion
 to its log-odds: contribution_f = (risk − p) · z_f / Σ z. Contributions are ≥ 0 and sum
-to risk − p; drivers are listed largest first.
+to risk − p; drivers are listed largest first. While a complaint is unresolved, the effort
+log-odds (repeat contacts, hand-offs) are credited to `unresolved_complaints`: chasing an
+open complaint is its symptom, not a second reason.
 """
 from __future__ import annotations
 
@@ -184,6 +186,12 @@ def assess_churn(state: "CustomerState", as_of: float, pop: PopulationParams, *,
     for name, amount in units.items():
         weight, cap = FACTOR_WEIGHTS[name]
         z[name] = weight * min(cap, max(0.0, amount))
+    if open_complaints and z["unresolved_complaints"] > 0:
+        # A customer with an unresolved complaint chases it: their repeat contacts and
+        # hand-offs are its symptom, so their weight is credited to the complaint (same
+        # risk, one reason named once).
+        z["unresolved_complaints"] += z["high_effort"]
+        z["high_effort"] = 0.0
     experience = sum(z.values()) - z["inactivity"]
     # leaving: silence and experiences on the odds of having left (or of no activity
     # within the horizon), from the customer's baseline dropout risk

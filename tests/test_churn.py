@@ -158,3 +158,22 @@ def test_one_answer_counts_under_one_incident_factor():
     without = dict(risk_at(customer(*weekly_orders(4), *answers(csat=1)), 0).drivers)
     assert "detractor" in with_nps and "low_ratings" not in with_nps
     assert "low_ratings" in without and "detractor" not in without
+
+
+def test_chasing_an_open_complaint_is_the_complaints_effort():
+    # repeat contacts with hand-offs while a complaint is open: one reason (the complaint),
+    # carrying the effort's weight; once it is resolved, the effort is named again
+    contacts = [touchpoint(when=at(days=20 + 0.2 * i), kind="support", stage="usage", handoffs=2)
+                for i in range(4)]
+    opened = complaint(when=at(days=19.5), complaint_id="k1", status="opened", severity="high")
+    resolved = complaint(when=at(days=21.5), complaint_id="k1", status="resolved", satisfied=True)
+    as_of = T0.timestamp() + 22 * DAY
+
+    def drivers(*records) -> dict[str, float]:
+        return dict(profile(customer(*weekly_orders(3), *records), as_of, P, POP).churn.drivers)
+
+    chasing, complaint_only = drivers(opened, *contacts), drivers(opened)
+    assert "high_effort" not in chasing
+    assert chasing["unresolved_complaints"] > complaint_only["unresolved_complaints"]
+    after = drivers(opened, *contacts, resolved)
+    assert "high_effort" in after and "unresolved_complaints" not in after
