@@ -136,28 +136,29 @@ def p_alive(repeat: int, t_x_days: float, silence_days: float, pop: PopulationPa
     return 1.0 / (1.0 + pop.a / (pop.b + repeat) * ratio)
 
 
-def _last_two_vs_earlier(values: list[float]) -> float:
-    """log2 of (mean of the last two values) / (mean of the earlier ones); 0 when the
-    earlier mean is not positive."""
-    recent, earlier = values[-2:], values[:-2]
-    usual = sum(earlier) / len(earlier)
-    if usual <= 0:
-        return 0.0
-    return math.log2(max(1e-9, sum(recent) / len(recent)) / usual)
+def _log2_ratio(recent: float, usual: float) -> float:
+    """log2(recent / usual); 0 when `usual` is not positive."""
+    return math.log2(max(1e-9, recent) / usual) if usual > 0 else 0.0
 
 
-def _declining_frequency(times: list[float]) -> float:
-    """log2 of (mean of the last two gaps) / (mean of the earlier gaps); 0 when too few."""
-    if len(times) < 5:
+def _declining_frequency(state: "CustomerState") -> float:
+    """Doublings of the mean of the last two purchase gaps over the customer's usual gap,
+    the mean gap over their whole purchase history (first to latest purchase); 0 with
+    fewer than five purchases. The whole history, not the few purchases kept, so a
+    Poisson-irregular buyer's usual gap is not judged from three noisy gaps."""
+    times = [o[1] for o in state.orders]
+    if state.n_orders < 5 or len(times) < 3 or state.first_order is None:
         return 0.0
-    return max(0.0, _last_two_vs_earlier([b - a for a, b in zip(times, times[1:])]))
+    usual = (times[-1] - state.first_order) / (state.n_orders - 1)
+    return max(0.0, _log2_ratio((times[-1] - times[-3]) / 2.0, usual))
 
 
 def _declining_spend(amounts: list[float]) -> float:
-    """log2 of (mean of the earlier baskets) / (mean of the last two); 0 when too few."""
+    """Halvings of the mean of the last two baskets against the mean of the earlier kept
+    ones; 0 when fewer than five are kept."""
     if len(amounts) < 5:
         return 0.0
-    return max(0.0, -_last_two_vs_earlier(amounts))
+    return max(0.0, -_log2_ratio(sum(amounts[-2:]) / 2.0, sum(amounts[:-2]) / len(amounts[:-2])))
 
 
 def assess_churn(state: "CustomerState", as_of: float, pop: PopulationParams, *, factors: dict[str, float],
@@ -177,7 +178,7 @@ def assess_churn(state: "CustomerState", as_of: float, pop: PopulationParams, *,
         "sla_breaches": sla_breaches + factors.get("sla_breaches_folded", 0.0),
         "failed_recovery": factors.get("failed_recovery", 0.0),
         "experience_drop": experience_drop,
-        "declining_frequency": _declining_frequency([o[1] for o in state.orders]),
+        "declining_frequency": _declining_frequency(state),
         "declining_spend": _declining_spend([o[2] for o in state.orders]),
     }
     for name, usual in pop.incident_rates.items():

@@ -2,6 +2,7 @@
 contributions, the population fit, the alert gate and the lead-time measure."""
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
@@ -177,3 +178,17 @@ def test_chasing_an_open_complaint_is_the_complaints_effort():
     assert chasing["unresolved_complaints"] > complaint_only["unresolved_complaints"]
     after = drivers(opened, *contacts, resolved)
     assert "high_effort" in after and "unresolved_complaints" not in after
+
+
+def test_declining_frequency_is_judged_against_the_whole_purchase_history():
+    # twenty weekly purchases, a burst of four on consecutive days, then two weekly gaps:
+    # the kept purchases alone (a burst, then weeks) would read as a sharp slowdown; against
+    # the customer's usual weekly gap it is none. Gaps of three and four weeks after weekly
+    # buying are about two doublings.
+    weekly = [order(when=at(days=7 * i), order_id=f"w{i}") for i in range(20)]
+    burst = [order(when=at(days=133 + i), order_id=f"b{i}") for i in range(1, 4)]
+    steady = customer(*weekly, *burst, order(when=at(days=143), order_id="n1"), order(when=at(days=150), order_id="n2"))
+    assert churn._declining_frequency(steady) < 0.2
+    slowing = customer(*weekly, order(when=at(days=154), order_id="s1"), order(when=at(days=182), order_id="s2"))
+    assert churn._declining_frequency(slowing) == pytest.approx(math.log2(((154 - 133) + 28) / 2 / (182 / 21)), abs=0.01)
+    assert churn._declining_frequency(customer(*weekly[:4])) == 0.0      # too few purchases
