@@ -153,12 +153,20 @@ def _declining_frequency(state: "CustomerState") -> float:
     return max(0.0, _log2_ratio((times[-1] - times[-3]) / 2.0, usual))
 
 
-def _declining_spend(amounts: list[float]) -> float:
-    """Halvings of the mean of the last two baskets against the mean of the earlier kept
-    ones; 0 when fewer than five are kept."""
-    if len(amounts) < 5:
+def _declining_spend(state: "CustomerState") -> float:
+    """Halvings of the mean of the last two baskets against the customer's usual basket,
+    the mean over all their purchases; 0 with fewer than five purchases. (A state written
+    before `spent` was kept judges against the earlier baskets it keeps.)"""
+    amounts = [o[2] for o in state.orders]
+    if state.n_orders < 5 or len(amounts) < 2:
         return 0.0
-    return max(0.0, -_log2_ratio(sum(amounts[-2:]) / 2.0, sum(amounts[:-2]) / len(amounts[:-2])))
+    if state.spent > 0:
+        usual = state.spent / state.n_orders
+    elif len(amounts) >= 5:
+        usual = sum(amounts[:-2]) / len(amounts[:-2])
+    else:
+        return 0.0
+    return max(0.0, -_log2_ratio(sum(amounts[-2:]) / 2.0, usual))
 
 
 def assess_churn(state: "CustomerState", as_of: float, pop: PopulationParams, *, factors: dict[str, float],
@@ -179,7 +187,7 @@ def assess_churn(state: "CustomerState", as_of: float, pop: PopulationParams, *,
         "failed_recovery": factors.get("failed_recovery", 0.0),
         "experience_drop": experience_drop,
         "declining_frequency": _declining_frequency(state),
-        "declining_spend": _declining_spend([o[2] for o in state.orders]),
+        "declining_spend": _declining_spend(state),
     }
     for name, usual in pop.incident_rates.items():
         units[name] = factors.get(name, 0.0) - usual * chances.get(name, 0.0)

@@ -273,12 +273,14 @@ def _apply_order(state: CustomerState, ev: Order, t: float, params: ScoringParam
         new, old = _first_per_order(state.orders, oh, int(t), amount)
         if new:
             state.n_orders += 1
+            state.spent = round(state.spent + amount, 4)
             _add(state, OPPORTUNITY_KEY["refunds_returns"], t, 1.0, rates)
             state.orders.sort(key=lambda r: r[1])
             state.orders = state.orders[-MAX_ORDERS:]
             _revenue(state, t, amount)
         elif old is not None:
             state.orders.sort(key=lambda r: r[1])
+            state.spent = round(state.spent - old[2] + amount, 4)
             _revenue(state, old[1], -old[2])
             _revenue(state, t, amount)
         if new or old is not None:

@@ -8,7 +8,9 @@ independent of arrival order (up to float rounding).
 Serialized with orjson; typical customer well under 1 KB (see tests/test_scoring.py).
 Format 1 grew one optional field (`offs`, source offsets for exact redelivery dedup):
 states written before it read as "no offsets known" and fall back to the event-id window.
-It grew a second one, `erased` (see `erasure_marker`); states written before it have none.
+It grew a second one, `erased` (see `erasure_marker`); states written before it have none;
+and `spent` (paid amount over all purchases): states written before it judge spend from the
+purchases they keep.
 """
 from __future__ import annotations
 
@@ -84,6 +86,7 @@ class CustomerState:
     acc: dict[str, float] = field(default_factory=dict)   # decayed accumulators, referenced to wm
     orders: list[list] = field(default_factory=list)         # [[hash, second, amount]] recent purchases, by time
     n_orders: int = 0
+    spent: float = 0.0                               # paid amount over all n_orders (the usual basket = spent / n_orders)
     first_order: float | None = None
     last_day: int | None = None                      # latest active day (UTC day number)
     day_mask: int = 0                                # bit i: active on last_day - i
@@ -199,7 +202,7 @@ _COMPLAINT_FIELDS = tuple(f.name for f in fields(ComplaintRec))
 
 # Stored field names (short: the state is stored once per customer). "v" stays "v".
 _SHORT = {"v": "v", "customer_id": "c", "version": "ver", "n": "n", "wm": "wm", "ids": "ids", "acc": "acc",
-          "orders": "o", "n_orders": "no", "first_order": "fo", "reversals": "rv", "revenue": "rev",
+          "orders": "o", "n_orders": "no", "spent": "sp", "first_order": "fo", "reversals": "rv", "revenue": "rev",
           "last_day": "ld", "day_mask": "dm", "n_days": "nd", "first_day": "fd", "contacts": "ct", "stage": "st", "stage_t": "stt",
           "nps_last": "nps", "nps_t": "npt", "complaints": "cp", "alerts": "al", "pub": "pub",
           "offs": "of", "erased": "er"}

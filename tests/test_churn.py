@@ -149,6 +149,16 @@ def test_shrinking_baskets_are_declining_spend():
     few = dict(risk_at(customer(*orders([80, 90, 20, 25])), 0).drivers)
     assert "declining_spend" in shrinking
     assert "declining_spend" not in steady and "declining_spend" not in few
+    # the usual basket is the mean over all purchases, not only the six kept: after twelve
+    # baskets of 80 and four of 30, two of 40 are more than the kept earlier ones (30) but
+    # about 0.7 halvings below the customer's usual basket (64)
+    s = customer(*orders([80] * 12 + [30] * 4 + [40, 40]))
+    assert s.spent == 80 * 12 + 30 * 4 + 80 and s.n_orders == 18
+    assert churn._declining_spend(s) == pytest.approx(math.log2((s.spent / 18) / 40), abs=1e-6)
+    # the same order seen again (another event id) is not spent twice
+    again = order(when=at(days=7 * 17 + 1), order_id="o17", amount=40)
+    assert apply(s, ev(again), P) == "applied" and s.spent == 80 * 12 + 30 * 4 + 80
+    assert CustomerState.from_bytes(s.to_bytes(), "c1").spent == s.spent
 
 
 def test_one_answer_counts_under_one_incident_factor():
