@@ -27,14 +27,18 @@ WARNING_THRESHOLD = CHURN_THRESHOLDS["standard"][0]
 # ----------------------------------------------------------------------------- metrics
 
 
+def _same_length(labels: Sequence, scores: Sequence) -> None:
+    if len(labels) != len(scores):
+        raise ValueError(f"{len(labels)} labels but {len(scores)} scores")
+
+
 def roc_auc(labels: Sequence[bool | int], scores: Sequence[float]) -> float:
     """Area under the ROC curve: the probability that a random positive scores above a
     random negative, ties counting one half (Mann-Whitney U with average ranks).
 
     Raises ValueError when the lengths differ or one class is absent.
     """
-    if len(labels) != len(scores):
-        raise ValueError(f"{len(labels)} labels but {len(scores)} scores")
+    _same_length(labels, scores)
     n_pos = sum(1 for y in labels if y)
     n_neg = len(labels) - n_pos
     if n_pos == 0 or n_neg == 0:
@@ -58,8 +62,7 @@ def precision_recall_at(labels: Sequence[bool | int], scores: Sequence[float],
 
     Precision is 0.0 when nothing is predicted positive; recall is 0.0 when there are no positives.
     """
-    if len(labels) != len(scores):
-        raise ValueError(f"{len(labels)} labels but {len(scores)} scores")
+    _same_length(labels, scores)
     tp = sum(1 for y, s in zip(labels, scores) if y and s >= threshold)
     fp = sum(1 for y, s in zip(labels, scores) if not y and s >= threshold)
     fn = sum(1 for y, s in zip(labels, scores) if y and s < threshold)
@@ -72,8 +75,7 @@ def recall_at_precision(labels: Sequence[bool | int], scores: Sequence[float],
                         min_precision: float) -> tuple[float, float | None]:
     """(recall, threshold): the highest recall of any threshold `score >= t` whose precision is
     at least `min_precision`, and the highest such threshold; (0.0, None) when none reaches it."""
-    if len(labels) != len(scores):
-        raise ValueError(f"{len(labels)} labels but {len(scores)} scores")
+    _same_length(labels, scores)
     n_pos = sum(1 for y in labels if y)
     best: tuple[float, float | None] = (0.0, None)
     tp = fp = 0
@@ -91,8 +93,7 @@ def recall_at_precision(labels: Sequence[bool | int], scores: Sequence[float],
 def brier_score(labels: Sequence[bool | int], scores: Sequence[float]) -> float:
     """Mean squared difference between the predicted probability and the outcome (0 or 1):
     0 is perfect; always predicting the positive share p scores p(1 − p)."""
-    if len(labels) != len(scores):
-        raise ValueError(f"{len(labels)} labels but {len(scores)} scores")
+    _same_length(labels, scores)
     if not labels:
         raise ValueError("Brier score of no predictions")
     return sum((s - (1.0 if y else 0.0)) ** 2 for y, s in zip(labels, scores)) / len(labels)
@@ -106,8 +107,7 @@ def reliability(labels: Sequence[bool | int], scores: Sequence[float],
     """Calibration table: for each score bin [lo, hi) (the last one includes hi) that holds
     any prediction, how many (`n`), their mean score and the observed positive share. A
     calibrated probability has mean score ≈ observed share in every bin."""
-    if len(labels) != len(scores):
-        raise ValueError(f"{len(labels)} labels but {len(scores)} scores")
+    _same_length(labels, scores)
     rows = []
     for i, (lo, hi) in enumerate(zip(edges, edges[1:])):
         last = i == len(edges) - 2
