@@ -341,9 +341,11 @@ async def forget_revoked(app_: faust.App, revoked, **kwargs) -> None:
 SLOT_OF_TOPIC = {settings.topic_for_type[kind]: slot for kind, slot in OFFSET_SLOT.items()}
 
 
-def owned_slots() -> set[tuple[int, int]]:
-    """(input slot, partition) pairs assigned to this worker (CustomerState.fed_from)."""
-    return {(SLOT_OF_TOPIC[tp.topic], tp.partition) for tp in app.consumer.assignment() if tp.topic in SLOT_OF_TOPIC}
+def owned_states(keys: list[bytes]) -> list[CustomerState]:
+    """The stored states of `keys` that this worker owns: fed from input partitions
+    assigned to it (CustomerState.fed_from)."""
+    owned = {(SLOT_OF_TOPIC[tp.topic], tp.partition) for tp in app.consumer.assignment() if tp.topic in SLOT_OF_TOPIC}
+    return [state for key in keys if (state := load_state(key.decode())) is not None and state.fed_from(owned)]
 
 
 @app.timer(interval=settings.commit_interval)
@@ -397,8 +399,7 @@ async def erase_customers(stream):
             continue
         requested_at = erasure_requested_at(event.value, time.time())
         async with state_lock():
-            raw = states.get(key)
-            state = CustomerState.from_bytes(raw, key.decode()) if raw else CustomerState(customer_id=key.decode())
+            state = load_state(key.decode()) or CustomerState(customer_id=key.decode())
             states[key] = state.erasure_marker(requested_at).to_bytes()
         await scores_topic.send(key=key, value=None)
         log.info("erased customer state (%d-byte key)", len(key))
@@ -419,10 +420,8 @@ async def sweep() -> None:
     if not _sweep_cursor:
         _sweep_cursor = list(states.keys())
     chunk, _sweep_cursor = _sweep_cursor[:SWEEP_MAX], _sweep_cursor[SWEEP_MAX:]
-    owned = owned_slots()
     async with state_lock():
-        loaded = [state for key in chunk if (raw := states.get(key))
-                  and (state := CustomerState.from_bytes(raw, key.decode())).fed_from(owned)]
+        loaded = owned_states(chunk)
         if loaded:
             result = core.sweep(loaded, clock.now(time.time()))
             if result.scores or result.alerts:
@@ -447,10 +446,7 @@ async def report_consumer_lag() -> None:
 @app.timer(interval=settings.refit_seconds)
 async def refit_population() -> None:
     """Re-fit the churn model's population parameters from this worker's customers."""
-    owned = owned_slots()
-    core.population = fit_population(
-        [state for raw in states.values() if raw and (state := CustomerState.from_bytes(raw)).fed_from(owned)],
-        core.population, as_of=clock.now(time.time()))
+    core.population = fit_population(owned_states(list(states.keys())), core.population, as_of=clock.now(time.time()))
     log.info("population re-fitted: %s", core.population)
 
 
