@@ -1,0 +1,1 @@
+"""Adapters: the code that does I/O (Kafka, ClickHouse, metrics, child processes)."""

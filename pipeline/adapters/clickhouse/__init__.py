@@ -1,0 +1,1 @@
+"""ClickHouse adapter: rows, the sink, queries and migrations (the only user of clickhouse-connect)."""

@@ -1,0 +1,1 @@
+"""Kafka adapters: topics, producers/consumers (kafka-python), the embedded broker, worker processes."""

@@ -1,0 +1,1 @@
+"""Observability adapter: the Prometheus metrics the worker exports."""
