@@ -24,7 +24,7 @@ COPY pipeline ./pipeline
 COPY schemas ./schemas
 COPY agents ./agents
 COPY deploy/clickhouse ./deploy/clickhouse
-# Editable install: pipeline/clickhouse_migrations.py finds deploy/clickhouse next to
+# Editable install: pipeline/adapters/clickhouse/migrations.py finds deploy/clickhouse next to
 # the package (/app), as in a checkout.
 RUN pip install --no-deps -e . \
  && useradd --system --uid 10001 --home-dir /var/lib/cxpulse --create-home cxpulse \

@@ -2,12 +2,12 @@
 
 One agent consumes the three co-partitioned input topics (key = customer_id) in
 micro-batches (`stream.take_events`). For each batch it: decodes and applies the events
-through `pipeline.processor.Core` against the customer-state table; writes each touched
+through `pipeline.service.processor.Core` against the customer-state table; writes each touched
 customer's state once (coalesced changelog writes); publishes one score per touched
 customer, alert changes and dead letters; then writes the ClickHouse rows and returns
 only once they are durable, so the batch's offsets are committed only after that.
 Input offsets are committed by this module, not by Faust's acks (see
-pipeline/offset_guard.py for why): records are applied strictly in offset order per
+pipeline/service/offset_guard.py for why): records are applied strictly in offset order per
 partition, and a record at or below a customer's last applied offset is a redelivery.
 A timer sweeps the table (bounded slice per tick) for time-driven rules: SLA deadlines
 passing and customers going quiet. Web views: /healthz, /metrics, /customers/{id}.
@@ -23,19 +23,20 @@ import faust
 import orjson
 from aiohttp.web import Response
 
-from pipeline import kafka_compat, recovery_check
-from pipeline import rows as ch_rows
-from pipeline.churn import fit_population
+from agents import kafka_compat
+from pipeline.service import recovery_check
+from pipeline.adapters.clickhouse import rows as ch_rows
+from pipeline.domain.churn import fit_population
 from pipeline.config import Settings, load
-from pipeline.erasure import requested_at as erasure_requested_at
-from pipeline.kafka_io import first_offset_at
-from pipeline.metrics import METRICS, render
-from pipeline.offset_guard import OffsetGuard
-from pipeline.processor import OFFSET_SLOT, BatchResult, Core, RawRecord, dead_letter
-from pipeline.scoring import profile, score_record
-from pipeline.sink import ClickHouseSink
-from pipeline.state import CustomerState
-from pipeline.stream_clock import StreamClock
+from pipeline.tools.erasure import requested_at as erasure_requested_at
+from pipeline.adapters.kafka.kafka_io import first_offset_at
+from pipeline.adapters.observability.metrics import METRICS, render
+from pipeline.service.offset_guard import OffsetGuard
+from pipeline.service.processor import OFFSET_SLOT, BatchResult, Core, RawRecord, dead_letter
+from pipeline.domain.scoring import profile, score_record
+from pipeline.adapters.clickhouse.sink import ClickHouseSink
+from pipeline.domain.state import CustomerState
+from pipeline.domain.stream_clock import StreamClock
 
 log = logging.getLogger("cxpulse.worker")
 
@@ -43,7 +44,7 @@ settings: Settings = load()
 core = Core(settings)
 
 # aiokafka 0.14.0 forgets its member id on ILLEGAL_GENERATION and re-joins as a new member;
-# on the embedded broker the orphaned id then blocks the group for good (pipeline/kafka_compat.py).
+# on the embedded broker the orphaned id then blocks the group for good (agents/kafka_compat.py).
 kafka_compat.install()
 
 
@@ -295,7 +296,7 @@ _recovery_seeks: dict = {}   # changelog tp -> when the watchdog last sought it 
 @app.timer(interval=1.0)
 async def recovery_watchdog() -> None:
     """Table recovery that stalled because its changelog records were fetched and dropped
-    (a Faust race when two rebalances follow each other: pipeline/recovery_check.py):
+    (a Faust race when two rebalances follow each other: pipeline/service/recovery_check.py):
     seek those changelog partitions back to the next offset the recovery needs."""
     recovery = app.tables.recovery
     if not recovery.in_recovery or recovery._recovery_started_at is None:

@@ -1,6 +1,6 @@
 """The peer for `cxpulse bench`: the same per-customer logic on Quix Streams.
 
-Run by `pipeline.bench` as a subprocess with the Python of a separate virtualenv that
+Run by `pipeline.tools.bench` as a subprocess with the Python of a separate virtualenv that
 has `quixstreams` (it pins its own pydantic and confluent-kafka, which must not replace
 the project's pins), with the project root on PYTHONPATH:
 
@@ -9,7 +9,7 @@ the project's pins), with the project root on PYTHONPATH:
 
 The three co-partitioned input topics are concatenated into one StreamingDataFrame
 whose stateful `apply` keeps one RocksDB state entry per customer (the message key) and
-calls `pipeline.processor.Core.process` on every message, exactly the decode → apply →
+calls `pipeline.service.processor.Core.process` on every message, exactly the decode → apply →
 profile → score path of the Faust worker; scores, alerts and dead letters are produced
 to one output topic. No ClickHouse writes (the Faust pipeline does them; see README).
 
@@ -31,8 +31,8 @@ def run(args: argparse.Namespace) -> dict:
     from quixstreams import Application, message_context
 
     from pipeline.config import Settings
-    from pipeline.processor import Core, RawRecord
-    from pipeline.state import CustomerState
+    from pipeline.service.processor import Core, RawRecord
+    from pipeline.domain.state import CustomerState
 
     names = args.topics.split(",")
     kinds = args.types.split(",")

@@ -12,10 +12,10 @@ from typing import Callable, Iterator
 
 import pytest
 
-from pipeline.broker import EmbeddedBroker
+from pipeline.adapters.kafka.broker import EmbeddedBroker
 from pipeline.config import Settings
-from pipeline.topics import ensure_topics
-from pipeline.worker_process import WorkerProcess
+from pipeline.adapters.kafka.topics import ensure_topics
+from pipeline.adapters.kafka.worker_process import WorkerProcess
 
 
 def free_port() -> int:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pipeline import alerts
-from pipeline.churn import ChurnAssessment
+from pipeline.domain import alerts
+from pipeline.domain.churn import ChurnAssessment
 from pipeline.config import Settings
-from pipeline.processor import Core, RawRecord
-from pipeline.scoring import Profile
-from pipeline.state import CustomerState
+from pipeline.service.processor import Core, RawRecord
+from pipeline.domain.scoring import Profile
+from pipeline.domain.state import CustomerState
 from schemas.outputs import AlertRecord
 from tests.factories import T0, at, complaint, raw
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from pipeline import bench
+from pipeline.tools import bench
 from pipeline.config import Settings
 
 pytestmark = pytest.mark.integration
@@ -62,7 +62,7 @@ def test_latencies_match_events_to_the_score_that_counts_them():
 def test_quantile_and_profile_summary():
     assert bench.quantile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
     assert bench.quantile([1.0, 2.0, 3.0, 4.0], 0.99) == 4.0
-    folded = ("_run_module_as_main (<frozen runpy>:198);main (agents/app.py:1);apply (pipeline/scoring.py:5) 30\n"
+    folded = ("_run_module_as_main (<frozen runpy>:198);main (agents/app.py:1);apply (pipeline/domain/scoring.py:5) 30\n"
               "_run_module_as_main (<frozen runpy>:198);run (asyncio/base_events.py:1);"
               "EpollSelector.select (selectors.py:468) 50\n"
               "Thread._bootstrap (threading.py:1);_worker (concurrent/futures/thread.py:83);"
@@ -72,4 +72,4 @@ def test_quantile_and_profile_summary():
     assert s["top"]["threads"][main] == 0.3          # 30 working samples of 100 possible
     assert s["top"]["areas"][main]["cxpulse core (pipeline/)"] == 1.0
     assert s["top"]["areas"]["ClickHouse sink thread (executor)"]["chDB (ClickHouse engine)"] == 1.0
-    assert "apply (pipeline/scoring.py)" in s["text"]
+    assert "apply (pipeline/domain/scoring.py)" in s["text"]

@@ -8,11 +8,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pipeline import alerts, churn
-from pipeline.churn import ChurnAssessment, PopulationParams, fit_incident_rates
-from pipeline.evaluate import churn_alert_episodes, lead_time_days
-from pipeline.scoring import ScoringParams, apply, experience_drop, profile
-from pipeline.state import CustomerState
+from pipeline.domain import alerts, churn
+from pipeline.domain.churn import ChurnAssessment, PopulationParams, fit_incident_rates
+from pipeline.tools.evaluate import churn_alert_episodes, lead_time_days
+from pipeline.domain.scoring import ScoringParams, apply, experience_drop, profile
+from pipeline.domain.state import CustomerState
 from tests.factories import T0, at, complaint, ev, order, touchpoint
 
 P = ScoringParams()

@@ -1,4 +1,4 @@
-"""The operator CLI (`cxpulse ...`), driven in-process through `pipeline.cli.main` with the
+"""The operator CLI (`cxpulse ...`), driven in-process through `pipeline.tools.cli.main` with the
 settings given as CXPULSE_* variables: against the real broker, a real worker and chDB."""
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ import pytest
 
 from tests.http_probe import http_status
 
-from pipeline import kafka_io, rows, topics
-from pipeline.cli import build_parser, has_module, main
+from pipeline.adapters.kafka import kafka_io, topics
+from pipeline.adapters.clickhouse import rows
+from pipeline.tools.cli import build_parser, has_module, main
 from pipeline.config import Settings
-from pipeline.generator import generate
-from pipeline.processor import Core
-from pipeline.replay import replay
-from pipeline.sink import CUSTOMER_TABLES, ClickHouseSink
-from pipeline.worker_process import settings_env
+from pipeline.tools.generator import generate
+from pipeline.service.processor import Core
+from pipeline.service.replay import replay
+from pipeline.adapters.clickhouse.sink import CUSTOMER_TABLES, ClickHouseSink
+from pipeline.adapters.kafka.worker_process import settings_env
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -43,7 +44,7 @@ def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
 
 
 def optional_commands() -> list[str]:
-    return [c for c, mod in (("bench", "pipeline.bench"), ("evaluate", "pipeline.evaluate")) if has_module(mod)]
+    return [c for c, mod in (("bench", "pipeline.tools.bench"), ("evaluate", "pipeline.tools.evaluate")) if has_module(mod)]
 
 
 # --------------------------------------------------------------------------- no broker
@@ -287,7 +288,7 @@ class RecordingCore(Core):
 
 
 def test_write_charts(tmp_path):
-    from pipeline.charts import write_charts
+    from pipeline.tools.charts import write_charts
 
     settings = Settings(data_dir=tmp_path / "data")
     stream = generate(customers=150, days=60, seed=3, invalid_ratio=0.0)
@@ -317,7 +318,7 @@ def test_write_charts(tmp_path):
         assert all(p.stat().st_size > 1024 for p in empty)
 
 
-@pytest.mark.skipif(not has_module("pipeline.evaluate"), reason="pipeline.evaluate is not installed")
+@pytest.mark.skipif(not has_module("pipeline.tools.evaluate"), reason="pipeline.tools.evaluate is not installed")
 def test_evaluate_subcommand(tmp_path, capsys, monkeypatch):
     use(monkeypatch, Settings(data_dir=tmp_path / "data"))
     out_json = tmp_path / "eval.json"

@@ -16,13 +16,13 @@ from typing import Any, Iterator
 import pytest
 from clickhouse_connect.driver.exceptions import OperationalError
 
-from pipeline import queries
-from pipeline.clickhouse_migrations import apply_migrations, migration_files
-from pipeline.rows import (
+from pipeline.adapters.clickhouse import queries
+from pipeline.adapters.clickhouse.migrations import apply_migrations, migration_files
+from pipeline.adapters.clickhouse.rows import (
     ALERT_COLUMNS, COMPLAINT_COLUMNS, EVENT_COLUMNS, SCORE_COLUMNS,
     alert_row, complaint_row, event_row, score_row,
 )
-from pipeline.sink import ClickHouseSink, SinkClosed, dedup_token, is_transient
+from pipeline.adapters.clickhouse.sink import ClickHouseSink, SinkClosed, dedup_token, is_transient
 from schemas.events import EVENT_ADAPTER
 from schemas.outputs import AlertRecord, ScoreRecord
 
@@ -35,7 +35,7 @@ FACTORS = ("inactivity", "detractor", "sla_breaches", "late_fulfilment", "low_ra
 
 
 class Recorder:
-    """A metrics object satisfying pipeline.sink.SinkMetrics."""
+    """A metrics object satisfying pipeline.adapters.clickhouse.sink.SinkMetrics."""
 
     def __init__(self) -> None:
         self.rows: dict[str, int] = defaultdict(int)
@@ -427,7 +427,7 @@ def run(tmp_path, batches, faults: dict[int, tuple[float, str]] | None = None):
     flaky: list[FlakyClient] = []
 
     def factory(dsn: str) -> FlakyClient:
-        from pipeline.sink import default_client_factory
+        from pipeline.adapters.clickhouse.sink import default_client_factory
         flaky.append(FlakyClient(default_client_factory(dsn)))
         return flaky[-1]
 
@@ -462,7 +462,7 @@ def test_close_interrupts_a_write_that_waits_for_clickhouse(tmp_path):
     holder: list[FlakyClient] = []
 
     def factory(dsn: str) -> FlakyClient:
-        from pipeline.sink import default_client_factory
+        from pipeline.adapters.clickhouse.sink import default_client_factory
         holder.append(FlakyClient(default_client_factory(dsn)))
         return holder[-1]
 

@@ -10,12 +10,12 @@ from datetime import datetime, timezone
 import orjson
 import pytest
 
-from pipeline import kafka_io, topics
+from pipeline.adapters.kafka import kafka_io, topics
 from pipeline.config import Settings
-from pipeline.erasure import erase, request_record, requested_at
-from pipeline.processor import Core, RawRecord
-from pipeline.sink import CUSTOMER_TABLES, ClickHouseSink
-from pipeline.state import CustomerState
+from pipeline.tools.erasure import erase, request_record, requested_at
+from pipeline.service.processor import Core, RawRecord
+from pipeline.adapters.clickhouse.sink import CUSTOMER_TABLES, ClickHouseSink
+from pipeline.domain.state import CustomerState
 from tests.factories import T0, at, complaint, order, raw, touchpoint
 from tests.http_probe import http_status
 

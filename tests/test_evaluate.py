@@ -8,7 +8,7 @@ from datetime import date, datetime, timezone
 import pytest
 
 from pipeline.config import load
-from pipeline.evaluate import median, precision_recall_at, recall_at_precision, roc_auc
+from pipeline.tools.evaluate import median, precision_recall_at, recall_at_precision, roc_auc
 
 
 def test_roc_auc_hand_computed():
@@ -77,7 +77,7 @@ def test_median():
 
 # ----------------------------------------------------------------------------- end to end
 
-replay_mod = pytest.importorskip("pipeline.replay")
+replay_mod = pytest.importorskip("pipeline.service.replay")
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def settings(tmp_path):
 
 def test_run_evaluate_small(settings):
     lines: list[str] = []
-    from pipeline.evaluate import run_evaluate
+    from pipeline.tools.evaluate import run_evaluate
     r = run_evaluate(settings, customers=150, days=60, seed=2, out=lines.append,
                      end=datetime(2025, 3, 1, tzinfo=timezone.utc), horizon_days=28)
     assert lines and any("ROC AUC" in s for s in lines)
@@ -108,8 +108,8 @@ def test_run_evaluate_small(settings):
 
 
 def test_run_transactions_evaluate(settings, tmp_path):
-    from pipeline.evaluate import run_transactions_evaluate
-    from pipeline.transactions import write_sample_csv
+    from pipeline.tools.evaluate import run_transactions_evaluate
+    from pipeline.tools.transactions import write_sample_csv
     log = write_sample_csv(tmp_path / "tx.csv", customers=120, days=365, end=date(2024, 12, 31))
     r = run_transactions_evaluate(settings, log.path, cutoff="2024-09-30", window_days=90)
     assert r["transactions"] == log.rows
@@ -122,7 +122,7 @@ def test_run_transactions_evaluate(settings, tmp_path):
 
 
 def test_brier_score_hand_computed():
-    from pipeline.evaluate import brier_score
+    from pipeline.tools.evaluate import brier_score
     # (0.8-1)² + (0.4-1)² + (0.6-0)² + (0.2-0)² = 0.04 + 0.36 + 0.36 + 0.04 = 0.8 → 0.2
     assert brier_score([1, 1, 0, 0], [0.8, 0.4, 0.6, 0.2]) == pytest.approx(0.2)
     assert brier_score([True, False], [1.0, 0.0]) == 0.0
@@ -131,7 +131,7 @@ def test_brier_score_hand_computed():
 
 
 def test_reliability_bins_hand_computed():
-    from pipeline.evaluate import reliability
+    from pipeline.tools.evaluate import reliability
     labels = [0, 0, 1, 1, 0, 1, 1]
     scores = [0.05, 0.15, 0.12, 0.35, 0.45, 0.9, 1.0]
     rows = reliability(labels, scores, edges=(0.0, 0.1, 0.3, 0.5, 1.0))

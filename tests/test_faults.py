@@ -28,13 +28,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline import kafka_io, topics
-from pipeline.broker import EmbeddedBroker
+from pipeline.adapters.kafka import kafka_io, topics
+from pipeline.adapters.kafka.broker import EmbeddedBroker
 from pipeline.config import Settings
-from pipeline.generator import GeneratedStream, generate
-from pipeline.replay import replay
-from pipeline.sink import ClickHouseSink
-from pipeline.worker_process import WorkerProcess
+from pipeline.tools.generator import GeneratedStream, generate
+from pipeline.service.replay import replay
+from pipeline.adapters.clickhouse.sink import ClickHouseSink
+from pipeline.adapters.kafka.worker_process import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from pipeline.generator import DEFECTS, DRIVERS, MAX_JITTER_SECONDS, generate, write_jsonl
-from pipeline.transactions import (
+from pipeline.tools.generator import DEFECTS, DRIVERS, MAX_JITTER_SECONDS, generate, write_jsonl
+from pipeline.tools.transactions import (
     TransactionError, occurred_at, read_transactions, to_order_events, write_sample_csv,
 )
 from schemas.events import parse_event

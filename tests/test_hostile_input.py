@@ -20,11 +20,12 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pytest
 
-from pipeline import kafka_io, queries, topics
+from pipeline.adapters.kafka import kafka_io, topics
+from pipeline.adapters.clickhouse import queries
 from pipeline.config import Settings
-from pipeline.generator import generate
-from pipeline.processor import MAX_RECORD_BYTES, Core, RawRecord
-from pipeline.sink import ClickHouseSink
+from pipeline.tools.generator import generate
+from pipeline.service.processor import MAX_RECORD_BYTES, Core, RawRecord
+from pipeline.adapters.clickhouse.sink import ClickHouseSink
 from schemas.outputs import DeadLetter
 
 N_FUZZ = 10_500

@@ -1,4 +1,4 @@
-"""pipeline.kafka_compat: aiokafka keeps its member id on ILLEGAL_GENERATION.
+"""agents.kafka_compat: aiokafka keeps its member id on ILLEGAL_GENERATION.
 
 Unit tests drive the patched GroupCoordinator methods with a stub client; the
 integration test forms a two-member group with committing consumers on the embedded
@@ -15,7 +15,7 @@ from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.protocol.commit import OffsetCommitResponse_v3
 from aiokafka.protocol.group import HeartbeatResponse_v1, JoinGroupResponse_v5, SyncGroupResponse_v3
 
-from pipeline import kafka_compat
+from agents import kafka_compat
 
 kafka_compat.install()
 

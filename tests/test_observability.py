@@ -20,7 +20,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline import metrics as M
+from pipeline.adapters.observability import metrics as M
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -63,7 +63,7 @@ def grafana_alert_rules() -> dict[str, str]:
     return out
 
 
-# --- pipeline/metrics.py ---------------------------------------------------------------
+# --- pipeline/adapters/observability/metrics.py ---------------------------------------------------------------
 
 def families(body: bytes) -> dict[str, object]:
     """Family name as shown on the `# TYPE` line (counters with `_total`) -> family."""
@@ -234,7 +234,7 @@ def test_sink_methods_match_the_sink_protocol():
     assert r.get_sample_value("cxpulse_sink_retries_total") == 1
     assert r.get_sample_value("cxpulse_sink_queue_rows") == 42
     try:
-        from pipeline.sink import SinkMetrics
+        from pipeline.adapters.clickhouse.sink import SinkMetrics
     except ImportError:
         return
     for name in ("sink_rows", "sink_flush", "sink_failure", "sink_retry", "sink_queue"):
@@ -407,7 +407,7 @@ def test_compose_services_and_worker_settings():
 
 
 def test_compose_topic_layout_matches_the_pipeline():
-    """The kafka-init job creates the topics exactly as pipeline/topics.py would."""
+    """The kafka-init job creates the topics exactly as pipeline/adapters/kafka/topics.py would."""
     text = COMPOSE.read_text()
     created = {}
     for name, parts, rest in re.findall(r"^\s*t --topic (\S+)\s+--partitions (\d+)(.*)$", text, flags=re.M):
@@ -417,7 +417,7 @@ def test_compose_topic_layout_matches_the_pipeline():
     from pipeline.config import load
     settings = load(partitions=partitions)
     try:
-        from pipeline.topics import topic_specs
+        from pipeline.adapters.kafka.topics import topic_specs
     except ImportError:
         expected = {t: (6, {}) for t in settings.input_topics}
         expected[settings.topic_scores] = (6, {"cleanup.policy": "compact"})
@@ -495,7 +495,7 @@ def test_dashboard_provider_points_at_the_mounted_directory():
 
 
 def test_dashboards_are_generated_from_pipeline_queries():
-    pytest.importorskip("pipeline.queries", reason="pipeline/queries.py not present yet")
+    pytest.importorskip("pipeline.adapters.clickhouse.queries", reason="pipeline/adapters/clickhouse/queries.py not present yet")
     proc = subprocess.run([sys.executable, str(GRAFANA / "build_dashboards.py"), "--check"],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -577,8 +577,8 @@ INSERT INTO cx_complaints (customer_id, complaint_id, channel, category, severit
 
 @pytest.fixture(scope="module")
 def chdb_client(tmp_path_factory):
-    migrations = pytest.importorskip("pipeline.clickhouse_migrations",
-                                     reason="pipeline/clickhouse_migrations.py not present yet")
+    migrations = pytest.importorskip("pipeline.adapters.clickhouse.migrations",
+                                     reason="pipeline/adapters/clickhouse/migrations.py not present yet")
     import clickhouse_connect
     client = clickhouse_connect.get_client(dsn="chdb:///" + str(tmp_path_factory.mktemp("chdb") / "ch"))
     migrations.apply_migrations(client)

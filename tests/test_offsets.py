@@ -1,12 +1,12 @@
 """Exact redelivery dedup by source offset (CustomerState.offs, Core.process(source_offsets=True))
-and the worker's offset bookkeeping (pipeline.offset_guard), without a broker."""
+and the worker's offset bookkeeping (pipeline.service.offset_guard), without a broker."""
 from __future__ import annotations
 
 from pipeline.config import Settings
-from pipeline.generator import generate
-from pipeline.offset_guard import OffsetGuard
-from pipeline.processor import Core, RawRecord
-from pipeline.state import MAX_IDS, CustomerState
+from pipeline.tools.generator import generate
+from pipeline.service.offset_guard import OffsetGuard
+from pipeline.service.processor import Core, RawRecord
+from pipeline.domain.state import MAX_IDS, CustomerState
 from tests.factories import at, complaint, order, raw, touchpoint
 
 SETTINGS = Settings(lateness_seconds=60 * 86400)
@@ -75,7 +75,7 @@ def test_state_without_offsets_still_reads():
 def test_worker_states_with_offsets_stay_small_and_apply_what_replay_applies():
     """The worker mode (source offsets) keeps the median state within 1 KB and
     applies exactly the events the offline replay applies (it has no real offsets)."""
-    from pipeline.replay import replay
+    from pipeline.service.replay import replay
 
     stream = generate(customers=300, days=90, seed=2)
     events = [r.value for r in stream.records]

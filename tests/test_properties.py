@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pipeline.config import Settings
-from pipeline.processor import Core, RawRecord
+from pipeline.service.processor import Core, RawRecord
 from schemas.outputs import ScoreRecord
 from tests.factories import T0, complaint, order, raw, touchpoint
 

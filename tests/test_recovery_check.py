@@ -1,5 +1,5 @@
-"""pipeline.recovery_check.stalled: which changelog partitions a stuck table recovery must re-read."""
-from pipeline.recovery_check import stalled
+"""pipeline.service.recovery_check.stalled: which changelog partitions a stuck table recovery must re-read."""
+from pipeline.service.recovery_check import stalled
 
 A, B = ("changelog", 0), ("changelog", 1)
 

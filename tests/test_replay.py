@@ -5,10 +5,10 @@ from datetime import timedelta
 
 import orjson
 
-from pipeline import queries
-from pipeline.cli import main
-from pipeline.generator import generate, write_jsonl
-from pipeline.sink import ClickHouseSink
+from pipeline.adapters.clickhouse import queries
+from pipeline.tools.cli import main
+from pipeline.tools.generator import generate, write_jsonl
+from pipeline.adapters.clickhouse.sink import ClickHouseSink
 from schemas.outputs import ScoreRecord
 
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.churn import PopulationParams
-from pipeline.scoring import ScoringParams, apply, profile, score_record, tier_of
-from pipeline.state import CustomerState
+from pipeline.domain.churn import PopulationParams
+from pipeline.domain.scoring import ScoringParams, apply, profile, score_record, tier_of
+from pipeline.domain.state import CustomerState
 from schemas.outputs import ScoreRecord
 from tests.factories import T0, at, complaint, ev, order, touchpoint
 
@@ -133,8 +133,8 @@ def test_unknown_state_format_is_refused():
 
 def test_typical_customer_state_is_at_most_one_kilobyte():
     from pipeline.config import Settings
-    from pipeline.generator import generate
-    from pipeline.replay import replay
+    from pipeline.tools.generator import generate
+    from pipeline.service.replay import replay
 
     stream = generate(customers=300, days=90, seed=2)
     result = replay((r.value for r in stream.records), Settings(), tick=None)

@@ -4,10 +4,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
-from pipeline.churn import PopulationParams
-from pipeline.scoring import ScoringParams, apply, profile
-from pipeline.sla import resolve_deadline_ts, sunset_deadline
-from pipeline.state import CustomerState
+from pipeline.domain.churn import PopulationParams
+from pipeline.domain.scoring import ScoringParams, apply, profile
+from pipeline.domain.sla import resolve_deadline_ts, sunset_deadline
+from pipeline.domain.state import CustomerState
 from tests.factories import complaint, ev
 
 BERLIN = ZoneInfo("Europe/Berlin")

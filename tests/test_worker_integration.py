@@ -7,10 +7,11 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pytest
 
-from pipeline import kafka_io, queries, topics
-from pipeline.generator import generate
-from pipeline.replay import replay
-from pipeline.sink import ClickHouseSink
+from pipeline.adapters.kafka import kafka_io, topics
+from pipeline.adapters.clickhouse import queries
+from pipeline.tools.generator import generate
+from pipeline.service.replay import replay
+from pipeline.adapters.clickhouse.sink import ClickHouseSink
 from schemas.outputs import AlertRecord, DeadLetter, ScoreRecord
 
 pytestmark = pytest.mark.integration
@@ -108,7 +109,7 @@ def test_live_metrics_cover_every_name_the_dashboards_and_rules_use(make_setting
     import urllib.request
     from pathlib import Path
 
-    from pipeline.metrics import referenced_metric_names
+    from pipeline.adapters.observability.metrics import referenced_metric_names
 
     settings = make_settings(lateness_seconds=40 * 86400)
     worker = start_worker(settings)

@@ -3,7 +3,7 @@
     .venv/bin/python deploy/grafana/build_dashboards.py          # rewrite the JSON files
     .venv/bin/python deploy/grafana/build_dashboards.py --check  # exit 1 if they are stale
 
-The ClickHouse panels reuse the SQL constants of pipeline/queries.py wherever one fits,
+The ClickHouse panels reuse the SQL constants of pipeline/adapters/clickhouse/queries.py wherever one fits,
 with its `{since:...}` / `{until:...}` parameters replaced by the Grafana ClickHouse
 plugin's `$__fromTime` / `$__toTime` macros, so the dashboards show exactly the numbers
 the demo summary prints. tests/test_observability.py fails when the committed JSON is
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pipeline import queries as Q  # noqa: E402
+from pipeline.adapters.clickhouse import queries as Q  # noqa: E402
 from schemas.events import Channel  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "dashboards"
@@ -34,7 +34,7 @@ CHANNEL_FILTER = "channel IN (${channel:singlequote})"
 
 
 def grafana_sql(sql: str) -> str:
-    """A pipeline/queries.py constant with its period parameters as Grafana macros."""
+    """A pipeline/adapters/clickhouse/queries.py constant with its period parameters as Grafana macros."""
     return sql.replace(SINCE, "$__fromTime").replace(UNTIL, "$__toTime").strip()
 
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import pipeline.scoring as scoring  # noqa: E402
+import pipeline.domain.scoring as scoring  # noqa: E402
 from pipeline.config import load  # noqa: E402
-from pipeline.evaluate import _fresh_topic_of  # noqa: E402
-from pipeline.generator import generate  # noqa: E402
-from pipeline.replay import replay  # noqa: E402
+from pipeline.tools.evaluate import _fresh_topic_of  # noqa: E402
+from pipeline.tools.generator import generate  # noqa: E402
+from pipeline.service.replay import replay  # noqa: E402
 
 HORIZON = 30 * 86400.0
 incidents: set[tuple[str, float, str]] = set()

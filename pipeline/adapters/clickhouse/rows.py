@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from schemas.events import Complaint, Order, Touchpoint
 
 if TYPE_CHECKING:
-    from pipeline.processor import BatchResult
+    from pipeline.service.processor import BatchResult
 
 DIMENSIONS = ("tangibles", "reliability", "responsiveness", "assurance", "empathy")
 

@@ -68,7 +68,7 @@ def erase(settings: Settings, customer_id: str, clickhouse_dsn: str | None = Non
           skip_clickhouse: bool = False, now: datetime | None = None) -> ErasureResult:
     """Run the three steps; a failing step is recorded in `problems`, not raised, so the
     operator sees what was and was not done. Broker errors do raise (nothing was done)."""
-    from pipeline import kafka_io
+    from pipeline.adapters.kafka import kafka_io
 
     if not customer_id or len(customer_id) > 128:
         raise ValueError("customer id must be 1..128 characters")
@@ -92,8 +92,8 @@ def _erase_clickhouse(dsn: str, customer_id: str, problems: list[str], timeout: 
     import logging
     import threading
 
-    from pipeline.doctor import chdb_lock_holder, chdb_path, redact
-    from pipeline.sink import ClickHouseSink
+    from pipeline.tools.doctor import chdb_lock_holder, chdb_path, redact
+    from pipeline.adapters.clickhouse.sink import ClickHouseSink
 
     path = chdb_path(dsn)
     if path is not None:
@@ -115,7 +115,7 @@ def _erase_clickhouse(dsn: str, customer_id: str, problems: list[str], timeout: 
         except BaseException as exc:  # noqa: BLE001 -- reported below
             out["error"] = exc
 
-    noisy = logging.getLogger("pipeline.sink")
+    noisy = logging.getLogger("pipeline.adapters.clickhouse.sink")
     level = noisy.level
     noisy.setLevel(logging.ERROR)
     try:

@@ -103,7 +103,7 @@ def _broker_fix(settings: Settings) -> str:
 def check_kafka(settings: Settings, timeout: float = 5.0) -> list[Check]:
     """The broker, then every topic's existence and partition count, co-partitioning and
     compaction of cx.scores."""
-    from pipeline.topics import topic_specs
+    from pipeline.adapters.kafka.topics import topic_specs
 
     specs = topic_specs(settings)
     noisy = logging.getLogger("kafka")
@@ -207,8 +207,8 @@ def check_clickhouse(settings: Settings, timeout: float = 10.0) -> list[Check]:
                           f"http://{settings.web_host}:{settings.web_port}/healthz",
                           f"stop that process (kill {holder})" if holder > 0 else "stop the process using it")]
 
-    from pipeline.clickhouse_migrations import migration_files
-    from pipeline.sink import ClickHouseSink
+    from pipeline.adapters.clickhouse.migrations import migration_files
+    from pipeline.adapters.clickhouse.sink import ClickHouseSink
 
     sink = ClickHouseSink(dsn, retry_initial=0.2, retry_max=1.0)
     result: dict[str, object] = {}
@@ -221,7 +221,7 @@ def check_clickhouse(settings: Settings, timeout: float = 10.0) -> list[Check]:
         except BaseException as exc:  # noqa: BLE001 -- reported, not raised
             result["error"] = exc
 
-    quiet = [logging.getLogger(n) for n in ("pipeline.sink", "clickhouse_connect")]
+    quiet = [logging.getLogger(n) for n in ("pipeline.adapters.clickhouse.sink", "clickhouse_connect")]
     levels = [q.level for q in quiet]
     for q in quiet:  # the retry warnings would drown the table; the check reports the outcome
         q.setLevel(logging.CRITICAL)
@@ -269,7 +269,7 @@ def _alive(pid: int) -> bool:
 
 
 def check_worker_port(settings: Settings) -> list[Check]:
-    from pipeline.broker import port_is_free
+    from pipeline.adapters.kafka.broker import port_is_free
 
     where = f"{settings.web_host}:{settings.web_port}"
     if port_is_free(settings.web_host, settings.web_port):

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import orjson
 
-from pipeline import kafka_io, topics
-from pipeline.broker import EmbeddedBroker
+from pipeline.adapters.kafka import kafka_io, topics
+from pipeline.adapters.kafka.broker import EmbeddedBroker
 from pipeline.config import Settings
-from pipeline.generator import generate
-from pipeline.progress import bar, console
-from pipeline.worker_process import WorkerProcess
+from pipeline.tools.generator import generate
+from pipeline.tools.progress import bar, console
+from pipeline.adapters.kafka.worker_process import WorkerProcess
 
 
 @dataclass
@@ -120,15 +120,15 @@ def run_demo(settings: Settings, customers: int = 2000, days: int = 60, seed: in
         if broker:
             broker.stop()
         # The worker has released the embedded ClickHouse; read the analytics model.
-        from pipeline import queries
-        from pipeline.sink import ClickHouseSink
+        from pipeline.adapters.clickhouse import queries
+        from pipeline.adapters.clickhouse.sink import ClickHouseSink
 
         with ClickHouseSink(settings.dsn) as sink:
             report.table_counts = queries.table_counts(sink.client)
             report.accepted = report.table_counts.get("cx_events", 0)
             report.kpis = queries.kpis(sink.client)
             if charts_dir is not None and _has_charts():
-                from pipeline.charts import write_charts
+                from pipeline.tools.charts import write_charts
 
                 report.charts = write_charts(sink.client, charts_dir)
     finally:
@@ -142,7 +142,7 @@ def run_demo(settings: Settings, customers: int = 2000, days: int = 60, seed: in
 def _has_charts() -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("pipeline.charts") is not None
+    return importlib.util.find_spec("pipeline.tools.charts") is not None
 
 
 def say(quiet: bool, text: str) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "deploy" / "clickhouse"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "deploy" / "clickhouse"
 _FILE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 _END_OF_STATEMENT = re.compile(r";[ \t]*(?:\r?\n|$)")
 

@@ -123,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(subs, "doctor", "check broker, topics, ClickHouse, worker port and versions; say how to fix failures")
     p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="per-connection timeout (default 5)")
 
-    if has_module("pipeline.evaluate"):
-        from pipeline.evaluate import WARNING_THRESHOLD
+    if has_module("pipeline.tools.evaluate"):
+        from pipeline.tools.evaluate import WARNING_THRESHOLD
         p = _sub(subs, "evaluate", "judge churn risk on data with known outcomes (synthetic or a CSV purchase history)")
         p.add_argument("--customers", type=int, default=2000)
         p.add_argument("--days", type=int, default=120)
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--window-days", type=float, default=90.0, help="with --transactions: churn window")
         p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
 
-    bench = _optional("pipeline.bench")
+    bench = _optional("pipeline.tools.bench")
     if bench is not None and hasattr(bench, "add_arguments") and hasattr(bench, "main"):
         p = _sub(subs, "bench", "throughput, latency and memory of the real pipeline next to the raw "
                                 "consume limit and a peer")
@@ -165,8 +165,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from pipeline.demo import print_report, run_demo
-    from pipeline.progress import quiet_default
+    from pipeline.tools.demo import print_report, run_demo
+    from pipeline.tools.progress import quiet_default
 
     quiet = args.quiet or quiet_default()
     # The demo owns a subfolder of the data dir and starts it afresh on every run.
@@ -187,8 +187,8 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
     import orjson
 
-    from pipeline.progress import bar, quiet_default
-    from pipeline.replay import read_lines, replay, write_scores
+    from pipeline.tools.progress import bar, quiet_default
+    from pipeline.service.replay import read_lines, replay, write_scores
 
     if not args.events.exists():
         print(f"cxpulse replay: {args.events}: no such file", file=sys.stderr)
@@ -197,8 +197,8 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     sink = None
     on_batch = None  # set below when backfilling ClickHouse
     if args.to_clickhouse:
-        from pipeline.rows import batch_rows
-        from pipeline.sink import ClickHouseSink
+        from pipeline.adapters.clickhouse.rows import batch_rows
+        from pipeline.adapters.clickhouse.sink import ClickHouseSink
 
         sink = ClickHouseSink(settings.dsn, batch_rows=settings.sink_batch_rows,
                               flush_seconds=settings.sink_flush_seconds,
@@ -256,7 +256,7 @@ def _reason(exc: Exception) -> str:
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from pipeline.processor import MAX_RECORD_BYTES
+    from pipeline.service.processor import MAX_RECORD_BYTES
     from schemas.events import parse_event
 
     if args.file == "-":
@@ -304,7 +304,7 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{summary}; nothing sent ({why})")
         return 1 if rejects else 0
 
-    from pipeline import kafka_io, topics
+    from pipeline.adapters.kafka import kafka_io, topics
 
     topics.ensure_topics(settings)
     sent = kafka_io.produce(settings, records)
@@ -460,7 +460,7 @@ def print_score(score: dict) -> None:
 
 
 def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
-    from pipeline.erasure import erase
+    from pipeline.tools.erasure import erase
 
     try:
         result = erase(settings, args.customer_id, clickhouse_dsn=args.clickhouse,
@@ -477,7 +477,7 @@ def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
-    from pipeline.doctor import main as doctor_main
+    from pipeline.tools.doctor import main as doctor_main
 
     return doctor_main(settings, timeout=args.timeout)
 
@@ -485,7 +485,7 @@ def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     import json
 
-    from pipeline import evaluate
+    from pipeline.tools import evaluate
 
     if args.transactions is not None:
         if not args.cutoff:
@@ -506,7 +506,7 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
-    from pipeline import bench
+    from pipeline.tools import bench
 
     return int(bench.main(settings, args) or 0)
 
@@ -530,9 +530,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         from kafka.errors import KafkaError
 
-        from pipeline.broker import BrokerError
-        from pipeline.topics import TopicLayoutError
-        from pipeline.worker_process import WorkerError
+        from pipeline.adapters.kafka.broker import BrokerError
+        from pipeline.adapters.kafka.topics import TopicLayoutError
+        from pipeline.adapters.kafka.worker_process import WorkerError
 
         if isinstance(exc, KafkaError):
             print(f"cxpulse {args.command}: Kafka at {settings.bootstrap}: {exc} (try `cxpulse doctor`)",

@@ -12,11 +12,11 @@ from typing import Callable, Iterable
 
 from pydantic import ValidationError
 
-from pipeline import alerts
-from pipeline.churn import PopulationParams
+from pipeline.domain import alerts
+from pipeline.domain.churn import PopulationParams
 from pipeline.config import Settings
-from pipeline.scoring import Profile, ScoringParams, apply, iso, profile, score_record
-from pipeline.state import CustomerState
+from pipeline.domain.scoring import Profile, ScoringParams, apply, iso, profile, score_record
+from pipeline.domain.state import CustomerState
 from schemas.events import EVENT_ADAPTER, Complaint, Order, Touchpoint
 
 MAX_RECORD_BYTES = 64 * 1024

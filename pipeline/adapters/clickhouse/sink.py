@@ -24,8 +24,8 @@ import orjson
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-from pipeline.clickhouse_migrations import apply_migrations
-from pipeline.rows import erasure_row
+from pipeline.adapters.clickhouse.migrations import apply_migrations
+from pipeline.adapters.clickhouse.rows import erasure_row
 
 log = logging.getLogger(__name__)
 

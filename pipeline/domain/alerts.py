@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 
-from pipeline.scoring import Profile, iso
-from pipeline.state import CustomerState
+from pipeline.domain.scoring import Profile, iso
+from pipeline.domain.state import CustomerState
 
 # (warning, critical) churn-risk thresholds per tier: high tiers are warned earlier.
 CHURN_THRESHOLDS = {

@@ -3,12 +3,12 @@ consume limit and a peer, in one run on one broker (design §4: ratios first).
 
 One run, on the embedded broker (or CXPULSE_KAFKA_BOOTSTRAP) and chDB:
 
-1. generate N synthetic events (pipeline.generator) and produce them once to the three
+1. generate N synthetic events (pipeline.tools.generator) and produce them once to the three
    co-partitioned input topics of this run (fresh topic names, so nothing else interferes);
 2. raw limit: kafka-python reads every record of the three topics with large fetches and
    decodes each value with orjson.loads — no processing (best of two passes in a full run);
 3. peer: Quix Streams (bench/quix_peer.py, in its own virtualenv) runs the same
-   per-customer core (pipeline.processor.Core per message, RocksDB state) on the same
+   per-customer core (pipeline.service.processor.Core per message, RocksDB state) on the same
    records; if it cannot be installed or cannot run here, the reason is recorded;
 4. full pipeline: a Faust worker (WorkerProcess, fresh consumer group) consumes the same
    records: decode, per-customer state, scores/alerts/dead letters published, ClickHouse
@@ -111,7 +111,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
 
 def say(quiet: bool, text: str) -> None:
     if not quiet:
-        from pipeline.progress import console
+        from pipeline.tools.progress import console
 
         console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {text}")
 
@@ -172,7 +172,7 @@ class OffsetWatch:
     """Committed offsets of one consumer group against fixed end offsets (one admin client)."""
 
     def __init__(self, settings: Settings, group: str, ends: dict):
-        from pipeline.topics import admin
+        from pipeline.adapters.kafka.topics import admin
 
         self.group, self.ends = group, ends
         self.client = admin(settings)
@@ -208,7 +208,7 @@ class OffsetWatch:
 
 
 def input_end_offsets(settings: Settings) -> dict:
-    from pipeline.topics import end_offsets
+    from pipeline.adapters.kafka.topics import end_offsets
 
     return end_offsets(settings, list(settings.input_topics))
 
@@ -218,7 +218,7 @@ def input_end_offsets(settings: Settings) -> dict:
 
 def make_stream(events: int, seed: int) -> tuple[list[tuple[str, bytes | None, bytes]], list]:
     """(kind, key, value) records: exactly `events` of them, in event-time order."""
-    from pipeline.generator import generate
+    from pipeline.tools.generator import generate
 
     customers = max(20, math.ceil(events / (EVENTS_PER_CUSTOMER * 0.9)))
     while True:
@@ -314,7 +314,7 @@ def run_peer(settings: Settings, expected: int, work_dir: Path, tag: str, quiet:
 def profile_worker(settings: Settings, ends: dict, work_dir: Path, tag: str, quiet: bool, out_file: Path,
                    max_seconds: float = 60.0) -> dict:
     """Re-consume the N events with a fresh worker under py-spy (at most `max_seconds`)."""
-    from pipeline.worker_process import WorkerProcess
+    from pipeline.adapters.kafka.worker_process import WorkerProcess
 
     spy = Path(sys.executable).parent / "py-spy"
     if not spy.exists():
@@ -519,9 +519,9 @@ def paced_produce(settings: Settings, records: list[tuple[str, bytes, bytes]], r
 def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, latency_seconds: float = 30.0,
               peer: bool = True, profile: bool = False, work_dir: Path = RESULTS_DIR / "tmp",
               quiet: bool = False, quick: bool = False) -> dict:
-    from pipeline import kafka_io, topics
-    from pipeline.broker import EmbeddedBroker
-    from pipeline.worker_process import WorkerProcess
+    from pipeline.adapters.kafka import kafka_io, topics
+    from pipeline.adapters.kafka.broker import EmbeddedBroker
+    from pipeline.adapters.kafka.worker_process import WorkerProcess
 
     tag = uuid.uuid4().hex[:8]
     run_dir = work_dir / "run"
@@ -718,7 +718,7 @@ def print_table(r: dict) -> None:
     Console(highlight=False).print(t)
 
 
-if __name__ == "__main__":  # python -m pipeline.bench [options] (the CLI calls main())
+if __name__ == "__main__":  # python -m pipeline.tools.bench [options] (the CLI calls main())
     from pipeline.config import load
 
     parser = argparse.ArgumentParser(prog="cxpulse bench", description=__doc__.splitlines()[0])

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from datetime import datetime, timezone
 
-from pipeline import signals
-from pipeline.churn import ChurnAssessment, PopulationParams, assess_churn
+from pipeline.domain import signals
+from pipeline.domain.churn import ChurnAssessment, PopulationParams, assess_churn
 from pipeline.config import Settings
-from pipeline.sla import resolve_deadline_ts, sunset_deadline_ts
-from pipeline.state import (
+from pipeline.domain.sla import resolve_deadline_ts, sunset_deadline_ts
+from pipeline.domain.state import (
     DAY_MASK_BITS, MAX_COMPLAINTS, MAX_CONTACTS, MAX_ORDERS, MAX_REVERSALS, REVENUE_MONTHS, ComplaintRec,
     CustomerState, short_hash,
 )

@@ -10,8 +10,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.broker import port_is_free
-from pipeline.child_process import kill_child, stop_child
+from pipeline.adapters.kafka.broker import port_is_free
+from pipeline.adapters.child_process import kill_child, stop_child
 from pipeline.config import Settings
 
 
@@ -50,7 +50,7 @@ class WorkerProcess:
         env = {**os.environ, **settings_env(s), **self.extra_env}
         log = open(self.log_path, "ab")
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "pipeline.tools.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
         log.close()

@@ -855,7 +855,7 @@ def write_jsonl(stream: GeneratedStream, path: str | Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.generator", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m pipeline.tools.generator", description=__doc__.splitlines()[0])
     ap.add_argument("--customers", type=int, default=2000)
     ap.add_argument("--days", type=int, default=60)
     ap.add_argument("--seed", type=int, default=7)

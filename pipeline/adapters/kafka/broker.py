@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.child_process import kill_child, stop_child
+from pipeline.adapters.child_process import kill_child, stop_child
 from pipeline.config import Settings
 
 

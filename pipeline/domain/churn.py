@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Iterable
 import orjson
 
 if TYPE_CHECKING:
-    from pipeline.state import CustomerState
+    from pipeline.domain.state import CustomerState
 
 DAY = 86400.0
 
@@ -289,7 +289,7 @@ def fit_incident_rates(states: Iterable["CustomerState"], prior: dict[str, float
     """The population's incidents per chance for each incident factor (pooled decayed
     counts over pooled decayed chances); a factor keeps its prior until the population
     has had MIN_CHANCES chances."""
-    from pipeline.scoring import FACTOR_KEY, OPPORTUNITY_KEY
+    from pipeline.domain.scoring import FACTOR_KEY, OPPORTUNITY_KEY
 
     counts = dict.fromkeys(OPPORTUNITY_KEY, 0.0)
     chances = dict.fromkeys(OPPORTUNITY_KEY, 0.0)

@@ -16,10 +16,10 @@ from typing import Callable, Iterable, Iterator
 
 import orjson
 
-from pipeline.churn import fit_population
+from pipeline.domain.churn import fit_population
 from pipeline.config import Settings
-from pipeline.processor import BatchResult, Core, RawRecord
-from pipeline.state import CustomerState
+from pipeline.service.processor import BatchResult, Core, RawRecord
+from pipeline.domain.state import CustomerState
 
 BATCH = 1000
 REFIT_EVERY = 7 * 86400.0   # event-time seconds between population re-fits

@@ -1,8 +1,8 @@
 """Judge churn risk on data with known outcomes (DESIGN.md section 4).
 
-Two evaluations, both through the very same core as the workers (`pipeline.replay`):
+Two evaluations, both through the very same core as the workers (`pipeline.service.replay`):
 
-- `run_evaluate`: a synthetic stream with planted churners (pipeline.generator) replayed to
+- `run_evaluate`: a synthetic stream with planted churners (pipeline.tools.generator) replayed to
   its end: ROC AUC of churn_risk, precision / recall at the alert threshold, lead time of
   the first churn alert before departure, and whether the score names the planted driver.
 - `run_transactions_evaluate`: a real purchase history (CSV) replayed up to a cutoff;
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from pipeline.config import Settings
-from pipeline.alerts import CHURN_THRESHOLDS
+from pipeline.domain.alerts import CHURN_THRESHOLDS
 
 WARNING_THRESHOLD = CHURN_THRESHOLDS["standard"][0]
 
@@ -168,8 +168,8 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
     `end` defaults to today's midnight UTC, so a run is reproducible within a day and the
     time-of-day layout of the stream does not depend on when it runs.
     """
-    from pipeline.generator import generate
-    from pipeline.replay import replay
+    from pipeline.tools.generator import generate
+    from pipeline.service.replay import replay
 
     say = out or (lambda s: None)
     if end is None:
@@ -360,8 +360,8 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
     make no purchase in (cutoff, cutoff + window_days]. Returns the ROC AUC of churn_risk
     for that label, with a recency baseline (days since the last purchase) for comparison.
     """
-    from pipeline.replay import replay
-    from pipeline.transactions import occurred_at, read_transactions, to_order_events
+    from pipeline.service.replay import replay
+    from pipeline.tools.transactions import occurred_at, read_transactions, to_order_events
 
     say = out or (lambda s: None)
     cut = _cutoff_dt(cutoff)
@@ -395,10 +395,10 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m pipeline.evaluate ARGS` is `cxpulse evaluate ARGS`."""
+    """`python -m pipeline.tools.evaluate ARGS` is `cxpulse evaluate ARGS`."""
     import sys
 
-    from pipeline.cli import main as cxpulse
+    from pipeline.tools.cli import main as cxpulse
 
     return cxpulse(["evaluate", *(sys.argv[1:] if argv is None else argv)])
 
