@@ -119,6 +119,52 @@ def reliability(labels: Sequence[bool | int], scores: Sequence[float],
     return rows
 
 
+def lift_share(auc_model: float, auc_oracle: float) -> float:
+    """The share of the oracle's lift over chance that a model captures:
+    (AUC_model − 0.5) / (AUC_oracle − 0.5). ValueError when the oracle is no better than chance."""
+    if auc_oracle <= 0.5:
+        raise ValueError(f"oracle AUC {auc_oracle} is no better than chance")
+    return (auc_model - 0.5) / (auc_oracle - 0.5)
+
+
+def top_k_share(planted: Sequence[str], named: Sequence[Sequence[str]], k: int = 2) -> float:
+    """Share of cases whose planted driver is among the first k named drivers.
+    ValueError when the lengths differ or there is no case."""
+    _same_length(planted, named)
+    if not planted:
+        raise ValueError("top-k share of no cases")
+    return sum(1 for d, ns in zip(planted, named) if d in list(ns)[:k]) / len(planted)
+
+
+def bootstrap_auc_interval(labels: Sequence[bool | int], scores: Sequence[float], resamples: int = 1000,
+                           level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the ROC AUC: resample the cases with replacement
+    `resamples` times (numpy, seeded), compute each AUC (average ranks, ties ½), and
+    return the (1 − level)/2 and (1 + level)/2 quantiles. Resamples with one class only
+    are skipped."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    _same_length(labels, scores)
+    y = np.asarray(labels, dtype=bool)
+    s = np.asarray(scores, dtype=float)
+    if y.all() or not y.any():
+        raise ValueError("ROC AUC needs at least one positive and one negative")
+    rng = np.random.default_rng(seed)
+    aucs = []
+    for _ in range(resamples):
+        idx = rng.integers(0, len(y), len(y))
+        yy, ss = y[idx], s[idx]
+        n_pos = int(yy.sum())
+        n_neg = len(yy) - n_pos
+        if n_pos == 0 or n_neg == 0:
+            continue
+        ranks = rankdata(ss)
+        aucs.append((ranks[yy].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    lo, hi = np.quantile(aucs, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
 def _calibration(labels: Sequence[bool], scores: Sequence[float]) -> dict:
     share = sum(1 for y in labels if y) / len(labels) if labels else 0.0
     return {"brier": _r(brier_score(labels, scores)) if labels else None,
@@ -328,6 +374,9 @@ def _print(say: Callable[[str], object], result: dict) -> None:
         "precision_early": "precision at the early cutoff",
         "recall_early": "recall at the early cutoff",
         "auc_recency_baseline": "ROC AUC of days since last purchase (baseline)",
+        "auc_oracle": "ROC AUC of the oracle (same customers)",
+        "lift_share": "share of the oracle's lift over 0.5 captured",
+        "brier_oracle": "Brier score of the oracle",
     }
     for k, v in result.items():
         if k.startswith("reliability"):
