@@ -37,7 +37,8 @@ EXAMPLES = {
                 "cxpulse evaluate --customers 500 --days 90 --json eval.json\n"
                 "cxpulse evaluate --mode causal --hazard strong,weak --seeds 3,7,11   # judged against an oracle\n"
                 "cxpulse evaluate --mode causal --hazard weak --hazard-ratios failed_recovery=4 --cut-day 120\n"
-                "cxpulse evaluate --transactions purchases.csv --cutoff 2011-09-30 --window-days 90",
+                "cxpulse evaluate --transactions purchases.csv --cutoff 2011-09-30 --window-days 90\n"
+                "cxpulse evaluate --transactions cdnow.csv --cutoff 1997-09-30 --holdout-weeks 39",
     "bench": "cxpulse bench                              # full run: results in bench/results/latest.json\n"
              "cxpulse bench --quick --no-peer",
 }
@@ -150,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="evaluate on a purchase history (customer_id,date,amount) instead")
         p.add_argument("--cutoff", default=None, help="with --transactions: ISO date; a date means the end of that day")
         p.add_argument("--window-days", type=float, default=90.0, help="with --transactions: churn window")
+        p.add_argument("--holdout-weeks", type=float, default=None,
+                       help="with --transactions: churn window in weeks (overrides --window-days)")
+        p.add_argument("--resamples", type=int, default=1000,
+                       help="with --transactions: bootstrap resamples for the AUC intervals (default 1000)")
         p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
 
     bench = _optional("pipeline.bench")
@@ -508,8 +513,9 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
         if not args.transactions.is_file():
             _err("evaluate", f"{args.transactions}: no such file")
             return 2
-        result = evaluate.run_transactions_evaluate(settings, args.transactions, args.cutoff, args.window_days,
-                                                    args.threshold, out=print)
+        window = args.holdout_weeks * 7.0 if args.holdout_weeks is not None else args.window_days
+        result = evaluate.run_transactions_evaluate(settings, args.transactions, args.cutoff, window,
+                                                    args.threshold, out=print, resamples=args.resamples)
     elif args.mode == "causal":
         result = _causal_evaluate(settings, args)
     else:

@@ -402,12 +402,15 @@ def _cutoff_dt(cutoff: date | datetime | str) -> datetime:
 
 def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: date | datetime | str,
                               window_days: float = 90.0, churn_threshold: float = WARNING_THRESHOLD,
-                              out: Callable[[str], object] | None = None) -> dict:
+                              out: Callable[[str], object] | None = None, resamples: int = 1000) -> dict:
     """Replay a real purchase history up to `cutoff` and check churn_risk against what happened.
 
     Label: a customer with at least one purchase up to the cutoff is a churner when they
     make no purchase in (cutoff, cutoff + window_days]. Returns the ROC AUC of churn_risk
-    for that label, with a recency baseline (days since the last purchase) for comparison.
+    for that label, with a recency baseline (days since the last purchase) for comparison,
+    and `scores`: for churn_risk, days since the last purchase, 1 − RFM percentile score and
+    1 − BG/NBD P(alive) (pipeline.tools.purchase_baselines, all from the purchases up to the
+    cutoff only), the ROC AUC with a percentile-bootstrap 95 % interval (`resamples`).
     """
     from pipeline.replay import replay
     from pipeline.transactions import occurred_at, read_transactions, to_order_events
@@ -427,6 +430,7 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
     risk = [float(res.scores[c]["churn_risk"]) if c in res.scores else 0.0 for c in ids]
     recency = [(cut - last[c]).total_seconds() / 86400.0 for c in ids]
     precision, recall = precision_recall_at(labels, risk, churn_threshold)
+    scores = _purchase_scores(before, cut, ids, labels, risk, resamples)
     result = {
         "csv": str(csv_path), "cutoff": cut.isoformat(), "window_days": window_days,
         "transactions": len(rows), "transactions_replayed": len(before), "customers": len(ids),
@@ -435,9 +439,37 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
         "auc": _r(_safe_auc(labels, risk)), "auc_recency_baseline": _r(_safe_auc(labels, recency)),
         "churn_threshold": churn_threshold, "precision": _r(precision), "recall": _r(recall),
         **_calibration(labels, risk),
+        "scores": scores,
     }
     _print(say, result)
+    for name, f in scores.items():
+        say(f"  ROC AUC {name:<28} {f['auc']:.4f}  95% CI [{f['ci95'][0]:.4f}, {f['ci95'][1]:.4f}]")
     return result
+
+
+def _purchase_scores(before: Sequence[tuple], cut: datetime, ids: list[str], labels: list[bool],
+                     risk: list[float], resamples: int) -> dict[str, dict]:
+    """ROC AUC with a bootstrap 95 % interval of churn_risk and the three purchase baselines."""
+    from pipeline.tools import purchase_baselines as pb
+    from pipeline.transactions import occurred_at
+
+    summaries = pb.summarise(((c, occurred_at(w), float(a)) for c, w, a in before), cut)
+    rfm = pb.rfm_scores(summaries, cut)
+    inputs = [pb.bgnbd_inputs(summaries[c], cut) for c in ids]
+    params = pb.fit_bgnbd(*zip(*inputs))
+    columns = {
+        "churn_risk": risk,
+        "days_since_last_purchase": [pb.recency_days(summaries[c], cut) for c in ids],
+        "rfm (1 - percentile score)": [1.0 - rfm[c] for c in ids],
+        "bgnbd (1 - P(alive))": [1.0 - pb.bgnbd_p_alive(params, *xs) for xs in inputs],
+    }
+    out: dict[str, dict] = {}
+    for name, col in columns.items():
+        auc = _safe_auc(labels, col)
+        lo, hi = bootstrap_auc_interval(labels, col, resamples) if auc is not None else (None, None)
+        out[name] = {"auc": _r(auc), "ci95": [_r(lo), _r(hi)]}
+    out["bgnbd (1 - P(alive))"]["params_days"] = {k: round(v, 4) for k, v in params.__dict__.items()}
+    return out
 
 
 # ----------------------------------------------------------------------------- CLI
