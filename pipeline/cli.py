@@ -38,7 +38,8 @@ EXAMPLES = {
                 "cxpulse evaluate --mode causal --hazard strong,weak --seeds 3,7,11   # judged against an oracle\n"
                 "cxpulse evaluate --mode causal --hazard weak --hazard-ratios failed_recovery=4 --cut-day 120\n"
                 "cxpulse evaluate --transactions purchases.csv --cutoff 2011-09-30 --window-days 90\n"
-                "cxpulse evaluate --transactions cdnow.csv --cutoff 1997-09-30 --holdout-weeks 39",
+                "cxpulse evaluate --transactions cdnow.csv --cutoff 1997-09-30 --holdout-weeks 39\n"
+                "cxpulse evaluate --live                    # backtest of the published risks, from ClickHouse",
     "bench": "cxpulse bench                              # full run: results in bench/results/latest.json\n"
              "cxpulse bench --quick --no-peer",
 }
@@ -155,6 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --transactions: churn window in weeks (overrides --window-days)")
         p.add_argument("--resamples", type=int, default=1000,
                        help="with --transactions: bootstrap resamples for the AUC intervals (default 1000)")
+        p.add_argument("--live", action="store_true",
+                       help="live backtest from ClickHouse: churn_risk published one horizon ago against "
+                            "activity since (AUC, Brier, precision/recall at the alert thresholds)")
+        p.add_argument("--clickhouse", default=None, metavar="DSN",
+                       help="with --live: ClickHouse to read (default CXPULSE_CLICKHOUSE_DSN / the embedded chDB, "
+                            "which can only be opened while no worker holds it)")
+        p.add_argument("--backtest-days", type=float, default=None,
+                       help="with --live: horizon H in days (default CXPULSE_CHURN_HORIZON_DAYS)")
+        p.add_argument("--as-of", type=_parse_time, default=None,
+                       help="with --live: the end of the outcome window (default: the latest event time stored)")
         p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
 
     bench = _optional("pipeline.bench")
@@ -506,7 +517,9 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
 
     from pipeline import evaluate
 
-    if args.transactions is not None:
+    if args.live:
+        result = _live_backtest(settings, args)
+    elif args.transactions is not None:
         if not args.cutoff:
             _err("evaluate", "--transactions needs --cutoff")
             return 2
@@ -525,6 +538,19 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
         print(f"figures written to {args.json}")
     return 0
+
+
+def _live_backtest(settings: Settings, args: argparse.Namespace) -> dict:
+    from pipeline.service.live_backtest import live_backtest
+    from pipeline.sink import ClickHouseSink
+
+    horizon = args.backtest_days if args.backtest_days is not None else settings.churn_horizon_days
+    with ClickHouseSink(args.clickhouse or settings.dsn) as sink:
+        result = live_backtest(sink.client, horizon, args.as_of)
+    print(f"live backtest: churn_risk published {horizon:g} days before {result['as_of']} against activity since")
+    for k, v in result.items():
+        print(f"  {k:<20} {round(v, 4) if isinstance(v, float) else v}")
+    return result
 
 
 def _causal_evaluate(settings: Settings, args: argparse.Namespace) -> dict | list[dict]:

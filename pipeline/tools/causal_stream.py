@@ -106,6 +106,7 @@ class CausalSimulation:
         self.model = model
         self.queue: list[tuple[float, int, str, dict]] = []
         self.seq = 0
+        self.limit = 0.0   # actions at or after this instant wait in the queue (end of day, departure)
 
     # -- scheduling ------------------------------------------------------------------
     def later(self, t: float, what: str, **data) -> None:
@@ -113,8 +114,16 @@ class CausalSimulation:
         self.seq += 1
         heapq.heappush(self.queue, (t, self.seq, what, data))
 
+    def deferred(self, t: float, what: str, **data) -> bool:
+        """An action moved into business hours past the current day (or the departure) goes
+        back to the queue: True when it did (the caller stops)."""
+        if t >= self.limit:
+            self.later(t, what, **data)
+            return True
+        return False
+
     def incident(self, p: _Person, reveal: float, factor: str) -> None:
-        if reveal < p.leave_at:
+        if reveal < p.leave_at and reveal <= self.gen.days:
             p.incidents.append((reveal, factor))
 
     # -- one customer ----------------------------------------------------------------
@@ -131,18 +140,21 @@ class CausalSimulation:
                 if t >= D:
                     break
                 self.later(t, what)
+        first = c.t0
         if c.new:   # an acquired customer walks awareness -> consideration -> first purchase
-            self.later(self.gen.acquire(c), "order")
+            first = self.gen.acquire(c)
+            self.later(first, "order")
         elif c.single:
             self.later(c.t0 + rng.uniform(0.01, 1.0), "order")
         departed: int | None = None
         for day in range(int(math.floor(c.t0)), int(D)):
-            if day > c.t0:   # present for the whole day: may leave during it
+            if day > first:   # a customer (first purchase made) for the whole day: may leave during it
                 h = daily_hazard(p.incidents, day, self.model)
                 if rng.random() < 1.0 - math.exp(-h):
                     departed = day
-                    p.leave_at = max(c.t0, day + rng.random())
-            while self.queue and self.queue[0][0] < min(day + 1.0, p.leave_at):
+                    p.leave_at = day + rng.random()
+            self.limit = min(day + 1.0, p.leave_at)
+            while self.queue and self.queue[0][0] < self.limit:
                 t, _, what, data = heapq.heappop(self.queue)
                 getattr(self, what)(p, t, **data)
             if departed is not None:
@@ -164,6 +176,8 @@ class CausalSimulation:
         ch = gen.order_channel(c)
         if ch in ("store", "call_center", "account_manager"):
             t = gen.business(t, c)
+            if self.deferred(t, "order"):
+                return
         oid = gen.nid("O")
         amount = f"{max(1.0, rng.lognormvariate(math.log(c.aov) - 0.125, 0.5)):.2f}"
         base = {"order_id": oid, "amount": amount, "currency": "EUR"}
@@ -176,9 +190,9 @@ class CausalSimulation:
         late = rng.random() < p.p(0.08)
         fulfilled = promised + rng.uniform(1.0, 5.0) if late else max(shipped + 0.2, promised - rng.uniform(0.2, 1.5))
         self._emit(p, shipped, "order", ch, {**base, "status": "shipped", "promised_at": promised_s})
-        self._emit(p, fulfilled, "order", ch, {**base, "status": "delivered", "promised_at": promised_s,
-                                               "fulfilled_at": gen.fmt(fulfilled * _DAY, c.tz)})
-        if late:
+        delivered = self._emit(p, fulfilled, "order", ch, {**base, "status": "delivered", "promised_at": promised_s,
+                                                           "fulfilled_at": gen.fmt(fulfilled * _DAY, c.tz)})
+        if late and delivered:
             self.incident(p, fulfilled, "late_fulfilment")
             if rng.random() < 0.3:
                 self.later(fulfilled + rng.uniform(0.05, 2.0), "complaint", category="reliability")
@@ -188,9 +202,9 @@ class CausalSimulation:
             self.later(fulfilled + rng.uniform(0.3, 3.0), "survey", late=late)
 
     def give_back(self, p: _Person, t: float, base: dict, channel: str) -> None:
-        self._emit(p, t, "order", channel, {**base, "status": "returned"})
-        self._emit(p, t + self.rng.uniform(0.5, 4.0), "order", channel, {**base, "status": "refunded"})
-        self.incident(p, t, "refunds_returns")
+        if self._emit(p, t, "order", channel, {**base, "status": "returned"}):
+            self._emit(p, t + self.rng.uniform(0.5, 4.0), "order", channel, {**base, "status": "refunded"})
+            self.incident(p, t, "refunds_returns")
 
     def survey(self, p: _Person, t: float, late: bool = False) -> None:
         """A post-delivery survey: a detractor answer (an incident) or a satisfied one."""
@@ -222,6 +236,8 @@ class CausalSimulation:
             dims = ("reliability", "tangibles")
         else:
             t = gen.business(t, c)
+            if self.deferred(t, "service"):
+                return
             ch = rng.choice(("store", "store", "partner"))
             body = {"stage": "usage", "kind": rng.choice(("visit", "service_delivery")), "staff_id": gen.staff_for(c),
                     "wait_seconds": round(rng.uniform(30, 400), 1), "handle_seconds": round(rng.uniform(200, 900), 1)}
@@ -240,6 +256,8 @@ class CausalSimulation:
         ch = rng.choice(("call_center", "chat", "email") if rng.random() > c.digital else ("chat", "bot", "email"))
         if ch in ("call_center", "chat"):
             t = gen.business(t, c)
+            if self.deferred(t, "contact", repeat=repeat):
+                return
         hard = rng.random() < p.p(0.12 if repeat == 0 else 0.5)
         body: dict = {"stage": "usage", "kind": "support",
                       "wait_seconds": round(rng.uniform(1200, 3600) if hard else rng.uniform(5, 120), 1),
@@ -266,7 +284,11 @@ class CausalSimulation:
         category = category or rng.choice(("tangibles", "reliability", "responsiveness", "assurance", "empathy", "other"))
         sev = rng.choices(("low", "medium", "high", "critical"), (0.35, 0.4, 0.2, 0.05))[0]
         # opened in business hours (UTC 08:00-15:00) so the same-day sunset deadline is clear
-        t = math.floor(t) + rng.uniform(8.0, 15.0) / 24.0 + (1.0 if t - math.floor(t) > 15.0 / 24.0 else 0.0)
+        hour = (t - math.floor(t)) * 24.0
+        if not 8.0 <= hour < 15.0:
+            t = math.floor(t) + (1.0 if hour >= 15.0 else 0.0) + rng.uniform(8.0, 10.0) / 24.0
+            if self.deferred(t, "complaint", category=category):
+                return
         ch = rng.choice(("call_center", "email", "chat", "store", "web"))
         base = {"complaint_id": gen.nid("K"), "category": category, "severity": sev}
         if not self._emit(p, t, "complaint", ch, {**base, "status": "opened"}):
@@ -291,8 +313,8 @@ class CausalSimulation:
             return
         tr = ta + rng.uniform(0.05, target)
         if outcome == "failed":
-            self._emit(p, tr, "complaint", ch, {**base, "status": "resolved", "satisfied": False})
-            self.incident(p, tr, "failed_recovery")
+            if self._emit(p, tr, "complaint", ch, {**base, "status": "resolved", "satisfied": False}):
+                self.incident(p, tr, "failed_recovery")
             return
         res = {**base, "status": "resolved", "satisfied": True}
         if rng.random() < 0.3:

@@ -91,7 +91,7 @@ def bgnbd_log_likelihood(params, x, t_x, T):
     from scipy.special import betaln, gammaln
 
     r, alpha, a, b = params
-    x = np.asarray(x, dtype=float)
+    x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
     base = gammaln(r + x) - gammaln(r) + r * np.log(alpha) + betaln(a, b + x) - betaln(a, b) - (r + x) * np.log(alpha + T)
     log_ratio = np.log(a) - np.log(np.maximum(b + x - 1.0, 1e-300)) + (r + x) * (np.log(alpha + T) - np.log(alpha + t_x))
     return base + np.where(x > 0, np.logaddexp(0.0, log_ratio), 0.0)
