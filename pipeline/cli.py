@@ -530,7 +530,11 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
         result = evaluate.run_transactions_evaluate(settings, args.transactions, args.cutoff, window,
                                                     args.threshold, out=print, resamples=args.resamples)
     elif args.mode == "causal":
-        result = _causal_evaluate(settings, args)
+        try:
+            result = _causal_evaluate(settings, args)
+        except ValueError as exc:   # a bad hazard setting, ratio or cut day
+            _err("evaluate", str(exc))
+            return 2
     else:
         result = evaluate.run_evaluate(settings, args.customers, args.days or 120, args.seed, args.threshold,
                                        horizon_days=args.horizon_days or None)

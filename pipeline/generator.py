@@ -899,10 +899,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--end", type=datetime.fromisoformat, default=None, help="RFC 3339 end of the window (default now)")
     ap.add_argument("--out", type=Path, required=True, help="JSON Lines file to write")
     ap.add_argument("--truth", type=Path, help="also write ground truth as JSON Lines")
+    ap.add_argument("--mode", choices=("planted", "causal"), default="planted",
+                    help="planted: churners with planted signals (default); causal: experiences raise a daily "
+                         "hazard of leaving (docs/evaluation.md)")
+    ap.add_argument("--hazard", default="strong", help="causal mode: hazard-ratio setting (strong, weak)")
+    ap.add_argument("--hazard-ratios", default=None, metavar="FACTOR=HR,...",
+                    help="causal mode: override hazard ratios, e.g. failed_recovery=6,detractor=2")
+    ap.add_argument("--baseline-hazard", type=float, default=None, help="causal mode: daily hazard with no incident")
+    ap.add_argument("--decay-days", type=float, default=None, help="causal mode: days an incident stays in force")
+    ap.add_argument("--oracle-every", type=int, default=7, metavar="DAYS",
+                    help="causal mode: the truth file carries the oracle at every DAYS-th day (default 7)")
     a = ap.parse_args(argv)
-    s = generate(a.customers, a.days, a.seed, a.invalid_ratio, a.duplicate_ratio, a.churn_share, a.end)
+    model = None
+    if a.mode == "causal":
+        from pipeline.tools.hazard_model import hazard_model, parse_ratios
+
+        try:
+            model = hazard_model(a.hazard, parse_ratios(a.hazard_ratios) if a.hazard_ratios else None,
+                                 a.baseline_hazard, a.decay_days)
+        except ValueError as exc:
+            ap.error(str(exc))
+    s = generate(a.customers, a.days, a.seed, a.invalid_ratio, a.duplicate_ratio, a.churn_share, a.end, model=model)
     write_jsonl(s, a.out)
-    if a.truth:
+    if a.truth and s.causal is not None:
+        with open(a.truth, "w") as f:
+            for line in s.causal.to_json_lines(a.oracle_every):
+                f.write(json.dumps(line) + "\n")
+    elif a.truth:
         with open(a.truth, "w") as f:
             for t in s.truth.values():
                 f.write(json.dumps({"customer_id": t.customer_id, "churned": t.churned,

@@ -206,3 +206,26 @@ def test_run_causal_evaluate_small(settings):
     assert len(summary_table([r, r])) == 3
     with pytest.raises(ValueError, match="cut day"):
         run_causal_evaluate(settings, PRESETS["strong"], customers=10, days=40, cut_day=20, end=END)
+
+
+def test_cli_rejects_a_bad_hazard_setting(capsys):
+    from pipeline.cli import main
+    assert main(["evaluate", "--mode", "causal", "--hazard-ratios", "churn=2"]) == 2
+    assert "bad hazard ratio 'churn=2'" in capsys.readouterr().err
+    assert main(["evaluate", "--mode", "causal", "--hazard", "medium"]) == 2
+    assert main(["evaluate", "--mode", "causal", "--days", "60", "--cut-day", "45"]) == 2
+    assert "cut day 45 must be in 1..30" in capsys.readouterr().err
+
+
+def test_generator_cli_writes_the_causal_truth_file(tmp_path):
+    import json
+    from pipeline.generator import main
+    out, truth = tmp_path / "e.jsonl", tmp_path / "t.jsonl"
+    assert main(["--mode", "causal", "--hazard", "weak", "--hazard-ratios", "failed_recovery=4", "--customers", "40",
+                 "--days", "40", "--seed", "2", "--end", "2026-01-01T00:00:00+00:00", "--out", str(out),
+                 "--truth", str(truth)]) == 0
+    lines = [json.loads(x) for x in truth.read_text().splitlines()]
+    assert lines[0]["kind"] == "hazard_model" and lines[0]["name"] == "weak+custom"
+    assert lines[0]["ratios"]["failed_recovery"] == 4.0
+    assert len(lines) == 41 and all(x["kind"] == "customer" for x in lines[1:])
+    assert sum(1 for _ in out.open()) > 100
