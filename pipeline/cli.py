@@ -551,6 +551,9 @@ def _live_backtest(settings: Settings, args: argparse.Namespace) -> dict:
     horizon = args.backtest_days if args.backtest_days is not None else settings.churn_horizon_days
     with ClickHouseSink(args.clickhouse or settings.dsn) as sink:
         result = live_backtest(sink.client, horizon, args.as_of)
+    if result["as_of"] is None:
+        print(f"live backtest: no events stored in ClickHouse ({args.clickhouse or settings.dsn}) yet")
+        return result
     print(f"live backtest: churn_risk published {horizon:g} days before {result['as_of']} against activity since")
     for k, v in result.items():
         print(f"  {k:<20} {round(v, 4) if isinstance(v, float) else v}")

@@ -133,3 +133,9 @@ def test_worker_export_survives_a_failing_clickhouse():
     registry = CollectorRegistry()
     assert refresh_live_backtest(Down(), Metrics(registry=registry, topics=()), 30.0, now=1.0) is None
     assert registry.get_sample_value("cxpulse_churn_backtest_timestamp_seconds") == 0.0
+
+
+def test_cli_live_on_an_empty_clickhouse(tmp_path, capsys):
+    from pipeline.cli import main
+    assert main(["evaluate", "--live", "--clickhouse", f"chdb://{tmp_path / 'ch'}"]) == 0
+    assert "no events stored in ClickHouse" in capsys.readouterr().out
