@@ -42,6 +42,13 @@ def test_backtest_figures_undefined_cases():
     assert backtest_figures([BacktestRow("x", 0.35, "diamond", False)])["alerted_warning"] == 1
 
 
+def test_cli_live_on_an_empty_clickhouse(tmp_path, capsys):
+    # before the module's shared engine opens: chDB holds one data path per process at a time
+    from pipeline.cli import main
+    assert main(["evaluate", "--live", "--clickhouse", f"chdb://{tmp_path / 'ch'}"]) == 0
+    assert "no events stored in ClickHouse" in capsys.readouterr().out
+
+
 @pytest.fixture(scope="module")
 def filled(tmp_path_factory):
     """A replay of a generated stream through the real core, every batch's rows written to
@@ -133,9 +140,3 @@ def test_worker_export_survives_a_failing_clickhouse():
     registry = CollectorRegistry()
     assert refresh_live_backtest(Down(), Metrics(registry=registry, topics=()), 30.0, now=1.0) is None
     assert registry.get_sample_value("cxpulse_churn_backtest_timestamp_seconds") == 0.0
-
-
-def test_cli_live_on_an_empty_clickhouse(tmp_path, capsys):
-    from pipeline.cli import main
-    assert main(["evaluate", "--live", "--clickhouse", f"chdb://{tmp_path / 'ch'}"]) == 0
-    assert "no events stored in ClickHouse" in capsys.readouterr().out
