@@ -408,9 +408,10 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
     Label: a customer with at least one purchase up to the cutoff is a churner when they
     make no purchase in (cutoff, cutoff + window_days]. Returns the ROC AUC of churn_risk
     for that label, with a recency baseline (days since the last purchase) for comparison,
-    and `scores`: for churn_risk, days since the last purchase, 1 − RFM percentile score and
-    1 − BG/NBD P(alive) (pipeline.tools.purchase_baselines, all from the purchases up to the
-    cutoff only), the ROC AUC with a percentile-bootstrap 95 % interval (`resamples`).
+    and `scores`: for churn_risk, days since the last purchase, 1 − RFM percentile score,
+    1 − BG/NBD P(alive) and the BG/NBD P(no purchase in the window)
+    (pipeline.tools.purchase_baselines, all from the purchases up to the cutoff only), the
+    ROC AUC with a percentile-bootstrap 95 % interval (`resamples`).
     """
     from pipeline.replay import replay
     from pipeline.transactions import occurred_at, read_transactions, to_order_events
@@ -430,7 +431,7 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
     risk = [float(res.scores[c]["churn_risk"]) if c in res.scores else 0.0 for c in ids]
     recency = [(cut - last[c]).total_seconds() / 86400.0 for c in ids]
     precision, recall = precision_recall_at(labels, risk, churn_threshold)
-    scores = _purchase_scores(before, cut, ids, labels, risk, resamples)
+    scores = _purchase_scores(before, cut, ids, labels, risk, resamples, window_days)
     result = {
         "csv": str(csv_path), "cutoff": cut.isoformat(), "window_days": window_days,
         "transactions": len(rows), "transactions_replayed": len(before), "customers": len(ids),
@@ -448,7 +449,7 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
 
 
 def _purchase_scores(before: Sequence[tuple], cut: datetime, ids: list[str], labels: list[bool],
-                     risk: list[float], resamples: int) -> dict[str, dict]:
+                     risk: list[float], resamples: int, window_days: float) -> dict[str, dict]:
     """ROC AUC with a bootstrap 95 % interval of churn_risk and the three purchase baselines."""
     from pipeline.tools import purchase_baselines as pb
     from pipeline.transactions import occurred_at
@@ -462,6 +463,7 @@ def _purchase_scores(before: Sequence[tuple], cut: datetime, ids: list[str], lab
         "days_since_last_purchase": [pb.recency_days(summaries[c], cut) for c in ids],
         "rfm (1 - percentile score)": [1.0 - rfm[c] for c in ids],
         "bgnbd (1 - P(alive))": [1.0 - pb.bgnbd_p_alive(params, *xs) for xs in inputs],
+        "bgnbd P(no purchase in window)": [pb.bgnbd_p_no_purchase(params, *xs, window_days) for xs in inputs],
     }
     out: dict[str, dict] = {}
     for name, col in columns.items():

@@ -201,7 +201,7 @@ def test_run_transactions_evaluate_reports_four_scores_with_intervals(settings, 
     r = run_transactions_evaluate(settings, log.path, cutoff="2024-09-30", window_days=90, resamples=100)
     scores = r["scores"]
     assert set(scores) == {"churn_risk", "days_since_last_purchase", "rfm (1 - percentile score)",
-                           "bgnbd (1 - P(alive))"}
+                           "bgnbd (1 - P(alive))", "bgnbd P(no purchase in window)"}
     assert scores["churn_risk"]["auc"] == r["auc"]
     assert scores["days_since_last_purchase"]["auc"] == r["auc_recency_baseline"]
     for name, f in scores.items():

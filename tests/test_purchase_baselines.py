@@ -50,6 +50,16 @@ def test_bgnbd_p_alive_hand_computed():
     assert pb.bgnbd_p_alive(p, 2, 30.0, 30.0) > pb.bgnbd_p_alive(p, 2, 10.0, 30.0)   # recent = more alive
 
 
+def test_bgnbd_p_no_purchase_hand_computed():
+    p = pb.BgNbdParams(r=0.25, alpha=4.0, a=0.8, b=2.4)
+    alive = pb.bgnbd_p_alive(p, 2, 10.0, 30.0)
+    quiet = (34.0 / 124.0) ** 2.25                       # ((α+T)/(α+T+h))^(r+x), h = 90
+    assert pb.bgnbd_p_no_purchase(p, 2, 10.0, 30.0, 90.0) == pytest.approx(1 - alive * (1 - quiet))
+    # a single-purchase customer is alive for the BG/NBD, yet likely to stay quiet
+    assert pb.bgnbd_p_no_purchase(p, 0, 0.0, 200.0, 90.0) == pytest.approx(1 - (1 - (204.0 / 294.0) ** 0.25))
+    assert pb.bgnbd_p_no_purchase(p, 2, 10.0, 30.0, 0.0) == pytest.approx(1.0)
+
+
 def test_bgnbd_log_likelihood_hand_computed():
     from scipy.special import betaln, gammaln
     r, alpha, a, b = 0.5, 5.0, 1.2, 3.0

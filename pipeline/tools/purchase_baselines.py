@@ -121,3 +121,12 @@ def bgnbd_p_alive(p: BgNbdParams, x: int, t_x: float, T: float) -> float:
         return 1.0
     log_odds_dead = math.log(p.a / (p.b + x - 1)) + (p.r + x) * (math.log(p.alpha + T) - math.log(p.alpha + t_x))
     return 1.0 / (1.0 + math.exp(min(700.0, log_odds_dead)))
+
+
+def bgnbd_p_no_purchase(p: BgNbdParams, x: int, t_x: float, T: float, horizon: float) -> float:
+    """P(no purchase in (T, T + horizon] | x, t_x, T) under the BG/NBD: dead, or alive with no
+    purchase in the horizon (a BG/NBD customer drops out only right after a purchase, so an
+    alive customer's chance of none is the gamma posterior's ((α+T)/(α+T+h))^(r+x)):
+    1 − P(alive) · (1 − ((α+T)/(α+T+h))^(r+x))."""
+    quiet = math.exp((p.r + x) * (math.log(p.alpha + T) - math.log(p.alpha + T + horizon)))
+    return 1.0 - bgnbd_p_alive(p, x, t_x, T) * (1.0 - quiet)
