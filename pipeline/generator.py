@@ -73,7 +73,7 @@ class GeneratedRecord:
 class GroundTruth:
     customer_id: str
     churned: bool
-    churn_at: datetime | None   # time of the churner's last event
+    churn_at: datetime | None   # time of the churner's last event (causal mode: the departure instant)
     driver: str | None          # the planted churn driver (ChurnFactor vocabulary)
 
 
