@@ -444,7 +444,7 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
     }
     _print(say, result)
     for name, f in scores.items():
-        say(f"  ROC AUC {name:<28} {f['auc']:.4f}  95% CI [{f['ci95'][0]:.4f}, {f['ci95'][1]:.4f}]")
+        say(f"  ROC AUC {name:<32} {f['auc']:.4f}  95% CI [{f['ci95'][0]:.4f}, {f['ci95'][1]:.4f}]")
     return result
 
 
