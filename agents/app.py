@@ -34,6 +34,7 @@ from pipeline.adapters.observability.metrics import METRICS, render
 from pipeline.service.offset_guard import OffsetGuard
 from pipeline.service.processor import OFFSET_SLOT, BatchResult, Core, RawRecord, dead_letter
 from pipeline.domain.scoring import profile, score_record
+from pipeline.service.live_backtest import refresh_live_backtest
 from pipeline.adapters.clickhouse.sink import ClickHouseSink
 from pipeline.domain.state import CustomerState
 from pipeline.domain.stream_clock import StreamClock
@@ -449,6 +450,14 @@ async def refit_population() -> None:
     """Re-fit the churn model's population parameters from this worker's customers."""
     core.population = fit_population(owned_states(list(states.keys())), core.population, as_of=clock.now(time.time()))
     log.info("population re-fitted: %s", core.population)
+
+
+@app.timer(interval=settings.backtest_seconds)
+async def live_backtest() -> None:
+    """Export the live backtest of churn_risk (pipeline/service/live_backtest.py) once ClickHouse is open."""
+    if _sink_open:
+        await asyncio.get_running_loop().run_in_executor(
+            sink_executor, refresh_live_backtest, sink.client, METRICS, settings.churn_horizon_days, time.time())
 
 
 _sink_ready: asyncio.Lock | None = None

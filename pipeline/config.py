@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     population_file: Path | None = Field(None, description="churn population parameters (JSON); default: built-in priors, re-fitted in-stream")
     churn_horizon_days: float = Field(30.0, ge=0, description="churn = gone, or no activity within this many days")
     refit_seconds: float = Field(3600.0, gt=0, description="wall-clock seconds between population re-fits in the worker")
+    backtest_seconds: float = Field(3600.0, gt=0, description="wall-clock seconds between live backtests of churn_risk in the worker (Prometheus gauges)")
     tier_thresholds: tuple[float, float, float] = Field(
         (500.0, 2000.0, 10000.0), description="trailing-365-day revenue for silver, gold, platinum"
     )

@@ -142,3 +142,71 @@ def test_reliability_bins_hand_computed():
         {"bin": "0.50-1.00", "n": 2, "mean_risk": 0.95, "observed": 1.0},   # 1.0 falls in the last bin
     ]
     assert reliability([1], [0.25], edges=(0.0, 0.5, 1.0)) == [{"bin": "0.00-0.50", "n": 1, "mean_risk": 0.25, "observed": 1.0}]
+
+
+def test_lift_share_hand_computed():
+    from pipeline.tools.evaluate import lift_share
+    # model 0.65, oracle 0.75: (0.15) / (0.25) = 0.6
+    assert lift_share(0.65, 0.75) == pytest.approx(0.6)
+    assert lift_share(0.75, 0.75) == pytest.approx(1.0)
+    assert lift_share(0.45, 0.75) == pytest.approx(-0.2)   # worse than chance: negative
+    with pytest.raises(ValueError):
+        lift_share(0.6, 0.5)
+
+
+def test_top_k_share_hand_computed():
+    from pipeline.tools.evaluate import top_k_share
+    planted = ["detractor", "late_fulfilment", "failed_recovery", "high_effort"]
+    named = [["detractor", "inactivity"],            # 1st: hit
+             ["inactivity", "late_fulfilment"],      # 2nd: hit
+             ["inactivity", "detractor", "failed_recovery"],  # 3rd: miss at k=2, hit at k=3
+             []]                                      # none named: miss
+    assert top_k_share(planted, named, 2) == pytest.approx(2 / 4)
+    assert top_k_share(planted, named, 3) == pytest.approx(3 / 4)
+    assert top_k_share(planted, named, 1) == pytest.approx(1 / 4)
+    with pytest.raises(ValueError):
+        top_k_share([], [], 2)
+    with pytest.raises(ValueError):
+        top_k_share(["x"], [], 2)
+
+
+def test_bootstrap_auc_interval_brackets_the_auc_and_narrows_with_data():
+    import random
+    from pipeline.tools.evaluate import bootstrap_auc_interval
+    rng = random.Random(5)
+
+    def sample(n):
+        labels = [rng.random() < 0.3 for _ in range(n)]
+        return labels, [rng.gauss(1.0 if y else 0.0, 1.0) for y in labels]
+
+    small_l, small_s = sample(200)
+    big_l, big_s = sample(5000)
+    lo, hi = bootstrap_auc_interval(small_l, small_s, resamples=300, seed=1)
+    assert lo < roc_auc(small_l, small_s) < hi
+    blo, bhi = bootstrap_auc_interval(big_l, big_s, resamples=300, seed=1)
+    assert blo < roc_auc(big_l, big_s) < bhi
+    assert (bhi - blo) < (hi - lo) / 3          # 25x the data: about 1/5 of the width
+    assert 0.70 < blo and bhi < 0.80            # binormal with d' = 1: AUC = Φ(1/√2) ≈ 0.760
+    # a perfect score has a degenerate interval at 1; same seed, same interval
+    assert bootstrap_auc_interval([1, 1, 0, 0], [0.9, 0.8, 0.2, 0.1], 100) == (1.0, 1.0)
+    assert bootstrap_auc_interval(small_l, small_s, 50, seed=3) == bootstrap_auc_interval(small_l, small_s, 50, seed=3)
+    with pytest.raises(ValueError):
+        bootstrap_auc_interval([1, 1], [0.2, 0.3])
+
+
+def test_run_transactions_evaluate_reports_four_scores_with_intervals(settings, tmp_path):
+    from pipeline.tools.evaluate import run_transactions_evaluate
+    from pipeline.tools.transactions import write_sample_csv
+    log = write_sample_csv(tmp_path / "tx.csv", customers=150, days=365, end=date(2024, 12, 31))
+    r = run_transactions_evaluate(settings, log.path, cutoff="2024-09-30", window_days=90, resamples=100)
+    scores = r["scores"]
+    assert set(scores) == {"churn_risk", "days_since_last_purchase", "rfm (1 - percentile score)",
+                           "bgnbd (1 - P(alive))", "bgnbd P(no purchase in window)"}
+    assert scores["churn_risk"]["auc"] == r["auc"]
+    assert scores["days_since_last_purchase"]["auc"] == r["auc_recency_baseline"]
+    for name, f in scores.items():
+        lo, hi = f["ci95"]
+        assert lo <= f["auc"] <= hi, name
+    # on this log the stoppers are the churners: recency separates them well above chance
+    assert scores["days_since_last_purchase"]["ci95"][0] > 0.6
+    assert set(scores["bgnbd (1 - P(alive))"]["params_days"]) == {"r", "alpha", "a", "b"}

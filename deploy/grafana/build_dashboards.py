@@ -451,6 +451,23 @@ def pipeline_health() -> dict[str, Any]:
                 options={"calculate": False, "yAxis": {"unit": "none"}, "cellGap": 1,
                          "color": {"mode": "scheme", "scheme": "Oranges"}}), 8, 8)
 
+    L.row("Churn model backtest")
+    L.add(timeseries("Churn risk backtest: AUC and Brier of predictions made one horizon ago",
+                     [prom_target("max(cxpulse_churn_backtest_auc)", "ROC AUC"),
+                      prom_target("max(cxpulse_churn_backtest_brier)", "Brier", "B"),
+                      prom_target("max(cxpulse_churn_backtest_brier_base_rate)", "Brier of the base rate", "C")],
+                     unit="none",
+                     description="Each customer's churn_risk as published H days ago (CXPULSE_CHURN_HORIZON_DAYS) "
+                                 "against whether they were active since (pipeline/domain/backtest.py); "
+                                 "recomputed by the workers every CXPULSE_BACKTEST_SECONDS. Brier below the "
+                                 "base rate's means the risk beats knowing only the churn rate."), 12, 8)
+    L.add(timeseries("Churn alert thresholds backtest: precision / recall",
+                     [prom_target("max by (level) (cxpulse_churn_backtest_precision)", "precision {{level}}"),
+                      prom_target("max by (level) (cxpulse_churn_backtest_recall)", "recall {{level}}", "B")],
+                     unit="percentunit",
+                     description="Precision and recall of each tier's warning and critical churn thresholds, "
+                                 "for predictions made one horizon ago."), 12, 8)
+
     L.row("Process")
     L.add(timeseries("CPU", [prom_target('rate(process_cpu_seconds_total{job="cxpulse"}[5m])', "{{instance}}")],
                      unit="percentunit"), 12, 7)

@@ -35,7 +35,11 @@ EXAMPLES = {
               "CXPULSE_KAFKA_BOOTSTRAP=kafka:9092 cxpulse doctor --timeout 10",
     "evaluate": "cxpulse evaluate                           # synthetic stream with planted churners\n"
                 "cxpulse evaluate --customers 500 --days 90 --json eval.json\n"
-                "cxpulse evaluate --transactions purchases.csv --cutoff 2011-09-30 --window-days 90",
+                "cxpulse evaluate --mode causal --hazard strong,weak --seeds 3,7,11   # judged against an oracle\n"
+                "cxpulse evaluate --mode causal --hazard weak --hazard-ratios failed_recovery=4 --cut-day 120\n"
+                "cxpulse evaluate --transactions purchases.csv --cutoff 2011-09-30 --window-days 90\n"
+                "cxpulse evaluate --transactions cdnow.csv --cutoff 1997-09-30 --holdout-weeks 39\n"
+                "cxpulse evaluate --live                    # backtest of the published risks, from ClickHouse",
     "bench": "cxpulse bench                              # full run: results in bench/results/latest.json\n"
              "cxpulse bench --quick --no-peer",
 }
@@ -127,8 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
         from pipeline.tools.evaluate import WARNING_THRESHOLD
         p = _sub(subs, "evaluate", "judge churn risk on data with known outcomes (synthetic or a CSV purchase history)")
         p.add_argument("--customers", type=int, default=2000)
-        p.add_argument("--days", type=int, default=120)
+        p.add_argument("--days", type=int, default=None, help="stream length (default 120; causal mode 180)")
         p.add_argument("--seed", type=int, default=7)
+        p.add_argument("--mode", choices=("planted", "causal"), default="planted",
+                       help="planted: churners with planted signals (default); causal: experiences raise a "
+                            "daily hazard of leaving, judged at a cut against an oracle")
+        p.add_argument("--seeds", default=None, metavar="S,S,...", help="causal mode: several seeds, one summary table")
+        p.add_argument("--hazard", default="strong", metavar="NAME[,NAME]",
+                       help="causal mode: hazard-ratio setting(s): strong, weak (default strong)")
+        p.add_argument("--hazard-ratios", default=None, metavar="FACTOR=HR,...",
+                       help="causal mode: override hazard ratios, e.g. failed_recovery=6,detractor=2")
+        p.add_argument("--baseline-hazard", type=float, default=None, help="causal mode: daily hazard with no incident")
+        p.add_argument("--decay-days", type=float, default=None, help="causal mode: days an incident stays in force")
+        p.add_argument("--cut-day", type=int, default=None,
+                       help="causal mode: the cut, in whole days since the stream start (default days - 30)")
         p.add_argument("--threshold", type=float, default=WARNING_THRESHOLD,
                        help="churn_risk counted as predicted churn (default: the standard tier's warning threshold)")
         p.add_argument("--horizon-days", type=float, default=28.0, help="early cutoff before the end (0 = skip)")
@@ -136,6 +152,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="evaluate on a purchase history (customer_id,date,amount) instead")
         p.add_argument("--cutoff", default=None, help="with --transactions: ISO date; a date means the end of that day")
         p.add_argument("--window-days", type=float, default=90.0, help="with --transactions: churn window")
+        p.add_argument("--holdout-weeks", type=float, default=None,
+                       help="with --transactions: churn window in weeks (overrides --window-days)")
+        p.add_argument("--resamples", type=int, default=1000,
+                       help="with --transactions: bootstrap resamples for the AUC intervals (default 1000)")
+        p.add_argument("--live", action="store_true",
+                       help="live backtest from ClickHouse: churn_risk published one horizon ago against "
+                            "activity since (AUC, Brier, precision/recall at the alert thresholds)")
+        p.add_argument("--clickhouse", default=None, metavar="DSN",
+                       help="with --live: ClickHouse to read (default CXPULSE_CLICKHOUSE_DSN / the embedded chDB, "
+                            "which can only be opened while no worker holds it)")
+        p.add_argument("--backtest-days", type=float, default=None,
+                       help="with --live: horizon H in days (default CXPULSE_CHURN_HORIZON_DAYS)")
+        p.add_argument("--as-of", type=_parse_time, default=None,
+                       help="with --live: the end of the outcome window (default: the latest event time stored)")
         p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
 
     bench = _optional("pipeline.tools.bench")
@@ -487,22 +517,63 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
 
     from pipeline.tools import evaluate
 
-    if args.transactions is not None:
+    if args.live:
+        result = _live_backtest(settings, args)
+    elif args.transactions is not None:
         if not args.cutoff:
             _err("evaluate", "--transactions needs --cutoff")
             return 2
         if not args.transactions.is_file():
             _err("evaluate", f"{args.transactions}: no such file")
             return 2
-        result = evaluate.run_transactions_evaluate(settings, args.transactions, args.cutoff, args.window_days,
-                                                    args.threshold, out=print)
+        window = args.holdout_weeks * 7.0 if args.holdout_weeks is not None else args.window_days
+        result = evaluate.run_transactions_evaluate(settings, args.transactions, args.cutoff, window,
+                                                    args.threshold, out=print, resamples=args.resamples)
+    elif args.mode == "causal":
+        try:
+            result = _causal_evaluate(settings, args)
+        except ValueError as exc:   # a bad hazard setting, ratio or cut day
+            _err("evaluate", str(exc))
+            return 2
     else:
-        result = evaluate.run_evaluate(settings, args.customers, args.days, args.seed, args.threshold,
+        result = evaluate.run_evaluate(settings, args.customers, args.days or 120, args.seed, args.threshold,
                                        horizon_days=args.horizon_days or None)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
         print(f"figures written to {args.json}")
     return 0
+
+
+def _live_backtest(settings: Settings, args: argparse.Namespace) -> dict:
+    from pipeline.service.live_backtest import live_backtest
+    from pipeline.adapters.clickhouse.sink import ClickHouseSink
+
+    horizon = args.backtest_days if args.backtest_days is not None else settings.churn_horizon_days
+    with ClickHouseSink(args.clickhouse or settings.dsn) as sink:
+        result = live_backtest(sink.client, horizon, args.as_of)
+    if result["as_of"] is None:
+        print(f"live backtest: no events stored in ClickHouse ({args.clickhouse or settings.dsn}) yet")
+        return result
+    print(f"live backtest: churn_risk published {horizon:g} days before {result['as_of']} against activity since")
+    for k, v in result.items():
+        print(f"  {k:<20} {round(v, 4) if isinstance(v, float) else v}")
+    return result
+
+
+def _causal_evaluate(settings: Settings, args: argparse.Namespace) -> dict | list[dict]:
+    from pipeline.tools.causal_evaluate import run_causal_evaluate, summary_table
+    from pipeline.tools.hazard_model import hazard_model, parse_ratios
+
+    ratios = parse_ratios(args.hazard_ratios) if args.hazard_ratios else None
+    models = [hazard_model(name.strip(), ratios, args.baseline_hazard, args.decay_days)
+              for name in args.hazard.split(",") if name.strip()]
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
+    runs = [run_causal_evaluate(settings, m, args.customers, args.days or 180, seed, args.cut_day)
+            for m in models for seed in seeds]
+    if len(runs) == 1:
+        return runs[0]
+    print("\n".join(summary_table(runs)))
+    return runs
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:

@@ -119,6 +119,52 @@ def reliability(labels: Sequence[bool | int], scores: Sequence[float],
     return rows
 
 
+def lift_share(auc_model: float, auc_oracle: float) -> float:
+    """The share of the oracle's lift over chance that a model captures:
+    (AUC_model − 0.5) / (AUC_oracle − 0.5). ValueError when the oracle is no better than chance."""
+    if auc_oracle <= 0.5:
+        raise ValueError(f"oracle AUC {auc_oracle} is no better than chance")
+    return (auc_model - 0.5) / (auc_oracle - 0.5)
+
+
+def top_k_share(planted: Sequence[str], named: Sequence[Sequence[str]], k: int = 2) -> float:
+    """Share of cases whose planted driver is among the first k named drivers.
+    ValueError when the lengths differ or there is no case."""
+    _same_length(planted, named)
+    if not planted:
+        raise ValueError("top-k share of no cases")
+    return sum(1 for d, ns in zip(planted, named) if d in list(ns)[:k]) / len(planted)
+
+
+def bootstrap_auc_interval(labels: Sequence[bool | int], scores: Sequence[float], resamples: int = 1000,
+                           level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the ROC AUC: resample the cases with replacement
+    `resamples` times (numpy, seeded), compute each AUC (average ranks, ties ½), and
+    return the (1 − level)/2 and (1 + level)/2 quantiles. Resamples with one class only
+    are skipped."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    _same_length(labels, scores)
+    y = np.asarray(labels, dtype=bool)
+    s = np.asarray(scores, dtype=float)
+    if y.all() or not y.any():
+        raise ValueError("ROC AUC needs at least one positive and one negative")
+    rng = np.random.default_rng(seed)
+    aucs = []
+    for _ in range(resamples):
+        idx = rng.integers(0, len(y), len(y))
+        yy, ss = y[idx], s[idx]
+        n_pos = int(yy.sum())
+        n_neg = len(yy) - n_pos
+        if n_pos == 0 or n_neg == 0:
+            continue
+        ranks = rankdata(ss)
+        aucs.append((ranks[yy].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    lo, hi = np.quantile(aucs, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
 def _calibration(labels: Sequence[bool], scores: Sequence[float]) -> dict:
     share = sum(1 for y in labels if y) / len(labels) if labels else 0.0
     return {"brier": _r(brier_score(labels, scores)) if labels else None,
@@ -328,6 +374,9 @@ def _print(say: Callable[[str], object], result: dict) -> None:
         "precision_early": "precision at the early cutoff",
         "recall_early": "recall at the early cutoff",
         "auc_recency_baseline": "ROC AUC of days since last purchase (baseline)",
+        "auc_oracle": "ROC AUC of the oracle (same customers)",
+        "lift_share": "share of the oracle's lift over 0.5 captured",
+        "brier_oracle": "Brier score of the oracle",
     }
     for k, v in result.items():
         if k.startswith("reliability"):
@@ -353,12 +402,16 @@ def _cutoff_dt(cutoff: date | datetime | str) -> datetime:
 
 def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: date | datetime | str,
                               window_days: float = 90.0, churn_threshold: float = WARNING_THRESHOLD,
-                              out: Callable[[str], object] | None = None) -> dict:
+                              out: Callable[[str], object] | None = None, resamples: int = 1000) -> dict:
     """Replay a real purchase history up to `cutoff` and check churn_risk against what happened.
 
     Label: a customer with at least one purchase up to the cutoff is a churner when they
     make no purchase in (cutoff, cutoff + window_days]. Returns the ROC AUC of churn_risk
-    for that label, with a recency baseline (days since the last purchase) for comparison.
+    for that label, with a recency baseline (days since the last purchase) for comparison,
+    and `scores`: for churn_risk, days since the last purchase, 1 − RFM percentile score,
+    1 − BG/NBD P(alive) and the BG/NBD P(no purchase in the window)
+    (pipeline.tools.purchase_baselines, all from the purchases up to the cutoff only), the
+    ROC AUC with a percentile-bootstrap 95 % interval (`resamples`).
     """
     from pipeline.service.replay import replay
     from pipeline.tools.transactions import occurred_at, read_transactions, to_order_events
@@ -378,6 +431,7 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
     risk = [float(res.scores[c]["churn_risk"]) if c in res.scores else 0.0 for c in ids]
     recency = [(cut - last[c]).total_seconds() / 86400.0 for c in ids]
     precision, recall = precision_recall_at(labels, risk, churn_threshold)
+    scores = _purchase_scores(before, cut, ids, labels, risk, resamples, window_days)
     result = {
         "csv": str(csv_path), "cutoff": cut.isoformat(), "window_days": window_days,
         "transactions": len(rows), "transactions_replayed": len(before), "customers": len(ids),
@@ -386,9 +440,38 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
         "auc": _r(_safe_auc(labels, risk)), "auc_recency_baseline": _r(_safe_auc(labels, recency)),
         "churn_threshold": churn_threshold, "precision": _r(precision), "recall": _r(recall),
         **_calibration(labels, risk),
+        "scores": scores,
     }
     _print(say, result)
+    for name, f in scores.items():
+        say(f"  ROC AUC {name:<32} {f['auc']:.4f}  95% CI [{f['ci95'][0]:.4f}, {f['ci95'][1]:.4f}]")
     return result
+
+
+def _purchase_scores(before: Sequence[tuple], cut: datetime, ids: list[str], labels: list[bool],
+                     risk: list[float], resamples: int, window_days: float) -> dict[str, dict]:
+    """ROC AUC with a bootstrap 95 % interval of churn_risk and the three purchase baselines."""
+    from pipeline.tools import purchase_baselines as pb
+    from pipeline.tools.transactions import occurred_at
+
+    summaries = pb.summarise(((c, occurred_at(w), float(a)) for c, w, a in before), cut)
+    rfm = pb.rfm_scores(summaries, cut)
+    inputs = [pb.bgnbd_inputs(summaries[c], cut) for c in ids]
+    params = pb.fit_bgnbd(*zip(*inputs))
+    columns = {
+        "churn_risk": risk,
+        "days_since_last_purchase": [pb.recency_days(summaries[c], cut) for c in ids],
+        "rfm (1 - percentile score)": [1.0 - rfm[c] for c in ids],
+        "bgnbd (1 - P(alive))": [1.0 - pb.bgnbd_p_alive(params, *xs) for xs in inputs],
+        "bgnbd P(no purchase in window)": [pb.bgnbd_p_no_purchase(params, *xs, window_days) for xs in inputs],
+    }
+    out: dict[str, dict] = {}
+    for name, col in columns.items():
+        auc = _safe_auc(labels, col)
+        lo, hi = bootstrap_auc_interval(labels, col, resamples) if auc is not None else (None, None)
+        out[name] = {"auc": _r(auc), "ci95": [_r(lo), _r(hi)]}
+    out["bgnbd (1 - P(alive))"]["params_days"] = {k: round(v, 4) for k, v in params.__dict__.items()}
+    return out
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -38,7 +38,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    from pipeline.tools.causal_stream import CausalTruth
+    from pipeline.tools.hazard_model import HazardModel
 
 
 # the drivers this generator can plant (a subset of the ChurnFactor vocabulary)
@@ -69,7 +73,7 @@ class GeneratedRecord:
 class GroundTruth:
     customer_id: str
     churned: bool
-    churn_at: datetime | None   # time of the churner's last event
+    churn_at: datetime | None   # time of the churner's last event (causal mode: the departure instant)
     driver: str | None          # the planted churn driver (ChurnFactor vocabulary)
 
 
@@ -80,6 +84,7 @@ class GeneratedStream:
     start: datetime
     end: datetime
     n_duplicates: int = 0
+    causal: "CausalTruth | None" = None   # causal mode only: departures, incidents, oracle
 
     @property
     def counts(self) -> dict[str, int]:
@@ -722,22 +727,8 @@ def _weighted_sample(rng: random.Random, items: list, weights: list[float], k: i
     return [items[i] for _, i in keyed[:k]]
 
 
-def generate(customers: int = 2000, days: int = 60, seed: int = 7, invalid_ratio: float = 0.03,
-             duplicate_ratio: float = 0.01, churn_share: float = 0.2, end: datetime | None = None) -> GeneratedStream:
-    """A deterministic (by seed, for a given `end`) synthetic stream over [end - days, end]."""
-    if customers < 1 or days < 7:
-        raise ValueError("need at least 1 customer and 7 days")
-    if not (0 <= invalid_ratio < 1 and 0 <= duplicate_ratio < 1 and 0 <= churn_share <= 1):
-        raise ValueError("ratios must be in [0, 1)")
-    end = end or _default_end()
-    if end.tzinfo is None:
-        raise ValueError("end must be timezone-aware")
-    end = end.astimezone(timezone.utc)
-    start = end - timedelta(days=days)
-    rng = random.Random(seed)
-    gen = _Gen(rng, start, days)
-    D = float(days)
-
+def _customers(rng: random.Random, gen: _Gen, customers: int, D: float) -> list[_Customer]:
+    """The customer population (value, cadence, experience level, channels, time zone, ...)."""
     custs: list[_Customer] = []
     for i in range(customers):
         value = rng.lognormvariate(math.log(420.0), 1.45)
@@ -754,36 +745,14 @@ def generate(customers: int = 2000, days: int = 60, seed: int = 7, invalid_ratio
         if value > 2500 and rng.random() < 0.8:
             c.am_staff = rng.choice(gen.ams)
         custs.append(c)
+    return custs
 
-    # planted churners: lower experience and lower value churn a little more often
-    n_churn = int(round(churn_share * customers))
-    eligible = [c for c in custs if c.t0 <= D - 24.0]   # churners need a history before leaving
-    weights = [math.exp(-0.8 * c.q) * (1.4 if c.single or c.value < 300 else 1.0) for c in eligible]
-    churners = set(id(c) for c in _weighted_sample(rng, eligible, weights, min(n_churn, len(eligible))))
-    # departures fall in the last six weeks (at least 7 days before the end), after at
-    # least a third of the window of history
-    lo_c = max(0.35 * D, D - 42.0)
-    hi_c = D - 7.0
-    for c in custs:
-        if id(c) in churners:
-            e = min(rng.uniform(max(lo_c, c.t0 + 10.0), max(hi_c, c.t0 + 11.0)), D - 3.0)
-            s = max(c.t0 + 3.0, e - rng.uniform(7.0, 35.0))
-            drivers = list(DRIVERS)
-            if c.single or c.rate < 1 / 20:
-                drivers.remove("declining_frequency")
-            if e - c.t0 < 17:
-                drivers.remove("experience_drop")
-            driver = rng.choice(drivers)
-            if driver == "experience_drop":   # needs a good baseline before the drop
-                s = max(s, c.t0 + 10.0)
-                c.q = max(c.q, 0.2)
-            c.plan = _Plan(True, driver, s, e)
-        elif rng.random() < 0.12:   # a scare: a churn-like episode, after which the customer stays
-            s = rng.uniform(c.t0 + 3.0, max(c.t0 + 4.0, D - 10.0))
-            c.plan = _Plan(False, rng.choice(DRIVERS), s, min(D, s + rng.uniform(7.0, 25.0)))
-    for c in custs:
-        gen.customer(c)
 
+
+def _assemble(rng: random.Random, gen: _Gen, invalid_ratio: float,
+              duplicate_ratio: float) -> tuple[list[GeneratedRecord], int]:
+    """The generated events as records: event-time order with bounded jitter, exact
+    duplicates and planted invalid records; (records, number of duplicates)."""
     # valid records in event-time order with bounded jitter
     events = gen.events
     jit = [ev.ts + rng.randrange(MAX_JITTER_SECONDS) for ev in events]
@@ -825,8 +794,73 @@ def generate(customers: int = 2000, days: int = 60, seed: int = 7, invalid_ratio
         for p, e in zip(slots, items):
             records[p] = e[2]
 
+    return records, n_dup
+
+
+def generate(customers: int = 2000, days: int = 60, seed: int = 7, invalid_ratio: float = 0.03,
+             duplicate_ratio: float = 0.01, churn_share: float = 0.2, end: datetime | None = None,
+             model: "HazardModel | None" = None) -> GeneratedStream:
+    """A deterministic (by seed, for a given `end`) synthetic stream over [end - days, end].
+
+    With `model` (a pipeline.tools.hazard_model.HazardModel) the stream is in *causal mode*:
+    instead of planted churners with planted signals, experiences cause departures at the
+    model's hazard ratios (pipeline.tools.causal_stream); `churn_share` is then unused and
+    the stream's `causal` carries the departure days, drivers, incidents and the oracle."""
+    if customers < 1 or days < 7:
+        raise ValueError("need at least 1 customer and 7 days")
+    if not (0 <= invalid_ratio < 1 and 0 <= duplicate_ratio < 1 and 0 <= churn_share <= 1):
+        raise ValueError("ratios must be in [0, 1)")
+    end = end or _default_end()
+    if end.tzinfo is None:
+        raise ValueError("end must be timezone-aware")
+    end = end.astimezone(timezone.utc)
+    start = end - timedelta(days=days)
+    rng = random.Random(seed)
+    gen = _Gen(rng, start, days)
+    D = float(days)
+
+    custs = _customers(rng, gen, customers, D)
+    if model is not None:   # causal mode: experiences cause departures
+        from pipeline.tools.causal_stream import simulate
+
+        causal = simulate(gen, custs, model)
+        records, n_dup = _assemble(rng, gen, invalid_ratio, duplicate_ratio)
+        truth = {cid: GroundTruth(cid, t.departed_day is not None, t.departed_at, t.driver)
+                 for cid, t in causal.customers.items()}
+        return GeneratedStream(records, truth, start, end, n_duplicates=n_dup, causal=causal)
+
+    # planted churners: lower experience and lower value churn a little more often
+    n_churn = int(round(churn_share * customers))
+    eligible = [c for c in custs if c.t0 <= D - 24.0]   # churners need a history before leaving
+    weights = [math.exp(-0.8 * c.q) * (1.4 if c.single or c.value < 300 else 1.0) for c in eligible]
+    churners = set(id(c) for c in _weighted_sample(rng, eligible, weights, min(n_churn, len(eligible))))
+    # departures fall in the last six weeks (at least 7 days before the end), after at
+    # least a third of the window of history
+    lo_c = max(0.35 * D, D - 42.0)
+    hi_c = D - 7.0
+    for c in custs:
+        if id(c) in churners:
+            e = min(rng.uniform(max(lo_c, c.t0 + 10.0), max(hi_c, c.t0 + 11.0)), D - 3.0)
+            s = max(c.t0 + 3.0, e - rng.uniform(7.0, 35.0))
+            drivers = list(DRIVERS)
+            if c.single or c.rate < 1 / 20:
+                drivers.remove("declining_frequency")
+            if e - c.t0 < 17:
+                drivers.remove("experience_drop")
+            driver = rng.choice(drivers)
+            if driver == "experience_drop":   # needs a good baseline before the drop
+                s = max(s, c.t0 + 10.0)
+                c.q = max(c.q, 0.2)
+            c.plan = _Plan(True, driver, s, e)
+        elif rng.random() < 0.12:   # a scare: a churn-like episode, after which the customer stays
+            s = rng.uniform(c.t0 + 3.0, max(c.t0 + 4.0, D - 10.0))
+            c.plan = _Plan(False, rng.choice(DRIVERS), s, min(D, s + rng.uniform(7.0, 25.0)))
+    for c in custs:
+        gen.customer(c)
+
+    records, n_dup = _assemble(rng, gen, invalid_ratio, duplicate_ratio)
     last: dict[str, int] = {}   # milliseconds since start
-    for ev in events:
+    for ev in gen.events:
         if ev.ts * 1000 + ev.ms > last.get(ev.cust, -1):
             last[ev.cust] = ev.ts * 1000 + ev.ms
     truth: dict[str, GroundTruth] = {}
@@ -865,10 +899,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--end", type=datetime.fromisoformat, default=None, help="RFC 3339 end of the window (default now)")
     ap.add_argument("--out", type=Path, required=True, help="JSON Lines file to write")
     ap.add_argument("--truth", type=Path, help="also write ground truth as JSON Lines")
+    ap.add_argument("--mode", choices=("planted", "causal"), default="planted",
+                    help="planted: churners with planted signals (default); causal: experiences raise a daily "
+                         "hazard of leaving (docs/evaluation.md)")
+    ap.add_argument("--hazard", default="strong", help="causal mode: hazard-ratio setting (strong, weak)")
+    ap.add_argument("--hazard-ratios", default=None, metavar="FACTOR=HR,...",
+                    help="causal mode: override hazard ratios, e.g. failed_recovery=6,detractor=2")
+    ap.add_argument("--baseline-hazard", type=float, default=None, help="causal mode: daily hazard with no incident")
+    ap.add_argument("--decay-days", type=float, default=None, help="causal mode: days an incident stays in force")
+    ap.add_argument("--oracle-every", type=int, default=7, metavar="DAYS",
+                    help="causal mode: the truth file carries the oracle at every DAYS-th day (default 7)")
     a = ap.parse_args(argv)
-    s = generate(a.customers, a.days, a.seed, a.invalid_ratio, a.duplicate_ratio, a.churn_share, a.end)
+    model = None
+    if a.mode == "causal":
+        from pipeline.tools.hazard_model import hazard_model, parse_ratios
+
+        try:
+            model = hazard_model(a.hazard, parse_ratios(a.hazard_ratios) if a.hazard_ratios else None,
+                                 a.baseline_hazard, a.decay_days)
+        except ValueError as exc:
+            ap.error(str(exc))
+    s = generate(a.customers, a.days, a.seed, a.invalid_ratio, a.duplicate_ratio, a.churn_share, a.end, model=model)
     write_jsonl(s, a.out)
-    if a.truth:
+    if a.truth and s.causal is not None:
+        with open(a.truth, "w") as f:
+            for line in s.causal.to_json_lines(a.oracle_every):
+                f.write(json.dumps(line) + "\n")
+    elif a.truth:
         with open(a.truth, "w") as f:
             for t in s.truth.values():
                 f.write(json.dumps({"customer_id": t.customer_id, "churned": t.churned,

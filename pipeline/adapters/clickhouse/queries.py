@@ -173,6 +173,21 @@ ORDER BY hour, channel, stage, tier
 """
 
 
+# Live backtest (pipeline/domain/backtest.py): each customer's churn_risk as published at
+# the prediction instant t - h (their latest score at or before it), and whether they had
+# any accepted event in (t - h, t]: no event = churned, the definition churn_risk estimates.
+LIVE_BACKTEST_SQL = """
+WITH {as_of:DateTime64(3, 'UTC')} AS t, {as_of:DateTime64(3, 'UTC')} - toIntervalSecond({horizon_seconds:UInt64}) AS p
+SELECT customer_id,
+       argMax(churn_risk, version) AS churn_risk,
+       argMax(tier, version) AS tier,
+       customer_id IN (SELECT customer_id FROM cx_events FINAL WHERE occurred_at > p AND occurred_at <= t) AS active
+FROM cx_scores_history FINAL
+WHERE as_of <= p
+GROUP BY customer_id
+ORDER BY customer_id
+"""
+
 def _period(since: datetime | None, until: datetime | None) -> dict[str, datetime]:
     return {"since": since or EPOCH, "until": until or FAR_FUTURE}
 
@@ -293,3 +308,20 @@ def kpis(client: Client, retention_days: float = 30.0) -> dict[str, Any]:
         "churn_alerts_firing": sum(r["firing"] for r in alerts),
         "sla_compliance": ((decided - breached) / decided) if decided else None,
     }
+
+
+def live_backtest_rows(client: Client, horizon_days: float = 30.0,
+                       as_of: datetime | None = None) -> tuple[datetime | None, list["BacktestRow"]]:
+    """(as_of, rows) for the live backtest: every customer with a score published at or before
+    as_of − horizon_days, their latest such risk and tier, and whether they were active in
+    (as_of − horizon_days, as_of]. as_of defaults to the latest event time in cx_events
+    (the stream clock); (None, []) when nothing is stored."""
+    from pipeline.domain.backtest import BacktestRow
+
+    if as_of is None:
+        as_of = client.query(LAST_EVENT_SQL).result_rows[0][0]
+        if as_of is None or as_of <= EPOCH:
+            return None, []
+        as_of = as_of if as_of.tzinfo else as_of.replace(tzinfo=timezone.utc)
+    rows = _dicts(client, LIVE_BACKTEST_SQL, {"as_of": as_of, "horizon_seconds": int(horizon_days * 86400)})
+    return as_of, [BacktestRow(r["customer_id"], float(r["churn_risk"]), r["tier"], bool(r["active"])) for r in rows]

@@ -103,6 +103,15 @@ CXPULSE_METRIC_NAMES: tuple[str, ...] = (
     "cxpulse_alerts_firing",
     "cxpulse_complaints_past_sla",
     "cxpulse_churn_risk_ratio",
+    "cxpulse_churn_backtest_auc",
+    "cxpulse_churn_backtest_brier",
+    "cxpulse_churn_backtest_brier_base_rate",
+    "cxpulse_churn_backtest_customers",
+    "cxpulse_churn_backtest_churn_rate",
+    "cxpulse_churn_backtest_horizon_days",
+    "cxpulse_churn_backtest_timestamp_seconds",
+    "cxpulse_churn_backtest_precision",
+    "cxpulse_churn_backtest_recall",
     "cxpulse_sink_rows_total",
     "cxpulse_sink_flushes_total",
     "cxpulse_sink_flush_duration_seconds",
@@ -190,6 +199,23 @@ class Metrics:
                                "Open complaints past their sunset-rule deadline", ["tier"], registry=r)
         self._churn = Histogram("cxpulse_churn_risk_ratio", "Churn risk (0..1) of each published score",
                                 ["tier"], registry=r, buckets=CHURN_RISK_BUCKETS)
+
+        # live backtest of churn_risk (pipeline/domain/backtest.py): predictions made one
+        # horizon ago against what happened since; NaN while undefined (one class only)
+        self._bt = {k: Gauge(f"cxpulse_churn_backtest_{k}", help_, registry=r) for k, help_ in (
+            ("auc", "ROC AUC of churn_risk published one horizon ago for no activity since"),
+            ("brier", "Brier score of churn_risk published one horizon ago (0 = perfect)"),
+            ("brier_base_rate", "Brier score of predicting the observed churn rate, for comparison"),
+            ("customers", "Customers with a churn_risk published one horizon ago"),
+            ("churn_rate", "Share of them with no activity since"),
+            ("horizon_days", "Backtest horizon H in days"),
+            ("timestamp_seconds", "Unix time of the last backtest computation"))}
+        self._bt_precision = Gauge("cxpulse_churn_backtest_precision",
+                                   "Precision of the churn alert thresholds (each tier's) one horizon ago",
+                                   ["level"], registry=r)
+        self._bt_recall = Gauge("cxpulse_churn_backtest_recall",
+                                "Recall of the churn alert thresholds (each tier's) one horizon ago",
+                                ["level"], registry=r)
 
         # ClickHouse sink
         self._sink_rows = Counter("cxpulse_sink_rows", "Rows written to ClickHouse", ["table"], registry=r)
@@ -333,6 +359,20 @@ class Metrics:
             folded[k] = folded.get(k, 0) + int(n)
         for tier, n in folded.items():
             self._past_sla.labels(tier).set(n)
+
+    # --- live backtest ---------------------------------------------------------------
+    def churn_backtest(self, figures: Mapping[str, object], horizon_days: float, at: float) -> None:
+        """Export pipeline.domain.backtest.backtest_figures (None → NaN), computed at Unix time `at`."""
+        def num(v: object) -> float:
+            return float("nan") if v is None else float(v)  # type: ignore[arg-type]
+
+        for k in ("auc", "brier", "brier_base_rate", "customers", "churn_rate"):
+            self._bt[k].set(num(figures.get(k)))
+        self._bt["horizon_days"].set(horizon_days)
+        self._bt["timestamp_seconds"].set(at)
+        for level in ("warning", "critical"):
+            self._bt_precision.labels(level).set(num(figures.get(f"precision_{level}")))
+            self._bt_recall.labels(level).set(num(figures.get(f"recall_{level}")))
 
     # --- ClickHouse sink -------------------------------------------------------------
     def sink_rows(self, table: str, n: int) -> None:
