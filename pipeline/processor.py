@@ -13,8 +13,10 @@ from typing import Callable, Iterable
 from pydantic import ValidationError
 
 from pipeline import alerts
+from pipeline.adapters.holiday_calendar import calendar_from_settings
 from pipeline.churn import PopulationParams
 from pipeline.config import Settings
+from pipeline.domain.business_calendar import BusinessCalendar
 from pipeline.scoring import Profile, ScoringParams, apply, iso, profile, score_record
 from pipeline.state import CustomerState
 from schemas.events import EVENT_ADAPTER, Complaint, Order, Touchpoint
@@ -96,9 +98,10 @@ def dead_letter(rec: RawRecord, reason: str, error: str, received_at: float | No
 class Core:
     """Scoring parameters + population model + the topic contract, bound once."""
 
-    def __init__(self, settings: Settings, population: PopulationParams | None = None):
+    def __init__(self, settings: Settings, population: PopulationParams | None = None,
+                 calendar: BusinessCalendar | None = None):
         self.settings = settings
-        self.params = ScoringParams.from_settings(settings)
+        self.params = ScoringParams.from_settings(settings, calendar or calendar_from_settings(settings))
         self.rates = self.params.rates
         self.population = population or replace(PopulationParams.load(settings.population_file),
                                                 horizon_days=settings.churn_horizon_days)
