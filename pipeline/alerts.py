@@ -30,6 +30,8 @@ HIGH_TIERS = ("gold", "platinum")
 # The recovery playbook: one recommended action per situation (README.md, "Playbook").
 PLAYBOOK = {
     "sla_unanswered": "call back before today's cut-off — sunset rule",
+    "sla_at_risk_unanswered": "answer the customer now: the sunset-rule deadline is near",
+    "sla_at_risk_unresolved": "give the case to someone who can resolve it before the target, and tell the customer when",
     "sla_unresolved": "escalate to a senior agent and give the customer a resolution date today",
     "failed_recovery": "compensate and follow up within 24 hours",
     "high_tier_critical": "assign an account manager and call within 24 hours",
@@ -71,10 +73,15 @@ def _record(state: CustomerState, p: Profile, key: str, kind: str, status: str, 
 
 
 def _transition(state: CustomerState, p: Profile, key: str, kind: str, firing: bool, severity: str,
-                reasons: list[str], action: str, complaint_id: str | None = None) -> list[dict]:
+                reasons: list[str], action: str, complaint_id: str | None = None,
+                started: float | None = None) -> list[dict]:
+    """`started` (default: as of the evaluation) names the episode in its alert id; rules
+    whose episode starts at a known instant (a deadline's risk point) pass it, so the id
+    does not depend on when the sweep happened to look."""
     active = state.alerts.get(key)
     if firing and active is None:
-        state.alerts[key] = [alert_id(state.customer_id, key, p.as_of), severity, p.as_of]
+        at = p.as_of if started is None else started
+        state.alerts[key] = [alert_id(state.customer_id, key, at), severity, at]
         return [_record(state, p, key, kind, "firing", severity, reasons, action, complaint_id)]
     if firing and active is not None and active[1] != severity:
         active[1] = severity
@@ -130,8 +137,10 @@ def update_alerts(state: CustomerState, p: Profile) -> list[dict]:
         else:
             reasons = [f"complaint {rec.id} answered" + (" and resolved" if rec.resolved is not None else "")]
             action = "none — resolved"
-        out += _transition(state, p, f"sla:{rec.id}", "sla_breach", unanswered or unresolved, severity,
-                           reasons, action, rec.id)
+        breach = _transition(state, p, f"sla:{rec.id}", "sla_breach", unanswered or unresolved, severity,
+                             reasons, action, rec.id)
+        out += breach
+        out += _at_risk(state, p, rec, sla, breached=unanswered or unresolved, breach=breach)
         failed = rec.satisfied is False or (rec.reopened > 0 and rec.is_open)
         reasons = [f"complaint {rec.id} " + ("reopened" if rec.is_open else "resolved but the customer is not satisfied")
                    if failed else f"complaint {rec.id} recovered"]
@@ -139,8 +148,46 @@ def update_alerts(state: CustomerState, p: Profile) -> list[dict]:
                            "critical" if p.tier in HIGH_TIERS else "warning", reasons,
                            PLAYBOOK["failed_recovery"] if failed else "none — recovered", rec.id)
     for key in [k for k in state.alerts if ":" in k and k.split(":", 1)[1] not in complaints]:
-        kind = "sla_breach" if key.startswith("sla:") else "failed_recovery"
+        kind = KIND_OF_PREFIX[key.split(":", 1)[0]]
         cid = key.split(":", 1)[1]
         out += _transition(state, p, key, kind, False, state.alerts[key][1],
                            [f"complaint {cid} closed and archived"], "none — closed", cid)
     return out
+
+
+KIND_OF_PREFIX = {"sla": "sla_breach", "risk": "sla_at_risk", "rec": "failed_recovery"}
+
+
+def at_risk_severity(rec_severity: str, tier: str) -> str:
+    """A warning, one step below the breach it announces: critical only when both the
+    complaint (high/critical) and the customer (gold/platinum) make the breach costly."""
+    return "critical" if rec_severity in ("high", "critical") and tier in HIGH_TIERS else "warning"
+
+
+def _at_risk(state: CustomerState, p: Profile, rec, sla, *, breached: bool, breach: list[dict]) -> list[dict]:
+    """`sla_at_risk`: the share of the time to a deadline has passed without the answer
+    (or resolution) it waits for. Resolved when it comes; superseded by `sla_breach` when
+    the deadline passes first (resolved, naming the breach's alert id)."""
+    key = f"risk:{rec.id}"
+    firing = (sla.ack_at_risk or sla.resolve_at_risk) and not breached
+    severity = at_risk_severity(rec.severity, p.tier)
+    if sla.ack_at_risk:
+        reasons = [f"complaint {rec.id} ({rec.severity}, {rec.category}) not answered; due {iso(sla.ack_due)} — sunset rule"]
+        action, started = PLAYBOOK["sla_at_risk_unanswered"], sla.ack_warn
+    elif sla.resolve_at_risk:
+        reasons = [f"complaint {rec.id} ({rec.severity}, {rec.category}) not resolved; due {iso(sla.resolve_due)}"]
+        action, started = PLAYBOOK["sla_at_risk_unresolved"], sla.resolve_warn
+    elif breached and key in state.alerts:
+        ids = [a["alert_id"] for a in breach if a["status"] == "firing"] or [state.alerts[f"sla:{rec.id}"][0]]
+        reasons = [f"complaint {rec.id} missed its deadline: superseded by sla_breach {ids[0]}"]
+        action, started = "none — superseded by sla_breach", None
+    else:
+        done = "resolved" if rec.resolved is not None else "answered" if rec.ack is not None else "no longer at risk"
+        reasons = [f"complaint {rec.id} {done}" + (" in time" if done != "no longer at risk" else "")]
+        action, started = f"none — {done}", None
+    if firing and key in state.alerts and state.alerts[key][2] != started:
+        # the answer came and now the resolution is at risk: a new episode
+        out = _transition(state, p, key, "sla_at_risk", False, state.alerts[key][1],
+                          [f"complaint {rec.id} answered in time"], "none — answered in time", rec.id)
+        return out + _transition(state, p, key, "sla_at_risk", True, severity, reasons, action, rec.id, started)
+    return _transition(state, p, key, "sla_at_risk", firing, severity, reasons, action, rec.id, started)

@@ -70,6 +70,7 @@ class ScoreRecord(BaseModel):
 class AlertType(str, Enum):
     churn_risk = "churn_risk"
     sla_breach = "sla_breach"
+    sla_at_risk = "sla_at_risk"
     failed_recovery = "failed_recovery"
 
 
