@@ -155,7 +155,7 @@ def update_alerts(state: CustomerState, p: Profile) -> list[dict]:
     return out
 
 
-KIND_OF_PREFIX = {"sla": "sla_breach", "risk": "sla_at_risk", "rec": "failed_recovery"}
+KIND_OF_PREFIX = {"sla": "sla_breach", "risk": "sla_at_risk", "riskr": "sla_at_risk", "rec": "failed_recovery"}
 
 
 def at_risk_severity(rec_severity: str, tier: str) -> str:
@@ -166,28 +166,29 @@ def at_risk_severity(rec_severity: str, tier: str) -> str:
 
 def _at_risk(state: CustomerState, p: Profile, rec, sla, *, breached: bool, breach: list[dict]) -> list[dict]:
     """`sla_at_risk`: the share of the time to a deadline has passed without the answer
-    (or resolution) it waits for. Resolved when it comes; superseded by `sla_breach` when
-    the deadline passes first (resolved, naming the breach's alert id)."""
-    key = f"risk:{rec.id}"
-    firing = (sla.ack_at_risk or sla.resolve_at_risk) and not breached
+    (or resolution) it waits for. One episode per deadline (`risk:` the answer, `riskr:`
+    the resolution, which waits while the answer is at risk). Resolved when the answer
+    comes; superseded by `sla_breach` when a deadline passes first (resolved, naming the
+    breach's alert id)."""
+    out: list[dict] = []
     severity = at_risk_severity(rec.severity, p.tier)
-    if sla.ack_at_risk:
-        reasons = [f"complaint {rec.id} ({rec.severity}, {rec.category}) not answered; due {iso(sla.ack_due)} — sunset rule"]
-        action, started = PLAYBOOK["sla_at_risk_unanswered"], sla.ack_warn
-    elif sla.resolve_at_risk:
-        reasons = [f"complaint {rec.id} ({rec.severity}, {rec.category}) not resolved; due {iso(sla.resolve_due)}"]
-        action, started = PLAYBOOK["sla_at_risk_unresolved"], sla.resolve_warn
-    elif breached and key in state.alerts:
-        ids = [a["alert_id"] for a in breach if a["status"] == "firing"] or [state.alerts[f"sla:{rec.id}"][0]]
-        reasons = [f"complaint {rec.id} missed its deadline: superseded by sla_breach {ids[0]}"]
-        action, started = "none — superseded by sla_breach", None
-    else:
-        done = "resolved" if rec.resolved is not None else "answered" if rec.ack is not None else "no longer at risk"
-        reasons = [f"complaint {rec.id} {done}" + (" in time" if done != "no longer at risk" else "")]
-        action, started = f"none — {done}", None
-    if firing and key in state.alerts and state.alerts[key][2] != started:
-        # the answer came and now the resolution is at risk: a new episode
-        out = _transition(state, p, key, "sla_at_risk", False, state.alerts[key][1],
-                          [f"complaint {rec.id} answered in time"], "none — answered in time", rec.id)
-        return out + _transition(state, p, key, "sla_at_risk", True, severity, reasons, action, rec.id, started)
-    return _transition(state, p, key, "sla_at_risk", firing, severity, reasons, action, rec.id, started)
+    what = f"complaint {rec.id} ({rec.severity}, {rec.category})"
+    phases = (
+        (f"risk:{rec.id}", sla.ack_at_risk, sla.ack_warn, "answered",
+         f"{what} not answered; due {iso(sla.ack_due)} — sunset rule", PLAYBOOK["sla_at_risk_unanswered"]),
+        (f"riskr:{rec.id}", sla.resolve_at_risk and not sla.ack_at_risk, sla.resolve_warn, "resolved",
+         f"{what} not resolved; due {iso(sla.resolve_due)}", PLAYBOOK["sla_at_risk_unresolved"]),
+    )
+    for key, at_risk, started, done, reason, action in phases:
+        firing = at_risk and not breached
+        if firing:
+            out += _transition(state, p, key, "sla_at_risk", True, severity, [reason], action, rec.id, started)
+        elif key in state.alerts:
+            if breached:
+                ids = [a["alert_id"] for a in breach if a["status"] == "firing"] or [state.alerts[f"sla:{rec.id}"][0]]
+                reasons, end = [f"complaint {rec.id} missed its deadline: superseded by sla_breach {ids[0]}"], \
+                    "none — superseded by sla_breach"
+            else:
+                reasons, end = [f"complaint {rec.id} {done} in time"], f"none — {done}"
+            out += _transition(state, p, key, "sla_at_risk", False, state.alerts[key][1], reasons, end, rec.id)
+    return out
