@@ -101,6 +101,60 @@ def test_complaint_breach_without_further_events(make_settings, start_worker):
     assert worker.alive
 
 
+def test_complaint_warned_then_breached_and_an_answer_in_between_saves_it(make_settings, start_worker):
+    """Two complaints with an 8 s deadline and the warning at 25 %: the one nobody answers
+    raises sla_at_risk then sla_breach by the timer alone (the breach supersedes the
+    warning); the one answered after its warning has the warning resolved and no breach."""
+    settings = make_settings(sla_max_ack_seconds=8, sla_warning_share=0.25, sweep_seconds=0.5)
+    worker = start_worker(settings)
+    now = datetime.now(timezone.utc)
+
+    def complaint(cid: str, status: str, when: datetime) -> tuple[str, bytes, bytes]:
+        rec = {"type": "complaint", "event_id": f"{cid}-{status}", "customer_id": cid, "schema_version": 1,
+               "occurred_at": when.isoformat(), "channel": "call_center", "complaint_id": f"cmp-{cid}",
+               "status": status, "category": "responsiveness", "severity": "high"}
+        return settings.topic_complaints, cid.encode(), orjson.dumps(rec)
+
+    kafka_io.produce(settings, [complaint("cust-miss", "opened", now), complaint("cust-save", "opened", now)])
+
+    def alerts_of(cid: str) -> list[dict]:
+        return [a for m in kafka_io.read_topic(settings, settings.topic_alerts)
+                if (a := orjson.loads(m.value))["customer_id"] == cid]
+
+    def wait_for(cid: str, pred, seconds: float = 30) -> list[dict]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            got = alerts_of(cid)
+            if pred(got):
+                return got
+            time.sleep(0.25)
+        raise AssertionError(f"timed out; alerts of {cid}: {alerts_of(cid)}")
+
+    def kinds(alerts: list[dict]) -> list[tuple[str, str]]:
+        return [(a["type"], a["status"]) for a in alerts]
+
+    wait_for("cust-save", lambda a: ("sla_at_risk", "firing") in kinds(a))
+    answered_at = datetime.now(timezone.utc)
+    assert answered_at < now + timedelta(seconds=8), "the warning came too late to answer in time"
+    kafka_io.produce(settings, [complaint("cust-save", "acknowledged", answered_at)])
+
+    missed = wait_for("cust-miss", lambda a: ("sla_at_risk", "resolved") in kinds(a))
+    assert kinds(missed) == [("sla_at_risk", "firing"), ("sla_breach", "firing"), ("sla_at_risk", "resolved")]
+    warned, breach, superseded = missed
+    assert now + timedelta(seconds=1) <= datetime.fromisoformat(warned["as_of"]) < now + timedelta(seconds=8)
+    assert datetime.fromisoformat(breach["as_of"]) >= now + timedelta(seconds=8)
+    assert superseded["alert_id"] == warned["alert_id"] and breach["alert_id"] in superseded["reasons"][0]
+
+    saved = wait_for("cust-save", lambda a: ("sla_at_risk", "resolved") in kinds(a))
+    time.sleep(max(0.0, (now + timedelta(seconds=10) - datetime.now(timezone.utc)).total_seconds()))
+    saved = alerts_of("cust-save")   # two sweeps past the deadline: still no breach
+    assert kinds(saved) == [("sla_at_risk", "firing"), ("sla_at_risk", "resolved")]
+    assert saved[0]["alert_id"] == saved[1]["alert_id"] and "answered in time" in saved[1]["reasons"][0]
+    for a in missed + saved:
+        AlertRecord.model_validate(a)
+    assert worker.alive
+
+
 def test_live_metrics_cover_every_name_the_dashboards_and_rules_use(make_settings, start_worker):
     """Cross-check a real /metrics scrape of a worker that processed events against the
     metric names referenced by deploy/prometheus and deploy/grafana."""
