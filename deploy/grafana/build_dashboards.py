@@ -445,6 +445,8 @@ def pipeline_health() -> dict[str, Any]:
                      unit="short"), 8, 8)
     L.add(timeseries("Open complaints past SLA by tier",
                      [prom_target("job_tier:cxpulse_complaints_past_sla:sum", "{{tier}}")], unit="short"), 8, 8)
+    L.add(timeseries("Complaints at risk (sla_at_risk firing) by tier",
+                     [prom_target("job_tier:cxpulse_sla_at_risk_firing:sum", "{{tier}}")], unit="short"), 8, 8)
     L.add(panel("heatmap", "Churn risk of published scores",
                 [prom_target("sum by (le) (increase(cxpulse_churn_risk_ratio_bucket[$__rate_interval]))", "{{le}}")
                  | {"format": "heatmap"}],
