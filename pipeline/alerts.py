@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
+from pipeline.domain.case import Case, needs_escalation
 from pipeline.scoring import Profile, iso
 from pipeline.state import CustomerState
 
@@ -46,6 +47,7 @@ PLAYBOOK = {
     "experience_drop": "review the recent touchpoints and call the customer",
     "refunds_returns": "review product fit with the customer",
     "high_effort": "give the customer a single point of contact",
+    "escalation": "team lead: assign an owner now and acknowledge the case",
 }
 
 
@@ -147,7 +149,8 @@ def update_alerts(state: CustomerState, p: Profile) -> list[dict]:
         out += _transition(state, p, f"rec:{rec.id}", "failed_recovery", failed,
                            "critical" if p.tier in HIGH_TIERS else "warning", reasons,
                            PLAYBOOK["failed_recovery"] if failed else "none — recovered", rec.id)
-    for key in [k for k in state.alerts if ":" in k and k.split(":", 1)[1] not in complaints]:
+    for key in [k for k in state.alerts
+                if k.split(":", 1)[0] in KIND_OF_PREFIX and k.split(":", 1)[1] not in complaints]:
         kind = KIND_OF_PREFIX[key.split(":", 1)[0]]
         cid = key.split(":", 1)[1]
         out += _transition(state, p, key, kind, False, state.alerts[key][1],
@@ -191,4 +194,30 @@ def _at_risk(state: CustomerState, p: Profile, rec, sla, *, breached: bool, brea
             else:
                 reasons, end = [f"complaint {rec.id} {done} in time"], f"none — {done}"
             out += _transition(state, p, key, "sla_at_risk", False, state.alerts[key][1], reasons, end, rec.id)
+    return out
+
+
+def update_escalations(state: CustomerState, p: Profile, escalate_after: float) -> list[dict]:
+    """`escalation`: a critical alert's case unacknowledged `escalate_after` seconds after the
+    alert fired (pipeline/domain/case.py). Resolved once anyone acts on the case. The
+    episode starts at the escalation instant, so its id is stable across sweeps."""
+    out: list[dict] = []
+    hours = escalate_after / 3600.0
+    for aid, stored in state.cases.items():
+        case = Case.from_stored(aid, stored)
+        key = f"esc:{aid}"
+        firing = needs_escalation(case, p.as_of, escalate_after)
+        if not firing and key not in state.alerts:
+            continue
+        if firing:
+            reasons = [f"critical {case.kind} alert {aid} not acknowledged within {hours:g} h"]
+            action = PLAYBOOK["escalation"]
+        else:
+            by = "closed" if case.is_closed else f"acknowledged by {case.acked_by}" if case.acked_by else "gone"
+            reasons, action = [f"case of alert {aid} {by}"], "none — acknowledged"
+        out += _transition(state, p, key, "escalation", firing, "critical", reasons, action,
+                           started=case.opened + escalate_after)
+    for key in [k for k in state.alerts if k.startswith("esc:") and k[4:] not in state.cases]:
+        out += _transition(state, p, key, "escalation", False, "critical", [f"case of alert {key[4:]} expired"],
+                           "none — expired")
     return out

@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     topic_alerts: str = Field("cx.alerts", description="output: churn, SLA and recovery alerts")
     topic_deadletter: str = Field("cx.deadletter", description="output: rejected records with the reason")
     topic_erasures: str = Field("cx.erasures", description="input: erasure requests (`cxpulse erase`)")
+    topic_actions: str = Field("cx.actions", description="input: operator actions on alerts (`cxpulse ack`, `cxpulse close`)")
 
     # --- storage ------------------------------------------------------------------
     data_dir: Path = Field(PROJECT_ROOT / "data", description="project-local data (broker, chDB, worker state)")
@@ -58,6 +59,7 @@ class Settings(BaseSettings):
     holiday_subdivision: str = Field("", description="business calendar: region/state of `holiday_country` (e.g. `BY` for Bavaria); empty = national holidays")
     extra_holidays: str = Field("", description="business calendar: more non-working dates, comma-separated ISO dates (e.g. `2026-12-24,2026-12-31`)")
     resolve_in_business_hours: bool = Field(False, description="count complaint resolution targets in business hours instead of calendar hours")
+    escalate_after_seconds: float = Field(7200.0, ge=0, description="an `escalation` alert when a critical alert's case is not acknowledged this long after it fired (0 = never)")
     sla_warning_share: float = Field(0.75, ge=0, lt=1, description="`sla_at_risk` once this share of the time to a complaint deadline has passed unanswered (0 = no warnings)")
     population_file: Path | None = Field(None, description="churn population parameters (JSON); default: built-in priors, re-fitted in-stream")
     churn_horizon_days: float = Field(30.0, ge=0, description="churn = gone, or no activity within this many days")

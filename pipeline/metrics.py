@@ -58,7 +58,8 @@ def _vocabularies() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], 
                 get_args(AlertRecord.model_fields["severity"].annotation))
     except Exception:  # keep metrics importable on their own
         return (("invalid_json", "invalid_record", "wrong_topic", "wrong_key", "too_late", "too_large",
-                 "processing_error"), ("churn_risk", "sla_breach", "sla_at_risk", "failed_recovery"),
+                 "processing_error", "unknown_alert", "case_closed"),
+                ("churn_risk", "sla_breach", "sla_at_risk", "escalation", "failed_recovery"),
                 ("standard", "silver", "gold", "platinum"), ("warning", "critical"))
 
 

@@ -71,6 +71,7 @@ class AlertType(str, Enum):
     churn_risk = "churn_risk"
     sla_breach = "sla_breach"
     sla_at_risk = "sla_at_risk"
+    escalation = "escalation"
     failed_recovery = "failed_recovery"
 
 
@@ -97,7 +98,7 @@ class DeadLetter(BaseModel):
     model_config = ConfigDict(extra="forbid")
     schema_version: Literal[1] = 1
     reason: Literal["invalid_json", "invalid_record", "wrong_topic", "wrong_key", "too_late", "too_large",
-                    "processing_error"]
+                    "processing_error", "unknown_alert", "case_closed"]
     error: str
     source_topic: str
     partition: int
