@@ -64,7 +64,8 @@ def _vocabularies() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], 
 
 
 DEADLETTER_REASONS, ALERT_TYPES, TIERS, ALERT_SEVERITIES = _vocabularies()
-SINK_TABLES: tuple[str, ...] = ("cx_events", "cx_scores_history", "cx_alerts", "cx_complaints", "cx_erasures")
+SINK_TABLES: tuple[str, ...] = ("cx_events", "cx_scores_history", "cx_alerts", "cx_complaints", "cx_case_events",
+                                "cx_erasures")
 OTHER = "other"
 
 # --- buckets ------------------------------------------------------------------------

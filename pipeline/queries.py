@@ -19,10 +19,10 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 FAR_FUTURE = datetime(2200, 1, 1, tzinfo=timezone.utc)
 
 TABLES = (
-    "cx_events", "cx_scores_history", "cx_scores_latest", "cx_alerts", "cx_complaints",
+    "cx_events", "cx_scores_history", "cx_scores_latest", "cx_alerts", "cx_complaints", "cx_case_events",
     "cx_erasures", "cx_agg_hourly", "cx_quality_channel", "cx_quality_staff",
 )
-_REPLACING = {"cx_events", "cx_scores_history", "cx_scores_latest", "cx_alerts", "cx_complaints"}
+_REPLACING = {"cx_events", "cx_scores_history", "cx_scores_latest", "cx_alerts", "cx_complaints", "cx_case_events"}
 
 # Logical row counts: FINAL on ReplacingMergeTree tables (duplicates collapsed),
 # physical rows for the others (aggregate tables fold rows lazily; their count varies).
@@ -172,6 +172,47 @@ GROUP BY hour, channel, stage, tier
 ORDER BY hour, channel, stage, tier
 """
 
+# Cases (cx_case_events): one row per case first — its alert, first acknowledgement and
+# contact, and the close (outcome, playbook action, who closed it) — then shares and times
+# by one dimension. Aggregates only: operators compare actions, channels and teams, the
+# alerts never name a staff member.
+CASES_SQL = """
+SELECT alert_id,
+       argMax(tier, occurred_at) AS tier,
+       argMax(alert_type, occurred_at) AS alert_type,
+       min(alert_fired_at) AS fired_at,
+       min(acknowledged_at) AS acknowledged_at,
+       min(first_contact_at) AS first_contact_at,
+       argMinIf(channel, occurred_at, action = 'contacted') AS channel,
+       max(action = 'closed') AS closed,
+       argMaxIf(staff_id, occurred_at, action = 'closed') AS staff_id,
+       argMaxIf(outcome, occurred_at, action = 'closed') AS outcome,
+       argMaxIf(playbook_action, occurred_at, action = 'closed') AS playbook_action
+FROM cx_case_events FINAL
+WHERE alert_fired_at >= {since:DateTime64(3, 'UTC')} AND alert_fired_at < {until:DateTime64(3, 'UTC')}
+GROUP BY alert_id
+"""
+CASE_DIMENSIONS = ("tier", "channel", "staff_id", "playbook_action", "alert_type")
+
+
+def case_outcomes_sql(by: str) -> str:
+    if by not in CASE_DIMENSIONS:
+        raise ValueError(f"cases can be grouped by {', '.join(CASE_DIMENSIONS)}, not {by!r}")
+    return f"""
+SELECT {by} AS key,
+       count() AS cases,
+       countIf(closed) AS closed,
+       countIf(outcome = 'retained') / nullIf(closed, 0) AS retained_share,
+       countIf(outcome = 'lost') / nullIf(closed, 0) AS lost_share,
+       countIf(outcome = 'unreachable') / nullIf(closed, 0) AS unreachable_share,
+       countIf(outcome = 'not_needed') / nullIf(closed, 0) AS not_needed_share,
+       median(dateDiff('millisecond', fired_at, acknowledged_at)) / 3600000 AS median_hours_to_ack,
+       median(dateDiff('millisecond', fired_at, first_contact_at)) / 3600000 AS median_hours_to_contact
+FROM ({CASES_SQL})
+GROUP BY key
+ORDER BY key
+"""
+
 
 def _period(since: datetime | None, until: datetime | None) -> dict[str, datetime]:
     return {"since": since or EPOCH, "until": until or FAR_FUTURE}
@@ -293,3 +334,16 @@ def kpis(client: Client, retention_days: float = 30.0) -> dict[str, Any]:
         "churn_alerts_firing": sum(r["firing"] for r in alerts),
         "sla_compliance": ((decided - breached) / decided) if decided else None,
     }
+
+
+def case_outcomes(client: Client, by: str = "tier", since: datetime | None = None,
+                  until: datetime | None = None) -> list[dict[str, Any]]:
+    """Cases of alerts fired in [since, until) by `by` (CASE_DIMENSIONS): how many, how many
+    closed, outcome shares among the closed, median hours from the alert to the first
+    acknowledgement and to the first contact (None where there is none)."""
+    rows = _dicts(client, case_outcomes_sql(by), _period(since, until))
+    for r in rows:
+        for k in ("retained_share", "lost_share", "unreachable_share", "not_needed_share",
+                  "median_hours_to_ack", "median_hours_to_contact"):
+            r[k] = _num(r[k])
+    return rows
