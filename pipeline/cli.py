@@ -31,6 +31,11 @@ EXAMPLES = {
     "erase": "cxpulse erase C000042                      # Kafka tombstone + erasure request + ClickHouse rows\n"
              "cxpulse erase C000042 --skip-clickhouse     # while a worker holds the embedded chDB\n"
              "cxpulse erase C000042 --clickhouse http://default:pw@clickhouse:8123/cxpulse",
+    "ack": "cxpulse ack 3f1c0a9e5b7d2c4e6a81 --staff S017          # the customer id is looked up on cx.alerts\n"
+           "cxpulse ack 3f1c0a9e5b7d2c4e6a81 --staff S017 --customer C000042",
+    "assign": "cxpulse assign 3f1c0a9e5b7d2c4e6a81 --staff S023",
+    "contact": "cxpulse contact 3f1c0a9e5b7d2c4e6a81 --staff S017 --channel call_center",
+    "close": "cxpulse close 3f1c0a9e5b7d2c4e6a81 --outcome retained --action callback --staff S017",
     "doctor": "cxpulse doctor                             # broker, topics, ClickHouse, worker port, versions\n"
               "CXPULSE_KAFKA_BOOTSTRAP=kafka:9092 cxpulse doctor --timeout 10",
     "evaluate": "cxpulse evaluate                           # synthetic stream with planted churners\n"
@@ -119,6 +124,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ClickHouse to delete from (default CXPULSE_CLICKHOUSE_DSN / the embedded chDB); "
                         "the embedded chDB can only be opened while the worker is stopped")
     p.add_argument("--skip-clickhouse", action="store_true", help="only the Kafka steps")
+
+    for name, action, text in (("ack", "acknowledged", "acknowledge an alert: you own its case now"),
+                               ("assign", "assigned", "assign an alert's case to a staff member (--staff)"),
+                               ("contact", "contacted", "record that the customer of an alert was contacted"),
+                               ("close", "closed", "close an alert's case with an outcome and the playbook action used")):
+        p = _sub(subs, name, text + " (written to the actions topic)")
+        p.set_defaults(case_action=action)
+        p.add_argument("alert_id", metavar="ALERT_ID")
+        p.add_argument("--staff", required=True, metavar="CODE", help="staff code, e.g. S017 (never a name)")
+        p.add_argument("--customer", default=None, metavar="ID",
+                       help="the alert's customer id (default: looked up on the alerts topic)")
+        if name == "contact":
+            p.add_argument("--channel", required=True, help="how the customer was contacted, e.g. call_center")
+        if name == "close":
+            from schemas.actions import Outcome, PlaybookAction
+            p.add_argument("--outcome", required=True, choices=[o.value for o in Outcome])
+            p.add_argument("--action", required=True, dest="playbook_action", metavar="CODE",
+                           choices=[a.value for a in PlaybookAction],
+                           help="playbook action code: " + ", ".join(a.value for a in PlaybookAction))
 
     p = _sub(subs, "doctor", "check broker, topics, ClickHouse, worker port and versions; say how to fix failures")
     p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="per-connection timeout (default 5)")
@@ -476,6 +500,26 @@ def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if result.complete else 1
 
 
+def cmd_case_action(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.tools.case_actions import ActionError, build_action, customer_of_alert, send_action
+
+    try:
+        build_action(args.alert_id, args.customer or "-", args.case_action, args.staff,
+                     channel=getattr(args, "channel", None), outcome=getattr(args, "outcome", None),
+                     playbook_action=getattr(args, "playbook_action", None))   # codes first, before any lookup
+        customer = args.customer or customer_of_alert(settings, args.alert_id)
+        record = build_action(args.alert_id, customer, args.case_action, args.staff,
+                              channel=getattr(args, "channel", None), outcome=getattr(args, "outcome", None),
+                              playbook_action=getattr(args, "playbook_action", None))
+    except ActionError as exc:
+        _err(args.command, str(exc))
+        return 2
+    send_action(settings, record)
+    print(f"{record.action.value}: alert {record.alert_id} (customer {record.customer_id}) by {record.staff_id} "
+          f"-> {settings.topic_actions} (action id {record.action_id})")
+    return 0
+
+
 def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.doctor import main as doctor_main
 
@@ -513,7 +557,8 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 
 COMMANDS = {"worker": cmd_worker, "demo": cmd_demo, "replay": cmd_replay, "produce": cmd_produce,
             "tail": cmd_tail, "score": cmd_score, "erase": cmd_erase, "doctor": cmd_doctor,
-            "evaluate": cmd_evaluate, "bench": cmd_bench}
+            "evaluate": cmd_evaluate, "bench": cmd_bench,
+            "ack": cmd_case_action, "assign": cmd_case_action, "contact": cmd_case_action, "close": cmd_case_action}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -181,3 +181,82 @@ def test_live_metrics_cover_every_name_the_dashboards_and_rules_use(make_setting
     applied = sum(float(v) for v in re.findall(r'^cxpulse_events_applied_total\{[^}]*\} (\S+)', body, flags=re.M))
     assert applied == len(stream.records) - stream.n_invalid - stream.n_duplicates
     assert "customer_id" not in body
+
+
+def test_case_lifecycle_escalation_dead_letters_and_duplicates(make_settings, start_worker):
+    """Two critical SLA breaches: one case is acknowledged, contacted and closed (retained,
+    callback) — a duplicate of its acknowledgement is ignored, a bad record and an action
+    after the close are dead-lettered with their reasons; the other stays unacknowledged
+    and escalates, and its acknowledgement resolves the escalation. Case rows reach ClickHouse."""
+    from pipeline.tools.case_actions import build_action, customer_of_alert, send_action
+
+    settings = make_settings(sla_max_ack_seconds=2, sweep_seconds=0.5, escalate_after_seconds=6)
+    worker = start_worker(settings)
+    now = datetime.now(timezone.utc)
+    opened = [(settings.topic_complaints, cid.encode(), orjson.dumps({
+        "type": "complaint", "event_id": f"{cid}-open", "customer_id": cid, "schema_version": 1,
+        "occurred_at": now.isoformat(), "channel": "call_center", "complaint_id": f"cmp-{cid}",
+        "status": "opened", "category": "responsiveness", "severity": "high"})) for cid in ("cust-kept", "cust-ignored")]
+    kafka_io.produce(settings, opened)
+
+    def alerts() -> list[dict]:
+        return [orjson.loads(m.value) for m in kafka_io.read_topic(settings, settings.topic_alerts)]
+
+    def wait_for(pred, seconds: float = 40) -> list[dict]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            got = alerts()
+            if pred(got):
+                return got
+            time.sleep(0.25)
+        raise AssertionError(f"timed out; alerts: {[(a['customer_id'], a['type'], a['status']) for a in alerts()]}")
+
+    def breach_of(cid: str, got: list[dict]) -> dict | None:
+        return next((a for a in got if a["customer_id"] == cid and a["type"] == "sla_breach"), None)
+
+    got = wait_for(lambda g: breach_of("cust-kept", g) and breach_of("cust-ignored", g))
+    kept, ignored = breach_of("cust-kept", got)["alert_id"], breach_of("cust-ignored", got)["alert_id"]
+    assert customer_of_alert(settings, kept) == "cust-kept"   # what `cxpulse ack` does without --customer
+    ack = build_action(kept, "cust-kept", "acknowledged", "S017")
+    send_action(settings, ack)
+    send_action(settings, ack)                                 # a duplicate: ignored
+    send_action(settings, build_action(kept, "cust-kept", "contacted", "S017", channel="call_center"))
+    bad = {"type": "action", "schema_version": 1, "action_id": "bad-1", "alert_id": kept, "customer_id": "cust-kept",
+           "occurred_at": datetime.now(timezone.utc).isoformat(), "action": "closed", "staff_id": "S017"}
+    kafka_io.produce(settings, [(settings.topic_actions, b"cust-kept", orjson.dumps(bad))])
+    time.sleep(0.2)
+    send_action(settings, build_action(kept, "cust-kept", "closed", "S017", outcome="retained",
+                                       playbook_action="callback"))
+    time.sleep(0.5)
+    send_action(settings, build_action(kept, "cust-kept", "contacted", "S017", channel="email"))
+
+    got = wait_for(lambda g: any(a["type"] == "escalation" for a in g))
+    escalations = [a for a in got if a["type"] == "escalation"]
+    assert [(a["customer_id"], a["status"]) for a in escalations] == [("cust-ignored", "firing")]
+    assert ignored in escalations[0]["reasons"][0]
+    fired_at = datetime.fromisoformat(breach_of("cust-ignored", got)["as_of"])
+    assert datetime.fromisoformat(escalations[0]["as_of"]) >= fired_at + timedelta(seconds=6)
+    send_action(settings, build_action(ignored, "cust-ignored", "acknowledged", "S023"))
+    got = wait_for(lambda g: any(a["type"] == "escalation" and a["status"] == "resolved" for a in g))
+    resolved = [a for a in got if a["type"] == "escalation" and a["status"] == "resolved"]
+    assert resolved[0]["alert_id"] == escalations[0]["alert_id"] and "S023" in resolved[0]["reasons"][0]
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        dls = [orjson.loads(m.value) for m in kafka_io.read_topic(settings, settings.topic_deadletter)]
+        if len(dls) >= 2:
+            break
+        time.sleep(0.25)
+    assert sorted(d["reason"] for d in dls) == ["case_closed", "invalid_record"]
+    assert all(d["source_topic"] == settings.topic_actions for d in dls)
+    assert "needs `outcome`" in next(d["error"] for d in dls if d["reason"] == "invalid_record")
+    assert worker.alive
+    worker.stop()
+    with ClickHouseSink(settings.dsn) as sink:
+        rows = list(sink.client.query(
+            "SELECT customer_id, action, outcome, playbook_action FROM cx_case_events FINAL "
+            "ORDER BY customer_id, occurred_at").named_results())
+    assert [(r["customer_id"], r["action"]) for r in rows] == [
+        ("cust-ignored", "acknowledged"),
+        ("cust-kept", "acknowledged"), ("cust-kept", "contacted"), ("cust-kept", "closed")]
+    assert (rows[-1]["outcome"], rows[-1]["playbook_action"]) == ("retained", "callback")
