@@ -564,6 +564,12 @@ def clickhouse_queries() -> list[tuple[str, str, str | None]]:
 
 
 SAMPLE_ROWS = """
+INSERT INTO cx_case_events (customer_id, alert_id, action_id, action, occurred_at, staff_id, channel, outcome,
+    playbook_action, alert_type, severity, tier, alert_fired_at, acknowledged_at, first_contact_at, closed_at) VALUES
+ ('c1', 'a1', 'x1', 'acknowledged', now64(3) - INTERVAL 5 HOUR, 'S017', '', '', '', 'sla_breach', 'critical', 'gold',
+  now64(3) - INTERVAL 6 HOUR, now64(3) - INTERVAL 5 HOUR, NULL, NULL),
+ ('c1', 'a1', 'x2', 'closed', now64(3) - INTERVAL 4 HOUR, 'S017', '', 'retained', 'callback', 'sla_breach', 'critical',
+  'gold', now64(3) - INTERVAL 6 HOUR, now64(3) - INTERVAL 5 HOUR, NULL, now64(3) - INTERVAL 4 HOUR);
 INSERT INTO cx_events (event_id, event_type, customer_id, occurred_at, channel, tier, stage, kind,
     rating_reliability, rating_empathy, csat, nps, wait_seconds, resolved, handoffs) VALUES
  ('e1', 'touchpoint', 'c1', now64(3) - INTERVAL 2 HOUR, 'call_center', 'gold', 'usage', 'support', 2, 4, 2, 3, 600, false, 3),
