@@ -36,6 +36,8 @@ EXAMPLES = {
     "assign": "cxpulse assign 3f1c0a9e5b7d2c4e6a81 --staff S023",
     "contact": "cxpulse contact 3f1c0a9e5b7d2c4e6a81 --staff S017 --channel call_center",
     "close": "cxpulse close 3f1c0a9e5b7d2c4e6a81 --outcome retained --action callback --staff S017",
+    "cases": "cxpulse cases                              # open cases by tier and age, oldest first (stop the worker: chDB)\n"
+             "cxpulse cases --clickhouse http://default:pw@clickhouse:8123/cxpulse --limit 50",
     "doctor": "cxpulse doctor                             # broker, topics, ClickHouse, worker port, versions\n"
               "CXPULSE_KAFKA_BOOTSTRAP=kafka:9092 cxpulse doctor --timeout 10",
     "evaluate": "cxpulse evaluate                           # synthetic stream with planted churners\n"
@@ -143,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--action", required=True, dest="playbook_action", metavar="CODE",
                            choices=[a.value for a in PlaybookAction],
                            help="playbook action code: " + ", ".join(a.value for a in PlaybookAction))
+
+    p = _sub(subs, "cases", "open alert cases (not closed by an operator) by tier and age, from ClickHouse")
+    p.add_argument("--clickhouse", default=None, metavar="DSN",
+                   help="ClickHouse to read (default CXPULSE_CLICKHOUSE_DSN / the embedded chDB, which can "
+                        "only be opened while the worker is stopped)")
+    p.add_argument("--limit", type=int, default=20, metavar="N", help="oldest open cases listed (default 20)")
 
     p = _sub(subs, "doctor", "check broker, topics, ClickHouse, worker port and versions; say how to fix failures")
     p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="per-connection timeout (default 5)")
@@ -520,6 +528,45 @@ def cmd_case_action(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cases(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import timezone
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipeline import queries
+    from pipeline.doctor import chdb_lock_holder, chdb_path
+    from pipeline.sink import ClickHouseSink
+
+    dsn = args.clickhouse or settings.dsn
+    path = chdb_path(dsn)
+    if path is not None and chdb_lock_holder(path) is not None:
+        _err("cases", f"the embedded chDB {path} is in use by a running worker (one process per path): "
+                      "stop the worker, or give --clickhouse a ClickHouse server")
+        return 1
+    now = datetime.now(timezone.utc)
+    with ClickHouseSink(dsn) as sink:
+        summary, cases = queries.open_cases(sink.client, now)
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)   # whole alert ids in pipes
+    if not cases:
+        console.print("no open cases")
+        return 0
+    table = Table(title=f"open cases by tier and age ({len(cases)})")
+    for col in ("tier", "age", "open", "unacknowledged", "critical"):
+        table.add_column(col, justify="left" if col in ("tier", "age") else "right")
+    for r in summary:
+        table.add_row(r["tier"], r["age"], str(r["open"]), str(r["unacknowledged"]), str(r["critical"]))
+    console.print(table)
+    oldest = Table(title=f"oldest {min(args.limit, len(cases))}")
+    for col in ("alert_id", "type", "tier", "severity", "age (h)", "acknowledged", "staff"):
+        oldest.add_column(col)
+    for c in cases[:args.limit]:
+        oldest.add_row(c["alert_id"], c["type"], c["tier"], c["severity"], f"{float(c['age_hours']):.1f}",
+                       "yes" if c["acknowledged_at"] is not None else "no", c["staff_id"] or "")
+    console.print(oldest)
+    return 0
+
+
 def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.doctor import main as doctor_main
 
@@ -558,7 +605,7 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 COMMANDS = {"worker": cmd_worker, "demo": cmd_demo, "replay": cmd_replay, "produce": cmd_produce,
             "tail": cmd_tail, "score": cmd_score, "erase": cmd_erase, "doctor": cmd_doctor,
             "evaluate": cmd_evaluate, "bench": cmd_bench,
-            "ack": cmd_case_action, "assign": cmd_case_action, "contact": cmd_case_action, "close": cmd_case_action}
+            "cases": cmd_cases, "ack": cmd_case_action, "assign": cmd_case_action, "contact": cmd_case_action, "close": cmd_case_action}
 
 
 def main(argv: list[str] | None = None) -> int:

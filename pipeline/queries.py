@@ -213,6 +213,34 @@ GROUP BY key
 ORDER BY key
 """
 
+# Open cases: alert episodes (escalations aside) not closed by an operator — still firing,
+# or acknowledged and still being worked on after the score resolved them. Age from firing.
+OPEN_CASES_SQL = """
+SELECT a.alert_id AS alert_id, a.alert_type AS type, a.alert_tier AS tier, a.alert_severity AS severity,
+       a.fired_at AS fired_at, dateDiff('second', a.fired_at, {now:DateTime64(3, 'UTC')}) / 3600 AS age_hours,
+       a.is_resolved AS alert_resolved, c.acknowledged_at AS acknowledged_at, c.last_staff AS staff_id
+FROM
+(
+    SELECT alert_id, argMax(type, as_of) AS alert_type, argMax(tier, as_of) AS alert_tier,
+           argMaxIf(severity, as_of, status = 'firing') AS alert_severity,
+           minIf(as_of, status = 'firing') AS fired_at, max(status = 'resolved') AS is_resolved
+    FROM cx_alerts FINAL
+    WHERE type != 'escalation'
+    GROUP BY alert_id
+    HAVING countIf(status = 'firing') > 0
+) AS a
+LEFT JOIN
+(
+    SELECT alert_id, min(acknowledged_at) AS acknowledged_at, max(action = 'closed') AS closed,
+           argMax(staff_id, occurred_at) AS last_staff
+    FROM cx_case_events FINAL
+    GROUP BY alert_id
+) AS c ON a.alert_id = c.alert_id
+WHERE NOT c.closed AND (NOT a.is_resolved OR c.acknowledged_at IS NOT NULL)
+ORDER BY fired_at, alert_id
+"""
+CASE_AGE_BUCKETS = ((4.0, "< 4 h"), (24.0, "4-24 h"), (72.0, "1-3 days"), (float("inf"), "> 3 days"))
+
 
 def _period(since: datetime | None, until: datetime | None) -> dict[str, datetime]:
     return {"since": since or EPOCH, "until": until or FAR_FUTURE}
@@ -347,3 +375,19 @@ def case_outcomes(client: Client, by: str = "tier", since: datetime | None = Non
                   "median_hours_to_ack", "median_hours_to_contact"):
             r[k] = _num(r[k])
     return rows
+
+
+def open_cases(client: Client, now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(summary, cases): open cases counted by tier x age bucket (CASE_AGE_BUCKETS) with how many
+    are unacknowledged, and every open case oldest first (`cxpulse cases`)."""
+    cases = _dicts(client, OPEN_CASES_SQL, {"now": now})
+    summary: dict[tuple[str, str], dict[str, Any]] = {}
+    for c in cases:
+        bucket = next(label for limit, label in CASE_AGE_BUCKETS if float(c["age_hours"]) < limit)
+        row = summary.setdefault((c["tier"], bucket), {"tier": c["tier"], "age": bucket, "open": 0,
+                                                        "unacknowledged": 0, "critical": 0})
+        row["open"] += 1
+        row["unacknowledged"] += c["acknowledged_at"] is None
+        row["critical"] += c["severity"] == "critical"
+    order = {label: i for i, (_, label) in enumerate(CASE_AGE_BUCKETS)}
+    return sorted(summary.values(), key=lambda r: (r["tier"], order[r["age"]])), cases

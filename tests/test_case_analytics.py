@@ -89,3 +89,63 @@ def test_case_events_and_outcome_shares(sink):
 
     assert sink.erase("c1") > 0
     assert queries.table_counts(sink.client)["cx_case_events"] == written - 3
+
+
+def test_open_cases_by_age_and_tier(sink):
+    """Open = firing and not closed, or resolved by the score but acknowledged and not closed."""
+    from datetime import timedelta
+
+    from pipeline.rows import alert_row
+
+    now = T0 + timedelta(days=5)
+
+    def alert(aid: str, tier: str, severity: str, fired_hours_ago: float, resolved: bool = False,
+              kind: str = "churn_risk") -> list[dict]:
+        base = {"alert_id": aid, "type": kind, "severity": severity, "customer_id": f"cust-{aid}", "tier": tier,
+                "churn_risk": 0.5, "revenue_at_risk": 10.0, "reasons": [], "recommended_action": ""}
+        out = [alert_row({**base, "status": "firing", "as_of": now - timedelta(hours=fired_hours_ago)})]
+        if resolved:
+            out.append(alert_row({**base, "status": "resolved", "as_of": now - timedelta(hours=1)}))
+        return out
+
+    def event(aid: str, kind: str, hours_ago: float, fired_hours_ago: float) -> dict:
+        t = now - timedelta(hours=hours_ago)
+        return {"customer_id": f"cust-{aid}", "alert_id": aid, "action_id": f"{aid}-{kind}", "action": kind,
+                "occurred_at": t, "staff_id": "S017", "channel": "", "outcome": "retained" if kind == "closed" else "",
+                "playbook_action": "callback" if kind == "closed" else "", "alert_type": "churn_risk",
+                "severity": "warning", "tier": "gold", "alert_fired_at": now - timedelta(hours=fired_hours_ago),
+                "acknowledged_at": t, "first_contact_at": None, "closed_at": t if kind == "closed" else None}
+
+    alerts = (alert("a" * 20, "gold", "critical", 2) + alert("b" * 20, "gold", "warning", 30)
+              + alert("c" * 20, "standard", "warning", 100) + alert("d" * 20, "gold", "warning", 50, resolved=True)
+              + alert("e" * 20, "gold", "warning", 10, resolved=True) + alert("f" * 20, "platinum", "critical", 5)
+              + alert("9" * 20, "gold", "critical", 1, kind="escalation"))
+    events = [event("d" * 20, "acknowledged", 40, 50),    # resolved by the score, still being worked on: open
+              event("f" * 20, "acknowledged", 4, 5), event("f" * 20, "closed", 3, 5)]   # closed: not open
+    sink.write({"cx_alerts": alerts, "cx_case_events": events})
+    summary, cases = queries.open_cases(sink.client, now)
+    assert [c["alert_id"][0] for c in cases] == ["c", "d", "b", "a"]   # oldest first; e resolved unworked, f closed
+    assert [(r["tier"], r["age"], r["open"], r["unacknowledged"], r["critical"]) for r in summary] == [
+        ("gold", "< 4 h", 1, 1, 1), ("gold", "1-3 days", 2, 1, 0), ("standard", "> 3 days", 1, 1, 0)]
+    assert cases[1]["staff_id"] == "S017" and cases[1]["age_hours"] == pytest.approx(50)
+
+
+def test_cases_command_lists_open_cases(tmp_path, capsys, monkeypatch):
+    from datetime import datetime, timezone
+
+    from pipeline.cli import main
+    from pipeline.rows import alert_row
+    from pipeline.worker_process import settings_env
+
+    settings = Settings(data_dir=tmp_path / "data")
+    for name, value in settings_env(settings).items():
+        monkeypatch.setenv(name, value)
+    assert main(["cases"]) == 0 and "no open cases" in capsys.readouterr().out
+    with ClickHouseSink(settings.dsn) as s:
+        s.write({"cx_alerts": [alert_row({
+            "alert_id": "ab" * 10, "type": "sla_breach", "status": "firing", "severity": "critical",
+            "customer_id": "C1", "tier": "platinum", "as_of": datetime.now(timezone.utc), "churn_risk": 0.1,
+            "revenue_at_risk": 1.0, "reasons": [], "recommended_action": ""})]})
+    assert main(["cases"]) == 0
+    out = capsys.readouterr().out
+    assert "open cases by tier and age (1)" in out and "ab" * 10 in out and "platinum" in out

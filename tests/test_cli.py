@@ -27,7 +27,7 @@ def free_port() -> int:
 
 
 COMMANDS = ["worker", "demo", "replay", "produce", "tail", "score", "erase", "doctor", "ack", "assign", "contact",
-            "close"]
+            "close", "cases"]
 
 
 def use(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:

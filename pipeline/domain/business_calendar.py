@@ -1,7 +1,7 @@
 """The business calendar: working days, business hours and holidays in the business time
 zone, and the deadlines counted on it (the sunset rule, business-hour targets).
 
-A value: the shell builds it from settings (pipeline/business_calendar_settings.py turns the
+A value: the shell builds it from settings (pipeline/adapters/holiday_calendar.py turns the
 configured country/subdivision into dates with the `holidays` package) and hands it to the
 core. Nothing here reads the clock, a file or the environment.
 
@@ -54,10 +54,6 @@ class BusinessCalendar:
                              f"({self.cutoff_hour}) < 24")
         if not self.working_days or not set(self.working_days) <= set(range(7)):
             raise ValueError(f"working days must be a non-empty subset of 0..6 (Monday = 0), got {sorted(self.working_days)}")
-
-    @classmethod
-    def mon_fri(cls, tz: str = "UTC", cutoff_hour: float = 18.0, **kw) -> "BusinessCalendar":
-        return cls(tz=tz, cutoff_hour=cutoff_hour, **kw)
 
     # --- days -------------------------------------------------------------------------
     def is_working_day(self, day: date) -> bool:
