@@ -213,8 +213,9 @@ def update_escalations(state: CustomerState, p: Profile, escalate_after: float) 
             reasons = [f"critical {case.kind} alert {aid} not acknowledged within {hours:g} h"]
             action = PLAYBOOK["escalation"]
         else:
-            by = "closed" if case.is_closed else f"acknowledged by {case.acked_by}" if case.acked_by else "gone"
-            reasons, action = [f"case of alert {aid} {by}"], "none — acknowledged"
+            by = ("closed" if case.is_closed else f"acknowledged by {case.acked_by}" if case.acked_by
+                  else "no longer needed: the alert resolved")
+            reasons, action = [f"case of alert {aid} {by}"], "none — acknowledged" if case.acked else "none — resolved"
         out += _transition(state, p, key, "escalation", firing, "critical", reasons, action,
                            started=case.opened + escalate_after)
     for key in [k for k in state.alerts if k.startswith("esc:") and k[4:] not in state.cases]:

@@ -82,6 +82,18 @@ def test_an_unacknowledged_critical_alert_escalates_and_an_ack_resolves_it():
     assert "acknowledged by S017" in resolved["reasons"][0]
 
 
+def test_an_alert_that_resolves_by_itself_does_not_escalate():
+    core = Core(Settings(escalate_after_seconds=2 * HOUR))
+    states, breach = breached(core)
+    # answered late at 19:00: the breach resolves (the answer came) and nobody acked the case
+    out = core.process([RawRecord(core.settings.topic_complaints, 0, 1, b"c1",
+                                  raw(complaint(when=at(10), status="acknowledged", severity="high")))], states.get)
+    states.update(out.states)
+    assert ("sla_breach", "resolved") in [(a["type"], a["status"]) for a in out.alerts]
+    swept = core.sweep(list(states.values()), T0.timestamp() + 12 * HOUR)
+    assert [a for a in swept.alerts if a["type"] == "escalation"] == []
+
+
 def test_a_case_acknowledged_in_time_never_escalates():
     core = Core(Settings(escalate_after_seconds=2 * HOUR))
     states, breach = breached(core)

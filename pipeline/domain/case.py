@@ -7,8 +7,9 @@ in the customer's state (`CustomerState.cases`, alert id → stored dict) and ch
 result (earliest acknowledgement and contact win; the close is final). Any action (assigned,
 contacted, closed too) counts as the acknowledgement: someone owns the case.
 
-Escalation: a critical alert's case still unacknowledged `escalate_after` seconds after the
-alert fired raises an `escalation` alert (pipeline/alerts.py), resolved when it is acknowledged.
+Escalation: a critical alert still firing and its case unacknowledged `escalate_after` seconds
+after it fired raises an `escalation` alert (pipeline/alerts.py), resolved when the case is
+acknowledged (or the alert resolves).
 """
 from __future__ import annotations
 
@@ -117,9 +118,10 @@ def apply_action(cases: dict[str, dict], a: ActionRecord, fingerprint: int) -> t
 
 
 def needs_escalation(case: Case, now: float, escalate_after: float) -> bool:
-    """A critical alert's case nobody acknowledged within `escalate_after` seconds of firing."""
-    return (escalate_after > 0 and case.severity == "critical" and case.acked is None and not case.is_closed
-            and now >= case.opened + escalate_after)
+    """A critical alert, still firing, whose case nobody acknowledged within `escalate_after`
+    seconds of firing (an alert that resolved by itself needs no team lead)."""
+    return (escalate_after > 0 and case.alert_active and case.severity == "critical" and case.acked is None
+            and not case.is_closed and now >= case.opened + escalate_after)
 
 
 def prune_cases(cases: dict[str, dict], now: float) -> None:
