@@ -198,9 +198,10 @@ def _at_risk(state: CustomerState, p: Profile, rec, sla, *, breached: bool, brea
 
 
 def update_escalations(state: CustomerState, p: Profile, escalate_after: float) -> list[dict]:
-    """`escalation`: a critical alert's case unacknowledged `escalate_after` seconds after the
-    alert fired (pipeline/domain/case.py). Resolved once anyone acts on the case. The
-    episode starts at the escalation instant, so its id is stable across sweeps."""
+    """`escalation`: a critical alert still firing whose case is unacknowledged `escalate_after`
+    seconds after it fired (pipeline/domain/case.py). Resolved once anyone acts on the case,
+    or the alert resolves. The episode starts at the escalation instant, so its id is stable
+    across sweeps."""
     out: list[dict] = []
     hours = escalate_after / 3600.0
     for aid, stored in state.cases.items():
