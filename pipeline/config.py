@@ -77,6 +77,30 @@ class Settings(BaseSettings):
     def _absolute(cls, v: Path) -> Path:
         return v.expanduser().resolve()
 
+    @field_validator("working_days")
+    @classmethod
+    def _working_days(cls, v: str) -> str:
+        from pipeline.domain.business_calendar import parse_working_days
+        parse_working_days(v)
+        return v
+
+    @field_validator("extra_holidays")
+    @classmethod
+    def _extra_holidays(cls, v: str) -> str:
+        from pipeline.domain.business_calendar import parse_dates
+        parse_dates(v)
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (an IANA name, e.g. Europe/Berlin)") from None
+        return v
+
     @property
     def bootstrap(self) -> str:
         return self.kafka_bootstrap or f"{self.kafka_host}:{self.kafka_port}"

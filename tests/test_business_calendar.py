@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.adapters.holiday_calendar import calendar_from_settings, parse_dates, public_holidays
+from pipeline.adapters.holiday_calendar import calendar_from_settings, public_holidays
 from pipeline.config import load
-from pipeline.domain.business_calendar import BusinessCalendar, parse_working_days
+from pipeline.domain.business_calendar import BusinessCalendar, parse_dates, parse_working_days
 from pipeline.sla import resolve_deadline_ts, sunset_deadline_ts
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -137,6 +137,10 @@ def test_settings_errors_are_clear():
         parse_dates("2026-13-01")
     with pytest.raises(ValueError, match="business hours"):
         BusinessCalendar(open_hour=18, cutoff_hour=9)
+    # and in the settings, which name the variable at load time
+    for bad in ({"working_days": "weekdays"}, {"extra_holidays": "24.12.2026"}, {"timezone": "Mars/Olympus"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            load(**bad)
     assert parse_working_days("mon-fri") == frozenset(range(5))
     assert parse_working_days("fri-mon") == frozenset({4, 5, 6, 0})
     assert parse_working_days("mon,wed,sat") == frozenset({0, 2, 5})

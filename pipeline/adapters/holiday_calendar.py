@@ -12,7 +12,7 @@ from datetime import date
 import holidays
 
 from pipeline.config import Settings
-from pipeline.domain.business_calendar import BusinessCalendar, parse_working_days
+from pipeline.domain.business_calendar import BusinessCalendar, parse_dates, parse_working_days
 
 HOLIDAY_YEARS = range(2000, 2061)
 
@@ -32,18 +32,6 @@ def public_holidays(country: str, subdivision: str = "", years: range = HOLIDAY_
         raise ValueError(f"unknown subdivision {subdivision!r} of {code}: one of {', '.join(subdivisions)}")
     sub = subdivision if subdivision in subdivisions else (subdivision.upper() or None)
     return frozenset(holidays.country_holidays(code, subdiv=sub, years=years).keys())
-
-
-def parse_dates(text: str) -> frozenset[date]:
-    out = set()
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        try:
-            out.add(date.fromisoformat(part))
-        except ValueError:
-            raise ValueError(f"extra holiday {part!r} is not an ISO date (YYYY-MM-DD)") from None
-    return frozenset(out)
 
 
 def calendar_from_settings(settings: Settings) -> BusinessCalendar:

@@ -149,3 +149,16 @@ def parse_working_days(text: str) -> frozenset[int]:
     if not days:
         raise ValueError("no working days given")
     return frozenset(days)
+
+
+def parse_dates(text: str) -> frozenset[date]:
+    """'2026-12-24, 2026-12-31' → dates (extra non-working days)."""
+    out = set()
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            out.add(date.fromisoformat(part))
+        except ValueError:
+            raise ValueError(f"extra holiday {part!r} is not an ISO date (YYYY-MM-DD)") from None
+    return frozenset(out)
