@@ -407,6 +407,27 @@ async def erase_customers(stream):
         log.info("erased customer state (%d-byte key)", len(key))
 
 
+actions = app.topic(settings.topic_actions, key_serializer="raw", value_serializer="raw")
+
+
+@app.agent(actions)
+async def apply_actions(stream):
+    """Operator actions on alert cases (`cxpulse ack`/`close`), co-partitioned with the state:
+    Core.process_actions applies them (dead letters with reasons, duplicates ignored); the
+    outputs and the case rows go out like a batch's."""
+    async for event in stream.events():
+        rec = RawRecord(event.message.topic, event.message.partition, event.message.offset, event.key, event.value)
+        async with state_lock():
+            try:
+                result = core.process_actions([rec], load_state)
+            except Exception as exc:   # never stop the agent; never lose the record silently
+                log.exception("action record %s/%d@%d failed", rec.topic, rec.partition, rec.offset)
+                result = BatchResult(dead_letters=[dead_letter(rec, "processing_error", f"{type(exc).__name__}: {exc}")])
+            await emit(result)
+        for topic, n in result.consumed.items():
+            METRICS.consumed(topic, n)
+
+
 _sweep_cursor: list[bytes] = []
 SWEEP_MAX = 5000  # customers re-evaluated per timer tick (bounded cost per sweep)
 

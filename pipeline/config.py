@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     topic_alerts: str = Field("cx.alerts", description="output: churn, SLA and recovery alerts")
     topic_deadletter: str = Field("cx.deadletter", description="output: rejected records with the reason")
     topic_erasures: str = Field("cx.erasures", description="input: erasure requests (`cxpulse erase`)")
+    topic_actions: str = Field("cx.actions", description="input: operator actions on alerts (`cxpulse ack`, `cxpulse close`)")
 
     # --- storage ------------------------------------------------------------------
     data_dir: Path = Field(PROJECT_ROOT / "data", description="project-local data (broker, chDB, worker state)")
@@ -52,6 +53,14 @@ class Settings(BaseSettings):
     timezone: str = Field("UTC", description="business time zone for the sunset rule")
     cutoff_hour: float = Field(18.0, ge=0, lt=24, description="end of the business day for the sunset rule")
     sla_max_ack_seconds: float = Field(0.0, ge=0, description="cap on the time to acknowledge a complaint (0 = sunset rule only)")
+    working_days: str = Field("mon-fri", description="business calendar: working weekdays, e.g. `mon-fri`, `mon,tue,wed,thu,fri,sat`, `sun-thu`")
+    open_hour: float = Field(9.0, ge=0, lt=24, description="business calendar: start of business hours (local); they end at the cut-off")
+    holiday_country: str = Field("", description="business calendar: public holidays of this country (ISO code, `holidays` package); empty = none")
+    holiday_subdivision: str = Field("", description="business calendar: region/state of `holiday_country` (e.g. `BY` for Bavaria); empty = national holidays")
+    extra_holidays: str = Field("", description="business calendar: more non-working dates, comma-separated ISO dates (e.g. `2026-12-24,2026-12-31`)")
+    resolve_in_business_hours: bool = Field(False, description="count complaint resolution targets in business hours instead of calendar hours")
+    escalate_after_seconds: float = Field(7200.0, ge=0, description="an `escalation` alert when a critical alert's case is not acknowledged this long after it fired (0 = never)")
+    sla_warning_share: float = Field(0.75, ge=0, lt=1, description="`sla_at_risk` once this share of the time to a complaint deadline has passed unanswered (0 = no warnings)")
     population_file: Path | None = Field(None, description="churn population parameters (JSON); default: built-in priors, re-fitted in-stream")
     churn_horizon_days: float = Field(30.0, ge=0, description="churn = gone, or no activity within this many days")
     refit_seconds: float = Field(3600.0, gt=0, description="wall-clock seconds between population re-fits in the worker")
@@ -68,6 +77,30 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, v: Path) -> Path:
         return v.expanduser().resolve()
+
+    @field_validator("working_days")
+    @classmethod
+    def _working_days(cls, v: str) -> str:
+        from pipeline.domain.business_calendar import parse_working_days
+        parse_working_days(v)
+        return v
+
+    @field_validator("extra_holidays")
+    @classmethod
+    def _extra_holidays(cls, v: str) -> str:
+        from pipeline.domain.business_calendar import parse_dates
+        parse_dates(v)
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (an IANA name, e.g. Europe/Berlin)") from None
+        return v
 
     @property
     def bootstrap(self) -> str:

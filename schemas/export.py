@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
+from schemas.actions import ActionRecord
 from schemas.events import Complaint, InputEvent, Order, Touchpoint
 from schemas.outputs import AlertRecord, DeadLetter, ScoreRecord
 
@@ -17,6 +18,7 @@ MODELS: dict[str, object] = {
     "touchpoint": TypeAdapter(Touchpoint),
     "order": TypeAdapter(Order),
     "complaint": TypeAdapter(Complaint),
+    "action": TypeAdapter(ActionRecord),
     "score": TypeAdapter(ScoreRecord),
     "alert": TypeAdapter(AlertRecord),
     "deadletter": TypeAdapter(DeadLetter),

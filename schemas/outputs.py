@@ -70,6 +70,8 @@ class ScoreRecord(BaseModel):
 class AlertType(str, Enum):
     churn_risk = "churn_risk"
     sla_breach = "sla_breach"
+    sla_at_risk = "sla_at_risk"
+    escalation = "escalation"
     failed_recovery = "failed_recovery"
 
 
@@ -96,7 +98,7 @@ class DeadLetter(BaseModel):
     model_config = ConfigDict(extra="forbid")
     schema_version: Literal[1] = 1
     reason: Literal["invalid_json", "invalid_record", "wrong_topic", "wrong_key", "too_late", "too_large",
-                    "processing_error"]
+                    "processing_error", "unknown_alert", "case_closed"]
     error: str
     source_topic: str
     partition: int

@@ -69,11 +69,17 @@ def test_sla_and_failed_recovery_alerts_through_the_core_with_redelivery():
         out = core.process([rec], states.get)
         states.update(out.states)
         seen += out.alerts
-        if i == 0:  # the timer sweep at 18:30, with no event since the complaint
-            assert core.sweep(states.values(), T0.timestamp() + 8 * 3600).alerts == []
+        if i == 0:  # the timer sweeps at 15:30, 17:00 and 18:30, with no event since the complaint
+            assert core.sweep(states.values(), T0.timestamp() + 6.5 * 3600).alerts == []
+            # 75 % of the 9 business hours to the 18:00 cut-off have passed at 15:45: a warning
+            warned = core.sweep(states.values(), T0.timestamp() + 8 * 3600).alerts
+            assert [(a["type"], a["status"]) for a in warned] == [("sla_at_risk", "firing")]
             swept = core.sweep(states.values(), T0.timestamp() + 9.5 * 3600)
             assert swept.scores[0]["sla_breaches"] == 1
-            seen += swept.alerts
+            # the breach supersedes the warning
+            assert [(a["type"], a["status"]) for a in swept.alerts] == [("sla_breach", "firing"),
+                                                                         ("sla_at_risk", "resolved")]
+            seen += warned + swept.alerts
     kinds = [(a["type"], a["status"]) for a in seen]
     assert ("sla_breach", "firing") in kinds and ("sla_breach", "resolved") in kinds
     assert ("failed_recovery", "firing") in kinds

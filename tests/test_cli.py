@@ -27,7 +27,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-COMMANDS = ["worker", "demo", "replay", "produce", "tail", "score", "erase", "doctor"]
+COMMANDS = ["worker", "demo", "replay", "produce", "tail", "score", "erase", "doctor", "ack", "assign", "contact",
+            "close", "cases"]
 
 
 def use(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
@@ -102,6 +103,23 @@ def write_events(path: Path, good: list[bytes]) -> dict[int, bytes]:
             bad_at[n] = line
     path.write_bytes(b"\n".join(lines) + b"\n")
     return bad_at
+
+
+def test_case_actions_check_their_codes_before_anything_is_sent(capsys, monkeypatch):
+    # an unreachable broker: a bad code must fail before any lookup or send
+    use(monkeypatch, Settings(kafka_port=free_port()))
+    code, _, err = run(capsys, "ack", "not-an-alert", "--staff", "S017", "--customer", "C1")
+    assert code == 2 and "alert_id" in err
+    code, _, err = run(capsys, "ack", "a" * 20, "--staff", "Anna Schmidt", "--customer", "C1")
+    assert code == 2 and "staff_id" in err
+    code, _, err = run(capsys, "contact", "a" * 20, "--staff", "S017", "--channel", "pigeon", "--customer", "C1")
+    assert code == 2 and "channel" in err
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["close", "a" * 20, "--staff", "S017", "--outcome", "happy", "--action", "callback"])
+    assert exit_.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    args = build_parser().parse_args(["close", "a" * 20, "--staff", "S017", "--outcome", "retained",
+                                      "--action", "callback"])
+    assert (args.case_action, args.outcome, args.playbook_action) == ("closed", "retained", "callback")
 
 
 def test_produce_dry_run_reports_rejects_by_line(tmp_path, capsys, monkeypatch):

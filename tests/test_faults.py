@@ -362,7 +362,7 @@ def test_broker_restart(tmp_path: Path, start_worker):
             partitions=2, batch_within=0.05, commit_interval=0.2, batch_max=100,
             topic_touchpoints=f"{tag}.touchpoints", topic_orders=f"{tag}.orders",
             topic_complaints=f"{tag}.complaints", topic_scores=f"{tag}.scores", topic_alerts=f"{tag}.alerts",
-            topic_deadletter=f"{tag}.deadletter", topic_erasures=f"{tag}.erasures", **WIDE,
+            topic_deadletter=f"{tag}.deadletter", topic_erasures=f"{tag}.erasures", topic_actions=f"{tag}.actions", **WIDE,
         )
         topics.ensure_topics(settings)
         stream = generate(customers=150, days=20, seed=23, invalid_ratio=0.03)

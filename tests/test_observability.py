@@ -177,6 +177,17 @@ def test_batch_observes_size_once_and_latency_per_event():
     assert r.get_sample_value("cxpulse_processing_latency_seconds_bucket", {"le": "0.01"}) == 503
 
 
+def test_sla_at_risk_is_a_labelled_alert_type_from_the_start():
+    m, r = fresh()
+    at_risk = {"type": "sla_at_risk", "tier": "platinum", "severity": "critical"}
+    assert r.get_sample_value("cxpulse_alerts_firing", at_risk) == 0   # pre-initialised: no gaps in panels
+    m.alert_raised("sla_at_risk", "platinum", "critical")
+    assert r.get_sample_value("cxpulse_alerts_raised_total", at_risk) == 1
+    assert r.get_sample_value("cxpulse_alerts_firing", at_risk) == 1
+    m.alert_resolved("sla_at_risk", "platinum", "critical")
+    assert r.get_sample_value("cxpulse_alerts_firing", at_risk) == 0
+
+
 def test_consumer_lag_replaces_revoked_partitions():
     m, r = fresh()
     m.consumer_lag({("t.a", 0): 5, ("t.a", 1): 7})
@@ -306,7 +317,8 @@ def test_scrape_config_targets_the_workers():
 
 
 REQUIRED_ALERTS = {"CxpulsePipelineDown", "CxpulseConsumerLagGrowing", "CxpulseDeadLetterRatioHigh",
-                   "CxpulseSinkFailing", "CxpulseSlaBreachesRising", "CxpulseHighTierChurnAlertsSpiking"}
+                   "CxpulseSinkFailing", "CxpulseSlaBreachesRising", "CxpulseHighTierComplaintsAtRisk",
+                   "CxpulseHighTierChurnAlertsSpiking"}
 
 
 def test_alert_rules_have_severity_summary_and_runbook():
@@ -318,6 +330,7 @@ def test_alert_rules_have_severity_summary_and_runbook():
         url = re.search(r"^\s*runbook_url:\s*\"?([^\"\s]+)", block, flags=re.M)
         assert url and url.group(1) == f"README.md#runbook-{name.lower()}", name
     assert 'tier=~"gold|platinum"' in rules["CxpulseHighTierChurnAlertsSpiking"]
+    assert 'tier=~"gold|platinum"' in rules["CxpulseHighTierComplaintsAtRisk"]
 
 
 def test_every_alert_is_unit_tested_firing_and_not_firing():
@@ -551,6 +564,12 @@ def clickhouse_queries() -> list[tuple[str, str, str | None]]:
 
 
 SAMPLE_ROWS = """
+INSERT INTO cx_case_events (customer_id, alert_id, action_id, action, occurred_at, staff_id, channel, outcome,
+    playbook_action, alert_type, severity, tier, alert_fired_at, acknowledged_at, first_contact_at, closed_at) VALUES
+ ('c1', 'a1', 'x1', 'acknowledged', now64(3) - INTERVAL 5 HOUR, 'S017', '', '', '', 'sla_breach', 'critical', 'gold',
+  now64(3) - INTERVAL 6 HOUR, now64(3) - INTERVAL 5 HOUR, NULL, NULL),
+ ('c1', 'a1', 'x2', 'closed', now64(3) - INTERVAL 4 HOUR, 'S017', '', 'retained', 'callback', 'sla_breach', 'critical',
+  'gold', now64(3) - INTERVAL 6 HOUR, now64(3) - INTERVAL 5 HOUR, NULL, now64(3) - INTERVAL 4 HOUR);
 INSERT INTO cx_events (event_id, event_type, customer_id, occurred_at, channel, tier, stage, kind,
     rating_reliability, rating_empathy, csat, nps, wait_seconds, resolved, handoffs) VALUES
  ('e1', 'touchpoint', 'c1', now64(3) - INTERVAL 2 HOUR, 'call_center', 'gold', 'usage', 'support', 2, 4, 2, 3, 600, false, 3),

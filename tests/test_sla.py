@@ -6,11 +6,18 @@ from zoneinfo import ZoneInfo
 
 from pipeline.domain.churn import PopulationParams
 from pipeline.domain.scoring import ScoringParams, apply, profile
-from pipeline.domain.sla import resolve_deadline_ts, sunset_deadline
+from pipeline.domain.business_calendar import BusinessCalendar
+from pipeline.domain.sla import resolve_deadline_ts, sunset_deadline_ts
 from pipeline.domain.state import CustomerState
 from tests.factories import complaint, ev
 
 BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def sunset_deadline(opened: datetime, tz: str, cutoff_hour: float) -> datetime:
+    """The sunset deadline on the default Monday–Friday calendar of `tz`, in UTC."""
+    due = sunset_deadline_ts(opened.timestamp(), BusinessCalendar(tz=tz, cutoff_hour=cutoff_hour))
+    return datetime.fromtimestamp(due, timezone.utc)
 
 
 def test_before_cutoff_is_due_the_same_day():
@@ -28,8 +35,10 @@ def test_time_zone_is_respected():
     opened = datetime(2026, 3, 2, 16, 30, tzinfo=timezone.utc)
     assert sunset_deadline(opened, "Europe/Berlin", 18) == datetime(2026, 3, 2, 17, 0, tzinfo=timezone.utc)
     assert sunset_deadline(opened, "America/New_York", 18) == datetime(2026, 3, 2, 23, 0, tzinfo=timezone.utc)
-    # across a DST change: Berlin switches on 2026-03-29
-    assert sunset_deadline(datetime(2026, 3, 29, 10, 0, tzinfo=BERLIN), "Europe/Berlin", 18).hour == 16
+    # across a DST change: Berlin switches on Sunday 2026-03-29; a Sunday complaint is due
+    # on Monday (working days Monday–Friday), 18:00 summer time = 16:00 UTC
+    due = sunset_deadline(datetime(2026, 3, 29, 10, 0, tzinfo=BERLIN), "Europe/Berlin", 18)
+    assert due == datetime(2026, 3, 30, 16, 0, tzinfo=timezone.utc)
 
 
 def test_resolution_deadline_by_severity_and_tier():
@@ -39,7 +48,7 @@ def test_resolution_deadline_by_severity_and_tier():
 
 
 def test_breach_is_detected_by_time_alone_and_answer_in_time_is_not():
-    params = ScoringParams(timezone="Europe/Berlin", cutoff_hour=18)
+    params = ScoringParams(calendar=BusinessCalendar(tz="Europe/Berlin", cutoff_hour=18))
     s = CustomerState(customer_id="c1")
     apply(s, ev(complaint(when="2026-03-02T16:55:00+01:00")), params)
     due = datetime(2026, 3, 2, 18, 0, tzinfo=BERLIN).timestamp()

@@ -102,6 +102,60 @@ def test_complaint_breach_without_further_events(make_settings, start_worker):
     assert worker.alive
 
 
+def test_complaint_warned_then_breached_and_an_answer_in_between_saves_it(make_settings, start_worker):
+    """Two complaints with an 8 s deadline and the warning at 25 %: the one nobody answers
+    raises sla_at_risk then sla_breach by the timer alone (the breach supersedes the
+    warning); the one answered after its warning has the warning resolved and no breach."""
+    settings = make_settings(sla_max_ack_seconds=8, sla_warning_share=0.25, sweep_seconds=0.5)
+    worker = start_worker(settings)
+    now = datetime.now(timezone.utc)
+
+    def complaint(cid: str, status: str, when: datetime) -> tuple[str, bytes, bytes]:
+        rec = {"type": "complaint", "event_id": f"{cid}-{status}", "customer_id": cid, "schema_version": 1,
+               "occurred_at": when.isoformat(), "channel": "call_center", "complaint_id": f"cmp-{cid}",
+               "status": status, "category": "responsiveness", "severity": "high"}
+        return settings.topic_complaints, cid.encode(), orjson.dumps(rec)
+
+    kafka_io.produce(settings, [complaint("cust-miss", "opened", now), complaint("cust-save", "opened", now)])
+
+    def alerts_of(cid: str) -> list[dict]:
+        return [a for m in kafka_io.read_topic(settings, settings.topic_alerts)
+                if (a := orjson.loads(m.value))["customer_id"] == cid]
+
+    def wait_for(cid: str, pred, seconds: float = 30) -> list[dict]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            got = alerts_of(cid)
+            if pred(got):
+                return got
+            time.sleep(0.25)
+        raise AssertionError(f"timed out; alerts of {cid}: {alerts_of(cid)}")
+
+    def kinds(alerts: list[dict]) -> list[tuple[str, str]]:
+        return [(a["type"], a["status"]) for a in alerts]
+
+    wait_for("cust-save", lambda a: ("sla_at_risk", "firing") in kinds(a))
+    answered_at = datetime.now(timezone.utc)
+    assert answered_at < now + timedelta(seconds=8), "the warning came too late to answer in time"
+    kafka_io.produce(settings, [complaint("cust-save", "acknowledged", answered_at)])
+
+    missed = wait_for("cust-miss", lambda a: ("sla_at_risk", "resolved") in kinds(a))
+    assert kinds(missed) == [("sla_at_risk", "firing"), ("sla_breach", "firing"), ("sla_at_risk", "resolved")]
+    warned, breach, superseded = missed
+    assert now + timedelta(seconds=1) <= datetime.fromisoformat(warned["as_of"]) < now + timedelta(seconds=8)
+    assert datetime.fromisoformat(breach["as_of"]) >= now + timedelta(seconds=8)
+    assert superseded["alert_id"] == warned["alert_id"] and breach["alert_id"] in superseded["reasons"][0]
+
+    saved = wait_for("cust-save", lambda a: ("sla_at_risk", "resolved") in kinds(a))
+    time.sleep(max(0.0, (now + timedelta(seconds=10) - datetime.now(timezone.utc)).total_seconds()))
+    saved = alerts_of("cust-save")   # two sweeps past the deadline: still no breach
+    assert kinds(saved) == [("sla_at_risk", "firing"), ("sla_at_risk", "resolved")]
+    assert saved[0]["alert_id"] == saved[1]["alert_id"] and "answered in time" in saved[1]["reasons"][0]
+    for a in missed + saved:
+        AlertRecord.model_validate(a)
+    assert worker.alive
+
+
 def test_live_metrics_cover_every_name_the_dashboards_and_rules_use(make_settings, start_worker):
     """Cross-check a real /metrics scrape of a worker that processed events against the
     metric names referenced by deploy/prometheus and deploy/grafana."""
@@ -128,3 +182,82 @@ def test_live_metrics_cover_every_name_the_dashboards_and_rules_use(make_setting
     applied = sum(float(v) for v in re.findall(r'^cxpulse_events_applied_total\{[^}]*\} (\S+)', body, flags=re.M))
     assert applied == len(stream.records) - stream.n_invalid - stream.n_duplicates
     assert "customer_id" not in body
+
+
+def test_case_lifecycle_escalation_dead_letters_and_duplicates(make_settings, start_worker):
+    """Two critical SLA breaches: one case is acknowledged, contacted and closed (retained,
+    callback) — a duplicate of its acknowledgement is ignored, a bad record and an action
+    after the close are dead-lettered with their reasons; the other stays unacknowledged
+    and escalates, and its acknowledgement resolves the escalation. Case rows reach ClickHouse."""
+    from pipeline.tools.case_actions import build_action, customer_of_alert, send_action
+
+    settings = make_settings(sla_max_ack_seconds=2, sweep_seconds=0.5, escalate_after_seconds=6)
+    worker = start_worker(settings)
+    now = datetime.now(timezone.utc)
+    opened = [(settings.topic_complaints, cid.encode(), orjson.dumps({
+        "type": "complaint", "event_id": f"{cid}-open", "customer_id": cid, "schema_version": 1,
+        "occurred_at": now.isoformat(), "channel": "call_center", "complaint_id": f"cmp-{cid}",
+        "status": "opened", "category": "responsiveness", "severity": "high"})) for cid in ("cust-kept", "cust-ignored")]
+    kafka_io.produce(settings, opened)
+
+    def alerts() -> list[dict]:
+        return [orjson.loads(m.value) for m in kafka_io.read_topic(settings, settings.topic_alerts)]
+
+    def wait_for(pred, seconds: float = 40) -> list[dict]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            got = alerts()
+            if pred(got):
+                return got
+            time.sleep(0.25)
+        raise AssertionError(f"timed out; alerts: {[(a['customer_id'], a['type'], a['status']) for a in alerts()]}")
+
+    def breach_of(cid: str, got: list[dict]) -> dict | None:
+        return next((a for a in got if a["customer_id"] == cid and a["type"] == "sla_breach"), None)
+
+    got = wait_for(lambda g: breach_of("cust-kept", g) and breach_of("cust-ignored", g))
+    kept, ignored = breach_of("cust-kept", got)["alert_id"], breach_of("cust-ignored", got)["alert_id"]
+    assert customer_of_alert(settings, kept) == "cust-kept"   # what `cxpulse ack` does without --customer
+    ack = build_action(kept, "cust-kept", "acknowledged", "S017")
+    send_action(settings, ack)
+    send_action(settings, ack)                                 # a duplicate: ignored
+    send_action(settings, build_action(kept, "cust-kept", "contacted", "S017", channel="call_center"))
+    bad = {"type": "action", "schema_version": 1, "action_id": "bad-1", "alert_id": kept, "customer_id": "cust-kept",
+           "occurred_at": datetime.now(timezone.utc).isoformat(), "action": "closed", "staff_id": "S017"}
+    kafka_io.produce(settings, [(settings.topic_actions, b"cust-kept", orjson.dumps(bad))])
+    time.sleep(0.2)
+    send_action(settings, build_action(kept, "cust-kept", "closed", "S017", outcome="retained",
+                                       playbook_action="callback"))
+    time.sleep(0.5)
+    send_action(settings, build_action(kept, "cust-kept", "contacted", "S017", channel="email"))
+
+    got = wait_for(lambda g: any(a["type"] == "escalation" for a in g))
+    escalations = [a for a in got if a["type"] == "escalation"]
+    assert [(a["customer_id"], a["status"]) for a in escalations] == [("cust-ignored", "firing")]
+    assert ignored in escalations[0]["reasons"][0]
+    fired_at = datetime.fromisoformat(breach_of("cust-ignored", got)["as_of"])
+    assert datetime.fromisoformat(escalations[0]["as_of"]) >= fired_at + timedelta(seconds=6)
+    send_action(settings, build_action(ignored, "cust-ignored", "acknowledged", "S023"))
+    got = wait_for(lambda g: any(a["type"] == "escalation" and a["status"] == "resolved" for a in g))
+    resolved = [a for a in got if a["type"] == "escalation" and a["status"] == "resolved"]
+    assert resolved[0]["alert_id"] == escalations[0]["alert_id"] and "S023" in resolved[0]["reasons"][0]
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        dls = [orjson.loads(m.value) for m in kafka_io.read_topic(settings, settings.topic_deadletter)]
+        if len(dls) >= 2:
+            break
+        time.sleep(0.25)
+    assert sorted(d["reason"] for d in dls) == ["case_closed", "invalid_record"]
+    assert all(d["source_topic"] == settings.topic_actions for d in dls)
+    assert "needs `outcome`" in next(d["error"] for d in dls if d["reason"] == "invalid_record")
+    assert worker.alive
+    worker.stop()
+    with ClickHouseSink(settings.dsn) as sink:
+        rows = list(sink.client.query(
+            "SELECT customer_id, action, outcome, playbook_action FROM cx_case_events FINAL "
+            "ORDER BY customer_id, occurred_at").named_results())
+    assert [(r["customer_id"], r["action"]) for r in rows] == [
+        ("cust-ignored", "acknowledged"),
+        ("cust-kept", "acknowledged"), ("cust-kept", "contacted"), ("cust-kept", "closed")]
+    assert (rows[-1]["outcome"], rows[-1]["playbook_action"]) == ("retained", "callback")

@@ -350,6 +350,16 @@ def cx_overview() -> dict[str, Any]:
                      unit="short"), 8, 8)
     L.add(table("Open complaints past SLA now", [ch_target(PAST_SLA_NOW_SQL)]), 8, 8)
 
+    L.row("Cases: what was done about alerts")
+    L.add(table("Case outcomes by playbook action", [ch_target(grafana_sql(Q.case_outcomes_sql("playbook_action")))],
+                description="Cases of alerts fired in the range (cx_case_events): closed, outcome shares among the "
+                            "closed, median hours to acknowledge and to first contact. Aggregates only.",
+                overrides=[{"matcher": {"id": "byRegexp", "options": ".*_share"},
+                            "properties": [{"id": "unit", "value": "percentunit"}]}]), 12, 8)
+    L.add(table("Case handling by tier", [ch_target(grafana_sql(Q.case_outcomes_sql("tier")))],
+                overrides=[{"matcher": {"id": "byRegexp", "options": ".*_share"},
+                            "properties": [{"id": "unit", "value": "percentunit"}]}]), 12, 8)
+
     L.row("Service revenue")
     L.add(table("Service revenue by currency", [ch_target(grafana_sql(Q.REVENUE_SQL))]), 12, 5)
     L.add(table("Events in range", [ch_target(grafana_sql(Q.EVENT_TOTALS_SQL))]), 12, 5)
@@ -445,6 +455,11 @@ def pipeline_health() -> dict[str, Any]:
                      unit="short"), 8, 8)
     L.add(timeseries("Open complaints past SLA by tier",
                      [prom_target("job_tier:cxpulse_complaints_past_sla:sum", "{{tier}}")], unit="short"), 8, 8)
+    L.add(timeseries("Complaints at risk (sla_at_risk firing) by tier",
+                     [prom_target("job_tier:cxpulse_sla_at_risk_firing:sum", "{{tier}}")], unit="short"), 8, 8)
+    L.add(timeseries("Escalations firing (critical alerts nobody acknowledged) by tier",
+                     [prom_target('sum by (tier) (cxpulse_alerts_firing{type="escalation"})', "{{tier}}")],
+                     unit="short"), 8, 8)
     L.add(panel("heatmap", "Churn risk of published scores",
                 [prom_target("sum by (le) (increase(cxpulse_churn_risk_ratio_bucket[$__rate_interval]))", "{{le}}")
                  | {"format": "heatmap"}],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
+from pipeline.domain.case import Case, needs_escalation
 from pipeline.domain.scoring import Profile, iso
 from pipeline.domain.state import CustomerState
 
@@ -30,6 +31,8 @@ HIGH_TIERS = ("gold", "platinum")
 # The recovery playbook: one recommended action per situation (README.md, "Playbook").
 PLAYBOOK = {
     "sla_unanswered": "call back before today's cut-off — sunset rule",
+    "sla_at_risk_unanswered": "answer the customer now: the sunset-rule deadline is near",
+    "sla_at_risk_unresolved": "give the case to someone who can resolve it before the target, and tell the customer when",
     "sla_unresolved": "escalate to a senior agent and give the customer a resolution date today",
     "failed_recovery": "compensate and follow up within 24 hours",
     "high_tier_critical": "assign an account manager and call within 24 hours",
@@ -44,6 +47,7 @@ PLAYBOOK = {
     "experience_drop": "review the recent touchpoints and call the customer",
     "refunds_returns": "review product fit with the customer",
     "high_effort": "give the customer a single point of contact",
+    "escalation": "team lead: assign an owner now and acknowledge the case",
 }
 
 
@@ -71,10 +75,15 @@ def _record(state: CustomerState, p: Profile, key: str, kind: str, status: str, 
 
 
 def _transition(state: CustomerState, p: Profile, key: str, kind: str, firing: bool, severity: str,
-                reasons: list[str], action: str, complaint_id: str | None = None) -> list[dict]:
+                reasons: list[str], action: str, complaint_id: str | None = None,
+                started: float | None = None) -> list[dict]:
+    """`started` (default: as of the evaluation) names the episode in its alert id; rules
+    whose episode starts at a known instant (a deadline's risk point) pass it, so the id
+    does not depend on when the sweep happened to look."""
     active = state.alerts.get(key)
     if firing and active is None:
-        state.alerts[key] = [alert_id(state.customer_id, key, p.as_of), severity, p.as_of]
+        at = p.as_of if started is None else started
+        state.alerts[key] = [alert_id(state.customer_id, key, at), severity, at]
         return [_record(state, p, key, kind, "firing", severity, reasons, action, complaint_id)]
     if firing and active is not None and active[1] != severity:
         active[1] = severity
@@ -130,17 +139,87 @@ def update_alerts(state: CustomerState, p: Profile) -> list[dict]:
         else:
             reasons = [f"complaint {rec.id} answered" + (" and resolved" if rec.resolved is not None else "")]
             action = "none — resolved"
-        out += _transition(state, p, f"sla:{rec.id}", "sla_breach", unanswered or unresolved, severity,
-                           reasons, action, rec.id)
+        breach = _transition(state, p, f"sla:{rec.id}", "sla_breach", unanswered or unresolved, severity,
+                             reasons, action, rec.id)
+        out += breach
+        out += _at_risk(state, p, rec, sla, breached=unanswered or unresolved, breach=breach)
         failed = rec.satisfied is False or (rec.reopened > 0 and rec.is_open)
         reasons = [f"complaint {rec.id} " + ("reopened" if rec.is_open else "resolved but the customer is not satisfied")
                    if failed else f"complaint {rec.id} recovered"]
         out += _transition(state, p, f"rec:{rec.id}", "failed_recovery", failed,
                            "critical" if p.tier in HIGH_TIERS else "warning", reasons,
                            PLAYBOOK["failed_recovery"] if failed else "none — recovered", rec.id)
-    for key in [k for k in state.alerts if ":" in k and k.split(":", 1)[1] not in complaints]:
-        kind = "sla_breach" if key.startswith("sla:") else "failed_recovery"
+    for key in [k for k in state.alerts
+                if k.split(":", 1)[0] in KIND_OF_PREFIX and k.split(":", 1)[1] not in complaints]:
+        kind = KIND_OF_PREFIX[key.split(":", 1)[0]]
         cid = key.split(":", 1)[1]
         out += _transition(state, p, key, kind, False, state.alerts[key][1],
                            [f"complaint {cid} closed and archived"], "none — closed", cid)
+    return out
+
+
+KIND_OF_PREFIX = {"sla": "sla_breach", "risk": "sla_at_risk", "riskr": "sla_at_risk", "rec": "failed_recovery"}
+
+
+def at_risk_severity(rec_severity: str, tier: str) -> str:
+    """A warning, one step below the breach it announces: critical only when both the
+    complaint (high/critical) and the customer (gold/platinum) make the breach costly."""
+    return "critical" if rec_severity in ("high", "critical") and tier in HIGH_TIERS else "warning"
+
+
+def _at_risk(state: CustomerState, p: Profile, rec, sla, *, breached: bool, breach: list[dict]) -> list[dict]:
+    """`sla_at_risk`: the share of the time to a deadline has passed without the answer
+    (or resolution) it waits for. One episode per deadline (`risk:` the answer, `riskr:`
+    the resolution, which waits while the answer is at risk). Resolved when the answer
+    comes; superseded by `sla_breach` when a deadline passes first (resolved, naming the
+    breach's alert id)."""
+    out: list[dict] = []
+    severity = at_risk_severity(rec.severity, p.tier)
+    what = f"complaint {rec.id} ({rec.severity}, {rec.category})"
+    phases = (
+        (f"risk:{rec.id}", sla.ack_at_risk, sla.ack_warn, "answered",
+         f"{what} not answered; due {iso(sla.ack_due)} — sunset rule", PLAYBOOK["sla_at_risk_unanswered"]),
+        (f"riskr:{rec.id}", sla.resolve_at_risk and not sla.ack_at_risk, sla.resolve_warn, "resolved",
+         f"{what} not resolved; due {iso(sla.resolve_due)}", PLAYBOOK["sla_at_risk_unresolved"]),
+    )
+    for key, at_risk, started, done, reason, action in phases:
+        firing = at_risk and not breached
+        if firing:
+            out += _transition(state, p, key, "sla_at_risk", True, severity, [reason], action, rec.id, started)
+        elif key in state.alerts:
+            if breached:
+                ids = [a["alert_id"] for a in breach if a["status"] == "firing"] or [state.alerts[f"sla:{rec.id}"][0]]
+                reasons, end = [f"complaint {rec.id} missed its deadline: superseded by sla_breach {ids[0]}"], \
+                    "none — superseded by sla_breach"
+            else:
+                reasons, end = [f"complaint {rec.id} {done} in time"], f"none — {done}"
+            out += _transition(state, p, key, "sla_at_risk", False, state.alerts[key][1], reasons, end, rec.id)
+    return out
+
+
+def update_escalations(state: CustomerState, p: Profile, escalate_after: float) -> list[dict]:
+    """`escalation`: a critical alert still firing whose case is unacknowledged `escalate_after`
+    seconds after it fired (pipeline/domain/case.py). Resolved once anyone acts on the case,
+    or the alert resolves. The episode starts at the escalation instant, so its id is stable
+    across sweeps."""
+    out: list[dict] = []
+    hours = escalate_after / 3600.0
+    for aid, stored in state.cases.items():
+        case = Case.from_stored(aid, stored)
+        key = f"esc:{aid}"
+        firing = needs_escalation(case, p.as_of, escalate_after)
+        if not firing and key not in state.alerts:
+            continue
+        if firing:
+            reasons = [f"critical {case.kind} alert {aid} not acknowledged within {hours:g} h"]
+            action = PLAYBOOK["escalation"]
+        else:
+            by = ("closed" if case.is_closed else f"acknowledged by {case.acked_by}" if case.acked_by
+                  else "no longer needed: the alert resolved")
+            reasons, action = [f"case of alert {aid} {by}"], "none — acknowledged" if case.acked else "none — resolved"
+        out += _transition(state, p, key, "escalation", firing, "critical", reasons, action,
+                           started=case.opened + escalate_after)
+    for key in [k for k in state.alerts if k.startswith("esc:") and k[4:] not in state.cases]:
+        out += _transition(state, p, key, "escalation", False, "critical", [f"case of alert {key[4:]} expired"],
+                           "none — expired")
     return out

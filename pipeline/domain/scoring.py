@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from datetime import datetime, timezone
 
 from pipeline.domain import signals
 from pipeline.domain.churn import ChurnAssessment, PopulationParams, assess_churn
 from pipeline.config import Settings
-from pipeline.domain.sla import resolve_deadline_ts, sunset_deadline_ts
+from pipeline.domain.business_calendar import BusinessCalendar
+from pipeline.domain.sla import at_risk_from, resolve_deadline_ts, sunset_deadline_ts
 from pipeline.domain.state import (
     DAY_MASK_BITS, MAX_COMPLAINTS, MAX_CONTACTS, MAX_ORDERS, MAX_REVERSALS, REVENUE_MONTHS, ComplaintRec,
     CustomerState, short_hash,
@@ -42,16 +43,18 @@ Outcome = str  # "applied" | "duplicate" | "too_late"
 class ScoringParams:
     half_life_days: float = 90.0
     lateness_seconds: float = 3600.0
-    timezone: str = "UTC"
-    cutoff_hour: float = 18.0
     tier_thresholds: tuple[float, float, float] = (500.0, 2000.0, 10000.0)
     cxi_weights: tuple[float, ...] = (0.11, 0.32, 0.22, 0.19, 0.16)
     sla_max_ack_seconds: float = 0.0
+    calendar: BusinessCalendar = field(default_factory=BusinessCalendar)   # deadlines (sunset rule, targets)
+    resolve_in_business_hours: bool = False
+    sla_warning_share: float = 0.75   # sla_at_risk once this share of the time to a deadline has passed
 
     @classmethod
-    def from_settings(cls, s: Settings) -> "ScoringParams":
-        return cls(s.half_life_days, float(s.lateness_seconds), s.timezone, s.cutoff_hour,
-                   tuple(s.tier_thresholds), tuple(s.cxi_weights), s.sla_max_ack_seconds)
+    def from_settings(cls, s: Settings, calendar: BusinessCalendar) -> "ScoringParams":
+        """`calendar` is resolved by the shell (pipeline/adapters/holiday_calendar.py)."""
+        return cls(s.half_life_days, float(s.lateness_seconds), tuple(s.tier_thresholds), tuple(s.cxi_weights),
+                   s.sla_max_ack_seconds, calendar, s.resolve_in_business_hours, s.sla_warning_share)
 
     @property
     def rates(self) -> dict[str, float]:
@@ -358,19 +361,37 @@ class ComplaintSla:
     resolve_due: float
     ack_breached: bool
     resolve_breached: bool
+    ack_warn: float | None = None       # when the answer is at risk (None: warnings off)
+    resolve_warn: float | None = None   # when the resolution is at risk
+    ack_at_risk: bool = False           # past ack_warn, not answered, not yet breached
+    resolve_at_risk: bool = False       # past resolve_warn, not resolved, not yet breached
 
     @property
     def breached(self) -> bool:
         return self.ack_breached or self.resolve_breached
 
 
+@lru_cache(maxsize=65536)
+def complaint_deadlines(start: float, severity: str, tier: str,
+                        params: ScoringParams) -> tuple[float, float, float | None, float | None]:
+    """(answer due, resolution due, answer at risk, resolution at risk) of a complaint
+    opened at `start`: pure, so cached (the sweep re-views every open complaint)."""
+    cal = params.calendar
+    ack_due = sunset_deadline_ts(start, cal, params.sla_max_ack_seconds)
+    resolve_due = resolve_deadline_ts(start, severity, tier, cal if params.resolve_in_business_hours else None)
+    return (ack_due, resolve_due, at_risk_from(start, ack_due, params.sla_warning_share, cal),
+            at_risk_from(start, resolve_due, params.sla_warning_share, cal))
+
+
 def complaint_sla(rec: ComplaintRec, tier: str, as_of: float, params: ScoringParams) -> ComplaintSla:
-    start = rec.start
-    ack_due = sunset_deadline_ts(start, params.timezone, params.cutoff_hour, params.sla_max_ack_seconds)
-    resolve_due = resolve_deadline_ts(start, rec.severity, tier)
+    ack_due, resolve_due, ack_warn, resolve_warn = complaint_deadlines(rec.start, rec.severity, tier, params)
     ack_breached = (rec.ack > ack_due) if rec.ack is not None else as_of > ack_due
     resolve_breached = (rec.resolved > resolve_due) if rec.resolved is not None else as_of > resolve_due
-    return ComplaintSla(ack_due, resolve_due, ack_breached, resolve_breached)
+    ack_at_risk = ack_warn is not None and rec.ack is None and not ack_breached and as_of >= ack_warn
+    resolve_at_risk = (resolve_warn is not None and rec.resolved is None and not resolve_breached
+                       and as_of >= resolve_warn)
+    return ComplaintSla(ack_due, resolve_due, ack_breached, resolve_breached, ack_warn, resolve_warn,
+                        ack_at_risk, resolve_at_risk)
 
 
 def failed_recovery(rec: ComplaintRec) -> bool:

@@ -10,7 +10,7 @@ Format 1 grew one optional field (`offs`, source offsets for exact redelivery de
 states written before it read as "no offsets known" and fall back to the event-id window.
 It grew a second one, `erased` (see `erasure_marker`); states written before it have none;
 and `spent` (paid amount over all purchases): states written before it judge spend from the
-purchases they keep.
+purchases they keep; and `cases` (what operators did about each alert): none before it.
 """
 from __future__ import annotations
 
@@ -104,6 +104,7 @@ class CustomerState:
     pub: list[float] = field(default_factory=list)          # last published [churn_risk, sla_breaches, open]
     offs: list[int] = field(default_factory=list)           # per input slot: [partition, last applied offset] * 3
     erased: float | None = None                             # events up to this time are erased (`cxpulse erase`)
+    cases: dict[str, dict] = field(default_factory=dict)    # alert id -> case (pipeline/domain/case.py)
 
     # --- erasure --------------------------------------------------------------------
     def erasure_marker(self, requested_at: float) -> "CustomerState":
@@ -205,7 +206,7 @@ _SHORT = {"v": "v", "customer_id": "c", "version": "ver", "n": "n", "wm": "wm", 
           "orders": "o", "n_orders": "no", "spent": "sp", "first_order": "fo", "reversals": "rv", "revenue": "rev",
           "last_day": "ld", "day_mask": "dm", "n_days": "nd", "first_day": "fd", "contacts": "ct", "stage": "st", "stage_t": "stt",
           "nps_last": "nps", "nps_t": "npt", "complaints": "cp", "alerts": "al", "pub": "pub",
-          "offs": "of", "erased": "er"}
+          "offs": "of", "erased": "er", "cases": "cs"}
 _SHORT_C = {"id": "id", "channel": "ch", "category": "cat", "severity": "sev", "opened": "op", "first_seen": "fs",
             "ack": "ack", "resolved": "res", "status": "s", "status_t": "st", "satisfied": "sat",
             "compensation": "cmp", "reopened": "ro", "version": "ver"}

@@ -13,10 +13,14 @@ from typing import Callable, Iterable
 from pydantic import ValidationError
 
 from pipeline.domain import alerts
+from pipeline.adapters.holiday_calendar import calendar_from_settings
 from pipeline.domain.churn import PopulationParams
 from pipeline.config import Settings
+from pipeline.domain.business_calendar import BusinessCalendar
 from pipeline.domain.scoring import Profile, ScoringParams, apply, iso, profile, score_record
-from pipeline.domain.state import CustomerState
+from pipeline.domain.case import alert_resolved, apply_action, open_case, prune_cases
+from pipeline.domain.state import CustomerState, short_hash
+from schemas.actions import ActionRecord, parse_action
 from schemas.events import EVENT_ADAPTER, Complaint, Order, Touchpoint
 
 MAX_RECORD_BYTES = 64 * 1024
@@ -41,6 +45,7 @@ class BatchResult:
     dead_letters: list[dict] = field(default_factory=list)
     events: list[tuple[Event, str]] = field(default_factory=list)   # applied events with the tier after the batch
     complaints: list[dict] = field(default_factory=list)
+    case_events: list[dict] = field(default_factory=list)          # applied operator actions (cx_case_events rows)
     applied: int = 0
     duplicates: int = 0
     consumed: dict[str, int] = field(default_factory=dict)          # by topic
@@ -59,6 +64,7 @@ class BatchResult:
         self.dead_letters += other.dead_letters
         self.events += other.events
         self.complaints += other.complaints
+        self.case_events += other.case_events
         self.applied += other.applied
         self.duplicates += other.duplicates
         self.past_sla.update(other.past_sla)
@@ -96,13 +102,15 @@ def dead_letter(rec: RawRecord, reason: str, error: str, received_at: float | No
 class Core:
     """Scoring parameters + population model + the topic contract, bound once."""
 
-    def __init__(self, settings: Settings, population: PopulationParams | None = None):
+    def __init__(self, settings: Settings, population: PopulationParams | None = None,
+                 calendar: BusinessCalendar | None = None):
         self.settings = settings
-        self.params = ScoringParams.from_settings(settings)
+        self.params = ScoringParams.from_settings(settings, calendar or calendar_from_settings(settings))
         self.rates = self.params.rates
         self.population = population or replace(PopulationParams.load(settings.population_file),
                                                 horizon_days=settings.churn_horizon_days)
         self.topic_type = settings.topic_type
+        self.escalate_after = settings.escalate_after_seconds
 
     # --- decoding ---------------------------------------------------------------------
     def decode(self, rec: RawRecord, expected_type: str | None = None) -> Event | dict:
@@ -202,6 +210,9 @@ class Core:
         out.past_sla[state.customer_id] = (p.tier, sum(
             1 for rec in state.complaints if rec.is_open and p.slas[rec.id].breached))
         changes = alerts.update_alerts(state, p)
+        track_cases(state, changes)
+        changes += alerts.update_escalations(state, p, self.escalate_after)
+        prune_cases(state.cases, p.as_of)
         summary = [round(p.churn.risk, 4), p.sla_breaches, p.open_complaints]
         moved = (not state.pub or abs(summary[0] - state.pub[0]) >= 0.05 or summary[1:] != state.pub[1:])
         if force or changes or moved:
@@ -214,6 +225,58 @@ class Core:
                 if rec.id in complaint_ids or (not force and f"sla:{rec.id}" in state.alerts):
                     out.complaints.append(complaint_row(state, rec, p))
         return p
+
+    # --- operator actions (cx.actions) -------------------------------------------------
+    def decode_action(self, rec: RawRecord) -> ActionRecord | dict:
+        """A validated action, or a dead-letter record saying why not."""
+        value = rec.value
+        if value is None:
+            return dead_letter(rec, "invalid_json", "empty message (null value)")
+        if len(value) > MAX_RECORD_BYTES:
+            return dead_letter(rec, "too_large", f"record of {len(value)} bytes exceeds {MAX_RECORD_BYTES}")
+        try:
+            a = parse_action(value)
+        except ValidationError as exc:
+            kinds = {e["type"] for e in exc.errors(include_url=False)}
+            reason = "invalid_json" if kinds & {"json_invalid", "json_type"} else "invalid_record"
+            return dead_letter(rec, reason, _error_text(exc))
+        except (ValueError, RecursionError) as exc:
+            return dead_letter(rec, "invalid_json", str(exc) or type(exc).__name__)
+        if rec.key is not None and rec.key != a.customer_id.encode():
+            return dead_letter(rec, "wrong_key", "message key differs from customer_id (records must be keyed by customer_id)")
+        return a
+
+    def process_actions(self, records: Iterable[RawRecord],
+                        load: Callable[[str], CustomerState | None]) -> BatchResult:
+        """Apply operator actions to the cases of their alerts. A bad record, an unknown alert
+        or an action after the close is dead-lettered with the reason and changes nothing;
+        a repeated action id is a duplicate. Acknowledging resolves an escalation at once."""
+        out = BatchResult()
+        for rec in records:
+            out.consumed[rec.topic] = out.consumed.get(rec.topic, 0) + 1
+            a = self.decode_action(rec)
+            if isinstance(a, dict):
+                out.dead_letters.append(a)
+                continue
+            cid = a.customer_id
+            state = out.states.get(cid) or load(cid)
+            if state is None or not state.n:
+                out.dead_letters.append(dead_letter(rec, "unknown_alert", f"no customer state for {cid!r} here"))
+                continue
+            outcome, case, why = apply_action(state.cases, a, short_hash(a.action_id))
+            if outcome == "duplicate":
+                out.duplicates += 1
+                out.duplicates_by_topic[rec.topic] = out.duplicates_by_topic.get(rec.topic, 0) + 1
+                continue
+            if outcome != "applied":
+                out.dead_letters.append(dead_letter(rec, outcome, why))
+                continue
+            out.applied += 1
+            out.applied_by_topic[rec.topic] = out.applied_by_topic.get(rec.topic, 0) + 1
+            out.states[cid] = state
+            out.case_events.append(case_event_row(a, case))
+            self.publish(state, max(state.wm, a.occurred_at.timestamp()), out, force=False)
+        return out
 
     # --- time-driven rules ------------------------------------------------------------
     def sweep(self, states: Iterable[CustomerState], now: float) -> BatchResult:
@@ -237,4 +300,29 @@ def complaint_row(state: CustomerState, rec, p: Profile) -> dict:
         "opened_at": dt(rec.start), "due_at": dt(sla.ack_due), "acknowledged_at": dt(rec.ack),
         "resolved_at": dt(rec.resolved), "breached": sla.breached, "satisfied": rec.satisfied,
         "compensation": rec.compensation, "updated_at": dt(p.as_of), "version": state.version,
+    }
+
+
+def track_cases(state: CustomerState, changes: list[dict]) -> None:
+    """Open a case for each alert episode that starts firing; mark the case when it resolves."""
+    started = {v[0]: v[2] for v in state.alerts.values()}
+    for alert in changes:
+        if alert["status"] == "firing":
+            open_case(state.cases, alert, started.get(alert["alert_id"], 0.0))
+        else:
+            alert_resolved(state.cases, alert["alert_id"])
+
+
+def case_event_row(a: ActionRecord, case) -> dict:
+    """The cx_case_events row of an applied action: the action and the case's times so far."""
+    def dt(ts: float | None) -> datetime | None:
+        return None if ts is None else datetime.fromtimestamp(ts, timezone.utc)
+
+    return {
+        "alert_id": a.alert_id, "action_id": a.action_id, "customer_id": a.customer_id,
+        "action": a.action.value, "occurred_at": a.occurred_at.astimezone(timezone.utc),
+        "staff_id": a.staff_id, "channel": a.channel.value if a.channel else "",
+        "outcome": a.outcome.value if a.outcome else "", "playbook_action": a.playbook_action.value if a.playbook_action else "",
+        "alert_type": case.kind, "severity": case.severity, "tier": case.tier, "alert_fired_at": dt(case.opened),
+        "acknowledged_at": dt(case.acked), "first_contact_at": dt(case.contacted), "closed_at": dt(case.closed),
     }

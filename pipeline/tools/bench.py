@@ -539,6 +539,7 @@ def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, l
         "topic_complaints": f"bench-{tag}.complaints", "topic_scores": f"bench-{tag}.scores",
         "topic_alerts": f"bench-{tag}.alerts", "topic_deadletter": f"bench-{tag}.deadletter",
         "topic_erasures": f"bench-{tag}.erasures",
+        "topic_actions": f"bench-{tag}.actions",
     })
     result: dict = {"N": events, "events": events, "machine": machine(), "versions": versions(),
                     "settings": {"partitions": s.partitions, "batch_max": s.batch_max, "batch_within": s.batch_within,

@@ -31,6 +31,13 @@ EXAMPLES = {
     "erase": "cxpulse erase C000042                      # Kafka tombstone + erasure request + ClickHouse rows\n"
              "cxpulse erase C000042 --skip-clickhouse     # while a worker holds the embedded chDB\n"
              "cxpulse erase C000042 --clickhouse http://default:pw@clickhouse:8123/cxpulse",
+    "ack": "cxpulse ack 3f1c0a9e5b7d2c4e6a81 --staff S017          # the customer id is looked up on cx.alerts\n"
+           "cxpulse ack 3f1c0a9e5b7d2c4e6a81 --staff S017 --customer C000042",
+    "assign": "cxpulse assign 3f1c0a9e5b7d2c4e6a81 --staff S023",
+    "contact": "cxpulse contact 3f1c0a9e5b7d2c4e6a81 --staff S017 --channel call_center",
+    "close": "cxpulse close 3f1c0a9e5b7d2c4e6a81 --outcome retained --action callback --staff S017",
+    "cases": "cxpulse cases                              # open cases by tier and age, oldest first (stop the worker: chDB)\n"
+             "cxpulse cases --clickhouse http://default:pw@clickhouse:8123/cxpulse --limit 50",
     "doctor": "cxpulse doctor                             # broker, topics, ClickHouse, worker port, versions\n"
               "CXPULSE_KAFKA_BOOTSTRAP=kafka:9092 cxpulse doctor --timeout 10",
     "evaluate": "cxpulse evaluate                           # synthetic stream with planted churners\n"
@@ -123,6 +130,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ClickHouse to delete from (default CXPULSE_CLICKHOUSE_DSN / the embedded chDB); "
                         "the embedded chDB can only be opened while the worker is stopped")
     p.add_argument("--skip-clickhouse", action="store_true", help="only the Kafka steps")
+
+    for name, action, text in (("ack", "acknowledged", "acknowledge an alert: you own its case now"),
+                               ("assign", "assigned", "assign an alert's case to a staff member (--staff)"),
+                               ("contact", "contacted", "record that the customer of an alert was contacted"),
+                               ("close", "closed", "close an alert's case with an outcome and the playbook action used")):
+        p = _sub(subs, name, text + " (written to the actions topic)")
+        p.set_defaults(case_action=action)
+        p.add_argument("alert_id", metavar="ALERT_ID")
+        p.add_argument("--staff", required=True, metavar="CODE", help="staff code, e.g. S017 (never a name)")
+        p.add_argument("--customer", default=None, metavar="ID",
+                       help="the alert's customer id (default: looked up on the alerts topic)")
+        if name == "contact":
+            p.add_argument("--channel", required=True, help="how the customer was contacted, e.g. call_center")
+        if name == "close":
+            from schemas.actions import Outcome, PlaybookAction
+            p.add_argument("--outcome", required=True, choices=[o.value for o in Outcome])
+            p.add_argument("--action", required=True, dest="playbook_action", metavar="CODE",
+                           choices=[a.value for a in PlaybookAction],
+                           help="playbook action code: " + ", ".join(a.value for a in PlaybookAction))
+
+    p = _sub(subs, "cases", "open alert cases (not closed by an operator) by tier and age, from ClickHouse")
+    p.add_argument("--clickhouse", default=None, metavar="DSN",
+                   help="ClickHouse to read (default CXPULSE_CLICKHOUSE_DSN / the embedded chDB, which can "
+                        "only be opened while the worker is stopped)")
+    p.add_argument("--limit", type=int, default=20, metavar="N", help="oldest open cases listed (default 20)")
 
     p = _sub(subs, "doctor", "check broker, topics, ClickHouse, worker port and versions; say how to fix failures")
     p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="per-connection timeout (default 5)")
@@ -506,6 +538,65 @@ def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if result.complete else 1
 
 
+def cmd_case_action(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.tools.case_actions import ActionError, build_action, customer_of_alert, send_action
+
+    try:
+        build_action(args.alert_id, args.customer or "-", args.case_action, args.staff,
+                     channel=getattr(args, "channel", None), outcome=getattr(args, "outcome", None),
+                     playbook_action=getattr(args, "playbook_action", None))   # codes first, before any lookup
+        customer = args.customer or customer_of_alert(settings, args.alert_id)
+        record = build_action(args.alert_id, customer, args.case_action, args.staff,
+                              channel=getattr(args, "channel", None), outcome=getattr(args, "outcome", None),
+                              playbook_action=getattr(args, "playbook_action", None))
+    except ActionError as exc:
+        _err(args.command, str(exc))
+        return 2
+    send_action(settings, record)
+    print(f"{record.action.value}: alert {record.alert_id} (customer {record.customer_id}) by {record.staff_id} "
+          f"-> {settings.topic_actions} (action id {record.action_id})")
+    return 0
+
+
+def cmd_cases(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import timezone
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipeline.adapters.clickhouse import queries
+    from pipeline.tools.doctor import chdb_lock_holder, chdb_path
+    from pipeline.adapters.clickhouse.sink import ClickHouseSink
+
+    dsn = args.clickhouse or settings.dsn
+    path = chdb_path(dsn)
+    if path is not None and chdb_lock_holder(path) is not None:
+        _err("cases", f"the embedded chDB {path} is in use by a running worker (one process per path): "
+                      "stop the worker, or give --clickhouse a ClickHouse server")
+        return 1
+    now = datetime.now(timezone.utc)
+    with ClickHouseSink(dsn) as sink:
+        summary, cases = queries.open_cases(sink.client, now)
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)   # whole alert ids in pipes
+    if not cases:
+        console.print("no open cases")
+        return 0
+    table = Table(title=f"open cases by tier and age ({len(cases)})")
+    for col in ("tier", "age", "open", "unacknowledged", "critical"):
+        table.add_column(col, justify="left" if col in ("tier", "age") else "right")
+    for r in summary:
+        table.add_row(r["tier"], r["age"], str(r["open"]), str(r["unacknowledged"]), str(r["critical"]))
+    console.print(table)
+    oldest = Table(title=f"oldest {min(args.limit, len(cases))}")
+    for col in ("alert_id", "type", "tier", "severity", "age (h)", "acknowledged", "staff"):
+        oldest.add_column(col)
+    for c in cases[:args.limit]:
+        oldest.add_row(c["alert_id"], c["type"], c["tier"], c["severity"], f"{float(c['age_hours']):.1f}",
+                       "yes" if c["acknowledged_at"] is not None else "no", c["staff_id"] or "")
+    console.print(oldest)
+    return 0
+
+
 def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.tools.doctor import main as doctor_main
 
@@ -584,7 +675,8 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 
 COMMANDS = {"worker": cmd_worker, "demo": cmd_demo, "replay": cmd_replay, "produce": cmd_produce,
             "tail": cmd_tail, "score": cmd_score, "erase": cmd_erase, "doctor": cmd_doctor,
-            "evaluate": cmd_evaluate, "bench": cmd_bench}
+            "evaluate": cmd_evaluate, "bench": cmd_bench,
+            "cases": cmd_cases, "ack": cmd_case_action, "assign": cmd_case_action, "contact": cmd_case_action, "close": cmd_case_action}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,10 +19,10 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 FAR_FUTURE = datetime(2200, 1, 1, tzinfo=timezone.utc)
 
 TABLES = (
-    "cx_events", "cx_scores_history", "cx_scores_latest", "cx_alerts", "cx_complaints",
+    "cx_events", "cx_scores_history", "cx_scores_latest", "cx_alerts", "cx_complaints", "cx_case_events",
     "cx_erasures", "cx_agg_hourly", "cx_quality_channel", "cx_quality_staff",
 )
-_REPLACING = {"cx_events", "cx_scores_history", "cx_scores_latest", "cx_alerts", "cx_complaints"}
+_REPLACING = {"cx_events", "cx_scores_history", "cx_scores_latest", "cx_alerts", "cx_complaints", "cx_case_events"}
 
 # Logical row counts: FINAL on ReplacingMergeTree tables (duplicates collapsed),
 # physical rows for the others (aggregate tables fold rows lazily; their count varies).
@@ -171,6 +171,75 @@ WHERE hour >= {since:DateTime64(3, 'UTC')} AND hour < {until:DateTime64(3, 'UTC'
 GROUP BY hour, channel, stage, tier
 ORDER BY hour, channel, stage, tier
 """
+
+# Cases (cx_case_events): one row per case first — its alert, first acknowledgement and
+# contact, and the close (outcome, playbook action, who closed it) — then shares and times
+# by one dimension. Aggregates only: operators compare actions, channels and teams, the
+# alerts never name a staff member.
+CASES_SQL = """
+SELECT alert_id,
+       argMax(tier, occurred_at) AS tier,
+       argMax(alert_type, occurred_at) AS alert_type,
+       min(alert_fired_at) AS fired_at,
+       min(acknowledged_at) AS acknowledged_at,
+       min(first_contact_at) AS first_contact_at,
+       argMinIf(channel, occurred_at, action = 'contacted') AS channel,
+       max(action = 'closed') AS closed,
+       argMaxIf(staff_id, occurred_at, action = 'closed') AS staff_id,
+       argMaxIf(outcome, occurred_at, action = 'closed') AS outcome,
+       argMaxIf(playbook_action, occurred_at, action = 'closed') AS playbook_action
+FROM cx_case_events FINAL
+WHERE alert_fired_at >= {since:DateTime64(3, 'UTC')} AND alert_fired_at < {until:DateTime64(3, 'UTC')}
+GROUP BY alert_id
+"""
+CASE_DIMENSIONS = ("tier", "channel", "staff_id", "playbook_action", "alert_type")
+
+
+def case_outcomes_sql(by: str) -> str:
+    if by not in CASE_DIMENSIONS:
+        raise ValueError(f"cases can be grouped by {', '.join(CASE_DIMENSIONS)}, not {by!r}")
+    return f"""
+SELECT {by} AS key,
+       count() AS cases,
+       countIf(closed) AS closed,
+       countIf(outcome = 'retained') / nullIf(closed, 0) AS retained_share,
+       countIf(outcome = 'lost') / nullIf(closed, 0) AS lost_share,
+       countIf(outcome = 'unreachable') / nullIf(closed, 0) AS unreachable_share,
+       countIf(outcome = 'not_needed') / nullIf(closed, 0) AS not_needed_share,
+       median(dateDiff('millisecond', fired_at, acknowledged_at)) / 3600000 AS median_hours_to_ack,
+       median(dateDiff('millisecond', fired_at, first_contact_at)) / 3600000 AS median_hours_to_contact
+FROM ({CASES_SQL})
+GROUP BY key
+ORDER BY key
+"""
+
+# Open cases: alert episodes (escalations aside) not closed by an operator — still firing,
+# or acknowledged and still being worked on after the score resolved them. Age from firing.
+OPEN_CASES_SQL = """
+SELECT a.alert_id AS alert_id, a.alert_type AS type, a.alert_tier AS tier, a.alert_severity AS severity,
+       a.fired_at AS fired_at, dateDiff('second', a.fired_at, {now:DateTime64(3, 'UTC')}) / 3600 AS age_hours,
+       a.is_resolved AS alert_resolved, c.acknowledged_at AS acknowledged_at, c.last_staff AS staff_id
+FROM
+(
+    SELECT alert_id, argMax(type, as_of) AS alert_type, argMax(tier, as_of) AS alert_tier,
+           argMaxIf(severity, as_of, status = 'firing') AS alert_severity,
+           minIf(as_of, status = 'firing') AS fired_at, max(status = 'resolved') AS is_resolved
+    FROM cx_alerts FINAL
+    WHERE type != 'escalation'
+    GROUP BY alert_id
+    HAVING countIf(status = 'firing') > 0
+) AS a
+LEFT JOIN
+(
+    SELECT alert_id, min(acknowledged_at) AS acknowledged_at, max(action = 'closed') AS closed,
+           argMax(staff_id, occurred_at) AS last_staff
+    FROM cx_case_events FINAL
+    GROUP BY alert_id
+) AS c ON a.alert_id = c.alert_id
+WHERE NOT c.closed AND (NOT a.is_resolved OR c.acknowledged_at IS NOT NULL)
+ORDER BY fired_at, alert_id
+"""
+CASE_AGE_BUCKETS = ((4.0, "< 4 h"), (24.0, "4-24 h"), (72.0, "1-3 days"), (float("inf"), "> 3 days"))
 
 
 # Live backtest (pipeline/domain/backtest.py): each customer's churn_risk as published at
@@ -325,3 +394,32 @@ def live_backtest_rows(client: Client, horizon_days: float = 30.0,
         as_of = as_of if as_of.tzinfo else as_of.replace(tzinfo=timezone.utc)
     rows = _dicts(client, LIVE_BACKTEST_SQL, {"as_of": as_of, "horizon_seconds": int(horizon_days * 86400)})
     return as_of, [BacktestRow(r["customer_id"], float(r["churn_risk"]), r["tier"], bool(r["active"])) for r in rows]
+
+
+def case_outcomes(client: Client, by: str = "tier", since: datetime | None = None,
+                  until: datetime | None = None) -> list[dict[str, Any]]:
+    """Cases of alerts fired in [since, until) by `by` (CASE_DIMENSIONS): how many, how many
+    closed, outcome shares among the closed, median hours from the alert to the first
+    acknowledgement and to the first contact (None where there is none)."""
+    rows = _dicts(client, case_outcomes_sql(by), _period(since, until))
+    for r in rows:
+        for k in ("retained_share", "lost_share", "unreachable_share", "not_needed_share",
+                  "median_hours_to_ack", "median_hours_to_contact"):
+            r[k] = _num(r[k])
+    return rows
+
+
+def open_cases(client: Client, now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(summary, cases): open cases counted by tier x age bucket (CASE_AGE_BUCKETS) with how many
+    are unacknowledged, and every open case oldest first (`cxpulse cases`)."""
+    cases = _dicts(client, OPEN_CASES_SQL, {"now": now})
+    summary: dict[tuple[str, str], dict[str, Any]] = {}
+    for c in cases:
+        bucket = next(label for limit, label in CASE_AGE_BUCKETS if float(c["age_hours"]) < limit)
+        row = summary.setdefault((c["tier"], bucket), {"tier": c["tier"], "age": bucket, "open": 0,
+                                                        "unacknowledged": 0, "critical": 0})
+        row["open"] += 1
+        row["unacknowledged"] += c["acknowledged_at"] is None
+        row["critical"] += c["severity"] == "critical"
+    order = {label: i for i, (_, label) in enumerate(CASE_AGE_BUCKETS)}
+    return sorted(summary.values(), key=lambda r: (r["tier"], order[r["age"]])), cases

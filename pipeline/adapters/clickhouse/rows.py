@@ -189,6 +189,28 @@ def complaint_row(c: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def case_event_row(c: Mapping[str, Any]) -> dict[str, Any]:
+    """An applied operator action with its case's times so far -> a `cx_case_events` row."""
+    return {
+        "customer_id": c["customer_id"],
+        "alert_id": c["alert_id"],
+        "action_id": c["action_id"],
+        "action": _s(c["action"]),
+        "occurred_at": _utc(c["occurred_at"]),
+        "staff_id": c["staff_id"],
+        "channel": _s(c.get("channel") or ""),
+        "outcome": _s(c.get("outcome") or ""),
+        "playbook_action": _s(c.get("playbook_action") or ""),
+        "alert_type": _s(c["alert_type"]),
+        "severity": _s(c["severity"]),
+        "tier": _s(c["tier"]),
+        "alert_fired_at": _utc(c["alert_fired_at"]),
+        "acknowledged_at": _utc(c.get("acknowledged_at")),
+        "first_contact_at": _utc(c.get("first_contact_at")),
+        "closed_at": _utc(c.get("closed_at")),
+    }
+
+
 def erasure_row(customer_id: str, requested_at: datetime, rows_deleted: int) -> dict[str, Any]:
     """An erasure request's record -> a `cx_erasures` row."""
     return {"customer_id": customer_id, "requested_at": _utc(requested_at), "rows_deleted": int(rows_deleted)}
@@ -201,4 +223,5 @@ def batch_rows(result: "BatchResult") -> dict[str, list[dict[str, Any]]]:
         "cx_scores_history": [score_row(s) for s in result.scores],
         "cx_alerts": [alert_row(a) for a in result.alerts],
         "cx_complaints": [complaint_row(c) for c in result.complaints],
+        "cx_case_events": [case_event_row(c) for c in result.case_events],
     }

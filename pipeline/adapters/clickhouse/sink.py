@@ -34,7 +34,8 @@ Batch = Mapping[str, Rows]
 
 # Tables holding customer ids: erasure deletes from all of them. The aggregates
 # (cx_agg_*, cx_quality_*) are keyed by time/channel/stage/tier/staff only and stay.
-CUSTOMER_TABLES = ("cx_events", "cx_scores_history", "cx_scores_latest", "cx_alerts", "cx_complaints")
+CUSTOMER_TABLES = ("cx_events", "cx_scores_history", "cx_scores_latest", "cx_alerts", "cx_complaints",
+                   "cx_case_events")
 
 # ClickHouse error codes that mean "try again later", not "this data is wrong".
 RETRYABLE_CODES = frozenset({

@@ -58,12 +58,14 @@ def _vocabularies() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], 
                 get_args(AlertRecord.model_fields["severity"].annotation))
     except Exception:  # keep metrics importable on their own
         return (("invalid_json", "invalid_record", "wrong_topic", "wrong_key", "too_late", "too_large",
-                 "processing_error"), ("churn_risk", "sla_breach", "failed_recovery"),
+                 "processing_error", "unknown_alert", "case_closed"),
+                ("churn_risk", "sla_breach", "sla_at_risk", "escalation", "failed_recovery"),
                 ("standard", "silver", "gold", "platinum"), ("warning", "critical"))
 
 
 DEADLETTER_REASONS, ALERT_TYPES, TIERS, ALERT_SEVERITIES = _vocabularies()
-SINK_TABLES: tuple[str, ...] = ("cx_events", "cx_scores_history", "cx_alerts", "cx_complaints", "cx_erasures")
+SINK_TABLES: tuple[str, ...] = ("cx_events", "cx_scores_history", "cx_alerts", "cx_complaints", "cx_case_events",
+                                "cx_erasures")
 OTHER = "other"
 
 # --- buckets ------------------------------------------------------------------------
