@@ -17,11 +17,10 @@ from datetime import datetime, timezone
 
 from pipeline.domain import signals
 from pipeline.domain.churn import ChurnAssessment, PopulationParams, assess_churn
-from pipeline.config import Settings
 from pipeline.domain.sla import resolve_deadline_ts, sunset_deadline_ts
 from pipeline.domain.state import (
-    DAY_MASK_BITS, MAX_COMPLAINTS, MAX_CONTACTS, MAX_ORDERS, MAX_REVERSALS, REVENUE_MONTHS, ComplaintRec,
-    CustomerState, short_hash,
+    DAY_MASK_BITS, DIM_KEY, FACTOR_KEY, FACTOR_OF_KEY, MAX_COMPLAINTS, MAX_CONTACTS, MAX_ORDERS, MAX_REVERSALS,
+    OPPORTUNITY_KEY, REVENUE_MONTHS, ComplaintRec, CustomerState, short_hash,
 )
 from schemas.events import Complaint, Order, Touchpoint
 
@@ -47,11 +46,6 @@ class ScoringParams:
     tier_thresholds: tuple[float, float, float] = (500.0, 2000.0, 10000.0)
     cxi_weights: tuple[float, ...] = (0.11, 0.32, 0.22, 0.19, 0.16)
     sla_max_ack_seconds: float = 0.0
-
-    @classmethod
-    def from_settings(cls, s: Settings) -> "ScoringParams":
-        return cls(s.half_life_days, float(s.lateness_seconds), s.timezone, s.cutoff_hour,
-                   tuple(s.tier_thresholds), tuple(s.cxi_weights), s.sla_max_ack_seconds)
 
     @property
     def rates(self) -> dict[str, float]:
@@ -84,29 +78,12 @@ def _add(state: CustomerState, key: str, t: float, amount: float, rates: dict[st
     state.acc[key] = state.acc.get(key, 0.0) + amount * f
 
 
-# Short accumulator keys keep the serialized state small: "d.r.w" = decayed weight of reliability.
-DIM_KEY = {dim: dim[0] if dim != "responsiveness" else "s" for dim in DIMENSIONS}
-DIM_KEY["assurance"] = "a"
-assert len(set(DIM_KEY.values())) == len(DIMENSIONS)
-
-
 def _evidence(state: CustomerState, t: float, evidence: list[signals.Evidence], rates: dict[str, float]) -> None:
     for dim, score, weight in evidence:
         k = DIM_KEY[dim]
         for prefix in ("d", "b"):
             _add(state, f"{prefix}.{k}.w", t, weight, rates)
             _add(state, f"{prefix}.{k}.s", t, weight * score, rates)
-
-
-# Short accumulator keys of the churn-factor counters (the state is stored per customer).
-FACTOR_KEY = {"detractor": "f.dt", "low_ratings": "f.lr", "high_effort": "f.he", "late_fulfilment": "f.lf",
-              "refunds_returns": "f.rr", "failed_recovery": "f.fr", "sla_breaches_folded": "f.sb"}
-FACTOR_OF_KEY = {v: k for k, v in FACTOR_KEY.items()}
-# The chances each incident factor had (decayed like the factor): late deliveries per
-# delivery, refunds/returns per order, low ratings per rated answer, detractors per NPS
-# answer, effort per contact. Churn counts incidents above the population's usual rate.
-OPPORTUNITY_KEY = {"refunds_returns": "f.no", "late_fulfilment": "f.nd", "low_ratings": "f.nr",
-                   "detractor": "f.nn", "high_effort": "f.nc"}
 
 
 def _factor(state: CustomerState, name: str, t: float, rates: dict[str, float], amount: float = 1.0) -> None:

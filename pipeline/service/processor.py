@@ -5,16 +5,14 @@ micro-batches, and say what to publish and store. Used unchanged by the Faust ag
 from __future__ import annotations
 
 import base64
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 from pydantic import ValidationError
 
 from pipeline.domain import alerts
-from pipeline.domain.churn import PopulationParams
-from pipeline.config import Settings
+from pipeline.domain.churn import PopulationParams, fit_population
 from pipeline.domain.scoring import Profile, ScoringParams, apply, iso, profile, score_record
 from pipeline.domain.state import CustomerState
 from schemas.events import EVENT_ADAPTER, Complaint, Order, Touchpoint
@@ -79,7 +77,8 @@ def _error_text(exc: ValidationError) -> str:
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
-def dead_letter(rec: RawRecord, reason: str, error: str, received_at: float | None = None) -> dict:
+def dead_letter(rec: RawRecord, reason: str, error: str, received_at: float) -> dict:
+    """The `cx.deadletter` record for `rec`; `received_at` is the shell's wall-clock time."""
     return {
         "schema_version": 1,
         "reason": reason,
@@ -89,49 +88,60 @@ def dead_letter(rec: RawRecord, reason: str, error: str, received_at: float | No
         "offset": rec.offset,
         "key_b64": base64.b64encode(rec.key).decode() if rec.key is not None else None,
         "original_b64": base64.b64encode(rec.value or b"").decode(),
-        "received_at": iso(received_at if received_at is not None else time.time()),
+        "received_at": iso(received_at),
     }
 
 
 class Core:
-    """Scoring parameters + population model + the topic contract, bound once."""
+    """Scoring parameters + population model + the topic contract, bound once. Built from
+    the settings by pipeline/bootstrap.py (`build_core`); everything arrives as values."""
 
-    def __init__(self, settings: Settings, population: PopulationParams | None = None):
-        self.settings = settings
-        self.params = ScoringParams.from_settings(settings)
-        self.rates = self.params.rates
-        self.population = population or replace(PopulationParams.load(settings.population_file),
-                                                horizon_days=settings.churn_horizon_days)
-        self.topic_type = settings.topic_type
+    def __init__(self, params: ScoringParams, population: PopulationParams, topic_type: Mapping[str, str]):
+        self.params = params
+        self.rates = params.rates
+        self._population = population
+        self.topic_type = dict(topic_type)   # input topic -> the record `type` it carries
+
+    @property
+    def population(self) -> PopulationParams:
+        """The churn model's population parameters in use (changed only by `refit_population`)."""
+        return self._population
+
+    def refit_population(self, states: Iterable[CustomerState], as_of: float) -> PopulationParams:
+        """Re-fit the population parameters from these customers' states as of `as_of`
+        (the worker on a timer, replay at event-time ticks) and use them from now on."""
+        self._population = fit_population(states, self._population, as_of=as_of)
+        return self._population
 
     # --- decoding ---------------------------------------------------------------------
-    def decode(self, rec: RawRecord, expected_type: str | None = None) -> Event | dict:
-        """A validated event, or a dead-letter record saying why not."""
+    def decode(self, rec: RawRecord, expected_type: str | None = None, *, received_at: float) -> Event | dict:
+        """A validated event, or a dead-letter record saying why not (stamped `received_at`)."""
         value = rec.value
         if value is None:
-            return dead_letter(rec, "invalid_json", "empty message (null value)")
+            return dead_letter(rec, "invalid_json", "empty message (null value)", received_at)
         if len(value) > MAX_RECORD_BYTES:
-            return dead_letter(rec, "too_large", f"record of {len(value)} bytes exceeds {MAX_RECORD_BYTES}")
+            return dead_letter(rec, "too_large", f"record of {len(value)} bytes exceeds {MAX_RECORD_BYTES}", received_at)
         try:
             ev = EVENT_ADAPTER.validate_json(value)
         except ValidationError as exc:
             kinds = {e["type"] for e in exc.errors(include_url=False)}
             reason = "invalid_json" if kinds & {"json_invalid", "json_type"} else "invalid_record"
-            return dead_letter(rec, reason, _error_text(exc))
+            return dead_letter(rec, reason, _error_text(exc), received_at)
         except (ValueError, RecursionError) as exc:
-            return dead_letter(rec, "invalid_json", str(exc) or type(exc).__name__)
+            return dead_letter(rec, "invalid_json", str(exc) or type(exc).__name__, received_at)
         expected = expected_type or self.topic_type.get(rec.topic)
         if expected is not None and ev.type != expected:
-            return dead_letter(rec, "wrong_topic", f"a {ev.type} record on {rec.topic}, which carries {expected} records")
+            return dead_letter(rec, "wrong_topic", f"a {ev.type} record on {rec.topic}, which carries {expected} records", received_at)
         if rec.key is not None and rec.key != ev.customer_id.encode():
-            return dead_letter(rec, "wrong_key", "message key differs from customer_id (records must be keyed by customer_id)")
+            return dead_letter(rec, "wrong_key", "message key differs from customer_id (records must be keyed by customer_id)", received_at)
         return ev
 
     # --- micro-batches ------------------------------------------------------------------
     def process(self, records: Iterable[RawRecord], load: Callable[[str], CustomerState | None],
                 expected_type: Callable[[RawRecord], str | None] | None = None, *,
-                source_offsets: bool = False) -> BatchResult:
-        """Apply a micro-batch. `load(customer_id)` returns the stored state (or None).
+                received_at: float, source_offsets: bool = False) -> BatchResult:
+        """Apply a micro-batch received at wall-clock `received_at` (the time stamped on its
+        dead letters). `load(customer_id)` returns the stored state (or None).
         Scores are coalesced: one per touched customer, as of its latest event.
 
         `source_offsets=True` (the worker: records carry real Kafka partitions/offsets and
@@ -145,7 +155,7 @@ class Core:
         applied_events: list[Event] = []
         for rec in records:
             out.consumed[rec.topic] = out.consumed.get(rec.topic, 0) + 1
-            ev = self.decode(rec, expected_type(rec) if expected_type else None)
+            ev = self.decode(rec, expected_type(rec) if expected_type else None, received_at=received_at)
             if isinstance(ev, dict):
                 out.dead_letters.append(ev)
                 continue
@@ -174,7 +184,7 @@ class Core:
                 out.dead_letters.append(dead_letter(
                     rec, "too_late",
                     f"occurred_at {ev.occurred_at.isoformat()} is more than {self.params.lateness_seconds:.0f}s "
-                    f"older than this customer's latest event {iso(state.wm)}"))
+                    f"older than this customer's latest event {iso(state.wm)}", received_at))
                 continue
             if source_offsets:
                 state.applied_at(slot, rec.partition, rec.offset)

@@ -187,8 +187,9 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
     import orjson
 
-    from pipeline.tools.progress import bar, quiet_default
+    from pipeline.bootstrap import build_core, build_sink
     from pipeline.service.replay import read_lines, replay, write_scores
+    from pipeline.tools.progress import bar, quiet_default
 
     if not args.events.exists():
         print(f"cxpulse replay: {args.events}: no such file", file=sys.stderr)
@@ -198,11 +199,8 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     on_batch = None  # set below when backfilling ClickHouse
     if args.to_clickhouse:
         from pipeline.adapters.clickhouse.rows import batch_rows
-        from pipeline.adapters.clickhouse.sink import ClickHouseSink
 
-        sink = ClickHouseSink(settings.dsn, batch_rows=settings.sink_batch_rows,
-                              flush_seconds=settings.sink_flush_seconds,
-                              max_queue_rows=settings.sink_max_queue_rows).open()
+        sink = build_sink(settings).open()
 
         def backfill(out) -> None:
             sink.add(batch_rows(out))
@@ -213,7 +211,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         with bar("replay", None, quiet) as b:
-            result = replay(read_lines(args.events), settings, as_of=args.as_of,
+            result = replay(read_lines(args.events), build_core(settings), clock=time.time, as_of=args.as_of,
                             tick=timedelta(hours=args.tick_hours) if args.tick_hours > 0 else None,
                             on_progress=lambda n: b.update(completed=n), on_batch=on_batch)
         if sink is not None:

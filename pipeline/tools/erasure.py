@@ -92,7 +92,7 @@ def _erase_clickhouse(dsn: str, customer_id: str, problems: list[str], timeout: 
     import logging
     import threading
 
-    from pipeline.tools.doctor import chdb_lock_holder, chdb_path, redact
+    from pipeline.adapters.clickhouse.dsn import chdb_lock_holder, chdb_path, redact
     from pipeline.adapters.clickhouse.sink import ClickHouseSink
 
     path = chdb_path(dsn)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import time as time_module
 from collections import Counter, defaultdict
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
@@ -168,8 +169,9 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
     `end` defaults to today's midnight UTC, so a run is reproducible within a day and the
     time-of-day layout of the stream does not depend on when it runs.
     """
-    from pipeline.tools.generator import generate
+    from pipeline.bootstrap import build_core
     from pipeline.service.replay import replay
+    from pipeline.tools.generator import generate
 
     say = out or (lambda s: None)
     if end is None:
@@ -179,7 +181,8 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
         f"({stream.n_churners} planted churners, {stream.n_invalid} invalid, {stream.n_duplicates} duplicates)")
     topic = settings.topic_for_type
     # each record goes to the topic it was produced to (wrong_topic records included)
-    res = replay(stream.values(), settings, as_of=stream.end, topic_of=_fresh_topic_of(stream, topic))
+    res = replay(stream.values(), build_core(settings), clock=time_module.time, as_of=stream.end,
+                 topic_of=_fresh_topic_of(stream, topic))
     truth = stream.truth
     ids = sorted(truth)
     labels = [truth[c].churned for c in ids]
@@ -247,7 +250,8 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
     }
     if horizon_days:
         cut = stream.end - timedelta(days=horizon_days)
-        early = replay(stream.values(), settings, as_of=cut, topic_of=_fresh_topic_of(stream, topic))
+        early = replay(stream.values(), build_core(settings), clock=time_module.time, as_of=cut,
+                       topic_of=_fresh_topic_of(stream, topic))
         e_ids = [c for c in ids if c in early.scores and (not truth[c].churned or truth[c].churn_at > cut)]
         e_labels = [truth[c].churned for c in e_ids]
         e_risk = [float(early.scores[c]["churn_risk"]) for c in e_ids]
@@ -360,6 +364,7 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
     make no purchase in (cutoff, cutoff + window_days]. Returns the ROC AUC of churn_risk
     for that label, with a recency baseline (days since the last purchase) for comparison.
     """
+    from pipeline.bootstrap import build_core
     from pipeline.service.replay import replay
     from pipeline.tools.transactions import occurred_at, read_transactions, to_order_events
 
@@ -372,7 +377,7 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
     for cid, when, _ in before:
         last[cid] = max(last.get(cid, occurred_at(when)), occurred_at(when))
     came_back = {cid for cid, when, _ in rows if cut < occurred_at(when) <= horizon}
-    res = replay(to_order_events(before), settings, as_of=cut)
+    res = replay(to_order_events(before), build_core(settings), clock=time_module.time, as_of=cut)
     ids = sorted(last)
     labels = [c not in came_back for c in ids]
     risk = [float(res.scores[c]["churn_risk"]) if c in res.scores else 0.0 for c in ids]
@@ -390,18 +395,3 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
     _print(say, result)
     return result
 
-
-# ----------------------------------------------------------------------------- CLI
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m pipeline.tools.evaluate ARGS` is `cxpulse evaluate ARGS`."""
-    import sys
-
-    from pipeline.tools.cli import main as cxpulse
-
-    return cxpulse(["evaluate", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
