@@ -19,7 +19,8 @@ from pipeline.config import Settings
 from pipeline.tools.generator import generate
 from pipeline.service.processor import Core
 from pipeline.service.replay import replay
-from pipeline.adapters.clickhouse.sink import CUSTOMER_TABLES, ClickHouseSink
+from pipeline.adapters.clickhouse.sink import ClickHouseSink
+from pipeline.adapters.clickhouse.tables import CUSTOMER_TABLES
 from pipeline.adapters.kafka.worker_process import settings_env
 
 def free_port() -> int:

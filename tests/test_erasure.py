@@ -15,7 +15,8 @@ from pipeline.bootstrap import build_core
 from pipeline.config import Settings
 from pipeline.tools.erasure import erase, request_record, requested_at
 from pipeline.service.processor import RawRecord
-from pipeline.adapters.clickhouse.sink import CUSTOMER_TABLES, ClickHouseSink
+from pipeline.adapters.clickhouse.sink import ClickHouseSink
+from pipeline.adapters.clickhouse.tables import CUSTOMER_TABLES
 from pipeline.adapters.state_codec import decode_state, encode_state
 from pipeline.domain.state import CustomerState
 from tests.factories import RECEIVED_AT, T0, at, complaint, order, raw, touchpoint

@@ -12,6 +12,7 @@ import hashlib
 
 from pipeline.domain.scoring import Profile, iso
 from pipeline.domain.state import CustomerState
+from pipeline.domain.vocabulary import CHURN_FACTORS, CHURN_RISK, FAILED_RECOVERY, SLA_BREACH, TIERS
 
 # (warning, critical) churn-risk thresholds per tier: high tiers are warned earlier.
 CHURN_THRESHOLDS = {
@@ -26,6 +27,7 @@ HYSTERESIS = 0.10
 # dropout risk in the score, but nobody can act on "we barely know them".
 EXPLAINED_SHARE = 0.5
 HIGH_TIERS = ("gold", "platinum")
+assert set(CHURN_THRESHOLDS) == set(TIERS) and set(HIGH_TIERS) <= set(TIERS)
 
 # The recovery playbook: one recommended action per situation (README.md, "Playbook").
 PLAYBOOK = {
@@ -45,6 +47,7 @@ PLAYBOOK = {
     "refunds_returns": "review product fit with the customer",
     "high_effort": "give the customer a single point of contact",
 }
+assert set(CHURN_FACTORS) <= set(PLAYBOOK)   # every driver has an action
 
 
 def alert_id(customer_id: str, key: str, started: float) -> str:
@@ -113,7 +116,7 @@ def update_alerts(state: CustomerState, p: Profile) -> list[dict]:
     threshold = crit if severity == "critical" else warn
     reasons = [f"churn risk {risk:.2f} vs {severity} threshold {threshold:.2f} for {p.tier}"]
     reasons += [f"{factor} +{contribution:.2f}" for factor, contribution in p.churn.drivers[:3]]
-    out += _transition(state, p, "churn", "churn_risk", firing, severity, reasons, churn_action(p, severity))
+    out += _transition(state, p, "churn", CHURN_RISK, firing, severity, reasons, churn_action(p, severity))
 
     complaints = {rec.id: rec for rec in state.complaints}
     for rec in state.complaints:
@@ -130,16 +133,16 @@ def update_alerts(state: CustomerState, p: Profile) -> list[dict]:
         else:
             reasons = [f"complaint {rec.id} answered" + (" and resolved" if rec.resolved is not None else "")]
             action = "none — resolved"
-        out += _transition(state, p, f"sla:{rec.id}", "sla_breach", unanswered or unresolved, severity,
+        out += _transition(state, p, f"sla:{rec.id}", SLA_BREACH, unanswered or unresolved, severity,
                            reasons, action, rec.id)
-        failed = rec.satisfied is False or (rec.reopened > 0 and rec.is_open)
+        failed = rec.recovery_failure_stands
         reasons = [f"complaint {rec.id} " + ("reopened" if rec.is_open else "resolved but the customer is not satisfied")
                    if failed else f"complaint {rec.id} recovered"]
-        out += _transition(state, p, f"rec:{rec.id}", "failed_recovery", failed,
+        out += _transition(state, p, f"rec:{rec.id}", FAILED_RECOVERY, failed,
                            "critical" if p.tier in HIGH_TIERS else "warning", reasons,
                            PLAYBOOK["failed_recovery"] if failed else "none — recovered", rec.id)
     for key in [k for k in state.alerts if ":" in k and k.split(":", 1)[1] not in complaints]:
-        kind = "sla_breach" if key.startswith("sla:") else "failed_recovery"
+        kind = SLA_BREACH if key.startswith("sla:") else FAILED_RECOVERY
         cid = key.split(":", 1)[1]
         out += _transition(state, p, key, kind, False, state.alerts[key][1],
                            [f"complaint {cid} closed and archived"], "none — closed", cid)

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 from pipeline.domain.state import FACTOR_KEY, OPPORTUNITY_KEY, CustomerState
+from pipeline.domain.vocabulary import CHURN_FACTORS
 
 DAY = 86400.0
 
@@ -89,6 +90,7 @@ FACTOR_WEIGHTS: dict[str, tuple[float, float]] = {
     "declining_frequency": (0.4, 2.0),   # per doubling of the recent purchase gap over the usual gap
     "declining_spend": (0.3, 2.0),       # per halving of the recent basket against the usual basket
 }
+assert set(FACTOR_WEIGHTS) | {"inactivity"} == set(CHURN_FACTORS)
 DEFECTION_BASE = 0.005   # chance that an active customer with no bad experience defects
 DEFECTION_SCALE = 1.5    # experience log-odds count 1.5x towards defection
 MIN_CONTRIBUTION = 0.005

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import math
 import time
+from bisect import bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
 from datetime import datetime, timezone
 
 from pipeline.domain import signals
 from pipeline.domain.churn import ChurnAssessment, PopulationParams, assess_churn
+from pipeline.domain.vocabulary import DIMENSIONS, TIERS
 from pipeline.domain.sla import resolve_deadline_ts, sunset_deadline_ts
 from pipeline.domain.state import (
     DAY_MASK_BITS, DIM_KEY, FACTOR_KEY, FACTOR_OF_KEY, MAX_COMPLAINTS, MAX_CONTACTS, MAX_ORDERS, MAX_REVERSALS,
@@ -24,13 +26,11 @@ from pipeline.domain.state import (
 )
 from schemas.events import Complaint, Order, Touchpoint
 
-DIMENSIONS = signals.DIMENSIONS
 DAY = 86400.0
 FACTOR_HALF_LIFE_DAYS = 45.0      # churn-factor counters (late deliveries, refunds, ...)
 BASELINE_HALF_LIFE_FACTOR = 4.0   # the experience baseline decays 4x slower than the score
 RECENT_HALF_LIFE_DAYS = 14.0      # "recent" perceived experience, against its long-run mean
 COMPLAINT_RETENTION = 30 * DAY    # closed complaints are kept this long, then folded in
-TIERS = ("standard", "silver", "gold", "platinum")
 STATUS_RANK = {"opened": 0, "acknowledged": 1, "escalated": 2, "reopened": 3, "resolved": 4, "closed": 5}
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 
@@ -350,11 +350,6 @@ def complaint_sla(rec: ComplaintRec, tier: str, as_of: float, params: ScoringPar
     return ComplaintSla(ack_due, resolve_due, ack_breached, resolve_breached)
 
 
-def failed_recovery(rec: ComplaintRec) -> bool:
-    """The complaint was reopened, or resolved to the customer's dissatisfaction."""
-    return rec.reopened > 0 or rec.satisfied is False
-
-
 def complaint_timing_evidence(rec: ComplaintRec, sla: ComplaintSla) -> list[tuple[float, list[signals.Evidence]]]:
     """(time, evidence) from how fast the complaint was answered and resolved."""
     out: list[tuple[float, list[signals.Evidence]]] = []
@@ -383,7 +378,7 @@ def _prune_complaints(state: CustomerState, params: ScoringParams, rates: dict[s
     tier = tier_of(revenue_365d(state, state.wm), params)
     for rec in fold:
         sla = complaint_sla(rec, tier, state.wm, params)
-        if sla.breached and not failed_recovery(rec):
+        if sla.breached and not rec.recovery_ever_failed:
             _factor(state, "sla_breaches_folded", rec.status_t, rates)
         for t, evidence in complaint_timing_evidence(rec, sla):
             _evidence(state, min(t, state.wm), evidence, rates)
@@ -402,14 +397,9 @@ def revenue_365d(state: CustomerState, as_of: float) -> float:
 
 
 def tier_of(revenue: float, params: ScoringParams) -> str:
-    silver, gold, platinum = params.tier_thresholds
-    if revenue >= platinum:
-        return "platinum"
-    if revenue >= gold:
-        return "gold"
-    if revenue >= silver:
-        return "silver"
-    return "standard"
+    """The tier whose revenue threshold (`tier_thresholds`: one per step up from the lowest
+    tier) the customer's trailing revenue reaches."""
+    return TIERS[bisect_right(params.tier_thresholds, revenue)]
 
 
 @dataclass(frozen=True)
@@ -480,7 +470,7 @@ def profile(state: CustomerState, as_of: float, params: ScoringParams,
     # failed_recovery counter only; otherwise an open complaint past its resolution target
     # is an unresolved complaint (double weight), a missed sunset rule or a late resolution
     # is an SLA breach.
-    judged = [rec for rec in state.complaints if not failed_recovery(rec)]
+    judged = [rec for rec in state.complaints if not rec.recovery_ever_failed]
     churn_open = sum(1 for rec in judged if rec.is_open)
     churn_breaches = sum(1 for rec in judged if slas[rec.id].breached)
     overdue_open = sum(1 for rec in judged

@@ -10,9 +10,12 @@ from datetime import datetime, time, timedelta, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+from pipeline.domain.vocabulary import TIERS
+
 # Hours to resolve, by severity; tiers with account managers get tighter targets.
 RESOLVE_HOURS = {"critical": 24.0, "high": 48.0, "medium": 72.0, "low": 120.0}
 TIER_FACTOR = {"standard": 1.0, "silver": 1.0, "gold": 0.75, "platinum": 0.5}
+assert set(TIER_FACTOR) == set(TIERS)
 
 
 @lru_cache(maxsize=16)

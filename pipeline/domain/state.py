@@ -18,7 +18,7 @@ import hashlib
 import struct
 from dataclasses import dataclass, field
 
-from pipeline.domain.signals import DIMENSIONS
+from pipeline.domain.vocabulary import DIMENSIONS
 
 STATE_FORMAT = 1
 
@@ -77,6 +77,20 @@ class ComplaintRec:
     @property
     def is_open(self) -> bool:
         return self.status not in ("resolved", "closed")
+
+    # Two failed-recovery rules, for two uses:
+    @property
+    def recovery_ever_failed(self) -> bool:
+        """Resolved to the customer's dissatisfaction, or ever reopened (even if resolved
+        again since): the churn model's rule — the customer lived through a failed recovery."""
+        return self.reopened > 0 or self.satisfied is False
+
+    @property
+    def recovery_failure_stands(self) -> bool:
+        """Resolved to the customer's dissatisfaction, or reopened and still open: the alert's
+        rule — there is a failed recovery to act on now (a reopened complaint resolved again
+        resolves the alert)."""
+        return self.satisfied is False or (self.reopened > 0 and self.is_open)
 
 
 @dataclass(slots=True)

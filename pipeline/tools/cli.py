@@ -431,6 +431,8 @@ def print_score(score: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from pipeline.domain.vocabulary import DIMENSIONS
+
     console = Console(highlight=False)
     risk = float(score.get("churn_risk") or 0.0)
     console.print(f"[bold]customer {score.get('customer_id')}[/bold]  tier {score.get('tier')}  "
@@ -438,10 +440,10 @@ def print_score(score: dict) -> None:
     console.print(f"CXI {_fmt(score.get('cxi'))}   churn risk {risk:.2f}   "
                   f"revenue at risk {_fmt(score.get('revenue_at_risk'), 2)}   events {score.get('events')}")
     dims = Table(show_header=True, header_style="bold", title="experience")
-    for col in ("tangibles", "reliability", "responsiveness", "assurance", "empathy", "csat", "nps"):
+    columns = (*DIMENSIONS, "csat", "nps")
+    for col in columns:
         dims.add_column(col, justify="right")
-    dims.add_row(*(_fmt(score.get(c)) for c in ("tangibles", "reliability", "responsiveness", "assurance",
-                                                 "empathy", "csat", "nps")))
+    dims.add_row(*(_fmt(score.get(c)) for c in columns))
     console.print(dims)
     console.print(f"revenue 365d {_fmt(score.get('revenue_365d'), 2)}   open complaints {score.get('open_complaints')}"
                   f"   SLA breaches {score.get('sla_breaches')}   NPS class {score.get('nps_class') or '-'}")

@@ -40,6 +40,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterable
 
+from pipeline.domain.vocabulary import DIMENSIONS
+
 
 # the drivers this generator can plant (a subset of the ChurnFactor vocabulary)
 DRIVERS: tuple[str, ...] = ("inactivity", "declining_frequency", "unresolved_complaints", "sla_breaches",
@@ -52,7 +54,6 @@ DEFECTS: tuple[str, ...] = (
 KINDS = ("touchpoint", "order", "complaint")
 MAX_JITTER_SECONDS = 600
 CURRENCY = "EUR"
-DIMENSIONS = ("tangibles", "reliability", "responsiveness", "assurance", "empathy")
 _DAY = 86400.0
 
 
@@ -560,7 +561,7 @@ class _Gen:
             for t in self.poisson(c, 1 / 12.0, c.t0, stop, "contact"):
                 self.am_visit(c, t)
         for t in self.poisson(c, 1 / 200.0, c.t0, stop, "contact"):   # unprompted complaints
-            self.complaint(c, t, rng.choice(("tangibles", "reliability", "responsiveness", "assurance", "empathy", "other")))
+            self.complaint(c, t, rng.choice((*DIMENSIONS, "other")))
         if d is not None:
             self.signal(c)
         if not any(ev.cust == c.id for ev in self.events[n0:]):
