@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test unit integration faults bench tools schemas clean
+.PHONY: install demo test unit integration faults typecheck bench tools schemas clean
 
 install: $(STAMP)
 
@@ -25,8 +25,12 @@ demo: install
 # The fault drills of tests/test_faults.py (kill -9, join/leave, broker restart; about
 # 2 minutes) run in `make faults` with the hostile-input tests; `make test` runs everything
 # else. CI (.ci/run) gates on both (docs/fault-tolerance.md).
-test: install tools
+test: install tools typecheck
 	$(BIN)/python -m pytest --ignore=tests/test_faults.py
+
+# mypy over pipeline/, schemas/ and agents/ ([tool.mypy] in pyproject.toml); part of `make test`.
+typecheck: install
+	$(BIN)/mypy
 
 unit: install
 	$(BIN)/python -m pytest -m "not integration"

@@ -228,7 +228,7 @@ async def assigned_at(tp) -> int:
     (auto_offset_reset=earliest)."""
     from faust.transport.drivers.aiokafka import ensure_aiokafka_TP
 
-    thread = app.consumer._thread
+    thread = app.consumer._thread  # type: ignore[attr-defined]  # Faust private attribute (pinned version)
     committed = await thread.call_thread(thread._ensure_consumer().committed, ensure_aiokafka_TP(tp))
     if committed is None or committed < 0:
         committed = (await app.consumer.earliest_offsets(tp)).get(tp) or 0
@@ -297,7 +297,7 @@ async def recovery_watchdog() -> None:
     """Table recovery that stalled because its changelog records were fetched and dropped
     (a Faust race when two rebalances follow each other: pipeline/service/recovery_check.py):
     seek those changelog partitions back to the next offset the recovery needs."""
-    recovery = app.tables.recovery
+    recovery = app.tables.recovery  # type: ignore[attr-defined]  # Faust private attribute (pinned version)
     if not recovery.in_recovery or recovery._recovery_started_at is None:
         return
     tps = [tp for tp in recovery.active_tps if tp in recovery.active_highwaters]
@@ -332,7 +332,7 @@ async def seek_to(tp, pos: int) -> None:
         log.warning("seek %s/%d -> %d failed: %r", tp.topic, tp.partition, pos, exc)
 
 
-@app.on_partitions_revoked.connect
+@app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types receivers as (sender, *args, signal=)
 async def forget_revoked(app_: faust.App, revoked, **kwargs) -> None:
     guard.forget(revoked)
     _past_sla.clear()   # some of them are another worker's now; the sweep recounts this worker's
@@ -361,7 +361,7 @@ async def commit_completed_inputs() -> None:
     if not offsets:
         return
     await app.producer.flush()
-    if await app.consumer._commit(offsets):   # Faust's own commit path minus its ack books
+    if await app.consumer._commit(offsets):  # type: ignore[attr-defined]  # Faust's own commit path minus its ack books
         guard.committed_at(offsets)
 
 
@@ -439,7 +439,7 @@ async def report_consumer_lag() -> None:
     for tp in consumer.assignment():
         if tp.topic not in settings.input_topics:
             continue
-        committed = guard.committed.get(tp, consumer._committed_offset.get(tp))  # before the first batch: Faust's
+        committed = guard.committed.get(tp, consumer._committed_offset.get(tp))  # type: ignore[attr-defined]  # before the first batch: Faust's
         lags[(tp.topic, tp.partition)] = max(0, consumer.highwater(tp) - (committed or 0))
     METRICS.consumer_lag(lags)
 
@@ -485,7 +485,7 @@ async def drain_batches() -> None:
         log.warning("final commit of input offsets failed: %r", exc)
 
 
-@app.on_before_shutdown.connect
+@app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types receivers as (sender, *args, signal=)
 def close_sink(app_: faust.App, **kwargs) -> None:
     sink.close()
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 def scoring_params(settings: Settings) -> ScoringParams:
     return ScoringParams(settings.half_life_days, float(settings.lateness_seconds), settings.timezone,
-                         settings.cutoff_hour, tuple(settings.tier_thresholds), tuple(settings.cxi_weights),
+                         settings.cutoff_hour, settings.tier_thresholds, tuple(settings.cxi_weights),
                          settings.sla_max_ack_seconds)
 
 

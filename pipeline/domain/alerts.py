@@ -12,6 +12,7 @@ import hashlib
 
 from pipeline.domain.scoring import Profile, iso
 from pipeline.domain.state import CustomerState
+from schemas.records import AlertDict
 from pipeline.domain.vocabulary import CHURN_FACTORS, CHURN_RISK, FAILED_RECOVERY, SLA_BREACH, TIERS
 
 # (warning, critical) churn-risk thresholds per tier: high tiers are warned earlier.
@@ -55,7 +56,7 @@ def alert_id(customer_id: str, key: str, started: float) -> str:
 
 
 def _record(state: CustomerState, p: Profile, key: str, kind: str, status: str, severity: str,
-            reasons: list[str], action: str, complaint_id: str | None = None) -> dict:
+            reasons: list[str], action: str, complaint_id: str | None = None) -> AlertDict:
     return {
         "schema_version": 1,
         "alert_id": state.alerts[key][0],
@@ -74,7 +75,7 @@ def _record(state: CustomerState, p: Profile, key: str, kind: str, status: str, 
 
 
 def _transition(state: CustomerState, p: Profile, key: str, kind: str, firing: bool, severity: str,
-                reasons: list[str], action: str, complaint_id: str | None = None) -> list[dict]:
+                reasons: list[str], action: str, complaint_id: str | None = None) -> list[AlertDict]:
     active = state.alerts.get(key)
     if firing and active is None:
         state.alerts[key] = [alert_id(state.customer_id, key, p.as_of), severity, p.as_of]
@@ -96,9 +97,9 @@ def churn_action(p: Profile, severity: str) -> str:
     return PLAYBOOK.get(top, PLAYBOOK["inactivity"])
 
 
-def update_alerts(state: CustomerState, p: Profile) -> list[dict]:
+def update_alerts(state: CustomerState, p: Profile) -> list[AlertDict]:
     """Evaluate every rule for this customer at `p.as_of`; return the alert records to publish."""
-    out: list[dict] = []
+    out: list[AlertDict] = []
     warn, crit = CHURN_THRESHOLDS[p.tier]
     risk = p.churn.risk
     active = state.alerts.get("churn")

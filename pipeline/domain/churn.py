@@ -213,7 +213,7 @@ def activity_summary(state: CustomerState, as_of: float) -> tuple[int, float, fl
     """(x repeat active days, t_x, T) in days since the first active day, or None.
     An active day is a UTC day with any event (a purchase, a touchpoint, a complaint):
     in a transaction-only history it is a purchase day, as in the classic BG/NBD."""
-    if not state.n_days or state.first_day is None:
+    if not state.n_days or state.first_day is None or state.last_day is None:
         return None
     t_x = float(state.last_day - state.first_day)
     silence = max(0.0, as_of / DAY - (state.last_day + 1))

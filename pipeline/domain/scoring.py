@@ -14,6 +14,7 @@ import time
 from bisect import bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import cast
 from datetime import datetime, timezone
 
 from pipeline.domain import signals
@@ -25,6 +26,7 @@ from pipeline.domain.state import (
     OPPORTUNITY_KEY, REVENUE_MONTHS, ComplaintRec, CustomerState, short_hash,
 )
 from schemas.events import Complaint, Order, Touchpoint
+from schemas.records import ScoreDict
 
 DAY = 86400.0
 FACTOR_HALF_LIFE_DAYS = 45.0      # churn-factor counters (late deliveries, refunds, ...)
@@ -135,11 +137,15 @@ def _active_day(state: CustomerState, day: int) -> None:
     else:
         bit = 1 << (last - day) if last - day < 64 else 0
         if not bit or state.day_mask & bit:
-            state.first_day = min(state.first_day, day)
+            state.first_day = _earlier_day(state.first_day, day)
             return
         state.day_mask |= bit
     state.n_days += 1
-    state.first_day = min(state.first_day, day)
+    state.first_day = _earlier_day(state.first_day, day)
+
+
+def _earlier_day(first: int | None, day: int) -> int:
+    return day if first is None else min(first, day)
 
 
 def _perceived(state: CustomerState, t: float, evidence: list[signals.Evidence], rates: dict[str, float]) -> None:
@@ -366,7 +372,8 @@ def complaint_timing_evidence(rec: ComplaintRec, sla: ComplaintSla) -> list[tupl
 def _prune_complaints(state: CustomerState, params: ScoringParams, rates: dict[str, float]) -> None:
     """Fold closed complaints older than the retention into the accumulators; cap the list."""
     horizon = state.wm - COMPLAINT_RETENTION - params.lateness_seconds
-    keep, fold = [], []
+    keep: list[ComplaintRec] = []
+    fold: list[ComplaintRec] = []
     for rec in state.complaints:
         (fold if (not rec.is_open and rec.status_t < horizon) else keep).append(rec)
     if len(keep) > MAX_COMPLAINTS:
@@ -517,10 +524,12 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def score_record(state: CustomerState, p: Profile) -> dict:
+def score_record(state: CustomerState, p: Profile) -> ScoreDict:
     """The `cx.scores` record (JSON-ready dict, fields of schemas.outputs.ScoreRecord)."""
     revenue_at_risk = round(p.churn.risk * p.revenue_365d, 2)
-    return {
+    # cast: the five dimension fields are filled from the vocabulary in a loop, which a
+    # TypedDict literal cannot check (tests/unit/test_records.py checks the shape).
+    return cast(ScoreDict, {
         "schema_version": 1,
         "customer_id": state.customer_id,
         "as_of": iso(p.as_of),
@@ -539,4 +548,4 @@ def score_record(state: CustomerState, p: Profile) -> dict:
         "churn_drivers": [{"factor": f, "contribution": round(c, 4)} for f, c in p.churn.drivers],
         "revenue_at_risk": revenue_at_risk,
         "events": state.n,
-    }
+    })

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Mapping
+from typing import AbstractSet, Callable, Iterable, Mapping
 
 from pydantic import ValidationError
 
@@ -16,6 +16,8 @@ from pipeline.domain.churn import PopulationParams, fit_population
 from pipeline.domain.scoring import Profile, ScoringParams, apply, iso, profile, score_record
 from pipeline.domain.state import CustomerState
 from schemas.events import EVENT_ADAPTER, Complaint, Order, Touchpoint
+from schemas.outputs import DeadLetterReason
+from schemas.records import AlertDict, DeadLetterDict, ScoreDict
 
 MAX_RECORD_BYTES = 64 * 1024
 Event = Touchpoint | Order | Complaint
@@ -34,9 +36,9 @@ class RawRecord:
 @dataclass
 class BatchResult:
     states: dict[str, CustomerState] = field(default_factory=dict)   # changed states, to store
-    scores: list[dict] = field(default_factory=list)
-    alerts: list[dict] = field(default_factory=list)
-    dead_letters: list[dict] = field(default_factory=list)
+    scores: list[ScoreDict] = field(default_factory=list)
+    alerts: list[AlertDict] = field(default_factory=list)
+    dead_letters: list[DeadLetterDict] = field(default_factory=list)
     events: list[tuple[Event, str]] = field(default_factory=list)   # applied events with the tier after the batch
     complaints: list[dict] = field(default_factory=list)
     applied: int = 0
@@ -77,7 +79,7 @@ def _error_text(exc: ValidationError) -> str:
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
-def dead_letter(rec: RawRecord, reason: str, error: str, received_at: float) -> dict:
+def dead_letter(rec: RawRecord, reason: DeadLetterReason, error: str, received_at: float) -> DeadLetterDict:
     """The `cx.deadletter` record for `rec`; `received_at` is the shell's wall-clock time."""
     return {
         "schema_version": 1,
@@ -114,7 +116,7 @@ class Core:
         return self._population
 
     # --- decoding ---------------------------------------------------------------------
-    def decode(self, rec: RawRecord, expected_type: str | None = None, *, received_at: float) -> Event | dict:
+    def decode(self, rec: RawRecord, expected_type: str | None = None, *, received_at: float) -> Event | DeadLetterDict:
         """A validated event, or a dead-letter record saying why not (stamped `received_at`)."""
         value = rec.value
         if value is None:
@@ -125,7 +127,7 @@ class Core:
             ev = EVENT_ADAPTER.validate_json(value)
         except ValidationError as exc:
             kinds = {e["type"] for e in exc.errors(include_url=False)}
-            reason = "invalid_json" if kinds & {"json_invalid", "json_type"} else "invalid_record"
+            reason: DeadLetterReason = "invalid_json" if kinds & {"json_invalid", "json_type"} else "invalid_record"
             return dead_letter(rec, reason, _error_text(exc), received_at)
         except (ValueError, RecursionError) as exc:
             return dead_letter(rec, "invalid_json", str(exc) or type(exc).__name__, received_at)
@@ -205,7 +207,7 @@ class Core:
         return out
 
     def publish(self, state: CustomerState, as_of: float, out: BatchResult, *, force: bool,
-                complaint_ids: set[str] = frozenset()) -> Profile:
+                complaint_ids: AbstractSet[str] = frozenset()) -> Profile:
         """View the state at `as_of`, evaluate alerts, and add a score when forced or when
         something an operator would see changed (alerts, breaches, open complaints, risk ±0.05)."""
         p = profile(state, as_of, self.params, self.population, self.rates)

@@ -18,6 +18,7 @@ import orjson
 
 from pipeline.service.processor import BatchResult, Core, RawRecord
 from pipeline.domain.state import CustomerState
+from schemas.records import AlertDict, DeadLetterDict, ScoreDict
 
 BATCH = 1000
 REFIT_EVERY = 7 * 86400.0   # event-time seconds between population re-fits
@@ -25,9 +26,9 @@ REFIT_EVERY = 7 * 86400.0   # event-time seconds between population re-fits
 
 @dataclass
 class ReplayResult:
-    scores: dict[str, dict] = field(default_factory=dict)
-    alerts: list[dict] = field(default_factory=list)
-    dead_letters: list[dict] = field(default_factory=list)
+    scores: dict[str, ScoreDict] = field(default_factory=dict)
+    alerts: list[AlertDict] = field(default_factory=list)
+    dead_letters: list[DeadLetterDict] = field(default_factory=list)
     states: dict[str, CustomerState] = field(default_factory=dict)
     applied: int = 0
     duplicates: int = 0
@@ -93,7 +94,7 @@ def replay(values: Iterable[bytes], core: Core, *, clock: Callable[[], float], a
 
     def run_ticks(until: float) -> None:
         nonlocal next_tick
-        while next_tick is not None and next_tick <= until:
+        while step is not None and next_tick is not None and next_tick <= until:
             flush()
             refit(next_tick)
             collect(core.sweep(states.values(), next_tick))

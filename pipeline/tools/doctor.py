@@ -21,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from pipeline.adapters.clickhouse.dsn import chdb_lock_holder, chdb_path, redact
 from pipeline.config import PROJECT_ROOT, Settings
@@ -179,7 +179,7 @@ def check_clickhouse(settings: Settings, timeout: float = 10.0) -> list[Check]:
     from pipeline.adapters.clickhouse.sink import ClickHouseSink
 
     sink = ClickHouseSink(dsn, retry_initial=0.2, retry_max=1.0)
-    result: dict[str, object] = {}
+    result: dict[str, Any] = {}
 
     def target() -> None:
         try:

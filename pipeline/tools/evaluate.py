@@ -18,12 +18,13 @@ import time as time_module
 from collections import Counter, defaultdict
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from pipeline.config import Settings
 from pipeline.domain.alerts import CHURN_THRESHOLDS
 
 WARNING_THRESHOLD = CHURN_THRESHOLDS["standard"][0]
+T = TypeVar("T")
 
 # ----------------------------------------------------------------------------- metrics
 
@@ -153,6 +154,13 @@ def _ts(s: str) -> datetime:
 # ----------------------------------------------------------------------------- synthetic
 
 
+def _known(value: T | None) -> T:
+    """A planted churner's churn time or driver (the generator sets both for every churner)."""
+    if value is None:
+        raise ValueError("a churner without its churn time or driver in the generator's truth")
+    return value
+
+
 def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, seed: int = 7,
                  churn_threshold: float = WARNING_THRESHOLD, out: Callable[[str], object] | None = print,
                  end: datetime | None = None, horizon_days: float | None = 28.0) -> dict:
@@ -201,19 +209,20 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
             first_alert[a["customer_id"]] = _ts(a["as_of"])
     churners = [c for c in ids if truth[c].churned]
     stayers = [c for c in ids if not truth[c].churned]
+    churn_at = {c: _known(truth[c].churn_at) for c in churners}
     episodes = churn_alert_episodes(res.alerts)
-    leads = [x for c in churners if (x := lead_time_days(episodes.get(c, []), truth[c].churn_at)) is not None]
+    leads = [x for c in churners if (x := lead_time_days(episodes.get(c, []), churn_at[c])) is not None]
     lead_med = median(leads) if leads else None
-    first_leads = [(truth[c].churn_at - first_alert[c]).total_seconds() / 86400.0 for c in churners if c in first_alert]
+    first_leads = [(churn_at[c] - first_alert[c]).total_seconds() / 86400.0 for c in churners if c in first_alert]
     stayers_firing_at_end = sum(1 for c in stayers if any(end is None for _, end in episodes.get(c, [])))
 
     hits: Counter[str] = Counter()
     per_driver: Counter[str] = Counter()
     top1: Counter[str] = Counter()
     for c in churners:
-        d = truth[c].driver
+        d = _known(truth[c].driver)
         per_driver[d] += 1
-        drivers = [x["factor"] for x in (res.scores.get(c) or {}).get("churn_drivers", [])]
+        drivers = [x["factor"] for x in (res.scores[c]["churn_drivers"] if c in res.scores else [])]
         if d in drivers[:2]:
             hits[d] += 1
         if drivers:
@@ -222,8 +231,8 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
     false_alarms: Counter[str] = Counter()   # stayers at or above the threshold, by top driver
     for c, y, r in zip(ids, labels, risk):
         if not y and r >= churn_threshold:
-            drivers = (res.scores.get(c) or {}).get("churn_drivers") or [{"factor": "none"}]
-            false_alarms[drivers[0]["factor"]] += 1
+            named = [x["factor"] for x in res.scores[c]["churn_drivers"]] if c in res.scores else []
+            false_alarms[named[0] if named else "none"] += 1
 
     result = {
         "customers": customers, "days": days, "seed": seed, "end": stream.end.isoformat(),
@@ -252,7 +261,7 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
         cut = stream.end - timedelta(days=horizon_days)
         early = replay(stream.values(), build_core(settings), clock=time_module.time, as_of=cut,
                        topic_of=_fresh_topic_of(stream, topic))
-        e_ids = [c for c in ids if c in early.scores and (not truth[c].churned or truth[c].churn_at > cut)]
+        e_ids = [c for c in ids if c in early.scores and (not truth[c].churned or churn_at[c] > cut)]
         e_labels = [truth[c].churned for c in e_ids]
         e_risk = [float(early.scores[c]["churn_risk"]) for c in e_ids]
         p_e, r_e = precision_recall_at(e_labels, e_risk, churn_threshold)
@@ -264,7 +273,7 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
     return result
 
 
-def churn_alert_episodes(alerts: Sequence[dict]) -> dict[str, list[tuple[datetime, datetime | None]]]:
+def churn_alert_episodes(alerts: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[datetime, datetime | None]]]:
     """Per customer, the churn-alert episodes as (fired, resolved or None), in order.
     A severity change re-sends `firing` with the same alert_id: same episode."""
     out: dict[str, list[tuple[datetime, datetime | None]]] = defaultdict(list)

@@ -98,7 +98,7 @@ class GeneratedStream:
 
     @property
     def defects(self) -> dict[str, int]:
-        return dict(Counter(r.defect for r in self.records if not r.valid))
+        return dict(Counter(r.defect or "" for r in self.records if not r.valid))
 
     @property
     def n_churners(self) -> int:
@@ -367,7 +367,7 @@ class _Gen:
         if rng.random() < c.digital:
             ch, staff = rng.choice(("app", "app", "web", "mini_program")), None
             body: dict = {"stage": "usage", "kind": "service_delivery"}
-            dims = ("reliability",)
+            dims: tuple[str, ...] = ("reliability",)
         else:
             t = self.business(t, c)
             ch, staff = rng.choice(("store", "store", "partner")), self.staff_for(c)
@@ -384,6 +384,7 @@ class _Gen:
 
     def am_visit(self, c: _Customer, t: float) -> None:
         t = self.business(t, c)
+        assert c.am_staff is not None   # planned only for customers with an account manager
         m = self.mu(c, t) + self.staff_q[c.am_staff]
         body: dict = {"stage": self.rng.choice(("loyalty", "usage")), "kind": "service_delivery",
                       "staff_id": c.am_staff, "handle_seconds": round(self.rng.uniform(900, 3600), 0)}
@@ -457,7 +458,7 @@ class _Gen:
         if mode == "unresolved":
             return
         tr = tl + rng.uniform(0.2, {"low": 3, "medium": 5, "high": 7, "critical": 4}[sev])
-        res = {**base, "status": "resolved"}
+        res: dict[str, object] = {**base, "status": "resolved"}
         if rng.random() < 0.3 or sev in ("high", "critical") and rng.random() < 0.5:
             res["compensation"] = f"{rng.choice((5, 10, 15, 20, 25, 50, 100)):.2f}"
         if mode == "failed":
@@ -597,7 +598,7 @@ class _Gen:
         elif d == "detractor":
             for _ in range(rng.randint(1, 3) if p.churn else 1):
                 t = when()
-                body = {"stage": rng.choice(("loyalty", "usage")), "kind": "survey",
+                body: dict[str, object] = {"stage": rng.choice(("loyalty", "usage")), "kind": "survey",
                         "nps": rng.choice((0, 1, 2, 3, 4, 5, 6, 3, 4, 5)),
                         "csat": rng.choice((1, 2, 2, 3, 3, 4))}
                 if rng.random() < 0.5:
@@ -811,20 +812,20 @@ def generate(customers: int = 2000, days: int = 60, seed: int = 7, invalid_ratio
                 if events[src].kind == "order":
                     break
                 src = rng.randrange(len(events))
-        kind, key, value = _corrupt(rng, events[src], defect, gen)
+        kind, key, raw_value = _corrupt(rng, events[src], defect, gen)
         entries.append((events[src].ts + rng.randrange(MAX_JITTER_SECONDS), len(entries),
-                        GeneratedRecord(kind, key, value, False, defect), None))
+                        GeneratedRecord(kind, key, raw_value, False, defect), None))
     entries.sort(key=lambda x: (x[0], x[1]))
     # keep event-time order within one (topic, customer): reassign records to the group's slots
     groups: dict[tuple[str, str], list[int]] = {}
-    for pos, (_, _, rec, i) in enumerate(entries):
-        if i is not None:
-            groups.setdefault((rec.kind, events[i].cust), []).append(pos)
+    for pos, (_, _, rec, src_i) in enumerate(entries):
+        if src_i is not None:
+            groups.setdefault((rec.kind, events[src_i].cust), []).append(pos)
     records = [e[2] for e in entries]
     for slots in groups.values():
-        items = sorted((entries[p] for p in slots), key=lambda e: (events[e[3]].ts, events[e[3]].ms, e[1]))
-        for p, e in zip(slots, items):
-            records[p] = e[2]
+        items = sorted((entries[p] for p in slots), key=lambda x: (events[x[3] or 0].ts, events[x[3] or 0].ms, x[1]))
+        for p, entry in zip(slots, items):
+            records[p] = entry[2]
 
     last: dict[str, int] = {}   # milliseconds since start
     for ev in events:
