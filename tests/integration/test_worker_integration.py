@@ -124,7 +124,7 @@ def test_live_metrics_cover_every_name_the_dashboards_and_rules_use(make_setting
     families = set(re.findall(r"^# TYPE (\S+) ", body, flags=re.M))
     exposed = families | {f + "_total" for f in families} | {
         f + suffix for f in families for suffix in ("_bucket", "_sum", "_count")}
-    referenced = referenced_metric_names(Path(__file__).resolve().parent.parent / "deploy")
+    referenced = referenced_metric_names(Path(__file__).resolve().parents[2] / "deploy")
     assert referenced and not (referenced - exposed), sorted(referenced - exposed)
     applied = sum(float(v) for v in re.findall(r'^cxpulse_events_applied_total\{[^}]*\} (\S+)', body, flags=re.M))
     assert applied == len(stream.records) - stream.n_invalid - stream.n_duplicates
