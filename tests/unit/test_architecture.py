@@ -8,7 +8,7 @@ asserts the layering of README.md ("Architecture") with no allow-list:
 - Faust (faust, mode) and aiokafka only under agents/;
 - clickhouse_connect (and chdb) only under pipeline/adapters/clickhouse/;
 - pipeline/domain imports only the standard library, numpy/scipy, `schemas` and itself;
-- pipeline/service imports no adapter and no tool; adapters import no tool.
+- pipeline/service imports no adapter, tool, Settings or bootstrap; adapters import no tool.
 """
 from __future__ import annotations
 
@@ -163,7 +163,7 @@ def test_domain_imports_only_stdlib_numpy_scipy_and_schemas():
 
 
 @pytest.mark.parametrize("layer, forbidden", [
-    ("pipeline.service", ("pipeline.adapters", "pipeline.tools", "pipeline.bootstrap", "agents")),
+    ("pipeline.service", ("pipeline.adapters", "pipeline.tools", "pipeline.bootstrap", "pipeline.config", "agents")),
     ("pipeline.adapters", ("pipeline.tools", "pipeline.bootstrap", "agents")),
     ("schemas", ("pipeline", "agents")),
 ])
