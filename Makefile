@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test unit integration faults bench tools schemas clean
+.PHONY: install demo test unit integration faults typecheck bench tools schemas clean
 
 install: $(STAMP)
 
@@ -22,17 +22,27 @@ tools:
 demo: install
 	$(BIN)/cxpulse demo
 
-# The fault drills of tests/test_faults.py (kill -9, join/leave, broker restart; about
-# 2 minutes) run in `make faults` with the hostile-input tests; `make test` runs everything
-# else. CI (.ci/run) gates on both (docs/fault-tolerance.md).
-test: install tools
-	$(BIN)/python -m pytest --ignore=tests/test_faults.py
+# tests/ mirrors the layers: tests/unit (the core, adapters' pure parts, the import rules;
+# no broker), tests/integration (the real broker and chDB), tests/drills (the fault drills:
+# kill -9, join/leave, broker restart, and the hostile-input drills; about 3 minutes).
+# `make test` runs the type checker, tests/unit and tests/integration; `make faults` runs the
+# drills. CI (.ci/run) gates on both (docs/fault-tolerance.md). `make unit` runs every test
+# that needs no broker, wherever it lives (-m "not integration").
+test: install tools typecheck
+	$(BIN)/python -m pytest tests/unit tests/integration
+
+# mypy over pipeline/, schemas/ and agents/ ([tool.mypy] in pyproject.toml); part of `make test`.
+typecheck: install
+	$(BIN)/mypy
 
 unit: install
 	$(BIN)/python -m pytest -m "not integration"
 
+integration: install
+	$(BIN)/python -m pytest tests/integration
+
 faults: install
-	$(BIN)/python -m pytest tests/test_faults.py tests/test_hostile_input.py
+	$(BIN)/python -m pytest tests/drills
 
 bench: install
 	$(BIN)/cxpulse bench

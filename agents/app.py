@@ -26,7 +26,8 @@ from aiohttp.web import Response
 from agents import kafka_compat
 from pipeline.service import recovery_check
 from pipeline.adapters.clickhouse import rows as ch_rows
-from pipeline.domain.churn import fit_population
+from pipeline.adapters.state_codec import decode_state, encode_state
+from pipeline.bootstrap import build_core, build_sink
 from pipeline.config import Settings, load
 from pipeline.tools.erasure import requested_at as erasure_requested_at
 from pipeline.adapters.kafka.kafka_io import first_offset_at
@@ -35,14 +36,13 @@ from pipeline.service.offset_guard import OffsetGuard
 from pipeline.service.processor import OFFSET_SLOT, BatchResult, Core, RawRecord, dead_letter
 from pipeline.domain.scoring import profile, score_record
 from pipeline.service.live_backtest import refresh_live_backtest
-from pipeline.adapters.clickhouse.sink import ClickHouseSink
 from pipeline.domain.state import CustomerState
 from pipeline.domain.stream_clock import StreamClock
 
 log = logging.getLogger("cxpulse.worker")
 
 settings: Settings = load()
-core = Core(settings)
+core: Core = build_core(settings)
 
 # aiokafka 0.14.0 forgets its member id on ILLEGAL_GENERATION and re-joins as a new member;
 # on the embedded broker the orphaned id then blocks the group for good (agents/kafka_compat.py).
@@ -93,7 +93,7 @@ scores_topic = app.topic(settings.topic_scores, key_serializer="raw", value_seri
 alerts_topic = app.topic(settings.topic_alerts, key_serializer="raw", value_serializer="raw")
 deadletter_topic = app.topic(settings.topic_deadletter, key_serializer="raw", value_serializer="raw")
 
-# Per-customer state: key = customer_id bytes, value = CustomerState.to_bytes().
+# Per-customer state: key = customer_id bytes, value = encode_state(state).
 # use_partitioner: the changelog partition follows the key (same partitioner as the
 # producers), so a coalesced write after a micro-batch lands on the customer's partition.
 states = app.Table(
@@ -101,15 +101,14 @@ states = app.Table(
     key_type=bytes, value_type=bytes, use_partitioner=True,
 )
 
-sink = ClickHouseSink(settings.dsn, batch_rows=settings.sink_batch_rows, flush_seconds=settings.sink_flush_seconds,
-                      max_queue_rows=settings.sink_max_queue_rows, metrics=METRICS)
+sink = build_sink(settings, METRICS)
 sink_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
 clock = StreamClock()
 
 
 def load_state(customer_id: str) -> CustomerState | None:
     raw = states.get(customer_id.encode())
-    return CustomerState.from_bytes(raw, customer_id) if raw else None
+    return decode_state(raw, customer_id) if raw else None
 
 
 _past_sla: dict[str, tuple[str, int]] = {}   # customers with open complaints past SLA -> (tier, n)
@@ -162,7 +161,7 @@ async def emit(result: BatchResult) -> None:
         if result.scores or result.alerts or result.dead_letters:
             await app.producer.flush()
         for cid, state in result.states.items():
-            states[cid.encode()] = state.to_bytes()
+            states[cid.encode()] = encode_state(state)
 
 
 # Batches, sweeps and erasures read-modify-write the table across awaits (emit stores the
@@ -230,7 +229,7 @@ async def assigned_at(tp) -> int:
     (auto_offset_reset=earliest)."""
     from faust.transport.drivers.aiokafka import ensure_aiokafka_TP
 
-    thread = app.consumer._thread
+    thread = app.consumer._thread  # type: ignore[attr-defined]  # Faust private attribute (pinned version)
     committed = await thread.call_thread(thread._ensure_consumer().committed, ensure_aiokafka_TP(tp))
     if committed is None or committed < 0:
         committed = (await app.consumer.earliest_offsets(tp)).get(tp) or 0
@@ -299,7 +298,7 @@ async def recovery_watchdog() -> None:
     """Table recovery that stalled because its changelog records were fetched and dropped
     (a Faust race when two rebalances follow each other: pipeline/service/recovery_check.py):
     seek those changelog partitions back to the next offset the recovery needs."""
-    recovery = app.tables.recovery
+    recovery = app.tables.recovery  # type: ignore[attr-defined]  # Faust private attribute (pinned version)
     if not recovery.in_recovery or recovery._recovery_started_at is None:
         return
     tps = [tp for tp in recovery.active_tps if tp in recovery.active_highwaters]
@@ -334,7 +333,7 @@ async def seek_to(tp, pos: int) -> None:
         log.warning("seek %s/%d -> %d failed: %r", tp.topic, tp.partition, pos, exc)
 
 
-@app.on_partitions_revoked.connect
+@app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types receivers as (sender, *args, signal=)
 async def forget_revoked(app_: faust.App, revoked, **kwargs) -> None:
     guard.forget(revoked)
     _past_sla.clear()   # some of them are another worker's now; the sweep recounts this worker's
@@ -363,7 +362,7 @@ async def commit_completed_inputs() -> None:
     if not offsets:
         return
     await app.producer.flush()
-    if await app.consumer._commit(offsets):   # Faust's own commit path minus its ack books
+    if await app.consumer._commit(offsets):  # type: ignore[attr-defined]  # Faust's own commit path minus its ack books
         guard.committed_at(offsets)
 
 
@@ -372,15 +371,16 @@ def process_guarded(records: list[RawRecord]) -> BatchResult:
     agent): the batch is retried record by record, and a record that still fails is
     dead-lettered as `processing_error` (never lost silently)."""
     try:
-        return core.process(records, load_state, source_offsets=True)
+        return core.process(records, load_state, received_at=time.time(), source_offsets=True)
     except Exception:
         log.exception("micro-batch of %d records failed; isolating the failing records", len(records))
     merged = BatchResult()
     for rec in records:
         try:
-            one = core.process([rec], lambda cid: merged.states.get(cid) or load_state(cid), source_offsets=True)
+            one = core.process([rec], lambda cid: merged.states.get(cid) or load_state(cid), received_at=time.time(),
+                               source_offsets=True)
         except Exception as exc:
-            merged.dead_letters.append(dead_letter(rec, "processing_error", f"{type(exc).__name__}: {exc}"))
+            merged.dead_letters.append(dead_letter(rec, "processing_error", f"{type(exc).__name__}: {exc}", time.time()))
             merged.consumed[rec.topic] = merged.consumed.get(rec.topic, 0) + 1
             continue
         merged.merge(one)
@@ -402,7 +402,7 @@ async def erase_customers(stream):
         requested_at = erasure_requested_at(event.value, time.time())
         async with state_lock():
             state = load_state(key.decode()) or CustomerState(customer_id=key.decode())
-            states[key] = state.erasure_marker(requested_at).to_bytes()
+            states[key] = encode_state(state.erasure_marker(requested_at))
         await scores_topic.send(key=key, value=None)
         log.info("erased customer state (%d-byte key)", len(key))
 
@@ -419,10 +419,12 @@ async def apply_actions(stream):
         rec = RawRecord(event.message.topic, event.message.partition, event.message.offset, event.key, event.value)
         async with state_lock():
             try:
-                result = core.process_actions([rec], load_state)
+                received = time.time()
+                result = core.process_actions([rec], load_state, received_at=received)
             except Exception as exc:   # never stop the agent; never lose the record silently
                 log.exception("action record %s/%d@%d failed", rec.topic, rec.partition, rec.offset)
-                result = BatchResult(dead_letters=[dead_letter(rec, "processing_error", f"{type(exc).__name__}: {exc}")])
+                result = BatchResult(dead_letters=[dead_letter(rec, "processing_error", f"{type(exc).__name__}: {exc}",
+                                                               time.time())])
             await emit(result)
         for topic, n in result.consumed.items():
             METRICS.consumed(topic, n)
@@ -461,7 +463,7 @@ async def report_consumer_lag() -> None:
     for tp in consumer.assignment():
         if tp.topic not in settings.input_topics:
             continue
-        committed = guard.committed.get(tp, consumer._committed_offset.get(tp))  # before the first batch: Faust's
+        committed = guard.committed.get(tp, consumer._committed_offset.get(tp))  # type: ignore[attr-defined]  # before the first batch: Faust's
         lags[(tp.topic, tp.partition)] = max(0, consumer.highwater(tp) - (committed or 0))
     METRICS.consumer_lag(lags)
 
@@ -469,7 +471,7 @@ async def report_consumer_lag() -> None:
 @app.timer(interval=settings.refit_seconds)
 async def refit_population() -> None:
     """Re-fit the churn model's population parameters from this worker's customers."""
-    core.population = fit_population(owned_states(list(states.keys())), core.population, as_of=clock.now(time.time()))
+    core.refit_population(owned_states(list(states.keys())), as_of=clock.now(time.time()))
     log.info("population re-fitted: %s", core.population)
 
 
@@ -515,7 +517,7 @@ async def drain_batches() -> None:
         log.warning("final commit of input offsets failed: %r", exc)
 
 
-@app.on_before_shutdown.connect
+@app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types receivers as (sender, *args, signal=)
 def close_sink(app_: faust.App, **kwargs) -> None:
     sink.close()
 

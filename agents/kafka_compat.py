@@ -29,6 +29,7 @@ JoinGroup) is unchanged. Remove once aiokafka keeps the member id itself.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 log = logging.getLogger("cxpulse.kafka_compat")
 
@@ -36,7 +37,7 @@ ILLEGAL_GENERATION = 22
 _MARK = "_cxpulse_keep_member_id"   # member id to keep on the next reset_generation(), or None
 
 
-def illegal_generation(response: object) -> bool:
+def illegal_generation(response: Any) -> bool:
     """True for an OffsetCommit, Heartbeat or SyncGroup response that says ILLEGAL_GENERATION."""
     name = type(response).__name__
     if name.startswith("OffsetCommitResponse"):

@@ -31,8 +31,9 @@ def run(args: argparse.Namespace) -> dict:
     from quixstreams import Application, message_context
 
     from pipeline.config import Settings
-    from pipeline.service.processor import Core, RawRecord
-    from pipeline.domain.state import CustomerState
+    from pipeline.adapters.state_codec import decode_state, encode_state
+    from pipeline.bootstrap import build_core
+    from pipeline.service.processor import RawRecord
 
     names = args.topics.split(",")
     kinds = args.types.split(",")
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> dict:
         topic_complaints=by_kind["complaint"], lateness_seconds=args.lateness,
         data_dir=args.state_dir,
     )
-    core = Core(settings)
+    core = build_core(settings)
 
     app = Application(
         broker_address=args.bootstrap, consumer_group=args.group, auto_offset_reset="earliest",
@@ -61,11 +62,11 @@ def run(args: argparse.Namespace) -> dict:
         ctx = message_context()
         rec = RawRecord(ctx.topic, ctx.partition, ctx.offset, key, value)
         stored = state.get("s")
-        loaded = CustomerState.from_bytes(stored.encode(), key.decode() if key else "") if stored else None
-        out = core.process([rec], lambda cid: loaded)
+        loaded = decode_state(stored.encode(), key.decode() if key else "") if stored else None
+        out = core.process([rec], lambda cid: loaded, received_at=time.time())
         for cid, st in out.states.items():
             if key is not None and cid.encode() == key:
-                state.set("s", st.to_bytes().decode())
+                state.set("s", encode_state(st).decode())
         msgs = [orjson.dumps(x) for x in (*out.scores, *out.alerts, *out.dead_letters)]
         progress["outputs"] += len(msgs)
         progress["n"] += 1

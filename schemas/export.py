@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 from pathlib import Path
 
 from pydantic import TypeAdapter
@@ -13,7 +14,7 @@ from schemas.outputs import AlertRecord, DeadLetter, ScoreRecord
 
 JSON_DIR = Path(__file__).with_name("json")
 
-MODELS: dict[str, object] = {
+MODELS: dict[str, TypeAdapter[Any]] = {
     "input_event": TypeAdapter(InputEvent),
     "touchpoint": TypeAdapter(Touchpoint),
     "order": TypeAdapter(Order),

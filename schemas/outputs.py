@@ -93,12 +93,15 @@ class AlertRecord(BaseModel):
     complaint_id: str | None = None
 
 
+DeadLetterReason = Literal["invalid_json", "invalid_record", "wrong_topic", "wrong_key", "too_late", "too_large",
+                           "processing_error", "unknown_alert", "case_closed"]
+
+
 class DeadLetter(BaseModel):
     """A record that could not be parsed, validated or applied, with why and where from."""
     model_config = ConfigDict(extra="forbid")
     schema_version: Literal[1] = 1
-    reason: Literal["invalid_json", "invalid_record", "wrong_topic", "wrong_key", "too_late", "too_large",
-                    "processing_error", "unknown_alert", "case_closed"]
+    reason: DeadLetterReason
     error: str
     source_topic: str
     partition: int

@@ -1,4 +1,6 @@
-"""Shared fixtures: the real embedded broker (session-scoped) and worker processes.
+"""Fixtures shared by tests/integration and tests/drills: the real embedded broker
+(session-scoped: one per run, whichever folders run) and worker processes. tests/unit uses none
+of them (the unit tests need no broker).
 
 Integration tests run against a real Kafka-protocol broker (noida-db) and the real
 ClickHouse engine (chDB) — no mocks. Ports are picked free at start.

@@ -9,6 +9,7 @@ import orjson
 from schemas.events import parse_event
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+RECEIVED_AT = T0.timestamp() + 365 * 86400.0   # the wall-clock time a test hands the core as "now received"
 _ids = count()
 
 

@@ -6,7 +6,7 @@
 The ClickHouse panels reuse the SQL constants of pipeline/adapters/clickhouse/queries.py wherever one fits,
 with its `{since:...}` / `{until:...}` parameters replaced by the Grafana ClickHouse
 plugin's `$__fromTime` / `$__toTime` macros, so the dashboards show exactly the numbers
-the demo summary prints. tests/test_observability.py fails when the committed JSON is
+the demo summary prints. tests/unit/test_observability.py fails when the committed JSON is
 stale, and runs every panel's SQL against chDB with the project's schema.
 """
 from __future__ import annotations

@@ -12,6 +12,7 @@ early an alert at the warning threshold (0.30) can come without alerting on stay
 from __future__ import annotations
 
 import sys
+import time
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import pipeline.domain.scoring as scoring  # noqa: E402
+from pipeline.bootstrap import build_core  # noqa: E402
 from pipeline.config import load  # noqa: E402
 from pipeline.tools.evaluate import _fresh_topic_of  # noqa: E402
 from pipeline.tools.generator import generate  # noqa: E402
@@ -41,7 +43,7 @@ scoring._factor = _recording
 def main(seed: int) -> None:
     settings = load()
     stream = generate(customers=2000, days=120, seed=seed, end=datetime(2026, 11, 23, tzinfo=timezone.utc))
-    replay(stream.values(), settings, as_of=stream.end, topic_of=_fresh_topic_of(stream, settings.topic_for_type))
+    replay(stream.values(), build_core(settings), clock=time.time, as_of=stream.end, topic_of=_fresh_topic_of(stream, settings.topic_for_type))
     last = stream.end.timestamp() - HORIZON      # incidents whose 30 days are inside the stream
     n: Counter[str] = Counter()
     left: Counter[str] = Counter()

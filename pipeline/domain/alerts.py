@@ -13,6 +13,8 @@ import hashlib
 from pipeline.domain.case import Case, needs_escalation
 from pipeline.domain.scoring import Profile, iso
 from pipeline.domain.state import CustomerState
+from schemas.records import AlertDict
+from pipeline.domain.vocabulary import CHURN_FACTORS, CHURN_RISK, FAILED_RECOVERY, SLA_BREACH, TIERS
 
 # (warning, critical) churn-risk thresholds per tier: high tiers are warned earlier.
 CHURN_THRESHOLDS = {
@@ -27,6 +29,7 @@ HYSTERESIS = 0.10
 # dropout risk in the score, but nobody can act on "we barely know them".
 EXPLAINED_SHARE = 0.5
 HIGH_TIERS = ("gold", "platinum")
+assert set(CHURN_THRESHOLDS) == set(TIERS) and set(HIGH_TIERS) <= set(TIERS)
 
 # The recovery playbook: one recommended action per situation (README.md, "Playbook").
 PLAYBOOK = {
@@ -49,6 +52,7 @@ PLAYBOOK = {
     "high_effort": "give the customer a single point of contact",
     "escalation": "team lead: assign an owner now and acknowledge the case",
 }
+assert set(CHURN_FACTORS) <= set(PLAYBOOK)   # every driver has an action
 
 
 def alert_id(customer_id: str, key: str, started: float) -> str:
@@ -56,7 +60,7 @@ def alert_id(customer_id: str, key: str, started: float) -> str:
 
 
 def _record(state: CustomerState, p: Profile, key: str, kind: str, status: str, severity: str,
-            reasons: list[str], action: str, complaint_id: str | None = None) -> dict:
+            reasons: list[str], action: str, complaint_id: str | None = None) -> AlertDict:
     return {
         "schema_version": 1,
         "alert_id": state.alerts[key][0],
@@ -76,7 +80,7 @@ def _record(state: CustomerState, p: Profile, key: str, kind: str, status: str, 
 
 def _transition(state: CustomerState, p: Profile, key: str, kind: str, firing: bool, severity: str,
                 reasons: list[str], action: str, complaint_id: str | None = None,
-                started: float | None = None) -> list[dict]:
+                started: float | None = None) -> list[AlertDict]:
     """`started` (default: as of the evaluation) names the episode in its alert id; rules
     whose episode starts at a known instant (a deadline's risk point) pass it, so the id
     does not depend on when the sweep happened to look."""
@@ -102,9 +106,9 @@ def churn_action(p: Profile, severity: str) -> str:
     return PLAYBOOK.get(top, PLAYBOOK["inactivity"])
 
 
-def update_alerts(state: CustomerState, p: Profile) -> list[dict]:
+def update_alerts(state: CustomerState, p: Profile) -> list[AlertDict]:
     """Evaluate every rule for this customer at `p.as_of`; return the alert records to publish."""
-    out: list[dict] = []
+    out: list[AlertDict] = []
     warn, crit = CHURN_THRESHOLDS[p.tier]
     risk = p.churn.risk
     active = state.alerts.get("churn")
@@ -122,7 +126,7 @@ def update_alerts(state: CustomerState, p: Profile) -> list[dict]:
     threshold = crit if severity == "critical" else warn
     reasons = [f"churn risk {risk:.2f} vs {severity} threshold {threshold:.2f} for {p.tier}"]
     reasons += [f"{factor} +{contribution:.2f}" for factor, contribution in p.churn.drivers[:3]]
-    out += _transition(state, p, "churn", "churn_risk", firing, severity, reasons, churn_action(p, severity))
+    out += _transition(state, p, "churn", CHURN_RISK, firing, severity, reasons, churn_action(p, severity))
 
     complaints = {rec.id: rec for rec in state.complaints}
     for rec in state.complaints:
@@ -139,14 +143,14 @@ def update_alerts(state: CustomerState, p: Profile) -> list[dict]:
         else:
             reasons = [f"complaint {rec.id} answered" + (" and resolved" if rec.resolved is not None else "")]
             action = "none — resolved"
-        breach = _transition(state, p, f"sla:{rec.id}", "sla_breach", unanswered or unresolved, severity,
+        breach = _transition(state, p, f"sla:{rec.id}", SLA_BREACH, unanswered or unresolved, severity,
                              reasons, action, rec.id)
         out += breach
         out += _at_risk(state, p, rec, sla, breached=unanswered or unresolved, breach=breach)
-        failed = rec.satisfied is False or (rec.reopened > 0 and rec.is_open)
+        failed = rec.recovery_failure_stands
         reasons = [f"complaint {rec.id} " + ("reopened" if rec.is_open else "resolved but the customer is not satisfied")
                    if failed else f"complaint {rec.id} recovered"]
-        out += _transition(state, p, f"rec:{rec.id}", "failed_recovery", failed,
+        out += _transition(state, p, f"rec:{rec.id}", FAILED_RECOVERY, failed,
                            "critical" if p.tier in HIGH_TIERS else "warning", reasons,
                            PLAYBOOK["failed_recovery"] if failed else "none — recovered", rec.id)
     for key in [k for k in state.alerts

@@ -39,13 +39,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
-import orjson
-
-if TYPE_CHECKING:
-    from pipeline.domain.state import CustomerState
+from pipeline.domain.state import FACTOR_KEY, OPPORTUNITY_KEY, CustomerState
+from pipeline.domain.vocabulary import CHURN_FACTORS
 
 DAY = 86400.0
 
@@ -68,15 +65,6 @@ class PopulationParams:
     # the population's usual incidents per chance (late deliveries per delivery, ...):
     # churn counts a customer's incidents above this rate; re-fitted with (r, α, a, b)
     incident_rates: dict[str, float] = field(default_factory=lambda: dict(PRIOR_INCIDENT_RATES))
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(self.__dict__)
-
-    @classmethod
-    def load(cls, path: Path | None) -> "PopulationParams":
-        if path is None or not Path(path).exists():
-            return cls()
-        return cls(**orjson.loads(Path(path).read_bytes()))
 
 
 # log-odds per unit of each factor, and the cap on units (one table).
@@ -102,6 +90,7 @@ FACTOR_WEIGHTS: dict[str, tuple[float, float]] = {
     "declining_frequency": (0.4, 2.0),   # per doubling of the recent purchase gap over the usual gap
     "declining_spend": (0.3, 2.0),       # per halving of the recent basket against the usual basket
 }
+assert set(FACTOR_WEIGHTS) | {"inactivity"} == set(CHURN_FACTORS)
 DEFECTION_BASE = 0.005   # chance that an active customer with no bad experience defects
 DEFECTION_SCALE = 1.5    # experience log-odds count 1.5x towards defection
 MIN_CONTRIBUTION = 0.005
@@ -141,7 +130,7 @@ def _log2_ratio(recent: float, usual: float) -> float:
     return math.log2(max(1e-9, recent) / usual) if usual > 0 else 0.0
 
 
-def _declining_frequency(state: "CustomerState") -> float:
+def _declining_frequency(state: CustomerState) -> float:
     """Doublings of the mean of the last two purchase gaps over the customer's usual gap,
     the mean gap over their whole purchase history (first to latest purchase); 0 with
     fewer than five purchases. The whole history, not the few purchases kept, so a
@@ -153,7 +142,7 @@ def _declining_frequency(state: "CustomerState") -> float:
     return max(0.0, _log2_ratio((times[-1] - times[-3]) / 2.0, usual))
 
 
-def _declining_spend(state: "CustomerState") -> float:
+def _declining_spend(state: CustomerState) -> float:
     """Halvings of the mean of the last two baskets against the customer's usual basket,
     the mean over all their purchases; 0 with fewer than five purchases. (A state written
     before `spent` was kept judges against the earlier baskets it keeps.)"""
@@ -169,7 +158,7 @@ def _declining_spend(state: "CustomerState") -> float:
     return max(0.0, -_log2_ratio(sum(amounts[-2:]) / 2.0, usual))
 
 
-def assess_churn(state: "CustomerState", as_of: float, pop: PopulationParams, *, factors: dict[str, float],
+def assess_churn(state: CustomerState, as_of: float, pop: PopulationParams, *, factors: dict[str, float],
                  chances: dict[str, float], experience_drop: float, open_complaints: int,
                  sla_breaches: int) -> ChurnAssessment:
     summary = activity_summary(state, as_of)
@@ -220,11 +209,11 @@ def assess_churn(state: "CustomerState", as_of: float, pop: PopulationParams, *,
     return ChurnAssessment(risk, alive, drivers)
 
 
-def activity_summary(state: "CustomerState", as_of: float) -> tuple[int, float, float] | None:
+def activity_summary(state: CustomerState, as_of: float) -> tuple[int, float, float] | None:
     """(x repeat active days, t_x, T) in days since the first active day, or None.
     An active day is a UTC day with any event (a purchase, a touchpoint, a complaint):
     in a transaction-only history it is a purchase day, as in the classic BG/NBD."""
-    if not state.n_days or state.first_day is None:
+    if not state.n_days or state.first_day is None or state.last_day is None:
         return None
     t_x = float(state.last_day - state.first_day)
     silence = max(0.0, as_of / DAY - (state.last_day + 1))
@@ -243,7 +232,7 @@ def mbgnbd_log_likelihood(params, x, t_x, T):
     return common + np.logaddexp(alive, dropped)
 
 
-def fit_population(states: Iterable["CustomerState"], prior: PopulationParams | None = None,
+def fit_population(states: Iterable[CustomerState], prior: PopulationParams | None = None,
                    as_of: float | None = None, min_customers: int = 50,
                    max_customers: int = 20_000) -> PopulationParams:
     """Maximum-likelihood MBG/NBD fit on up to `max_customers` purchase summaries as of
@@ -285,12 +274,10 @@ def fit_population(states: Iterable["CustomerState"], prior: PopulationParams | 
                             horizon_days=prior.horizon_days, incident_rates=incident_rates)
 
 
-def fit_incident_rates(states: Iterable["CustomerState"], prior: dict[str, float]) -> dict[str, float]:
+def fit_incident_rates(states: Iterable[CustomerState], prior: dict[str, float]) -> dict[str, float]:
     """The population's incidents per chance for each incident factor (pooled decayed
     counts over pooled decayed chances); a factor keeps its prior until the population
     has had MIN_CHANCES chances."""
-    from pipeline.domain.scoring import FACTOR_KEY, OPPORTUNITY_KEY
-
     counts = dict.fromkeys(OPPORTUNITY_KEY, 0.0)
     chances = dict.fromkeys(OPPORTUNITY_KEY, 0.0)
     for s in states:

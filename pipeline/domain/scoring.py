@@ -11,28 +11,29 @@ from __future__ import annotations
 
 import math
 import time
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import cast
 from datetime import datetime, timezone
 
 from pipeline.domain import signals
 from pipeline.domain.churn import ChurnAssessment, PopulationParams, assess_churn
-from pipeline.config import Settings
 from pipeline.domain.business_calendar import BusinessCalendar
 from pipeline.domain.sla import at_risk_from, resolve_deadline_ts, sunset_deadline_ts
+from pipeline.domain.vocabulary import DIMENSIONS, TIERS
 from pipeline.domain.state import (
-    DAY_MASK_BITS, MAX_COMPLAINTS, MAX_CONTACTS, MAX_ORDERS, MAX_REVERSALS, REVENUE_MONTHS, ComplaintRec,
-    CustomerState, short_hash,
+    DAY_MASK_BITS, DIM_KEY, FACTOR_KEY, FACTOR_OF_KEY, MAX_COMPLAINTS, MAX_CONTACTS, MAX_ORDERS, MAX_REVERSALS,
+    OPPORTUNITY_KEY, REVENUE_MONTHS, ComplaintRec, CustomerState, short_hash,
 )
 from schemas.events import Complaint, Order, Touchpoint
+from schemas.records import ScoreDict
 
-DIMENSIONS = signals.DIMENSIONS
 DAY = 86400.0
 FACTOR_HALF_LIFE_DAYS = 45.0      # churn-factor counters (late deliveries, refunds, ...)
 BASELINE_HALF_LIFE_FACTOR = 4.0   # the experience baseline decays 4x slower than the score
 RECENT_HALF_LIFE_DAYS = 14.0      # "recent" perceived experience, against its long-run mean
 COMPLAINT_RETENTION = 30 * DAY    # closed complaints are kept this long, then folded in
-TIERS = ("standard", "silver", "gold", "platinum")
 STATUS_RANK = {"opened": 0, "acknowledged": 1, "escalated": 2, "reopened": 3, "resolved": 4, "closed": 5}
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 
@@ -49,12 +50,7 @@ class ScoringParams:
     calendar: BusinessCalendar = field(default_factory=BusinessCalendar)   # deadlines (sunset rule, targets)
     resolve_in_business_hours: bool = False
     sla_warning_share: float = 0.75   # sla_at_risk once this share of the time to a deadline has passed
-
-    @classmethod
-    def from_settings(cls, s: Settings, calendar: BusinessCalendar) -> "ScoringParams":
-        """`calendar` is resolved by the shell (pipeline/adapters/holiday_calendar.py)."""
-        return cls(s.half_life_days, float(s.lateness_seconds), tuple(s.tier_thresholds), tuple(s.cxi_weights),
-                   s.sla_max_ack_seconds, calendar, s.resolve_in_business_hours, s.sla_warning_share)
+    escalate_after_seconds: float = 7200.0   # an unacknowledged critical alert escalates after this long
 
     @property
     def rates(self) -> dict[str, float]:
@@ -87,29 +83,12 @@ def _add(state: CustomerState, key: str, t: float, amount: float, rates: dict[st
     state.acc[key] = state.acc.get(key, 0.0) + amount * f
 
 
-# Short accumulator keys keep the serialized state small: "d.r.w" = decayed weight of reliability.
-DIM_KEY = {dim: dim[0] if dim != "responsiveness" else "s" for dim in DIMENSIONS}
-DIM_KEY["assurance"] = "a"
-assert len(set(DIM_KEY.values())) == len(DIMENSIONS)
-
-
 def _evidence(state: CustomerState, t: float, evidence: list[signals.Evidence], rates: dict[str, float]) -> None:
     for dim, score, weight in evidence:
         k = DIM_KEY[dim]
         for prefix in ("d", "b"):
             _add(state, f"{prefix}.{k}.w", t, weight, rates)
             _add(state, f"{prefix}.{k}.s", t, weight * score, rates)
-
-
-# Short accumulator keys of the churn-factor counters (the state is stored per customer).
-FACTOR_KEY = {"detractor": "f.dt", "low_ratings": "f.lr", "high_effort": "f.he", "late_fulfilment": "f.lf",
-              "refunds_returns": "f.rr", "failed_recovery": "f.fr", "sla_breaches_folded": "f.sb"}
-FACTOR_OF_KEY = {v: k for k, v in FACTOR_KEY.items()}
-# The chances each incident factor had (decayed like the factor): late deliveries per
-# delivery, refunds/returns per order, low ratings per rated answer, detractors per NPS
-# answer, effort per contact. Churn counts incidents above the population's usual rate.
-OPPORTUNITY_KEY = {"refunds_returns": "f.no", "late_fulfilment": "f.nd", "low_ratings": "f.nr",
-                   "detractor": "f.nn", "high_effort": "f.nc"}
 
 
 def _factor(state: CustomerState, name: str, t: float, rates: dict[str, float], amount: float = 1.0) -> None:
@@ -161,11 +140,15 @@ def _active_day(state: CustomerState, day: int) -> None:
     else:
         bit = 1 << (last - day) if last - day < 64 else 0
         if not bit or state.day_mask & bit:
-            state.first_day = min(state.first_day, day)
+            state.first_day = _earlier_day(state.first_day, day)
             return
         state.day_mask |= bit
     state.n_days += 1
-    state.first_day = min(state.first_day, day)
+    state.first_day = _earlier_day(state.first_day, day)
+
+
+def _earlier_day(first: int | None, day: int) -> int:
+    return day if first is None else min(first, day)
 
 
 def _perceived(state: CustomerState, t: float, evidence: list[signals.Evidence], rates: dict[str, float]) -> None:
@@ -394,11 +377,6 @@ def complaint_sla(rec: ComplaintRec, tier: str, as_of: float, params: ScoringPar
                         ack_at_risk, resolve_at_risk)
 
 
-def failed_recovery(rec: ComplaintRec) -> bool:
-    """The complaint was reopened, or resolved to the customer's dissatisfaction."""
-    return rec.reopened > 0 or rec.satisfied is False
-
-
 def complaint_timing_evidence(rec: ComplaintRec, sla: ComplaintSla) -> list[tuple[float, list[signals.Evidence]]]:
     """(time, evidence) from how fast the complaint was answered and resolved."""
     out: list[tuple[float, list[signals.Evidence]]] = []
@@ -415,7 +393,8 @@ def complaint_timing_evidence(rec: ComplaintRec, sla: ComplaintSla) -> list[tupl
 def _prune_complaints(state: CustomerState, params: ScoringParams, rates: dict[str, float]) -> None:
     """Fold closed complaints older than the retention into the accumulators; cap the list."""
     horizon = state.wm - COMPLAINT_RETENTION - params.lateness_seconds
-    keep, fold = [], []
+    keep: list[ComplaintRec] = []
+    fold: list[ComplaintRec] = []
     for rec in state.complaints:
         (fold if (not rec.is_open and rec.status_t < horizon) else keep).append(rec)
     if len(keep) > MAX_COMPLAINTS:
@@ -427,7 +406,7 @@ def _prune_complaints(state: CustomerState, params: ScoringParams, rates: dict[s
     tier = tier_of(revenue_365d(state, state.wm), params)
     for rec in fold:
         sla = complaint_sla(rec, tier, state.wm, params)
-        if sla.breached and not failed_recovery(rec):
+        if sla.breached and not rec.recovery_ever_failed:
             _factor(state, "sla_breaches_folded", rec.status_t, rates)
         for t, evidence in complaint_timing_evidence(rec, sla):
             _evidence(state, min(t, state.wm), evidence, rates)
@@ -446,14 +425,9 @@ def revenue_365d(state: CustomerState, as_of: float) -> float:
 
 
 def tier_of(revenue: float, params: ScoringParams) -> str:
-    silver, gold, platinum = params.tier_thresholds
-    if revenue >= platinum:
-        return "platinum"
-    if revenue >= gold:
-        return "gold"
-    if revenue >= silver:
-        return "silver"
-    return "standard"
+    """The tier whose revenue threshold (`tier_thresholds`: one per step up from the lowest
+    tier) the customer's trailing revenue reaches."""
+    return TIERS[bisect_right(params.tier_thresholds, revenue)]
 
 
 @dataclass(frozen=True)
@@ -524,7 +498,7 @@ def profile(state: CustomerState, as_of: float, params: ScoringParams,
     # failed_recovery counter only; otherwise an open complaint past its resolution target
     # is an unresolved complaint (double weight), a missed sunset rule or a late resolution
     # is an SLA breach.
-    judged = [rec for rec in state.complaints if not failed_recovery(rec)]
+    judged = [rec for rec in state.complaints if not rec.recovery_ever_failed]
     churn_open = sum(1 for rec in judged if rec.is_open)
     churn_breaches = sum(1 for rec in judged if slas[rec.id].breached)
     overdue_open = sum(1 for rec in judged
@@ -571,10 +545,12 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def score_record(state: CustomerState, p: Profile) -> dict:
+def score_record(state: CustomerState, p: Profile) -> ScoreDict:
     """The `cx.scores` record (JSON-ready dict, fields of schemas.outputs.ScoreRecord)."""
     revenue_at_risk = round(p.churn.risk * p.revenue_365d, 2)
-    return {
+    # cast: the five dimension fields are filled from the vocabulary in a loop, which a
+    # TypedDict literal cannot check (tests/unit/test_records.py checks the shape).
+    return cast(ScoreDict, {
         "schema_version": 1,
         "customer_id": state.customer_id,
         "as_of": iso(p.as_of),
@@ -593,4 +569,4 @@ def score_record(state: CustomerState, p: Profile) -> dict:
         "churn_drivers": [{"factor": f, "contribution": round(c, 4)} for f, c in p.churn.drivers],
         "revenue_at_risk": revenue_at_risk,
         "events": state.n,
-    }
+    })

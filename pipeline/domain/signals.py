@@ -6,9 +6,8 @@ time-decayed, weight-averaged score of its evidence; a dimension with no evidenc
 """
 from __future__ import annotations
 
+from pipeline.domain.vocabulary import DIMENSIONS
 from schemas.events import Complaint, Order, Touchpoint
-
-DIMENSIONS = ("tangibles", "reliability", "responsiveness", "assurance", "empathy")
 
 Evidence = tuple[str, float, float]  # (dimension, score 0..100, weight)
 
@@ -128,4 +127,4 @@ def is_low_rating(ev: Touchpoint) -> bool:
     )
 
 
-__all__ = ["DIMENSIONS", "Evidence", "touchpoint_evidence", "order_evidence", "Complaint"]
+__all__ = ["Evidence", "touchpoint_evidence", "order_evidence", "Complaint"]

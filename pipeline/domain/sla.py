@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from pipeline.domain.business_calendar import BusinessCalendar
 
+from pipeline.domain.vocabulary import TIERS
+
 # Hours to resolve, by severity; tiers with account managers get tighter targets.
 RESOLVE_HOURS = {"critical": 24.0, "high": 48.0, "medium": 72.0, "low": 120.0}
 TIER_FACTOR = {"standard": 1.0, "silver": 1.0, "gold": 0.75, "platinum": 0.5}
+assert set(TIER_FACTOR) == set(TIERS)
 
 
 def sunset_deadline_ts(opened_ts: float, calendar: BusinessCalendar, max_ack_seconds: float = 0.0) -> float:

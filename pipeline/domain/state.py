@@ -5,8 +5,8 @@ state's watermark `wm` (latest event time seen): advancing `wm` scales them down
 late event adds its contribution already decayed to `wm`. That makes the result
 independent of arrival order (up to float rounding).
 
-Serialized with orjson; typical customer well under 1 KB (see tests/test_scoring.py).
-Format 1 grew one optional field (`offs`, source offsets for exact redelivery dedup):
+Stored by pipeline/adapters/state_codec.py (compact JSON; typical customer well under 1 KB,
+see the state-size tests). Format 1 grew one optional field (`offs`, source offsets for exact redelivery dedup):
 states written before it read as "no offsets known" and fall back to the event-id window.
 It grew a second one, `erased` (see `erasure_marker`); states written before it have none;
 and `spent` (paid amount over all purchases): states written before it judge spend from the
@@ -14,12 +14,11 @@ purchases they keep; and `cases` (what operators did about each alert): none bef
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import struct
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
-import orjson
+from pipeline.domain.vocabulary import DIMENSIONS
 
 STATE_FORMAT = 1
 
@@ -32,16 +31,21 @@ MAX_COMPLAINTS = 12     # complaint records kept (open ones first)
 REVENUE_MONTHS = 13     # monthly revenue buckets kept (trailing 12 months + current)
 
 
-# Every decayed accumulator the core keeps, in the order they are stored (a list, not a
-# dict: the keys would be a third of a typical state). Add new ones at the end.
-ACC_SLOTS = tuple(
-    [f"{p}.{d}.{x}" for p in ("d", "b") for d in ("t", "r", "s", "a", "e") for x in ("w", "s")]
-    + ["k.csat_n", "k.csat_ok", "k.nps_n", "k.nps_p", "k.nps_d"]
-    + ["f.dt", "f.lr", "f.he", "f.lf", "f.rr", "f.fr", "f.sb"]
-    + ["r.w", "r.s", "p.w", "p.s"]   # perceived experience: recent (weeks) and long-run means
-    + ["f.no", "f.nd", "f.nr", "f.nn", "f.nc"]   # opportunities: orders, deliveries, rated answers, NPS answers, contacts
-)
-_ACC_INDEX = {k: i for i, k in enumerate(ACC_SLOTS)}
+# Short accumulator keys keep the stored state small (`acc`): "d.r.w" = decayed weight of
+# reliability's evidence. The keys' first letter names the decay rate (ScoringParams.rates):
+# d/b dimension evidence (score, baseline), k csat/nps counts, f churn-factor counters and
+# their chances, r/p perceived experience (recent, long-run). Their stored order is
+# pipeline/adapters/state_codec.ACC_SLOTS.
+DIM_KEY = dict(zip(DIMENSIONS, "trsae"))
+# Counters of the churn factors that are incidents (decayed like the factor).
+FACTOR_KEY = {"detractor": "f.dt", "low_ratings": "f.lr", "high_effort": "f.he", "late_fulfilment": "f.lf",
+              "refunds_returns": "f.rr", "failed_recovery": "f.fr", "sla_breaches_folded": "f.sb"}
+FACTOR_OF_KEY = {v: k for k, v in FACTOR_KEY.items()}
+# The chances each incident factor had (decayed like the factor): late deliveries per
+# delivery, refunds/returns per order, low ratings per rated answer, detractors per NPS
+# answer, effort per contact. Churn counts incidents above the population's usual rate.
+OPPORTUNITY_KEY = {"refunds_returns": "f.no", "late_fulfilment": "f.nd", "low_ratings": "f.nr",
+                   "detractor": "f.nn", "high_effort": "f.nc"}
 
 
 def short_hash(text: str) -> int:
@@ -73,6 +77,20 @@ class ComplaintRec:
     @property
     def is_open(self) -> bool:
         return self.status not in ("resolved", "closed")
+
+    # Two failed-recovery rules, for two uses:
+    @property
+    def recovery_ever_failed(self) -> bool:
+        """Resolved to the customer's dissatisfaction, or ever reopened (even if resolved
+        again since): the churn model's rule — the customer lived through a failed recovery."""
+        return self.reopened > 0 or self.satisfied is False
+
+    @property
+    def recovery_failure_stands(self) -> bool:
+        """Resolved to the customer's dissatisfaction, or reopened and still open: the alert's
+        rule — there is a failed recovery to act on now (a reopened complaint resolved again
+        resolves the alert)."""
+        return self.satisfied is False or (self.reopened > 0 and self.is_open)
 
 
 @dataclass(slots=True)
@@ -150,67 +168,3 @@ class CustomerState:
 
     def remember(self, h: int) -> None:
         self.ids = (self.ids + struct.pack(">I", h))[-4 * MAX_IDS:]
-
-    # --- serialization -----------------------------------------------------------
-    def to_bytes(self) -> bytes:
-        """Compact JSON: defaults are left out. (orjson serializes the containers as they
-        are; no deep copy as dataclasses.asdict would make.)"""
-        d = {}
-        for name in _FIELDS:
-            v = getattr(self, name)
-            if v in (None, [], {}, "", 0, b"") and name != "v" or name == "customer_id":
-                continue   # customer_id is the table's key: from_bytes(raw, customer_id) restores it
-            d[_SHORT[name]] = v
-        if self.ids:
-            d[_SHORT["ids"]] = base64.b64encode(self.ids).decode()
-        if self.acc:
-            unknown = self.acc.keys() - _ACC_INDEX.keys()
-            if unknown:
-                raise ValueError(f"accumulators without a slot in ACC_SLOTS: {sorted(unknown)}")
-            slots = [0.0] * len(ACC_SLOTS)
-            for k, v in self.acc.items():
-                if v > 1e-9:
-                    slots[_ACC_INDEX[k]] = float(f"{v:.7g}")
-            while slots and slots[-1] == 0.0:
-                slots.pop()
-            d[_SHORT["acc"]] = [x if x else 0 for x in slots]
-        if self.complaints:
-            d[_SHORT["complaints"]] = [
-                {_SHORT_C[k]: v for k in _COMPLAINT_FIELDS
-                 if (v := getattr(c, k)) is not None and not (type(v) in (int, float) and v == 0)}
-                for c in self.complaints
-            ]
-        # Copy to an exact-size object: orjson's result keeps its larger working buffer
-        # allocated, which costs several KB per stored state in the table.
-        return bytes(memoryview(orjson.dumps(d, option=orjson.OPT_NON_STR_KEYS)))
-
-    @classmethod
-    def from_bytes(cls, raw: bytes, customer_id: str = "") -> "CustomerState":
-        d = {_LONG.get(k, k): v for k, v in orjson.loads(raw).items()}
-        d.setdefault("customer_id", customer_id)
-        d["acc"] = {ACC_SLOTS[i]: float(v) for i, v in enumerate(d.get("acc", ())) if v}
-        fmt = d.get("v")
-        if fmt != STATE_FORMAT:
-            raise ValueError(f"unsupported customer state format {fmt!r} (this build reads {STATE_FORMAT})")
-        d["ids"] = base64.b64decode(d.get("ids", ""))
-        d["complaints"] = [ComplaintRec(**{_LONG_C.get(k, k): v for k, v in c.items()})
-                           for c in d.get("complaints", [])]
-        return cls(**d)
-
-
-_FIELDS = tuple(f.name for f in fields(CustomerState))
-_COMPLAINT_FIELDS = tuple(f.name for f in fields(ComplaintRec))
-
-# Stored field names (short: the state is stored once per customer). "v" stays "v".
-_SHORT = {"v": "v", "customer_id": "c", "version": "ver", "n": "n", "wm": "wm", "ids": "ids", "acc": "acc",
-          "orders": "o", "n_orders": "no", "spent": "sp", "first_order": "fo", "reversals": "rv", "revenue": "rev",
-          "last_day": "ld", "day_mask": "dm", "n_days": "nd", "first_day": "fd", "contacts": "ct", "stage": "st", "stage_t": "stt",
-          "nps_last": "nps", "nps_t": "npt", "complaints": "cp", "alerts": "al", "pub": "pub",
-          "offs": "of", "erased": "er", "cases": "cs"}
-_SHORT_C = {"id": "id", "channel": "ch", "category": "cat", "severity": "sev", "opened": "op", "first_seen": "fs",
-            "ack": "ack", "resolved": "res", "status": "s", "status_t": "st", "satisfied": "sat",
-            "compensation": "cmp", "reopened": "ro", "version": "ver"}
-assert set(_SHORT) == set(_FIELDS) and set(_SHORT_C) == set(_COMPLAINT_FIELDS)
-assert len(set(_SHORT.values())) == len(_SHORT) and len(set(_SHORT_C.values())) == len(_SHORT_C)
-_LONG = {v: k for k, v in _SHORT.items()}
-_LONG_C = {v: k for k, v in _SHORT_C.items()}

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Generic, Hashable, Iterable, TypeVar
+from typing import Callable, Generic, Hashable, Iterable, Mapping, TypeVar
 
 TP = TypeVar("TP", bound=Hashable)
 T = TypeVar("T")
@@ -143,7 +143,7 @@ class OffsetGuard(Generic[TP]):
         self.seeks_total += len(seek_now)
         return seek_now, check
 
-    def stalled(self, log_ends: dict, stall_seconds: float) -> dict:
+    def stalled(self, log_ends: Mapping[TP, int], stall_seconds: float) -> dict[TP, int]:
         """{tp: next} for partitions whose log ends beyond `next` but that applied nothing
         for `stall_seconds` (nor were sought back within that time): seek them to `next`."""
         now = self.clock()

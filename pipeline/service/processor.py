@@ -5,23 +5,21 @@ micro-batches, and say what to publish and store. Used unchanged by the Faust ag
 from __future__ import annotations
 
 import base64
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Iterable
+from typing import AbstractSet, Callable, Iterable, Mapping
 
 from pydantic import ValidationError
 
 from pipeline.domain import alerts
-from pipeline.adapters.holiday_calendar import calendar_from_settings
-from pipeline.domain.churn import PopulationParams
-from pipeline.config import Settings
-from pipeline.domain.business_calendar import BusinessCalendar
+from pipeline.domain.churn import PopulationParams, fit_population
 from pipeline.domain.scoring import Profile, ScoringParams, apply, iso, profile, score_record
 from pipeline.domain.case import alert_resolved, apply_action, open_case, prune_cases
 from pipeline.domain.state import CustomerState, short_hash
 from schemas.actions import ActionRecord, parse_action
 from schemas.events import EVENT_ADAPTER, Complaint, Order, Touchpoint
+from schemas.outputs import DeadLetterReason
+from schemas.records import AlertDict, DeadLetterDict, ScoreDict
 
 MAX_RECORD_BYTES = 64 * 1024
 Event = Touchpoint | Order | Complaint
@@ -40,9 +38,9 @@ class RawRecord:
 @dataclass
 class BatchResult:
     states: dict[str, CustomerState] = field(default_factory=dict)   # changed states, to store
-    scores: list[dict] = field(default_factory=list)
-    alerts: list[dict] = field(default_factory=list)
-    dead_letters: list[dict] = field(default_factory=list)
+    scores: list[ScoreDict] = field(default_factory=list)
+    alerts: list[AlertDict] = field(default_factory=list)
+    dead_letters: list[DeadLetterDict] = field(default_factory=list)
     events: list[tuple[Event, str]] = field(default_factory=list)   # applied events with the tier after the batch
     complaints: list[dict] = field(default_factory=list)
     case_events: list[dict] = field(default_factory=list)          # applied operator actions (cx_case_events rows)
@@ -85,7 +83,8 @@ def _error_text(exc: ValidationError) -> str:
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
-def dead_letter(rec: RawRecord, reason: str, error: str, received_at: float | None = None) -> dict:
+def dead_letter(rec: RawRecord, reason: DeadLetterReason, error: str, received_at: float) -> DeadLetterDict:
+    """The `cx.deadletter` record for `rec`; `received_at` is the shell's wall-clock time."""
     return {
         "schema_version": 1,
         "reason": reason,
@@ -95,51 +94,60 @@ def dead_letter(rec: RawRecord, reason: str, error: str, received_at: float | No
         "offset": rec.offset,
         "key_b64": base64.b64encode(rec.key).decode() if rec.key is not None else None,
         "original_b64": base64.b64encode(rec.value or b"").decode(),
-        "received_at": iso(received_at if received_at is not None else time.time()),
+        "received_at": iso(received_at),
     }
 
 
 class Core:
-    """Scoring parameters + population model + the topic contract, bound once."""
+    """Scoring parameters + population model + the topic contract, bound once. Built from
+    the settings by pipeline/bootstrap.py (`build_core`); everything arrives as values."""
 
-    def __init__(self, settings: Settings, population: PopulationParams | None = None,
-                 calendar: BusinessCalendar | None = None):
-        self.settings = settings
-        self.params = ScoringParams.from_settings(settings, calendar or calendar_from_settings(settings))
-        self.rates = self.params.rates
-        self.population = population or replace(PopulationParams.load(settings.population_file),
-                                                horizon_days=settings.churn_horizon_days)
-        self.topic_type = settings.topic_type
-        self.escalate_after = settings.escalate_after_seconds
+    def __init__(self, params: ScoringParams, population: PopulationParams, topic_type: Mapping[str, str]):
+        self.params = params
+        self.rates = params.rates
+        self._population = population
+        self.topic_type = dict(topic_type)   # input topic -> the record `type` it carries
+
+    @property
+    def population(self) -> PopulationParams:
+        """The churn model's population parameters in use (changed only by `refit_population`)."""
+        return self._population
+
+    def refit_population(self, states: Iterable[CustomerState], as_of: float) -> PopulationParams:
+        """Re-fit the population parameters from these customers' states as of `as_of`
+        (the worker on a timer, replay at event-time ticks) and use them from now on."""
+        self._population = fit_population(states, self._population, as_of=as_of)
+        return self._population
 
     # --- decoding ---------------------------------------------------------------------
-    def decode(self, rec: RawRecord, expected_type: str | None = None) -> Event | dict:
-        """A validated event, or a dead-letter record saying why not."""
+    def decode(self, rec: RawRecord, expected_type: str | None = None, *, received_at: float) -> Event | DeadLetterDict:
+        """A validated event, or a dead-letter record saying why not (stamped `received_at`)."""
         value = rec.value
         if value is None:
-            return dead_letter(rec, "invalid_json", "empty message (null value)")
+            return dead_letter(rec, "invalid_json", "empty message (null value)", received_at)
         if len(value) > MAX_RECORD_BYTES:
-            return dead_letter(rec, "too_large", f"record of {len(value)} bytes exceeds {MAX_RECORD_BYTES}")
+            return dead_letter(rec, "too_large", f"record of {len(value)} bytes exceeds {MAX_RECORD_BYTES}", received_at)
         try:
             ev = EVENT_ADAPTER.validate_json(value)
         except ValidationError as exc:
             kinds = {e["type"] for e in exc.errors(include_url=False)}
-            reason = "invalid_json" if kinds & {"json_invalid", "json_type"} else "invalid_record"
-            return dead_letter(rec, reason, _error_text(exc))
+            reason: DeadLetterReason = "invalid_json" if kinds & {"json_invalid", "json_type"} else "invalid_record"
+            return dead_letter(rec, reason, _error_text(exc), received_at)
         except (ValueError, RecursionError) as exc:
-            return dead_letter(rec, "invalid_json", str(exc) or type(exc).__name__)
+            return dead_letter(rec, "invalid_json", str(exc) or type(exc).__name__, received_at)
         expected = expected_type or self.topic_type.get(rec.topic)
         if expected is not None and ev.type != expected:
-            return dead_letter(rec, "wrong_topic", f"a {ev.type} record on {rec.topic}, which carries {expected} records")
+            return dead_letter(rec, "wrong_topic", f"a {ev.type} record on {rec.topic}, which carries {expected} records", received_at)
         if rec.key is not None and rec.key != ev.customer_id.encode():
-            return dead_letter(rec, "wrong_key", "message key differs from customer_id (records must be keyed by customer_id)")
+            return dead_letter(rec, "wrong_key", "message key differs from customer_id (records must be keyed by customer_id)", received_at)
         return ev
 
     # --- micro-batches ------------------------------------------------------------------
     def process(self, records: Iterable[RawRecord], load: Callable[[str], CustomerState | None],
                 expected_type: Callable[[RawRecord], str | None] | None = None, *,
-                source_offsets: bool = False) -> BatchResult:
-        """Apply a micro-batch. `load(customer_id)` returns the stored state (or None).
+                received_at: float, source_offsets: bool = False) -> BatchResult:
+        """Apply a micro-batch received at wall-clock `received_at` (the time stamped on its
+        dead letters). `load(customer_id)` returns the stored state (or None).
         Scores are coalesced: one per touched customer, as of its latest event.
 
         `source_offsets=True` (the worker: records carry real Kafka partitions/offsets and
@@ -153,7 +161,7 @@ class Core:
         applied_events: list[Event] = []
         for rec in records:
             out.consumed[rec.topic] = out.consumed.get(rec.topic, 0) + 1
-            ev = self.decode(rec, expected_type(rec) if expected_type else None)
+            ev = self.decode(rec, expected_type(rec) if expected_type else None, received_at=received_at)
             if isinstance(ev, dict):
                 out.dead_letters.append(ev)
                 continue
@@ -182,7 +190,7 @@ class Core:
                 out.dead_letters.append(dead_letter(
                     rec, "too_late",
                     f"occurred_at {ev.occurred_at.isoformat()} is more than {self.params.lateness_seconds:.0f}s "
-                    f"older than this customer's latest event {iso(state.wm)}"))
+                    f"older than this customer's latest event {iso(state.wm)}", received_at))
                 continue
             if source_offsets:
                 state.applied_at(slot, rec.partition, rec.offset)
@@ -203,7 +211,7 @@ class Core:
         return out
 
     def publish(self, state: CustomerState, as_of: float, out: BatchResult, *, force: bool,
-                complaint_ids: set[str] = frozenset()) -> Profile:
+                complaint_ids: AbstractSet[str] = frozenset()) -> Profile:
         """View the state at `as_of`, evaluate alerts, and add a score when forced or when
         something an operator would see changed (alerts, breaches, open complaints, risk ±0.05)."""
         p = profile(state, as_of, self.params, self.population, self.rates)
@@ -211,7 +219,7 @@ class Core:
             1 for rec in state.complaints if rec.is_open and p.slas[rec.id].breached))
         changes = alerts.update_alerts(state, p)
         track_cases(state, changes)
-        changes += alerts.update_escalations(state, p, self.escalate_after)
+        changes += alerts.update_escalations(state, p, self.params.escalate_after_seconds)
         prune_cases(state.cases, p.as_of)
         summary = [round(p.churn.risk, 4), p.sla_breaches, p.open_complaints]
         moved = (not state.pub or abs(summary[0] - state.pub[0]) >= 0.05 or summary[1:] != state.pub[1:])
@@ -227,41 +235,41 @@ class Core:
         return p
 
     # --- operator actions (cx.actions) -------------------------------------------------
-    def decode_action(self, rec: RawRecord) -> ActionRecord | dict:
+    def decode_action(self, rec: RawRecord, *, received_at: float) -> ActionRecord | DeadLetterDict:
         """A validated action, or a dead-letter record saying why not."""
         value = rec.value
         if value is None:
-            return dead_letter(rec, "invalid_json", "empty message (null value)")
+            return dead_letter(rec, "invalid_json", "empty message (null value)", received_at)
         if len(value) > MAX_RECORD_BYTES:
-            return dead_letter(rec, "too_large", f"record of {len(value)} bytes exceeds {MAX_RECORD_BYTES}")
+            return dead_letter(rec, "too_large", f"record of {len(value)} bytes exceeds {MAX_RECORD_BYTES}", received_at)
         try:
             a = parse_action(value)
         except ValidationError as exc:
             kinds = {e["type"] for e in exc.errors(include_url=False)}
             reason = "invalid_json" if kinds & {"json_invalid", "json_type"} else "invalid_record"
-            return dead_letter(rec, reason, _error_text(exc))
+            return dead_letter(rec, reason, _error_text(exc), received_at)
         except (ValueError, RecursionError) as exc:
-            return dead_letter(rec, "invalid_json", str(exc) or type(exc).__name__)
+            return dead_letter(rec, "invalid_json", str(exc) or type(exc).__name__, received_at)
         if rec.key is not None and rec.key != a.customer_id.encode():
-            return dead_letter(rec, "wrong_key", "message key differs from customer_id (records must be keyed by customer_id)")
+            return dead_letter(rec, "wrong_key", "message key differs from customer_id (records must be keyed by customer_id)", received_at)
         return a
 
     def process_actions(self, records: Iterable[RawRecord],
-                        load: Callable[[str], CustomerState | None]) -> BatchResult:
+                        load: Callable[[str], CustomerState | None], *, received_at: float) -> BatchResult:
         """Apply operator actions to the cases of their alerts. A bad record, an unknown alert
         or an action after the close is dead-lettered with the reason and changes nothing;
         a repeated action id is a duplicate. Acknowledging resolves an escalation at once."""
         out = BatchResult()
         for rec in records:
             out.consumed[rec.topic] = out.consumed.get(rec.topic, 0) + 1
-            a = self.decode_action(rec)
+            a = self.decode_action(rec, received_at=received_at)
             if isinstance(a, dict):
                 out.dead_letters.append(a)
                 continue
             cid = a.customer_id
             state = out.states.get(cid) or load(cid)
             if state is None or not state.n:
-                out.dead_letters.append(dead_letter(rec, "unknown_alert", f"no customer state for {cid!r} here"))
+                out.dead_letters.append(dead_letter(rec, "unknown_alert", f"no customer state for {cid!r} here", received_at))
                 continue
             outcome, case, why = apply_action(state.cases, a, short_hash(a.action_id))
             if outcome == "duplicate":
@@ -269,7 +277,7 @@ class Core:
                 out.duplicates_by_topic[rec.topic] = out.duplicates_by_topic.get(rec.topic, 0) + 1
                 continue
             if outcome != "applied":
-                out.dead_letters.append(dead_letter(rec, outcome, why))
+                out.dead_letters.append(dead_letter(rec, outcome, why, received_at))
                 continue
             out.applied += 1
             out.applied_by_topic[rec.topic] = out.applied_by_topic.get(rec.topic, 0) + 1

@@ -16,10 +16,9 @@ from typing import Callable, Iterable, Iterator
 
 import orjson
 
-from pipeline.domain.churn import fit_population
-from pipeline.config import Settings
 from pipeline.service.processor import BatchResult, Core, RawRecord
 from pipeline.domain.state import CustomerState
+from schemas.records import AlertDict, DeadLetterDict, ScoreDict
 
 BATCH = 1000
 REFIT_EVERY = 7 * 86400.0   # event-time seconds between population re-fits
@@ -27,9 +26,9 @@ REFIT_EVERY = 7 * 86400.0   # event-time seconds between population re-fits
 
 @dataclass
 class ReplayResult:
-    scores: dict[str, dict] = field(default_factory=dict)
-    alerts: list[dict] = field(default_factory=list)
-    dead_letters: list[dict] = field(default_factory=list)
+    scores: dict[str, ScoreDict] = field(default_factory=dict)
+    alerts: list[AlertDict] = field(default_factory=list)
+    dead_letters: list[DeadLetterDict] = field(default_factory=list)
     states: dict[str, CustomerState] = field(default_factory=dict)
     applied: int = 0
     duplicates: int = 0
@@ -55,14 +54,16 @@ def _peek(value: bytes) -> tuple[str | None, float | None]:
         return None, None
 
 
-def replay(values: Iterable[bytes], settings: Settings, as_of: datetime | None = None,
+def replay(values: Iterable[bytes], core: Core, *, clock: Callable[[], float], as_of: datetime | None = None,
            tick: timedelta | None = timedelta(days=1), topic_of: Callable[[bytes], str] | None = None,
-           on_progress: Callable[[int], None] | None = None, core: Core | None = None,
+           on_progress: Callable[[int], None] | None = None,
            on_batch: Callable[[BatchResult], None] | None = None) -> ReplayResult:
-    core = core or Core(settings)
+    """Replay `values` (wire records) through `core` (built by pipeline.bootstrap.build_core).
+    `clock()` is the wall-clock time stamped on dead letters as they are received."""
     result = ReplayResult()
     states = result.states
-    topic_for_type = settings.topic_for_type
+    topic_for_type = {kind: topic for topic, kind in core.topic_type.items()}
+    lateness = core.params.lateness_seconds
     limit = as_of.timestamp() if as_of is not None else None
     step = tick.total_seconds() if tick else None
     next_tick: float | None = None
@@ -82,18 +83,18 @@ def replay(values: Iterable[bytes], settings: Settings, as_of: datetime | None =
 
     def flush() -> None:
         if batch:
-            collect(core.process(batch, states.get))
+            collect(core.process(batch, states.get, received_at=clock()))
             batch.clear()
 
     def refit(now: float) -> None:
         nonlocal last_refit
         if now - last_refit >= REFIT_EVERY:
-            core.population = fit_population(states.values(), core.population, as_of=now)
+            core.refit_population(states.values(), as_of=now)
             last_refit = now
 
     def run_ticks(until: float) -> None:
         nonlocal next_tick
-        while next_tick is not None and next_tick <= until:
+        while step is not None and next_tick is not None and next_tick <= until:
             flush()
             refit(next_tick)
             collect(core.sweep(states.values(), next_tick))
@@ -109,7 +110,7 @@ def replay(values: Iterable[bytes], settings: Settings, as_of: datetime | None =
             if step is not None:
                 if next_tick is None:
                     next_tick = (ts // step + 1) * step
-                run_ticks(ts - settings.lateness_seconds)
+                run_ticks(ts - lateness)
         topic = topic_of(value) if topic_of else topic_for_type.get(kind or "", "replay")
         batch.append(RawRecord(topic, 0, offset, None, value))
         if len(batch) >= BATCH:
@@ -119,7 +120,7 @@ def replay(values: Iterable[bytes], settings: Settings, as_of: datetime | None =
     flush()
     if limit is not None:
         run_ticks(limit)
-        core.population = fit_population(states.values(), core.population, as_of=limit)
+        core.refit_population(states.values(), as_of=limit)
         final = BatchResult()
         for state in states.values():
             core.publish(state, limit, final, force=True)

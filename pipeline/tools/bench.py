@@ -122,7 +122,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def rss_bytes(pid: int) -> int:
+def rss_bytes(pid: int | None) -> int:
+    if pid is None:
+        raise ValueError("the process is not running")
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
@@ -158,7 +160,7 @@ def machine() -> dict:
 
 
 def versions() -> dict:
-    out = {"python": platform.python_version()}
+    out: dict[str, str | None] = {"python": platform.python_version()}
     for key, dist in (("faust", "faust-streaming"), ("kafka-python", "kafka-python"), ("chdb", "chdb"),
                       ("aiokafka", "aiokafka"), ("noida-db", "noida-db"), ("orjson", "orjson")):
         try:

@@ -10,10 +10,12 @@ and the share of recent leavers whose planted driver is among the top two churn_
 """
 from __future__ import annotations
 
+import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
+from pipeline.bootstrap import build_core
 from pipeline.config import Settings
 from pipeline.tools.evaluate import (
     _calibration, _fresh_topic_of, _print, _r, _safe_auc, brier_score, lift_share, top_k_share,
@@ -40,11 +42,12 @@ def run_causal_evaluate(settings: Settings, model: HazardModel, customers: int =
         end = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     stream = generate(customers=customers, days=days, seed=seed, end=end, model=model)
     truth = stream.causal
+    assert truth is not None, "a causal stream carries its truth"
     cut = stream.start + timedelta(days=cut_day)
     say(f"causal stream ({model.name}): {len(stream.records)} records, {customers} customers, {days} days, "
         f"{sum(1 for t in truth.customers.values() if t.departed_day is not None)} departures; cut at day "
         f"{cut_day} ({cut.date()})")
-    res = replay(stream.values(), settings, as_of=cut, topic_of=_fresh_topic_of(stream, settings.topic_for_type))
+    res = replay(stream.values(), build_core(settings), clock=time.time, as_of=cut, topic_of=_fresh_topic_of(stream, settings.topic_for_type))
     ids = sorted(c for c, t in truth.customers.items() if t.present_at(cut_day) and c in res.scores)
     labels = [truth.customers[c].leaves_within(cut_day, WINDOW_DAYS) for c in ids]
     risk = [float(res.scores[c]["churn_risk"]) for c in ids]

@@ -23,8 +23,8 @@ import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
 from pipeline.adapters.clickhouse import queries  # noqa: E402
+from pipeline.domain.vocabulary import TIERS  # noqa: E402
 
-TIERS = ("standard", "silver", "gold", "platinum")
 TIER_COLORS = {"standard": "#7f7f7f", "silver": "#1f77b4", "gold": "#d4a017", "platinum": "#6a3d9a"}
 MAX_ALERTED = 20
 

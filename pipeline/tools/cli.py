@@ -249,8 +249,9 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
     import orjson
 
-    from pipeline.tools.progress import bar, quiet_default
+    from pipeline.bootstrap import build_core, build_sink
     from pipeline.service.replay import read_lines, replay, write_scores
+    from pipeline.tools.progress import bar, quiet_default
 
     if not args.events.exists():
         print(f"cxpulse replay: {args.events}: no such file", file=sys.stderr)
@@ -260,11 +261,8 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     on_batch = None  # set below when backfilling ClickHouse
     if args.to_clickhouse:
         from pipeline.adapters.clickhouse.rows import batch_rows
-        from pipeline.adapters.clickhouse.sink import ClickHouseSink
 
-        sink = ClickHouseSink(settings.dsn, batch_rows=settings.sink_batch_rows,
-                              flush_seconds=settings.sink_flush_seconds,
-                              max_queue_rows=settings.sink_max_queue_rows).open()
+        sink = build_sink(settings).open()
 
         def backfill(out) -> None:
             sink.add(batch_rows(out))
@@ -275,7 +273,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         with bar("replay", None, quiet) as b:
-            result = replay(read_lines(args.events), settings, as_of=args.as_of,
+            result = replay(read_lines(args.events), build_core(settings), clock=time.time, as_of=args.as_of,
                             tick=timedelta(hours=args.tick_hours) if args.tick_hours > 0 else None,
                             on_progress=lambda n: b.update(completed=n), on_batch=on_batch)
         if sink is not None:
@@ -495,6 +493,8 @@ def print_score(score: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from pipeline.domain.vocabulary import DIMENSIONS
+
     console = Console(highlight=False)
     risk = float(score.get("churn_risk") or 0.0)
     console.print(f"[bold]customer {score.get('customer_id')}[/bold]  tier {score.get('tier')}  "
@@ -502,10 +502,10 @@ def print_score(score: dict) -> None:
     console.print(f"CXI {_fmt(score.get('cxi'))}   churn risk {risk:.2f}   "
                   f"revenue at risk {_fmt(score.get('revenue_at_risk'), 2)}   events {score.get('events')}")
     dims = Table(show_header=True, header_style="bold", title="experience")
-    for col in ("tangibles", "reliability", "responsiveness", "assurance", "empathy", "csat", "nps"):
+    columns = (*DIMENSIONS, "csat", "nps")
+    for col in columns:
         dims.add_column(col, justify="right")
-    dims.add_row(*(_fmt(score.get(c)) for c in ("tangibles", "reliability", "responsiveness", "assurance",
-                                                 "empathy", "csat", "nps")))
+    dims.add_row(*(_fmt(score.get(c)) for c in columns))
     console.print(dims)
     console.print(f"revenue 365d {_fmt(score.get('revenue_365d'), 2)}   open complaints {score.get('open_complaints')}"
                   f"   SLA breaches {score.get('sla_breaches')}   NPS class {score.get('nps_class') or '-'}")

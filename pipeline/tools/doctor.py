@@ -10,22 +10,20 @@ Every check is a `Check(name, ok, detail, fix)`; `run_checks` never raises.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import platform
-import re
 import sys
 import threading
 import urllib.error
-import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
+from pipeline.adapters.clickhouse.dsn import chdb_lock_holder, chdb_path, redact
 from pipeline.config import PROJECT_ROOT, Settings
 
 PACKAGES = {"faust": "faust-streaming", "kafka-python": "kafka-python",
@@ -41,36 +39,6 @@ class Check:
 
 
 # --------------------------------------------------------------------------- helpers
-
-def chdb_path(dsn: str) -> Path | None:
-    """The data path of a `chdb://` DSN, None for a ClickHouse server."""
-    if not dsn.startswith("chdb://"):
-        return None
-    return Path(urllib.parse.urlparse(dsn).path or dsn[len("chdb://"):])
-
-
-def chdb_lock_holder(path: Path) -> int | None:
-    """The pid of the process holding the chDB data path (it flocks `<path>/status`),
-    or None when nobody holds it. -1 when held but the pid cannot be read."""
-    status = path / "status"
-    try:
-        f = open(status, "rb")
-    except OSError:
-        return None
-    with f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            m = re.search(rb"PID:\s*(\d+)", f.read(256))
-            return int(m.group(1)) if m else -1
-        fcntl.flock(f, fcntl.LOCK_UN)
-    return None
-
-
-def redact(dsn: str) -> str:
-    """A DSN without its password."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dsn)
-
 
 def healthz(settings: Settings, timeout: float = 2.0) -> dict | None:
     """The worker's /healthz answer, or None when nothing answers there."""
@@ -211,7 +179,7 @@ def check_clickhouse(settings: Settings, timeout: float = 10.0) -> list[Check]:
     from pipeline.adapters.clickhouse.sink import ClickHouseSink
 
     sink = ClickHouseSink(dsn, retry_initial=0.2, retry_max=1.0)
-    result: dict[str, object] = {}
+    result: dict[str, Any] = {}
 
     def target() -> None:
         try:

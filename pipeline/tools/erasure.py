@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 import orjson
 
@@ -58,6 +59,8 @@ def request_record(customer_id: str, requested_at: datetime) -> bytes:
 def requested_at(value: bytes | None, default: float) -> float:
     """The request time (epoch seconds) of an erasure request record; `default` (the time
     it was consumed) when the record carries none or cannot be read."""
+    if value is None:
+        return default
     try:
         return datetime.fromisoformat(orjson.loads(value)["requested_at"]).timestamp()
     except (TypeError, ValueError, KeyError, orjson.JSONDecodeError):
@@ -92,7 +95,7 @@ def _erase_clickhouse(dsn: str, customer_id: str, problems: list[str], timeout: 
     import logging
     import threading
 
-    from pipeline.tools.doctor import chdb_lock_holder, chdb_path, redact
+    from pipeline.adapters.clickhouse.dsn import chdb_lock_holder, chdb_path, redact
     from pipeline.adapters.clickhouse.sink import ClickHouseSink
 
     path = chdb_path(dsn)
@@ -106,7 +109,7 @@ def _erase_clickhouse(dsn: str, customer_id: str, problems: list[str], timeout: 
             return None
 
     sink = ClickHouseSink(dsn, retry_initial=0.2, retry_max=2.0)
-    out: dict[str, object] = {}
+    out: dict[str, Any] = {}
 
     def target() -> None:
         try:
@@ -135,4 +138,4 @@ def _erase_clickhouse(dsn: str, customer_id: str, problems: list[str], timeout: 
         exc = out["error"]
         problems.append(f"ClickHouse: NOT erased: {type(exc).__name__}: {str(exc)[:300]}")
         return None
-    return int(out["rows"])  # type: ignore[arg-type]
+    return int(out["rows"])

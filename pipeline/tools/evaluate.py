@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import json
 import math
+import time as time_module
 from collections import Counter, defaultdict
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from pipeline.config import Settings
 from pipeline.domain.alerts import CHURN_THRESHOLDS
 
 WARNING_THRESHOLD = CHURN_THRESHOLDS["standard"][0]
+T = TypeVar("T")
 
 # ----------------------------------------------------------------------------- metrics
 
@@ -198,6 +200,13 @@ def _ts(s: str) -> datetime:
 # ----------------------------------------------------------------------------- synthetic
 
 
+def _known(value: T | None) -> T:
+    """A planted churner's churn time or driver (the generator sets both for every churner)."""
+    if value is None:
+        raise ValueError("a churner without its churn time or driver in the generator's truth")
+    return value
+
+
 def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, seed: int = 7,
                  churn_threshold: float = WARNING_THRESHOLD, out: Callable[[str], object] | None = print,
                  end: datetime | None = None, horizon_days: float | None = 28.0) -> dict:
@@ -214,8 +223,9 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
     `end` defaults to today's midnight UTC, so a run is reproducible within a day and the
     time-of-day layout of the stream does not depend on when it runs.
     """
-    from pipeline.tools.generator import generate
+    from pipeline.bootstrap import build_core
     from pipeline.service.replay import replay
+    from pipeline.tools.generator import generate
 
     say = out or (lambda s: None)
     if end is None:
@@ -225,7 +235,8 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
         f"({stream.n_churners} planted churners, {stream.n_invalid} invalid, {stream.n_duplicates} duplicates)")
     topic = settings.topic_for_type
     # each record goes to the topic it was produced to (wrong_topic records included)
-    res = replay(stream.values(), settings, as_of=stream.end, topic_of=_fresh_topic_of(stream, topic))
+    res = replay(stream.values(), build_core(settings), clock=time_module.time, as_of=stream.end,
+                 topic_of=_fresh_topic_of(stream, topic))
     truth = stream.truth
     ids = sorted(truth)
     labels = [truth[c].churned for c in ids]
@@ -244,19 +255,20 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
             first_alert[a["customer_id"]] = _ts(a["as_of"])
     churners = [c for c in ids if truth[c].churned]
     stayers = [c for c in ids if not truth[c].churned]
+    churn_at = {c: _known(truth[c].churn_at) for c in churners}
     episodes = churn_alert_episodes(res.alerts)
-    leads = [x for c in churners if (x := lead_time_days(episodes.get(c, []), truth[c].churn_at)) is not None]
+    leads = [x for c in churners if (x := lead_time_days(episodes.get(c, []), churn_at[c])) is not None]
     lead_med = median(leads) if leads else None
-    first_leads = [(truth[c].churn_at - first_alert[c]).total_seconds() / 86400.0 for c in churners if c in first_alert]
+    first_leads = [(churn_at[c] - first_alert[c]).total_seconds() / 86400.0 for c in churners if c in first_alert]
     stayers_firing_at_end = sum(1 for c in stayers if any(end is None for _, end in episodes.get(c, [])))
 
     hits: Counter[str] = Counter()
     per_driver: Counter[str] = Counter()
     top1: Counter[str] = Counter()
     for c in churners:
-        d = truth[c].driver
+        d = _known(truth[c].driver)
         per_driver[d] += 1
-        drivers = [x["factor"] for x in (res.scores.get(c) or {}).get("churn_drivers", [])]
+        drivers = [x["factor"] for x in (res.scores[c]["churn_drivers"] if c in res.scores else [])]
         if d in drivers[:2]:
             hits[d] += 1
         if drivers:
@@ -265,8 +277,8 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
     false_alarms: Counter[str] = Counter()   # stayers at or above the threshold, by top driver
     for c, y, r in zip(ids, labels, risk):
         if not y and r >= churn_threshold:
-            drivers = (res.scores.get(c) or {}).get("churn_drivers") or [{"factor": "none"}]
-            false_alarms[drivers[0]["factor"]] += 1
+            named = [x["factor"] for x in res.scores[c]["churn_drivers"]] if c in res.scores else []
+            false_alarms[named[0] if named else "none"] += 1
 
     result = {
         "customers": customers, "days": days, "seed": seed, "end": stream.end.isoformat(),
@@ -293,8 +305,9 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
     }
     if horizon_days:
         cut = stream.end - timedelta(days=horizon_days)
-        early = replay(stream.values(), settings, as_of=cut, topic_of=_fresh_topic_of(stream, topic))
-        e_ids = [c for c in ids if c in early.scores and (not truth[c].churned or truth[c].churn_at > cut)]
+        early = replay(stream.values(), build_core(settings), clock=time_module.time, as_of=cut,
+                       topic_of=_fresh_topic_of(stream, topic))
+        e_ids = [c for c in ids if c in early.scores and (not truth[c].churned or churn_at[c] > cut)]
         e_labels = [truth[c].churned for c in e_ids]
         e_risk = [float(early.scores[c]["churn_risk"]) for c in e_ids]
         p_e, r_e = precision_recall_at(e_labels, e_risk, churn_threshold)
@@ -306,7 +319,7 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
     return result
 
 
-def churn_alert_episodes(alerts: Sequence[dict]) -> dict[str, list[tuple[datetime, datetime | None]]]:
+def churn_alert_episodes(alerts: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[datetime, datetime | None]]]:
     """Per customer, the churn-alert episodes as (fired, resolved or None), in order.
     A severity change re-sends `firing` with the same alert_id: same episode."""
     out: dict[str, list[tuple[datetime, datetime | None]]] = defaultdict(list)
@@ -413,6 +426,7 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
     (pipeline.tools.purchase_baselines, all from the purchases up to the cutoff only), the
     ROC AUC with a percentile-bootstrap 95 % interval (`resamples`).
     """
+    from pipeline.bootstrap import build_core
     from pipeline.service.replay import replay
     from pipeline.tools.transactions import occurred_at, read_transactions, to_order_events
 
@@ -425,7 +439,7 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
     for cid, when, _ in before:
         last[cid] = max(last.get(cid, occurred_at(when)), occurred_at(when))
     came_back = {cid for cid, when, _ in rows if cut < occurred_at(when) <= horizon}
-    res = replay(to_order_events(before), settings, as_of=cut)
+    res = replay(to_order_events(before), build_core(settings), clock=time_module.time, as_of=cut)
     ids = sorted(last)
     labels = [c not in came_back for c in ids]
     risk = [float(res.scores[c]["churn_risk"]) if c in res.scores else 0.0 for c in ids]
@@ -472,19 +486,3 @@ def _purchase_scores(before: Sequence[tuple], cut: datetime, ids: list[str], lab
         out[name] = {"auc": _r(auc), "ci95": [_r(lo), _r(hi)]}
     out["bgnbd (1 - P(alive))"]["params_days"] = {k: round(v, 4) for k, v in params.__dict__.items()}
     return out
-
-
-# ----------------------------------------------------------------------------- CLI
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m pipeline.tools.evaluate ARGS` is `cxpulse evaluate ARGS`."""
-    import sys
-
-    from pipeline.tools.cli import main as cxpulse
-
-    return cxpulse(["evaluate", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from pipeline.tools.causal_stream import CausalTruth
     from pipeline.tools.hazard_model import HazardModel
 
+from pipeline.domain.vocabulary import DIMENSIONS
+
 
 # the drivers this generator can plant (a subset of the ChurnFactor vocabulary)
 DRIVERS: tuple[str, ...] = ("inactivity", "declining_frequency", "unresolved_complaints", "sla_breaches",
@@ -56,7 +58,6 @@ DEFECTS: tuple[str, ...] = (
 KINDS = ("touchpoint", "order", "complaint")
 MAX_JITTER_SECONDS = 600
 CURRENCY = "EUR"
-DIMENSIONS = ("tangibles", "reliability", "responsiveness", "assurance", "empathy")
 _DAY = 86400.0
 
 
@@ -102,7 +103,7 @@ class GeneratedStream:
 
     @property
     def defects(self) -> dict[str, int]:
-        return dict(Counter(r.defect for r in self.records if not r.valid))
+        return dict(Counter(r.defect or "" for r in self.records if not r.valid))
 
     @property
     def n_churners(self) -> int:
@@ -371,7 +372,7 @@ class _Gen:
         if rng.random() < c.digital:
             ch, staff = rng.choice(("app", "app", "web", "mini_program")), None
             body: dict = {"stage": "usage", "kind": "service_delivery"}
-            dims = ("reliability",)
+            dims: tuple[str, ...] = ("reliability",)
         else:
             t = self.business(t, c)
             ch, staff = rng.choice(("store", "store", "partner")), self.staff_for(c)
@@ -388,6 +389,7 @@ class _Gen:
 
     def am_visit(self, c: _Customer, t: float) -> None:
         t = self.business(t, c)
+        assert c.am_staff is not None   # planned only for customers with an account manager
         m = self.mu(c, t) + self.staff_q[c.am_staff]
         body: dict = {"stage": self.rng.choice(("loyalty", "usage")), "kind": "service_delivery",
                       "staff_id": c.am_staff, "handle_seconds": round(self.rng.uniform(900, 3600), 0)}
@@ -461,7 +463,7 @@ class _Gen:
         if mode == "unresolved":
             return
         tr = tl + rng.uniform(0.2, {"low": 3, "medium": 5, "high": 7, "critical": 4}[sev])
-        res = {**base, "status": "resolved"}
+        res: dict[str, object] = {**base, "status": "resolved"}
         if rng.random() < 0.3 or sev in ("high", "critical") and rng.random() < 0.5:
             res["compensation"] = f"{rng.choice((5, 10, 15, 20, 25, 50, 100)):.2f}"
         if mode == "failed":
@@ -565,7 +567,7 @@ class _Gen:
             for t in self.poisson(c, 1 / 12.0, c.t0, stop, "contact"):
                 self.am_visit(c, t)
         for t in self.poisson(c, 1 / 200.0, c.t0, stop, "contact"):   # unprompted complaints
-            self.complaint(c, t, rng.choice(("tangibles", "reliability", "responsiveness", "assurance", "empathy", "other")))
+            self.complaint(c, t, rng.choice((*DIMENSIONS, "other")))
         if d is not None:
             self.signal(c)
         if not any(ev.cust == c.id for ev in self.events[n0:]):
@@ -601,7 +603,7 @@ class _Gen:
         elif d == "detractor":
             for _ in range(rng.randint(1, 3) if p.churn else 1):
                 t = when()
-                body = {"stage": rng.choice(("loyalty", "usage")), "kind": "survey",
+                body: dict[str, object] = {"stage": rng.choice(("loyalty", "usage")), "kind": "survey",
                         "nps": rng.choice((0, 1, 2, 3, 4, 5, 6, 3, 4, 5)),
                         "csat": rng.choice((1, 2, 2, 3, 3, 4))}
                 if rng.random() < 0.5:
@@ -779,20 +781,20 @@ def _assemble(rng: random.Random, gen: _Gen, invalid_ratio: float,
                 if events[src].kind == "order":
                     break
                 src = rng.randrange(len(events))
-        kind, key, value = _corrupt(rng, events[src], defect, gen)
+        kind, key, raw_value = _corrupt(rng, events[src], defect, gen)
         entries.append((events[src].ts + rng.randrange(MAX_JITTER_SECONDS), len(entries),
-                        GeneratedRecord(kind, key, value, False, defect), None))
+                        GeneratedRecord(kind, key, raw_value, False, defect), None))
     entries.sort(key=lambda x: (x[0], x[1]))
     # keep event-time order within one (topic, customer): reassign records to the group's slots
     groups: dict[tuple[str, str], list[int]] = {}
-    for pos, (_, _, rec, i) in enumerate(entries):
-        if i is not None:
-            groups.setdefault((rec.kind, events[i].cust), []).append(pos)
+    for pos, (_, _, rec, src_i) in enumerate(entries):
+        if src_i is not None:
+            groups.setdefault((rec.kind, events[src_i].cust), []).append(pos)
     records = [e[2] for e in entries]
     for slots in groups.values():
-        items = sorted((entries[p] for p in slots), key=lambda e: (events[e[3]].ts, events[e[3]].ms, e[1]))
-        for p, e in zip(slots, items):
-            records[p] = e[2]
+        items = sorted((entries[p] for p in slots), key=lambda x: (events[x[3] or 0].ts, events[x[3] or 0].ms, x[1]))
+        for p, entry in zip(slots, items):
+            records[p] = entry[2]
 
     return records, n_dup
 

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TaskProgressColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
 console = Console(stderr=True, highlight=False)
@@ -17,23 +17,20 @@ def quiet_default() -> bool:
 
 
 class Bar:
-    def __init__(self, progress: Progress | None, task: int | None):
-        self._progress, self._task = progress, task
+    """A progress bar that shows nothing (quiet mode); `bar()` yields a visible one otherwise."""
 
     def advance(self, n: int = 1) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task, n)
+        pass
 
     def update(self, completed: int | None = None, total: int | None = None) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, completed=completed, total=total)
+        pass
 
 
 @contextmanager
 def bar(description: str, total: int | None, quiet: bool = False) -> Iterator[Bar]:
     """A progress bar with count, rate and ETA; a no-op when quiet."""
     if quiet:
-        yield Bar(None, None)
+        yield Bar()
         return
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
@@ -47,12 +44,15 @@ def bar(description: str, total: int | None, quiet: bool = False) -> Iterator[Ba
 
 
 class _RateBar(Bar):
+    def __init__(self, progress: Progress, task: TaskID):
+        self._progress, self._task = progress, task
+
     def advance(self, n: int = 1) -> None:
-        super().advance(n)
+        self._progress.advance(self._task, n)
         self._rate()
 
     def update(self, completed: int | None = None, total: int | None = None) -> None:
-        super().update(completed, total)
+        self._progress.update(self._task, completed=completed, total=total)
         self._rate()
 
     def _rate(self) -> None:

@@ -15,14 +15,12 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from pipeline.adapters.clickhouse.tables import CUSTOMER_TABLES, TABLES
+
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 FAR_FUTURE = datetime(2200, 1, 1, tzinfo=timezone.utc)
 
-TABLES = (
-    "cx_events", "cx_scores_history", "cx_scores_latest", "cx_alerts", "cx_complaints", "cx_case_events",
-    "cx_erasures", "cx_agg_hourly", "cx_quality_channel", "cx_quality_staff",
-)
-_REPLACING = {"cx_events", "cx_scores_history", "cx_scores_latest", "cx_alerts", "cx_complaints", "cx_case_events"}
+_REPLACING = set(CUSTOMER_TABLES)
 
 # Logical row counts: FINAL on ReplacingMergeTree tables (duplicates collapsed),
 # physical rows for the others (aggregate tables fold rows lazily; their count varies).

@@ -16,12 +16,13 @@ from decimal import Decimal
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Mapping
 
+from pipeline.adapters.clickhouse import tables
+from pipeline.domain.vocabulary import DIMENSIONS
 from schemas.events import Complaint, Order, Touchpoint
 
 if TYPE_CHECKING:
     from pipeline.service.processor import BatchResult
 
-DIMENSIONS = ("tangibles", "reliability", "responsiveness", "assurance", "empathy")
 
 # Journey stage an event belongs to when it does not say so itself: an order is the
 # purchase stage by definition; a complaint's stage is unknown ('').
@@ -219,9 +220,9 @@ def erasure_row(customer_id: str, requested_at: datetime, rows_deleted: int) -> 
 def batch_rows(result: "BatchResult") -> dict[str, list[dict[str, Any]]]:
     """Everything one processed micro-batch adds to ClickHouse, by table."""
     return {
-        "cx_events": [event_row(ev, tier) for ev, tier in result.events],
-        "cx_scores_history": [score_row(s) for s in result.scores],
-        "cx_alerts": [alert_row(a) for a in result.alerts],
-        "cx_complaints": [complaint_row(c) for c in result.complaints],
-        "cx_case_events": [case_event_row(c) for c in result.case_events],
+        tables.EVENTS: [event_row(ev, tier) for ev, tier in result.events],
+        tables.SCORES_HISTORY: [score_row(s) for s in result.scores],
+        tables.ALERTS: [alert_row(a) for a in result.alerts],
+        tables.COMPLAINTS: [complaint_row(c) for c in result.complaints],
+        tables.CASE_EVENTS: [case_event_row(c) for c in result.case_events],
     }

@@ -26,16 +26,13 @@ from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from pipeline.adapters.clickhouse.migrations import apply_migrations
 from pipeline.adapters.clickhouse.rows import erasure_row
+from pipeline.adapters.clickhouse.tables import CUSTOMER_TABLES, ERASURES
 
 log = logging.getLogger(__name__)
 
 Rows = Sequence[Mapping[str, Any]]
 Batch = Mapping[str, Rows]
 
-# Tables holding customer ids: erasure deletes from all of them. The aggregates
-# (cx_agg_*, cx_quality_*) are keyed by time/channel/stage/tier/staff only and stay.
-CUSTOMER_TABLES = ("cx_events", "cx_scores_history", "cx_scores_latest", "cx_alerts", "cx_complaints",
-                   "cx_case_events")
 
 # ClickHouse error codes that mean "try again later", not "this data is wrong".
 RETRYABLE_CODES = frozenset({
@@ -272,7 +269,7 @@ class ClickHouseSink:
                 self._retrying(f"erase {table}", lambda: self._command(
                     f"ALTER TABLE {table} DELETE WHERE customer_id = {{cid:String}}",
                     params, settings={"mutations_sync": 2}))
-        self.write({"cx_erasures": [erasure_row(customer_id, datetime.now(timezone.utc), deleted)]})
+        self.write({ERASURES: [erasure_row(customer_id, datetime.now(timezone.utc), deleted)]})
         return deleted
 
     def _command(self, sql: str, params: Mapping[str, Any], settings: Mapping[str, Any] | None = None) -> Any:

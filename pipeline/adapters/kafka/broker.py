@@ -62,6 +62,10 @@ class EmbeddedBroker:
         self.data_dir = self.data_dir or self.settings.data_dir / "broker"
         self.log_path = self.log_path or self.data_dir.parent / "broker.log"
 
+    def _paths(self) -> tuple[Path, Path]:
+        assert self.data_dir is not None and self.log_path is not None   # set by __post_init__
+        return self.data_dir, self.log_path
+
     @property
     def bootstrap(self) -> str:
         return f"{self.settings.kafka_host}:{self.settings.kafka_port}"
@@ -74,10 +78,11 @@ class EmbeddedBroker:
                 f"stop whatever holds it or set CXPULSE_KAFKA_PORT to a free port "
                 f"(or CXPULSE_KAFKA_BOOTSTRAP to use a running broker)"
             )
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
+        data_dir, log_path = self._paths()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "ab")
         self._proc = subprocess.Popen(
-            [str(binary_path()), "start", "--data-dir", str(self.data_dir), "--host", host,
+            [str(binary_path()), "start", "--data-dir", str(data_dir), "--host", host,
              "--only", "kafka", "--kafka-port", str(port)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
@@ -85,8 +90,8 @@ class EmbeddedBroker:
         log.close()
         if not wait_for_port(host, port, timeout) or self._proc.poll() is not None:
             self.stop()
-            tail = self.log_path.read_text(errors="replace")[-800:] if self.log_path.exists() else ""
-            raise BrokerError(f"embedded broker did not come up on {host}:{port} within {timeout}s; log {self.log_path}:\n{tail}")
+            tail = log_path.read_text(errors="replace")[-800:] if log_path.exists() else ""
+            raise BrokerError(f"embedded broker did not come up on {host}:{port} within {timeout}s; log {log_path}:\n{tail}")
         return self
 
     def stop(self, timeout: float = 15.0) -> None:

@@ -16,7 +16,7 @@ def producer(settings: Settings) -> KafkaProducer:
                          batch_size=256 * 1024, max_request_size=4 * 1024 * 1024, client_id="cxpulse-tools")
 
 
-def produce(settings: Settings, records: Iterable[tuple[str, bytes | None, bytes]],
+def produce(settings: Settings, records: Iterable[tuple[str, bytes | None, bytes | None]],
             on_sent: Callable[[int], None] | None = None) -> int:
     """Send (topic, key, value) records; return how many were acknowledged."""
     p = producer(settings)

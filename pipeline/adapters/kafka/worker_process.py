@@ -68,6 +68,8 @@ class WorkerProcess:
         raise WorkerError(f"worker did not answer /healthz within {timeout}s; see {self.log_path}:\n{self.log_tail()}")
 
     def log_tail(self, chars: int = 2000) -> str:
+        if self.log_path is None:   # not started
+            return ""
         try:
             return self.log_path.read_text(errors="replace")[-chars:]
         except OSError:

@@ -26,7 +26,6 @@ import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import get_args
 
 import prometheus_client
 from prometheus_client import (
@@ -42,30 +41,16 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from pipeline.adapters.clickhouse.tables import SINK_TABLES
+from pipeline.domain.vocabulary import ALERT_SEVERITIES, ALERT_TYPES, TIERS
+from pipeline.domain.vocabulary import DEAD_LETTER_REASONS as DEADLETTER_REASONS
+
 # `_created` series double the sample count and nobody here queries them.
 prometheus_client.disable_created_metrics()
 
-# --- vocabularies (DESIGN.md section 2; taken from schemas/outputs.py) ------------------
+# --- vocabularies (DESIGN.md section 2): pipeline/domain/vocabulary.py -----------------
 DEFAULT_INPUT_TOPICS: tuple[str, ...] = ("cx.touchpoints", "cx.orders", "cx.complaints")
 
-
-def _vocabularies() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """Dead-letter reasons, alert types, tiers and alert severities of the wire contract."""
-    try:
-        from schemas.outputs import AlertRecord, AlertType, DeadLetter, Tier
-        return (get_args(DeadLetter.model_fields["reason"].annotation),
-                tuple(t.value for t in AlertType), tuple(t.value for t in Tier),
-                get_args(AlertRecord.model_fields["severity"].annotation))
-    except Exception:  # keep metrics importable on their own
-        return (("invalid_json", "invalid_record", "wrong_topic", "wrong_key", "too_late", "too_large",
-                 "processing_error", "unknown_alert", "case_closed"),
-                ("churn_risk", "sla_breach", "sla_at_risk", "escalation", "failed_recovery"),
-                ("standard", "silver", "gold", "platinum"), ("warning", "critical"))
-
-
-DEADLETTER_REASONS, ALERT_TYPES, TIERS, ALERT_SEVERITIES = _vocabularies()
-SINK_TABLES: tuple[str, ...] = ("cx_events", "cx_scores_history", "cx_alerts", "cx_complaints", "cx_case_events",
-                                "cx_erasures")
 OTHER = "other"
 
 # --- buckets ------------------------------------------------------------------------

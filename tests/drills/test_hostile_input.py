@@ -22,11 +22,13 @@ import pytest
 
 from pipeline.adapters.kafka import kafka_io, topics
 from pipeline.adapters.clickhouse import queries
+from pipeline.bootstrap import build_core
 from pipeline.config import Settings
 from pipeline.tools.generator import generate
-from pipeline.service.processor import MAX_RECORD_BYTES, Core, RawRecord
+from pipeline.service.processor import MAX_RECORD_BYTES, RawRecord
 from pipeline.adapters.clickhouse.sink import ClickHouseSink
 from schemas.outputs import DeadLetter
+from tests.factories import RECEIVED_AT
 
 N_FUZZ = 10_500
 REASONS = {"invalid_json", "invalid_record", "wrong_topic", "wrong_key", "too_large"}
@@ -227,19 +229,19 @@ def wire(settings: Settings) -> dict[str, str]:
 
 def test_templates_are_valid():
     """The fuzz starts from valid records: every failure below is due to the mutation."""
-    core = Core(Settings())
+    core = build_core(Settings())
     for kind, obj in templates(datetime(2026, 11, 1, tzinfo=timezone.utc)).items():
         rec = RawRecord(f"cx.{TOPIC_OF[kind]}", 0, 0, obj["customer_id"].encode(), orjson.dumps(obj))
-        assert not isinstance(core.decode(rec), dict), kind
+        assert not isinstance(core.decode(rec, received_at=RECEIVED_AT), dict), kind
 
 
 def test_fuzzed_records_are_all_dead_lettered():
     settings = Settings()
-    core = Core(settings)
+    core = build_core(settings)
     records = fuzz(N_FUZZ)
     raws = [RawRecord(wire(settings)[kind], i % 4, i, key, value) for i, (kind, key, value, _) in enumerate(records)]
     started = time.perf_counter()
-    result = core.process(raws, lambda cid: None)
+    result = core.process(raws, lambda cid: None, received_at=RECEIVED_AT)
     elapsed = time.perf_counter() - started
     assert result.applied == 0 and not result.scores and not result.states and not result.events
     assert len(result.dead_letters) == len(records) >= 10_000
@@ -260,20 +262,20 @@ def test_fuzzed_records_are_all_dead_lettered():
 
 
 def test_unexpected_fields_are_rejected_by_the_schemas():
-    core = Core(Settings())
+    core = build_core(Settings())
     for kind, obj in templates(datetime(2026, 11, 1, tzinfo=timezone.utc)).items():
         for extra in ({"email": EMAILS[0]}, {"phone": PHONES[0]}, {"name": "Jane Doe"}, {"address": "1 Main St"}):
             rec = RawRecord(f"cx.{TOPIC_OF[kind]}", 0, 0, b"H000001", orjson.dumps({**obj, **extra}))
-            dl = core.decode(rec)
+            dl = core.decode(rec, received_at=RECEIVED_AT)
             assert isinstance(dl, dict) and dl["reason"] == "invalid_record", (kind, extra)
             assert "Extra inputs are not permitted" in dl["error"] and next(iter(extra)) in dl["error"]
             assert extra[next(iter(extra))] not in dl["error"]
 
 
 def test_unix_time_in_a_string_is_rejected():
-    core = Core(Settings())
+    core = build_core(Settings())
     obj = {**templates(datetime(2026, 11, 1, tzinfo=timezone.utc))["order"], "occurred_at": "1767225600"}
-    assert isinstance(core.decode(RawRecord("cx.orders", 0, 0, b"H000001", orjson.dumps(obj))), dict)
+    assert isinstance(core.decode(RawRecord("cx.orders", 0, 0, b"H000001", orjson.dumps(obj)), received_at=RECEIVED_AT), dict)
 
 
 def rss_kib(pid: int) -> int:

@@ -7,13 +7,14 @@ from datetime import datetime, timedelta
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from pipeline.bootstrap import build_core
 from pipeline.config import Settings
-from pipeline.service.processor import Core, RawRecord
+from pipeline.service.processor import RawRecord
 from schemas.outputs import ScoreRecord
-from tests.factories import T0, complaint, order, raw, touchpoint
+from tests.factories import RECEIVED_AT, T0, complaint, order, raw, touchpoint
 
 SETTINGS = Settings(lateness_seconds=3600)
-CORE = Core(SETTINGS)
+CORE = build_core(SETTINGS)
 TOPIC = SETTINGS.topic_for_type
 
 ratings = st.dictionaries(st.sampled_from(["tangibles", "reliability", "responsiveness", "assurance", "empathy"]),
@@ -61,7 +62,7 @@ def final_scores(records: list[dict], batch: int) -> dict[str, dict]:
     scores: dict[str, dict] = {}
     recs = [RawRecord(TOPIC[r["type"]], 0, i, r["customer_id"].encode(), raw(r)) for i, r in enumerate(records)]
     for i in range(0, len(recs), batch):
-        out = CORE.process(recs[i:i + batch], states.get)
+        out = CORE.process(recs[i:i + batch], states.get, received_at=RECEIVED_AT)
         states.update(out.states)
         assert not out.dead_letters, out.dead_letters
         for s in out.scores:

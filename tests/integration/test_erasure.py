@@ -11,12 +11,15 @@ import orjson
 import pytest
 
 from pipeline.adapters.kafka import kafka_io, topics
+from pipeline.bootstrap import build_core
 from pipeline.config import Settings
 from pipeline.tools.erasure import erase, request_record, requested_at
-from pipeline.service.processor import Core, RawRecord
-from pipeline.adapters.clickhouse.sink import CUSTOMER_TABLES, ClickHouseSink
+from pipeline.service.processor import RawRecord
+from pipeline.adapters.clickhouse.sink import ClickHouseSink
+from pipeline.adapters.clickhouse.tables import CUSTOMER_TABLES
+from pipeline.adapters.state_codec import decode_state, encode_state
 from pipeline.domain.state import CustomerState
-from tests.factories import T0, at, complaint, order, raw, touchpoint
+from tests.factories import RECEIVED_AT, T0, at, complaint, order, raw, touchpoint
 from tests.http_probe import http_status
 
 SETTINGS = Settings(lateness_seconds=60 * 86400)
@@ -33,35 +36,35 @@ def _records(events: list[dict], first_offset: int = 0) -> list[RawRecord]:
 
 
 def test_erased_customer_is_not_recreated_by_redeliveries_or_older_events():
-    core = Core(SETTINGS)
+    core = build_core(SETTINGS)
     states: dict[str, CustomerState] = {}
     before = [touchpoint("c1", at(1), csat=2, nps=3), order("c1", at(2)), complaint("c1", at(3), complaint_id="k1")]
-    out = core.process(_records(before), states.get, source_offsets=True)
+    out = core.process(_records(before), states.get, source_offsets=True, received_at=RECEIVED_AT)
     states.update(out.states)
     version = states["c1"].version
     assert out.applied == 3 and version >= 1
 
     request = T0.timestamp() + 10 * 3600          # erased at hour 10
     states["c1"] = states["c1"].erasure_marker(request)
-    marker = orjson.loads(states["c1"].to_bytes())
+    marker = orjson.loads(encode_state(states["c1"]))
     assert set(marker) == {"v", "ver", "of", "er"}   # no personal data left: version, offsets, request time
 
     # a redelivery of what was applied: duplicates by offset
-    out = core.process(_records(before), states.get, source_offsets=True)
+    out = core.process(_records(before), states.get, source_offsets=True, received_at=RECEIVED_AT)
     assert (out.applied, out.duplicates, out.scores) == (0, 3, [])
     # events of before the request still in the topics (new offsets): dropped, counted, no score
     late = [touchpoint("c1", at(4), csat=1), order("c1", at(9))]
-    out = core.process(_records(late, first_offset=5), states.get, source_offsets=True)
+    out = core.process(_records(late, first_offset=5), states.get, source_offsets=True, received_at=RECEIVED_AT)
     states.update(out.states)
     assert out.applied == 0 and out.scores == [] and out.dead_letters == []
     assert sum(out.erased_by_topic.values()) == 2
     assert states["c1"].n == 0 and states["c1"].offs[1] == 5     # the offsets move on with them
     assert core.sweep([states["c1"]], request + 86400).scores == []
     # the replay path (no source offsets) drops them by time too
-    assert core.process(_records(late), {"c1": states["c1"]}.get).applied == 0
+    assert core.process(_records(late), {"c1": states["c1"]}.get, received_at=RECEIVED_AT).applied == 0
 
     # the customer comes back after the erasure: a fresh profile, its version continuing
-    out = core.process(_records([order("c1", at(11))], first_offset=9), states.get, source_offsets=True)
+    out = core.process(_records([order("c1", at(11))], first_offset=9), states.get, source_offsets=True, received_at=RECEIVED_AT)
     assert out.applied == 1 and len(out.scores) == 1
     score = out.scores[0]
     assert score["events"] == 1 and score["version"] > version and score["open_complaints"] == 0
@@ -72,7 +75,7 @@ def test_erasure_marker_keeps_the_latest_request_and_round_trips():
     state = CustomerState(customer_id="c1", version=4, offs=[0, 7])
     marker = state.erasure_marker(200.0).erasure_marker(100.0)
     assert marker.erased == 200.0 and marker.version == 4 and marker.offs == [0, 7] and marker.n == 0
-    assert CustomerState.from_bytes(marker.to_bytes(), "c1") == marker
+    assert decode_state(encode_state(marker), "c1") == marker
 
 
 def test_request_time_from_the_request_record():

@@ -10,6 +10,7 @@ import pytest
 from pipeline.adapters.kafka import kafka_io, topics
 from pipeline.adapters.clickhouse import queries
 from pipeline.tools.generator import generate
+from pipeline.bootstrap import build_core
 from pipeline.service.replay import replay
 from pipeline.adapters.clickhouse.sink import ClickHouseSink
 from schemas.outputs import AlertRecord, DeadLetter, ScoreRecord
@@ -54,7 +55,7 @@ def test_stream_to_scores_deadletters_and_clickhouse(make_settings, start_worker
         AlertRecord.model_validate(orjson.loads(m.value))
 
     sent_to = {r.value: topic_for[r.kind] for r in stream.records}
-    offline = replay((r.value for r in stream.records), settings, tick=None, topic_of=sent_to.__getitem__)
+    offline = replay((r.value for r in stream.records), build_core(settings), clock=time.time, tick=None, topic_of=sent_to.__getitem__)
     assert len(offline.dead_letters) == stream.n_invalid
     assert set(offline.scores) == set(scores)
     for cid, online in scores.items():
@@ -177,7 +178,7 @@ def test_live_metrics_cover_every_name_the_dashboards_and_rules_use(make_setting
     families = set(re.findall(r"^# TYPE (\S+) ", body, flags=re.M))
     exposed = families | {f + "_total" for f in families} | {
         f + suffix for f in families for suffix in ("_bucket", "_sum", "_count")}
-    referenced = referenced_metric_names(Path(__file__).resolve().parent.parent / "deploy")
+    referenced = referenced_metric_names(Path(__file__).resolve().parents[2] / "deploy")
     assert referenced and not (referenced - exposed), sorted(referenced - exposed)
     applied = sum(float(v) for v in re.findall(r'^cxpulse_events_applied_total\{[^}]*\} (\S+)', body, flags=re.M))
     assert applied == len(stream.records) - stream.n_invalid - stream.n_duplicates

@@ -2,12 +2,16 @@
 and the worker's offset bookkeeping (pipeline.service.offset_guard), without a broker."""
 from __future__ import annotations
 
+import time
+
+from pipeline.bootstrap import build_core
 from pipeline.config import Settings
 from pipeline.tools.generator import generate
 from pipeline.service.offset_guard import OffsetGuard
-from pipeline.service.processor import Core, RawRecord
+from pipeline.service.processor import RawRecord
+from pipeline.adapters.state_codec import decode_state, encode_state
 from pipeline.domain.state import MAX_IDS, CustomerState
-from tests.factories import at, complaint, order, raw, touchpoint
+from tests.factories import RECEIVED_AT, at, complaint, order, raw, touchpoint
 
 SETTINGS = Settings(lateness_seconds=60 * 86400)
 TOPIC = SETTINGS.topic_for_type
@@ -29,7 +33,7 @@ def run(core: Core, batches: list[list[RawRecord]], **kw):
     states: dict[str, CustomerState] = {}
     applied = duplicates = 0
     for batch in batches:
-        out = core.process(batch, states.get, **kw)
+        out = core.process(batch, states.get, **kw, received_at=RECEIVED_AT)
         states.update(out.states)
         applied += out.applied
         duplicates += out.duplicates
@@ -39,7 +43,7 @@ def run(core: Core, batches: list[list[RawRecord]], **kw):
 def test_redelivery_from_far_back_is_a_duplicate_not_a_second_application():
     """A re-delivery that reaches back further than the event-id window (MAX_IDS) is still
     recognised: the offsets say it was applied."""
-    core = Core(SETTINGS)
+    core = build_core(SETTINGS)
     n = 3 * MAX_IDS
     events = [(touchpoint, order, complaint)[i % 3]("c1", at(hours=i), complaint_id=f"k{i}")
               if i % 3 == 2 else (touchpoint, order)[i % 3]("c1", at(hours=i)) for i in range(n)]
@@ -48,7 +52,7 @@ def test_redelivery_from_far_back_is_a_duplicate_not_a_second_application():
     assert applied == n and once["c1"].n == n
     again, applied2, dups = run(core, [recs, recs], source_offsets=True)
     assert applied2 == n and dups == n
-    assert again["c1"].n == n and again["c1"].to_bytes() == once["c1"].to_bytes()
+    assert again["c1"].n == n and encode_state(again["c1"]) == encode_state(once["c1"])
     # without source offsets only the last MAX_IDS ids are remembered: the old ones apply twice
     _, applied3, _ = run(core, [recs, recs])
     assert applied3 > n
@@ -61,14 +65,14 @@ def test_offsets_are_per_topic_and_partition():
     assert not state.redelivered(1, 3, 41)
     assert not state.redelivered(0, 3, 7) and not state.redelivered(2, 3, 7)   # other topics: nothing known
     assert not state.redelivered(1, 4, 7)     # another partition (topic repartitioned): offsets not comparable
-    assert CustomerState.from_bytes(state.to_bytes(), "c1").offs == state.offs
+    assert decode_state(encode_state(state), "c1").offs == state.offs
 
 
 def test_state_without_offsets_still_reads():
     """States stored before the field existed decode as 'no offsets known'."""
-    old = CustomerState(customer_id="c1", n=3).to_bytes()
+    old = encode_state(CustomerState(customer_id="c1", n=3))
     assert b'"of"' not in old
-    state = CustomerState.from_bytes(old, "c1")
+    state = decode_state(old, "c1")
     assert state.offs == [] and not state.redelivered(0, 0, 0)
 
 
@@ -86,12 +90,12 @@ def test_worker_states_with_offsets_stay_small_and_apply_what_replay_applies():
         o = offsets.get((topic, partition), 0)
         offsets[(topic, partition)] = o + 1
         recs.append(RawRecord(topic, partition, o, r.key, r.value))
-    core = Core(Settings())
+    core = build_core(Settings())
     states, applied, _ = run(core, [recs[i:i + 500] for i in range(0, len(recs), 500)], source_offsets=True)
-    sizes = sorted(len(s.to_bytes()) for s in states.values())
+    sizes = sorted(len(encode_state(s)) for s in states.values())
     assert sizes[len(sizes) // 2] <= 1024, sizes[len(sizes) // 2]
     sent_to = {r.value: TOPIC[r.kind] for r in stream.records}
-    offline = replay(events, Settings(), tick=None, topic_of=sent_to.__getitem__)
+    offline = replay(events, build_core(Settings()), clock=time.time, tick=None, topic_of=sent_to.__getitem__)
     assert applied == offline.applied
     assert {c: s.n for c, s in states.items()} == {c: s.n for c, s in offline.states.items()}
 
@@ -167,10 +171,10 @@ def test_guard_stall_watchdog_and_revocation():
 def test_a_state_knows_which_input_partitions_feed_it():
     """After a rebalance the worker's in-memory table still holds customers of partitions it
     gave away; `fed_from` tells its own (the sweep and the population fit use only those)."""
-    core = Core(SETTINGS)
+    core = build_core(SETTINGS)
     recs = [RawRecord(r.topic, 3, r.offset, r.key, r.value)
             for r in records_of([touchpoint("c1", at(1)), order("c1", at(2))])]
-    state = core.process(recs, {}.get, source_offsets=True).states["c1"]
+    state = core.process(recs, {}.get, source_offsets=True, received_at=RECEIVED_AT).states["c1"]
     assert state.fed_from({(0, 3)}) and state.fed_from({(1, 3), (2, 0)})
     assert not state.fed_from({(0, 1), (1, 1), (2, 3)}) and not state.fed_from(set())
     assert CustomerState(customer_id="old").fed_from(set())   # no partition recorded: counts as ours

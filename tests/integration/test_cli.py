@@ -14,11 +14,13 @@ from tests.http_probe import http_status
 from pipeline.adapters.kafka import kafka_io, topics
 from pipeline.adapters.clickhouse import rows
 from pipeline.tools.cli import build_parser, has_module, main
+from pipeline.bootstrap import population, scoring_params
 from pipeline.config import Settings
 from pipeline.tools.generator import generate
 from pipeline.service.processor import Core
 from pipeline.service.replay import replay
-from pipeline.adapters.clickhouse.sink import CUSTOMER_TABLES, ClickHouseSink
+from pipeline.adapters.clickhouse.sink import ClickHouseSink
+from pipeline.adapters.clickhouse.tables import CUSTOMER_TABLES
 from pipeline.adapters.kafka.worker_process import settings_env
 
 def free_port() -> int:
@@ -291,7 +293,7 @@ class RecordingCore(Core):
     """The worker's core, keeping every batch result (what the worker writes to ClickHouse)."""
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
+        super().__init__(scoring_params(settings), population(settings), settings.topic_type)
         self.results = []
 
     def process(self, *args, **kwargs):
@@ -311,7 +313,7 @@ def test_write_charts(tmp_path):
     settings = Settings(data_dir=tmp_path / "data")
     stream = generate(customers=150, days=60, seed=3, invalid_ratio=0.0)
     core = RecordingCore(settings)
-    replay(stream.values(), settings, core=core)
+    replay(stream.values(), core, clock=time.time)
     batch: dict[str, list[dict]] = {"cx_events": [], "cx_scores_history": [], "cx_alerts": [], "cx_complaints": []}
     for r in core.results:  # the rows the worker's sink_batch builds
         batch["cx_events"] += [rows.event_row(ev, tier) for ev, tier in r.events]

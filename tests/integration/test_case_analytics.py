@@ -6,13 +6,15 @@ from typing import Iterator
 
 import pytest
 
+from pipeline.bootstrap import build_core
+from pipeline.adapters.state_codec import decode_state, encode_state
 from pipeline.adapters.clickhouse import queries
 from pipeline.config import Settings
 from pipeline.service.processor import Core, RawRecord
 from pipeline.adapters.clickhouse.rows import batch_rows
 from pipeline.adapters.clickhouse.sink import ClickHouseSink
 from tests.factories import T0, at, complaint, order, raw
-from tests.test_cases import action
+from tests.unit.test_cases import action
 
 pytestmark = pytest.mark.integration   # the real engine (chDB)
 
@@ -28,17 +30,17 @@ def sink(tmp_path) -> Iterator[ClickHouseSink]:
 
 def breach_of(core: Core, states: dict, customer: str, spend: str) -> str:
     """A high complaint of Monday 09:00 nobody answered: its sla_breach alert id (fired 18:30)."""
-    recs = [RawRecord(core.settings.topic_orders, 0, 0, customer.encode(), raw(order(customer, when=at(-1), amount=spend))),
-            RawRecord(core.settings.topic_complaints, 0, 1, customer.encode(),
+    recs = [RawRecord(Settings().topic_orders, 0, 0, customer.encode(), raw(order(customer, when=at(-1), amount=spend))),
+            RawRecord(Settings().topic_complaints, 0, 1, customer.encode(),
                       raw(complaint(customer, when=at(0), severity="high")))]
-    states.update(core.process(recs, states.get).states)
+    states.update(core.process(recs, states.get, received_at=0.0).states)
     swept = core.sweep([states[customer]], T0.timestamp() + 9.5 * HOUR)
     states.update(swept.states)
     return next(a["alert_id"] for a in swept.alerts if a["type"] == "sla_breach")
 
 
 def test_case_events_and_outcome_shares(sink):
-    core, states = Core(Settings()), {}
+    core, states = build_core(Settings()), {}
     plan = [  # customer, spend (tier), hours to ack, to contact, channel, outcome, action
         ("c1", "100.00", 0.5, 1.0, "call_center", "retained", "callback"),
         ("c2", "100.00", 1.5, 2.0, "email", "lost", "callback"),
@@ -58,7 +60,7 @@ def test_case_events_and_outcome_shares(sink):
             acts.append(action(aid, "closed", 9.5 + 3, customer=cid, outcome=outcome, playbook_action=code,
                                staff_id="S900"))
         out = core.process_actions([RawRecord("cx.actions", 0, i, cid.encode(), raw(a)) for i, a in enumerate(acts)],
-                                   states.get)
+                                   states.get, received_at=0.0)
         states.update(out.states)
         assert not out.dead_letters
         rows = batch_rows(out)

@@ -32,6 +32,7 @@ from pipeline.adapters.kafka import kafka_io, topics
 from pipeline.adapters.kafka.broker import EmbeddedBroker
 from pipeline.config import Settings
 from pipeline.tools.generator import GeneratedStream, generate
+from pipeline.bootstrap import build_core
 from pipeline.service.replay import replay
 from pipeline.adapters.clickhouse.sink import ClickHouseSink
 from pipeline.adapters.kafka.worker_process import WorkerProcess
@@ -178,7 +179,7 @@ def check_outputs(settings: Settings, stream: GeneratedStream) -> dict:
     scores, n_scores = latest_scores(settings)
     topic_for = settings.topic_for_type
     sent_to = {r.value: topic_for[r.kind] for r in stream.records}
-    offline = replay((r.value for r in stream.records), settings, tick=None, topic_of=sent_to.__getitem__)
+    offline = replay((r.value for r in stream.records), build_core(settings), clock=time.time, tick=None, topic_of=sent_to.__getitem__)
     assert set(scores) == set(offline.scores), "customers with a score differ from the offline replay"
     mismatches = []
     for cid, online in scores.items():

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.adapters.observability import metrics as M
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 PROM_DIR = DEPLOY / "prometheus"
 GRAFANA = DEPLOY / "grafana"

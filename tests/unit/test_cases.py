@@ -8,6 +8,8 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
+from pipeline.bootstrap import build_core
+from pipeline.adapters.state_codec import decode_state, encode_state
 from pipeline.config import Settings
 from pipeline.domain.case import Case
 from pipeline.service.processor import Core, RawRecord
@@ -28,7 +30,7 @@ def action(alert_id: str, kind: str, hours: float, customer: str = "c1", action_
 
 
 def act(core: Core, states: dict, *records: dict, key: bytes | None = b"c1"):
-    out = core.process_actions([RawRecord(ACTIONS, 0, i, key, raw(r)) for i, r in enumerate(records)], states.get)
+    out = core.process_actions([RawRecord(ACTIONS, 0, i, key, raw(r)) for i, r in enumerate(records)], states.get, received_at=0.0)
     states.update(out.states)
     return out
 
@@ -36,8 +38,8 @@ def act(core: Core, states: dict, *records: dict, key: bytes | None = b"c1"):
 def breached(core: Core) -> tuple[dict, dict]:
     """A high complaint of 09:00 Monday nobody answered: a critical sla_breach at 18:30."""
     states: dict[str, CustomerState] = {}
-    out = core.process([RawRecord(core.settings.topic_complaints, 0, 0, b"c1",
-                                  raw(complaint(when=at(0), severity="high")))], states.get)
+    out = core.process([RawRecord(Settings().topic_complaints, 0, 0, b"c1",
+                                  raw(complaint(when=at(0), severity="high")))], states.get, received_at=0.0)
     states.update(out.states)
     swept = core.sweep(list(states.values()), T0.timestamp() + 9.5 * HOUR)
     states.update(swept.states)
@@ -47,7 +49,7 @@ def breached(core: Core) -> tuple[dict, dict]:
 
 
 def test_a_firing_alert_opens_a_case_and_the_lifecycle_is_kept():
-    core = Core(Settings())
+    core = build_core(Settings())
     states, breach = breached(core)
     aid = breach["alert_id"]
     assert Case.from_stored(aid, states["c1"].cases[aid]).acked is None
@@ -63,11 +65,11 @@ def test_a_firing_alert_opens_a_case_and_the_lifecycle_is_kept():
     assert closed["action"] == "closed" and closed["tier"] == "standard" and closed["alert_type"] == "sla_breach"
     assert closed["acknowledged_at"] == T0 + timedelta(hours=9.6)
     # the case survives storage
-    assert CustomerState.from_bytes(states["c1"].to_bytes(), "c1").cases == states["c1"].cases
+    assert decode_state(encode_state(states["c1"]), "c1").cases == states["c1"].cases
 
 
 def test_an_unacknowledged_critical_alert_escalates_and_an_ack_resolves_it():
-    core = Core(Settings(escalate_after_seconds=2 * HOUR))
+    core = build_core(Settings(escalate_after_seconds=2 * HOUR))
     states, breach = breached(core)
     assert [a for a in core.sweep(list(states.values()), T0.timestamp() + 11.4 * HOUR).alerts
             if a["type"] == "escalation"] == []
@@ -83,11 +85,11 @@ def test_an_unacknowledged_critical_alert_escalates_and_an_ack_resolves_it():
 
 
 def test_an_alert_that_resolves_by_itself_does_not_escalate():
-    core = Core(Settings(escalate_after_seconds=2 * HOUR))
+    core = build_core(Settings(escalate_after_seconds=2 * HOUR))
     states, breach = breached(core)
     # answered late at 19:00: the breach resolves (the answer came) and nobody acked the case
-    out = core.process([RawRecord(core.settings.topic_complaints, 0, 1, b"c1",
-                                  raw(complaint(when=at(10), status="acknowledged", severity="high")))], states.get)
+    out = core.process([RawRecord(Settings().topic_complaints, 0, 1, b"c1",
+                                  raw(complaint(when=at(10), status="acknowledged", severity="high")))], states.get, received_at=0.0)
     states.update(out.states)
     assert ("sla_breach", "resolved") in [(a["type"], a["status"]) for a in out.alerts]
     swept = core.sweep(list(states.values()), T0.timestamp() + 12 * HOUR)
@@ -95,7 +97,7 @@ def test_an_alert_that_resolves_by_itself_does_not_escalate():
 
 
 def test_a_case_acknowledged_in_time_never_escalates():
-    core = Core(Settings(escalate_after_seconds=2 * HOUR))
+    core = build_core(Settings(escalate_after_seconds=2 * HOUR))
     states, breach = breached(core)
     act(core, states, action(breach["alert_id"], "assigned", 10))   # an assignment acknowledges too
     swept = core.sweep(list(states.values()), T0.timestamp() + 20 * HOUR)
@@ -103,10 +105,10 @@ def test_a_case_acknowledged_in_time_never_escalates():
 
 
 def test_bad_actions_are_dead_lettered_with_a_reason_and_change_nothing():
-    core = Core(Settings())
+    core = build_core(Settings())
     states, breach = breached(core)
     aid = breach["alert_id"]
-    before = states["c1"].to_bytes()
+    before = encode_state(states["c1"])
     out = act(core, states,
               action("0" * 20, "acknowledged", 10),                                      # unknown alert
               action(aid, "closed", 10),                                                 # no outcome
@@ -119,29 +121,29 @@ def test_bad_actions_are_dead_lettered_with_a_reason_and_change_nothing():
     assert "channel" in out.dead_letters[3]["error"]
     wrong_key = act(core, states, action(aid, "acknowledged", 10), key=b"someone-else")
     assert [d["reason"] for d in wrong_key.dead_letters] == ["wrong_key"]
-    broken = core.process_actions([RawRecord(ACTIONS, 0, 9, b"c1", b"{not json")], states.get)
+    broken = core.process_actions([RawRecord(ACTIONS, 0, 9, b"c1", b"{not json")], states.get, received_at=0.0)
     assert [d["reason"] for d in broken.dead_letters] == ["invalid_json"]
     for d in out.dead_letters + wrong_key.dead_letters + broken.dead_letters:
         DeadLetter.model_validate(d)
-    assert states["c1"].to_bytes() == before and out.case_events == [] and out.alerts == []
+    assert encode_state(states["c1"]) == before and out.case_events == [] and out.alerts == []
 
 
 def test_duplicates_are_ignored_and_nothing_follows_a_close():
-    core = Core(Settings())
+    core = build_core(Settings())
     states, breach = breached(core)
     aid = breach["alert_id"]
     close = action(aid, "closed", 10, outcome="lost", playbook_action="compensation", action_id="x-1")
     act(core, states, close)
-    before = states["c1"].to_bytes()
+    before = encode_state(states["c1"])
     again = act(core, states, close)
     assert again.duplicates == 1 and again.dead_letters == [] and again.case_events == []
     after = act(core, states, action(aid, "contacted", 11, channel="email"))
     assert [d["reason"] for d in after.dead_letters] == ["case_closed"]
-    assert states["c1"].to_bytes() == before
+    assert encode_state(states["c1"]) == before
 
 
 def test_actions_in_any_order_give_the_same_case():
-    core = Core(Settings())
+    core = build_core(Settings())
     a = breached(core)[1]["alert_id"]
     records = [action(a, "acknowledged", 9.7, staff_id="S001"), action(a, "assigned", 9.8, staff_id="S002"),
                action(a, "contacted", 10, channel="chat"), action(a, "acknowledged", 9.6, staff_id="S003"),

@@ -6,12 +6,13 @@ from dataclasses import replace
 
 from pipeline.domain import alerts
 from pipeline.domain.churn import ChurnAssessment
+from pipeline.bootstrap import build_core
 from pipeline.config import Settings
-from pipeline.service.processor import Core, RawRecord
+from pipeline.service.processor import RawRecord
 from pipeline.domain.scoring import Profile
 from pipeline.domain.state import CustomerState
 from schemas.outputs import AlertRecord
-from tests.factories import T0, at, complaint, raw
+from tests.factories import RECEIVED_AT, T0, at, complaint, raw
 
 BASE = Profile(as_of=T0.timestamp(), dims={}, cxi=None, baseline_cxi=None, csat=None, nps=None, tier="standard",
                revenue_365d=1000.0, open_complaints=0, sla_breaches=0, slas={},
@@ -56,8 +57,8 @@ def test_high_tiers_are_warned_earlier_and_get_an_account_manager():
 
 
 def test_sla_and_failed_recovery_alerts_through_the_core_with_redelivery():
-    core = Core(Settings())
-    topic = core.settings.topic_complaints
+    core = build_core(Settings())
+    topic = Settings().topic_complaints
     records = [RawRecord(topic, 0, i, b"c1", raw(r)) for i, r in enumerate([
         complaint(when=at(0), event_id="a"),                                   # 09:00 UTC, due 18:00
         complaint(when=at(11), event_id="b", status="acknowledged"),           # answered at 20:00
@@ -66,7 +67,7 @@ def test_sla_and_failed_recovery_alerts_through_the_core_with_redelivery():
     states: dict[str, CustomerState] = {}
     seen = []
     for i, rec in enumerate(records):
-        out = core.process([rec], states.get)
+        out = core.process([rec], states.get, received_at=RECEIVED_AT)
         states.update(out.states)
         seen += out.alerts
         if i == 0:  # the timer sweeps at 15:30, 17:00 and 18:30, with no event since the complaint
@@ -86,5 +87,5 @@ def test_sla_and_failed_recovery_alerts_through_the_core_with_redelivery():
     firing = [a for a in seen if a["type"] == "sla_breach" and a["status"] == "firing"]
     assert len(firing) == 1 and "sunset rule" in firing[0]["recommended_action"]
     # redelivery of the same records: duplicates, no new alert records
-    out = core.process(records, states.get)
+    out = core.process(records, states.get, received_at=RECEIVED_AT)
     assert out.duplicates == 3 and out.alerts == [] and out.scores == []

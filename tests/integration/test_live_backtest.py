@@ -3,10 +3,14 @@ real engine (chDB) with rows written through the real sink from a replay of the 
 and the worker's periodic export as Prometheus gauges."""
 from __future__ import annotations
 
+import time
+
 import math
 from datetime import datetime, timedelta, timezone
 
 import pytest
+
+from pipeline.bootstrap import build_core
 from prometheus_client import CollectorRegistry
 
 from pipeline.config import load
@@ -70,7 +74,7 @@ def filled(tmp_path_factory):
         events.extend(ev for ev, _ in out.events)
         sink.write(batch_rows(out))
 
-    replay(stream.values(), settings, on_batch=on_batch)
+    replay(stream.values(), build_core(settings), clock=time.time, on_batch=on_batch)
     try:
         yield sink, scores, events
     finally:

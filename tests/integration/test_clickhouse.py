@@ -26,7 +26,7 @@ from pipeline.adapters.clickhouse.sink import ClickHouseSink, SinkClosed, dedup_
 from schemas.events import EVENT_ADAPTER
 from schemas.outputs import AlertRecord, ScoreRecord
 
-BASE_TABLES = ("cx_events", "cx_scores_history", "cx_scores_latest", "cx_alerts", "cx_complaints")
+from pipeline.adapters.clickhouse.tables import CUSTOMER_TABLES as BASE_TABLES  # noqa: E402
 CHANNELS = ("store", "web", "app", "call_center", "chat", "bot")
 STAGES = ("awareness", "consideration", "purchase", "usage", "loyalty")
 TIERS = ("standard", "silver", "gold", "platinum")

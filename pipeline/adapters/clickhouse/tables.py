@@ -1,0 +1,16 @@
+"""The ClickHouse tables (created by pipeline/adapters/clickhouse/migrations.py), one list
+with what each group is for: the sink, erasure, the row counts and the metrics use these."""
+from __future__ import annotations
+
+EVENTS, SCORES_HISTORY, SCORES_LATEST, ALERTS, COMPLAINTS, CASE_EVENTS, ERASURES = (
+    "cx_events", "cx_scores_history", "cx_scores_latest", "cx_alerts", "cx_complaints", "cx_case_events",
+    "cx_erasures")
+AGGREGATES = ("cx_agg_hourly", "cx_quality_channel", "cx_quality_staff")   # materialized views' targets
+
+# Every table, in the order `cxpulse demo` and `queries.table_counts` list them.
+TABLES = (EVENTS, SCORES_HISTORY, SCORES_LATEST, ALERTS, COMPLAINTS, CASE_EVENTS, ERASURES, *AGGREGATES)
+# Tables holding customer ids: erasure deletes from all of them. The aggregates are keyed
+# by time/channel/stage/tier/staff only and stay. They are ReplacingMergeTree tables.
+CUSTOMER_TABLES = (EVENTS, SCORES_HISTORY, SCORES_LATEST, ALERTS, COMPLAINTS, CASE_EVENTS)
+# Tables the sink inserts into (cx_scores_latest and the aggregates are filled by views).
+SINK_TABLES = (EVENTS, SCORES_HISTORY, ALERTS, COMPLAINTS, CASE_EVENTS, ERASURES)

@@ -1,0 +1,76 @@
+"""The output records as the core builds them: plain dicts with a declared shape.
+
+`schemas/outputs.py` is the contract (pydantic models, exported as JSON Schema); these
+TypedDicts are the same records as the core hands them to the adapters (Kafka, ClickHouse,
+metrics) on the hot path: dicts cost nothing to build and serialize straight to JSON, where
+a pydantic model per record would be validated again on every update: about 100 µs more
+per score, against about 2–10 µs to serialize the dict (docs/lab/record_cost.py).
+tests/unit/test_records.py checks them field by field against the models. Timestamps are
+RFC 3339 strings here.
+"""
+from __future__ import annotations
+
+from typing import TypedDict
+
+from schemas.outputs import DeadLetterReason
+
+
+class ChurnDriverDict(TypedDict):
+    factor: str
+    contribution: float
+
+
+class ScoreDict(TypedDict):
+    """A `cx.scores` record (schemas.outputs.ScoreRecord)."""
+    schema_version: int
+    customer_id: str
+    as_of: str
+    version: int
+    cxi: float | None
+    tangibles: float | None
+    reliability: float | None
+    responsiveness: float | None
+    assurance: float | None
+    empathy: float | None
+    csat: float | None
+    nps: float | None
+    nps_class: str | None
+    tier: str
+    stage: str | None
+    revenue_365d: float
+    open_complaints: int
+    sla_breaches: int
+    churn_risk: float
+    churn_drivers: list[ChurnDriverDict]
+    revenue_at_risk: float
+    events: int
+
+
+class AlertDict(TypedDict):
+    """A `cx.alerts` record (schemas.outputs.AlertRecord)."""
+    schema_version: int
+    alert_id: str
+    type: str
+    status: str
+    severity: str
+    customer_id: str
+    tier: str
+    as_of: str
+    churn_risk: float
+    revenue_at_risk: float
+    reasons: list[str]
+    recommended_action: str
+    complaint_id: str | None
+
+
+class DeadLetterDict(TypedDict):
+    """A `cx.deadletter` record (schemas.outputs.DeadLetter)."""
+    schema_version: int
+    reason: DeadLetterReason
+    error: str
+    source_topic: str
+    partition: int
+    offset: int
+    key_b64: str | None
+    original_b64: str
+    received_at: str
