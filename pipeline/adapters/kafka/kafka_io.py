@@ -39,7 +39,9 @@ def produce(settings: Settings, records: Iterable[tuple[str, bytes | None, bytes
 
 
 def read_topic(settings: Settings, topic: str, timeout: float = 30.0) -> list:
-    """Every record of `topic` from the beginning up to its current end offsets."""
+    """Every record of `topic` from the beginning up to its current end offsets. `timeout`
+    bounds the time without progress (no record read), not the whole read: a large topic
+    on a busy machine is read to the end as long as records keep coming."""
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
                              client_id="cxpulse-reader", consumer_timeout_ms=1000)
     try:
@@ -53,9 +55,11 @@ def read_topic(settings: Settings, topic: str, timeout: float = 30.0) -> list:
         deadline = time.monotonic() + timeout
         while any(consumer.position(tp) < ends[tp] for tp in tps):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {topic} took longer than {timeout}s")
+                raise TimeoutError(f"reading {topic}: no record for {timeout}s "
+                                   f"({len(out)} read, {sum(ends.values())} expected)")
             for batch in consumer.poll(timeout_ms=500, max_records=10_000).values():
                 out.extend(batch)
+                deadline = time.monotonic() + timeout
         return out
     finally:
         consumer.close()
