@@ -15,6 +15,7 @@ passing and customers going quiet. Web views: /healthz, /metrics, /customers/{id
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ from aiohttp.web import Response
 from agents import kafka_compat
 from pipeline.service import recovery_check
 from pipeline.adapters.clickhouse import rows as ch_rows
+from pipeline.adapters.clickhouse.queries import live_backtest_rows
 from pipeline.adapters.state_codec import decode_state, encode_state
 from pipeline.bootstrap import build_core, build_sink
 from pipeline.config import Settings, load
@@ -480,7 +482,8 @@ async def live_backtest() -> None:
     """Export the live backtest of churn_risk (pipeline/service/live_backtest.py) once ClickHouse is open."""
     if _sink_open:
         await asyncio.get_running_loop().run_in_executor(
-            sink_executor, refresh_live_backtest, sink.client, METRICS, settings.churn_horizon_days, time.time())
+            sink_executor, refresh_live_backtest, functools.partial(live_backtest_rows, sink.client),
+            METRICS.churn_backtest, settings.churn_horizon_days, time.time())
 
 
 _sink_ready: asyncio.Lock | None = None

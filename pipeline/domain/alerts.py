@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 
 from pipeline.domain.case import Case, needs_escalation
-from pipeline.domain.scoring import Profile, iso
-from pipeline.domain.state import CustomerState
+from pipeline.domain.scoring import ComplaintSla, Profile, iso
+from pipeline.domain.state import ComplaintRec, CustomerState
 from schemas.records import AlertDict
 from pipeline.domain.vocabulary import CHURN_FACTORS, CHURN_RISK, FAILED_RECOVERY, SLA_BREACH, TIERS
 
@@ -171,13 +171,14 @@ def at_risk_severity(rec_severity: str, tier: str) -> str:
     return "critical" if rec_severity in ("high", "critical") and tier in HIGH_TIERS else "warning"
 
 
-def _at_risk(state: CustomerState, p: Profile, rec, sla, *, breached: bool, breach: list[dict]) -> list[dict]:
+def _at_risk(state: CustomerState, p: Profile, rec: ComplaintRec, sla: ComplaintSla, *, breached: bool,
+             breach: list[AlertDict]) -> list[AlertDict]:
     """`sla_at_risk`: the share of the time to a deadline has passed without the answer
     (or resolution) it waits for. One episode per deadline (`risk:` the answer, `riskr:`
     the resolution, which waits while the answer is at risk). Resolved when the answer
     comes; superseded by `sla_breach` when a deadline passes first (resolved, naming the
     breach's alert id)."""
-    out: list[dict] = []
+    out: list[AlertDict] = []
     severity = at_risk_severity(rec.severity, p.tier)
     what = f"complaint {rec.id} ({rec.severity}, {rec.category})"
     phases = (
@@ -201,12 +202,12 @@ def _at_risk(state: CustomerState, p: Profile, rec, sla, *, breached: bool, brea
     return out
 
 
-def update_escalations(state: CustomerState, p: Profile, escalate_after: float) -> list[dict]:
+def update_escalations(state: CustomerState, p: Profile, escalate_after: float) -> list[AlertDict]:
     """`escalation`: a critical alert still firing whose case is unacknowledged `escalate_after`
     seconds after it fired (pipeline/domain/case.py). Resolved once anyone acts on the case,
     or the alert resolves. The episode starts at the escalation instant, so its id is stable
     across sweeps."""
-    out: list[dict] = []
+    out: list[AlertDict] = []
     hours = escalate_after / 3600.0
     for aid, stored in state.cases.items():
         case = Case.from_stored(aid, stored)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from pipeline.domain.alerts import CHURN_THRESHOLDS
-from pipeline.tools.evaluate import brier_score, precision_recall_at, roc_auc
+from pipeline.domain.prediction_metrics import brier_score, precision_recall_at, roc_auc
 
 LEVELS = ("warning", "critical")
 

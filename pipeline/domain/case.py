@@ -14,8 +14,10 @@ acknowledged (or the alert resolves).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Literal
 
 from schemas.actions import ActionRecord
+from schemas.records import AlertDict
 
 MAX_CASE_IDS = 16                 # action-id fingerprints kept per case (duplicates)
 MAX_CASES = 24                    # cases kept per customer (closed and oldest dropped first)
@@ -64,7 +66,7 @@ _LONG = {v: k for k, v in _SHORT.items()}
 assert set(_SHORT) == set(_FIELDS)
 
 
-def open_case(cases: dict[str, dict], alert: dict, started: float) -> None:
+def open_case(cases: dict[str, dict], alert: AlertDict, started: float) -> None:
     """A firing alert record: open its case, or update the severity/tier of an open one."""
     if alert["type"] == "escalation":
         return
@@ -85,7 +87,11 @@ def alert_resolved(cases: dict[str, dict], alert_id: str) -> None:
         cases[alert_id] = case.stored()
 
 
-def apply_action(cases: dict[str, dict], a: ActionRecord, fingerprint: int) -> tuple[str, Case | None, str]:
+# what apply_action did with an action; the two refusals are dead-letter reasons (schemas.outputs)
+ActionOutcome = Literal["applied", "duplicate", "unknown_alert", "case_closed"]
+
+
+def apply_action(cases: dict[str, dict], a: ActionRecord, fingerprint: int) -> tuple[ActionOutcome, Case | None, str]:
     """Apply one action. Returns (outcome, the case after it, why): outcome "applied",
     "duplicate" (this action id was applied before), "unknown_alert" or "case_closed"."""
     stored = cases.get(a.alert_id)
@@ -95,7 +101,7 @@ def apply_action(cases: dict[str, dict], a: ActionRecord, fingerprint: int) -> t
     if fingerprint in case.ids:
         return "duplicate", case, ""
     t = a.occurred_at.timestamp()
-    if case.is_closed and t >= case.closed:
+    if case.closed is not None and t >= case.closed:
         return "case_closed", case, f"case of alert {a.alert_id} was closed ({case.outcome}); no action after the close"
     if t < case.opened - 3600.0:
         return "unknown_alert", case, f"action at {a.occurred_at.isoformat()} is before the alert fired"
@@ -105,13 +111,11 @@ def apply_action(cases: dict[str, dict], a: ActionRecord, fingerprint: int) -> t
     kind = a.action.value
     if kind == "assigned" and (case.assigned is None or t >= case.assigned):
         case.assignee, case.assigned = a.staff_id, t
-    elif kind == "contacted" and (case.contacted is None or t < case.contacted):
-        case.contacted, case.channel = t, a.channel.value
-    elif kind == "closed":
-        if case.is_closed:   # an earlier close arriving late: the earliest close stands
-            if t < case.closed:
-                case.closed, case.closed_by, case.outcome, case.action = t, a.staff_id, a.outcome.value, a.playbook_action.value
-        else:
+    elif kind == "contacted" and a.channel is not None and (case.contacted is None or t < case.contacted):
+        case.contacted, case.channel = t, a.channel.value    # the schema requires the channel here
+    elif kind == "closed" and a.outcome is not None and a.playbook_action is not None:   # required by the schema
+        # an earlier close arriving late replaces a later one: the earliest close stands
+        if case.closed is None or t < case.closed:
             case.closed, case.closed_by, case.outcome, case.action = t, a.staff_id, a.outcome.value, a.playbook_action.value
     cases[a.alert_id] = case.stored()
     return "applied", case, ""
@@ -130,7 +134,7 @@ def prune_cases(cases: dict[str, dict], now: float) -> None:
     keep = {}
     for aid, d in cases.items():
         case = Case.from_stored(aid, d)
-        if case.is_closed and now - case.closed > CLOSED_RETENTION:
+        if case.closed is not None and now - case.closed > CLOSED_RETENTION:
             continue
         if not case.is_closed and not case.alert_active and now - case.opened > OPEN_RETENTION:
             continue

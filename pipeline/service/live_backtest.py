@@ -1,38 +1,43 @@
-"""The periodic live backtest of the worker: query ClickHouse, compute, export.
+"""The periodic live backtest of the worker: fetch the rows, compute, export.
 
 `refresh_live_backtest` is the one call the worker makes on a timer (agents/app.py, in
-the ClickHouse thread); `cxpulse evaluate --live` runs the same query and pure function
-and prints the figures instead. `client` is the ClickHouse adapter's client (the sink's):
-clickhouse-connect itself stays in the adapter (pipeline/adapters/clickhouse/queries.py).
+the ClickHouse thread); `cxpulse evaluate --live` runs the same fetch and pure function
+and prints the figures instead. The service knows no adapter: the shell passes the ports,
+`fetch_rows` (pipeline.adapters.clickhouse.queries.live_backtest_rows bound to a client)
+and `export` (pipeline.adapters.observability.metrics.Metrics.churn_backtest).
 """
 from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
 
-from pipeline.domain.backtest import backtest_figures
-from pipeline.adapters.observability.metrics import Metrics
-from pipeline.adapters.clickhouse.queries import live_backtest_rows
+from pipeline.domain.backtest import BacktestRow, backtest_figures
 
 log = logging.getLogger(__name__)
 
+# (horizon_days, as_of or None for the latest event time) -> (as_of used, rows)
+FetchRows = Callable[[float, "datetime | None"], tuple["datetime | None", Sequence[BacktestRow]]]
+# (figures, horizon_days, wall time) -> None
+ExportFigures = Callable[[Mapping[str, Any], float, float], None]
 
-def live_backtest(client: Any, horizon_days: float, as_of: datetime | None = None) -> dict:
+
+def live_backtest(fetch_rows: FetchRows, horizon_days: float, as_of: datetime | None = None) -> dict[str, Any]:
     """{as_of, horizon_days, **backtest_figures} for predictions made horizon_days before as_of
     (default: the latest event time stored)."""
-    at, rows = live_backtest_rows(client, horizon_days, as_of)
+    at, rows = fetch_rows(horizon_days, as_of)
     return {"as_of": at.isoformat() if at else None, "horizon_days": horizon_days, **backtest_figures(rows)}
 
 
-def refresh_live_backtest(client: Any, metrics: Metrics, horizon_days: float, now: float) -> dict | None:
-    """Compute the live backtest and export it as gauges; logs and returns None on failure
+def refresh_live_backtest(fetch_rows: FetchRows, export: ExportFigures, horizon_days: float,
+                          now: float) -> dict[str, Any] | None:
+    """Compute the live backtest and export it (as gauges); logs and returns None on failure
     (a ClickHouse outage must not stop the worker)."""
     try:
-        figures = live_backtest(client, horizon_days)
+        figures = live_backtest(fetch_rows, horizon_days)
     except Exception as exc:  # noqa: BLE001 - reported, retried at the next tick
         log.warning("live backtest failed: %r", exc)
         return None
-    metrics.churn_backtest(figures, horizon_days, now)
+    export(figures, horizon_days, now)
     log.info("live backtest: %s", figures)
     return figures

@@ -246,7 +246,7 @@ class Core:
             a = parse_action(value)
         except ValidationError as exc:
             kinds = {e["type"] for e in exc.errors(include_url=False)}
-            reason = "invalid_json" if kinds & {"json_invalid", "json_type"} else "invalid_record"
+            reason: DeadLetterReason = "invalid_json" if kinds & {"json_invalid", "json_type"} else "invalid_record"
             return dead_letter(rec, reason, _error_text(exc), received_at)
         except (ValueError, RecursionError) as exc:
             return dead_letter(rec, "invalid_json", str(exc) or type(exc).__name__, received_at)
@@ -276,7 +276,7 @@ class Core:
                 out.duplicates += 1
                 out.duplicates_by_topic[rec.topic] = out.duplicates_by_topic.get(rec.topic, 0) + 1
                 continue
-            if outcome != "applied":
+            if outcome == "unknown_alert" or outcome == "case_closed":
                 out.dead_letters.append(dead_letter(rec, outcome, why, received_at))
                 continue
             out.applied += 1
@@ -311,7 +311,7 @@ def complaint_row(state: CustomerState, rec, p: Profile) -> dict:
     }
 
 
-def track_cases(state: CustomerState, changes: list[dict]) -> None:
+def track_cases(state: CustomerState, changes: list[AlertDict]) -> None:
     """Open a case for each alert episode that starts firing; mark the case when it resolves."""
     started = {v[0]: v[2] for v in state.alerts.values()}
     for alert in changes:

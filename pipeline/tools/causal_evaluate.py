@@ -25,6 +25,13 @@ from pipeline.tools.hazard_model import HazardModel
 WINDOW_DAYS = 30
 
 
+def _present(oracle: float | None) -> float:
+    """The oracle of a customer still present at the cut (None only for one already gone)."""
+    if oracle is None:
+        raise ValueError("no oracle for a customer present at the cut")
+    return oracle
+
+
 def run_causal_evaluate(settings: Settings, model: HazardModel, customers: int = 2000, days: int = 180,
                         seed: int = 7, cut_day: int | None = None, end: datetime | None = None,
                         out: Callable[[str], object] | None = print) -> dict:
@@ -51,13 +58,13 @@ def run_causal_evaluate(settings: Settings, model: HazardModel, customers: int =
     ids = sorted(c for c, t in truth.customers.items() if t.present_at(cut_day) and c in res.scores)
     labels = [truth.customers[c].leaves_within(cut_day, WINDOW_DAYS) for c in ids]
     risk = [float(res.scores[c]["churn_risk"]) for c in ids]
-    oracle = [truth.oracle(c, cut_day, WINDOW_DAYS) for c in ids]
+    oracle = [_present(truth.oracle(c, cut_day, WINDOW_DAYS)) for c in ids]   # ids are present at the cut
     auc, auc_oracle = _safe_auc(labels, risk), _safe_auc(labels, oracle)
     share = lift_share(auc, auc_oracle) if auc is not None and auc_oracle is not None and auc_oracle > 0.5 else None
 
-    leavers = [c for c, y in zip(ids, labels) if y and truth.customers[c].driver is not None]
-    planted = [truth.customers[c].driver for c in leavers]
-    named = [[d["factor"] for d in res.scores[c].get("churn_drivers", [])] for c in leavers]
+    leavers = [(c, d) for c, y in zip(ids, labels) if y and (d := truth.customers[c].driver) is not None]
+    planted = [d for _, d in leavers]
+    named = [[d["factor"] for d in res.scores[c].get("churn_drivers", [])] for c, _ in leavers]
     hits: Counter[str] = Counter()
     per: Counter[str] = Counter()
     for d, ns in zip(planted, named):

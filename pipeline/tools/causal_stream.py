@@ -26,6 +26,7 @@ import heapq
 import math
 import random
 from dataclasses import dataclass, field
+from typing import Protocol
 from datetime import datetime, timedelta
 
 from pipeline.tools.hazard_model import (
@@ -84,9 +85,21 @@ class CausalTruth:
         return lines
 
 
+class SimulatedCustomer(Protocol):
+    """What the simulation reads of a generator._Customer (declared here: the generator
+    imports this module, so importing it back would close a cycle)."""
+    id: str
+    single: bool     # single-purchase customer
+    digital: float   # share of digital channels
+    tz: int          # UTC offset, minutes
+    t0: float        # first day active
+    new: bool        # acquired during the window
+    aov: float       # average order value
+
+
 @dataclass
 class _Person:
-    c: object                    # generator._Customer (ids, tz, value, channel mix, ...)
+    c: SimulatedCustomer         # generator._Customer (ids, tz, value, channel mix, ...)
     rate: float                  # orders per day
     q: float                     # experience level: > 0 fewer incidents, < 0 more
     leave_at: float = math.inf   # days since start
@@ -233,7 +246,7 @@ class CausalSimulation:
         if rng.random() < c.digital:
             ch = rng.choice(("app", "app", "web", "mini_program"))
             body: dict = {"stage": "usage", "kind": "service_delivery"}
-            dims = ("reliability", "tangibles")
+            dims: tuple[str, ...] = ("reliability", "tangibles")
         else:
             t = gen.business(t, c)
             if self.deferred(t, "service"):

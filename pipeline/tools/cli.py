@@ -608,6 +608,7 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
 
     from pipeline.tools import evaluate
 
+    result: dict | list[dict]   # a list: one figure set per cut day of the causal mode
     if args.live:
         result = _live_backtest(settings, args)
     elif args.transactions is not None:
@@ -636,12 +637,15 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _live_backtest(settings: Settings, args: argparse.Namespace) -> dict:
-    from pipeline.service.live_backtest import live_backtest
+    from functools import partial
+
+    from pipeline.adapters.clickhouse.queries import live_backtest_rows
     from pipeline.adapters.clickhouse.sink import ClickHouseSink
+    from pipeline.service.live_backtest import live_backtest
 
     horizon = args.backtest_days if args.backtest_days is not None else settings.churn_horizon_days
     with ClickHouseSink(args.clickhouse or settings.dsn) as sink:
-        result = live_backtest(sink.client, horizon, args.as_of)
+        result = live_backtest(partial(live_backtest_rows, sink.client), horizon, args.as_of)
     if result["as_of"] is None:
         print(f"live backtest: no events stored in ClickHouse ({args.clickhouse or settings.dsn}) yet")
         return result

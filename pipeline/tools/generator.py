@@ -827,9 +827,9 @@ def generate(customers: int = 2000, days: int = 60, seed: int = 7, invalid_ratio
 
         causal = simulate(gen, custs, model)
         records, n_dup = _assemble(rng, gen, invalid_ratio, duplicate_ratio)
-        truth = {cid: GroundTruth(cid, t.departed_day is not None, t.departed_at, t.driver)
-                 for cid, t in causal.customers.items()}
-        return GeneratedStream(records, truth, start, end, n_duplicates=n_dup, causal=causal)
+        outcomes = {cid: GroundTruth(cid, t.departed_day is not None, t.departed_at, t.driver)
+                    for cid, t in causal.customers.items()}
+        return GeneratedStream(records, outcomes, start, end, n_duplicates=n_dup, causal=causal)
 
     # planted churners: lower experience and lower value churn a little more often
     n_churn = int(round(churn_share * customers))

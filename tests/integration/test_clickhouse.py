@@ -20,7 +20,7 @@ from pipeline.adapters.clickhouse import queries
 from pipeline.adapters.clickhouse.migrations import apply_migrations, migration_files
 from pipeline.adapters.clickhouse.rows import (
     ALERT_COLUMNS, COMPLAINT_COLUMNS, EVENT_COLUMNS, SCORE_COLUMNS,
-    alert_row, complaint_row, event_row, score_row,
+    alert_row, case_event_row, complaint_row, event_row, score_row,
 )
 from pipeline.adapters.clickhouse.sink import ClickHouseSink, SinkClosed, dedup_token, is_transient
 from schemas.events import EVENT_ADAPTER
@@ -132,6 +132,12 @@ def synthetic(n_events: int, n_customers: int = 5000, seed: int = 7, batch: int 
                          customer_id=cid, tier=tier, as_of=at, churn_risk=0.8, revenue_at_risk=50.0,
                          reasons=["inactivity"], recommended_action="call the customer")
             cur.setdefault("cx_alerts", []).append(alert_row(AlertRecord(**alert).model_dump()))
+            # an operator acknowledges the case of the alert (cx.actions -> cx_case_events)
+            acked = at + timedelta(minutes=2)
+            cur.setdefault("cx_case_events", []).append(case_event_row(dict(
+                alert_id=alert["alert_id"], action_id=f"act-{i}", customer_id=cid, action="acknowledged",
+                occurred_at=acked, staff_id="staff-1", alert_type="churn_risk", severity="warning", tier=tier,
+                alert_fired_at=at, acknowledged_at=acked)))
             if i % 100 == 0:
                 resolved = {**alert, "status": "resolved", "as_of": at + timedelta(minutes=5)}
                 cur["cx_alerts"].append(alert_row(AlertRecord(**resolved).model_dump()))
@@ -161,6 +167,7 @@ def written_counts(batches: list[dict[str, list[dict]]]) -> dict[str, int]:
         "cx_scores_history": lambda r: (r["customer_id"], r["version"]),
         "cx_alerts": lambda r: (r["alert_id"], r["status"]),
         "cx_complaints": lambda r: (r["customer_id"], r["complaint_id"]),
+        "cx_case_events": lambda r: (r["customer_id"], r["alert_id"], r["action_id"]),
     }
     out = {t: len({k(r) for b in batches for r in b.get(t, [])}) for t, k in keys.items()}
     out["cx_scores_latest"] = len({r["customer_id"] for b in batches for r in b["cx_scores_history"]})

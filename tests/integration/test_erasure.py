@@ -116,7 +116,8 @@ def test_erase_removes_the_customer_everywhere_and_it_stays_gone(make_settings, 
             rows = sink.client.query(f"SELECT customer_id, count() FROM {table} GROUP BY customer_id").result_rows
             counts = dict(rows)
             assert "gone-1" not in counts, table
-            assert counts.get("kept-1", 0) > 0 or table in ("cx_alerts",), table
+            # no alert needs to fire and no operator acts here: those tables may hold nobody
+            assert counts.get("kept-1", 0) > 0 or table in ("cx_alerts", "cx_case_events"), table
         erased = sink.client.query("SELECT customer_id FROM cx_erasures").result_rows
     assert erased == [("gone-1",)]
 

@@ -3,9 +3,9 @@ real engine (chDB) with rows written through the real sink from a replay of the 
 and the worker's periodic export as Prometheus gauges."""
 from __future__ import annotations
 
-import time
-
 import math
+import time
+from functools import partial
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.config import load
 from pipeline.domain.backtest import BacktestRow, backtest_figures
-from pipeline.tools.evaluate import roc_auc
+from pipeline.domain.prediction_metrics import roc_auc
 
 # recent: the event tables drop rows older than their 400-day TTL on insert
 END = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -106,7 +106,7 @@ def test_live_backtest_query_on_chdb(filled):
         assert r.churn_risk == pytest.approx(s["churn_risk"]) and r.tier == s["tier"]
         assert r.active == (r.customer_id in active)
     assert 0 < sum(not r.active for r in rows) < len(rows)
-    figures = live_backtest(sink.client, horizon)
+    figures = live_backtest(partial(live_backtest_rows, sink.client), horizon)
     assert figures["customers"] == len(rows)
     assert figures["auc"] == pytest.approx(roc_auc([not r.active for r in rows], [r.churn_risk for r in rows]))
     # an explicit as_of earlier in the stream: fewer predictions to judge
@@ -115,13 +115,14 @@ def test_live_backtest_query_on_chdb(filled):
 
 
 def test_worker_export_sets_the_gauges(filled):
+    from pipeline.adapters.clickhouse.queries import live_backtest_rows
     from pipeline.adapters.observability.metrics import Metrics
     from pipeline.service.live_backtest import refresh_live_backtest
 
     sink, _, _ = filled
     registry = CollectorRegistry()
     metrics = Metrics(registry=registry, topics=())
-    figures = refresh_live_backtest(sink.client, metrics, 10.0, now=1234.0)
+    figures = refresh_live_backtest(partial(live_backtest_rows, sink.client), metrics.churn_backtest, 10.0, now=1234.0)
     assert figures is not None
     get = registry.get_sample_value
     assert get("cxpulse_churn_backtest_auc") == pytest.approx(figures["auc"])
@@ -134,6 +135,7 @@ def test_worker_export_sets_the_gauges(filled):
 
 
 def test_worker_export_survives_a_failing_clickhouse():
+    from pipeline.adapters.clickhouse.queries import live_backtest_rows
     from pipeline.adapters.observability.metrics import Metrics
     from pipeline.service.live_backtest import refresh_live_backtest
 
@@ -142,5 +144,6 @@ def test_worker_export_survives_a_failing_clickhouse():
             raise ConnectionError("clickhouse is down")
 
     registry = CollectorRegistry()
-    assert refresh_live_backtest(Down(), Metrics(registry=registry, topics=()), 30.0, now=1.0) is None
+    metrics = Metrics(registry=registry, topics=())
+    assert refresh_live_backtest(partial(live_backtest_rows, Down()), metrics.churn_backtest, 30.0, now=1.0) is None
     assert registry.get_sample_value("cxpulse_churn_backtest_timestamp_seconds") == 0.0

@@ -16,6 +16,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from pipeline.adapters.clickhouse.tables import CUSTOMER_TABLES, TABLES
+from pipeline.domain.backtest import BacktestRow
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 FAR_FUTURE = datetime(2200, 1, 1, tzinfo=timezone.utc)
@@ -378,13 +379,11 @@ def kpis(client: Client, retention_days: float = 30.0) -> dict[str, Any]:
 
 
 def live_backtest_rows(client: Client, horizon_days: float = 30.0,
-                       as_of: datetime | None = None) -> tuple[datetime | None, list["BacktestRow"]]:
+                       as_of: datetime | None = None) -> tuple[datetime | None, list[BacktestRow]]:
     """(as_of, rows) for the live backtest: every customer with a score published at or before
     as_of − horizon_days, their latest such risk and tier, and whether they were active in
     (as_of − horizon_days, as_of]. as_of defaults to the latest event time in cx_events
     (the stream clock); (None, []) when nothing is stored."""
-    from pipeline.domain.backtest import BacktestRow
-
     if as_of is None:
         as_of = client.query(LAST_EVENT_SQL).result_rows[0][0]
         if as_of is None or as_of <= EPOCH:
