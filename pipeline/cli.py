@@ -52,7 +52,7 @@ def has_module(name: str) -> bool:
 
 
 def _parse_time(text: str) -> datetime:
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    dt = datetime.fromisoformat(text.strip().upper().replace("Z", "+00:00"))
     if dt.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r}: give a time zone offset, e.g. 2026-03-01T00:00:00Z")
     return dt
@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alerts-out", type=Path, default=None)
     p.add_argument("--deadletters-out", type=Path, default=None)
     p.add_argument("--tick-hours", type=float, default=24.0, help="event-time interval of time-driven rules")
+    p.add_argument("--now", type=_parse_time, default=None,
+                   help="the replay's processing clock: events later than it (+ CXPULSE_CLOCK_SKEW_SECONDS) are "
+                        "dead-lettered implausible_time (default: --as-of, else the wall clock at start)")
     p.add_argument("--to-clickhouse", action="store_true",
                    help="backfill: also write events, scores, alerts and complaints to ClickHouse "
                         "(CXPULSE_CLICKHOUSE_DSN; batched by CXPULSE_SINK_BATCH_ROWS / CXPULSE_SINK_FLUSH_SECONDS)")
@@ -183,7 +186,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
-    from datetime import timedelta
+    from datetime import datetime, timedelta, timezone
 
     import orjson
 
@@ -198,6 +201,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     on_batch = None  # set below when backfilling ClickHouse
     if args.to_clickhouse:
         from pipeline.rows import batch_rows
+        from pipeline.service.emit_guard import sink_dead_letters
         from pipeline.sink import ClickHouseSink
 
         sink = ClickHouseSink(settings.dsn, batch_rows=settings.sink_batch_rows,
@@ -207,17 +211,20 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         def backfill(out) -> None:
             sink.add(batch_rows(out))
             sink.flush_if_due()
+            out.dead_letters.extend(sink_dead_letters(sink.take_rejected()))
 
         on_batch = backfill
 
     started = time.perf_counter()
     try:
         with bar("replay", None, quiet) as b:
-            result = replay(read_lines(args.events), settings, as_of=args.as_of,
+            clock = args.now or args.as_of or datetime.now(timezone.utc)
+            result = replay(read_lines(args.events), settings, as_of=args.as_of, clock=clock,
                             tick=timedelta(hours=args.tick_hours) if args.tick_hours > 0 else None,
                             on_progress=lambda n: b.update(completed=n), on_batch=on_batch)
         if sink is not None:
             sink.flush()
+            result.dead_letters.extend(sink_dead_letters(sink.take_rejected()))
     finally:
         if sink is not None:
             sink.close()

@@ -42,6 +42,8 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from pipeline.domain.dead_letter_reasons import REASONS
+
 # `_created` series double the sample count and nobody here queries them.
 prometheus_client.disable_created_metrics()
 
@@ -51,15 +53,9 @@ DEFAULT_INPUT_TOPICS: tuple[str, ...] = ("cx.touchpoints", "cx.orders", "cx.comp
 
 def _vocabularies() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """Dead-letter reasons, alert types, tiers and alert severities of the wire contract."""
-    try:
-        from schemas.outputs import AlertRecord, AlertType, DeadLetter, Tier
-        return (get_args(DeadLetter.model_fields["reason"].annotation),
-                tuple(t.value for t in AlertType), tuple(t.value for t in Tier),
-                get_args(AlertRecord.model_fields["severity"].annotation))
-    except Exception:  # keep metrics importable on their own
-        return (("invalid_json", "invalid_record", "wrong_topic", "wrong_key", "too_late", "too_large",
-                 "processing_error"), ("churn_risk", "sla_breach", "failed_recovery"),
-                ("standard", "silver", "gold", "platinum"), ("warning", "critical"))
+    from schemas.outputs import AlertRecord, AlertType, Tier
+    return (REASONS, tuple(t.value for t in AlertType), tuple(t.value for t in Tier),
+            get_args(AlertRecord.model_fields["severity"].annotation))
 
 
 DEADLETTER_REASONS, ALERT_TYPES, TIERS, ALERT_SEVERITIES = _vocabularies()

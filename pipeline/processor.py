@@ -5,6 +5,7 @@ micro-batches, and say what to publish and store. Used unchanged by the Faust ag
 from __future__ import annotations
 
 import base64
+import re
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -15,12 +16,17 @@ from pydantic import ValidationError
 from pipeline import alerts
 from pipeline.churn import PopulationParams
 from pipeline.config import Settings
+from pipeline.domain.dead_letter_reasons import DeadLetterReason as R
+from pipeline.domain.id_policy import id_problem
+from pipeline.domain.plausible_time import PlausibleWindow
 from pipeline.scoring import Profile, ScoringParams, apply, iso, profile, score_record
 from pipeline.state import CustomerState
 from schemas.events import EVENT_ADAPTER, Complaint, Order, Touchpoint
 
 MAX_RECORD_BYTES = 64 * 1024
 Event = Touchpoint | Order | Complaint
+ID_FIELDS = ("event_id", "customer_id", "staff_id", "order_id", "complaint_id")
+TIME_FIELDS = ("occurred_at", "promised_at", "fulfilled_at")
 OFFSET_SLOT = {"touchpoint": 0, "order": 1, "complaint": 2}   # CustomerState.offs slot per event type (= input topic)
 
 
@@ -79,10 +85,21 @@ def _error_text(exc: ValidationError) -> str:
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
+def _reason_of(exc: ValidationError) -> R:
+    """The dead-letter reason of a schema error: personal data in an id first (it is what
+    an operator must hear about), then a bad id, then not JSON, then any other breach."""
+    kinds = {e["type"] for e in exc.errors(include_url=False)}
+    if R.personal_data.value in kinds:
+        return R.personal_data
+    if R.invalid_id.value in kinds:
+        return R.invalid_id
+    return R.invalid_json if kinds & {"json_invalid", "json_type"} else R.invalid_record
+
+
 def dead_letter(rec: RawRecord, reason: str, error: str, received_at: float | None = None) -> dict:
     return {
         "schema_version": 1,
-        "reason": reason,
+        "reason": R(reason).value,
         "error": error[:2000],
         "source_topic": rec.topic,
         "partition": rec.partition,
@@ -103,34 +120,57 @@ class Core:
         self.population = population or replace(PopulationParams.load(settings.population_file),
                                                 horizon_days=settings.churn_horizon_days)
         self.topic_type = settings.topic_type
+        self.window = PlausibleWindow.from_settings(settings)
+        self.currency = settings.currency
+        self.id_pattern = re.compile(settings.id_pattern) if settings.id_pattern else None
 
     # --- decoding ---------------------------------------------------------------------
-    def decode(self, rec: RawRecord, expected_type: str | None = None) -> Event | dict:
-        """A validated event, or a dead-letter record saying why not."""
+    def decode(self, rec: RawRecord, expected_type: str | None = None, *, clock: float | None = None,
+               keyed: bool = False) -> Event | dict:
+        """A validated event, or a dead-letter record saying why not. `clock` is the
+        processing clock (the plausible window's ceiling; None = only the hard limit);
+        `keyed`: the record comes from Kafka and must be keyed by its customer_id."""
         value = rec.value
+        received_at = clock
         if value is None:
-            return dead_letter(rec, "invalid_json", "empty message (null value)")
+            return dead_letter(rec, R.invalid_json, "empty message (null value)", received_at)
         if len(value) > MAX_RECORD_BYTES:
-            return dead_letter(rec, "too_large", f"record of {len(value)} bytes exceeds {MAX_RECORD_BYTES}")
+            return dead_letter(rec, R.too_large, f"record of {len(value)} bytes exceeds {MAX_RECORD_BYTES}",
+                               received_at)
         try:
             ev = EVENT_ADAPTER.validate_json(value)
         except ValidationError as exc:
-            kinds = {e["type"] for e in exc.errors(include_url=False)}
-            reason = "invalid_json" if kinds & {"json_invalid", "json_type"} else "invalid_record"
-            return dead_letter(rec, reason, _error_text(exc))
+            return dead_letter(rec, _reason_of(exc), _error_text(exc), received_at)
         except (ValueError, RecursionError) as exc:
-            return dead_letter(rec, "invalid_json", str(exc) or type(exc).__name__)
+            return dead_letter(rec, R.invalid_json, str(exc) or type(exc).__name__, received_at)
         expected = expected_type or self.topic_type.get(rec.topic)
         if expected is not None and ev.type != expected:
-            return dead_letter(rec, "wrong_topic", f"a {ev.type} record on {rec.topic}, which carries {expected} records")
+            return dead_letter(rec, R.wrong_topic, f"a {ev.type} record on {rec.topic}, which carries {expected} records",
+                               received_at)
+        if keyed and rec.key is None:
+            return dead_letter(rec, R.wrong_key, "message without a key (records must be keyed by customer_id, "
+                                                 "or they spread over partitions)", received_at)
         if rec.key is not None and rec.key != ev.customer_id.encode():
-            return dead_letter(rec, "wrong_key", "message key differs from customer_id (records must be keyed by customer_id)")
+            return dead_letter(rec, R.wrong_key, "message key differs from customer_id (records must be keyed by customer_id)",
+                               received_at)
+        if self.id_pattern is not None:
+            for name in ID_FIELDS:
+                v = getattr(ev, name, None)
+                if v is not None and (problem := id_problem(v, self.id_pattern)) is not None:
+                    return dead_letter(rec, problem[0], f"{name}: {problem[1]}", received_at)
+        problem = self.window.problem({f: getattr(ev, f, None) for f in TIME_FIELDS}, clock)
+        if problem is not None:
+            return dead_letter(rec, R.implausible_time, problem, received_at)
+        if isinstance(ev, Order) and ev.currency != self.currency:
+            return dead_letter(rec, R.unsupported_currency,
+                               f"currency {ev.currency}: this deployment sums revenue in {self.currency} only "
+                               f"(CXPULSE_CURRENCY)", received_at)
         return ev
 
     # --- micro-batches ------------------------------------------------------------------
     def process(self, records: Iterable[RawRecord], load: Callable[[str], CustomerState | None],
                 expected_type: Callable[[RawRecord], str | None] | None = None, *,
-                source_offsets: bool = False) -> BatchResult:
+                source_offsets: bool = False, clock: float | None = None) -> BatchResult:
         """Apply a micro-batch. `load(customer_id)` returns the stored state (or None).
         Scores are coalesced: one per touched customer, as of its latest event.
 
@@ -138,14 +178,19 @@ class Core:
         arrive in offset order per partition) also deduplicates exactly by source offset:
         a record at or below the customer's last applied offset for its topic is a
         redelivery and counts as a duplicate, however many events ago it was applied.
-        Replay and tests feed synthetic offsets and leave it off."""
+        Replay and tests feed synthetic offsets and leave it off. Records from Kafka must
+        carry their customer_id as key: with `source_offsets` a null key is `wrong_key`.
+
+        `clock` is the processing clock (epoch seconds), given by the caller (the worker:
+        the wall clock; replay: the file's clock): timestamps later than it plus the
+        allowed skew are dead-lettered `implausible_time` (pipeline/domain/plausible_time.py)."""
         out = BatchResult()
         touched: dict[str, CustomerState] = out.states
         complaint_ids: dict[str, set[str]] = {}
         applied_events: list[Event] = []
         for rec in records:
             out.consumed[rec.topic] = out.consumed.get(rec.topic, 0) + 1
-            ev = self.decode(rec, expected_type(rec) if expected_type else None)
+            ev = self.decode(rec, expected_type(rec) if expected_type else None, clock=clock, keyed=source_offsets)
             if isinstance(ev, dict):
                 out.dead_letters.append(ev)
                 continue
@@ -172,9 +217,16 @@ class Core:
                 continue
             if outcome == "too_late":
                 out.dead_letters.append(dead_letter(
-                    rec, "too_late",
+                    rec, R.too_late,
                     f"occurred_at {ev.occurred_at.isoformat()} is more than {self.params.lateness_seconds:.0f}s "
-                    f"older than this customer's latest event {iso(state.wm)}"))
+                    f"older than this customer's latest event {iso(state.wm)}", clock))
+                continue
+            if outcome == "too_many_open_complaints":
+                out.dead_letters.append(dead_letter(
+                    rec, R.too_many_open_complaints,
+                    f"the customer already has {self.params.max_open_complaints} open complaints "
+                    f"(CXPULSE_MAX_OPEN_COMPLAINTS); resolve or close some first", clock))
+                touched[cid] = state
                 continue
             if source_offsets:
                 state.applied_at(slot, rec.partition, rec.offset)

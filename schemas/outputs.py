@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from pipeline.domain.dead_letter_reasons import REASONS
 from schemas.events import Stage
 
 Score100 = Annotated[float, Field(ge=0, le=100)]
@@ -95,8 +96,7 @@ class DeadLetter(BaseModel):
     """A record that could not be parsed, validated or applied, with why and where from."""
     model_config = ConfigDict(extra="forbid")
     schema_version: Literal[1] = 1
-    reason: Literal["invalid_json", "invalid_record", "wrong_topic", "wrong_key", "too_late", "too_large",
-                    "processing_error"]
+    reason: Literal[REASONS]   # pipeline/domain/dead_letter_reasons.py
     error: str
     source_topic: str
     partition: int

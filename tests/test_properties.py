@@ -16,8 +16,8 @@ SETTINGS = Settings(lateness_seconds=3600)
 CORE = Core(SETTINGS)
 TOPIC = SETTINGS.topic_for_type
 
-ratings = st.dictionaries(st.sampled_from(["tangibles", "reliability", "responsiveness", "assurance", "empathy"]),
-                          st.integers(1, 5), max_size=3)
+ratings = st.none() | st.dictionaries(st.sampled_from(["tangibles", "reliability", "responsiveness", "assurance",
+                                                       "empathy"]), st.integers(1, 5), min_size=1, max_size=3)
 
 
 @st.composite
