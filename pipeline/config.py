@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     currency: str = Field("EUR", description="the business currency (ISO 4217); orders in other currencies "
                                              "are dead-lettered unsupported_currency")
     id_pattern: str = Field("", description="optional regex every id must also match (narrows the contract's "
-                                            "id pattern, e.g. ^C[0-9]{6}$); empty = the contract's pattern only")
+                                            "id pattern for all id fields, e.g. ^[A-Za-z0-9-]{1,36}$); empty = the contract's pattern only")
     max_open_complaints: int = Field(
         100, ge=1, description="open complaints kept per customer; one more is dead-lettered too_many_open_complaints")
 

@@ -127,12 +127,12 @@ def replay(values: Iterable[bytes], settings: Settings, as_of: datetime | None =
     for offset, value in enumerate(values):
         result.read += 1
         kind, ts = _peek(value)
+        if ts is not None and limit is not None and ts > limit:
+            result.after_as_of += 1
+            continue
         if ts is not None and not (window.floor <= ts <= window.ceiling(now)):
             ts = None   # implausible: the core dead-letters it; it moves no tick
         if ts is not None:
-            if limit is not None and ts > limit:
-                result.after_as_of += 1
-                continue
             if step is not None:
                 if next_tick is None:
                     next_tick = (ts // step + 1) * step

@@ -19,7 +19,8 @@ from enum import Enum
 from typing import Annotated, Literal, Union
 
 from pydantic import (
-    AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, model_validator,
+    AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, WithJsonSchema,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -166,7 +167,11 @@ def _json_decimal(v: object) -> object:
 
 
 NonNegDecimal = Annotated[Decimal, BeforeValidator(_json_decimal),
-                          Field(ge=0, max_digits=18, decimal_places=4, allow_inf_nan=False)]
+                          Field(ge=0, max_digits=18, decimal_places=4, allow_inf_nan=False),
+                          WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0, "maximum": 99_999_999_999_999},
+                                                    {"type": "string", "pattern": DECIMAL_STRING}],
+                                          "description": "a decimal >= 0 with at most 4 decimals and 18 digits: "
+                                                         "a JSON number or a string like \"19.90\""})]
 
 
 def _iso_4217(v: str) -> str:

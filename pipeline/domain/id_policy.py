@@ -20,8 +20,8 @@ Rejections say which rule was broken and never echo the value (it may be persona
 
 A bare run of digits (`4915112345678`) cannot be told from a customer number and is
 accepted; digit groups split like a phone number (`555-010-9999`, `030.1234.5678`) are
-not. A deployment can narrow the pattern with `CXPULSE_ID_PATTERN` (e.g. `^C[0-9]{6}$`):
-ids must then match both.
+not. A deployment can narrow the pattern with `CXPULSE_ID_PATTERN` (e.g.
+`^[A-Za-z0-9-]{1,36}$` for UUID-style keys): every id (all five fields) must then match both.
 """
 from __future__ import annotations
 
@@ -50,9 +50,9 @@ def id_problem(value: str, narrower: re.Pattern[str] | None = None) -> tuple[str
         return PERSONAL_DATA, "looks like it contains an e-mail address (ids must be pseudonymous)"
     if PHONE_SHAPE.search(value):
         return PERSONAL_DATA, "looks like it contains a phone number (ids must be pseudonymous)"
-    if not _ID.match(value):
+    if not _ID.fullmatch(value):
         return INVALID_ID, f"must match {ID_PATTERN} (ASCII letters, digits and . _ : -; " \
                            f"no whitespace, control, bidi or other non-ASCII characters)"
-    if narrower is not None and not narrower.match(value):
+    if narrower is not None and not narrower.fullmatch(value):
         return INVALID_ID, f"must match the configured id pattern {narrower.pattern}"
     return None
