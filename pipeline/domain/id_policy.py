@@ -20,7 +20,7 @@ Rejections say which rule was broken and never echo the value (it may be persona
 
 A bare run of digits (`4915112345678`) cannot be told from a customer number and is
 accepted; digit groups split like a phone number (`555-010-9999`, `030.1234.5678`) are
-not. A deployment can narrow the pattern with `CXPULSE_ID_PATTERN` (e.g.
+not, UUIDs are (see PHONE_GROUPS). A deployment can narrow the pattern with `CXPULSE_ID_PATTERN` (e.g.
 `^[A-Za-z0-9-]{1,36}$` for UUID-style keys): every id (all five fields) must then match both.
 """
 from __future__ import annotations
@@ -33,10 +33,14 @@ _ID = re.compile(ID_PATTERN)
 # An e-mail address anywhere in the value (local@domain.tld).
 EMAIL_SHAPE = re.compile(r"[^\s@]+@[^\s@]+\.[A-Za-z]{2,}")
 # Phone numbers anywhere in the value: international (+44 20 7946 0958, +4915112345678),
-# an area code in parentheses ((555) 010-4477), or three digit groups split by - . or
-# space (555-010-9999, 030 1234 5678). The last alternative is also in the exported JSON
-# Schema (`not` pattern), since the id pattern's character set admits it.
-PHONE_GROUPS = r"(?<![0-9])[0-9]{2,4}[-. ][0-9]{3,4}[-. ][0-9]{3,4}(?![0-9])"
+# an area code in parentheses ((555) 010-4477), the North American 3-3-4 groups split by
+# - . or space (555-010-9999), or 2-4 / 3-4 / 3-4 digit groups split by . or space
+# (030.1234.5678). Groups split by `-` are matched in the 3-3-4 form only: a UUID
+# (8-4-4-4-12 hex) often has three all-digit groups of four and must stay an id. The
+# digit-group alternatives are also in the exported JSON Schema (a `not` pattern), since
+# the id pattern's character set admits them.
+PHONE_GROUPS = (r"(?<![0-9A-Za-z])(?:[0-9]{3}[-. ][0-9]{3}[-. ][0-9]{4}|[0-9]{2,4}[. ][0-9]{3,4}[. ][0-9]{3,4})"
+                r"(?![0-9A-Za-z])")
 PHONE_SHAPE = re.compile(r"\+\s*[0-9][0-9 ().-]{5,}[0-9]|\(\s*[0-9]{2,5}\s*\)\s*[0-9]|" + PHONE_GROUPS)
 
 PERSONAL_DATA = "personal_data"
