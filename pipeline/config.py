@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     @field_validator("currency")
     @classmethod
     def _iso_currency(cls, v: str) -> str:
-        from pipeline.domain.currencies import ISO_4217
+        from schemas.currencies import ISO_4217
         if v not in ISO_4217:
             raise ValueError(f"{v!r} is not an ISO 4217 currency code")
         return v

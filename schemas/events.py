@@ -5,7 +5,7 @@ an offset, unknown fields (which could carry personal data) and wrong types are 
 Numbers and integers are JSON numbers (no strings, no booleans: `"95"` and `true` are
 errors). Amounts (`amount`, `compensation`) are decimals given as a JSON number or as a
 JSON string in plain ASCII decimal notation (`"19.90"`; not `"1_000"`, `"1e3"` or
-non-ASCII digits). Ids follow pipeline/domain/id_policy.py (no e-mail or phone shapes,
+non-ASCII digits). Ids follow schemas/id_policy.py (no e-mail or phone shapes,
 no whitespace, control, bidi or non-ASCII characters). `ratings` must rate something.
 Currencies are ISO 4217 codes. Whether a timestamp is plausible (not before the floor,
 not after the processing clock) depends on the clock and is checked when records are
@@ -24,8 +24,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from pipeline.domain.currencies import ISO_4217
-from pipeline.domain.id_policy import ID_PATTERN, PHONE_GROUPS, id_problem
+from schemas.currencies import ISO_4217
+from schemas.id_policy import ID_PATTERN, PHONE_GROUPS, id_problem
 
 # RFC 3339 date-time with an offset (a space for "T" is tolerated, as RFC 3339 allows).
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")

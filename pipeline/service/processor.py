@@ -16,7 +16,7 @@ from pipeline.domain import alerts
 from pipeline.domain.churn import PopulationParams, fit_population
 from pipeline.domain.scoring import Profile, ScoringParams, apply, iso, profile, score_record
 from pipeline.domain.case import alert_resolved, apply_action, open_case, prune_cases
-from pipeline.domain.id_policy import id_problem
+from schemas.id_policy import id_problem
 from pipeline.domain.plausible_time import PlausibleWindow
 from pipeline.domain.state import CustomerState, legacy_fingerprint
 from schemas.actions import ActionRecord, parse_action
@@ -170,11 +170,11 @@ class Core:
         if self.id_pattern is not None:
             for name in ID_FIELDS:
                 v = getattr(ev, name, None)
-                if v is not None and (problem := id_problem(v, self.id_pattern)) is not None:
-                    return dead_letter(rec, problem[0], f"{name}: {problem[1]}", received_at)
-        problem = self.window.problem({f: getattr(ev, f, None) for f in TIME_FIELDS}, received_at)
-        if problem is not None:
-            return dead_letter(rec, "implausible_time", problem, received_at)
+                if v is not None and (bad_id := id_problem(v, self.id_pattern)) is not None:
+                    return dead_letter(rec, bad_id[0], f"{name}: {bad_id[1]}", received_at)
+        bad_time = self.window.problem({f: getattr(ev, f, None) for f in TIME_FIELDS}, received_at)
+        if bad_time is not None:
+            return dead_letter(rec, "implausible_time", bad_time, received_at)
         if isinstance(ev, Order) and ev.currency != self.currency:
             return dead_letter(rec, "unsupported_currency",
                                f"currency {ev.currency}: this deployment sums revenue in {self.currency} only "

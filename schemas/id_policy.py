@@ -26,6 +26,9 @@ not, UUIDs are (see PHONE_GROUPS). A deployment can narrow the pattern with `CXP
 from __future__ import annotations
 
 import re
+from typing import Literal
+
+IdReason = Literal["personal_data", "invalid_id"]   # dead-letter reasons (schemas/outputs.py)
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 _ID = re.compile(ID_PATTERN)
@@ -43,11 +46,11 @@ PHONE_GROUPS = (r"(?<![0-9A-Za-z])(?:[0-9]{3}[-. ][0-9]{3}[-. ][0-9]{4}|[0-9]{2,
                 r"(?![0-9A-Za-z])")
 PHONE_SHAPE = re.compile(r"\+\s*[0-9][0-9 ().-]{5,}[0-9]|\(\s*[0-9]{2,5}\s*\)\s*[0-9]|" + PHONE_GROUPS)
 
-PERSONAL_DATA = "personal_data"
-INVALID_ID = "invalid_id"
+PERSONAL_DATA: IdReason = "personal_data"
+INVALID_ID: IdReason = "invalid_id"
 
 
-def id_problem(value: str, narrower: re.Pattern[str] | None = None) -> tuple[str, str] | None:
+def id_problem(value: str, narrower: re.Pattern[str] | None = None) -> tuple[IdReason, str] | None:
     """(dead-letter reason, message) when `value` is not an acceptable id; None when it is.
     The message never contains the value."""
     if EMAIL_SHAPE.search(value):
