@@ -297,9 +297,7 @@ class Core:
         try:
             a = parse_action(value)
         except ValidationError as exc:
-            kinds = {e["type"] for e in exc.errors(include_url=False)}
-            reason = "invalid_json" if kinds & {"json_invalid", "json_type"} else "invalid_record"
-            return dead_letter(rec, reason, _error_text(exc), received_at)
+            return dead_letter(rec, _reason_of(exc), _error_text(exc), received_at)
         except (ValueError, RecursionError) as exc:
             return dead_letter(rec, "invalid_json", str(exc) or type(exc).__name__, received_at)
         if rec.key is not None and rec.key != a.customer_id.encode():
