@@ -27,6 +27,7 @@ from pipeline.adapters.kafka import kafka_io, topics
 from pipeline.adapters.clickhouse import queries
 from pipeline.bootstrap import build_core
 from pipeline.config import Settings
+from pipeline.domain.vocabulary import DEAD_LETTER_REASONS as VOCABULARY
 from pipeline.tools.generator import generate
 from pipeline.service.processor import MAX_RECORD_BYTES, RawRecord
 from pipeline.adapters.clickhouse.sink import ClickHouseSink

@@ -1,7 +1,7 @@
 """Valid-looking hostile input (issue 20): records that pass a loose reading of the
 contract but carry extreme or hostile values. One test (or more) per defect of the issue;
 each failed on the code before the fix. The worker's poison-pill and null-key cases run
-through a real worker in tests/test_hostile_input.py (`make faults`)."""
+through a real worker in tests/drills/test_hostile_input.py (`make faults`)."""
 from __future__ import annotations
 
 import threading
