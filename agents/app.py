@@ -28,6 +28,7 @@ from agents import kafka_compat
 from pipeline.service import recovery_check
 from pipeline.adapters.clickhouse import rows as ch_rows
 from pipeline.adapters.clickhouse.queries import live_backtest_rows
+from pipeline.adapters.clickhouse.sink import sink_dead_letters
 from pipeline.adapters.state_codec import decode_state, encode_state
 from pipeline.bootstrap import build_core, build_sink
 from pipeline.config import Settings, load
@@ -35,6 +36,7 @@ from pipeline.tools.erasure import requested_at as erasure_requested_at
 from pipeline.adapters.kafka.kafka_io import first_offset_at
 from pipeline.adapters.observability.metrics import METRICS, render
 from pipeline.service.offset_guard import OffsetGuard
+from pipeline.service.emit_guard import PreparedBatch, guarded_batch, prepare
 from pipeline.service.processor import OFFSET_SLOT, BatchResult, Core, RawRecord, dead_letter
 from pipeline.domain.scoring import profile, score_record
 from pipeline.service.live_backtest import refresh_live_backtest
@@ -128,7 +130,7 @@ def track_past_sla(result: BatchResult) -> None:
     METRICS.complaints_past_sla(by_tier)
 
 
-async def emit(result: BatchResult) -> None:
+async def emit(result: BatchResult, prepared: PreparedBatch | None = None) -> None:
     """Publish outputs, write ClickHouse rows (durable), and only then store the states.
 
     The order makes a crash (kill -9) safe: a state reaches the table's changelog only
@@ -138,29 +140,35 @@ async def emit(result: BatchResult) -> None:
     and the compacted score topic absorb repeats). Storing the states first lost data:
     the recovered state already held the events, their re-delivery counted as
     `duplicate`, and scores / rows that had not left the process never did.
+    Rows and messages come prepared (`guarded_batch`: a record whose rows or messages
+    cannot be built is a dead letter already); rows ClickHouse refuses as data come back
+    as `unstorable` dead letters.
     """
+    prepared = prepared or prepare(result, ch_rows.batch_rows)
     track_past_sla(result)
     # send_soon: buffered, no await per record. `commit_inputs` flushes the producer before
     # it commits offsets, so an output is on the broker before its input counts as done.
+    topic_of = {"score": scores_topic, "alert": alerts_topic, "deadletter": deadletter_topic}
+    for m in prepared.messages:
+        topic_of[m.kind].send_soon(key=m.key, value=m.value)
     for score in result.scores:
-        scores_topic.send_soon(key=score["customer_id"].encode(), value=orjson.dumps(score))
         METRICS.churn_risk(score["churn_risk"], score["tier"])
     for alert in result.alerts:
-        alerts_topic.send_soon(key=alert["customer_id"].encode(), value=orjson.dumps(alert))
         if alert["status"] == "firing":
             METRICS.alert_raised(alert["type"], alert["tier"], alert["severity"])
         else:
             METRICS.alert_resolved(alert["type"], alert["tier"], alert["severity"])
     for dl in result.dead_letters:
-        key = dl["key_b64"]
-        deadletter_topic.send_soon(key=None if key is None else key.encode(), value=orjson.dumps(dl))
         METRICS.deadlettered(dl["source_topic"], dl["reason"])
     METRICS.scores_published(len(result.scores))
-    batch = ch_rows.batch_rows(result)
-    if any(batch.values()):
-        await write_sink(batch)
+    if any(prepared.rows.values()):
+        await write_sink(prepared.rows)
+        for dl in sink_dead_letters(sink.take_rejected(), time.time()):
+            deadletter_topic.send_soon(key=None if dl["key_b64"] is None else dl["key_b64"].encode(),
+                                       value=orjson.dumps(dl))
+            METRICS.deadlettered(dl["source_topic"], dl["reason"])
     if result.states:
-        if result.scores or result.alerts or result.dead_letters:
+        if prepared.messages:
             await app.producer.flush()
         for cid, state in result.states.items():
             states[cid.encode()] = encode_state(state)
@@ -186,10 +194,14 @@ async def score_events(stream):
         records = [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.key, e.value)
                    for e in selection.accepted]
         async with state_lock():
-            result = process_guarded(records)
+            now = time.time()   # received_at, the processing clock: the plausible window ends at it + the allowed skew
+            prepared = guarded_batch(records, lambda recs, load: core.process(recs, load, received_at=now,
+                                                                              source_offsets=True),
+                                     load_state, now, ch_rows.batch_rows)
+            result = prepared.result
             if result.latest_event_time:
                 clock.observe(result.latest_event_time, time.time())
-            await emit(result)
+            await emit(result, prepared)
         guard.advance(selection.cursor)
         await seek_back(selection.ahead)
         for topic, n in result.consumed.items():
@@ -366,27 +378,6 @@ async def commit_completed_inputs() -> None:
     await app.producer.flush()
     if await app.consumer._commit(offsets):  # type: ignore[attr-defined]  # Faust's own commit path minus its ack books
         guard.committed_at(offsets)
-
-
-def process_guarded(records: list[RawRecord]) -> BatchResult:
-    """Process a micro-batch. An unexpected error must not escape (it would stop the
-    agent): the batch is retried record by record, and a record that still fails is
-    dead-lettered as `processing_error` (never lost silently)."""
-    try:
-        return core.process(records, load_state, received_at=time.time(), source_offsets=True)
-    except Exception:
-        log.exception("micro-batch of %d records failed; isolating the failing records", len(records))
-    merged = BatchResult()
-    for rec in records:
-        try:
-            one = core.process([rec], lambda cid: merged.states.get(cid) or load_state(cid), received_at=time.time(),
-                               source_offsets=True)
-        except Exception as exc:
-            merged.dead_letters.append(dead_letter(rec, "processing_error", f"{type(exc).__name__}: {exc}", time.time()))
-            merged.consumed[rec.topic] = merged.consumed.get(rec.topic, 0) + 1
-            continue
-        merged.merge(one)
-    return merged
 
 
 erasures = app.topic(settings.topic_erasures, key_serializer="raw", value_serializer="raw")

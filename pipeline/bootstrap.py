@@ -15,6 +15,7 @@ import orjson
 
 from pipeline.config import Settings
 from pipeline.domain.churn import PopulationParams
+from pipeline.domain.plausible_time import PlausibleWindow
 from pipeline.domain.scoring import ScoringParams
 from pipeline.service.processor import Core
 
@@ -31,7 +32,7 @@ def scoring_params(settings: Settings) -> ScoringParams:
     return ScoringParams(settings.half_life_days, float(settings.lateness_seconds), settings.tier_thresholds,
                          tuple(settings.cxi_weights), settings.sla_max_ack_seconds, calendar_from_settings(settings),
                          settings.resolve_in_business_hours, settings.sla_warning_share,
-                         float(settings.escalate_after_seconds))
+                         float(settings.escalate_after_seconds), settings.max_open_complaints)
 
 
 def read_population(path: Path | None) -> PopulationParams:
@@ -48,8 +49,15 @@ def population(settings: Settings) -> PopulationParams:
     return replace(read_population(settings.population_file), horizon_days=settings.churn_horizon_days)
 
 
+def plausible_window(settings: Settings) -> PlausibleWindow:
+    """Which event times are plausible (its ceiling follows the core's `received_at`)."""
+    return PlausibleWindow(settings.time_floor.timestamp(), settings.clock_skew_seconds,
+                           settings.promise_horizon_days * 86400.0)
+
+
 def build_core(settings: Settings, population_params: PopulationParams | None = None) -> Core:
-    return Core(scoring_params(settings), population_params or population(settings), settings.topic_type)
+    return Core(scoring_params(settings), population_params or population(settings), settings.topic_type,
+                plausible_window(settings), settings.currency, settings.id_pattern)
 
 
 def build_sink(settings: Settings, metrics: Metrics | None = None) -> ClickHouseSink:

@@ -5,12 +5,18 @@ e.g. `CXPULSE_KAFKA_PORT=29092`. The README's configuration table lists them.
 """
 from __future__ import annotations
 
+import re
+from datetime import datetime, timezone
 from pathlib import Path
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Latest time any timestamp may have, whatever the clock says (ClickHouse's DateTime range).
+from pipeline.domain.plausible_time import TIME_CEILING_HARD  # noqa: E402
+
+_UTC = timezone.utc
 
 
 class Settings(BaseSettings):
@@ -72,6 +78,48 @@ class Settings(BaseSettings):
         (0.11, 0.32, 0.22, 0.19, 0.16),
         description="CXI weights: tangibles, reliability, responsiveness, assurance, empathy",
     )
+
+
+    # --- input contract -------------------------------------------------------------
+    time_floor: datetime = Field(
+        datetime(2000, 1, 1, tzinfo=_UTC),
+        description="earliest plausible occurred_at / promised_at / fulfilled_at; older is dead-lettered implausible_time")
+    clock_skew_seconds: float = Field(
+        900.0, ge=0, description="how far occurred_at / fulfilled_at may be ahead of the processing clock "
+                                 "(producer clock skew); later is dead-lettered implausible_time. Keep it well "
+                                 "below lateness_seconds: a fast clock moves a customer's watermark at most this far")
+    promise_horizon_days: float = Field(
+        731.0, ge=0, description="how far promised_at may be after the clock (a promise is a future date)")
+    currency: str = Field("EUR", description="the business currency (ISO 4217); orders in other currencies "
+                                             "are dead-lettered unsupported_currency")
+    id_pattern: str = Field("", description="optional regex every id must also match (narrows the contract's "
+                                            "id pattern for all id fields, e.g. ^[A-Za-z0-9-]{1,36}$); empty = the contract's pattern only")
+    max_open_complaints: int = Field(
+        100, ge=1, description="open complaints kept per customer; one more is dead-lettered too_many_open_complaints")
+
+    @field_validator("time_floor")
+    @classmethod
+    def _floor_in_range(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            v = v.replace(tzinfo=_UTC)
+        if not (datetime(1970, 1, 1, tzinfo=_UTC) <= v < TIME_CEILING_HARD):
+            raise ValueError("time_floor must be between 1970-01-01 and 2106 (ClickHouse DateTime range)")
+        return v
+
+    @field_validator("currency")
+    @classmethod
+    def _iso_currency(cls, v: str) -> str:
+        from schemas.currencies import ISO_4217
+        if v not in ISO_4217:
+            raise ValueError(f"{v!r} is not an ISO 4217 currency code")
+        return v
+
+    @field_validator("id_pattern")
+    @classmethod
+    def _regex(cls, v: str) -> str:
+        if v:
+            re.compile(v)
+        return v
 
     @field_validator("data_dir")
     @classmethod

@@ -93,8 +93,23 @@ class AlertRecord(BaseModel):
     complaint_id: str | None = None
 
 
-DeadLetterReason = Literal["invalid_json", "invalid_record", "wrong_topic", "wrong_key", "too_late", "too_large",
-                           "processing_error", "unknown_alert", "case_closed"]
+DeadLetterReason = Literal[
+    "invalid_json",              # not JSON, or not an object
+    "invalid_record",            # JSON that breaks the input schema
+    "wrong_topic",               # a record of another type than its topic carries
+    "wrong_key",                 # Kafka key missing (null), empty or not the customer_id
+    "too_late",                  # older than the lateness bound behind the customer's latest event
+    "too_large",                 # over MAX_RECORD_BYTES
+    "processing_error",          # valid, but applying or emitting it failed (a bug or a data limit)
+    "unknown_alert",             # an action on cx.actions for an alert/case that does not exist
+    "case_closed",               # an action on a case that is already closed
+    "implausible_time",          # a timestamp outside the plausible window (floor .. received_at + skew)
+    "personal_data",             # an id shaped like an e-mail address or a phone number
+    "invalid_id",                # an id outside the id pattern (whitespace, control/bidi, non-ASCII, ...)
+    "unsupported_currency",      # an ISO 4217 currency other than the business currency
+    "too_many_open_complaints",  # a customer already has MAX_OPEN_COMPLAINTS open complaints
+    "unstorable",                # ClickHouse refused the row as data (not transport): kept here
+]
 
 
 class DeadLetter(BaseModel):

@@ -2,8 +2,10 @@
 names and the decayed accumulators as a positional list (ACC_SLOTS). The Faust table keeps
 these bytes per customer; the Quix peer keeps them in its state store.
 
-Format 1 (`v`) grew optional fields over time (`offs`, `erased`, `spent`); a state written
-before one of them reads with its default (see pipeline/domain/state.py).
+Format 1 (`v`) grew optional fields over time (`offs`, `erased`, `spent`, `cases`); a state
+written before one of them reads with its default (see pipeline/domain/state.py). The
+dedup ids are stored as `sid` (64-bit fingerprint + event second each); a state written
+before them holds 32-bit fingerprints as `ids`, read as entries of its watermark's second.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from dataclasses import fields
 import orjson
 
 from pipeline.domain.state import (
-    DIM_KEY, FACTOR_KEY, OPPORTUNITY_KEY, STATE_FORMAT, ComplaintRec, CustomerState,
+    DIM_KEY, FACTOR_KEY, OPPORTUNITY_KEY, STATE_FORMAT, ComplaintRec, CustomerState, seen_entries_of_legacy_ids,
 )
 
 # Every decayed accumulator the core keeps, in the order they are stored (a list, not a
@@ -70,6 +72,9 @@ def decode_state(raw: bytes, customer_id: str = "") -> CustomerState:
     if fmt != STATE_FORMAT:
         raise ValueError(f"unsupported customer state format {fmt!r} (this build reads {STATE_FORMAT})")
     d["ids"] = base64.b64decode(d.get("ids", ""))
+    legacy = base64.b64decode(d.pop("ids32", ""))   # 32-bit ids of states written before `sid`
+    if legacy:
+        d["ids"] = seen_entries_of_legacy_ids(legacy, d.get("wm", 0)) + d["ids"]
     d["complaints"] = [ComplaintRec(**{_LONG_C.get(k, k): v for k, v in c.items()})
                        for c in d.get("complaints", [])]
     return CustomerState(**d)
@@ -79,7 +84,7 @@ _FIELDS = tuple(f.name for f in fields(CustomerState))
 _COMPLAINT_FIELDS = tuple(f.name for f in fields(ComplaintRec))
 
 # Stored field names (short: the state is stored once per customer). "v" stays "v".
-_SHORT = {"v": "v", "customer_id": "c", "version": "ver", "n": "n", "wm": "wm", "ids": "ids", "acc": "acc",
+_SHORT = {"v": "v", "customer_id": "c", "version": "ver", "n": "n", "wm": "wm", "ids": "sid", "acc": "acc",
           "orders": "o", "n_orders": "no", "spent": "sp", "first_order": "fo", "reversals": "rv", "revenue": "rev",
           "last_day": "ld", "day_mask": "dm", "n_days": "nd", "first_day": "fd", "contacts": "ct", "stage": "st", "stage_t": "stt",
           "nps_last": "nps", "nps_t": "npt", "complaints": "cp", "alerts": "al", "pub": "pub",
@@ -89,5 +94,5 @@ _SHORT_C = {"id": "id", "channel": "ch", "category": "cat", "severity": "sev", "
             "compensation": "cmp", "reopened": "ro", "version": "ver"}
 assert set(_SHORT) == set(_FIELDS) and set(_SHORT_C) == set(_COMPLAINT_FIELDS)
 assert len(set(_SHORT.values())) == len(_SHORT) and len(set(_SHORT_C.values())) == len(_SHORT_C)
-_LONG = {v: k for k, v in _SHORT.items()}
+_LONG = {v: k for k, v in _SHORT.items()} | {"ids": "ids32"}   # "ids": the 32-bit ids of older states
 _LONG_C = {v: k for k, v in _SHORT_C.items()}

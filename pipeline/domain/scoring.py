@@ -24,7 +24,7 @@ from pipeline.domain.sla import at_risk_from, resolve_deadline_ts, sunset_deadli
 from pipeline.domain.vocabulary import DIMENSIONS, TIERS
 from pipeline.domain.state import (
     DAY_MASK_BITS, DIM_KEY, FACTOR_KEY, FACTOR_OF_KEY, MAX_COMPLAINTS, MAX_CONTACTS, MAX_ORDERS, MAX_REVERSALS,
-    OPPORTUNITY_KEY, REVENUE_MONTHS, ComplaintRec, CustomerState, short_hash,
+    OPPORTUNITY_KEY, REVENUE_MONTHS, ComplaintRec, CustomerState, fingerprint, legacy_fingerprint,
 )
 from schemas.events import Complaint, Order, Touchpoint
 from schemas.records import ScoreDict
@@ -37,7 +37,7 @@ COMPLAINT_RETENTION = 30 * DAY    # closed complaints are kept this long, then f
 STATUS_RANK = {"opened": 0, "acknowledged": 1, "escalated": 2, "reopened": 3, "resolved": 4, "closed": 5}
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 
-Outcome = str  # "applied" | "duplicate" | "too_late"
+Outcome = str  # "applied" | "duplicate" | "too_late" | "too_many_open_complaints"
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class ScoringParams:
     resolve_in_business_hours: bool = False
     sla_warning_share: float = 0.75   # sla_at_risk once this share of the time to a deadline has passed
     escalate_after_seconds: float = 7200.0   # an unacknowledged critical alert escalates after this long
+    max_open_complaints: int = 100   # a new open complaint beyond this many is refused (too_many_open_complaints)
 
     @property
     def rates(self) -> dict[str, float]:
@@ -101,18 +102,20 @@ def _factor(state: CustomerState, name: str, t: float, rates: dict[str, float], 
 
 def apply(state: CustomerState, ev: Touchpoint | Order | Complaint, params: ScoringParams,
           rates: dict[str, float] | None = None) -> Outcome:
-    """Apply one validated event. Returns "applied", "duplicate" or "too_late"."""
+    """Apply one validated event. Returns "applied", "duplicate", "too_late" or
+    "too_many_open_complaints" (a new open complaint beyond params.max_open_complaints)."""
     rates = rates or params.rates
     t = ev.occurred_at.timestamp()
-    h = short_hash(ev.event_id)
-    if state.seen(h):
+    if state.seen(ev.event_id):
         return "duplicate"
     if state.n and t < state.wm - params.lateness_seconds:
         return "too_late"
-    state.remember(h)
+    if isinstance(ev, Complaint) and _opens_one_too_many(state, ev, params):
+        return "too_many_open_complaints"
     if not state.customer_id:
         state.customer_id = ev.customer_id
     _advance(state, t, rates)
+    state.remember(ev.event_id, t, state.wm - params.lateness_seconds)
     state.n += 1
     _active_day(state, int(t // DAY))
     if isinstance(ev, Touchpoint):
@@ -244,10 +247,11 @@ def _apply_order(state: CustomerState, ev: Order, t: float, params: ScoringParam
         if ev.fulfilled_at > ev.promised_at:
             _factor(state, "late_fulfilment", t, rates)
     amount = round(float(ev.amount), 4)
-    oh = short_hash(ev.order_id)
+    oh = fingerprint(ev.order_id)
+    legacy = legacy_fingerprint(ev.order_id)   # entries of states written before 64-bit fingerprints
     if status in ("refunded", "returned"):
         _factor(state, "refunds_returns", t, rates)
-        new, old = _first_per_order(state.reversals, oh, int(t), amount)
+        new, old = _first_per_order(state.reversals, oh, legacy, int(t), amount)
         if new:
             state.reversals = state.reversals[-MAX_REVERSALS:]
             _revenue(state, t, -amount)
@@ -256,7 +260,7 @@ def _apply_order(state: CustomerState, ev: Order, t: float, params: ScoringParam
             _revenue(state, t, -amount)
     elif status == "paid":
         t = float(int(t))  # whole seconds are plenty for purchase cadence, and keep the state small
-        new, old = _first_per_order(state.orders, oh, int(t), amount)
+        new, old = _first_per_order(state.orders, oh, legacy, int(t), amount)
         if new:
             state.n_orders += 1
             state.spent = round(state.spent + amount, 4)
@@ -273,12 +277,14 @@ def _apply_order(state: CustomerState, ev: Order, t: float, params: ScoringParam
             state.first_order = t if state.first_order is None else min(state.first_order, t)
 
 
-def _first_per_order(entries: list[list], oh: int, t: int, amount: float) -> tuple[bool, list | None]:
-    """Keep one [order hash, time, amount] per order: the earliest event (at equal times the
-    larger amount), so any arrival order gives the same result. Returns (added a new
-    order, the entry it replaced)."""
+def _first_per_order(entries: list[list], oh: int, legacy: int, t: int, amount: float) -> tuple[bool, list | None]:
+    """Keep one [order fingerprint, time, amount] per order: the earliest event (at equal
+    times the larger amount), so any arrival order gives the same result. Returns (added a
+    new order, the entry it replaced). An entry with the order's 32-bit `legacy`
+    fingerprint (a state written before) is the same order, and takes the 64-bit one."""
     for rec in entries:
-        if rec[0] == oh:
+        if rec[0] == oh or rec[0] == legacy:
+            rec[0] = oh
             if (t, -amount) < (rec[1], -rec[2]):
                 old = list(rec)
                 rec[1], rec[2] = t, amount
@@ -390,17 +396,29 @@ def complaint_timing_evidence(rec: ComplaintRec, sla: ComplaintSla) -> list[tupl
     return out
 
 
+def _opens_one_too_many(state: CustomerState, ev: Complaint, params: ScoringParams) -> bool:
+    """A complaint not yet known, open by this event, for a customer who already has
+    `max_open_complaints` open: refused (open complaints are never folded, so this is the
+    cap that keeps the state bounded)."""
+    if ev.status.value in ("resolved", "closed") or any(c.id == ev.complaint_id for c in state.complaints):
+        return False
+    return sum(1 for c in state.complaints if c.is_open) >= params.max_open_complaints
+
+
 def _prune_complaints(state: CustomerState, params: ScoringParams, rates: dict[str, float]) -> None:
-    """Fold closed complaints older than the retention into the accumulators; cap the list."""
+    """Fold closed complaints older than the retention into the accumulators; beyond
+    MAX_COMPLAINTS fold the oldest closed ones too. Open complaints are never folded: they
+    still wait for their SLA alert and their answer (their number is capped in `apply`)."""
     horizon = state.wm - COMPLAINT_RETENTION - params.lateness_seconds
     keep: list[ComplaintRec] = []
     fold: list[ComplaintRec] = []
     for rec in state.complaints:
         (fold if (not rec.is_open and rec.status_t < horizon) else keep).append(rec)
     if len(keep) > MAX_COMPLAINTS:
-        keep.sort(key=lambda r: (r.is_open, r.status_t))
-        fold.extend(keep[: len(keep) - MAX_COMPLAINTS])
-        keep = keep[len(keep) - MAX_COMPLAINTS:]
+        closed = sorted((r for r in keep if not r.is_open), key=lambda r: r.status_t)
+        extra = closed[: len(keep) - MAX_COMPLAINTS]
+        fold.extend(extra)
+        keep = [r for r in keep if not any(r is x for x in extra)]
     if not fold:
         return
     tier = tier_of(revenue_365d(state, state.wm), params)

@@ -11,6 +11,12 @@ states written before it read as "no offsets known" and fall back to the event-i
 It grew a second one, `erased` (see `erasure_marker`); states written before it have none;
 and `spent` (paid amount over all purchases): states written before it judge spend from the
 purchases they keep; and `cases` (what operators did about each alert): none before it.
+Event-id dedup moved from the last 32 ids as 32-bit fingerprints
+(stored as `ids`) to every id within the lateness bound as 64-bit fingerprints with the
+event second (stored as `sid`, see `seen`): a state written before reads its 32-bit ids
+as entries of its watermark's second, which leave the window one lateness bound later.
+Order fingerprints in `orders` / `reversals` grew from 32 to 64 bits the same way: an
+entry written before still matches its order by the 32-bit fingerprint.
 """
 from __future__ import annotations
 
@@ -22,12 +28,14 @@ from pipeline.domain.vocabulary import DIMENSIONS
 
 STATE_FORMAT = 1
 
-MAX_IDS = 32            # recent event ids kept for deduplication
+MAX_SEEN_IDS = 4096     # event ids kept for deduplication: those within the lateness bound, at most this many,
+MIN_SEEN_IDS = 6        # and at least the last 6 whatever their age (a redelivery of those is a duplicate, not too_late)
 MAX_ORDERS = 6          # recent purchases (order id hash, second, amount) kept for cadence
 MAX_REVERSALS = 8       # recent refunded/returned order ids
 DAY_MASK_BITS = (1 << 64) - 1   # active-day bitmap over the last 64 days
 MAX_CONTACTS = 8        # recent support/inquiry contact times (repeat-contact detection)
-MAX_COMPLAINTS = 12     # complaint records kept (open ones first)
+MAX_COMPLAINTS = 12     # complaint records kept: closed ones beyond it are folded first; open ones never are
+                        # (they are capped by Settings.max_open_complaints instead)
 REVENUE_MONTHS = 13     # monthly revenue buckets kept (trailing 12 months + current)
 
 
@@ -48,9 +56,23 @@ OPPORTUNITY_KEY = {"refunds_returns": "f.no", "late_fulfilment": "f.nd", "low_ra
                    "detractor": "f.nn", "high_effort": "f.nc"}
 
 
-def short_hash(text: str) -> int:
-    """32-bit id fingerprint for bounded dedup memory (collision odds ~1e-8 per event)."""
+def fingerprint(text: str) -> int:
+    """64-bit id fingerprint (event and order ids). A new id is taken for one already seen
+    with probability k / 2^64 when k ids are remembered: with k = 4096 (MAX_SEEN_IDS, a
+    customer's whole dedup window at most) that is 2.2e-16 per event, so about 2e-7 over
+    10^9 events; the 32-bit fingerprints used before collided at 7.5e-9 per event with only
+    32 ids kept (e.g. `tp-18044` / `tp-39193`), 1 in about 10^8 events."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+def legacy_fingerprint(text: str) -> int:
+    """The 32-bit fingerprint states written before format 1's 64-bit ids hold (event and
+    order ids); case action ids (`cases`, pipeline/domain/cases) are still kept as these."""
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big")
+
+
+_SEEN = struct.Struct(">QI")            # fingerprint, event second (u32: the plausible window ends before 2106)
+_LEGACY_MARK = 0xFFFFFFFF << 32         # a 32-bit fingerprint read from an old state, in a 64-bit slot
 
 
 @dataclass(slots=True)
@@ -100,7 +122,7 @@ class CustomerState:
     version: int = 0                 # score version published last (monotonic)
     n: int = 0                       # events applied
     wm: float = 0.0                  # latest event time seen (watermark)
-    ids: bytes = b""                 # packed (u32 hash) recent event ids
+    ids: bytes = b""                 # packed (u64 fingerprint, u32 event second) ids within the lateness bound
     acc: dict[str, float] = field(default_factory=dict)   # decayed accumulators, referenced to wm
     orders: list[list] = field(default_factory=list)         # [[hash, second, amount]] recent purchases, by time
     n_orders: int = 0
@@ -141,7 +163,7 @@ class CustomerState:
     # Input topics are co-partitioned by customer_id, so one customer's records in one
     # input topic sit in one partition at increasing offsets. The worker applies them in
     # offset order, so a record at or below the last applied offset of its slot is a
-    # redelivery, however far back it reaches (the id window above holds only MAX_IDS).
+    # redelivery, however far back it reaches (the id window below covers the lateness bound).
     def redelivered(self, slot: int, partition: int, offset: int) -> bool:
         i = 2 * slot
         return i < len(self.offs) and self.offs[i] == partition and offset <= self.offs[i + 1]
@@ -161,10 +183,39 @@ class CustomerState:
         return not fed or bool(fed & assigned)
 
     # --- dedup ids ----------------------------------------------------------------
-    def seen(self, h: int) -> bool:
-        packed = struct.pack(">I", h)
-        ids = self.ids
-        return any(ids[i:i + 4] == packed for i in range(0, len(ids), 4))
+    # Every event id applied within the lateness bound is remembered (older events are
+    # `too_late` anyway, so their ids are not needed beyond the last MIN_SEEN_IDS, kept so
+    # that their redelivery counts as a duplicate): 12 bytes each (16 base64 characters in
+    # the stored state), at most MAX_SEEN_IDS per customer (48 KiB, 64 KiB stored) -- a
+    # customer with 10 events an hour and a 1-hour bound keeps 10 (120 bytes). Beyond
+    # MAX_SEEN_IDS within one lateness bound, the oldest ids are forgotten first.
+    def seen(self, event_id: str) -> bool:
+        fp, legacy = fingerprint(event_id), _LEGACY_MARK | legacy_fingerprint(event_id)
+        return any(h == fp or h == legacy for h, _ in _SEEN.iter_unpack(self.ids))
 
-    def remember(self, h: int) -> None:
-        self.ids = (self.ids + struct.pack(">I", h))[-4 * MAX_IDS:]
+    def remember(self, event_id: str, t: float, horizon: float) -> None:
+        """Remember an id applied at event time `t`; forget those before `horizon`."""
+        self.forget_ids_before(horizon)
+        entry = _SEEN.pack(fingerprint(event_id), max(0, min(int(t), 0xFFFFFFFF)))
+        self.ids = (self.ids + entry)[-_SEEN.size * MAX_SEEN_IDS:]
+
+    def forget_ids_before(self, horizon: float) -> None:
+        """Forget ids of events before `horizon`, except the last MIN_SEEN_IDS."""
+        n = len(self.ids) // _SEEN.size
+        if n > MIN_SEEN_IDS and _SEEN.unpack_from(self.ids)[1] + 1 <= horizon:
+            entries = list(_SEEN.iter_unpack(self.ids))
+            old, recent = entries[:n - MIN_SEEN_IDS], entries[n - MIN_SEEN_IDS:]
+            self.ids = b"".join(_SEEN.pack(h, t) for h, t in old if t + 1 > horizon) + \
+                b"".join(_SEEN.pack(h, t) for h, t in recent)
+
+    @property
+    def seen_ids(self) -> int:
+        return len(self.ids) // _SEEN.size
+
+
+def seen_entries_of_legacy_ids(legacy: bytes, wm: float) -> bytes:
+    """The `ids` of a state written before 64-bit ids: its 32-bit fingerprints, read as
+    entries of its watermark's second (they leave the dedup window one lateness bound later)."""
+    second = max(0, min(int(wm), 0xFFFFFFFF))
+    return b"".join(_SEEN.pack(_LEGACY_MARK | h, second)
+                    for (h,) in struct.iter_unpack(">I", legacy[:len(legacy) // 4 * 4]))

@@ -5,6 +5,7 @@ micro-batches, and say what to publish and store. Used unchanged by the Faust ag
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import AbstractSet, Callable, Iterable, Mapping
@@ -15,7 +16,9 @@ from pipeline.domain import alerts
 from pipeline.domain.churn import PopulationParams, fit_population
 from pipeline.domain.scoring import Profile, ScoringParams, apply, iso, profile, score_record
 from pipeline.domain.case import alert_resolved, apply_action, open_case, prune_cases
-from pipeline.domain.state import CustomerState, short_hash
+from schemas.id_policy import id_problem
+from pipeline.domain.plausible_time import PlausibleWindow
+from pipeline.domain.state import CustomerState, legacy_fingerprint
 from schemas.actions import ActionRecord, parse_action
 from schemas.events import EVENT_ADAPTER, Complaint, Order, Touchpoint
 from schemas.outputs import DeadLetterReason
@@ -23,6 +26,8 @@ from schemas.records import AlertDict, DeadLetterDict, ScoreDict
 
 MAX_RECORD_BYTES = 64 * 1024
 Event = Touchpoint | Order | Complaint
+ID_FIELDS = ("event_id", "customer_id", "staff_id", "order_id", "complaint_id")
+TIME_FIELDS = ("occurred_at", "promised_at", "fulfilled_at")
 OFFSET_SLOT = {"touchpoint": 0, "order": 1, "complaint": 2}   # CustomerState.offs slot per event type (= input topic)
 
 
@@ -83,6 +88,17 @@ def _error_text(exc: ValidationError) -> str:
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
+def _reason_of(exc: ValidationError) -> DeadLetterReason:
+    """The dead-letter reason of a schema error: personal data in an id first (it is what
+    an operator must hear about), then a bad id, then not JSON, then any other breach."""
+    kinds = {e["type"] for e in exc.errors(include_url=False)}
+    if "personal_data" in kinds:
+        return "personal_data"
+    if "invalid_id" in kinds:
+        return "invalid_id"
+    return "invalid_json" if kinds & {"json_invalid", "json_type"} else "invalid_record"
+
+
 def dead_letter(rec: RawRecord, reason: DeadLetterReason, error: str, received_at: float) -> DeadLetterDict:
     """The `cx.deadletter` record for `rec`; `received_at` is the shell's wall-clock time."""
     return {
@@ -102,11 +118,15 @@ class Core:
     """Scoring parameters + population model + the topic contract, bound once. Built from
     the settings by pipeline/bootstrap.py (`build_core`); everything arrives as values."""
 
-    def __init__(self, params: ScoringParams, population: PopulationParams, topic_type: Mapping[str, str]):
+    def __init__(self, params: ScoringParams, population: PopulationParams, topic_type: Mapping[str, str],
+                 window: PlausibleWindow | None = None, currency: str = "EUR", id_pattern: str = ""):
         self.params = params
         self.rates = params.rates
         self._population = population
         self.topic_type = dict(topic_type)   # input topic -> the record `type` it carries
+        self.window = window or PlausibleWindow()   # plausible event times (its ceiling follows received_at)
+        self.currency = currency                     # the business currency (ISO 4217)
+        self.id_pattern = re.compile(id_pattern) if id_pattern else None   # narrows the contract's id pattern
 
     @property
     def population(self) -> PopulationParams:
@@ -120,8 +140,12 @@ class Core:
         return self._population
 
     # --- decoding ---------------------------------------------------------------------
-    def decode(self, rec: RawRecord, expected_type: str | None = None, *, received_at: float) -> Event | DeadLetterDict:
-        """A validated event, or a dead-letter record saying why not (stamped `received_at`)."""
+    def decode(self, rec: RawRecord, expected_type: str | None = None, *, received_at: float,
+               keyed: bool = False) -> Event | DeadLetterDict:
+        """A validated event, or a dead-letter record saying why not (stamped `received_at`).
+        `received_at` is the processing clock: the shell's wall time, stamped on dead letters and
+        the plausible window's ceiling; `keyed`: the record comes from Kafka and must be keyed
+        by its customer_id."""
         value = rec.value
         if value is None:
             return dead_letter(rec, "invalid_json", "empty message (null value)", received_at)
@@ -130,16 +154,31 @@ class Core:
         try:
             ev = EVENT_ADAPTER.validate_json(value)
         except ValidationError as exc:
-            kinds = {e["type"] for e in exc.errors(include_url=False)}
-            reason: DeadLetterReason = "invalid_json" if kinds & {"json_invalid", "json_type"} else "invalid_record"
-            return dead_letter(rec, reason, _error_text(exc), received_at)
+            return dead_letter(rec, _reason_of(exc), _error_text(exc), received_at)
         except (ValueError, RecursionError) as exc:
             return dead_letter(rec, "invalid_json", str(exc) or type(exc).__name__, received_at)
         expected = expected_type or self.topic_type.get(rec.topic)
         if expected is not None and ev.type != expected:
-            return dead_letter(rec, "wrong_topic", f"a {ev.type} record on {rec.topic}, which carries {expected} records", received_at)
+            return dead_letter(rec, "wrong_topic", f"a {ev.type} record on {rec.topic}, which carries {expected} records",
+                               received_at)
+        if keyed and rec.key is None:
+            return dead_letter(rec, "wrong_key", "message without a key (records must be keyed by customer_id, "
+                                                 "or they spread over partitions)", received_at)
         if rec.key is not None and rec.key != ev.customer_id.encode():
-            return dead_letter(rec, "wrong_key", "message key differs from customer_id (records must be keyed by customer_id)", received_at)
+            return dead_letter(rec, "wrong_key", "message key differs from customer_id (records must be keyed by customer_id)",
+                               received_at)
+        if self.id_pattern is not None:
+            for name in ID_FIELDS:
+                v = getattr(ev, name, None)
+                if v is not None and (bad_id := id_problem(v, self.id_pattern)) is not None:
+                    return dead_letter(rec, bad_id[0], f"{name}: {bad_id[1]}", received_at)
+        bad_time = self.window.problem({f: getattr(ev, f, None) for f in TIME_FIELDS}, received_at)
+        if bad_time is not None:
+            return dead_letter(rec, "implausible_time", bad_time, received_at)
+        if isinstance(ev, Order) and ev.currency != self.currency:
+            return dead_letter(rec, "unsupported_currency",
+                               f"currency {ev.currency}: this deployment sums revenue in {self.currency} only "
+                               f"(CXPULSE_CURRENCY)", received_at)
         return ev
 
     # --- micro-batches ------------------------------------------------------------------
@@ -154,14 +193,20 @@ class Core:
         arrive in offset order per partition) also deduplicates exactly by source offset:
         a record at or below the customer's last applied offset for its topic is a
         redelivery and counts as a duplicate, however many events ago it was applied.
-        Replay and tests feed synthetic offsets and leave it off."""
+        Replay and tests feed synthetic offsets and leave it off. Records from Kafka must
+        carry their customer_id as key: with `source_offsets` a null key is `wrong_key`.
+
+        `received_at` is also the processing clock (epoch seconds; the worker: the wall
+        clock of the batch; replay: its `clock`): timestamps later than it plus the allowed
+        skew are dead-lettered `implausible_time` (pipeline/domain/plausible_time.py)."""
         out = BatchResult()
         touched: dict[str, CustomerState] = out.states
         complaint_ids: dict[str, set[str]] = {}
         applied_events: list[Event] = []
         for rec in records:
             out.consumed[rec.topic] = out.consumed.get(rec.topic, 0) + 1
-            ev = self.decode(rec, expected_type(rec) if expected_type else None, received_at=received_at)
+            ev = self.decode(rec, expected_type(rec) if expected_type else None, received_at=received_at,
+                             keyed=source_offsets)
             if isinstance(ev, dict):
                 out.dead_letters.append(ev)
                 continue
@@ -191,6 +236,13 @@ class Core:
                     rec, "too_late",
                     f"occurred_at {ev.occurred_at.isoformat()} is more than {self.params.lateness_seconds:.0f}s "
                     f"older than this customer's latest event {iso(state.wm)}", received_at))
+                continue
+            if outcome == "too_many_open_complaints":
+                out.dead_letters.append(dead_letter(
+                    rec, "too_many_open_complaints",
+                    f"the customer already has {self.params.max_open_complaints} open complaints "
+                    f"(CXPULSE_MAX_OPEN_COMPLAINTS); resolve or close some first", received_at))
+                touched[cid] = state
                 continue
             if source_offsets:
                 state.applied_at(slot, rec.partition, rec.offset)
@@ -245,9 +297,7 @@ class Core:
         try:
             a = parse_action(value)
         except ValidationError as exc:
-            kinds = {e["type"] for e in exc.errors(include_url=False)}
-            reason: DeadLetterReason = "invalid_json" if kinds & {"json_invalid", "json_type"} else "invalid_record"
-            return dead_letter(rec, reason, _error_text(exc), received_at)
+            return dead_letter(rec, _reason_of(exc), _error_text(exc), received_at)
         except (ValueError, RecursionError) as exc:
             return dead_letter(rec, "invalid_json", str(exc) or type(exc).__name__, received_at)
         if rec.key is not None and rec.key != a.customer_id.encode():
@@ -271,7 +321,7 @@ class Core:
             if state is None or not state.n:
                 out.dead_letters.append(dead_letter(rec, "unknown_alert", f"no customer state for {cid!r} here", received_at))
                 continue
-            outcome, case, why = apply_action(state.cases, a, short_hash(a.action_id))
+            outcome, case, why = apply_action(state.cases, a, legacy_fingerprint(a.action_id))
             if outcome == "duplicate":
                 out.duplicates += 1
                 out.duplicates_by_topic[rec.topic] = out.duplicates_by_topic.get(rec.topic, 0) + 1

@@ -6,6 +6,14 @@ wall-clock timer), with the population model re-fitted at each tick by the same
 `fit_population` the worker uses. With `as_of`, events after that instant are left out
 and every customer is scored as of it; without, each customer's last score stands.
 `on_batch` sees every batch's result (scores, alerts, rows): the ClickHouse backfill.
+
+The processing clock of a replay is `clock()`: the `received_at` stamped on its dead
+letters and the plausible window's ceiling (pipeline/domain/plausible_time.py). `cxpulse
+replay` gives `--now`, else `--as-of`, else the wall clock. A record outside the window is dead-lettered
+`implausible_time` and does not move the replay's event time, so one stray event in 2100
+neither makes a replay tick day by day to 2100 nor sweeps every customer at 2100. Tick
+steps are capped anyway (MAX_TICKS_PER_STEP per advance): a gap of years in a file costs
+a bounded number of sweeps.
 """
 from __future__ import annotations
 
@@ -15,13 +23,17 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import orjson
+from pydantic import TypeAdapter
 
 from pipeline.service.processor import BatchResult, Core, RawRecord
 from pipeline.domain.state import CustomerState
+from schemas.events import Timestamp
 from schemas.records import AlertDict, DeadLetterDict, ScoreDict
 
 BATCH = 1000
 REFIT_EVERY = 7 * 86400.0   # event-time seconds between population re-fits
+MAX_TICKS_PER_STEP = 400    # sweeps run for one advance of event time at most (then the ticks jump ahead)
+_TIMESTAMP: TypeAdapter = TypeAdapter(Timestamp)
 
 
 @dataclass
@@ -45,11 +57,15 @@ def read_lines(path: Path) -> Iterator[bytes]:
 
 
 def _peek(value: bytes) -> tuple[str | None, float | None]:
-    """(type, event time) of a record if it looks like one; the core validates properly."""
+    """(type, event time) of a record if it looks like one; the core validates properly.
+    The time is read by the schema's own timestamp type (RFC 3339: `z`, a space for `T`),
+    so a record the core accepts is never taken for one without a time (--as-of)."""
     try:
         obj = orjson.loads(value)
-        ts = datetime.fromisoformat(obj["occurred_at"]).timestamp() if isinstance(obj, dict) else None
-        return (obj.get("type") if isinstance(obj, dict) else None), ts
+        if not isinstance(obj, dict):
+            return None, None
+        kind = obj.get("type")
+        return (kind if isinstance(kind, str) else None), _TIMESTAMP.validate_python(obj["occurred_at"]).timestamp()
     except Exception:
         return None, None
 
@@ -65,6 +81,7 @@ def replay(values: Iterable[bytes], core: Core, *, clock: Callable[[], float], a
     topic_for_type = {kind: topic for topic, kind in core.topic_type.items()}
     lateness = core.params.lateness_seconds
     limit = as_of.timestamp() if as_of is not None else None
+    window = core.window
     step = tick.total_seconds() if tick else None
     next_tick: float | None = None
     last_refit = float("-inf")
@@ -94,19 +111,27 @@ def replay(values: Iterable[bytes], core: Core, *, clock: Callable[[], float], a
 
     def run_ticks(until: float) -> None:
         nonlocal next_tick
-        while step is not None and next_tick is not None and next_tick <= until:
-            flush()
+        if step is None or next_tick is None or next_tick > until:
+            return
+        flush()
+        ticks = 0
+        while next_tick <= until:
+            if ticks == MAX_TICKS_PER_STEP:   # a gap of years: jump to the last tick before `until`
+                next_tick += (until - next_tick) // step * step
             refit(next_tick)
             collect(core.sweep(states.values(), next_tick))
             next_tick += step
+            ticks += 1
 
     for offset, value in enumerate(values):
         result.read += 1
         kind, ts = _peek(value)
+        if ts is not None and limit is not None and ts > limit:
+            result.after_as_of += 1
+            continue
+        if ts is not None and not (window.floor <= ts <= window.ceiling(clock())):
+            ts = None   # implausible: the core dead-letters it; it moves no tick
         if ts is not None:
-            if limit is not None and ts > limit:
-                result.after_as_of += 1
-                continue
             if step is not None:
                 if next_tick is None:
                     next_tick = (ts // step + 1) * step

@@ -8,6 +8,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 from pipeline.config import Settings, load
 
@@ -63,7 +64,7 @@ def has_module(name: str) -> bool:
 
 
 def _parse_time(text: str) -> datetime:
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    dt = datetime.fromisoformat(text.strip().upper().replace("Z", "+00:00"))
     if dt.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r}: give a time zone offset, e.g. 2026-03-01T00:00:00Z")
     return dt
@@ -98,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alerts-out", type=Path, default=None)
     p.add_argument("--deadletters-out", type=Path, default=None)
     p.add_argument("--tick-hours", type=float, default=24.0, help="event-time interval of time-driven rules")
+    p.add_argument("--now", type=_parse_time, default=None,
+                   help="the replay's processing clock: events later than it (+ CXPULSE_CLOCK_SKEW_SECONDS) are "
+                        "dead-lettered implausible_time (default: --as-of, else the wall clock)")
     p.add_argument("--to-clickhouse", action="store_true",
                    help="backfill: also write events, scores, alerts and complaints to ClickHouse "
                         "(CXPULSE_CLICKHOUSE_DSN; batched by CXPULSE_SINK_BATCH_ROWS / CXPULSE_SINK_FLUSH_SECONDS)")
@@ -257,27 +261,33 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         print(f"cxpulse replay: {args.events}: no such file", file=sys.stderr)
         return 2
     quiet = args.quiet or quiet_default()
+    # The processing clock (received_at, the plausible window's ceiling): --now, else --as-of, else the wall clock.
+    fixed = args.now or args.as_of
+    clock: Callable[[], float] = (lambda: fixed.timestamp()) if fixed is not None else time.time
     sink = None
     on_batch = None  # set below when backfilling ClickHouse
     if args.to_clickhouse:
         from pipeline.adapters.clickhouse.rows import batch_rows
+        from pipeline.adapters.clickhouse.sink import sink_dead_letters
 
         sink = build_sink(settings).open()
 
         def backfill(out) -> None:
             sink.add(batch_rows(out))
             sink.flush_if_due()
+            out.dead_letters.extend(sink_dead_letters(sink.take_rejected(), clock()))
 
         on_batch = backfill
 
     started = time.perf_counter()
     try:
         with bar("replay", None, quiet) as b:
-            result = replay(read_lines(args.events), build_core(settings), clock=time.time, as_of=args.as_of,
+            result = replay(read_lines(args.events), build_core(settings), clock=clock, as_of=args.as_of,
                             tick=timedelta(hours=args.tick_hours) if args.tick_hours > 0 else None,
                             on_progress=lambda n: b.update(completed=n), on_batch=on_batch)
         if sink is not None:
             sink.flush()
+            result.dead_letters.extend(sink_dead_letters(sink.take_rejected(), clock()))
     finally:
         if sink is not None:
             sink.close()

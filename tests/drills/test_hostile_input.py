@@ -1,5 +1,8 @@
 """Hostile input (issue 8): fuzzed records must all become dead letters with a reason —
 never an exception, never a silent drop — and personal data must not leak into outputs.
+Valid-looking hostile input (issue 20): records that pass a loose reading of the contract
+but carry extreme or hostile values (a poison pill, a batch over 101 months, personal data
+in ids, null keys, ...) go through a real worker at the end of this file.
 
 The unit part runs >= 10k fuzzed records through `Core.process` (fast, no broker). The
 integration part sends the same records through a real worker (real broker, chDB):
@@ -24,6 +27,7 @@ from pipeline.adapters.kafka import kafka_io, topics
 from pipeline.adapters.clickhouse import queries
 from pipeline.bootstrap import build_core
 from pipeline.config import Settings
+from pipeline.domain.vocabulary import DEAD_LETTER_REASONS as VOCABULARY
 from pipeline.tools.generator import generate
 from pipeline.service.processor import MAX_RECORD_BYTES, RawRecord
 from pipeline.adapters.clickhouse.sink import ClickHouseSink
@@ -31,7 +35,8 @@ from schemas.outputs import DeadLetter
 from tests.factories import RECEIVED_AT
 
 N_FUZZ = 10_500
-REASONS = {"invalid_json", "invalid_record", "wrong_topic", "wrong_key", "too_large"}
+REASONS = {"invalid_json", "invalid_record", "wrong_topic", "wrong_key", "too_large"}   # what the fuzz may cause
+assert REASONS <= set(VOCABULARY)
 TOPIC_OF = {"touchpoint": "touchpoints", "order": "orders", "complaint": "complaints"}
 
 # Personal data planted in the hostile records. Outputs must never carry anything like it.
@@ -354,3 +359,161 @@ def test_hostile_stream_through_a_worker(make_settings, start_worker):
                                    "valid_events": len(valid.records), "scores": len(scores),
                                    "rss_start_mib": round(rss_start / 1024), "rss_end_mib": round(rss_end / 1024),
                                    "ch_counts": counts}).decode())
+
+
+# --- valid-looking hostile input through a worker (issue 20) -----------------------------
+
+BIDI = "\u202e".encode()
+
+
+def _months_back(now: datetime, n: int) -> datetime:
+    ym = now.year * 12 + now.month - 1 - n
+    return datetime(ym // 12, ym % 12 + 1, 15, 12, tzinfo=timezone.utc)
+
+
+def _tp(cid: str, when: datetime | str, eid: str, **kw) -> dict:
+    when = when if isinstance(when, str) else when.isoformat()
+    return {"type": "touchpoint", "event_id": eid, "customer_id": cid, "occurred_at": when, "channel": "web",
+            "schema_version": 1, "stage": "usage", "kind": "support", **kw}
+
+
+def _order(cid: str, when: datetime | str, eid: str, **kw) -> dict:
+    when = when if isinstance(when, str) else when.isoformat()
+    return {"type": "order", "event_id": eid, "customer_id": cid, "occurred_at": when, "channel": "web",
+            "schema_version": 1, "order_id": f"o-{eid}", "status": "paid", "amount": "10.00", "currency": "EUR", **kw}
+
+
+def _complaint(cid: str, when: datetime | str, eid: str, **kw) -> dict:
+    when = when if isinstance(when, str) else when.isoformat()
+    return {"type": "complaint", "event_id": eid, "customer_id": cid, "occurred_at": when, "channel": "chat",
+            "schema_version": 1, "complaint_id": f"k-{eid}", "status": "opened", "category": "reliability",
+            "severity": "high", **kw}
+
+
+def _send(settings: Settings, records: list[tuple[dict, bytes | None | str]]) -> int:
+    """Send records; key "customer" = the record's customer_id (as producers must)."""
+    t = wire(settings)
+    return kafka_io.produce(settings, [(t[d["type"]], d["customer_id"].encode() if k == "customer" else k,
+                                        orjson.dumps(d)) for d, k in records])
+
+
+@pytest.mark.integration
+def test_a_poison_pill_and_a_101_month_batch_do_not_stop_the_worker(make_settings, start_worker):
+    """The order whose fulfilled_at is 9999-12-31T23:00:00-12:00 crashed `emit` (rows), and a
+    batch over more than 100 months was refused by ClickHouse (Code 252) and retried for
+    ever: the worker must stay up, dead-letter the poison pill and the null-keyed record,
+    store the history, and commit past all of it."""
+    settings = make_settings(lateness_seconds=20 * 365 * 86400, sweep_seconds=3600)
+    now = datetime.now(timezone.utc)
+    history = [(_tp(f"hist-{c}", _months_back(now, m), f"h{c}-{m}", csat=4), "customer")
+               for m in range(1, 122) for c in range(4)]
+    poison = (_order("pp-1", now - timedelta(hours=1), "poison", status="delivered",
+                     promised_at=(now - timedelta(hours=1)).isoformat(), fulfilled_at="9999-12-31T23:00:00-12:00"),
+              "customer")
+    null_key = (_tp("nk-1", now - timedelta(hours=1), "null-key"), None)
+    # All sent before the worker starts: its first micro-batch holds more than 100 months.
+    sent = _send(settings, [poison, null_key] + history)
+    worker = start_worker(settings)
+    topics.wait_caught_up(settings, settings.app_id, list(settings.input_topics), timeout=180,
+                          alive=lambda: worker.alive)
+    assert worker.alive, worker.log_tail()
+    log = worker.log_tail(200_000)
+    assert "Too many partitions" in log and "inserting them in" in log, "the 101-month batch was not exercised"
+    dead = [orjson.loads(m.value) for m in kafka_io.read_topic(settings, settings.topic_deadletter)]
+    assert sorted((d["reason"], orjson.loads(base64.b64decode(d["original_b64"]))["event_id"]) for d in dead) == \
+        [("implausible_time", "poison"), ("wrong_key", "null-key")]
+    scores = kafka_io.read_topic(settings, settings.topic_scores)
+    assert {m.key.decode() for m in scores} == {f"hist-{c}" for c in range(4)}
+    worker.stop()
+    with ClickHouseSink(settings.dsn) as sink:
+        stored = sink.client.query("SELECT count() FROM cx_events WHERE occurred_at > now() - INTERVAL 390 DAY"
+                                   ).result_rows[0][0]
+    recent = sum(1 for d, _ in history if datetime.fromisoformat(d["occurred_at"]) > now - timedelta(days=390))
+    assert stored == recent > 0   # older rows are past the table's 400-day TTL
+    print("FIGURES", orjson.dumps({"scenario": "poison pill + 101 months", "sent": sent, "dead_letters": len(dead),
+                                   "history_events": len(history), "stored_recent": stored}).decode())
+
+
+def hostile_values(now: datetime) -> tuple[list[tuple[dict, bytes | None | str]], Counter, int]:
+    """Valid-looking hostile records: (records with their keys, expected dead letters by
+    reason, events expected to be applied)."""
+    h = now - timedelta(hours=2)
+    recs: list[tuple[dict, bytes | None | str]] = []
+    expect: Counter = Counter()
+
+    def dead(reason: str, *records: dict, key: bytes | None | str = "customer") -> None:
+        for d in records:
+            recs.append((d, key))
+            expect[reason] += 1
+
+    dead("implausible_time",
+         _tp("hv-t1", "9999-12-31T23:00:00-12:00", "t1"), _complaint("hv-t2", "9999-12-31T23:59:59Z", "t2"),
+         _tp("hv-t3", "0001-01-01T00:00:00+14:00", "t3"), _tp("hv-t4", "1899-12-31T23:00:00Z", "t4"),
+         _tp("hv-t5", "2106-02-07T06:28:16Z", "t5"), _tp("hv-t6", "2100-01-01T00:00:00Z", "t6"),
+         _tp("hv-t7", now + timedelta(hours=2), "t7"),
+         _order("hv-t8", h, "t8", status="delivered", promised_at=h.isoformat(),
+                fulfilled_at="9999-12-31T23:00:00-12:00"))
+    dead("personal_data",
+         _tp("jane.doe@example.com", h, "p1"), _tp("hv-p2", h, "+44 20 7946 0958"),
+         _tp("hv-p3", h, "p3", staff_id="agent.smith@corp.example.org"), _order("hv-p4", h, "p4", order_id="555-010-9999"),
+         _complaint("hv-p5", h, "p5", complaint_id="Jane Doe, 1 Main St, +1 555 010 4477"))
+    dead("invalid_id", _tp("hv-i1 ", h, "i1"), _tp("hv-i2\x00", h, "i2"), _tp("hv-i3\u202e", h, "i3"),
+         _tp("Zoe\u0301", h, "i4"))
+    dead("wrong_key", _tp("hv-k1", h, "k1"), key=None)
+    dead("unsupported_currency", _order("hv-c1", h, "c1", amount="150000", currency="JPY"))
+    dead("invalid_record", _order("hv-c2", h, "c2", currency="ZZZ"), _tp("hv-r1", h, "r1", ratings={}),
+         _tp("hv-r2", h, "r2", wait_seconds=True), _tp("hv-r3", h, "r3", wait_seconds="95"),
+         _order("hv-r4", h, "r4", amount="\u0663"), _order("hv-r5", h, "r5", amount="1_000"))
+    # applied: 42 events, then the first re-sent (a producer retry: a new offset) -> a duplicate
+    dup = [_tp("hv-dup", h + timedelta(seconds=i), f"d{i}", csat=5) for i in range(42)]
+    recs += [(d, "customer") for d in dup] + [(dict(dup[0]), "customer")]
+    # applied: 13 open complaints of one customer, ids colliding in 32 bits, two orders 300 + 400
+    recs += [(_complaint("hv-open", h + timedelta(seconds=i), f"o{i}"), "customer") for i in range(13)]
+    recs += [(_tp("hv-fp", h, "tp-18044"), "customer"), (_tp("hv-fp", h, "tp-39193"), "customer")]
+    recs += [(_order("hv-rev", h, "r300", order_id="tp-18044", amount="300"), "customer"),
+             (_order("hv-rev", h, "r400", order_id="tp-39193", amount="400"), "customer")]
+    return recs, expect, 42 + 13 + 2 + 2
+
+
+@pytest.mark.integration
+def test_valid_looking_hostile_stream_through_a_worker(make_settings, start_worker):
+    """The drill of `make faults` for issue 20: a valid stream mixed with valid-looking hostile
+    records. The worker stays alive, every record is accounted for exactly (applied, a
+    duplicate, or dead-lettered with the expected reason), nothing is lost, and no personal
+    data or bidi character reaches scores, alerts or ClickHouse."""
+    settings = make_settings(lateness_seconds=60 * 86400, sweep_seconds=3600)
+    now = datetime.now(timezone.utc)
+    valid = generate(customers=40, days=10, seed=11, invalid_ratio=0.0, duplicate_ratio=0.0)
+    hostile, expect, applied_hostile = hostile_values(now)
+    rng = random.Random(20)
+    rng.shuffle(hostile)   # customers' own events keep their order below (stable per customer)
+    hostile.sort(key=lambda r: r[0]["customer_id"] if r[0]["customer_id"].startswith("hv-") else "")
+    worker = start_worker(settings)
+    t = wire(settings)
+    sent = kafka_io.produce(settings, [(t[r.kind], r.key, r.value) for r in valid.records])
+    sent += _send(settings, hostile)
+    topics.wait_caught_up(settings, settings.app_id, list(settings.input_topics), timeout=180,
+                          alive=lambda: worker.alive)
+    assert worker.alive, worker.log_tail()
+    dead = [orjson.loads(m.value) for m in kafka_io.read_topic(settings, settings.topic_deadletter)]
+    assert Counter(d["reason"] for d in dead) == expect
+    scores = [orjson.loads(m.value) for m in kafka_io.read_topic(settings, settings.topic_scores) if m.value]
+    alerts = kafka_io.read_topic(settings, settings.topic_alerts)
+    latest = {}
+    for s in scores:
+        latest[s["customer_id"]] = s
+    assert latest["hv-dup"]["events"] == 42 and latest["hv-fp"]["events"] == 2
+    assert latest["hv-open"]["open_complaints"] == 13 and latest["hv-rev"]["revenue_365d"] == 700.0
+    blobs = [orjson.dumps(s) for s in scores] + [m.value for m in alerts]
+    assert not scan_for_personal_data(blobs) and not any(BIDI in b for b in blobs)
+    worker.stop()
+    with ClickHouseSink(settings.dsn) as sink:
+        counts = queries.table_counts(sink.client)
+        dumps = [orjson.dumps(sink.client.query(f"SELECT * FROM {table}").result_rows, default=str)
+                 for table in ("cx_events", "cx_scores_history", "cx_alerts", "cx_complaints")]
+    assert counts["cx_events"] == len(valid.records) + applied_hostile   # nothing lost, nothing twice
+    assert sent == len(valid.records) + applied_hostile + 1 + sum(expect.values())   # + the duplicate
+    assert not scan_for_personal_data(dumps) and not any(BIDI in b for b in dumps)
+    print("FIGURES", orjson.dumps({"scenario": "valid-looking hostile drill", "sent": sent, "valid": len(valid.records),
+                                   "dead_letters": Counter(d["reason"] for d in dead),
+                                   "cx_events": counts["cx_events"]}).decode())

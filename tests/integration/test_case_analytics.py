@@ -13,7 +13,7 @@ from pipeline.config import Settings
 from pipeline.service.processor import Core, RawRecord
 from pipeline.adapters.clickhouse.rows import batch_rows
 from pipeline.adapters.clickhouse.sink import ClickHouseSink
-from tests.factories import T0, at, complaint, order, raw
+from tests.factories import RECEIVED_AT, T0, at, complaint, order, raw
 from tests.unit.test_cases import action
 
 pytestmark = pytest.mark.integration   # the real engine (chDB)
@@ -33,7 +33,7 @@ def breach_of(core: Core, states: dict, customer: str, spend: str) -> str:
     recs = [RawRecord(Settings().topic_orders, 0, 0, customer.encode(), raw(order(customer, when=at(-1), amount=spend))),
             RawRecord(Settings().topic_complaints, 0, 1, customer.encode(),
                       raw(complaint(customer, when=at(0), severity="high")))]
-    states.update(core.process(recs, states.get, received_at=0.0).states)
+    states.update(core.process(recs, states.get, received_at=RECEIVED_AT).states)
     swept = core.sweep([states[customer]], T0.timestamp() + 9.5 * HOUR)
     states.update(swept.states)
     return next(a["alert_id"] for a in swept.alerts if a["type"] == "sla_breach")
@@ -60,7 +60,7 @@ def test_case_events_and_outcome_shares(sink):
             acts.append(action(aid, "closed", 9.5 + 3, customer=cid, outcome=outcome, playbook_action=code,
                                staff_id="S900"))
         out = core.process_actions([RawRecord("cx.actions", 0, i, cid.encode(), raw(a)) for i, a in enumerate(acts)],
-                                   states.get, received_at=0.0)
+                                   states.get, received_at=RECEIVED_AT)
         states.update(out.states)
         assert not out.dead_letters
         rows = batch_rows(out)

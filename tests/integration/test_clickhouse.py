@@ -96,7 +96,7 @@ def synthetic(n_events: int, n_customers: int = 5000, seed: int = 7, batch: int 
                    "wait_seconds": rng.choice([None, rng.uniform(0, 600)]),
                    "handle_seconds": rng.choice([None, rng.uniform(30, 900)]),
                    "resolved": rng.choice([None, True, False]), "handoffs": rng.choice([None, 0, 1, 3]),
-                   "ratings": {d: rng.randint(1, 5) for d in DIMS if rng.random() < 0.4},
+                   "ratings": {d: rng.randint(1, 5) for d in DIMS if rng.random() < 0.4} or None,
                    "csat": rng.choice([None, 1, 2, 3, 4, 5]), "nps": rng.choice([None, *range(11)]),
                    "sentiment": rng.choice([None, -0.5, 0.0, 0.25, 1.0])}
         elif r < 0.9:

@@ -16,7 +16,7 @@ from pipeline.service.processor import Core, RawRecord
 from pipeline.domain.state import CustomerState
 from schemas.actions import parse_action
 from schemas.outputs import DeadLetter
-from tests.factories import T0, at, complaint, raw
+from tests.factories import RECEIVED_AT, T0, at, complaint, raw
 
 HOUR = 3600.0
 ACTIONS = "cx.actions"
@@ -30,7 +30,7 @@ def action(alert_id: str, kind: str, hours: float, customer: str = "c1", action_
 
 
 def act(core: Core, states: dict, *records: dict, key: bytes | None = b"c1"):
-    out = core.process_actions([RawRecord(ACTIONS, 0, i, key, raw(r)) for i, r in enumerate(records)], states.get, received_at=0.0)
+    out = core.process_actions([RawRecord(ACTIONS, 0, i, key, raw(r)) for i, r in enumerate(records)], states.get, received_at=RECEIVED_AT)
     states.update(out.states)
     return out
 
@@ -39,7 +39,7 @@ def breached(core: Core) -> tuple[dict, dict]:
     """A high complaint of 09:00 Monday nobody answered: a critical sla_breach at 18:30."""
     states: dict[str, CustomerState] = {}
     out = core.process([RawRecord(Settings().topic_complaints, 0, 0, b"c1",
-                                  raw(complaint(when=at(0), severity="high")))], states.get, received_at=0.0)
+                                  raw(complaint(when=at(0), severity="high")))], states.get, received_at=RECEIVED_AT)
     states.update(out.states)
     swept = core.sweep(list(states.values()), T0.timestamp() + 9.5 * HOUR)
     states.update(swept.states)
@@ -89,7 +89,7 @@ def test_an_alert_that_resolves_by_itself_does_not_escalate():
     states, breach = breached(core)
     # answered late at 19:00: the breach resolves (the answer came) and nobody acked the case
     out = core.process([RawRecord(Settings().topic_complaints, 0, 1, b"c1",
-                                  raw(complaint(when=at(10), status="acknowledged", severity="high")))], states.get, received_at=0.0)
+                                  raw(complaint(when=at(10), status="acknowledged", severity="high")))], states.get, received_at=RECEIVED_AT)
     states.update(out.states)
     assert ("sla_breach", "resolved") in [(a["type"], a["status"]) for a in out.alerts]
     swept = core.sweep(list(states.values()), T0.timestamp() + 12 * HOUR)
@@ -121,7 +121,7 @@ def test_bad_actions_are_dead_lettered_with_a_reason_and_change_nothing():
     assert "channel" in out.dead_letters[3]["error"]
     wrong_key = act(core, states, action(aid, "acknowledged", 10), key=b"someone-else")
     assert [d["reason"] for d in wrong_key.dead_letters] == ["wrong_key"]
-    broken = core.process_actions([RawRecord(ACTIONS, 0, 9, b"c1", b"{not json")], states.get, received_at=0.0)
+    broken = core.process_actions([RawRecord(ACTIONS, 0, 9, b"c1", b"{not json")], states.get, received_at=RECEIVED_AT)
     assert [d["reason"] for d in broken.dead_letters] == ["invalid_json"]
     for d in out.dead_letters + wrong_key.dead_letters + broken.dead_letters:
         DeadLetter.model_validate(d)

@@ -9,7 +9,7 @@ from pipeline.adapters.state_codec import decode_state, encode_state
 from pipeline.config import Settings
 from pipeline.service.processor import Core, RawRecord
 from pipeline.domain.state import CustomerState
-from tests.factories import T0, at, complaint, order, raw
+from tests.factories import RECEIVED_AT, T0, at, complaint, order, raw
 
 HOUR = 3600.0
 # T0 is Monday 2026-03-02 09:00 UTC; the default calendar: UTC, Mon–Fri, 09:00–18:00.
@@ -18,7 +18,7 @@ HOUR = 3600.0
 def run(core: Core, events: list[dict], states: dict[str, CustomerState]) -> list[dict]:
     topic_for = Settings().topic_for_type
     recs = [RawRecord(topic_for[e["type"]], 0, 0, e["customer_id"].encode(), raw(e)) for e in events]
-    out = core.process(recs, states.get, received_at=0.0)
+    out = core.process(recs, states.get, received_at=RECEIVED_AT)
     states.update(out.states)
     return out.alerts
 

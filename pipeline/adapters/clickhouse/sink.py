@@ -1,8 +1,15 @@
 """ClickHouse sink: durable, idempotent batch inserts (imperative shell over clickhouse-connect).
 
 `write(batch)` is what the worker calls before it commits Kafka offsets: it returns only
-when every table's rows are stored. While ClickHouse is unavailable it retries with
-exponential backoff (until it succeeds or `close()` is called). Each table's insert carries
+when every table's rows are stored or refused. Errors are classified by what they mean
+(`is_transient`): while ClickHouse is unavailable or overloaded it retries with
+exponential backoff (until it succeeds or `close()` is called); a *data* error (the rows
+themselves are refused, e.g. Code 252 "too many partitions for a single INSERT block",
+a value out of a column's range) is never retried as is: the insert is split by the
+table's partition (month) and then in halves, down to single rows, and the rows that
+are still refused are set aside with ClickHouse's error (`take_rejected`; the worker and
+the backfill dead-letter them `unstorable`). So a batch whose rows ClickHouse cannot take
+never blocks the pipeline. Each table's insert carries
 `insert_deduplication_token` = a hash of that table's rows, so an insert retried after a
 lost response is dropped by ClickHouse instead of being stored (and aggregated) twice.
 
@@ -12,10 +19,13 @@ The DSN decides the backend: `chdb:///abs/path` (embedded engine) or
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
+import re
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
@@ -27,6 +37,8 @@ from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from pipeline.adapters.clickhouse.migrations import apply_migrations
 from pipeline.adapters.clickhouse.rows import erasure_row
 from pipeline.adapters.clickhouse.tables import CUSTOMER_TABLES, ERASURES
+from pipeline.domain.scoring import iso
+from schemas.records import DeadLetterDict
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +57,30 @@ RETRYABLE_CODES = frozenset({
     210,  # NETWORK_ERROR
     241,  # MEMORY_LIMIT_EXCEEDED
     242,  # TABLE_IS_READ_ONLY
-    252,  # TOO_MANY_PARTS
+    252,  # TOO_MANY_PARTS: merges behind inserts (back-pressure). NOT its other meaning, too many
+          # partitions in one INSERT block, which is the data's shape (see DATA_ERROR_MESSAGES)
     285,  # TOO_FEW_LIVE_REPLICAS
     319,  # UNKNOWN_STATUS_OF_INSERT
     425,  # SYSTEM_ERROR
     999,  # KEEPER_EXCEPTION
 })
+
+
+# Messages that make a retryable code a data error: the same rows fail the same way.
+DATA_ERROR_MESSAGES = ("partitions for single insert block", "partitions per insert block")
+
+# The column each table is partitioned by (PARTITION BY toYYYYMM(column), deploy/clickhouse/):
+# an insert refused as data is split by its month first. Materialized views partition by
+# the hour/day of the same column, so one month of cx_events is one partition for them too.
+PARTITION_COLUMN = {"cx_events": "occurred_at", "cx_scores_history": "as_of", "cx_complaints": "opened_at"}
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    """A row ClickHouse refused as data (not a transport failure), with its error."""
+    table: str
+    row: Mapping[str, Any]
+    error: str
 
 
 class SinkMetrics(Protocol):
@@ -72,8 +102,16 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (OperationalError, ConnectionError, TimeoutError)):
         return True
     if isinstance(exc, DatabaseError):
-        return getattr(exc, "code", None) in RETRYABLE_CODES
+        code = getattr(exc, "code", None)
+        if code is None:   # some drivers (chDB) carry the code in the message only
+            m = _CODE.search(str(exc))
+            code = int(m.group(1)) if m else None
+        text = str(exc).lower()
+        return code in RETRYABLE_CODES and not any(m in text for m in DATA_ERROR_MESSAGES)
     return isinstance(exc, OSError)
+
+
+_CODE = re.compile(r"\bCode:? ?(\d+)")
 
 
 def dedup_token(table: str, columns: Sequence[str], data: Sequence[Sequence[Any]]) -> str:
@@ -88,6 +126,21 @@ def table_data(rows: Rows) -> tuple[list[str], list[list[Any]]]:
     """Rows (dicts with the same keys) -> (column names, row-major data) for client.insert."""
     columns = list(rows[0].keys())
     return columns, [[r[c] for c in columns] for r in rows]
+
+
+def split_rows(table: str, rows: list[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """Parts of a refused insert: by the table's partition month when it spans several,
+    else two halves (so a bad row is isolated in log2(n) steps)."""
+    column = PARTITION_COLUMN.get(table)
+    if column is not None:
+        months: dict[object, list[Mapping[str, Any]]] = {}
+        for r in rows:
+            v = r.get(column)
+            months.setdefault((v.year, v.month) if isinstance(v, datetime) else v, []).append(r)
+        if len(months) > 1:
+            return list(months.values())
+    half = len(rows) // 2
+    return [rows[:half], rows[half:]]
 
 
 def default_client_factory(dsn: str) -> Client:
@@ -121,6 +174,7 @@ class ClickHouseSink:
         self._buffer: dict[str, list[Mapping[str, Any]]] = {}
         self._buffered = 0
         self._buffer_since: float | None = None
+        self._rejected: list[RejectedRow] = []
 
     # -- lifecycle --------------------------------------------------------------------
     @property
@@ -159,25 +213,47 @@ class ClickHouseSink:
 
     # -- synchronous, durable writes --------------------------------------------------
     def write(self, batch: Batch) -> int:
-        """Insert every table's rows now; return when stored (rows written).
+        """Insert every table's rows now; return when stored or refused (rows written).
 
         Retries transient failures with exponential backoff until success or close().
         Each table is inserted with its own dedup token, so when a retry repeats a table
-        that was in fact stored, ClickHouse drops the repeat.
+        that was in fact stored, ClickHouse drops the repeat. Rows refused as data are
+        split out and set aside (`take_rejected`), never retried as they are.
         """
         total = 0
         for table, rows in batch.items():
             if not rows:
                 continue
-            columns, data = table_data(rows)
-            token = dedup_token(table, columns, data)
-            self._retrying(f"insert {table}", lambda: self._insert(table, columns, data, token))
-            total += len(data)
-            if self._metrics:
-                self._metrics.sink_rows(table, len(data))
+            written = self._store(table, list(rows))
+            total += written
+            if self._metrics and written:
+                self._metrics.sink_rows(table, written)
         if self._metrics and total:
             self._metrics.sink_flush()
         return total
+
+    def take_rejected(self) -> list[RejectedRow]:
+        """The rows refused as data since the last call (and forget them)."""
+        out, self._rejected = self._rejected, []
+        return out
+
+    def _store(self, table: str, rows: list[Mapping[str, Any]]) -> int:
+        columns, data = table_data(rows)
+        token = dedup_token(table, columns, data)
+        try:
+            self._retrying(f"insert {table}", lambda: self._insert(table, columns, data, token))
+            return len(data)
+        except SinkClosed:
+            raise
+        except Exception as exc:   # not transient: the data itself is refused
+            if len(rows) == 1:
+                log.error("clickhouse refused a %s row as data (%s); setting it aside", table, exc)
+                self._rejected.append(RejectedRow(table, rows[0], f"{type(exc).__name__}: {exc}"[:1500]))
+                return 0
+            parts = split_rows(table, rows)
+            log.warning("clickhouse refused %d %s rows as data (%s); inserting them in %d parts",
+                        len(rows), table, exc, len(parts))
+            return sum(self._store(table, part) for part in parts)
 
     def _insert(self, table: str, columns: list[str], data: list[list[Any]], token: str) -> None:
         with self._lock:
@@ -275,3 +351,20 @@ class ClickHouseSink:
     def _command(self, sql: str, params: Mapping[str, Any], settings: Mapping[str, Any] | None = None) -> Any:
         with self._lock:
             return self.client.command(sql, parameters=dict(params), settings=dict(settings or {}))
+
+
+def sink_dead_letters(rejected: Sequence[RejectedRow], received_at: float) -> list[DeadLetterDict]:
+    """Dead letters (`unstorable`) for rows ClickHouse refused as data. The source is the
+    table (`clickhouse.<table>`, no partition or offset); the original is the row as JSON
+    (ids and derived measures only, see pipeline/adapters/clickhouse/rows.py)."""
+    out: list[DeadLetterDict] = []
+    for r in rejected:
+        cid = r.row.get("customer_id")
+        out.append({
+            "schema_version": 1, "reason": "unstorable", "error": r.error[:2000],
+            "source_topic": f"clickhouse.{r.table}", "partition": -1, "offset": -1,
+            "key_b64": base64.b64encode(cid.encode()).decode() if isinstance(cid, str) else None,
+            "original_b64": base64.b64encode(orjson.dumps(dict(r.row), default=str)).decode(),
+            "received_at": iso(received_at),
+        })
+    return out

@@ -51,7 +51,7 @@ def read_topic(settings: Settings, topic: str, timeout: float = 30.0) -> list:
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         ends = consumer.end_offsets(tps)
-        out = []
+        out: list = []
         deadline = time.monotonic() + timeout
         while any(consumer.position(tp) < ends[tp] for tp in tps):
             if time.monotonic() > deadline:
