@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--cutoff", default=None, help="with --transactions: ISO date; a date means the end of that day")
         p.add_argument("--window-days", type=float, default=90.0, help="with --transactions: churn window")
         p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
+        p.add_argument("--churn-model", choices=("learned", "lightgbm", "hand-set"), default="learned",
+                       help="learned: the model trained in-stream on the stream's own outcomes (default); "
+                            "lightgbm: the same with gradient-boosted trees; hand-set: the fixed-weight model only")
 
     bench = _optional("pipeline.bench")
     if bench is not None and hasattr(bench, "add_arguments") and hasattr(bench, "main"):
@@ -495,10 +498,10 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
             _err("evaluate", f"{args.transactions}: no such file")
             return 2
         result = evaluate.run_transactions_evaluate(settings, args.transactions, args.cutoff, args.window_days,
-                                                    args.threshold, out=print)
+                                                    args.threshold, out=print, churn_model=args.churn_model)
     else:
         result = evaluate.run_evaluate(settings, args.customers, args.days, args.seed, args.threshold,
-                                       horizon_days=args.horizon_days or None)
+                                       horizon_days=args.horizon_days or None, churn_model=args.churn_model)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
         print(f"figures written to {args.json}")

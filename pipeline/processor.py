@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from pipeline import alerts
 from pipeline.churn import PopulationParams
 from pipeline.config import Settings
+from pipeline.domain.churn_model import ChurnModel
 from pipeline.scoring import Profile, ScoringParams, apply, iso, profile, score_record
 from pipeline.state import CustomerState
 from schemas.events import EVENT_ADAPTER, Complaint, Order, Touchpoint
@@ -103,6 +104,9 @@ class Core:
         self.population = population or replace(PopulationParams.load(settings.population_file),
                                                 horizon_days=settings.churn_horizon_days)
         self.topic_type = settings.topic_type
+        # the learned churn model that scores churn_risk (pipeline/domain/churn_model.py);
+        # None: the hand-set model serves (cold start). Set by the learning loop.
+        self.churn_model: ChurnModel | None = None
 
     # --- decoding ---------------------------------------------------------------------
     def decode(self, rec: RawRecord, expected_type: str | None = None) -> Event | dict:
@@ -198,7 +202,7 @@ class Core:
                 complaint_ids: set[str] = frozenset()) -> Profile:
         """View the state at `as_of`, evaluate alerts, and add a score when forced or when
         something an operator would see changed (alerts, breaches, open complaints, risk ±0.05)."""
-        p = profile(state, as_of, self.params, self.population, self.rates)
+        p = profile(state, as_of, self.params, self.population, self.rates, self.churn_model)
         out.past_sla[state.customer_id] = (p.tier, sum(
             1 for rec in state.complaints if rec.is_open and p.slas[rec.id].breached))
         changes = alerts.update_alerts(state, p)

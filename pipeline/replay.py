@@ -19,6 +19,7 @@ import orjson
 from pipeline.churn import fit_population
 from pipeline.config import Settings
 from pipeline.processor import BatchResult, Core, RawRecord
+from pipeline.service.churn_learning import ChurnLearner
 from pipeline.state import CustomerState
 
 BATCH = 1000
@@ -31,6 +32,7 @@ class ReplayResult:
     alerts: list[dict] = field(default_factory=list)
     dead_letters: list[dict] = field(default_factory=list)
     states: dict[str, CustomerState] = field(default_factory=dict)
+    learner: ChurnLearner | None = None
     applied: int = 0
     duplicates: int = 0
     after_as_of: int = 0
@@ -58,9 +60,17 @@ def _peek(value: bytes) -> tuple[str | None, float | None]:
 def replay(values: Iterable[bytes], settings: Settings, as_of: datetime | None = None,
            tick: timedelta | None = timedelta(days=1), topic_of: Callable[[bytes], str] | None = None,
            on_progress: Callable[[int], None] | None = None, core: Core | None = None,
-           on_batch: Callable[[BatchResult], None] | None = None) -> ReplayResult:
+           on_batch: Callable[[BatchResult], None] | None = None,
+           learner: ChurnLearner | None = None) -> ReplayResult:
+    """With `learner` (pipeline/service/churn_learning.py) the churn model learns at every
+    tick from the stream's own outcomes, and the learned model scores once it serves.
+
+    Events later than the next tick are held back until that tick has run: a tick sees
+    exactly the events up to it, whatever their arrival order within the lateness bound
+    (the population fit, the snapshots and the sweep then do not depend on it)."""
     core = core or Core(settings)
     result = ReplayResult()
+    result.learner = learner
     states = result.states
     topic_for_type = settings.topic_for_type
     limit = as_of.timestamp() if as_of is not None else None
@@ -68,6 +78,7 @@ def replay(values: Iterable[bytes], settings: Settings, as_of: datetime | None =
     next_tick: float | None = None
     last_refit = float("-inf")
     batch: list[RawRecord] = []
+    held: list[tuple[float, RawRecord]] = []   # events after the next tick, in arrival order
 
     def collect(out: BatchResult) -> None:
         if on_batch is not None:
@@ -91,13 +102,29 @@ def replay(values: Iterable[bytes], settings: Settings, as_of: datetime | None =
             core.population = fit_population(states.values(), core.population, as_of=now)
             last_refit = now
 
+    def release(upto: float | None) -> None:
+        """Move held events up to `upto` (all with None) into the batch, in arrival order."""
+        nonlocal held
+        keep = []
+        for ts, rec in held:
+            if upto is None or ts <= upto:
+                batch.append(rec)
+                if len(batch) >= BATCH:
+                    flush()
+            else:
+                keep.append((ts, rec))
+        held = keep
+
     def run_ticks(until: float) -> None:
         nonlocal next_tick
         while next_tick is not None and next_tick <= until:
             flush()
             refit(next_tick)
+            if learner is not None:
+                learner.on_tick(next_tick, states, core)
             collect(core.sweep(states.values(), next_tick))
             next_tick += step
+            release(next_tick)
 
     for offset, value in enumerate(values):
         result.read += 1
@@ -111,7 +138,11 @@ def replay(values: Iterable[bytes], settings: Settings, as_of: datetime | None =
                     next_tick = (ts // step + 1) * step
                 run_ticks(ts - settings.lateness_seconds)
         topic = topic_of(value) if topic_of else topic_for_type.get(kind or "", "replay")
-        batch.append(RawRecord(topic, 0, offset, None, value))
+        rec = RawRecord(topic, 0, offset, None, value)
+        if ts is not None and next_tick is not None and ts > next_tick:
+            held.append((ts, rec))
+            continue
+        batch.append(rec)
         if len(batch) >= BATCH:
             flush()
         if on_progress and result.read % 5000 == 0:
@@ -119,6 +150,9 @@ def replay(values: Iterable[bytes], settings: Settings, as_of: datetime | None =
     flush()
     if limit is not None:
         run_ticks(limit)
+    release(None)
+    flush()
+    if limit is not None:
         core.population = fit_population(states.values(), core.population, as_of=limit)
         final = BatchResult()
         for state in states.values():

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from datetime import datetime, timezone
 
 from pipeline import signals
-from pipeline.churn import ChurnAssessment, PopulationParams, assess_churn
+from pipeline.churn import ChurnAssessment, PopulationParams, assess_churn, factor_units
 from pipeline.config import Settings
 from pipeline.sla import resolve_deadline_ts, sunset_deadline_ts
 from pipeline.state import (
@@ -24,6 +24,9 @@ from pipeline.state import (
     CustomerState, short_hash,
 )
 from schemas.events import Complaint, Order, Touchpoint
+
+from pipeline.domain.churn_features import churn_features
+from pipeline.domain.churn_model import ChurnModel, assess_learned
 
 DIMENSIONS = signals.DIMENSIONS
 DAY = 86400.0
@@ -450,6 +453,8 @@ class Profile:
     sla_breaches: int
     slas: dict[str, ComplaintSla]
     churn: ChurnAssessment
+    baseline_dims: dict[str, float | None]
+    churn_units: dict[str, float]     # factor units (pipeline.churn.factor_units), for the learned model's features
 
 
 def _cxi(dims: dict[str, float | None], weights: tuple[float, ...]) -> float | None:
@@ -463,7 +468,11 @@ def _cxi(dims: dict[str, float | None], weights: tuple[float, ...]) -> float | N
 
 
 def profile(state: CustomerState, as_of: float, params: ScoringParams,
-            population: PopulationParams, rates: dict[str, float] | None = None) -> Profile:
+            population: PopulationParams, rates: dict[str, float] | None = None,
+            churn_model: "ChurnModel | None" = None) -> Profile:
+    """The customer as of `as_of`. With `churn_model` (a learned model, see
+    pipeline/domain/churn_model.py) it scores churn_risk and its drivers; without, the
+    hand-set model of pipeline/churn.py does (cold start)."""
     rates = rates or params.rates
     as_of = max(as_of, state.wm)
     revenue = revenue_365d(state, as_of)
@@ -511,11 +520,15 @@ def profile(state: CustomerState, as_of: float, params: ScoringParams,
     f_lag = math.exp(-rates["f"] * (as_of - state.wm))
     factors = {name: acc.get(k, 0.0) * f_lag for k, name in FACTOR_OF_KEY.items()}
     chances = {name: acc.get(k, 0.0) * f_lag for name, k in OPPORTUNITY_KEY.items()}
-    churn = assess_churn(
-        state, as_of, population, factors=factors, chances=chances, experience_drop=experience_drop(state),
-        open_complaints=churn_open + overdue_open, sla_breaches=churn_breaches - overdue_open,
-    )
-    return Profile(as_of, dims, cxi, baseline, csat, nps, tier, revenue, open_complaints, breaches, slas, churn)
+    evidence = dict(factors=factors, chances=chances, experience_drop=experience_drop(state),
+                    open_complaints=churn_open + overdue_open, sla_breaches=churn_breaches - overdue_open)
+    churn = assess_churn(state, as_of, population, **evidence)
+    units = factor_units(state, population, **evidence)
+    p = Profile(as_of, dims, cxi, baseline, csat, nps, tier, revenue, open_complaints, breaches, slas, churn,
+                base, units)
+    if churn_model is not None:
+        p = replace(p, churn=assess_learned(churn_model, churn_features(state, p, population), churn.p_alive))
+    return p
 
 
 PRIOR_WEIGHT = 1.0        # the recent mean is shrunk towards the long-run one by one rating's weight
@@ -570,6 +583,7 @@ def score_record(state: CustomerState, p: Profile) -> dict:
         "sla_breaches": p.sla_breaches,
         "churn_risk": round(p.churn.risk, 4),
         "churn_drivers": [{"factor": f, "contribution": round(c, 4)} for f, c in p.churn.drivers],
+        "churn_model": p.churn.model_version,
         "revenue_at_risk": revenue_at_risk,
         "events": state.n,
     }
