@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alerts-out", type=Path, default=None)
     p.add_argument("--deadletters-out", type=Path, default=None)
     p.add_argument("--tick-hours", type=float, default=24.0, help="event-time interval of time-driven rules")
+    p.add_argument("--learn-churn", action="store_true",
+                   help="learn the churn model from the stream's own outcomes (daily snapshots, weekly retraining; "
+                        "the hand-set model serves until enough leavers are labelled)")
     p.add_argument("--to-clickhouse", action="store_true",
                    help="backfill: also write events, scores, alerts and complaints to ClickHouse "
                         "(CXPULSE_CLICKHOUSE_DSN; batched by CXPULSE_SINK_BATCH_ROWS / CXPULSE_SINK_FLUSH_SECONDS)")
@@ -213,12 +216,17 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
         on_batch = backfill
 
+    learner = None
+    if args.learn_churn:
+        from pipeline.service.churn_learning import ChurnLearner
+
+        learner = ChurnLearner(settings.churn_horizon_days)
     started = time.perf_counter()
     try:
         with bar("replay", None, quiet) as b:
             result = replay(read_lines(args.events), settings, as_of=args.as_of,
                             tick=timedelta(hours=args.tick_hours) if args.tick_hours > 0 else None,
-                            on_progress=lambda n: b.update(completed=n), on_batch=on_batch)
+                            on_progress=lambda n: b.update(completed=n), on_batch=on_batch, learner=learner)
         if sink is not None:
             sink.flush()
     finally:
@@ -233,6 +241,11 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     print(f"read {result.read:,} records in {elapsed:.2f} s ({result.read / max(elapsed, 1e-9):,.0f} events/s): "
           f"applied {result.applied:,}, duplicates {result.duplicates:,}, dead-lettered {len(result.dead_letters):,}, "
           f"after --as-of {result.after_as_of:,}; customers {len(result.scores):,}; alerts {len(result.alerts):,}")
+    if learner is not None:
+        served = learner.served.version if learner.served is not None else None
+        pos, neg, leavers = learner.book.counts()
+        print(f"churn model: {len(learner.cards)} trained on up to {pos + neg:,} labelled snapshots "
+              f"({pos:,} leaving, {leavers:,} leavers); serving: {served or 'the hand-set model (cold start)'}")
     if args.scores_out:
         print(f"scores written to {args.scores_out}")
     return 0

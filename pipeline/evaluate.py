@@ -286,7 +286,8 @@ def _model_summary(res) -> dict | None:
     pos, neg, leavers = learner.book.counts()
     return {"labelled_rows": pos + neg, "labelled_leaving": pos, "leavers": leavers, "models_trained": len(served),
             "train_seconds_max": _r(max(learner.train_seconds), 2) if learner.train_seconds else None,
-            "last_model": served[-1].to_dict() if served else None}
+            "serving": learner.served.to_dict() if learner.served is not None else None,
+            "last_trained": served[-1].to_dict() if served else None}
 
 
 def churn_alert_episodes(alerts: Sequence[dict]) -> dict[str, list[tuple[datetime, datetime | None]]]:

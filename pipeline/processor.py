@@ -220,12 +220,16 @@ class Core:
         return p
 
     # --- time-driven rules ------------------------------------------------------------
-    def sweep(self, states: Iterable[CustomerState], now: float) -> BatchResult:
-        """Re-evaluate customers at `now` (SLA deadlines, silence). Publishes only changes."""
+    def sweep(self, states: Iterable[CustomerState], now: float,
+              observe: Callable[[CustomerState, Profile], None] | None = None) -> BatchResult:
+        """Re-evaluate customers at `now` (SLA deadlines, silence). Publishes only changes.
+        `observe` sees every customer's profile (the churn model's snapshots reuse them)."""
         out = BatchResult()
         for state in states:
             if state.n:   # erasure markers have no profile
-                self.publish(state, now, out, force=False)
+                p = self.publish(state, now, out, force=False)
+                if observe is not None:
+                    observe(state, p)
         return out
 
 

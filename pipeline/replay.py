@@ -120,9 +120,12 @@ def replay(values: Iterable[bytes], settings: Settings, as_of: datetime | None =
         while next_tick is not None and next_tick <= until:
             flush()
             refit(next_tick)
-            if learner is not None:
-                learner.on_tick(next_tick, states, core)
-            collect(core.sweep(states.values(), next_tick))
+            if learner is None:
+                collect(core.sweep(states.values(), next_tick))
+            else:
+                learner.begin_tick(next_tick, states, core)
+                collect(core.sweep(states.values(), next_tick, observe=learner.observe))
+                learner.end_tick(next_tick, core)
             next_tick += step
             release(next_tick)
 

@@ -47,6 +47,7 @@ class ChurnLearner:
     book: SnapshotBook | None = None
     on_switch: Callable[[ModelCard | None], None] | None = None
     cards: list[ModelCard] = field(default_factory=list)        # every model trained, served or not
+    served: ModelCard | None = None                              # the model serving now (None: hand-set)
     last_train: float = float("-inf")
     train_seconds: list[float] = field(default_factory=list)    # wall time of each training (measurement only)
     _cold_logged: bool = False
@@ -55,23 +56,35 @@ class ChurnLearner:
         if self.book is None:
             self.book = SnapshotBook(self.horizon_days)
 
-    def snapshot_rows(self, states: Mapping[str, CustomerState], now: float, core) -> list[tuple[str, list[float], float]]:
-        rows = []
-        for cid in sorted(states):
-            state = states[cid]
-            if not state.n:
-                continue
-            p = profile(state, now, core.params, core.population, core.rates)
-            features = churn_features(state, p, core.population)
-            risk = core.churn_model.explain(features)[0] if core.churn_model is not None else p.churn.risk
-            rows.append((cid, features, risk))
-        return rows
+    _rows: list = field(default_factory=list)
+    _population: object = None
 
-    def on_tick(self, now: float, states: Mapping[str, CustomerState], core) -> None:
+    # --- one tick in three steps, around the sweep that already views every customer ----
+    def begin_tick(self, now: float, states: Mapping[str, CustomerState], core) -> None:
+        """Label what has become labellable; start collecting this tick's snapshot."""
         self.book.label_due(now, states.get)
-        self.book.add(now, self.snapshot_rows(states, now, core))
+        self._rows = []
+        self._population = core.population
+
+    def observe(self, state: CustomerState, p) -> None:
+        """One customer's profile at the tick (from `Core.sweep`): its features, and the
+        risk the serving model gave (kept to judge a new model against it)."""
+        self._rows.append((state.customer_id, churn_features(state, p, self._population), p.churn.risk))
+
+    def end_tick(self, now: float, core) -> None:
+        self.book.add(now, self._rows)
+        self._rows = []
         if now - self.last_train >= self.retrain_every:
             self.retrain(now, core)
+
+    def on_tick(self, now: float, states: Mapping[str, CustomerState], core) -> None:
+        """The whole tick without a sweep (views every customer itself)."""
+        self.begin_tick(now, states, core)
+        for cid in sorted(states):
+            state = states[cid]
+            if state.n:
+                self.observe(state, profile(state, now, core.params, core.population, core.rates, core.churn_model))
+        self.end_tick(now, core)
 
     def retrain(self, now: float, core) -> ModelCard | None:
         self.last_train = now
@@ -99,6 +112,7 @@ class ChurnLearner:
             return card
         previous = core.churn_model.version if core.churn_model is not None else "hand-set"
         core.churn_model = model
+        self.served = card
         log.info("churn model switch: %s -> %s (validation AUC %s vs %s, Brier %s vs %s, %d training rows)",
                  previous, card.version, card.auc_validation, card.auc_reference, card.brier_validation,
                  card.brier_reference, card.rows_train)
