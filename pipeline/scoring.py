@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from datetime import datetime, timezone
 
@@ -453,8 +453,8 @@ class Profile:
     sla_breaches: int
     slas: dict[str, ComplaintSla]
     churn: ChurnAssessment
-    baseline_dims: dict[str, float | None]
-    churn_units: dict[str, float]     # factor units (pipeline.churn.factor_units), for the learned model's features
+    baseline_dims: dict[str, float | None] = field(default_factory=dict)
+    churn_units: dict[str, float] = field(default_factory=dict)   # factor units (pipeline.churn.factor_units), for the learned model's features
 
 
 def _cxi(dims: dict[str, float | None], weights: tuple[float, ...]) -> float | None:

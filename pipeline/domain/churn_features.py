@@ -179,7 +179,7 @@ def churn_features(state: "CustomerState", p: "Profile", pop: PopulationParams) 
         "cxi": _none(p.cxi),
         "cxi_change": _change(p.cxi, p.baseline_cxi),
         **{d: _none(p.dims[d]) for d in DIMENSIONS},
-        **{f"{d}_change": _change(p.dims[d], p.baseline_dims[d]) for d in DIMENSIONS},
+        **{f"{d}_change": _change(p.dims[d], p.baseline_dims.get(d)) for d in DIMENSIONS},
         "csat": _none(p.csat),
         "nps": _none(p.nps),
     }
