@@ -17,7 +17,9 @@ customers per snapshot; each snapshot holds at most `max_per_snapshot` customers
 deterministic sample by a hash of customer id and day, independent of arrival order);
 labelled rows are kept up to `max_rows` (oldest snapshot dropped first). A row costs
 4 bytes per feature plus about 80 bytes (label, time, reference risk, customer id): with
-the 40 features and the default 500,000 rows about 120 MB, 30 days of 16,000 customers.
+the 40 features and the default 500,000 rows about 120 MB, i.e. 100 daily snapshots of
+the default 5,000 customers each (a business with more customers is sampled, one with
+fewer keeps a longer history).
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from pipeline.churn import DAY
 from pipeline.state import CustomerState, short_hash
 
 MAX_ROWS = 500_000
-MAX_PER_SNAPSHOT = 20_000
+MAX_PER_SNAPSHOT = 5_000
 
 
 @dataclass
