@@ -340,6 +340,12 @@ def test_a_model_worse_than_the_serving_one_is_not_served():
     card = train(X, y, t, version="v", trained_at=t.max(), reference=perfect_reference).card
     assert card.brier_reference == 0.0
     assert not better_than_reference(card)
+    # better calibrated but ranking worse than the serving model: not served either
+    rng = np.random.default_rng(2)
+    sharp = np.where(y, 0.9, 0.6).astype(np.float32)             # ranks perfectly, calibrated badly
+    card = train(X, y, t, version="v", trained_at=t.max(), reference=sharp).card
+    assert card.brier_validation < card.brier_reference and card.auc_validation < card.auc_reference
+    assert not better_than_reference(card)
 
 
 # ----------------------------------------------------------------------------- arrival order

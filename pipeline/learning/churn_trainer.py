@@ -228,7 +228,12 @@ def train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_
 
 def better_than_reference(card: ModelCard) -> bool:
     """Handover rule: a trained model replaces the serving one only when it is at least as
-    good on the held-out latest rows — Brier no worse than the serving model's."""
-    if card.brier_validation is None:
+    good on the held-out latest rows in both ranking and calibration: ROC AUC no lower and
+    Brier no worse than the serving model's on the same rows. (Brier alone is not enough:
+    a model that predicts the base rate to everyone beats a sharp but miscalibrated one on
+    Brier while ranking nobody; measured in docs/evaluation.md.)"""
+    if card.brier_validation is None or card.auc_validation is None:
         return False
-    return card.brier_reference is None or card.brier_validation <= card.brier_reference
+    if card.brier_reference is not None and card.brier_validation > card.brier_reference:
+        return False
+    return card.auc_reference is None or card.auc_validation >= card.auc_reference
