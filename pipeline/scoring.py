@@ -455,6 +455,7 @@ class Profile:
     churn: ChurnAssessment
     baseline_dims: dict[str, float | None] = field(default_factory=dict)
     churn_units: dict[str, float] = field(default_factory=dict)   # factor units (pipeline.churn.factor_units), for the learned model's features
+    churn_hand_set: ChurnAssessment | None = None   # the hand-set model's assessment (= churn when no learned model serves)
 
 
 def _cxi(dims: dict[str, float | None], weights: tuple[float, ...]) -> float | None:
@@ -525,7 +526,7 @@ def profile(state: CustomerState, as_of: float, params: ScoringParams,
     churn = assess_churn(state, as_of, population, **evidence)
     units = factor_units(state, population, **evidence)
     p = Profile(as_of, dims, cxi, baseline, csat, nps, tier, revenue, open_complaints, breaches, slas, churn,
-                base, units)
+                base, units, churn)
     if churn_model is not None:
         p = replace(p, churn=assess_learned(churn_model, churn_features(state, p, population), churn.p_alive))
     return p

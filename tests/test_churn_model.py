@@ -398,3 +398,22 @@ def test_fit_and_scores_do_not_depend_on_arrival_order_within_the_lateness_bound
     strip = lambda s: {k: v for k, v in s.items() if k != "version"}
     assert {c: strip(s) for c, s in a.scores.items()} == {c: strip(s) for c, s in b.scores.items()}
     assert any(s["churn_model"] for s in a.scores.values())
+
+
+def test_drift_hands_scoring_back_to_the_hand_set_model():
+    """A retraining whose model no longer beats the hand-set one on the latest rows hands
+    scoring back to it (logged, reported to on_switch with None)."""
+    switches = []
+    learner, core = _learner_with(rows=6000, leavers=400)
+    learner.on_switch = switches.append
+    assert learner.retrain(30 * DAY, core) is not None and core.churn_model is not None
+    for snap in learner.book.labelled:          # the hand-set model now knows every outcome
+        snap.reference = snap.labels.astype(np.float32)
+    card = learner.retrain(37 * DAY, core)
+    assert card is not None and not better_than_reference(card)
+    assert core.churn_model is None and learner.served is None
+    assert switches[-1] is None
+    out = BatchResult()
+    s = state_of([order(customer="c1")])
+    core.publish(s, s.wm, out, force=True)
+    assert out.scores[0]["churn_model"] is None

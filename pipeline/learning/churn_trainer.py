@@ -53,7 +53,7 @@ class ModelCard:
     brier_validation: float | None
     brier_uncalibrated: float | None   # the same model before Platt scaling, same rows
     brier_base_rate: float | None      # predicting the validation rows' churn share
-    auc_reference: float | None        # the model that served (hand-set or previous), same rows
+    auc_reference: float | None        # the hand-set model, same rows
     brier_reference: float | None
 
     def to_dict(self) -> dict:

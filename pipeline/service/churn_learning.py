@@ -1,7 +1,8 @@
 """The churn model's learning loop, the same in `cxpulse replay` and (once wired) the worker:
 at each point of event time (`on_tick`) label the snapshots whose horizon has passed,
 snapshot every customer's features, and on the retraining schedule train a model on the
-labelled history and hand it to the core if it beats the serving one on the latest rows.
+labelled history and hand it to the core if it beats the hand-set model on the latest
+rows (AUC and Brier); a retraining that does not hands scoring back to the hand-set model.
 
 Cold start: until the history holds MIN_POSITIVES / MIN_NEGATIVES labelled rows from
 MIN_LEAVERS leavers (pipeline/learning/churn_trainer.py says why), the hand-set model of
@@ -68,8 +69,9 @@ class ChurnLearner:
 
     def observe(self, state: CustomerState, p) -> None:
         """One customer's profile at the tick (from `Core.sweep`): its features, and the
-        risk the serving model gave (kept to judge a new model against it)."""
-        self._rows.append((state.customer_id, churn_features(state, p, self._population), p.churn.risk))
+        hand-set model's risk (every trained model is judged against it)."""
+        reference = p.churn_hand_set if p.churn_hand_set is not None else p.churn
+        self._rows.append((state.customer_id, churn_features(state, p, self._population), reference.risk))
 
     def end_tick(self, now: float, core) -> None:
         self.book.add(now, self._rows)
@@ -106,11 +108,19 @@ class ChurnLearner:
         self.train_seconds.append(_time.perf_counter() - started)
         card = model.card
         self.cards.append(card)
-        if not better_than_reference(card):
-            log.info("churn model %s not served: validation Brier %s vs %s of the serving model", card.version,
-                     card.brier_validation, card.brier_reference)
-            return card
         previous = core.churn_model.version if core.churn_model is not None else "hand-set"
+        if not better_than_reference(card):
+            log.info("churn model %s not served: validation AUC %s / Brier %s vs the hand-set model's %s / %s",
+                     card.version, card.auc_validation, card.brier_validation, card.auc_reference,
+                     card.brier_reference)
+            if core.churn_model is not None:
+                # drift: the latest history no longer supports a learned model over the hand-set one
+                core.churn_model = None
+                self.served = None
+                log.info("churn model switch: %s -> hand-set", previous)
+                if self.on_switch is not None:
+                    self.on_switch(None)
+            return card
         core.churn_model = model
         self.served = card
         log.info("churn model switch: %s -> %s (validation AUC %s vs %s, Brier %s vs %s, %d training rows)",
