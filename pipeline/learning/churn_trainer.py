@@ -188,7 +188,10 @@ def fit_platt(raw: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_at: float,
           reference: np.ndarray | None = None, leavers: int = 0, kind: str = "logistic"):
     """Fit, calibrate and validate on a time-ordered split. Returns a model with its card."""
-    from pipeline.evaluate import brier_score, roc_auc
+    from sklearn.metrics import brier_score_loss, roc_auc_score   # the same figures as pipeline/evaluate.py, vectorised
+
+    def brier_score(labels, scores):
+        return float(brier_score_loss(labels, scores))
 
     X = np.asarray(X)
     y = np.asarray(y, dtype=bool)
@@ -203,10 +206,7 @@ def train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_
     model.platt = fit_platt(model.raw(X[cal]), y[cal])
 
     def auc(labels, scores):
-        try:
-            return round(roc_auc(list(labels), list(scores)), 4)
-        except ValueError:
-            return None
+        return round(float(roc_auc_score(labels, scores)), 4) if 0 < np.sum(labels) < len(labels) else None
 
     yv = y[val]
     pv = model.predict(X[val])
@@ -216,11 +216,11 @@ def train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_
         version=version, kind=kind, trained_at=trained_at, window=(float(t.min()), float(t.max())),
         rows_train=int(tr.sum()), rows_calibration=int(cal.sum()), rows_validation=int(val.sum()),
         positives=int(y.sum()), leavers=leavers,
-        auc_validation=auc(yv, pv), brier_validation=round(brier_score(list(yv), list(pv)), 5) if len(yv) else None,
-        brier_uncalibrated=round(brier_score(list(yv), list(uncal)), 5) if len(yv) else None,
+        auc_validation=auc(yv, pv), brier_validation=round(brier_score(yv, pv), 5) if len(yv) else None,
+        brier_uncalibrated=round(brier_score(yv, uncal), 5) if len(yv) else None,
         brier_base_rate=round(share * (1 - share), 5) if len(yv) else None,
         auc_reference=auc(yv, reference[val]) if reference is not None else None,
-        brier_reference=round(brier_score(list(yv), list(reference[val].astype(float))), 5)
+        brier_reference=round(brier_score(yv, reference[val].astype(float)), 5)
         if reference is not None and len(yv) else None,
     )
     return model
