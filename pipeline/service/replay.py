@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Iterator
 import orjson
 
 from pipeline.service.processor import BatchResult, Core, RawRecord
+from pipeline.service.churn_learning import ChurnLearner
 from pipeline.domain.state import CustomerState
 from schemas.records import AlertDict, DeadLetterDict, ScoreDict
 
@@ -30,6 +31,7 @@ class ReplayResult:
     alerts: list[AlertDict] = field(default_factory=list)
     dead_letters: list[DeadLetterDict] = field(default_factory=list)
     states: dict[str, CustomerState] = field(default_factory=dict)
+    learner: ChurnLearner | None = None
     applied: int = 0
     duplicates: int = 0
     after_as_of: int = 0
@@ -57,10 +59,19 @@ def _peek(value: bytes) -> tuple[str | None, float | None]:
 def replay(values: Iterable[bytes], core: Core, *, clock: Callable[[], float], as_of: datetime | None = None,
            tick: timedelta | None = timedelta(days=1), topic_of: Callable[[bytes], str] | None = None,
            on_progress: Callable[[int], None] | None = None,
-           on_batch: Callable[[BatchResult], None] | None = None) -> ReplayResult:
+           on_batch: Callable[[BatchResult], None] | None = None,
+           learner: ChurnLearner | None = None) -> ReplayResult:
     """Replay `values` (wire records) through `core` (built by pipeline.bootstrap.build_core).
-    `clock()` is the wall-clock time stamped on dead letters as they are received."""
+    `clock()` is the wall-clock time stamped on dead letters as they are received.
+
+    With `learner` (pipeline/service/churn_learning.py) the churn model learns at every
+    tick from the stream's own outcomes, and the learned model scores once it serves.
+
+    Events later than the next tick are held back until that tick has run: a tick sees
+    exactly the events up to it, whatever their arrival order within the lateness bound
+    (the population fit, the snapshots and the sweep then do not depend on it)."""
     result = ReplayResult()
+    result.learner = learner
     states = result.states
     topic_for_type = {kind: topic for topic, kind in core.topic_type.items()}
     lateness = core.params.lateness_seconds
@@ -69,6 +80,7 @@ def replay(values: Iterable[bytes], core: Core, *, clock: Callable[[], float], a
     next_tick: float | None = None
     last_refit = float("-inf")
     batch: list[RawRecord] = []
+    held: list[tuple[float, RawRecord]] = []   # events after the next tick, in arrival order
 
     def collect(out: BatchResult) -> None:
         if on_batch is not None:
@@ -92,13 +104,32 @@ def replay(values: Iterable[bytes], core: Core, *, clock: Callable[[], float], a
             core.refit_population(states.values(), as_of=now)
             last_refit = now
 
+    def release(upto: float | None) -> None:
+        """Move held events up to `upto` (all with None) into the batch, in arrival order."""
+        nonlocal held
+        keep = []
+        for ts, rec in held:
+            if upto is None or ts <= upto:
+                batch.append(rec)
+                if len(batch) >= BATCH:
+                    flush()
+            else:
+                keep.append((ts, rec))
+        held = keep
+
     def run_ticks(until: float) -> None:
         nonlocal next_tick
         while step is not None and next_tick is not None and next_tick <= until:
             flush()
             refit(next_tick)
-            collect(core.sweep(states.values(), next_tick))
+            if learner is None:
+                collect(core.sweep(states.values(), next_tick))
+            else:
+                learner.begin_tick(next_tick, states, core)
+                collect(core.sweep(states.values(), next_tick, observe=learner.observe))
+                learner.end_tick(next_tick, core)
             next_tick += step
+            release(next_tick)
 
     for offset, value in enumerate(values):
         result.read += 1
@@ -112,7 +143,11 @@ def replay(values: Iterable[bytes], core: Core, *, clock: Callable[[], float], a
                     next_tick = (ts // step + 1) * step
                 run_ticks(ts - lateness)
         topic = topic_of(value) if topic_of else topic_for_type.get(kind or "", "replay")
-        batch.append(RawRecord(topic, 0, offset, None, value))
+        rec = RawRecord(topic, 0, offset, None, value)
+        if ts is not None and next_tick is not None and ts > next_tick:
+            held.append((ts, rec))
+            continue
+        batch.append(rec)
         if len(batch) >= BATCH:
             flush()
         if on_progress and result.read % 5000 == 0:
@@ -120,6 +155,9 @@ def replay(values: Iterable[bytes], core: Core, *, clock: Callable[[], float], a
     flush()
     if limit is not None:
         run_ticks(limit)
+    release(None)
+    flush()
+    if limit is not None:
         core.refit_population(states.values(), as_of=limit)
         final = BatchResult()
         for state in states.values():
