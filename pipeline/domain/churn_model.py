@@ -11,10 +11,14 @@ the score record read them unchanged.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Protocol, Sequence
 
 from pipeline.domain.churn import MAX_DRIVERS, MIN_CONTRIBUTION, ChurnAssessment
-from pipeline.domain.churn_features import FEATURE_FACTOR, FEATURE_NAMES
+from pipeline.domain.churn import PopulationParams
+from pipeline.domain.churn_features import FEATURE_FACTOR, FEATURE_NAMES, churn_features
+from pipeline.domain.scoring import Profile
+from pipeline.domain.state import CustomerState
 
 
 class ChurnModel(Protocol):
@@ -56,3 +60,12 @@ def assess_learned(model: ChurnModel, features: Sequence[float], p_alive: float)
         raise ValueError(f"churn model {model.version} was trained on other features than this build computes")
     risk, baseline, contributions = model.explain(features)
     return ChurnAssessment(risk, p_alive, drivers_from(contributions, risk, baseline), model.version)
+
+
+def learned_profile(state: CustomerState, p: Profile, model: ChurnModel | None, pop: PopulationParams) -> Profile:
+    """`p` (the hand-set model's profile) with churn_risk and its drivers from `model`, a
+    learned model; `p` unchanged without one (cold start). `p.churn_hand_set` keeps the
+    hand-set assessment either way."""
+    if model is None:
+        return p
+    return replace(p, churn=assess_learned(model, churn_features(state, p, pop), p.churn.p_alive))

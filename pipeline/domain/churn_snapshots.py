@@ -120,8 +120,12 @@ class SnapshotBook:
 
     def counts(self) -> tuple[int, int, int]:
         """(positive rows, negative rows, distinct customers with a positive row)."""
-        pos = sum(int(s.labels.sum()) for s in self.labelled)
-        leavers = {c for s in self.labelled for c, y in zip(s.customer_ids, s.labels) if y}
+        pos = 0
+        leavers: set[str] = set()
+        for s in self.labelled:
+            assert s.labels is not None   # labelled snapshots carry their labels
+            pos += int(s.labels.sum())
+            leavers.update(c for c, y in zip(s.customer_ids, s.labels) if y)
         return pos, self.rows - pos, len(leavers)
 
     def training_data(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -29,8 +29,6 @@ from pipeline.domain.state import (
 from schemas.events import Complaint, Order, Touchpoint
 from schemas.records import ScoreDict
 
-from pipeline.domain.churn_features import churn_features
-from pipeline.domain.churn_model import ChurnModel, assess_learned
 DAY = 86400.0
 FACTOR_HALF_LIFE_DAYS = 45.0      # churn-factor counters (late deliveries, refunds, ...)
 BASELINE_HALF_LIFE_FACTOR = 4.0   # the experience baseline decays 4x slower than the score
@@ -463,8 +461,7 @@ def _cxi(dims: dict[str, float | None], weights: tuple[float, ...]) -> float | N
 
 
 def profile(state: CustomerState, as_of: float, params: ScoringParams,
-            population: PopulationParams, rates: dict[str, float] | None = None,
-            churn_model: "ChurnModel | None" = None) -> Profile:
+            population: PopulationParams, rates: dict[str, float] | None = None) -> Profile:
     """The customer as of `as_of`. With `churn_model` (a learned model, see
     pipeline/domain/churn_model.py) it scores churn_risk and its drivers; without, the
     hand-set model of pipeline/domain/churn.py does (cold start)."""
@@ -515,15 +512,13 @@ def profile(state: CustomerState, as_of: float, params: ScoringParams,
     f_lag = math.exp(-rates["f"] * (as_of - state.wm))
     factors = {name: acc.get(k, 0.0) * f_lag for k, name in FACTOR_OF_KEY.items()}
     chances = {name: acc.get(k, 0.0) * f_lag for name, k in OPPORTUNITY_KEY.items()}
-    evidence = dict(factors=factors, chances=chances, experience_drop=experience_drop(state),
-                    open_complaints=churn_open + overdue_open, sla_breaches=churn_breaches - overdue_open)
-    churn = assess_churn(state, as_of, population, **evidence)
-    units = factor_units(state, population, **evidence)
-    p = Profile(as_of, dims, cxi, baseline, csat, nps, tier, revenue, open_complaints, breaches, slas, churn,
-                base, units, churn)
-    if churn_model is not None:
-        p = replace(p, churn=assess_learned(churn_model, churn_features(state, p, population), churn.p_alive))
-    return p
+    drop = experience_drop(state)
+    churn = assess_churn(state, as_of, population, factors=factors, chances=chances, experience_drop=drop,
+                         open_complaints=churn_open + overdue_open, sla_breaches=churn_breaches - overdue_open)
+    units = factor_units(state, population, factors=factors, chances=chances, experience_drop=drop,
+                         open_complaints=churn_open + overdue_open, sla_breaches=churn_breaches - overdue_open)
+    return Profile(as_of, dims, cxi, baseline, csat, nps, tier, revenue, open_complaints, breaches, slas, churn,
+                   base, units, churn)
 
 
 PRIOR_WEIGHT = 1.0        # the recent mean is shrunk towards the long-run one by one rating's weight

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -102,7 +102,7 @@ class TreeChurnModel:
     """LightGBM trees with Platt calibration; explanations by TreeSHAP."""
     version: str
     feature_names: tuple[str, ...]
-    booster: object
+    booster: Any   # lightgbm.Booster
     platt: tuple[float, float] = (1.0, 0.0)
     card: ModelCard | None = None
 
@@ -201,7 +201,9 @@ def train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_
     tr, cal, val = time_split(t)
     if len(np.unique(y[tr])) < 2:
         raise ValueError("the training part holds only one class")
-    fit = {"logistic": _fit_logistic, "lightgbm": _fit_lightgbm}[kind]
+    fits: dict[str, Callable[[np.ndarray, np.ndarray, str], LinearChurnModel | TreeChurnModel]] = {
+        "logistic": _fit_logistic, "lightgbm": _fit_lightgbm}
+    fit = fits[kind]
     model = fit(X[tr], y[tr], version)
     model.platt = fit_platt(model.raw(X[cal]), y[cal])
 

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Mapping
 
-from pipeline.domain.churn import DAY
+from pipeline.domain.churn import DAY, PopulationParams
 from pipeline.domain.churn_features import churn_features
+from pipeline.domain.churn_model import learned_profile
 from pipeline.domain.churn_snapshots import SnapshotBook
 from pipeline.learning.churn_trainer import ModelCard, better_than_reference, enough_history, train
 from pipeline.domain.scoring import profile
@@ -45,7 +46,7 @@ class ChurnLearner:
     horizon_days: float
     retrain_every: float = RETRAIN_EVERY
     kind: str = "logistic"
-    book: SnapshotBook | None = None
+    book: SnapshotBook = None   # type: ignore[assignment]  # None: a new book of horizon_days (__post_init__)
     on_switch: Callable[[ModelCard | None], None] | None = None
     cards: list[ModelCard] = field(default_factory=list)        # every model trained, served or not
     served: ModelCard | None = None                              # the model serving now (None: hand-set)
@@ -58,7 +59,7 @@ class ChurnLearner:
             self.book = SnapshotBook(self.horizon_days)
 
     _rows: list = field(default_factory=list)
-    _population: object = None
+    _population: PopulationParams = field(default_factory=PopulationParams)
 
     # --- one tick in three steps, around the sweep that already views every customer ----
     def begin_tick(self, now: float, states: Mapping[str, CustomerState], core) -> None:
@@ -85,7 +86,8 @@ class ChurnLearner:
         for cid in sorted(states):
             state = states[cid]
             if state.n:
-                self.observe(state, profile(state, now, core.params, core.population, core.rates, core.churn_model))
+                self.observe(state, learned_profile(state, profile(state, now, core.params, core.population, core.rates),
+                                                    core.churn_model, core.population))
         self.end_tick(now, core)
 
     def retrain(self, now: float, core) -> ModelCard | None:

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from pipeline.domain import alerts
 from pipeline.domain.churn import PopulationParams, fit_population
-from pipeline.domain.churn_model import ChurnModel
+from pipeline.domain.churn_model import ChurnModel, learned_profile
 from pipeline.domain.scoring import Profile, ScoringParams, apply, iso, profile, score_record
 from pipeline.domain.case import alert_resolved, apply_action, open_case, prune_cases
 from pipeline.domain.state import CustomerState, short_hash
@@ -218,7 +218,8 @@ class Core:
                 complaint_ids: AbstractSet[str] = frozenset()) -> Profile:
         """View the state at `as_of`, evaluate alerts, and add a score when forced or when
         something an operator would see changed (alerts, breaches, open complaints, risk ±0.05)."""
-        p = profile(state, as_of, self.params, self.population, self.rates, self.churn_model)
+        p = learned_profile(state, profile(state, as_of, self.params, self.population, self.rates),
+                            self.churn_model, self.population)
         out.past_sla[state.customer_id] = (p.tier, sum(
             1 for rec in state.complaints if rec.is_open and p.slas[rec.id].breached))
         changes = alerts.update_alerts(state, p)
