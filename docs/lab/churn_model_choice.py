@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from pipeline.bootstrap import build_core
 from pipeline.config import Settings
 from pipeline.learning.churn_trainer import train
 from pipeline.service.replay import replay
@@ -37,14 +38,15 @@ def main() -> None:
 
         cut = _cutoff_dt(args.cutoff)
         rows = sorted(read_transactions(args.transactions), key=lambda r: occurred_at(r[1]))
-        replay(to_order_events([r for r in rows if occurred_at(r[1]) <= cut]), settings, as_of=cut, learner=learner)
+        replay(to_order_events([r for r in rows if occurred_at(r[1]) <= cut]), build_core(settings), clock=time.time,
+               as_of=cut, learner=learner)
         label = f"{args.transactions} up to {args.cutoff}"
     else:
         from pipeline.tools.generator import generate
 
         end = datetime(2026, 11, 23, tzinfo=timezone.utc)
         stream = generate(customers=args.customers, days=args.days, seed=args.seed, end=end)
-        replay(stream.values(), settings, as_of=end, learner=learner)
+        replay(stream.values(), build_core(settings), clock=time.time, as_of=end, learner=learner)
         label = f"generator seed {args.seed}, {args.customers} customers, {args.days} days"
     X, y, t, ref = learner.book.training_data()
     print(f"{label}: {len(y):,} labelled snapshot rows, {int(y.sum()):,} leaving")

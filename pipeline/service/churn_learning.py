@@ -13,7 +13,7 @@ Arrival-order independence: `on_tick(now, …)` must see states that hold exactl
 up to `now` (replay holds back later events until the tick has run); customers are taken
 in customer-id order; training and calibration are deterministic. Shuffling a stream
 within the lateness bound, or duplicating events, gives the same snapshots, the same
-models and the same scores (tests/test_churn_model.py).
+models and the same scores (tests/unit/test_churn_model.py).
 """
 from __future__ import annotations
 
