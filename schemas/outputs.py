@@ -65,6 +65,8 @@ class ScoreRecord(BaseModel):
     churn_drivers: list[ChurnDriver]
     revenue_at_risk: Annotated[float, Field(ge=0)]
     events: Annotated[int, Field(ge=0)] = Field(description="events applied to this profile")
+    churn_model: str | None = Field(None, description="version of the learned churn model that scored churn_risk; "
+                                                      "null: the hand-set model (cold start)")
 
 
 class AlertType(str, Enum):

@@ -102,6 +102,7 @@ class ChurnAssessment:
     risk: float
     p_alive: float
     drivers: list[tuple[str, float]]
+    model_version: str | None = None   # the learned model that scored it; None: the hand-set model
 
 
 def _logit(p: float) -> float:
@@ -170,16 +171,8 @@ def assess_churn(state: CustomerState, as_of: float, pop: PopulationParams, *, f
         quiet = ((pop.alpha + T) / (pop.alpha + T + pop.horizon_days)) ** (pop.r + repeat)
         alive = alive * (1.0 - quiet)
         base_p = 1.0 - (1.0 - base_p) * (1.0 - quiet)
-    units = {
-        "unresolved_complaints": float(open_complaints),
-        "sla_breaches": sla_breaches + factors.get("sla_breaches_folded", 0.0),
-        "failed_recovery": factors.get("failed_recovery", 0.0),
-        "experience_drop": experience_drop,
-        "declining_frequency": _declining_frequency(state),
-        "declining_spend": _declining_spend(state),
-    }
-    for name, usual in pop.incident_rates.items():
-        units[name] = factors.get(name, 0.0) - usual * chances.get(name, 0.0)
+    units = factor_units(state, pop, factors=factors, chances=chances, experience_drop=experience_drop,
+                         open_complaints=open_complaints, sla_breaches=sla_breaches)
     z = {"inactivity": max(0.0, _logit(1.0 - alive) - _logit(base_p))}
     for name, amount in units.items():
         weight, cap = FACTOR_WEIGHTS[name]
@@ -207,6 +200,26 @@ def assess_churn(state: CustomerState, as_of: float, pop: PopulationParams, *, f
     drivers = sorted(((f, c) for f, c in contributions.items() if c >= MIN_CONTRIBUTION),
                      key=lambda fc: (-fc[1], fc[0]))[:MAX_DRIVERS]
     return ChurnAssessment(risk, alive, drivers)
+
+
+def factor_units(state: CustomerState, pop: PopulationParams, *, factors: dict[str, float],
+                 chances: dict[str, float], experience_drop: float, open_complaints: int,
+                 sla_breaches: int) -> dict[str, float]:
+    """The units of every experience and behaviour factor (FACTOR_WEIGHTS' keys), not
+    clipped: incident factors count incidents above the population's usual rate for the
+    customer's own chances (negative: fewer than usual). The hand-set model clips and
+    weighs them; the learned model (pipeline/domain/churn_features.py) takes them as they are."""
+    units = {
+        "unresolved_complaints": float(open_complaints),
+        "sla_breaches": sla_breaches + factors.get("sla_breaches_folded", 0.0),
+        "failed_recovery": factors.get("failed_recovery", 0.0),
+        "experience_drop": experience_drop,
+        "declining_frequency": _declining_frequency(state),
+        "declining_spend": _declining_spend(state),
+    }
+    for name, usual in pop.incident_rates.items():
+        units[name] = factors.get(name, 0.0) - usual * chances.get(name, 0.0)
+    return units
 
 
 def activity_summary(state: CustomerState, as_of: float) -> tuple[int, float, float] | None:
@@ -242,7 +255,8 @@ def fit_population(states: Iterable[CustomerState], prior: PopulationParams | No
     from scipy.optimize import minimize
 
     prior = prior or PopulationParams()
-    states = list(states)
+    # customer-id order: the same customers and the same sums whatever order they arrived in
+    states = sorted(states, key=lambda s: s.customer_id)
     incident_rates = fit_incident_rates(states[:max_customers], prior.incident_rates)
     prior = replace(prior, incident_rates=incident_rates)
     if as_of is None:

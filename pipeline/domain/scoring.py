@@ -12,13 +12,13 @@ from __future__ import annotations
 import math
 import time
 from bisect import bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import cast
 from datetime import datetime, timezone
 
 from pipeline.domain import signals
-from pipeline.domain.churn import ChurnAssessment, PopulationParams, assess_churn
+from pipeline.domain.churn import ChurnAssessment, PopulationParams, assess_churn, factor_units
 from pipeline.domain.business_calendar import BusinessCalendar
 from pipeline.domain.sla import at_risk_from, resolve_deadline_ts, sunset_deadline_ts
 from pipeline.domain.vocabulary import DIMENSIONS, TIERS
@@ -463,6 +463,9 @@ class Profile:
     sla_breaches: int
     slas: dict[str, ComplaintSla]
     churn: ChurnAssessment
+    baseline_dims: dict[str, float | None] = field(default_factory=dict)
+    churn_units: dict[str, float] = field(default_factory=dict)   # factor units (pipeline.domain.churn.factor_units), for the learned model's features
+    churn_hand_set: ChurnAssessment | None = None   # the hand-set model's assessment (= churn when no learned model serves)
 
 
 def _cxi(dims: dict[str, float | None], weights: tuple[float, ...]) -> float | None:
@@ -477,6 +480,9 @@ def _cxi(dims: dict[str, float | None], weights: tuple[float, ...]) -> float | N
 
 def profile(state: CustomerState, as_of: float, params: ScoringParams,
             population: PopulationParams, rates: dict[str, float] | None = None) -> Profile:
+    """The customer as of `as_of`. With `churn_model` (a learned model, see
+    pipeline/domain/churn_model.py) it scores churn_risk and its drivers; without, the
+    hand-set model of pipeline/domain/churn.py does (cold start)."""
     rates = rates or params.rates
     as_of = max(as_of, state.wm)
     revenue = revenue_365d(state, as_of)
@@ -524,11 +530,13 @@ def profile(state: CustomerState, as_of: float, params: ScoringParams,
     f_lag = math.exp(-rates["f"] * (as_of - state.wm))
     factors = {name: acc.get(k, 0.0) * f_lag for k, name in FACTOR_OF_KEY.items()}
     chances = {name: acc.get(k, 0.0) * f_lag for name, k in OPPORTUNITY_KEY.items()}
-    churn = assess_churn(
-        state, as_of, population, factors=factors, chances=chances, experience_drop=experience_drop(state),
-        open_complaints=churn_open + overdue_open, sla_breaches=churn_breaches - overdue_open,
-    )
-    return Profile(as_of, dims, cxi, baseline, csat, nps, tier, revenue, open_complaints, breaches, slas, churn)
+    drop = experience_drop(state)
+    churn = assess_churn(state, as_of, population, factors=factors, chances=chances, experience_drop=drop,
+                         open_complaints=churn_open + overdue_open, sla_breaches=churn_breaches - overdue_open)
+    units = factor_units(state, population, factors=factors, chances=chances, experience_drop=drop,
+                         open_complaints=churn_open + overdue_open, sla_breaches=churn_breaches - overdue_open)
+    return Profile(as_of, dims, cxi, baseline, csat, nps, tier, revenue, open_complaints, breaches, slas, churn,
+                   base, units, churn)
 
 
 PRIOR_WEIGHT = 1.0        # the recent mean is shrunk towards the long-run one by one rating's weight
@@ -585,6 +593,7 @@ def score_record(state: CustomerState, p: Profile) -> ScoreDict:
         "sla_breaches": p.sla_breaches,
         "churn_risk": round(p.churn.risk, 4),
         "churn_drivers": [{"factor": f, "contribution": round(c, 4)} for f, c in p.churn.drivers],
+        "churn_model": p.churn.model_version,
         "revenue_at_risk": revenue_at_risk,
         "events": state.n,
     })

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from pipeline.domain import alerts
 from pipeline.domain.churn import PopulationParams, fit_population
+from pipeline.domain.churn_model import ChurnModel, learned_profile
 from pipeline.domain.scoring import Profile, ScoringParams, apply, iso, profile, score_record
 from pipeline.domain.case import alert_resolved, apply_action, open_case, prune_cases
 from schemas.id_policy import id_problem
@@ -127,6 +128,9 @@ class Core:
         self.window = window or PlausibleWindow()   # plausible event times (its ceiling follows received_at)
         self.currency = currency                     # the business currency (ISO 4217)
         self.id_pattern = re.compile(id_pattern) if id_pattern else None   # narrows the contract's id pattern
+        # the learned churn model that scores churn_risk (pipeline/domain/churn_model.py);
+        # None: the hand-set model serves (cold start). Set by the learning loop.
+        self.churn_model: ChurnModel | None = None
 
     @property
     def population(self) -> PopulationParams:
@@ -266,7 +270,8 @@ class Core:
                 complaint_ids: AbstractSet[str] = frozenset()) -> Profile:
         """View the state at `as_of`, evaluate alerts, and add a score when forced or when
         something an operator would see changed (alerts, breaches, open complaints, risk ±0.05)."""
-        p = profile(state, as_of, self.params, self.population, self.rates)
+        p = learned_profile(state, profile(state, as_of, self.params, self.population, self.rates),
+                            self.churn_model, self.population)
         out.past_sla[state.customer_id] = (p.tier, sum(
             1 for rec in state.complaints if rec.is_open and p.slas[rec.id].breached))
         changes = alerts.update_alerts(state, p)
@@ -337,12 +342,16 @@ class Core:
         return out
 
     # --- time-driven rules ------------------------------------------------------------
-    def sweep(self, states: Iterable[CustomerState], now: float) -> BatchResult:
-        """Re-evaluate customers at `now` (SLA deadlines, silence). Publishes only changes."""
+    def sweep(self, states: Iterable[CustomerState], now: float,
+              observe: Callable[[CustomerState, Profile], None] | None = None) -> BatchResult:
+        """Re-evaluate customers at `now` (SLA deadlines, silence). Publishes only changes.
+        `observe` sees every customer's profile (the churn model's snapshots reuse them)."""
         out = BatchResult()
         for state in states:
             if state.n:   # erasure markers have no profile
-                self.publish(state, now, out, force=False)
+                p = self.publish(state, now, out, force=False)
+                if observe is not None:
+                    observe(state, p)
         return out
 
 

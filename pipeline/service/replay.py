@@ -26,6 +26,7 @@ import orjson
 from pydantic import TypeAdapter
 
 from pipeline.service.processor import BatchResult, Core, RawRecord
+from pipeline.service.churn_learning import ChurnLearner
 from pipeline.domain.state import CustomerState
 from schemas.events import Timestamp
 from schemas.records import AlertDict, DeadLetterDict, ScoreDict
@@ -42,6 +43,7 @@ class ReplayResult:
     alerts: list[AlertDict] = field(default_factory=list)
     dead_letters: list[DeadLetterDict] = field(default_factory=list)
     states: dict[str, CustomerState] = field(default_factory=dict)
+    learner: ChurnLearner | None = None
     applied: int = 0
     duplicates: int = 0
     after_as_of: int = 0
@@ -73,10 +75,19 @@ def _peek(value: bytes) -> tuple[str | None, float | None]:
 def replay(values: Iterable[bytes], core: Core, *, clock: Callable[[], float], as_of: datetime | None = None,
            tick: timedelta | None = timedelta(days=1), topic_of: Callable[[bytes], str] | None = None,
            on_progress: Callable[[int], None] | None = None,
-           on_batch: Callable[[BatchResult], None] | None = None) -> ReplayResult:
+           on_batch: Callable[[BatchResult], None] | None = None,
+           learner: ChurnLearner | None = None) -> ReplayResult:
     """Replay `values` (wire records) through `core` (built by pipeline.bootstrap.build_core).
-    `clock()` is the wall-clock time stamped on dead letters as they are received."""
+    `clock()` is the wall-clock time stamped on dead letters as they are received.
+
+    With `learner` (pipeline/service/churn_learning.py) the churn model learns at every
+    tick from the stream's own outcomes, and the learned model scores once it serves.
+
+    Events later than the next tick are held back until that tick has run: a tick sees
+    exactly the events up to it, whatever their arrival order within the lateness bound
+    (the population fit, the snapshots and the sweep then do not depend on it)."""
     result = ReplayResult()
+    result.learner = learner
     states = result.states
     topic_for_type = {kind: topic for topic, kind in core.topic_type.items()}
     lateness = core.params.lateness_seconds
@@ -86,6 +97,7 @@ def replay(values: Iterable[bytes], core: Core, *, clock: Callable[[], float], a
     next_tick: float | None = None
     last_refit = float("-inf")
     batch: list[RawRecord] = []
+    held: list[tuple[float, RawRecord]] = []   # events after the next tick, in arrival order
 
     def collect(out: BatchResult) -> None:
         if on_batch is not None:
@@ -109,6 +121,19 @@ def replay(values: Iterable[bytes], core: Core, *, clock: Callable[[], float], a
             core.refit_population(states.values(), as_of=now)
             last_refit = now
 
+    def release(upto: float | None) -> None:
+        """Move held events up to `upto` (all with None) into the batch, in arrival order."""
+        nonlocal held
+        keep = []
+        for ts, rec in held:
+            if upto is None or ts <= upto:
+                batch.append(rec)
+                if len(batch) >= BATCH:
+                    flush()
+            else:
+                keep.append((ts, rec))
+        held = keep
+
     def run_ticks(until: float) -> None:
         nonlocal next_tick
         if step is None or next_tick is None or next_tick > until:
@@ -119,9 +144,15 @@ def replay(values: Iterable[bytes], core: Core, *, clock: Callable[[], float], a
             if ticks == MAX_TICKS_PER_STEP:   # a gap of years: jump to the last tick before `until`
                 next_tick += (until - next_tick) // step * step
             refit(next_tick)
-            collect(core.sweep(states.values(), next_tick))
+            if learner is None:
+                collect(core.sweep(states.values(), next_tick))
+            else:
+                learner.begin_tick(next_tick, states, core)
+                collect(core.sweep(states.values(), next_tick, observe=learner.observe))
+                learner.end_tick(next_tick, core)
             next_tick += step
             ticks += 1
+            release(next_tick)
 
     for offset, value in enumerate(values):
         result.read += 1
@@ -137,7 +168,11 @@ def replay(values: Iterable[bytes], core: Core, *, clock: Callable[[], float], a
                     next_tick = (ts // step + 1) * step
                 run_ticks(ts - lateness)
         topic = topic_of(value) if topic_of else topic_for_type.get(kind or "", "replay")
-        batch.append(RawRecord(topic, 0, offset, None, value))
+        rec = RawRecord(topic, 0, offset, None, value)
+        if ts is not None and next_tick is not None and ts > next_tick:
+            held.append((ts, rec))
+            continue
+        batch.append(rec)
         if len(batch) >= BATCH:
             flush()
         if on_progress and result.read % 5000 == 0:
@@ -145,6 +180,9 @@ def replay(values: Iterable[bytes], core: Core, *, clock: Callable[[], float], a
     flush()
     if limit is not None:
         run_ticks(limit)
+    release(None)
+    flush()
+    if limit is not None:
         core.refit_population(states.values(), as_of=limit)
         final = BatchResult()
         for state in states.values():

@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--now", type=_parse_time, default=None,
                    help="the replay's processing clock: events later than it (+ CXPULSE_CLOCK_SKEW_SECONDS) are "
                         "dead-lettered implausible_time (default: --as-of, else the wall clock)")
+    p.add_argument("--learn-churn", action="store_true",
+                   help="learn the churn model from the stream's own outcomes (daily snapshots, weekly retraining; "
+                        "the hand-set model serves until enough leavers are labelled)")
     p.add_argument("--to-clickhouse", action="store_true",
                    help="backfill: also write events, scores, alerts and complaints to ClickHouse "
                         "(CXPULSE_CLICKHOUSE_DSN; batched by CXPULSE_SINK_BATCH_ROWS / CXPULSE_SINK_FLUSH_SECONDS)")
@@ -203,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--as-of", type=_parse_time, default=None,
                        help="with --live: the end of the outcome window (default: the latest event time stored)")
         p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
+        p.add_argument("--churn-model", choices=("learned", "lightgbm", "hand-set"), default="learned",
+                       help="learned: the model trained in-stream on the stream's own outcomes (default); "
+                            "lightgbm: the same with gradient-boosted trees; hand-set: the fixed-weight model only")
 
     bench = _optional("pipeline.tools.bench")
     if bench is not None and hasattr(bench, "add_arguments") and hasattr(bench, "main"):
@@ -279,12 +285,17 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
         on_batch = backfill
 
+    learner = None
+    if args.learn_churn:
+        from pipeline.service.churn_learning import ChurnLearner
+
+        learner = ChurnLearner(settings.churn_horizon_days)
     started = time.perf_counter()
     try:
         with bar("replay", None, quiet) as b:
             result = replay(read_lines(args.events), build_core(settings), clock=clock, as_of=args.as_of,
                             tick=timedelta(hours=args.tick_hours) if args.tick_hours > 0 else None,
-                            on_progress=lambda n: b.update(completed=n), on_batch=on_batch)
+                            on_progress=lambda n: b.update(completed=n), on_batch=on_batch, learner=learner)
         if sink is not None:
             sink.flush()
             result.dead_letters.extend(sink_dead_letters(sink.take_rejected(), clock()))
@@ -300,6 +311,11 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     print(f"read {result.read:,} records in {elapsed:.2f} s ({result.read / max(elapsed, 1e-9):,.0f} events/s): "
           f"applied {result.applied:,}, duplicates {result.duplicates:,}, dead-lettered {len(result.dead_letters):,}, "
           f"after --as-of {result.after_as_of:,}; customers {len(result.scores):,}; alerts {len(result.alerts):,}")
+    if learner is not None:
+        served = learner.served.version if learner.served is not None else None
+        pos, neg, leavers = learner.book.counts()
+        print(f"churn model: {len(learner.cards)} trained on up to {pos + neg:,} labelled snapshots "
+              f"({pos:,} leaving, {leavers:,} leavers); serving: {served or 'the hand-set model (cold start)'}")
     if args.scores_out:
         print(f"scores written to {args.scores_out}")
     return 0
@@ -630,7 +646,8 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
             return 2
         window = args.holdout_weeks * 7.0 if args.holdout_weeks is not None else args.window_days
         result = evaluate.run_transactions_evaluate(settings, args.transactions, args.cutoff, window,
-                                                    args.threshold, out=print, resamples=args.resamples)
+                                                    args.threshold, out=print, resamples=args.resamples,
+                                                    churn_model=args.churn_model)
     elif args.mode == "causal":
         try:
             result = _causal_evaluate(settings, args)
@@ -639,7 +656,7 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
             return 2
     else:
         result = evaluate.run_evaluate(settings, args.customers, args.days or 120, args.seed, args.threshold,
-                                       horizon_days=args.horizon_days or None)
+                                       horizon_days=args.horizon_days or None, churn_model=args.churn_model)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
         print(f"figures written to {args.json}")

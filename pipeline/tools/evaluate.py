@@ -71,7 +71,8 @@ def _known(value: T | None) -> T:
 
 def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, seed: int = 7,
                  churn_threshold: float = WARNING_THRESHOLD, out: Callable[[str], object] | None = print,
-                 end: datetime | None = None, horizon_days: float | None = 28.0) -> dict:
+                 end: datetime | None = None, horizon_days: float | None = 28.0,
+                 churn_model: str = "learned") -> dict:
     """Generate a stream with planted churners, replay it to its end and measure.
 
     Figures (all as of the stream end unless said otherwise):
@@ -98,7 +99,7 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
     topic = settings.topic_for_type
     # each record goes to the topic it was produced to (wrong_topic records included)
     res = replay(stream.values(), build_core(settings), clock=time_module.time, as_of=stream.end,
-                 topic_of=_fresh_topic_of(stream, topic))
+                 topic_of=_fresh_topic_of(stream, topic), learner=_learner(settings, churn_model))
     truth = stream.truth
     ids = sorted(truth)
     labels = [truth[c].churned for c in ids]
@@ -168,7 +169,8 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
     if horizon_days:
         cut = stream.end - timedelta(days=horizon_days)
         early = replay(stream.values(), build_core(settings), clock=time_module.time, as_of=cut,
-                       topic_of=_fresh_topic_of(stream, topic))
+                       topic_of=_fresh_topic_of(stream, topic),
+                       learner=_learner(settings, churn_model))
         e_ids = [c for c in ids if c in early.scores and (not truth[c].churned or churn_at[c] > cut)]
         e_labels = [truth[c].churned for c in e_ids]
         e_risk = [float(early.scores[c]["churn_risk"]) for c in e_ids]
@@ -177,8 +179,35 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
                        "early_negatives": len(e_labels) - sum(e_labels), "auc_early": _r(_safe_auc(e_labels, e_risk)),
                        "precision_early": _r(p_e), "recall_early": _r(r_e)})
         result.update({f"{k}_early": v for k, v in _calibration(e_labels, e_risk).items()})
+        result["churn_model_early"] = _model_summary(early)
+    result["churn_model"] = _model_summary(res)
     _print(say, result)
     return result
+
+
+def _learner(settings: Settings, churn_model: str):
+    """The learning loop for a replay ("learned", the product's churn model), or None
+    ("hand-set": today's fixed-weight model, for comparison)."""
+    if churn_model == "hand-set":
+        return None
+    if churn_model not in ("learned", "lightgbm"):
+        raise ValueError(f"unknown churn model {churn_model!r} (learned, lightgbm or hand-set)")
+    from pipeline.service.churn_learning import ChurnLearner
+
+    return ChurnLearner(settings.churn_horizon_days, kind="lightgbm" if churn_model == "lightgbm" else "logistic")
+
+
+def _model_summary(res) -> dict | None:
+    """Which churn model scored the replay's final scores, and the last model trained."""
+    learner = getattr(res, "learner", None)
+    if learner is None:
+        return None
+    served = [c for c in learner.cards if c is not None]
+    pos, neg, leavers = learner.book.counts()
+    return {"labelled_rows": pos + neg, "labelled_leaving": pos, "leavers": leavers, "models_trained": len(served),
+            "train_seconds_max": _r(max(learner.train_seconds), 2) if learner.train_seconds else None,
+            "serving": learner.served.to_dict() if learner.served is not None else None,
+            "last_trained": served[-1].to_dict() if served else None}
 
 
 def churn_alert_episodes(alerts: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[datetime, datetime | None]]]:
@@ -277,7 +306,8 @@ def _cutoff_dt(cutoff: date | datetime | str) -> datetime:
 
 def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: date | datetime | str,
                               window_days: float = 90.0, churn_threshold: float = WARNING_THRESHOLD,
-                              out: Callable[[str], object] | None = None, resamples: int = 1000) -> dict:
+                              out: Callable[[str], object] | None = None, resamples: int = 1000,
+                              churn_model: str = "learned") -> dict:
     """Replay a real purchase history up to `cutoff` and check churn_risk against what happened.
 
     Label: a customer with at least one purchase up to the cutoff is a churner when they
@@ -301,7 +331,8 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
     for cid, when, _ in before:
         last[cid] = max(last.get(cid, occurred_at(when)), occurred_at(when))
     came_back = {cid for cid, when, _ in rows if cut < occurred_at(when) <= horizon}
-    res = replay(to_order_events(before), build_core(settings), clock=time_module.time, as_of=cut)
+    res = replay(to_order_events(before), build_core(settings), clock=time_module.time, as_of=cut,
+                 learner=_learner(settings, churn_model))
     ids = sorted(last)
     labels = [c not in came_back for c in ids]
     risk = [float(res.scores[c]["churn_risk"]) if c in res.scores else 0.0 for c in ids]
@@ -317,6 +348,7 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
         "churn_threshold": churn_threshold, "precision": _r(precision), "recall": _r(recall),
         **_calibration(labels, risk),
         "scores": scores,
+        "churn_model": _model_summary(res),
     }
     _print(say, result)
     for name, f in scores.items():

@@ -162,6 +162,24 @@ def test_domain_imports_only_stdlib_numpy_scipy_and_schemas():
     assert bad == {}
 
 
+def test_learning_imports_only_stdlib_numeric_and_ml_libraries_and_domain():
+    """pipeline/learning trains models: numpy/scipy/scikit-learn/LightGBM and the domain
+    (features, snapshots), no I/O layers; the domain never imports learning."""
+    allowed_external = set(sys.stdlib_module_names) | {"numpy", "scipy", "sklearn", "lightgbm", "__future__"}
+    bad = {}
+    for module in MODULES:
+        if not _under(module, "pipeline.learning"):
+            continue
+        wrong = sorted(lib for lib in EXTERNAL[module] if lib not in allowed_external)
+        wrong += sorted(t for t in INTERNAL[module]
+                        if not (_under(t, "pipeline.domain") or _under(t, "pipeline.learning")
+                                or _under(t, "schemas") or t == "pipeline"))
+        if wrong:
+            bad[module] = wrong
+    assert any(_under(m, "pipeline.learning") for m in MODULES)
+    assert bad == {}
+
+
 @pytest.mark.parametrize("layer, forbidden", [
     ("pipeline.service", ("pipeline.adapters", "pipeline.tools", "pipeline.bootstrap", "pipeline.config", "agents")),
     ("pipeline.adapters", ("pipeline.tools", "pipeline.bootstrap", "agents")),

@@ -99,6 +99,10 @@ CXPULSE_METRIC_NAMES: tuple[str, ...] = (
     "cxpulse_churn_backtest_timestamp_seconds",
     "cxpulse_churn_backtest_precision",
     "cxpulse_churn_backtest_recall",
+    "cxpulse_churn_model_trained",
+    "cxpulse_churn_model_trained_at_seconds",
+    "cxpulse_churn_model_validation_auc",
+    "cxpulse_churn_model_validation_brier",
     "cxpulse_sink_rows_total",
     "cxpulse_sink_flushes_total",
     "cxpulse_sink_flush_duration_seconds",
@@ -186,6 +190,16 @@ class Metrics:
                                "Open complaints past their sunset-rule deadline", ["tier"], registry=r)
         self._churn = Histogram("cxpulse_churn_risk_ratio", "Churn risk (0..1) of each published score",
                                 ["tier"], registry=r, buckets=CHURN_RISK_BUCKETS)
+        # the churn model that serves (issue #16): 0 = the hand-set model (cold start)
+        self._model_trained = Gauge("cxpulse_churn_model_trained",
+                                    "1 when a model learned from this business's history scores churn_risk, "
+                                    "0 while the hand-set model serves (cold start)", registry=r)
+        self._model_trained_at = Gauge("cxpulse_churn_model_trained_at_seconds",
+                                       "Event time (unix) at which the serving churn model was trained", registry=r)
+        self._model_auc = Gauge("cxpulse_churn_model_validation_auc",
+                                "ROC AUC of the serving churn model on its held-out latest snapshots", registry=r)
+        self._model_brier = Gauge("cxpulse_churn_model_validation_brier",
+                                  "Brier score of the serving churn model on its held-out latest snapshots", registry=r)
 
         # live backtest of churn_risk (pipeline/domain/backtest.py): predictions made one
         # horizon ago against what happened since; NaN while undefined (one class only)
@@ -383,6 +397,16 @@ class Metrics:
     def sink_queue(self, n: int) -> None:
         """Rows currently buffered for ClickHouse."""
         self._sink_queue.set(n)
+
+
+    def churn_model(self, card) -> None:
+        """The serving churn model changed (a pipeline.learning.churn_trainer.ModelCard;
+        None: back to the hand-set model)."""
+        self._model_trained.set(0 if card is None else 1)
+        if card is not None:
+            self._model_trained_at.set(card.trained_at)
+            self._model_auc.set(card.auc_validation if card.auc_validation is not None else math.nan)
+            self._model_brier.set(card.brier_validation if card.brier_validation is not None else math.nan)
 
 
 def _observe_n(h: Histogram, value: float, n: int) -> None:

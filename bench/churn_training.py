@@ -1,0 +1,49 @@
+"""Benchmark: train the churn model on 100k customers × 30 daily snapshots (3 million rows)
+and print the seconds of each step; also the cost of scoring one customer.
+
+    .venv/bin/python bench/churn_training.py [--customers 100000] [--snapshots 30] [--kind logistic]
+
+The rows are random feature vectors with a planted signal (the speed of the trainer does
+not depend on where the rows come from); target: under 60 s on the project machine
+(issue #16). Not a unit test: it prints figures, it does not assert them.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from pipeline.domain.churn import DAY
+from pipeline.domain.churn_features import FEATURE_NAMES
+from pipeline.learning.churn_trainer import train
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--customers", type=int, default=100_000)
+    ap.add_argument("--snapshots", type=int, default=30)
+    ap.add_argument("--kind", default="logistic", choices=("logistic", "lightgbm"))
+    args = ap.parse_args()
+    rng = np.random.default_rng(1)
+    n = args.customers * args.snapshots
+    X = rng.normal(size=(n, len(FEATURE_NAMES))).astype(np.float32)
+    X[rng.random(X.shape) < 0.05] = np.nan
+    t = np.repeat(np.arange(args.snapshots) * DAY, args.customers).astype(float)
+    z = -2.0 + 1.5 * np.nan_to_num(X[:, 0]) - 0.7 * np.nan_to_num(X[:, 8])
+    y = rng.random(n) < 1 / (1 + np.exp(-z))
+    started = time.perf_counter()
+    model = train(X, y, t, version="bench", trained_at=float(t.max()), kind=args.kind)
+    seconds = time.perf_counter() - started
+    print(f"{args.kind}: trained, calibrated and validated on {n:,} rows × {X.shape[1]} features "
+          f"in {seconds:.1f} s (validation AUC {model.card.auc_validation}, Brier {model.card.brier_validation})")
+    row = X[0].tolist()
+    k = 2000 if args.kind == "logistic" else 50
+    started = time.perf_counter()
+    for _ in range(k):
+        model.explain(row)
+    print(f"scoring one customer with exact contributions: {1e6 * (time.perf_counter() - started) / k:.0f} µs")
+
+
+if __name__ == "__main__":
+    main()

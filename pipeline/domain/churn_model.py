@@ -1,0 +1,71 @@
+"""A learned churn model as the core sees it: a value that turns a feature vector into a
+calibrated risk, the risk of the reference customer (the baseline), and exact additive
+per-feature contributions. The core never trains and never imports a learning library:
+the model arrives as a value (`pipeline/learning/` builds it), and scoring stays pure.
+
+Drivers from contributions: the contributions of the features of one factor are summed
+(`FEATURE_FACTOR`, one table); the factors with a positive sum are the drivers, largest
+first, scaled so that they add up to the risk above the baseline — the same contract as
+the hand-set model (`pipeline/domain/churn.py`), so alerts ("a churn alert needs a reason") and
+the score record read them unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Protocol, Sequence
+
+from pipeline.domain.churn import MAX_DRIVERS, MIN_CONTRIBUTION, ChurnAssessment
+from pipeline.domain.churn import PopulationParams
+from pipeline.domain.churn_features import FEATURE_FACTOR, FEATURE_NAMES, churn_features
+from pipeline.domain.scoring import Profile
+from pipeline.domain.state import CustomerState
+
+
+class ChurnModel(Protocol):
+    """What scoring needs of a learned model."""
+    version: str
+    feature_names: tuple[str, ...]
+
+    def explain(self, features: Sequence[float]) -> tuple[float, float, list[float]]:
+        """(risk, baseline risk, per-feature contributions on the model's log-odds scale,
+        in feature order; baseline log-odds + Σ contributions = the customer's log-odds)."""
+        ...
+
+
+def factor_contributions(contributions: Sequence[float]) -> dict[str, float]:
+    """Sum of the contributions of each factor's features."""
+    out: dict[str, float] = {}
+    for name, c in zip(FEATURE_NAMES, contributions):
+        factor = FEATURE_FACTOR[name]
+        out[factor] = out.get(factor, 0.0) + c
+    return out
+
+
+def drivers_from(contributions: Sequence[float], risk: float, baseline: float) -> list[tuple[str, float]]:
+    """The factors that raise the risk, largest first, their shares of (risk − baseline)
+    in proportion to their log-odds contributions (MIN_CONTRIBUTION, MAX_DRIVERS as the
+    hand-set model). Before the MAX_DRIVERS cut they sum to max(0, risk − baseline)."""
+    by_factor = factor_contributions(contributions)
+    positive = {f: c for f, c in by_factor.items() if c > 0}
+    total = sum(positive.values())
+    lift = max(0.0, risk - baseline)
+    if total <= 0 or lift <= 0:
+        return []
+    shares = sorted(((f, lift * c / total) for f, c in positive.items()), key=lambda fc: (-fc[1], fc[0]))
+    return [(f, c) for f, c in shares if c >= MIN_CONTRIBUTION][:MAX_DRIVERS]
+
+
+def assess_learned(model: ChurnModel, features: Sequence[float], p_alive: float) -> ChurnAssessment:
+    if tuple(model.feature_names) != FEATURE_NAMES:
+        raise ValueError(f"churn model {model.version} was trained on other features than this build computes")
+    risk, baseline, contributions = model.explain(features)
+    return ChurnAssessment(risk, p_alive, drivers_from(contributions, risk, baseline), model.version)
+
+
+def learned_profile(state: CustomerState, p: Profile, model: ChurnModel | None, pop: PopulationParams) -> Profile:
+    """`p` (the hand-set model's profile) with churn_risk and its drivers from `model`, a
+    learned model; `p` unchanged without one (cold start). `p.churn_hand_set` keeps the
+    hand-set assessment either way."""
+    if model is None:
+        return p
+    return replace(p, churn=assess_learned(model, churn_features(state, p, pop), p.churn.p_alive))

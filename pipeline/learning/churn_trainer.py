@@ -1,0 +1,241 @@
+"""Train, calibrate and validate the churn model on self-labelled snapshots.
+
+Time-ordered split of the labelled snapshot instants: the oldest 70 % train the model,
+the next 15 % calibrate it (Platt scaling of its log-odds), the latest 15 % validate it
+(ROC AUC and Brier, beside the hand-set model's on the same rows). The latest part of the
+history is held out because the model will score the future, not a random past.
+
+Two model kinds (measured in docs/evaluation.md, "The learned churn model"):
+- "logistic" (served by default): L2-regularised logistic regression over standardised
+  features (NaN → the training mean). Exact additive explanations are weight × (value −
+  mean); scoring one customer is one dot product (microseconds, no batching needed).
+- "lightgbm": gradient-boosted trees; explanations by TreeSHAP (`pred_contrib=True`).
+
+Platt scaling is a monotone affine map of the log-odds, so the calibrated log-odds stay
+the sum of the (scaled) contributions: explanations remain exact after calibration.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from pipeline.domain.churn_features import FEATURE_NAMES
+
+TRAIN_SHARE, CALIBRATION_SHARE = 0.70, 0.15
+# Cold start: the learned model may serve only once the labelled history holds this many
+# positive and negative rows from this many distinct leavers. Why: the latest 15 % (the
+# validation slice) must still hold enough positives (about 30) for its AUC and Brier to
+# mean something (AUC standard error ≈ 0.05 at 30 positives), the training part needs
+# several positives per feature (40 features), and a handful of leavers seen daily for
+# weeks must not pass for many (each leaver contributes up to H / tick rows).
+MIN_POSITIVES = 200
+MIN_NEGATIVES = 200
+MIN_LEAVERS = 50
+L2_C = 1.0            # inverse regularisation strength of the logistic model (sklearn's default)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a trained model is: its version, data and validation figures."""
+    version: str
+    kind: str
+    trained_at: float                 # event time of the training (epoch seconds)
+    window: tuple[float, float]       # first and last labelled snapshot instant used
+    rows_train: int
+    rows_calibration: int
+    rows_validation: int
+    positives: int
+    leavers: int
+    auc_validation: float | None
+    brier_validation: float | None
+    brier_uncalibrated: float | None   # the same model before Platt scaling, same rows
+    brier_base_rate: float | None      # predicting the validation rows' churn share
+    auc_reference: float | None        # the hand-set model, same rows
+    brier_reference: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class LinearChurnModel:
+    """σ(a · (w · (x − μ) / σ + c) + b): logistic regression with Platt calibration."""
+    version: str
+    feature_names: tuple[str, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+    platt: tuple[float, float] = (1.0, 0.0)
+    card: ModelCard | None = None
+
+    def raw(self, X: np.ndarray) -> np.ndarray:
+        return self._z(X) @ self.coef + self.intercept
+
+    def _z(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        X = np.where(np.isnan(X), self.mean, X)
+        return (X - self.mean) / self.scale
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        a, b = self.platt
+        return _sigmoid(a * self.raw(X) + b)
+
+    def explain(self, features: Sequence[float]) -> tuple[float, float, list[float]]:
+        a, b = self.platt
+        contrib = a * self.coef * self._z(np.asarray(features, dtype=np.float64)[None, :])[0]
+        base = a * self.intercept + b
+        return float(_sigmoid(base + contrib.sum())), float(_sigmoid(base)), contrib.tolist()
+
+    def contributions(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Batch: (calibrated log-odds contributions (n, features), baseline log-odds (n,))."""
+        a, b = self.platt
+        contrib = a * self.coef * self._z(X)
+        return contrib, np.full(len(contrib), a * self.intercept + b)
+
+
+@dataclass
+class TreeChurnModel:
+    """LightGBM trees with Platt calibration; explanations by TreeSHAP."""
+    version: str
+    feature_names: tuple[str, ...]
+    booster: Any   # lightgbm.Booster
+    platt: tuple[float, float] = (1.0, 0.0)
+    card: ModelCard | None = None
+
+    def raw(self, X: np.ndarray) -> np.ndarray:
+        return self.booster.predict(np.asarray(X, dtype=np.float64), raw_score=True)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        a, b = self.platt
+        return _sigmoid(a * self.raw(X) + b)
+
+    def contributions(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a, b = self.platt
+        out = self.booster.predict(np.asarray(X, dtype=np.float64), pred_contrib=True)
+        return a * out[:, :-1], a * out[:, -1] + b
+
+    def explain(self, features: Sequence[float]) -> tuple[float, float, list[float]]:
+        contrib, base = self.contributions(np.asarray(features, dtype=np.float64)[None, :])
+        return (float(_sigmoid(base[0] + contrib[0].sum())), float(_sigmoid(base[0])), contrib[0].tolist())
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -700, 700)))
+
+
+def time_split(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boolean masks (train, calibration, validation) by snapshot instant: whole instants
+    go to one part, the oldest to training."""
+    instants = np.unique(t)
+    n = len(instants)
+    if n < 3:
+        raise ValueError(f"need snapshots at three or more instants to split by time, got {n}")
+    i_cal = min(n - 2, max(1, int(round(n * TRAIN_SHARE))))
+    i_val = min(n - 1, max(i_cal + 1, int(round(n * (TRAIN_SHARE + CALIBRATION_SHARE)))))
+    return t < instants[i_cal], (t >= instants[i_cal]) & (t < instants[i_val]), t >= instants[i_val]
+
+
+def enough_history(positives: int, negatives: int, leavers: int) -> bool:
+    return positives >= MIN_POSITIVES and negatives >= MIN_NEGATIVES and leavers >= MIN_LEAVERS
+
+
+def _fit_logistic(X: np.ndarray, y: np.ndarray, version: str) -> LinearChurnModel:
+    from sklearn.linear_model import LogisticRegression
+
+    X = np.asarray(X, dtype=np.float64)
+    X = np.where(np.isfinite(X), X, np.nan)
+    known = (~np.isnan(X)).sum(axis=0)
+    mean = np.where(known > 0, np.nansum(X, axis=0) / np.maximum(known, 1), 0.0)   # a never-known feature: 0
+    Xi = np.where(np.isnan(X), mean, X)
+    scale = Xi.std(axis=0)
+    scale = np.where(scale > 1e-9, scale, 1.0)
+    clf = LogisticRegression(C=L2_C, max_iter=1000)
+    clf.fit((Xi - mean) / scale, y)
+    return LinearChurnModel(version, FEATURE_NAMES, mean, scale, clf.coef_[0].astype(np.float64),
+                            float(clf.intercept_[0]))
+
+
+LGBM_PARAMS = {"objective": "binary", "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 50,
+               "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
+               "verbose": -1, "num_threads": 1, "seed": 1, "deterministic": True, "force_row_wise": True}
+LGBM_ROUNDS = 200
+
+
+def _fit_lightgbm(X: np.ndarray, y: np.ndarray, version: str) -> TreeChurnModel:
+    import lightgbm as lgb
+
+    data = lgb.Dataset(np.asarray(X, dtype=np.float64), label=y.astype(np.float64),
+                       feature_name=list(FEATURE_NAMES), free_raw_data=True)
+    booster = lgb.train(LGBM_PARAMS, data, num_boost_round=LGBM_ROUNDS)
+    return TreeChurnModel(version, FEATURE_NAMES, booster)
+
+
+def fit_platt(raw: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(a, b) of P(y) = σ(a · raw + b) by maximum likelihood (lightly regularised)."""
+    from sklearn.linear_model import LogisticRegression
+
+    if len(np.unique(y)) < 2:
+        return 1.0, 0.0
+    clf = LogisticRegression(C=1e4, max_iter=1000)
+    clf.fit(np.asarray(raw, dtype=np.float64)[:, None], y)
+    return float(clf.coef_[0][0]), float(clf.intercept_[0])
+
+
+def train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_at: float,
+          reference: np.ndarray | None = None, leavers: int = 0, kind: str = "logistic"):
+    """Fit, calibrate and validate on a time-ordered split. Returns a model with its card."""
+    from sklearn.metrics import brier_score_loss, roc_auc_score   # the same figures as pipeline/tools/evaluate.py, vectorised
+
+    def brier_score(labels, scores):
+        return float(brier_score_loss(labels, scores))
+
+    X = np.asarray(X)
+    y = np.asarray(y, dtype=bool)
+    t = np.asarray(t, dtype=np.float64)
+    if X.shape[1] != len(FEATURE_NAMES):
+        raise ValueError(f"{X.shape[1]} feature columns, this build has {len(FEATURE_NAMES)}")
+    tr, cal, val = time_split(t)
+    if len(np.unique(y[tr])) < 2:
+        raise ValueError("the training part holds only one class")
+    fits: dict[str, Callable[[np.ndarray, np.ndarray, str], LinearChurnModel | TreeChurnModel]] = {
+        "logistic": _fit_logistic, "lightgbm": _fit_lightgbm}
+    fit = fits[kind]
+    model = fit(X[tr], y[tr], version)
+    model.platt = fit_platt(model.raw(X[cal]), y[cal])
+
+    def auc(labels, scores):
+        return round(float(roc_auc_score(labels, scores)), 4) if 0 < np.sum(labels) < len(labels) else None
+
+    yv = y[val]
+    pv = model.predict(X[val])
+    uncal = _sigmoid(model.raw(X[val]))
+    share = float(yv.mean()) if len(yv) else math.nan
+    model.card = ModelCard(
+        version=version, kind=kind, trained_at=trained_at, window=(float(t.min()), float(t.max())),
+        rows_train=int(tr.sum()), rows_calibration=int(cal.sum()), rows_validation=int(val.sum()),
+        positives=int(y.sum()), leavers=leavers,
+        auc_validation=auc(yv, pv), brier_validation=round(brier_score(yv, pv), 5) if len(yv) else None,
+        brier_uncalibrated=round(brier_score(yv, uncal), 5) if len(yv) else None,
+        brier_base_rate=round(share * (1 - share), 5) if len(yv) else None,
+        auc_reference=auc(yv, reference[val]) if reference is not None else None,
+        brier_reference=round(brier_score(yv, reference[val].astype(float)), 5)
+        if reference is not None and len(yv) else None,
+    )
+    return model
+
+
+def better_than_reference(card: ModelCard) -> bool:
+    """Handover rule: a trained model replaces the serving one only when it is at least as
+    good on the held-out latest rows in both ranking and calibration: ROC AUC no lower and
+    Brier no worse than the serving model's on the same rows. (Brier alone is not enough:
+    a model that predicts the base rate to everyone beats a sharp but miscalibrated one on
+    Brier while ranking nobody; measured in docs/evaluation.md.)"""
+    if card.brier_validation is None or card.auc_validation is None:
+        return False
+    if card.brier_reference is not None and card.brier_validation > card.brier_reference:
+        return False
+    return card.auc_reference is None or card.auc_validation >= card.auc_reference

@@ -1,0 +1,133 @@
+"""The churn model's learning loop, the same in `cxpulse replay` and (once wired) the worker:
+at each point of event time (`on_tick`) label the snapshots whose horizon has passed,
+snapshot every customer's features, and on the retraining schedule train a model on the
+labelled history and hand it to the core if it beats the hand-set model on the latest
+rows (AUC and Brier); a retraining that does not hands scoring back to the hand-set model.
+
+Cold start: until the history holds MIN_POSITIVES / MIN_NEGATIVES labelled rows from
+MIN_LEAVERS leavers (pipeline/learning/churn_trainer.py says why), the hand-set model of
+pipeline/domain/churn.py serves. Every switch is logged and reported to `on_switch` (the worker
+exports it as the cxpulse_churn_model_* gauges).
+
+Arrival-order independence: `on_tick(now, …)` must see states that hold exactly the events
+up to `now` (replay holds back later events until the tick has run); customers are taken
+in customer-id order; training and calibration are deterministic. Shuffling a stream
+within the lateness bound, or duplicating events, gives the same snapshots, the same
+models and the same scores (tests/unit/test_churn_model.py).
+"""
+from __future__ import annotations
+
+import logging
+import time as _time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Mapping
+
+from pipeline.domain.churn import DAY, PopulationParams
+from pipeline.domain.churn_features import churn_features
+from pipeline.domain.churn_model import learned_profile
+from pipeline.domain.churn_snapshots import SnapshotBook
+from pipeline.learning.churn_trainer import ModelCard, better_than_reference, enough_history, train
+from pipeline.domain.scoring import profile
+from pipeline.domain.state import CustomerState
+
+log = logging.getLogger("cxpulse.churn_model")
+RETRAIN_EVERY = 7 * DAY      # event time between retrainings
+
+
+def model_version(kind: str, trained_at: float) -> str:
+    """Deterministic: the same history trained at the same instant gets the same name."""
+    stamp = datetime.fromtimestamp(trained_at, timezone.utc).strftime("%Y-%m-%dT%H%M")
+    return f"{'lr' if kind == 'logistic' else 'gbt'}-{stamp}"
+
+
+@dataclass
+class ChurnLearner:
+    horizon_days: float
+    retrain_every: float = RETRAIN_EVERY
+    kind: str = "logistic"
+    book: SnapshotBook = None   # type: ignore[assignment]  # None: a new book of horizon_days (__post_init__)
+    on_switch: Callable[[ModelCard | None], None] | None = None
+    cards: list[ModelCard] = field(default_factory=list)        # every model trained, served or not
+    served: ModelCard | None = None                              # the model serving now (None: hand-set)
+    last_train: float = float("-inf")
+    train_seconds: list[float] = field(default_factory=list)    # wall time of each training (measurement only)
+    _cold_logged: bool = False
+
+    def __post_init__(self) -> None:
+        if self.book is None:
+            self.book = SnapshotBook(self.horizon_days)
+
+    _rows: list = field(default_factory=list)
+    _population: PopulationParams = field(default_factory=PopulationParams)
+
+    # --- one tick in three steps, around the sweep that already views every customer ----
+    def begin_tick(self, now: float, states: Mapping[str, CustomerState], core) -> None:
+        """Label what has become labellable; start collecting this tick's snapshot."""
+        self.book.label_due(now, states.get)
+        self._rows = []
+        self._population = core.population
+
+    def observe(self, state: CustomerState, p) -> None:
+        """One customer's profile at the tick (from `Core.sweep`): its features, and the
+        hand-set model's risk (every trained model is judged against it)."""
+        reference = p.churn_hand_set if p.churn_hand_set is not None else p.churn
+        self._rows.append((state.customer_id, churn_features(state, p, self._population), reference.risk))
+
+    def end_tick(self, now: float, core) -> None:
+        self.book.add(now, self._rows)
+        self._rows = []
+        if now - self.last_train >= self.retrain_every:
+            self.retrain(now, core)
+
+    def on_tick(self, now: float, states: Mapping[str, CustomerState], core) -> None:
+        """The whole tick without a sweep (views every customer itself)."""
+        self.begin_tick(now, states, core)
+        for cid in sorted(states):
+            state = states[cid]
+            if state.n:
+                self.observe(state, learned_profile(state, profile(state, now, core.params, core.population, core.rates),
+                                                    core.churn_model, core.population))
+        self.end_tick(now, core)
+
+    def retrain(self, now: float, core) -> ModelCard | None:
+        self.last_train = now
+        pos, neg, leavers = self.book.counts()
+        if not enough_history(pos, neg, leavers):
+            if not self._cold_logged:
+                log.info("churn model: cold start, the hand-set model serves (labelled history: %d leaving / %d "
+                         "staying rows from %d leavers)", pos, neg, leavers)
+                self._cold_logged = True
+            return None
+        X, y, t, ref = self.book.training_data()
+        started = _time.perf_counter()
+        try:
+            model = train(X, y, t, version=model_version(self.kind, now), trained_at=now, reference=ref,
+                          leavers=leavers, kind=self.kind)
+        except ValueError as exc:
+            log.warning("churn model: training at %s skipped: %s", now, exc)
+            return None
+        self.train_seconds.append(_time.perf_counter() - started)
+        card = model.card
+        self.cards.append(card)
+        previous = core.churn_model.version if core.churn_model is not None else "hand-set"
+        if not better_than_reference(card):
+            log.info("churn model %s not served: validation AUC %s / Brier %s vs the hand-set model's %s / %s",
+                     card.version, card.auc_validation, card.brier_validation, card.auc_reference,
+                     card.brier_reference)
+            if core.churn_model is not None:
+                # drift: the latest history no longer supports a learned model over the hand-set one
+                core.churn_model = None
+                self.served = None
+                log.info("churn model switch: %s -> hand-set", previous)
+                if self.on_switch is not None:
+                    self.on_switch(None)
+            return card
+        core.churn_model = model
+        self.served = card
+        log.info("churn model switch: %s -> %s (validation AUC %s vs %s, Brier %s vs %s, %d training rows)",
+                 previous, card.version, card.auc_validation, card.auc_reference, card.brier_validation,
+                 card.brier_reference, card.rows_train)
+        if self.on_switch is not None:
+            self.on_switch(card)
+        return card

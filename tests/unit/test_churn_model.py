@@ -1,0 +1,423 @@
+"""The learned churn model (issue #16): features, self-labelled snapshots, training and
+calibration, cold start and handover, drivers, and arrival-order invariance. No broker."""
+from __future__ import annotations
+
+import math
+import random
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from pipeline.domain.churn import DAY, PopulationParams
+from pipeline.bootstrap import build_core
+from pipeline.config import Settings
+from pipeline.domain.churn_features import FEATURE_FACTOR, FEATURE_NAMES, FEATURES, churn_features
+from pipeline.domain.churn_model import drivers_from, factor_contributions
+from pipeline.domain.churn_snapshots import SnapshotBook, churned_after
+from pipeline.learning import churn_trainer
+from pipeline.learning.churn_trainer import better_than_reference, enough_history, fit_platt, time_split, train
+from pipeline.service.processor import BatchResult, Core, RawRecord
+from pipeline.domain.scoring import ScoringParams, apply, profile, score_record
+from pipeline.service.churn_learning import ChurnLearner
+from pipeline.domain.state import CustomerState
+from schemas.outputs import ChurnFactor, ScoreRecord
+from tests.factories import at, complaint, ev, order, raw, touchpoint
+
+PARAMS = ScoringParams()
+POP = PopulationParams()
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc).timestamp()
+
+
+def state_of(events) -> CustomerState:
+    s = CustomerState()
+    for e in sorted(events, key=lambda d: d["occurred_at"]):
+        apply(s, ev(e), PARAMS)
+    return s
+
+
+def features_at(s: CustomerState, as_of: float) -> dict[str, float]:
+    p = profile(s, as_of, PARAMS, POP)
+    return dict(zip(FEATURE_NAMES, churn_features(s, p, POP)))
+
+
+# ----------------------------------------------------------------------------- features
+
+def test_every_feature_maps_to_one_factor_of_the_vocabulary():
+    assert len(FEATURES) == len(FEATURE_NAMES) == len(FEATURE_FACTOR)
+    vocabulary = {f.value for f in ChurnFactor}
+    assert set(FEATURE_FACTOR.values()) <= vocabulary
+    # every factor of the hand-set model's units has its own feature under its own name
+    for name in ("unresolved_complaints", "sla_breaches", "failed_recovery", "late_fulfilment", "detractor",
+                 "low_ratings", "refunds_returns", "high_effort", "experience_drop", "declining_frequency",
+                 "declining_spend"):
+        assert FEATURE_FACTOR[name] == name
+
+
+def test_features_read_silence_against_own_rhythm():
+    weekly = [order(when=at(days=7 * i)) for i in range(10)]
+    s = state_of(weekly)
+    last = s.wm
+    soon = features_at(s, last + 2 * DAY)
+    later = features_at(s, last + 40 * DAY)
+    assert len(soon) == len(FEATURE_NAMES)
+    assert later["silence_days"] > soon["silence_days"]
+    assert later["quiet_logit"] > soon["quiet_logit"]
+    assert later["silence_vs_own_gap"] > soon["silence_vs_own_gap"]
+    assert later["recent_active_vs_usual"] < soon["recent_active_vs_usual"]
+    assert soon["orders"] == pytest.approx(math.log1p(10))
+    # unknown values are NaN, not a made-up number
+    assert math.isnan(soon["cxi"]) or soon["cxi"] >= 0
+    one = features_at(state_of([order(customer="c2")]), T0 + DAY)
+    assert math.isnan(one["silence_vs_own_gap"]) and math.isnan(one["purchase_gap_open"])
+
+
+def test_features_count_failed_recoveries():
+    evs = [order(when=at(days=0))]
+    for i in range(3):
+        evs += [complaint(complaint_id=f"k{i}", when=at(days=1 + i)),
+                complaint(complaint_id=f"k{i}", status="resolved", satisfied=False, when=at(days=1 + i, hours=2))]
+    f = features_at(state_of(evs), T0 + 5 * DAY)
+    assert f["failed_recovery"] > 2.5
+    assert features_at(state_of(evs[:1]), T0 + 5 * DAY)["failed_recovery"] == 0
+
+
+# ----------------------------------------------------------------------------- labels
+
+def test_label_is_activity_in_the_horizon_after_the_snapshot_only():
+    day = 86400
+    t = 100 * day                                   # a snapshot at a midnight
+    s = CustomerState()
+    s.last_day, s.day_mask, s.n_days, s.first_day = 99, 1, 1, 99
+    assert churned_after(s, t, 30) is True          # last active the day before the snapshot
+    s.last_day, s.day_mask = 129, 1                 # active on day 129: inside (t, t + 30 days]
+    assert churned_after(s, t, 30) is False
+    s.last_day, s.day_mask = 130, 1                 # day 130 is after the horizon: does not count
+    assert churned_after(s, t, 30) is True
+    s.last_day, s.day_mask = 131, 1 | (1 << 31)     # days 131 and 100 active: 100 is inside
+    assert churned_after(s, t, 30) is False
+    s.last_day, s.day_mask = 200, 1                 # the bitmap no longer reaches back: unknown
+    assert churned_after(s, t, 30) is None
+
+
+def test_snapshot_book_labels_only_after_the_horizon_and_bounds_memory():
+    book = SnapshotBook(horizon_days=2, max_rows=5)
+    states = {}
+    for d in range(6):
+        t = (100 + d) * DAY
+        for c in ("a", "b"):
+            s = states.setdefault(c, CustomerState(customer_id=c, n=1))
+            if c == "a":                      # a comes daily, b never comes back
+                s.last_day, s.day_mask = 100 + d, (s.day_mask << 1 | 1) & ((1 << 64) - 1)
+                s.first_day, s.n_days = 100, d + 1
+            elif d == 0:
+                s.last_day, s.day_mask, s.first_day, s.n_days = 99, 1, 99, 1
+        book.label_due(t, states.get)
+        book.add(t, [(c, [float(d)], 0.5) for c in ("b", "a")])
+        if d < 2:
+            assert book.rows == 0               # nothing labelled before H days have passed
+    assert book.rows <= 5                      # oldest snapshots dropped first
+    X, y, t, ref = book.training_data()
+    # a (daily, still coming) never churned; b (gone) always did
+    labels = dict(zip(zip(t.tolist(), X[:, 0].tolist()), y.tolist()))
+    assert sum(y) == len(y) // 2
+    with pytest.raises(ValueError):
+        book.add(100 * DAY, [])
+
+
+def test_snapshot_sample_is_deterministic_and_bounded():
+    rows = [(f"c{i}", [float(i)], 0.1) for i in range(50)]
+    a = SnapshotBook(30, max_per_snapshot=10).add(DAY, rows)
+    b = SnapshotBook(30, max_per_snapshot=10).add(DAY, list(reversed(rows)))
+    assert a.customer_ids == b.customer_ids and len(a.customer_ids) == 10
+    assert a.customer_ids == sorted(a.customer_ids)
+
+
+def test_replay_snapshot_features_do_not_see_events_after_the_tick():
+    """The features snapshot at a tick equal those of a replay cut at that tick: later
+    events (even ones that arrive before the tick runs, within the lateness bound) are
+    held back."""
+    from pipeline.service.replay import replay
+
+    settings = Settings(lateness_seconds=3600)
+    evs = [order(customer=f"c{i % 7}", when=at(hours=i * 8.9)) for i in range(60)]
+    evs += [touchpoint(customer=f"c{i % 5}", when=at(hours=15 - 1 / 6 + 24 * i)) for i in range(20)]  # near midnight
+    evs.sort(key=lambda e: e["occurred_at"])
+    values = _shuffled_within([raw(e) for e in evs], 1200, 0.0, seed=2)
+    learner = ChurnLearner(horizon_days=30, retrain_every=10**9)
+    replay(values, build_core(settings), clock=lambda: T0 + 400 * DAY, learner=learner)
+    snap = learner.book.pending[5]
+    cut = replay([raw(e) for e in evs if datetime.fromisoformat(e["occurred_at"]).timestamp() <= snap.t],
+                 build_core(settings), clock=lambda: T0 + 400 * DAY)
+    assert cut.applied > 0
+    rows = dict(zip(snap.customer_ids, snap.features.tolist()))
+    core = build_core(settings)
+    for cid, state in cut.states.items():
+        p = profile(state, snap.t, core.params, POP)
+        expected = np.array(churn_features(state, p, POP), dtype=np.float32)
+        got = np.array(rows[cid], dtype=np.float32)
+        same = (expected == got) | (np.isnan(expected) & np.isnan(got))
+        # the population parameters of the two replays are the same prior at this size
+        assert same.all(), [n for n, ok in zip(FEATURE_NAMES, same) if not ok]
+    assert sorted(cut.states) == snap.customer_ids
+
+
+# ----------------------------------------------------------------------------- trainer
+
+def synthetic(n_per_t: int = 300, instants: int = 20, seed: int = 1, drift: float = 0.0):
+    """Rows whose churn depends on two features (quiet_logit up, orders down), the base
+    rate rising by `drift` in log-odds over time."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n_per_t * instants, len(FEATURE_NAMES)))
+    t = np.repeat(np.arange(instants) * DAY, n_per_t).astype(float)
+    i_q, i_o = FEATURE_NAMES.index("quiet_logit"), FEATURE_NAMES.index("orders")
+    z = -1.5 + 1.6 * X[:, i_q] - 0.8 * X[:, i_o] + drift * t / t.max()
+    y = rng.random(len(z)) < 1 / (1 + np.exp(-z))
+    return X.astype(np.float32), y, t
+
+
+def test_time_split_keeps_the_latest_instants_for_validation():
+    t = np.repeat(np.arange(20.0), 3)
+    tr, cal, val = time_split(t)
+    assert t[tr].max() < t[cal].min() and t[cal].max() < t[val].min()
+    assert set(np.unique(t[val])) == {17.0, 18.0, 19.0}
+    with pytest.raises(ValueError):
+        time_split(np.array([1.0, 1.0, 2.0]))
+
+
+@pytest.mark.parametrize("kind", ["logistic", "lightgbm"])
+def test_trainer_learns_the_signal_and_explains_exactly(kind):
+    X, y, t = synthetic()
+    m = train(X, y, t, version="v1", trained_at=t.max(), kind=kind)
+    assert m.card.auc_validation > 0.8
+    assert m.card.rows_train + m.card.rows_calibration + m.card.rows_validation == len(y)
+    risk, base, contrib = m.explain(X[0].tolist())
+    assert risk == pytest.approx(float(m.predict(X[:1])[0]), abs=1e-9)
+    logit = lambda p: math.log(p / (1 - p))
+    assert logit(risk) == pytest.approx(logit(base) + sum(contrib), abs=1e-6)
+    by_factor = factor_contributions(contrib)
+    assert sum(by_factor.values()) == pytest.approx(sum(contrib))
+    # the planted features carry the largest weight
+    i_q = FEATURE_NAMES.index("quiet_logit")
+    top = np.argsort(-np.abs(m.contributions(X[:300])[0]).mean(axis=0))[:2]
+    assert i_q in top
+
+
+def test_calibration_improves_brier_on_held_out_rows():
+    """The base rate drifts up over time: the model fitted on the older rows under-states
+    the later ones, Platt scaling on the recent calibration part corrects it."""
+    X, y, t = synthetic(drift=2.5, seed=3)
+    card = train(X, y, t, version="v", trained_at=t.max()).card
+    assert card.brier_validation < card.brier_uncalibrated
+    assert card.brier_validation < card.brier_base_rate
+
+
+def test_fit_platt_recovers_a_known_scale():
+    rng = np.random.default_rng(0)
+    raw_ = rng.normal(size=20000) * 3
+    y = rng.random(20000) < 1 / (1 + np.exp(-(0.5 * raw_ - 1.0)))
+    a, b = fit_platt(raw_, y)
+    assert a == pytest.approx(0.5, abs=0.05) and b == pytest.approx(-1.0, abs=0.08)
+
+
+# ----------------------------------------------------------------------------- drivers
+
+def test_drivers_are_positive_factors_summing_to_the_lift():
+    contrib = [0.0] * len(FEATURE_NAMES)
+    contrib[FEATURE_NAMES.index("failed_recovery")] = 1.2
+    contrib[FEATURE_NAMES.index("quiet_logit")] = 0.4
+    contrib[FEATURE_NAMES.index("silence_days")] = -0.1      # same factor: nets to 0.3
+    contrib[FEATURE_NAMES.index("cxi")] = -0.5               # a negative factor is no driver
+    d = drivers_from(contrib, risk=0.6, baseline=0.2)
+    assert [f for f, _ in d] == ["failed_recovery", "inactivity"]
+    assert sum(c for _, c in d) == pytest.approx(0.4)
+    assert d[0][1] == pytest.approx(0.4 * 1.2 / 1.5)
+    assert drivers_from(contrib, risk=0.1, baseline=0.2) == []
+
+
+def _three_failed_recoveries(customer: str = "c9") -> list[dict]:
+    evs = [order(customer=customer, when=at(days=d)) for d in (0, 6, 12, 18)]
+    for i in range(3):
+        evs += [complaint(customer=customer, complaint_id=f"{customer}-k{i}", when=at(days=19 + i)),
+                complaint(customer=customer, complaint_id=f"{customer}-k{i}", status="resolved", satisfied=False,
+                          when=at(days=19 + i, hours=3))]
+    return evs
+
+
+def test_a_customer_with_three_failed_recoveries_gets_failed_recovery_first():
+    """A model learned from a history in which failed recoveries preceded departures names
+    failed_recovery first for a customer with three of them, and the drivers add up to
+    the risk above the baseline. The history is real states (events through the core)."""
+    rng = random.Random(5)
+    rows, labels, times = [], [], []
+    for k in range(900):
+        cid = f"h{k}"
+        evs = [order(customer=cid, when=at(days=d)) for d in range(0, rng.randint(8, 30), rng.randint(3, 8))]
+        failed = rng.choice((0, 0, 0, 1, 2, 3))
+        for i in range(failed + rng.randint(0, 2)):
+            ok = i >= failed
+            evs += [complaint(customer=cid, complaint_id=f"{cid}-k{i}", when=at(days=30 + i)),
+                    complaint(customer=cid, complaint_id=f"{cid}-k{i}", status="resolved", satisfied=ok,
+                              when=at(days=30 + i, hours=3))]
+        st = state_of(evs)
+        as_of = st.wm + rng.uniform(0.5, 10) * DAY
+        rows.append(churn_features(st, profile(st, as_of, PARAMS, POP), POP))
+        labels.append(rng.random() < 1 / (1 + math.exp(-(-2.0 + 1.2 * failed))))
+        times.append(float(k % 20) * DAY)
+    X, y, t = np.array(rows, dtype=np.float32), np.array(labels), np.array(times)
+    model = train(X, y, t, version="lr-test", trained_at=t.max())
+    s = state_of(_three_failed_recoveries())
+    p = profile(s, s.wm + DAY, PARAMS, POP, churn_model=model)
+    assert p.churn.model_version == "lr-test"
+    assert p.churn.drivers[0][0] == "failed_recovery"
+    risk, base, _ = model.explain(churn_features(s, profile(s, s.wm + DAY, PARAMS, POP), POP))
+    assert p.churn.risk == pytest.approx(risk)
+    assert sum(c for _, c in p.churn.drivers) == pytest.approx(risk - base, abs=0.006 * len(p.churn.drivers))
+    # the evidence changes, the drivers change: the same customer without the complaints
+    quiet = state_of([e for e in _three_failed_recoveries() if e["type"] == "order"])
+    pq = profile(quiet, quiet.wm + DAY, PARAMS, POP, churn_model=model)
+    assert "failed_recovery" not in [f for f, _ in pq.churn.drivers]
+    record = score_record(s, p)
+    assert record["churn_model"] == "lr-test"
+    ScoreRecord.model_validate({**record, "version": 1})
+
+
+# ----------------------------------------------------------------------------- cold start, handover
+
+def _learner_with(rows: int, leavers: int, seed: int = 1) -> tuple[ChurnLearner, Core]:
+    X, y, t = synthetic(n_per_t=rows // 20, seed=seed)
+    book = SnapshotBook(30)
+    ids = [f"c{i % max(1, leavers)}" for i in range(len(y))]
+    per_t = rows // 20
+    for k in range(20):
+        sl = slice(k * per_t, (k + 1) * per_t)
+        from pipeline.domain.churn_snapshots import Snapshot
+        book.labelled.append(Snapshot(float(t[sl][0]), ids[sl], X[sl], np.full(per_t, 0.2, np.float32), y[sl]))
+    return ChurnLearner(30, book=book), build_core(Settings())
+
+
+def test_cold_start_serves_the_hand_set_model_below_the_minimum():
+    learner, core = _learner_with(rows=300, leavers=10)
+    pos, neg, leavers = learner.book.counts()
+    assert not enough_history(pos, neg, leavers)
+    assert learner.retrain(30 * DAY, core) is None
+    assert core.churn_model is None
+    out = BatchResult()
+    s = state_of([order(customer="c1")])
+    core.publish(s, s.wm, out, force=True)
+    assert out.scores[0]["churn_model"] is None
+
+
+def test_switch_above_the_minimum_and_version_handover():
+    from prometheus_client import CollectorRegistry
+
+    from pipeline.adapters.observability.metrics import Metrics
+
+    metrics = Metrics(CollectorRegistry(), topics=())
+    switches = []
+    learner, core = _learner_with(rows=6000, leavers=400)
+    learner.on_switch = lambda card: (switches.append(card), metrics.churn_model(card))
+    assert metrics.registry.get_sample_value("cxpulse_churn_model_trained") == 0
+    pos, neg, leavers = learner.book.counts()
+    assert enough_history(pos, neg, leavers)
+    card = learner.retrain(30 * DAY, core)
+    assert card is not None and core.churn_model is not None
+    assert core.churn_model.version == card.version == "lr-1970-01-31T0000"
+    assert switches == [card]
+    assert metrics.registry.get_sample_value("cxpulse_churn_model_trained") == 1
+    assert metrics.registry.get_sample_value("cxpulse_churn_model_validation_auc") == card.auc_validation
+    out = BatchResult()
+    s = state_of([order(customer="c1")])
+    core.publish(s, s.wm, out, force=True)
+    assert out.scores[0]["churn_model"] == card.version
+    # a later retraining replaces it with a new version
+    card2 = learner.retrain(37 * DAY, core)
+    assert core.churn_model.version == card2.version != card.version
+    assert [c.version for c in switches] == [card.version, card2.version]
+
+
+def test_a_model_worse_than_the_serving_one_is_not_served():
+    X, y, t = synthetic()
+    perfect_reference = y.astype(np.float32)       # the serving model was right every time
+    card = train(X, y, t, version="v", trained_at=t.max(), reference=perfect_reference).card
+    assert card.brier_reference == 0.0
+    assert not better_than_reference(card)
+    # better calibrated but ranking worse than the serving model: not served either
+    rng = np.random.default_rng(2)
+    sharp = np.where(y, 0.9, 0.6).astype(np.float32)             # ranks perfectly, calibrated badly
+    card = train(X, y, t, version="v", trained_at=t.max(), reference=sharp).card
+    assert card.brier_validation < card.brier_reference and card.auc_validation < card.auc_reference
+    assert not better_than_reference(card)
+
+
+# ----------------------------------------------------------------------------- arrival order
+
+def _shuffled_within(values: list[bytes], seconds: float, dup_share: float, seed: int) -> list[bytes]:
+    """Each event moved by up to `seconds` of event time, `dup_share` of them sent twice."""
+    import orjson
+
+    rng = random.Random(seed)
+    keyed = []
+    for i, v in enumerate(values):
+        try:
+            ts = datetime.fromisoformat(orjson.loads(v)["occurred_at"]).timestamp()
+        except Exception:
+            ts = None
+        key = (ts if ts is not None else 0.0) + rng.uniform(0, seconds)
+        keyed.append((key, i, v))
+        if rng.random() < dup_share:
+            keyed.append((key + rng.uniform(0, seconds), i, v))
+    keyed.sort()
+    return [v for _, _, v in keyed]
+
+
+def test_fit_and_scores_do_not_depend_on_arrival_order_within_the_lateness_bound(monkeypatch):
+    """Shuffled within 20 minutes (lateness bound 1 hour) with 5 % duplicated: the same
+    population parameters, the same learned model and the same scores."""
+    from pipeline.tools.generator import generate
+    from pipeline.service.replay import replay
+
+    monkeypatch.setattr(churn_trainer, "MIN_POSITIVES", 100)
+    monkeypatch.setattr(churn_trainer, "MIN_NEGATIVES", 100)
+    monkeypatch.setattr(churn_trainer, "MIN_LEAVERS", 20)
+    # every trained model serves, so the scores below come from learned models too
+    monkeypatch.setattr("pipeline.service.churn_learning.better_than_reference", lambda card: True)
+    settings = Settings()
+    end = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    stream = generate(customers=250, days=75, seed=3, end=end, invalid_ratio=0.0, duplicate_ratio=0.0)
+    values = [r.value for r in stream.records]
+    runs = []
+    for order_seed in (None, 1):
+        vs = values if order_seed is None else _shuffled_within(values, 1200, 0.05, order_seed)
+        learner = ChurnLearner(settings.churn_horizon_days)
+        core = build_core(settings)
+        res = replay(vs, core, clock=lambda: T0 + 400 * DAY, as_of=end, learner=learner)
+        runs.append((res, learner, core))
+    (a, la, ca), (b, lb, cb) = runs
+    assert b.duplicates > 0.03 * len(values)
+    assert ca.population == cb.population
+    assert la.cards and [c.to_dict() for c in la.cards] == [c.to_dict() for c in lb.cards]
+    assert ca.churn_model is not None and ca.churn_model.version == cb.churn_model.version
+    assert np.array_equal(ca.churn_model.coef, cb.churn_model.coef)
+    strip = lambda s: {k: v for k, v in s.items() if k != "version"}
+    assert {c: strip(s) for c, s in a.scores.items()} == {c: strip(s) for c, s in b.scores.items()}
+    assert any(s["churn_model"] for s in a.scores.values())
+
+
+def test_drift_hands_scoring_back_to_the_hand_set_model():
+    """A retraining whose model no longer beats the hand-set one on the latest rows hands
+    scoring back to it (logged, reported to on_switch with None)."""
+    switches = []
+    learner, core = _learner_with(rows=6000, leavers=400)
+    learner.on_switch = switches.append
+    assert learner.retrain(30 * DAY, core) is not None and core.churn_model is not None
+    for snap in learner.book.labelled:          # the hand-set model now knows every outcome
+        snap.reference = snap.labels.astype(np.float32)
+    card = learner.retrain(37 * DAY, core)
+    assert card is not None and not better_than_reference(card)
+    assert core.churn_model is None and learner.served is None
+    assert switches[-1] is None
+    out = BatchResult()
+    s = state_of([order(customer="c1")])
+    core.publish(s, s.wm, out, force=True)
+    assert out.scores[0]["churn_model"] is None
