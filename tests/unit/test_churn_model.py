@@ -13,7 +13,7 @@ from pipeline.domain.churn import DAY, PopulationParams
 from pipeline.bootstrap import build_core
 from pipeline.config import Settings
 from pipeline.domain.churn_features import FEATURE_FACTOR, FEATURE_NAMES, FEATURES, churn_features
-from pipeline.domain.churn_model import drivers_from, factor_contributions
+from pipeline.domain.churn_model import drivers_from, factor_contributions, learned_profile
 from pipeline.domain.churn_snapshots import SnapshotBook, churned_after
 from pipeline.learning import churn_trainer
 from pipeline.learning.churn_trainer import better_than_reference, enough_history, fit_platt, time_split, train
@@ -267,7 +267,7 @@ def test_a_customer_with_three_failed_recoveries_gets_failed_recovery_first():
     X, y, t = np.array(rows, dtype=np.float32), np.array(labels), np.array(times)
     model = train(X, y, t, version="lr-test", trained_at=t.max())
     s = state_of(_three_failed_recoveries())
-    p = profile(s, s.wm + DAY, PARAMS, POP, churn_model=model)
+    p = learned_profile(s, profile(s, s.wm + DAY, PARAMS, POP), model, POP)
     assert p.churn.model_version == "lr-test"
     assert p.churn.drivers[0][0] == "failed_recovery"
     risk, base, _ = model.explain(churn_features(s, profile(s, s.wm + DAY, PARAMS, POP), POP))
@@ -275,7 +275,7 @@ def test_a_customer_with_three_failed_recoveries_gets_failed_recovery_first():
     assert sum(c for _, c in p.churn.drivers) == pytest.approx(risk - base, abs=0.006 * len(p.churn.drivers))
     # the evidence changes, the drivers change: the same customer without the complaints
     quiet = state_of([e for e in _three_failed_recoveries() if e["type"] == "order"])
-    pq = profile(quiet, quiet.wm + DAY, PARAMS, POP, churn_model=model)
+    pq = learned_profile(quiet, profile(quiet, quiet.wm + DAY, PARAMS, POP), model, POP)
     assert "failed_recovery" not in [f for f, _ in pq.churn.drivers]
     record = score_record(s, p)
     assert record["churn_model"] == "lr-test"
