@@ -34,9 +34,10 @@ def _present(oracle: float | None) -> float:
 
 def run_causal_evaluate(settings: Settings, model: HazardModel, customers: int = 2000, days: int = 180,
                         seed: int = 7, cut_day: int | None = None, end: datetime | None = None,
-                        out: Callable[[str], object] | None = print) -> dict:
+                        out: Callable[[str], object] | None = print, churn_model: str = "hand-set") -> dict:
     """Generate a causal stream of `days` days, replay it up to `cut_day` (default days − 30)
-    and measure churn_risk against departures within the next 30 days."""
+    and measure churn_risk against departures within the next 30 days. `churn_model` as in
+    `cxpulse evaluate --churn-model` (learned: trained in-stream up to the cut)."""
     from pipeline.tools.generator import generate
     from pipeline.service.replay import replay
 
@@ -54,7 +55,10 @@ def run_causal_evaluate(settings: Settings, model: HazardModel, customers: int =
     say(f"causal stream ({model.name}): {len(stream.records)} records, {customers} customers, {days} days, "
         f"{sum(1 for t in truth.customers.values() if t.departed_day is not None)} departures; cut at day "
         f"{cut_day} ({cut.date()})")
-    res = replay(stream.values(), build_core(settings), clock=time.time, as_of=cut, topic_of=_fresh_topic_of(stream, settings.topic_for_type))
+    from pipeline.tools.evaluate import _learner
+
+    res = replay(stream.values(), build_core(settings), clock=lambda: cut.timestamp(), as_of=cut,
+                 learner=_learner(settings, churn_model), topic_of=_fresh_topic_of(stream, settings.topic_for_type))
     ids = sorted(c for c, t in truth.customers.items() if t.present_at(cut_day) and c in res.scores)
     labels = [truth.customers[c].leaves_within(cut_day, WINDOW_DAYS) for c in ids]
     risk = [float(res.scores[c]["churn_risk"]) for c in ids]

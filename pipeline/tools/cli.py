@@ -206,9 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--as-of", type=_parse_time, default=None,
                        help="with --live: the end of the outcome window (default: the latest event time stored)")
         p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
-        p.add_argument("--churn-model", choices=("learned", "lightgbm", "hand-set"), default="learned",
-                       help="learned: the model trained in-stream on the stream's own outcomes (default); "
-                            "lightgbm: the same with gradient-boosted trees; hand-set: the fixed-weight model only")
+        p.add_argument("--churn-model", choices=("learned", "lightgbm", "hand-set"), default="hand-set",
+                       help="hand-set: the fixed-weight model the worker serves (default); learned: the model "
+                            "trained in-stream on the stream's own outcomes (opt-in until it beats the hand-set "
+                            "model on held-out streams, docs/evaluation.md); lightgbm: the same with trees")
 
     bench = _optional("pipeline.tools.bench")
     if bench is not None and hasattr(bench, "add_arguments") and hasattr(bench, "main"):
@@ -690,7 +691,8 @@ def _causal_evaluate(settings: Settings, args: argparse.Namespace) -> dict | lis
     models = [hazard_model(name.strip(), ratios, args.baseline_hazard, args.decay_days)
               for name in args.hazard.split(",") if name.strip()]
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
-    runs = [run_causal_evaluate(settings, m, args.customers, args.days or 180, seed, args.cut_day)
+    runs = [run_causal_evaluate(settings, m, args.customers, args.days or 180, seed, args.cut_day,
+                                churn_model=args.churn_model)
             for m in models for seed in seeds]
     if len(runs) == 1:
         return runs[0]

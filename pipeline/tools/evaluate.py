@@ -72,7 +72,7 @@ def _known(value: T | None) -> T:
 def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, seed: int = 7,
                  churn_threshold: float = WARNING_THRESHOLD, out: Callable[[str], object] | None = print,
                  end: datetime | None = None, horizon_days: float | None = 28.0,
-                 churn_model: str = "learned") -> dict:
+                 churn_model: str = "hand-set") -> dict:
     """Generate a stream with planted churners, replay it to its end and measure.
 
     Figures (all as of the stream end unless said otherwise):
@@ -307,7 +307,7 @@ def _cutoff_dt(cutoff: date | datetime | str) -> datetime:
 def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: date | datetime | str,
                               window_days: float = 90.0, churn_threshold: float = WARNING_THRESHOLD,
                               out: Callable[[str], object] | None = None, resamples: int = 1000,
-                              churn_model: str = "learned") -> dict:
+                              churn_model: str = "hand-set") -> dict:
     """Replay a real purchase history up to `cutoff` and check churn_risk against what happened.
 
     Label: a customer with at least one purchase up to the cutoff is a churner when they
