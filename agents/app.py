@@ -23,6 +23,7 @@ import faust
 import orjson
 from aiohttp.web import Response
 
+from agents import consumer_flow
 from pipeline import kafka_compat, recovery_check
 from pipeline import rows as ch_rows
 from pipeline.churn import fit_population
@@ -31,7 +32,8 @@ from pipeline.erasure import requested_at as erasure_requested_at
 from pipeline.kafka_io import first_offset_at
 from pipeline.metrics import METRICS, render
 from pipeline.offset_guard import OffsetGuard
-from pipeline.processor import OFFSET_SLOT, BatchResult, Core, RawRecord, dead_letter
+from pipeline.processor import OFFSET_SLOT, BatchResult, Core, RawRecord, dead_letter, event_time
+from pipeline.service.event_time_merge import EventTimeMerge
 from pipeline.scoring import profile, score_record
 from pipeline.sink import ClickHouseSink
 from pipeline.state import CustomerState
@@ -87,6 +89,13 @@ app = _App(
 # were never applied, and froze commits on gaps: docs/fault-tolerance.md).
 inputs = app.topic(*settings.input_topics, key_serializer="raw", value_serializer="raw", acks=False)
 guard: OffsetGuard = OffsetGuard()
+# Event-time alignment: records wait here until they are the lowest in event time among the
+# input partitions with the same number (pipeline/service/event_time_merge.py); `guard`
+# moves (and commits) only when they are applied.
+merge: EventTimeMerge = EventTimeMerge(
+    lambda tp: tp.partition, idle_seconds=settings.align_idle_seconds,
+    fetch_wait_seconds=settings.align_fetch_wait_seconds, ahead_seconds=settings.align_ahead_seconds,
+    max_buffered=max(1000, settings.batch_max))
 scores_topic = app.topic(settings.topic_scores, key_serializer="raw", value_serializer="raw")
 alerts_topic = app.topic(settings.topic_alerts, key_serializer="raw", value_serializer="raw")
 deadletter_topic = app.topic(settings.topic_deadletter, key_serializer="raw", value_serializer="raw")
@@ -178,17 +187,32 @@ def state_lock() -> asyncio.Lock:
 @app.agent(inputs)
 async def score_events(stream):
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within):
-        started = time.perf_counter()
         selection = await select_in_order(events)
-        records = [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.key, e.value)
-                   for e in selection.accepted]
+        for e in selection.accepted:
+            ts = event_time(e.value)
+            merge.add(e.message.tp, e.message.offset, e.message.timestamp if ts is None else ts, e)
+        for tp in {e.message.tp for e in selection.accepted}:
+            merge.observe_end(tp, consumer_flow.highwater(app.consumer, tp))
+        await seek_back(selection.ahead)
+        await apply_released()
+
+
+async def apply_released() -> None:
+    """Apply, in micro-batches, the buffered records that event-time alignment releases,
+    then pause the partitions that run ahead of their group and resume the others."""
+    while True:
+        started = time.perf_counter()
         async with state_lock():
+            released = merge.release(settings.batch_max)
+            if not released.records:
+                break
+            records = [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.key, e.value)
+                       for _, _, e in released.records]
             result = process_guarded(records)
             if result.latest_event_time:
                 clock.observe(result.latest_event_time, time.time())
             await emit(result)
-        guard.advance(selection.cursor)
-        await seek_back(selection.ahead)
+        guard.advance(released.cursor)
         for topic, n in result.consumed.items():
             METRICS.consumed(topic, n)
         for topic, n in result.applied_by_topic.items():
@@ -198,6 +222,16 @@ async def score_events(stream):
         for topic, n in result.erased_by_topic.items():
             METRICS.erased(topic, n)
         METRICS.batch(len(records), time.perf_counter() - started)
+    pause, resume = merge.flow()
+    consumer_flow.pause(app.consumer, pause)
+    consumer_flow.resume(app.consumer, resume)
+
+
+@app.timer(interval=0.1)
+async def release_idle() -> None:
+    """Records held for an empty partition of their group go once its wait is over."""
+    if merge.buffered() and not app.rebalancing:
+        await apply_released()
 
 
 async def select_in_order(events):
@@ -213,7 +247,7 @@ async def select_in_order(events):
     except Exception as exc:   # their records are dropped; the stall watchdog seeks back later
         log.warning("could not read committed offsets: %r", exc)
     stale = len(events) - len(current)
-    selection = guard.select((e.message.tp, e.message.offset, e) for e in current)
+    selection = guard.select(((e.message.tp, e.message.offset, e) for e in current), merge.expected)
     if stale or selection.redelivered or selection.ahead:
         log.info("batch of %d: %d applied in order, %d of an older generation, %d re-read, ahead of %s",
                  len(events), len(selection.accepted), stale, selection.redelivered,
@@ -240,6 +274,7 @@ async def start_partitions(tps) -> None:
         offset = await assigned_at(tp)
         if not guard.knows(tp):      # the agent and the watchdog may both get here
             guard.start(tp, offset)
+            merge.start(tp, offset)
 
 
 async def seek_back(ahead: dict) -> None:
@@ -282,7 +317,12 @@ async def stall_watchdog() -> None:
     except Exception as exc:   # broker unreachable, rebalance: next tick
         log.info("stall watchdog skipped a tick: %r", exc)
         return
-    for tp, pos in guard.stalled(ends, STALL_SECONDS).items():
+    for tp, end in ends.items():
+        if guard.knows(tp) and not merge.knows(tp):   # kept through a rebalance
+            merge.start(tp, guard.next[tp])
+        merge.observe_end(tp, end)
+    held = merge.held()   # buffered or paused for event-time alignment: waiting on purpose
+    for tp, pos in guard.stalled({tp: end for tp, end in ends.items() if tp not in held}, STALL_SECONDS).items():
         log.warning("%s/%d: %d records behind and no progress for %.0fs; seeking back to %d",
                     tp.topic, tp.partition, ends[tp] - pos, STALL_SECONDS, pos)
         await seek_to(tp, pos)
@@ -326,15 +366,27 @@ async def recovery_watchdog() -> None:
 
 
 async def seek_to(tp, pos: int) -> None:
+    merge.drop(tp, pos)   # records buffered for alignment come again from `pos`
     try:
         await app.consumer.seek_wait({tp: pos})
     except Exception as exc:   # e.g. revoked meanwhile: the next assignment seeks anyway
         log.warning("seek %s/%d -> %d failed: %r", tp.topic, tp.partition, pos, exc)
 
 
+@app.on_partitions_assigned.connect
+async def align_assigned(app_: faust.App, assigned, **kwargs) -> None:
+    """Every assigned input partition is a member of its group from the start (one not heard
+    of yet must not let the others run ahead); `start_partitions` adds its offset."""
+    for tp in assigned:
+        if tp.topic in settings.input_topics:
+            merge.start(tp)
+
+
 @app.on_partitions_revoked.connect
 async def forget_revoked(app_: faust.App, revoked, **kwargs) -> None:
     guard.forget(revoked)
+    consumer_flow.resume(app.consumer, merge.resume_all())
+    merge.clear()   # never applied: read again from the committed offsets after the rebalance
     _past_sla.clear()   # some of them are another worker's now; the sweep recounts this worker's
 
 
