@@ -9,6 +9,9 @@ only once they are durable, so the batch's offsets are committed only after that
 Input offsets are committed by this module, not by Faust's acks (see
 pipeline/offset_guard.py for why): records are applied strictly in offset order per
 partition, and a record at or below a customer's last applied offset is a redelivery.
+Records are applied in event-time order across the three topics' partitions of the same
+number (pipeline/service/event_time_merge.py): a worker catching up after an outage does
+not run ahead on the fastest-read topic and reject the others as too late.
 A timer sweeps the table (bounded slice per tick) for time-driven rules: SLA deadlines
 passing and customers going quiet. Web views: /healthz, /metrics, /customers/{id}.
 """
