@@ -200,10 +200,12 @@ async def score_events(stream):
         await apply_released()
 
 
-async def apply_released() -> None:
+async def apply_released(max_batches: int | None = None) -> None:
     """Apply, in micro-batches, the buffered records that event-time alignment releases,
     then pause the partitions that run ahead of their group and resume the others."""
-    while True:
+    batches = 0
+    while max_batches is None or batches < max_batches:
+        batches += 1
         started = time.perf_counter()
         async with state_lock():
             released = merge.release(settings.batch_max)
@@ -232,9 +234,10 @@ async def apply_released() -> None:
 
 @app.timer(interval=0.1)
 async def release_idle() -> None:
-    """Records held for an empty partition of their group go once its wait is over."""
-    if merge.buffered() and not app.rebalancing:
-        await apply_released()
+    """Records held for an empty partition of their group go once its wait is over (one
+    micro-batch per tick; the agent applies the rest as records arrive)."""
+    if merge.buffered() and not app.rebalancing and not state_lock().locked():
+        await apply_released(max_batches=1)
 
 
 async def select_in_order(events):

@@ -188,12 +188,11 @@ def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
     print(f"embedded Kafka broker on {broker.bootstrap}, data in {broker.data_dir}, log {broker.log_path}; "
           "Ctrl-C stops it", flush=True)
     stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    for sig in (signal.SIGINT, signal.SIGTERM):   # explicit: a shell may start it with SIGINT ignored
+        signal.signal(sig, lambda *_: stop.append(True))
     try:
         while not stop and broker.running:
             time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
     finally:
         crashed = not broker.running
         broker.stop()

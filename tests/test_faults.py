@@ -535,6 +535,6 @@ def test_backfill_of_a_120_day_history_through_kafka(make_settings, start_worker
     late = too_late(settings)
     figures("backfill of 120 days through Kafka", records=len(stream.records), too_late=late)
     assert late == 0
-    topic_for = settings.topic_for_type
-    sent_to = {r.value: topic_for[r.kind] for r in stream.records}
-    check_equals_replay(settings, [r.value for r in stream.records], lambda v: sent_to.get(v, "replay"))
+    # as `cxpulse replay history.jsonl`: each record on the topic of its own type, where
+    # `cxpulse produce` sends it (a planted wrong-topic record is then a valid record)
+    check_equals_replay(settings, [r.value for r in stream.records], None)
