@@ -513,6 +513,7 @@ def test_catch_up_after_an_outage_drops_nothing(make_settings, start_worker):
     sent_to = {value: topic_for[k] for k, _, value in backlog}
     out = check_equals_replay(settings, [v for _, _, v in backlog], sent_to.__getitem__)
     assert out["applied"] == out["events_in_scores"] == len(backlog)
+    figures("catch-up after a 6.5 h outage: equal to replay", **out)
 
 
 def test_backfill_of_a_120_day_history_through_kafka(make_settings, start_worker, tmp_path, monkeypatch):
@@ -537,4 +538,5 @@ def test_backfill_of_a_120_day_history_through_kafka(make_settings, start_worker
     assert late == 0
     # as `cxpulse replay history.jsonl`: each record on the topic of its own type, where
     # `cxpulse produce` sends it (a planted wrong-topic record is then a valid record)
-    check_equals_replay(settings, [r.value for r in stream.records], None)
+    out = check_equals_replay(settings, [r.value for r in stream.records], None)
+    figures("backfill of 120 days through Kafka: equal to replay", **out)
