@@ -198,6 +198,10 @@ async def score_events(stream):
             merge.observe_end(tp, consumer_flow.highwater(app.consumer, tp))
         await seek_back(selection.ahead)
         await apply_released()
+        _agent_batch_at[0] = time.monotonic()
+
+
+_agent_batch_at = [0.0]   # when the agent last applied what it could (the timer covers silences only)
 
 
 async def apply_released(max_batches: int | None = None) -> None:
@@ -234,9 +238,11 @@ async def apply_released(max_batches: int | None = None) -> None:
 
 @app.timer(interval=0.1)
 async def release_idle() -> None:
-    """Records held for an empty partition of their group go once its wait is over (one
-    micro-batch per tick; the agent applies the rest as records arrive)."""
-    if merge.buffered() and not app.rebalancing and not state_lock().locked():
+    """Records held for an empty partition of their group go once its wait is over, when no
+    records arrive to carry them with the agent's next micro-batch (one micro-batch per
+    tick: a ClickHouse insert per batch, so the timer does not split the agent's batches)."""
+    if (merge.buffered() and not app.rebalancing and not state_lock().locked()
+            and time.monotonic() - _agent_batch_at[0] >= settings.batch_within):
         await apply_released(max_batches=1)
 
 
