@@ -11,6 +11,10 @@ states written before it read as "no offsets known" and fall back to the event-i
 It grew a second one, `erased` (see `erasure_marker`); states written before it have none;
 and `spent` (paid amount over all purchases): states written before it judge spend from the
 purchases they keep; and `cases` (what operators did about each alert): none before it.
+
+The stored form loses nothing (pipeline/adapters/state_codec.py: a stored and reloaded state
+is the same state, `nps_last = 0` included, accumulators exact), so the worker, which stores
+and reloads a state after every micro-batch, and `cxpulse replay` compute the same results.
 """
 from __future__ import annotations
 
