@@ -9,6 +9,9 @@ only once they are durable, so the batch's offsets are committed only after that
 Input offsets are committed by this module, not by Faust's acks (see
 pipeline/service/offset_guard.py for why): records are applied strictly in offset order per
 partition, and a record at or below a customer's last applied offset is a redelivery.
+Records are applied in event-time order across the three topics' partitions of the same
+number (pipeline/service/event_time_merge.py): a worker catching up after an outage does
+not run ahead on the fastest-read topic and reject the others as too late.
 A timer sweeps the table (bounded slice per tick) for time-driven rules: SLA deadlines
 passing and customers going quiet. Web views: /healthz, /metrics, /customers/{id}.
 """
@@ -24,7 +27,7 @@ import faust
 import orjson
 from aiohttp.web import Response
 
-from agents import kafka_compat
+from agents import consumer_flow, kafka_compat
 from pipeline.service import recovery_check
 from pipeline.adapters.clickhouse import rows as ch_rows
 from pipeline.adapters.clickhouse.queries import live_backtest_rows
@@ -37,7 +40,8 @@ from pipeline.adapters.kafka.kafka_io import first_offset_at
 from pipeline.adapters.observability.metrics import METRICS, render
 from pipeline.service.offset_guard import OffsetGuard
 from pipeline.service.emit_guard import PreparedBatch, guarded_batch, prepare
-from pipeline.service.processor import OFFSET_SLOT, BatchResult, Core, RawRecord, dead_letter
+from pipeline.service.processor import OFFSET_SLOT, BatchResult, Core, RawRecord, dead_letter, event_time
+from pipeline.service.event_time_merge import EventTimeMerge
 from pipeline.domain.scoring import profile, score_record
 from pipeline.service.live_backtest import refresh_live_backtest
 from pipeline.domain.state import CustomerState
@@ -93,6 +97,13 @@ app = _App(
 # were never applied, and froze commits on gaps: docs/fault-tolerance.md).
 inputs = app.topic(*settings.input_topics, key_serializer="raw", value_serializer="raw", acks=False)
 guard: OffsetGuard = OffsetGuard()
+# Event-time alignment: records wait here until they are the lowest in event time among the
+# input partitions with the same number (pipeline/service/event_time_merge.py); `guard`
+# moves (and commits) only when they are applied.
+merge: EventTimeMerge = EventTimeMerge(
+    lambda tp: tp.partition, idle_seconds=settings.align_idle_seconds,
+    fetch_wait_seconds=settings.align_fetch_wait_seconds, ahead_seconds=settings.align_ahead_seconds,
+    max_buffered=max(1000, settings.batch_max))
 scores_topic = app.topic(settings.topic_scores, key_serializer="raw", value_serializer="raw")
 alerts_topic = app.topic(settings.topic_alerts, key_serializer="raw", value_serializer="raw")
 deadletter_topic = app.topic(settings.topic_deadletter, key_serializer="raw", value_serializer="raw")
@@ -189,11 +200,33 @@ def state_lock() -> asyncio.Lock:
 @app.agent(inputs)
 async def score_events(stream):
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within):
-        started = time.perf_counter()
         selection = await select_in_order(events)
-        records = [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.key, e.value)
-                   for e in selection.accepted]
+        for e in selection.accepted:
+            ts = event_time(e.value)
+            merge.add(e.message.tp, e.message.offset, e.message.timestamp if ts is None else ts, e)
+        for tp in {e.message.tp for e in selection.accepted}:
+            merge.observe_end(tp, consumer_flow.highwater(app.consumer, tp))
+        await seek_back(selection.ahead)
+        await apply_released()
+        _agent_batch_at[0] = time.monotonic()
+
+
+_agent_batch_at = [0.0]   # when the agent last applied what it could (the timer covers silences only)
+
+
+async def apply_released(max_batches: int | None = None) -> None:
+    """Apply, in micro-batches, the buffered records that event-time alignment releases,
+    then pause the partitions that run ahead of their group and resume the others."""
+    batches = 0
+    while max_batches is None or batches < max_batches:
+        batches += 1
+        started = time.perf_counter()
         async with state_lock():
+            released = merge.release(settings.batch_max)
+            if not released.records:
+                break
+            records = [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.key, e.value)
+                       for _, _, e in released.records]
             now = time.time()   # received_at, the processing clock: the plausible window ends at it + the allowed skew
             prepared = guarded_batch(records, lambda recs, load: core.process(recs, load, received_at=now,
                                                                               source_offsets=True),
@@ -202,8 +235,7 @@ async def score_events(stream):
             if result.latest_event_time:
                 clock.observe(result.latest_event_time, time.time())
             await emit(result, prepared)
-        guard.advance(selection.cursor)
-        await seek_back(selection.ahead)
+        guard.advance(released.cursor)
         for topic, n in result.consumed.items():
             METRICS.consumed(topic, n)
         for topic, n in result.applied_by_topic.items():
@@ -213,6 +245,19 @@ async def score_events(stream):
         for topic, n in result.erased_by_topic.items():
             METRICS.erased(topic, n)
         METRICS.batch(len(records), time.perf_counter() - started)
+    pause, resume = merge.flow()
+    consumer_flow.pause(app.consumer, pause)
+    consumer_flow.resume(app.consumer, resume)
+
+
+@app.timer(interval=0.1)
+async def release_idle() -> None:
+    """Records held for an empty partition of their group go once its wait is over, when no
+    records arrive to carry them with the agent's next micro-batch (one micro-batch per
+    tick: a ClickHouse insert per batch, so the timer does not split the agent's batches)."""
+    if (merge.buffered() and not app.rebalancing and not state_lock().locked()
+            and time.monotonic() - _agent_batch_at[0] >= settings.batch_within):
+        await apply_released(max_batches=1)
 
 
 async def select_in_order(events):
@@ -228,7 +273,7 @@ async def select_in_order(events):
     except Exception as exc:   # their records are dropped; the stall watchdog seeks back later
         log.warning("could not read committed offsets: %r", exc)
     stale = len(events) - len(current)
-    selection = guard.select((e.message.tp, e.message.offset, e) for e in current)
+    selection = guard.select(((e.message.tp, e.message.offset, e) for e in current), merge.expected)
     if stale or selection.redelivered or selection.ahead:
         log.info("batch of %d: %d applied in order, %d of an older generation, %d re-read, ahead of %s",
                  len(events), len(selection.accepted), stale, selection.redelivered,
@@ -255,6 +300,7 @@ async def start_partitions(tps) -> None:
         offset = await assigned_at(tp)
         if not guard.knows(tp):      # the agent and the watchdog may both get here
             guard.start(tp, offset)
+            merge.start(tp, offset)
 
 
 async def seek_back(ahead: dict) -> None:
@@ -297,7 +343,12 @@ async def stall_watchdog() -> None:
     except Exception as exc:   # broker unreachable, rebalance: next tick
         log.info("stall watchdog skipped a tick: %r", exc)
         return
-    for tp, pos in guard.stalled(ends, STALL_SECONDS).items():
+    for tp, end in ends.items():
+        if guard.knows(tp) and not merge.knows(tp):   # kept through a rebalance
+            merge.start(tp, guard.next[tp])
+        merge.observe_end(tp, end)
+    held = merge.held()   # buffered or paused for event-time alignment: waiting on purpose
+    for tp, pos in guard.stalled({tp: end for tp, end in ends.items() if tp not in held}, STALL_SECONDS).items():
         log.warning("%s/%d: %d records behind and no progress for %.0fs; seeking back to %d",
                     tp.topic, tp.partition, ends[tp] - pos, STALL_SECONDS, pos)
         await seek_to(tp, pos)
@@ -341,15 +392,27 @@ async def recovery_watchdog() -> None:
 
 
 async def seek_to(tp, pos: int) -> None:
+    merge.drop(tp, pos)   # records buffered for alignment come again from `pos`
     try:
         await app.consumer.seek_wait({tp: pos})
     except Exception as exc:   # e.g. revoked meanwhile: the next assignment seeks anyway
         log.warning("seek %s/%d -> %d failed: %r", tp.topic, tp.partition, pos, exc)
 
 
+@app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode types receivers as (sender, *args, signal=)
+async def align_assigned(app_: faust.App, assigned, **kwargs) -> None:
+    """Every assigned input partition is a member of its group from the start (one not heard
+    of yet must not let the others run ahead); `start_partitions` adds its offset."""
+    for tp in assigned:
+        if tp.topic in settings.input_topics:
+            merge.start(tp)
+
+
 @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types receivers as (sender, *args, signal=)
 async def forget_revoked(app_: faust.App, revoked, **kwargs) -> None:
     guard.forget(revoked)
+    consumer_flow.resume(app.consumer, merge.resume_all())
+    merge.clear()   # never applied: read again from the committed offsets after the rebalance
     _past_sla.clear()   # some of them are another worker's now; the sweep recounts this worker's
 
 

@@ -44,6 +44,7 @@ class ScoreDict(TypedDict):
     churn_drivers: list[ChurnDriverDict]
     revenue_at_risk: float
     events: int
+    churn_model: str | None   # version of the learned model that scored churn_risk; None: hand-set
 
 
 class AlertDict(TypedDict):

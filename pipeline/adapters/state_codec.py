@@ -1,6 +1,16 @@
-"""How a customer's state is stored: compact JSON (orjson), defaults left out, short field
-names and the decayed accumulators as a positional list (ACC_SLOTS). The Faust table keeps
-these bytes per customer; the Quix peer keeps them in its state store.
+"""How a customer's state is stored: compact JSON (orjson), fields equal to their default
+left out, short field names and the decayed accumulators packed exactly (ACC_SLOTS). The
+Faust table keeps these bytes per customer; the Quix peer keeps them in its state store.
+
+One encoding, no loss: `decode_state(encode_state(s))` is `s` (up to accumulators that are
+0, which read as absent) for every state the core produces, so the worker (which stores and
+reloads a state after every micro-batch) and `cxpulse replay` (which keeps live states)
+compute the same results whatever the batch boundaries. A field is left out only when it
+equals its default (`nps_last = 0` is kept: it is an answer, not a default). The decayed
+accumulators are stored exactly (`"acc"`: base64 of a little-endian u64 mask of the
+non-zero slots followed by their float64 values). States written before that store `"acc"`
+as a list of numbers rounded to 7 significant digits and still read; so do states that
+dropped an `nps_last` of 0 (they read as "no answer", as they did).
 
 Format 1 (`v`) grew optional fields over time (`offs`, `erased`, `spent`, `cases`); a state
 written before one of them reads with its default (see pipeline/domain/state.py). The
@@ -10,7 +20,8 @@ before them holds 32-bit fingerprints as `ids`, read as entries of its watermark
 from __future__ import annotations
 
 import base64
-from dataclasses import fields
+import struct
+from dataclasses import MISSING, Field, fields
 
 import orjson
 
@@ -32,31 +43,22 @@ assert set(FACTOR_KEY.values()) | set(OPPORTUNITY_KEY.values()) <= set(ACC_SLOTS
 
 
 def encode_state(state: CustomerState) -> bytes:
-    """Compact JSON: defaults are left out. (orjson serializes the containers as they
-    are; no deep copy as dataclasses.asdict would make.)"""
-    d = {}
+    """Compact JSON: fields equal to their default are left out. (orjson serializes the
+    containers as they are; no deep copy as dataclasses.asdict would make.)"""
+    d: dict[str, object] = {}
     for name in _FIELDS:
         v = getattr(state, name)
-        if v in (None, [], {}, "", 0, b"") and name != "v" or name == "customer_id":
+        if name == "customer_id" or (name != "v" and _is_default(v, _DEFAULTS[name])):
             continue   # customer_id is the table's key: decode_state(raw, customer_id) restores it
         d[_SHORT[name]] = v
     if state.ids:
         d[_SHORT["ids"]] = base64.b64encode(state.ids).decode()
     if state.acc:
-        unknown = state.acc.keys() - _ACC_INDEX.keys()
-        if unknown:
-            raise ValueError(f"accumulators without a slot in ACC_SLOTS: {sorted(unknown)}")
-        slots = [0.0] * len(ACC_SLOTS)
-        for k, v in state.acc.items():
-            if v > 1e-9:
-                slots[_ACC_INDEX[k]] = float(f"{v:.7g}")
-        while slots and slots[-1] == 0.0:
-            slots.pop()
-        d[_SHORT["acc"]] = [x if x else 0 for x in slots]
+        d[_SHORT["acc"]] = _pack_acc(state.acc)
     if state.complaints:
         d[_SHORT["complaints"]] = [
             {_SHORT_C[k]: v for k in _COMPLAINT_FIELDS
-             if (v := getattr(c, k)) is not None and not (type(v) in (int, float) and v == 0)}
+             if not _is_default(v := getattr(c, k), _COMPLAINT_DEFAULTS[k])}
             for c in state.complaints
         ]
     # Copy to an exact-size object: orjson's result keeps its larger working buffer
@@ -67,7 +69,7 @@ def encode_state(state: CustomerState) -> bytes:
 def decode_state(raw: bytes, customer_id: str = "") -> CustomerState:
     d = {_LONG.get(k, k): v for k, v in orjson.loads(raw).items()}
     d.setdefault("customer_id", customer_id)
-    d["acc"] = {ACC_SLOTS[i]: float(v) for i, v in enumerate(d.get("acc", ())) if v}
+    d["acc"] = _unpack_acc(d.get("acc", ()))
     fmt = d.get("v")
     if fmt != STATE_FORMAT:
         raise ValueError(f"unsupported customer state format {fmt!r} (this build reads {STATE_FORMAT})")
@@ -80,8 +82,44 @@ def decode_state(raw: bytes, customer_id: str = "") -> CustomerState:
     return CustomerState(**d)
 
 
+def _is_default(value: object, default: object) -> bool:
+    """Whether a field holds its default: same type and equal (0 is not None, False is not 0)."""
+    return type(value) is type(default) and value == default or (
+        type(default) is float and type(value) is int and value == 0)
+
+
+def _pack_acc(acc: dict[str, float]) -> str:
+    """Exact and compact: a little-endian u64 mask of the non-zero slots, then their float64s."""
+    unknown = acc.keys() - _ACC_INDEX.keys()
+    if unknown:
+        raise ValueError(f"accumulators without a slot in ACC_SLOTS: {sorted(unknown)}")
+    present = sorted((_ACC_INDEX[k], v) for k, v in acc.items() if v)
+    mask = 0
+    for i, _ in present:
+        mask |= 1 << i
+    return base64.b64encode(struct.pack(f"<Q{len(present)}d", mask, *(v for _, v in present))).decode()
+
+
+def _unpack_acc(stored: str | list[float] | tuple[()]) -> dict[str, float]:
+    if isinstance(stored, str):   # this format: mask + float64s
+        raw = base64.b64decode(stored)
+        (mask,) = struct.unpack_from("<Q", raw)
+        values = struct.unpack_from(f"<{(len(raw) - 8) // 8}d", raw, 8)
+        slots = [i for i in range(len(ACC_SLOTS)) if mask >> i & 1]
+        return dict(zip((ACC_SLOTS[i] for i in slots), values))
+    return {ACC_SLOTS[i]: float(v) for i, v in enumerate(stored) if v}   # before: a list of 7-digit numbers
+
+
+def _default_of(f: Field[object]) -> object:
+    if f.default is not MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not MISSING else MISSING   # MISSING: always stored
+
+
 _FIELDS = tuple(f.name for f in fields(CustomerState))
 _COMPLAINT_FIELDS = tuple(f.name for f in fields(ComplaintRec))
+_DEFAULTS = {f.name: _default_of(f) for f in fields(CustomerState)}
+_COMPLAINT_DEFAULTS = {f.name: _default_of(f) for f in fields(ComplaintRec)}
 
 # Stored field names (short: the state is stored once per customer). "v" stays "v".
 _SHORT = {"v": "v", "customer_id": "c", "version": "ver", "n": "n", "wm": "wm", "ids": "sid", "acc": "acc",

@@ -17,6 +17,10 @@ event second (stored as `sid`, see `seen`): a state written before reads its 32-
 as entries of its watermark's second, which leave the window one lateness bound later.
 Order fingerprints in `orders` / `reversals` grew from 32 to 64 bits the same way: an
 entry written before still matches its order by the 32-bit fingerprint.
+
+The stored form loses nothing (pipeline/adapters/state_codec.py: a stored and reloaded state
+is the same state, `nps_last = 0` included, accumulators exact), so the worker, which stores
+and reloads a state after every micro-batch, and `cxpulse replay` compute the same results.
 """
 from __future__ import annotations
 

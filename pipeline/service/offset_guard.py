@@ -91,12 +91,19 @@ class OffsetGuard(Generic[TP]):
             self._progress_at.pop(tp, None)
 
     # --- a delivered micro-batch -----------------------------------------------------
-    def select(self, records: Iterable[tuple[TP, int, T]]) -> Selection[TP, T]:
-        """Keep the records that continue each partition exactly where it stands."""
+    def select(self, records: Iterable[tuple[TP, int, T]],
+               expect: Callable[[TP], int | None] | None = None) -> Selection[TP, T]:
+        """Keep the records that continue each partition exactly where it stands: at `next`,
+        or at `expect(tp)` when the records before that were received but are not applied
+        yet (buffered for event-time alignment; `next` moves when they are)."""
         out: Selection[TP, T] = Selection()
         cursor = out.cursor
         for tp, offset, item in records:
-            pos = cursor.get(tp, self.next.get(tp))
+            pos = cursor.get(tp)
+            if pos is None:
+                pos = expect(tp) if expect is not None else None
+                if pos is None:
+                    pos = self.next.get(tp)
             if pos is None:
                 continue            # not (or no longer) ours: the caller starts assigned partitions first
             if offset == pos:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import AbstractSet, Callable, Iterable, Mapping
 
+import orjson
 from pydantic import ValidationError
 
 from pipeline.domain import alerts
@@ -78,6 +79,17 @@ class BatchResult:
             for k, v in theirs.items():
                 mine[k] = mine.get(k, 0) + v
         self.latest_event_time = max(self.latest_event_time, other.latest_event_time)
+
+
+def event_time(value: bytes | None) -> float | None:
+    """The record's `occurred_at` (epoch seconds) if it has a readable one, without validating
+    it (`Core.decode` does): what the worker aligns the input topics on."""
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(orjson.loads(value)["occurred_at"]).timestamp()
+    except Exception:   # not JSON, no occurred_at, not a time: the caller falls back
+        return None
 
 
 def _error_text(exc: ValidationError) -> str:

@@ -13,6 +13,8 @@ from typing import Callable
 from pipeline.config import Settings, load
 
 EXAMPLES = {
+    "broker": "cxpulse broker                             # the embedded broker on CXPULSE_KAFKA_PORT (19092)\n"
+              "CXPULSE_KAFKA_PORT=29092 cxpulse broker",
     "worker": "cxpulse worker                      # one Faust worker; scale out by starting more\n"
               "CXPULSE_KAFKA_BOOTSTRAP=kafka:9092 cxpulse worker",
     "demo": "cxpulse demo                        # 20k+ events, 2k customers, 60 days\n"
@@ -83,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _sub(subs, "worker", "run a Faust worker (consumes the input topics, publishes scores and alerts)")
     p.add_argument("faust_args", nargs=argparse.REMAINDER, help="extra Faust worker options")
+
+    _sub(subs, "broker", "run the embedded Kafka broker in the foreground for a hands-on session (Ctrl-C stops it)")
 
     p = _sub(subs, "demo", "run the whole pipeline on the embedded defaults and print a summary")
     p.add_argument("--customers", type=int, default=2000)
@@ -231,9 +235,44 @@ def _optional(name: str):
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.adapters.kafka import topics
+
+    # First run: the data folder (Faust creates only the last level of its own) and the
+    # topics with CXPULSE_PARTITIONS partitions, before Faust would auto-create the input
+    # topics with one; refuse input topics that are not co-partitioned that way.
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    topics.ensure_worker_topics(settings)
     from agents.app import main as worker_main
 
     worker_main(args.faust_args)
+    return 0
+
+
+def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
+    import signal
+
+    from pipeline.adapters.kafka.broker import EmbeddedBroker
+
+    if not settings.embedded_broker:
+        _err("broker", f"CXPULSE_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} points at another broker; "
+                       "unset it to run the embedded one")
+        return 2
+    broker = EmbeddedBroker(settings).start()
+    print(f"embedded Kafka broker on {broker.bootstrap}, data in {broker.data_dir}, log {broker.log_path}; "
+          "Ctrl-C stops it", flush=True)
+    stop = []
+    for sig in (signal.SIGINT, signal.SIGTERM):   # explicit: a shell may start it with SIGINT ignored
+        signal.signal(sig, lambda *_: stop.append(True))
+    try:
+        while not stop and broker.running:
+            time.sleep(0.5)
+    finally:
+        crashed = not broker.running
+        broker.stop()
+    if crashed:
+        _err("broker", f"the broker exited; see {broker.log_path}")
+        return 1
+    print("broker stopped", flush=True)
     return 0
 
 
@@ -706,7 +745,7 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     return int(bench.main(settings, args) or 0)
 
 
-COMMANDS = {"worker": cmd_worker, "demo": cmd_demo, "replay": cmd_replay, "produce": cmd_produce,
+COMMANDS = {"worker": cmd_worker, "broker": cmd_broker, "demo": cmd_demo, "replay": cmd_replay, "produce": cmd_produce,
             "tail": cmd_tail, "score": cmd_score, "erase": cmd_erase, "doctor": cmd_doctor,
             "evaluate": cmd_evaluate, "bench": cmd_bench,
             "cases": cmd_cases, "ack": cmd_case_action, "assign": cmd_case_action, "contact": cmd_case_action, "close": cmd_case_action}

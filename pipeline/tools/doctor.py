@@ -60,10 +60,19 @@ def _admin(settings: Settings, timeout: float):
 
 def _broker_fix(settings: Settings) -> str:
     if settings.embedded_broker:
-        return (f"start a broker on {settings.bootstrap} (`cxpulse demo` runs the embedded one; or "
-                f"`noida-db start --only kafka --kafka-port {settings.kafka_port} --data-dir data/broker`), "
-                f"or point CXPULSE_KAFKA_BOOTSTRAP at your Kafka")
+        return (f"start the embedded broker on {settings.bootstrap} with `cxpulse broker` (in its own "
+                f"terminal), or point CXPULSE_KAFKA_BOOTSTRAP at your Kafka")
     return f"check that Kafka runs at CXPULSE_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} and is reachable from here"
+
+
+def _recreate(settings: Settings, topic: str, want: int) -> str:
+    if settings.embedded_broker:
+        broker_dir = settings.data_dir / "broker"
+        return (f"recreate {topic} with {want} partitions: on the embedded broker (local data only) stop it, "
+                f"`rm -rf {broker_dir}`, start `cxpulse broker` again and then `cxpulse worker`, which "
+                f"creates the topics with CXPULSE_PARTITIONS={want}")
+    return (f"recreate {topic} with {want} partitions with your Kafka tools (e.g. kafka-topics.sh --delete, "
+            f"then start `cxpulse worker`, which creates missing topics with CXPULSE_PARTITIONS={want})")
 
 
 # --------------------------------------------------------------------------- checks
@@ -116,12 +125,11 @@ def _check_kafka(settings: Settings, specs: dict, timeout: float) -> list[Check]
         got = counts.get(topic, 0)
         if topic not in existing:
             out.append(Check(f"topic {topic}", False, "missing",
-                             "run `cxpulse produce` or `cxpulse demo` (they create the topics), or create it "
-                             f"with {want} partitions"))
+                             "start `cxpulse worker` or run `cxpulse produce FILE.jsonl`: both create the "
+                             f"missing topics with CXPULSE_PARTITIONS={want} partitions"))
         elif got != want:
             out.append(Check(f"topic {topic}", False, f"{got} partitions, expected {want} (CXPULSE_PARTITIONS)",
-                             f"set CXPULSE_PARTITIONS={got} if every topic has {got}, else recreate {topic} "
-                             f"with {want} partitions (the worker's state table follows CXPULSE_PARTITIONS)"))
+                             f"set CXPULSE_PARTITIONS={got} if every topic has {got}, else {_recreate(settings, topic, want)}"))
         else:
             note = ""
             if topic == settings.topic_scores and compact is not None:
@@ -139,7 +147,7 @@ def _check_kafka(settings: Settings, specs: dict, timeout: float) -> list[Check]
         out.append(Check("co-partitioning", False,
                          "input topics differ: " + ", ".join(f"{t}={n}" for t, n in inputs.items()),
                          "input topics must exist with the same partition count (key = customer_id); "
-                         "recreate the odd ones with the same count"))
+                         + _recreate(settings, "the odd ones", settings.partitions)))
     return out
 
 
@@ -223,7 +231,7 @@ def check_clickhouse(settings: Settings, timeout: float = 10.0) -> list[Check]:
     if missing:
         return [Check("clickhouse", False, f"{redact(dsn)}: migrations missing: {', '.join(missing)}",
                       "check deploy/clickhouse/*.sql and the server's log; a worker applies them on start")]
-    return [Check("clickhouse", True, f"{redact(dsn)}: reachable, migrations {', '.join(sorted(have))}")]
+    return [Check("clickhouse", True, f"{redact(dsn)}: reachable, migrations up to {max(have)} ({len(have)})")]
 
 
 def _alive(pid: int) -> bool:

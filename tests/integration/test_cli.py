@@ -29,8 +29,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-COMMANDS = ["worker", "demo", "replay", "produce", "tail", "score", "erase", "doctor", "ack", "assign", "contact",
-            "close", "cases"]
+COMMANDS = ["worker", "broker", "demo", "replay", "produce", "tail", "score", "erase", "doctor", "ack", "assign",
+            "contact", "close", "cases"]
 
 
 def use(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
@@ -161,6 +161,7 @@ def test_doctor_reports_failures_with_fixes(tmp_path, capsys, monkeypatch):
     assert code == 1
     assert "FAIL" in out and "how to fix" in out
     assert "no broker answers" in out and "CXPULSE_KAFKA_BOOTSTRAP" in out
+    assert "`cxpulse broker`" in out and "noida-db" not in out   # a command that works as written
     # The parts that do work are still checked and reported OK.
     assert "reachable, migrations" in out and "free (no worker running here)" in out
     for name in ("python", "faust", "kafka-python", "clickhouse-connect", "chdb"):
@@ -372,3 +373,62 @@ def test_doctor_finds_topic_layout_problems(make_settings, capsys, monkeypatch):
         assert wrong.topic_alerts not in admin.list_topics()
     finally:
         admin.close()
+
+
+def _fresh_settings(broker, tmp_path: Path, **overrides) -> Settings:
+    """Settings of a first run: unique topics that do not exist yet, a data dir whose parents do not exist."""
+    import uuid
+
+    tag = uuid.uuid4().hex[:8]
+    base = dict(kafka_port=broker.settings.kafka_port, data_dir=tmp_path / "new" / "deep" / "data",
+                web_port=free_port(), app_id=f"cxpulse-first-{tag}", partitions=3, batch_within=0.05,
+                commit_interval=0.2, sweep_seconds=3600,
+                **{f"topic_{t}": f"{tag}.{t}" for t in ("touchpoints", "orders", "complaints", "scores",
+                                                          "alerts", "deadletter", "erasures")})
+    base.update(overrides)
+    return Settings(**base)
+
+
+@pytest.mark.integration
+def test_worker_first_run_creates_its_data_dir_and_topics(broker, tmp_path):
+    """`cxpulse worker` on a fresh checkout, before any topic exists (broker, worker, then
+    produce): it creates the data folder with its parents and every topic with
+    CXPULSE_PARTITIONS partitions, and the doctor is then content with the layout."""
+    from pipeline.adapters.kafka.worker_process import WorkerProcess
+
+    settings = _fresh_settings(broker, tmp_path)
+    worker = WorkerProcess(settings, log_path=tmp_path / "worker.log")   # the log outside the data dir
+    try:
+        worker.start()
+        assert worker.alive and (settings.data_dir / "worker").is_dir()
+        counts = topics.partition_counts(settings, list(topics.topic_specs(settings)))
+        assert counts == {t: 3 for t in topics.topic_specs(settings)}, counts
+    finally:
+        worker.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("layout,message", [
+    ({"touchpoints": 3, "orders": 2, "complaints": 3}, "same partition count"),
+    ({"touchpoints": 2, "orders": 2, "complaints": 2}, "CXPULSE_PARTITIONS=3"),
+])
+def test_worker_refuses_input_topics_it_cannot_use(broker, tmp_path, layout, message):
+    import subprocess
+    import sys
+
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    from pipeline.adapters.kafka.worker_process import settings_env
+
+    settings = _fresh_settings(broker, tmp_path)
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap)
+    try:
+        admin.create_topics([NewTopic(getattr(settings, f"topic_{t}"), n, 1) for t, n in layout.items()])
+    finally:
+        admin.close()
+    import os
+
+    done = subprocess.run([sys.executable, "-m", "pipeline.tools.cli", "worker"], env={**os.environ, **settings_env(settings)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert message in done.stderr and "cxpulse worker:" in done.stderr, done.stderr

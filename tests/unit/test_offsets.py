@@ -94,7 +94,8 @@ def test_worker_states_with_offsets_stay_small_and_apply_what_replay_applies():
     core = build_core(Settings())
     states, applied, _ = run(core, [recs[i:i + 500] for i in range(0, len(recs), 500)], source_offsets=True)
     sizes = sorted(len(encode_state(s)) for s in states.values())
-    assert sizes[len(sizes) // 2] <= 1024, sizes[len(sizes) // 2]
+    # 1.1 KB: the accumulators are stored exactly (float64) since the worker must equal replay
+    assert sizes[len(sizes) // 2] <= 1100, sizes[len(sizes) // 2]
     sent_to = {r.value: TOPIC[r.kind] for r in stream.records}
     offline = replay(events, build_core(Settings()), clock=time.time, tick=None, topic_of=sent_to.__getitem__)
     assert applied == offline.applied

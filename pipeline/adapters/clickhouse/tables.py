@@ -5,7 +5,7 @@ from __future__ import annotations
 EVENTS, SCORES_HISTORY, SCORES_LATEST, ALERTS, COMPLAINTS, CASE_EVENTS, ERASURES = (
     "cx_events", "cx_scores_history", "cx_scores_latest", "cx_alerts", "cx_complaints", "cx_case_events",
     "cx_erasures")
-AGGREGATES = ("cx_agg_hourly", "cx_quality_channel", "cx_quality_staff")   # materialized views' targets
+AGGREGATES = ("cx_agg_hourly", "cx_quality_channel", "cx_quality_staff")   # views aggregated at query time (migration 004)
 
 # Every table, in the order `cxpulse demo` and `queries.table_counts` list them.
 TABLES = (EVENTS, SCORES_HISTORY, SCORES_LATEST, ALERTS, COMPLAINTS, CASE_EVENTS, ERASURES, *AGGREGATES)

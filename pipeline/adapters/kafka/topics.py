@@ -82,6 +82,22 @@ def ensure_topics(settings: Settings) -> dict[str, int]:
     return counts
 
 
+def ensure_worker_topics(settings: Settings) -> dict[str, int]:
+    """What a worker needs before it joins its group: every topic (missing ones are created
+    with CXPULSE_PARTITIONS partitions, as `cxpulse produce` does), and input topics that
+    are co-partitioned with exactly CXPULSE_PARTITIONS partitions (the worker's state table
+    and changelog follow that setting; a different count would mis-assign customers)."""
+    counts = ensure_topics(settings)
+    sources = {t: counts[t] for t in settings.input_topics}
+    got = next(iter(sources.values()))
+    if got != settings.partitions:
+        raise TopicLayoutError(
+            f"the input topics have {got} partitions but CXPULSE_PARTITIONS={settings.partitions}; "
+            f"start the worker with CXPULSE_PARTITIONS={got}, or recreate the input topics with "
+            f"{settings.partitions} partitions (`cxpulse doctor` checks the layout)")
+    return counts
+
+
 def end_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartition, int]:
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap, client_id="cxpulse-admin")
     try:

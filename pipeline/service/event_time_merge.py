@@ -1,0 +1,213 @@
+"""Event-time-aligned consumption of co-partitioned input partitions (pure; no Kafka here).
+
+The three input topics are co-partitioned by customer_id, so a customer's touchpoints,
+orders and complaints sit in the partitions with the same number: a *group*. A consumer
+reads the topics at different speeds (orders are the biggest), so after an outage a
+worker that applied records as they came would run hours ahead in event time on one topic
+while the others are still behind, and the lateness bound would reject the others as
+`too_late`. Like Kafka Streams (a task's partition group), this buffers the records of
+each partition and releases, per group, the buffered record with the lowest event time
+first:
+
+- a record is released only when every other partition of its group has a buffered
+  record (all later in event time, since the lowest goes first) or may go without one:
+  an empty partition blocks its group while it is known to have records not fetched yet
+  (log end beyond what was received: it is catching up), at most `fetch_wait_seconds`
+  from when that lag was seen, and otherwise (caught up) at most `idle_seconds` after it
+  ran empty (Kafka Streams' `max.task.idle.ms`): a partition with no traffic does not
+  stall the others longer than that;
+- a partition whose buffer runs ahead of its group's next release by more than
+  `ahead_seconds` of event time, or holds `max_buffered` records, is paused (the caller
+  stops fetching it) and resumed once the others have caught up (bounded memory);
+- records of one partition are released in offset order (its buffer is FIFO), so the
+  offset bookkeeping (pipeline/service/offset_guard.py) and the per-customer offset dedup hold.
+
+Event time is what the caller passes in: the worker uses the payload's `occurred_at` (the
+time the lateness bound is about), falling back to the Kafka record timestamp for a
+record without one (an invalid record, dead-lettered anyway).
+
+The caller keeps the books of what is applied: records only buffered here are neither
+applied nor committed; on a rebalance or a seek the buffer of a partition is dropped and
+its records are delivered again from the committed / next offset.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Generic, Hashable, Iterable, TypeVar
+
+TP = TypeVar("TP", bound=Hashable)
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class _Part(Generic[T]):
+    group: Hashable
+    next_offset: int | None = None        # after the last record received (or the start offset)
+    end: int | None = None                # log end offset, as last seen (None: not known yet)
+    empty_since: float = 0.0
+    lag_since: float | None = None        # when the partition was first seen behind its log end
+    paused: bool = False
+    buf: deque = field(default_factory=deque)   # (offset, event time, item), offset order
+
+
+@dataclass
+class Released(Generic[TP, T]):
+    records: list = field(default_factory=list)   # (tp, offset, item) in release order
+    cursor: dict = field(default_factory=dict)    # tp -> 1 + the last offset released
+
+
+class EventTimeMerge(Generic[TP, T]):
+    def __init__(self, group_of: Callable[[TP], Hashable], *, idle_seconds: float = 0.2,
+                 fetch_wait_seconds: float = 30.0, ahead_seconds: float = 600.0, max_buffered: int = 5000,
+                 clock: Callable[[], float] = time.monotonic):
+        self.group_of = group_of
+        self.idle_seconds = idle_seconds
+        self.fetch_wait_seconds = fetch_wait_seconds
+        self.ahead_seconds = ahead_seconds
+        self.max_buffered = max_buffered
+        self.clock = clock
+        self._parts: dict[TP, _Part[T]] = {}
+        self._groups: dict[Hashable, list[TP]] = {}
+        self._rotation = 0
+
+    # --- membership ------------------------------------------------------------------
+    def start(self, tp: TP, offset: int | None = None) -> None:
+        """A partition is assigned; the consumer reads it from `offset` (if known: until it
+        is, the partition counts as having records not fetched yet and holds its group)."""
+        part = self._parts.get(tp)
+        if part is not None:
+            if part.next_offset is None:
+                part.next_offset = offset
+            return
+        group = self.group_of(tp)
+        self._parts[tp] = _Part(group=group, next_offset=offset, empty_since=self.clock())
+        self._groups.setdefault(group, []).append(tp)
+
+    def forget(self, tps: Iterable[TP]) -> None:
+        """Partitions revoked: their buffered records (never applied) are dropped."""
+        for tp in list(tps):
+            part = self._parts.pop(tp, None)
+            if part is not None:
+                members = self._groups[part.group]
+                members.remove(tp)
+                if not members:
+                    del self._groups[part.group]
+
+    def clear(self) -> None:
+        self._parts.clear()
+        self._groups.clear()
+
+    def knows(self, tp: TP) -> bool:
+        return tp in self._parts
+
+    def drop(self, tp: TP, offset: int) -> None:
+        """The partition is read again from `offset` (a seek): forget what is buffered."""
+        part = self._parts.get(tp)
+        if part is not None:
+            part.buf.clear()
+            part.next_offset = offset
+            part.empty_since = self.clock()
+
+    # --- input -----------------------------------------------------------------------
+    def expected(self, tp: TP) -> int | None:
+        """The offset the next delivered record of `tp` should have: the one after the last
+        received (those before it are here or released, maybe not applied yet); None when
+        this partition is not known here."""
+        part = self._parts.get(tp)
+        return None if part is None else part.next_offset
+
+    def add(self, tp: TP, offset: int, event_time: float, item: T) -> None:
+        part = self._parts.get(tp)
+        if part is None:
+            self.start(tp, offset)
+            part = self._parts[tp]
+        part.buf.append((offset, event_time, item))
+        part.next_offset = offset + 1
+
+    def observe_end(self, tp: TP, end: int | None) -> None:
+        """The partition's log end offset (high watermark), as the consumer last saw it."""
+        part = self._parts.get(tp)
+        if part is None or end is None:
+            return
+        part.end = end
+        if self._lagging(part):
+            if part.lag_since is None:
+                part.lag_since = self.clock()
+        else:
+            part.lag_since = None
+
+    # --- output ----------------------------------------------------------------------
+    def release(self, limit: int) -> Released[TP, T]:
+        """Up to `limit` records that may be applied now, lowest event time first per group."""
+        now = self.clock()
+        out: Released[TP, T] = Released()
+        groups = list(self._groups.values())
+        if not groups:
+            return out
+        self._rotation = (self._rotation + 1) % len(groups)
+        for members in groups[self._rotation:] + groups[:self._rotation]:
+            parts = [self._parts[tp] for tp in members]
+            while len(out.records) < limit:
+                best = None
+                for tp, part in zip(members, parts):
+                    if part.buf and (best is None or part.buf[0][1] < best[1].buf[0][1]):
+                        best = (tp, part)
+                if best is None or any(self._blocks(part, now) for part in parts if not part.buf):
+                    break
+                tp, part = best
+                offset, _, item = part.buf.popleft()
+                if not part.buf:
+                    part.empty_since = now
+                out.records.append((tp, offset, item))
+                out.cursor[tp] = offset + 1
+            if len(out.records) >= limit:
+                break
+        return out
+
+    def flow(self) -> tuple[set, set]:
+        """(partitions paused now, partitions resumed since the last call). The caller pauses
+        all of the first set every time (the consumer may have resumed one on its own)."""
+        pause, resume = set(), set()
+        for members in self._groups.values():
+            parts = [self._parts[tp] for tp in members]
+            heads = [p.buf[0][1] for p in parts if p.buf]
+            low = min(heads) if heads else None
+            for tp, part in zip(members, parts):
+                n = len(part.buf)
+                span = part.buf[-1][1] - low if n and low is not None else 0.0
+                if not part.paused and (n >= self.max_buffered or span > self.ahead_seconds):
+                    part.paused = True
+                elif part.paused and n < self.max_buffered // 2 + 1 and span <= self.ahead_seconds / 2:
+                    part.paused = False
+                    resume.add(tp)
+                if part.paused:
+                    pause.add(tp)
+        return pause, resume
+
+    def resume_all(self) -> set:
+        """Partitions this merge paused (to resume them, e.g. before a rebalance)."""
+        paused = {tp for tp, p in self._parts.items() if p.paused}
+        for tp in paused:
+            self._parts[tp].paused = False
+        return paused
+
+    def held(self) -> set:
+        """Partitions with records buffered or paused here (not stalled: waiting on purpose)."""
+        return {tp for tp, p in self._parts.items() if p.buf or p.paused}
+
+    def buffered(self) -> int:
+        return sum(len(p.buf) for p in self._parts.values())
+
+    # --- rules -----------------------------------------------------------------------
+    @staticmethod
+    def _lagging(part: _Part) -> bool:
+        return part.end is None or part.next_offset is None or part.end > part.next_offset
+
+    def _blocks(self, part: _Part, now: float) -> bool:
+        """Whether an empty partition holds its group back now."""
+        if self._lagging(part):
+            since = max(part.empty_since, part.lag_since if part.lag_since is not None else part.empty_since)
+            return now - since < self.fetch_wait_seconds
+        return now - part.empty_since < self.idle_seconds
