@@ -111,6 +111,7 @@ class Core:
                                                 horizon_days=settings.churn_horizon_days)
         self.topic_type = settings.topic_type
         self.escalate_after = settings.escalate_after_seconds
+        self.control_share = settings.churn_control_share
 
     # --- decoding ---------------------------------------------------------------------
     def decode(self, rec: RawRecord, expected_type: str | None = None) -> Event | dict:
@@ -209,7 +210,7 @@ class Core:
         p = profile(state, as_of, self.params, self.population, self.rates)
         out.past_sla[state.customer_id] = (p.tier, sum(
             1 for rec in state.complaints if rec.is_open and p.slas[rec.id].breached))
-        changes = alerts.update_alerts(state, p)
+        changes = alerts.update_alerts(state, p, self.control_share)
         track_cases(state, changes)
         changes += alerts.update_escalations(state, p, self.escalate_after)
         prune_cases(state.cases, p.as_of)
