@@ -61,6 +61,9 @@ class CausalTruth:
     operators: OperatorPolicy | None = None
     cases: list[OperatorCase] = field(default_factory=list)           # operators only
     orders: dict[str, list[tuple[float, float]]] = field(default_factory=dict)   # paid (day, amount)
+    # called cases: the day the customer would have left without the call (common random numbers:
+    # the same daily draws against the hazard without the call's cut; None: would have stayed)
+    no_call_departure: dict[str, int | None] = field(default_factory=dict)
 
     def oracle(self, customer_id: str, cut_day: int, window_days: int = 30) -> float | None:
         """Best achievable P(leave within window_days) at the cut; None if already gone."""
@@ -103,6 +106,7 @@ class _Person:
     incidents: list[Incident] = field(default_factory=list)
     orders: list[tuple[float, float]] = field(default_factory=list)   # paid orders (day, amount)
     case: OperatorCase | None = None
+    no_call_day: int | None = None   # called cases: the departure day without the call (same draws)
 
     def p(self, base: float) -> float:
         """An incident probability scaled by the customer's experience level."""
@@ -169,9 +173,14 @@ class CausalSimulation:
                         known = n
                         self.trigger(p, day)
                 h = daily_hazard(p.incidents, day, self.model)
+                h0 = h
                 if treated_on(p.case, day, self.operators):
                     h *= 1.0 - self.operators.effect
-                if rng.random() < 1.0 - math.exp(-h):
+                u = rng.random()
+                if (p.case is not None and p.case.call_at is not None and p.no_call_day is None
+                        and day >= p.case.trigger_day and u < 1.0 - math.exp(-h0)):
+                    p.no_call_day = day   # the counterfactual: the same draw against the hazard without the call
+                if u < 1.0 - math.exp(-h):
                     departed = day
                     p.leave_at = day + rng.random()
             self.limit = min(day + 1.0, p.leave_at)
@@ -368,4 +377,6 @@ def simulate(gen, customers: list, model: HazardModel, operators: OperatorPolicy
         truth.orders[c.id] = p.orders
         if p.case is not None:
             truth.cases.append(p.case)
+            if p.case.call_at is not None:
+                truth.no_call_departure[c.id] = p.no_call_day
     return truth

@@ -14,18 +14,18 @@ generator's own view (docs/evaluation.md §6):
   call multiplies the customer's daily hazard by (1 − `effect`) on the `effect_days`
   whole days after it (d + 1 .. d + effect_days).
 
-`planted_uplift` is the expected difference in P(leave within the horizon) between no call
-and a call, from the incidents known at the trigger (later incidents ignored, as in the oracle).
+The planted effect is recorded by common random numbers: for every called case the
+simulation also tests each day's departure draw against the hazard without the call's cut,
+which gives the day the customer would have left without the call (never later than the
+day they left). pipeline.tools.uplift_evaluate turns that into the planted uplift.
 Pure: no I/O, no clock.
 """
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from pipeline.tools.hazard_model import HazardModel, Incident, daily_hazard, oracle_probability
 
 ACTION = "retention_call"
 
@@ -75,15 +75,3 @@ def treated_on(case: OperatorCase | None, day: int, policy: OperatorPolicy) -> b
     """True when a call's effect is in force on whole day `day`."""
     return (case is not None and case.call_at is not None
             and case.call_at < day <= case.call_at + policy.effect_days)
-
-
-def planted_uplift(incidents: Sequence[Incident], trigger_day: int, model: HazardModel,
-                   policy: OperatorPolicy) -> float:
-    """P(leave within the horizon | no call) − P(... | call), from the incidents known at the trigger."""
-    known = [(r, f) for r, f in incidents if r < trigger_day]
-    p0 = oracle_probability(known, trigger_day, model, policy.horizon_days)
-    total = 0.0
-    for d in range(trigger_day, trigger_day + policy.horizon_days):
-        h = daily_hazard(known, d, model)
-        total += h * (1 - policy.effect) if trigger_day < d <= trigger_day + policy.effect_days else h
-    return p0 - (1.0 - math.exp(-total))
