@@ -120,8 +120,10 @@ def _m(x: float | None) -> str:
 def alert_cases(alerts: Iterable[Mapping], events: Iterable[Mapping], horizon_days: float,
                 as_of: datetime) -> list[CaseOutcome]:
     """Churn alerts (first `firing` record of each churn_risk episode old enough for a full
-    horizon before `as_of`) and what became of each customer: churned = no event within the
-    horizon after the alert; revenue = `paid` order amounts in it."""
+    horizon before `as_of`; per customer only the first such episode, since a customer's
+    episodes share one outcome and are not independent cases) and what became of each
+    customer: churned = no event within the horizon after the alert; revenue = `paid` order
+    amounts in it."""
     from pipeline.tools.evaluate import _ts
 
     first: dict[str, Mapping] = {}
@@ -134,14 +136,37 @@ def alert_cases(alerts: Iterable[Mapping], events: Iterable[Mapping], horizon_da
         by_customer.setdefault(e["customer_id"], []).append((_ts(e["occurred_at"]), amount))
     horizon = timedelta(days=horizon_days)
     out = []
-    for a in first.values():
+    seen: set[str] = set()
+    for a in sorted(first.values(), key=lambda a: _ts(a["as_of"])):
         at = _ts(a["as_of"])
-        if at + horizon > as_of:
+        if at + horizon > as_of or a["customer_id"] in seen:
             continue
+        seen.add(a["customer_id"])   # one case per customer: episodes of one customer are not independent
         after = [(t, m) for t, m in by_customer.get(a["customer_id"], ()) if at < t <= at + horizon]
         action = (a.get("withheld_action") or a["recommended_action"]) if a.get("control") else a["recommended_action"]
         out.append(CaseOutcome(action, bool(a.get("control")), not after, round(sum(m for _, m in after), 2)))
     return out
+
+
+def _events(lines: Iterable[str]) -> tuple[list[dict], int]:
+    """Parsed events with a customer and a time; the rest counted (the pipeline dead-letters them)."""
+    from pipeline.tools.evaluate import _ts
+
+    out, skipped = [], 0
+    for line in (ln for ln in lines if ln.strip()):
+        try:
+            e = json.loads(line)
+            if _ts(e["occurred_at"]).tzinfo is None:
+                raise ValueError("no time zone")
+            if not isinstance(e.get("customer_id"), str):
+                raise ValueError("no customer_id")
+            if e.get("amount") is not None:
+                float(e["amount"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            skipped += 1
+            continue
+        out.append(e)
+    return out, skipped
 
 
 def run_alerts_uplift(alerts_path: Path, events_path: Path, horizon_days: float, as_of: datetime | None = None,
@@ -152,12 +177,15 @@ def run_alerts_uplift(alerts_path: Path, events_path: Path, horizon_days: float,
 
     say = out or (lambda s: None)
     alerts = [json.loads(line) for line in alerts_path.read_text().splitlines() if line.strip()]
-    events = [json.loads(line) for line in events_path.read_text().splitlines() if line.strip()]
+    events, skipped = _events(events_path.read_bytes().decode("utf-8", errors="replace").splitlines())
+    if skipped:
+        say(f"{skipped} lines of {events_path} skipped: not an event (bad JSON, no customer_id or occurred_at)")
     if as_of is None:
         as_of = max((_ts(e["occurred_at"]) for e in events), default=datetime.now(timezone.utc))
     cases = alert_cases(alerts, events, horizon_days, as_of)
     rows = uplift_by_action(cases, resamples=resamples)
-    say(f"{len(cases)} churn alerts with a full {horizon_days:g}-day window before {as_of.isoformat()}")
+    say(f"{len(cases)} customers' first churn alert with a full {horizon_days:g}-day window before "
+        f"{as_of.isoformat()}")
     for line in report_lines(rows, horizon_days):
         say(line)
     return {"mode": "uplift", "source": "alerts", "cases": len(cases), "as_of": as_of.isoformat(), "rows": rows}
