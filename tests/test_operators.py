@@ -1,4 +1,5 @@
 """Operators in the causal generator (pipeline.tools.operators) and the uplift they plant."""
+import json
 from datetime import datetime, timezone
 
 import pytest
@@ -97,3 +98,21 @@ def test_alert_cases_from_published_alerts():
     assert sorted(got, key=lambda c: c.control) == [
         CaseOutcome("call", False, False, 20.0),
         CaseOutcome("call", True, True, 0.0)]
+
+
+def test_cli_uplift_from_files_without_a_control_group(tmp_path, capsys):
+    from pipeline.tools.cli import main
+
+    alerts = tmp_path / "alerts.jsonl"
+    events = tmp_path / "events.jsonl"
+    alerts.write_text("\n".join(json.dumps(
+        {"alert_id": f"a{i}", "type": "churn_risk", "status": "firing", "customer_id": f"c{i}",
+         "as_of": "2025-01-01T00:00:00Z", "recommended_action": "call"}) for i in range(4)) + "\n")
+    events.write_text('{"type": "touchpoint", "customer_id": "c0", "occurred_at": "2025-01-05T00:00:00Z"}\n'
+                      'not json\n'
+                      '{"type": "touchpoint", "customer_id": "c1", "occurred_at": "2025-03-01T00:00:00Z"}\n')
+    assert main(["evaluate", "--uplift", "--alerts", str(alerts), "--events", str(events)]) == 0
+    out = capsys.readouterr().out
+    assert "1 lines of" in out and "4 customers' first churn alert" in out
+    assert "treated 4 (churned 75.0%" in out and "uplift needs a control group" in out
+    assert main(["evaluate", "--uplift", "--alerts", str(alerts)]) == 2
