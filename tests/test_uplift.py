@@ -2,7 +2,7 @@
 import pytest
 
 from pipeline.domain.uplift import (
-    CaseOutcome, bootstrap_mean_difference, is_control, newcombe_difference, rate_ratio, uplift_by_action, wilson_interval,
+    CaseOutcome, bootstrap_mean_difference, is_control, newcombe_difference, uplift_by_action, wilson_interval,
 )
 
 
@@ -63,10 +63,3 @@ def test_uplift_by_action():
     assert rows["offer"]["churn_uplift"] is None and "control group" in rows["offer"]["note"]
     assert rows["all"]["treated"] == 11 and rows["all"]["control"] == 10
 
-
-def test_rate_ratio():
-    # 10 / 1000 vs 20 / 1000: RR .5, se = sqrt(1/10 + 1/20) = .38730; exp(±1.96·.3873) = .4680, 2.1365
-    rr, lo, hi = rate_ratio(10, 1000, 20, 1000)
-    assert rr == 0.5 and lo == pytest.approx(0.2340, abs=1e-4) and hi == pytest.approx(1.0682, abs=1e-4)
-    with pytest.raises(ValueError):
-        rate_ratio(0, 10, 1, 10)

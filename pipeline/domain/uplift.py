@@ -83,17 +83,6 @@ def bootstrap_mean_difference(a: Sequence[float], b: Sequence[float], resamples:
     return d, lo, hi
 
 
-def rate_ratio(x1: int, t1: float, x2: int, t2: float, z: float = Z95) -> tuple[float, float, float]:
-    """(x1/t1) / (x2/t2), events per exposure, with the log-normal interval
-    exp(log RR ± z·sqrt(1/x1 + 1/x2)): (ratio, low, high). Raises ValueError when an arm has
-    no events or no exposure."""
-    if x1 <= 0 or x2 <= 0 or t1 <= 0 or t2 <= 0:
-        raise ValueError("a rate ratio needs events and exposure in both groups")
-    rr = (x1 / t1) / (x2 / t2)
-    se = math.sqrt(1 / x1 + 1 / x2)
-    return rr, rr * math.exp(-z * se), rr * math.exp(z * se)
-
-
 @dataclass(frozen=True)
 class CaseOutcome:
     """One churn alert (or one operator trigger) and what became of the customer."""
