@@ -51,6 +51,7 @@ class ScoringParams:
     resolve_in_business_hours: bool = False
     sla_warning_share: float = 0.75   # sla_at_risk once this share of the time to a deadline has passed
     escalate_after_seconds: float = 7200.0   # an unacknowledged critical alert escalates after this long
+    control_share: float = 0.0   # share of churn_risk alerts kept as a control group (pipeline.domain.uplift)
 
     @property
     def rates(self) -> dict[str, float]:
