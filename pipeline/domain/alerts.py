@@ -13,8 +13,8 @@ import hashlib
 from pipeline.domain.case import Case, needs_escalation
 from pipeline.domain.scoring import Profile, iso
 from pipeline.domain.state import CustomerState
-from schemas.records import AlertDict
 from pipeline.domain.uplift import is_control
+from schemas.records import AlertDict
 from pipeline.domain.vocabulary import CHURN_FACTORS, CHURN_RISK, FAILED_RECOVERY, SLA_BREACH, TIERS
 
 # (warning, critical) churn-risk thresholds per tier: high tiers are warned earlier.
@@ -131,10 +131,11 @@ def update_alerts(state: CustomerState, p: Profile, control_share: float = 0.0) 
     reasons = [f"churn risk {risk:.2f} vs {severity} threshold {threshold:.2f} for {p.tier}"]
     reasons += [f"{factor} +{contribution:.2f}" for factor, contribution in p.churn.drivers[:3]]
     churn = _transition(state, p, "churn", CHURN_RISK, firing, severity, reasons, churn_action(p, severity))
-    for rec in churn:
-        if is_control(rec["alert_id"], control_share):
-            rec.update(control=True, withheld_action=rec["recommended_action"],
-                       recommended_action=PLAYBOOK["control"])
+    for alert in churn:
+        if is_control(alert["alert_id"], control_share):
+            alert["control"] = True
+            alert["withheld_action"] = alert["recommended_action"]
+            alert["recommended_action"] = PLAYBOOK["control"]
     out += churn
 
     complaints = {rec.id: rec for rec in state.complaints}

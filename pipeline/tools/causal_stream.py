@@ -174,7 +174,7 @@ class CausalSimulation:
                         self.trigger(p, day)
                 h = daily_hazard(p.incidents, day, self.model)
                 h0 = h
-                if treated_on(p.case, day, self.operators):
+                if self.operators is not None and treated_on(p.case, day, self.operators):
                     h *= 1.0 - self.operators.effect
                 u = rng.random()
                 if (p.case is not None and p.case.call_at is not None and p.no_call_day is None
@@ -196,6 +196,7 @@ class CausalSimulation:
     def trigger(self, p: _Person, day: int) -> None:
         """Open the customer's case when the generator-view risk crosses the threshold."""
         pol = self.operators
+        assert pol is not None, "trigger is called only with operators"
         if oracle_probability(p.incidents, day, self.model, 30) < pol.threshold:
             return
         cid = case_id(p.c.id, day)

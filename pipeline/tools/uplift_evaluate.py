@@ -52,6 +52,7 @@ def run_generated_uplift(model: HazardModel, policy: OperatorPolicy, customers: 
     if end is None:
         end = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     stream = generate(customers=customers, days=days, seed=seed, end=end, model=model, operators=policy)
+    assert stream.causal is not None, "a causal stream (hazard model given) carries its truth"
     cases, planted = generated_cases(stream.causal, policy.horizon_days)
     rows = uplift_by_action(cases, resamples=resamples, seed=seed)
     result = {"mode": "uplift", "source": "generator", "hazard": model.to_json(), "operators": policy.to_json(),
