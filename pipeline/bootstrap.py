@@ -32,7 +32,8 @@ def scoring_params(settings: Settings) -> ScoringParams:
     return ScoringParams(settings.half_life_days, float(settings.lateness_seconds), settings.tier_thresholds,
                          tuple(settings.cxi_weights), settings.sla_max_ack_seconds, calendar_from_settings(settings),
                          settings.resolve_in_business_hours, settings.sla_warning_share,
-                         float(settings.escalate_after_seconds), settings.max_open_complaints)
+                         float(settings.escalate_after_seconds), settings.max_open_complaints,
+                         settings.churn_control_share)
 
 
 def read_population(path: Path | None) -> PopulationParams:

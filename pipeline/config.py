@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     escalate_after_seconds: float = Field(7200.0, ge=0, description="an `escalation` alert when a critical alert's case is not acknowledged this long after it fired (0 = never)")
     sla_warning_share: float = Field(0.75, ge=0, lt=1, description="`sla_at_risk` once this share of the time to a complaint deadline has passed unanswered (0 = no warnings)")
     population_file: Path | None = Field(None, description="churn population parameters (JSON); default: built-in priors, re-fitted in-stream")
+    churn_control_share: float = Field(0.0, ge=0, le=1, description="share of churn_risk alerts kept as a control group (`control: true`, no recommended action) to measure whether the actions work; a business decision, 0 = none")
     churn_horizon_days: float = Field(30.0, ge=0, description="churn = gone, or no activity within this many days")
     refit_seconds: float = Field(3600.0, gt=0, description="wall-clock seconds between population re-fits in the worker")
     backtest_seconds: float = Field(3600.0, gt=0, description="wall-clock seconds between live backtests of churn_risk in the worker (Prometheus gauges)")

@@ -93,6 +93,9 @@ class AlertRecord(BaseModel):
     reasons: list[str]
     recommended_action: str
     complaint_id: str | None = None
+    control: bool | None = Field(None, description="churn_risk only: true when the alert is in the control "
+                                 "group (CXPULSE_CHURN_CONTROL_SHARE): no action is recommended, to measure uplift")
+    withheld_action: str | None = Field(None, description="control alerts: the playbook action that was withheld")
 
 
 DeadLetterReason = Literal[

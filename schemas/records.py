@@ -47,8 +47,8 @@ class ScoreDict(TypedDict):
     churn_model: str | None   # version of the learned model that scored churn_risk; None: hand-set
 
 
-class AlertDict(TypedDict):
-    """A `cx.alerts` record (schemas.outputs.AlertRecord)."""
+class _AlertFields(TypedDict):
+    """The keys every `cx.alerts` record has."""
     schema_version: int
     alert_id: str
     type: str
@@ -62,6 +62,14 @@ class AlertDict(TypedDict):
     reasons: list[str]
     recommended_action: str
     complaint_id: str | None
+
+
+class AlertDict(_AlertFields, total=False):
+    """A `cx.alerts` record (schemas.outputs.AlertRecord); the optional keys only on
+    churn_risk alerts of the control group (pipeline.domain.uplift). Declared by inheritance,
+    not NotRequired[], so that `__required_keys__` is right under postponed annotations."""
+    control: bool            # the alert is in the control group
+    withheld_action: str     # the playbook action it did not recommend
 
 
 class DeadLetterDict(TypedDict):

@@ -29,6 +29,7 @@ CH = {"type": "grafana-clickhouse-datasource", "uid": "clickhouse"}
 SINCE = "{since:DateTime64(3, 'UTC')}"
 UNTIL = "{until:DateTime64(3, 'UTC')}"
 TIERS = ("standard", "silver", "gold", "platinum")
+UPLIFT_HORIZON_DAYS = 30.0   # the default CXPULSE_CHURN_HORIZON_DAYS
 TIER_FILTER = "tier IN (${tier:singlequote})"
 CHANNEL_FILTER = "channel IN (${channel:singlequote})"
 
@@ -359,6 +360,14 @@ def cx_overview() -> dict[str, Any]:
     L.add(table("Case handling by tier", [ch_target(grafana_sql(Q.case_outcomes_sql("tier")))],
                 overrides=[{"matcher": {"id": "byRegexp", "options": ".*_share"},
                             "properties": [{"id": "unit", "value": "percentunit"}]}]), 12, 8)
+    L.add(table("Churn alerts: treated vs control outcomes", [ch_target(grafana_sql(Q.uplift_sql(UPLIFT_HORIZON_DAYS)))],
+                description=f"Churn alerts fired in the range whose {UPLIFT_HORIZON_DAYS:g}-day horizon is over, by "
+                            "action (recommended, or withheld for the control group, CXPULSE_CHURN_CONTROL_SHARE) "
+                            "and arm: cases, churned (no event within the horizon), churn rate, mean revenue of "
+                            "paid orders in the horizon. Intervals: cxpulse evaluate --uplift (docs/evaluation.md §7). "
+                            "No control rows: uplift needs a control group.",
+                overrides=[{"matcher": {"id": "byName", "options": "churn_rate"},
+                            "properties": [{"id": "unit", "value": "percentunit"}]}]), 24, 8)
 
     L.row("Service revenue")
     L.add(table("Service revenue by currency", [ch_target(grafana_sql(Q.REVENUE_SQL))]), 12, 5)

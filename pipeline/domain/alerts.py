@@ -13,6 +13,7 @@ import hashlib
 from pipeline.domain.case import Case, needs_escalation
 from pipeline.domain.scoring import ComplaintSla, Profile, iso
 from pipeline.domain.state import ComplaintRec, CustomerState
+from pipeline.domain.uplift import is_control
 from schemas.records import AlertDict
 from pipeline.domain.vocabulary import CHURN_FACTORS, CHURN_RISK, FAILED_RECOVERY, SLA_BREACH, TIERS
 
@@ -51,6 +52,7 @@ PLAYBOOK = {
     "refunds_returns": "review product fit with the customer",
     "high_effort": "give the customer a single point of contact",
     "escalation": "team lead: assign an owner now and acknowledge the case",
+    "control": "none: control group (no contact; measures whether the actions work, cxpulse evaluate --uplift)",
 }
 assert set(CHURN_FACTORS) <= set(PLAYBOOK)   # every driver has an action
 
@@ -106,8 +108,10 @@ def churn_action(p: Profile, severity: str) -> str:
     return PLAYBOOK.get(top, PLAYBOOK["inactivity"])
 
 
-def update_alerts(state: CustomerState, p: Profile) -> list[AlertDict]:
-    """Evaluate every rule for this customer at `p.as_of`; return the alert records to publish."""
+def update_alerts(state: CustomerState, p: Profile, control_share: float = 0.0) -> list[AlertDict]:
+    """Evaluate every rule for this customer at `p.as_of`; return the alert records to publish.
+    A churn_risk episode whose id falls in the control share (pipeline.domain.uplift) is
+    published with `control: true`, no recommended action and the withheld one."""
     out: list[AlertDict] = []
     warn, crit = CHURN_THRESHOLDS[p.tier]
     risk = p.churn.risk
@@ -126,7 +130,13 @@ def update_alerts(state: CustomerState, p: Profile) -> list[AlertDict]:
     threshold = crit if severity == "critical" else warn
     reasons = [f"churn risk {risk:.2f} vs {severity} threshold {threshold:.2f} for {p.tier}"]
     reasons += [f"{factor} +{contribution:.2f}" for factor, contribution in p.churn.drivers[:3]]
-    out += _transition(state, p, "churn", CHURN_RISK, firing, severity, reasons, churn_action(p, severity))
+    churn = _transition(state, p, "churn", CHURN_RISK, firing, severity, reasons, churn_action(p, severity))
+    for alert in churn:
+        if is_control(alert["alert_id"], control_share):
+            alert["control"] = True
+            alert["withheld_action"] = alert["recommended_action"]
+            alert["recommended_action"] = PLAYBOOK["control"]
+    out += churn
 
     complaints = {rec.id: rec for rec in state.complaints}
     for rec in state.complaints:

@@ -52,6 +52,7 @@ class ScoringParams:
     sla_warning_share: float = 0.75   # sla_at_risk once this share of the time to a deadline has passed
     escalate_after_seconds: float = 7200.0   # an unacknowledged critical alert escalates after this long
     max_open_complaints: int = 100   # a new open complaint beyond this many is refused (too_many_open_complaints)
+    control_share: float = 0.0   # share of churn_risk alerts kept as a control group (pipeline.domain.uplift)
 
     @property
     def rates(self) -> dict[str, float]:

@@ -286,7 +286,7 @@ class Core:
                             self.churn_model, self.population)
         out.past_sla[state.customer_id] = (p.tier, sum(
             1 for rec in state.complaints if rec.is_open and p.slas[rec.id].breached))
-        changes = alerts.update_alerts(state, p)
+        changes = alerts.update_alerts(state, p, self.params.control_share)
         track_cases(state, changes)
         changes += alerts.update_escalations(state, p, self.params.escalate_after_seconds)
         prune_cases(state.cases, p.as_of)

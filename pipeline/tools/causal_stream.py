@@ -29,9 +29,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from datetime import datetime, timedelta
 
+from pipeline.domain.uplift import is_control
 from pipeline.tools.hazard_model import (
     HazardModel, Incident, daily_hazard, dominant_factor, oracle_probability,
 )
+from pipeline.tools.operators import OperatorCase, OperatorPolicy, call_offset, case_id, treated_on
 
 _DAY = 86400.0
 
@@ -57,6 +59,12 @@ class CausalTruth:
     start: datetime
     days: int
     customers: dict[str, CustomerTruth] = field(default_factory=dict)
+    operators: OperatorPolicy | None = None
+    cases: list[OperatorCase] = field(default_factory=list)           # operators only
+    orders: dict[str, list[tuple[float, float]]] = field(default_factory=dict)   # paid (day, amount)
+    # called cases: the day the customer would have left without the call (common random numbers:
+    # the same daily draws against the hazard without the call's cut; None: would have stayed)
+    no_call_departure: dict[str, int | None] = field(default_factory=dict)
 
     def oracle(self, customer_id: str, cut_day: int, window_days: int = 30) -> float | None:
         """Best achievable P(leave within window_days) at the cut; None if already gone."""
@@ -82,6 +90,11 @@ class CausalTruth:
                           "incidents": [{"at": (self.start + timedelta(days=r)).isoformat(), "day": round(r, 5),
                                          "factor": f} for r, f in t.incidents],
                           "oracle_30d": oracle})
+        if self.operators is not None:
+            lines.append({"kind": "operators", **self.operators.to_json()})
+            for k in self.cases:
+                lines.append({"kind": "case", "case_id": k.case_id, "customer_id": k.customer_id,
+                              "trigger_day": k.trigger_day, "control": k.control, "call_at_day": k.call_at})
         return lines
 
 
@@ -104,6 +117,9 @@ class _Person:
     q: float                     # experience level: > 0 fewer incidents, < 0 more
     leave_at: float = math.inf   # days since start
     incidents: list[Incident] = field(default_factory=list)
+    orders: list[tuple[float, float]] = field(default_factory=list)   # paid orders (day, amount)
+    case: OperatorCase | None = None
+    no_call_day: int | None = None   # called cases: the departure day without the call (same draws)
 
     def p(self, base: float) -> float:
         """An incident probability scaled by the customer's experience level."""
@@ -113,8 +129,9 @@ class _Person:
 class CausalSimulation:
     """Runs every customer through the hazard model, emitting through a generator._Gen."""
 
-    def __init__(self, gen, model: HazardModel):
+    def __init__(self, gen, model: HazardModel, operators: OperatorPolicy | None = None):
         self.gen = gen
+        self.operators = operators
         self.rng: random.Random = gen.rng
         self.model = model
         self.queue: list[tuple[float, int, str, dict]] = []
@@ -160,10 +177,23 @@ class CausalSimulation:
         elif c.single:
             self.later(c.t0 + rng.uniform(0.01, 1.0), "order")
         departed: int | None = None
+        known = 0   # incidents revealed before the current day (operators' trigger)
         for day in range(int(math.floor(c.t0)), int(D)):
             if day > first:   # a customer (first purchase made) for the whole day: may leave during it
+                if self.operators is not None and p.case is None:
+                    n = sum(1 for r, _ in p.incidents if r < day)
+                    if n > known:   # the risk only rises when an incident is revealed
+                        known = n
+                        self.trigger(p, day)
                 h = daily_hazard(p.incidents, day, self.model)
-                if rng.random() < 1.0 - math.exp(-h):
+                h0 = h
+                if self.operators is not None and treated_on(p.case, day, self.operators):
+                    h *= 1.0 - self.operators.effect
+                u = rng.random()
+                if (p.case is not None and p.case.call_at is not None and p.no_call_day is None
+                        and day >= p.case.trigger_day and u < 1.0 - math.exp(-h0)):
+                    p.no_call_day = day   # the counterfactual: the same draw against the hazard without the call
+                if u < 1.0 - math.exp(-h):
                     departed = day
                     p.leave_at = day + rng.random()
             self.limit = min(day + 1.0, p.leave_at)
@@ -175,6 +205,16 @@ class CausalSimulation:
         driver = dominant_factor(p.incidents, departed, self.model) if departed is not None else None
         p.incidents = [(r, f) for r, f in p.incidents if r < p.leave_at]
         return departed, driver
+
+    def trigger(self, p: _Person, day: int) -> None:
+        """Open the customer's case when the generator-view risk crosses the threshold."""
+        pol = self.operators
+        assert pol is not None, "trigger is called only with operators"
+        if oracle_probability(p.incidents, day, self.model, 30) < pol.threshold:
+            return
+        cid = case_id(p.c.id, day)
+        control = is_control(cid, pol.control_share)
+        p.case = OperatorCase(p.c.id, cid, day, control, None if control else day + call_offset(cid))
 
     # -- experiences -----------------------------------------------------------------
     def _emit(self, p: _Person, t: float, kind: str, channel: str, body: dict) -> bool:
@@ -198,7 +238,8 @@ class CausalSimulation:
         promised = math.floor(t + c.tz / 1440.0) + lead + (18.0 - c.tz / 60.0) / 24.0
         promised_s = gen.fmt(promised * _DAY, c.tz)
         self._emit(p, t, "order", ch, {**base, "status": "placed", "promised_at": promised_s})
-        self._emit(p, t + rng.uniform(0.0005, 0.02), "order", ch, {**base, "status": "paid"})
+        if self._emit(p, t + rng.uniform(0.0005, 0.02), "order", ch, {**base, "status": "paid"}):
+            p.orders.append((t, float(amount)))
         shipped = t + rng.uniform(0.3, 1.2)
         late = rng.random() < p.p(0.08)
         fulfilled = promised + rng.uniform(1.0, 5.0) if late else max(shipped + 0.2, promised - rng.uniform(0.2, 1.5))
@@ -337,13 +378,19 @@ class CausalSimulation:
             self._emit(p, tr + rng.uniform(0.5, 5.0), "complaint", ch, {**base, "status": "closed"})
 
 
-def simulate(gen, customers: list, model: HazardModel) -> CausalTruth:
-    """Run every customer (generator._Customer) through the hazard model; events go to gen.events."""
-    truth = CausalTruth(model, gen.start, int(gen.days))
-    sim = CausalSimulation(gen, model)
+def simulate(gen, customers: list, model: HazardModel, operators: OperatorPolicy | None = None) -> CausalTruth:
+    """Run every customer (generator._Customer) through the hazard model; events go to gen.events.
+    With `operators`, churn-risk cases are opened, called or kept as control (pipeline.tools.operators)."""
+    truth = CausalTruth(model, gen.start, int(gen.days), operators=operators)
+    sim = CausalSimulation(gen, model, operators)
     for c in customers:
         p = _Person(c, rate=c.rate, q=c.q / 0.45)
         departed, driver = sim.run(p)
         at = gen.start + timedelta(days=p.leave_at) if departed is not None else None
         truth.customers[c.id] = CustomerTruth(c.id, departed, at, driver, tuple(sorted(p.incidents)))
+        truth.orders[c.id] = p.orders
+        if p.case is not None:
+            truth.cases.append(p.case)
+            if p.case.call_at is not None:
+                truth.no_call_departure[c.id] = p.no_call_day
     return truth

@@ -209,6 +209,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --live: horizon H in days (default CXPULSE_CHURN_HORIZON_DAYS)")
         p.add_argument("--as-of", type=_parse_time, default=None,
                        help="with --live: the end of the outcome window (default: the latest event time stored)")
+        p.add_argument("--uplift", action="store_true",
+                       help="did the action work? treated vs control churn_risk cases per action with 95 %% "
+                            "intervals: from --alerts/--events files, else a causal stream with operators")
+        p.add_argument("--alerts", type=Path, default=None, metavar="JSONL",
+                       help="with --uplift: published alerts (JSON Lines); needs --events")
+        p.add_argument("--events", type=Path, default=None, metavar="JSONL",
+                       help="with --uplift --alerts: the input events (JSON Lines) to judge the outcomes")
+        p.add_argument("--control-share", type=float, default=0.5,
+                       help="with --uplift on the generator: share of operator cases nobody calls (default 0.5)")
+        p.add_argument("--operator-effect", type=float, default=0.5,
+                       help="with --uplift on the generator: share of the leaving hazard a call removes (default 0.5)")
+        p.add_argument("--operator-effect-days", type=int, default=30,
+                       help="with --uplift on the generator: days the call's effect lasts (default 30)")
+        p.add_argument("--operator-threshold", type=float, default=0.10,
+                       help="with --uplift on the generator: generator-view 30-day risk that opens a case (default 0.10)")
         p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
         p.add_argument("--churn-model", choices=("learned", "lightgbm", "hand-set"), default="hand-set",
                        help="hand-set: the fixed-weight model the worker serves (default); learned: the model "
@@ -675,7 +690,16 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.tools import evaluate
 
     result: dict | list[dict]   # a list: one figure set per cut day of the causal mode
-    if args.live:
+    if args.uplift:
+        try:
+            uplift = _uplift_evaluate(settings, args)
+        except ValueError as exc:   # a bad policy or hazard setting
+            _err("evaluate", str(exc))
+            return 2
+        if uplift is None:
+            return 2
+        result = uplift
+    elif args.live:
         result = _live_backtest(settings, args)
     elif args.transactions is not None:
         if not args.cutoff:
@@ -736,6 +760,30 @@ def _causal_evaluate(settings: Settings, args: argparse.Namespace) -> dict | lis
     if len(runs) == 1:
         return runs[0]
     print("\n".join(summary_table(runs)))
+    return runs
+
+
+def _uplift_evaluate(settings: Settings, args: argparse.Namespace) -> dict | list[dict] | None:
+    from pipeline.tools import uplift_evaluate as ue
+
+    if args.alerts is not None or args.events is not None:
+        for flag, path in (("--alerts", args.alerts), ("--events", args.events)):
+            if path is None or not path.is_file():
+                _err("evaluate", f"--uplift {flag}: {'missing' if path is None else f'{path}: no such file'}")
+                return None
+        return ue.run_alerts_uplift(args.alerts, args.events, settings.churn_horizon_days, args.as_of)
+    from pipeline.tools.hazard_model import hazard_model, parse_ratios
+    from pipeline.tools.operators import OperatorPolicy
+
+    ratios = parse_ratios(args.hazard_ratios) if args.hazard_ratios else None
+    model = hazard_model(args.hazard.split(",")[0].strip(), ratios, args.baseline_hazard, args.decay_days)
+    policy = OperatorPolicy(args.operator_threshold, args.operator_effect, args.operator_effect_days,
+                            args.control_share)
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
+    runs = [ue.run_generated_uplift(model, policy, args.customers, args.days or 180, seed) for seed in seeds]
+    if len(runs) == 1:
+        return runs[0]
+    print("\n".join(ue.summary_table(runs)))
     return runs
 
 

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Iterable
 if TYPE_CHECKING:
     from pipeline.tools.causal_stream import CausalTruth
     from pipeline.tools.hazard_model import HazardModel
+    from pipeline.tools.operators import OperatorPolicy
 
 from pipeline.domain.vocabulary import DIMENSIONS
 
@@ -801,13 +802,17 @@ def _assemble(rng: random.Random, gen: _Gen, invalid_ratio: float,
 
 def generate(customers: int = 2000, days: int = 60, seed: int = 7, invalid_ratio: float = 0.03,
              duplicate_ratio: float = 0.01, churn_share: float = 0.2, end: datetime | None = None,
-             model: "HazardModel | None" = None) -> GeneratedStream:
+             model: "HazardModel | None" = None, operators: "OperatorPolicy | None" = None) -> GeneratedStream:
     """A deterministic (by seed, for a given `end`) synthetic stream over [end - days, end].
 
     With `model` (a pipeline.tools.hazard_model.HazardModel) the stream is in *causal mode*:
     instead of planted churners with planted signals, experiences cause departures at the
     model's hazard ratios (pipeline.tools.causal_stream); `churn_share` is then unused and
-    the stream's `causal` carries the departure days, drivers, incidents and the oracle."""
+    the stream's `causal` carries the departure days, drivers, incidents and the oracle.
+    `operators` (causal mode only, pipeline.tools.operators) act on churn risk with a stated
+    policy and effect; `causal.cases` lists their cases (called or control)."""
+    if operators is not None and model is None:
+        raise ValueError("operators act in causal mode only (pass a hazard model)")
     if customers < 1 or days < 7:
         raise ValueError("need at least 1 customer and 7 days")
     if not (0 <= invalid_ratio < 1 and 0 <= duplicate_ratio < 1 and 0 <= churn_share <= 1):
@@ -825,7 +830,7 @@ def generate(customers: int = 2000, days: int = 60, seed: int = 7, invalid_ratio
     if model is not None:   # causal mode: experiences cause departures
         from pipeline.tools.causal_stream import simulate
 
-        causal = simulate(gen, custs, model)
+        causal = simulate(gen, custs, model, operators)
         records, n_dup = _assemble(rng, gen, invalid_ratio, duplicate_ratio)
         outcomes = {cid: GroundTruth(cid, t.departed_day is not None, t.departed_at, t.driver)
                     for cid, t in causal.customers.items()}
@@ -911,17 +916,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decay-days", type=float, default=None, help="causal mode: days an incident stays in force")
     ap.add_argument("--oracle-every", type=int, default=7, metavar="DAYS",
                     help="causal mode: the truth file carries the oracle at every DAYS-th day (default 7)")
+    ap.add_argument("--operators", action="store_true",
+                    help="causal mode: operators call customers whose risk crosses --operator-threshold "
+                         "(pipeline.tools.operators; the truth file lists the cases)")
+    ap.add_argument("--operator-threshold", type=float, default=0.10,
+                    help="causal mode: generator-view 30-day leaving probability that opens a case (default 0.10)")
+    ap.add_argument("--operator-effect", type=float, default=0.5,
+                    help="causal mode: share of the daily leaving hazard a call removes (default 0.5)")
+    ap.add_argument("--operator-effect-days", type=int, default=30, help="causal mode: days the effect lasts (default 30)")
+    ap.add_argument("--control-share", type=float, default=0.0,
+                    help="causal mode: share of cases nobody calls (default 0)")
     a = ap.parse_args(argv)
     model = None
+    operators = None
     if a.mode == "causal":
         from pipeline.tools.hazard_model import hazard_model, parse_ratios
 
         try:
             model = hazard_model(a.hazard, parse_ratios(a.hazard_ratios) if a.hazard_ratios else None,
                                  a.baseline_hazard, a.decay_days)
+            if a.operators:
+                from pipeline.tools.operators import OperatorPolicy
+
+                operators = OperatorPolicy(a.operator_threshold, a.operator_effect, a.operator_effect_days,
+                                           a.control_share)
         except ValueError as exc:
             ap.error(str(exc))
-    s = generate(a.customers, a.days, a.seed, a.invalid_ratio, a.duplicate_ratio, a.churn_share, a.end, model=model)
+    elif a.operators:
+        ap.error("--operators needs --mode causal")
+    s = generate(a.customers, a.days, a.seed, a.invalid_ratio, a.duplicate_ratio, a.churn_share, a.end, model=model,
+                 operators=operators)
     write_jsonl(s, a.out)
     if a.truth and s.causal is not None:
         with open(a.truth, "w") as f:

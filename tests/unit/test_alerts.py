@@ -89,3 +89,27 @@ def test_sla_and_failed_recovery_alerts_through_the_core_with_redelivery():
     # redelivery of the same records: duplicates, no new alert records
     out = core.process(records, states.get, received_at=RECEIVED_AT)
     assert out.duplicates == 3 and out.alerts == [] and out.scores == []
+
+
+def test_control_share_marks_churn_alerts_deterministically_and_withholds_the_action():
+    from pipeline.domain.uplift import is_control
+
+    fired = []
+    for i in range(200):
+        s = CustomerState(customer_id=f"c{i}")
+        out = alerts.update_alerts(s, at_risk(0.5, i), control_share=0.3)
+        out += alerts.update_alerts(s, at_risk(0.05, i + 1), control_share=0.3)
+        assert [a["status"] for a in out] == ["firing", "resolved"]
+        for a in out:
+            AlertRecord.model_validate(a)
+            assert a.get("control", False) == is_control(a["alert_id"], 0.3)
+            if a.get("control"):
+                assert a["recommended_action"] == alerts.PLAYBOOK["control"]
+                assert a["withheld_action"] == alerts.PLAYBOOK["inactivity"]
+            else:
+                assert a["recommended_action"] == alerts.PLAYBOOK["inactivity"] and "withheld_action" not in a
+        fired.append(out[0])
+    assert 30 < sum(bool(a.get("control")) for a in fired) < 90
+    # share 0 (the default): no alert carries the new keys
+    s = CustomerState(customer_id="c0")
+    assert all("control" not in a for a in alerts.update_alerts(s, at_risk(0.5)))

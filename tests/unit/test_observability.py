@@ -585,6 +585,12 @@ INSERT INTO cx_alerts (alert_id, type, status, severity, customer_id, tier, as_o
     reasons, recommended_action) VALUES
  ('a1', 'churn_risk', 'firing', 'critical', 'c1', 'gold', now64(3) - INTERVAL 2 HOUR, 0.72, 2160,
   ['sla_breaches', 'low_ratings'], 'call the customer');
+INSERT INTO cx_alerts (alert_id, type, status, severity, customer_id, tier, as_of, churn_risk, revenue_at_risk,
+    reasons, recommended_action, control, withheld_action) VALUES
+ ('a9', 'churn_risk', 'firing', 'warning', 'c9', 'standard', now64(3) - INTERVAL 29 DAY - INTERVAL 23 HOUR, 0.35, 100,
+  ['inactivity'], 'none: control group', true, 'send a personal win-back offer');
+INSERT INTO cx_events (event_id, event_type, customer_id, occurred_at, channel, tier, order_id, status, amount, currency)
+ VALUES ('e9', 'order', 'c9', now64(3) + INTERVAL 2 HOUR, 'web', 'standard', 'o9', 'paid', 20, 'EUR');
 INSERT INTO cx_complaints (customer_id, complaint_id, channel, category, severity, tier, status, opened_at, due_at,
     acknowledged_at, resolved_at, breached, compensation, updated_at, version) VALUES
  ('c1', 'k1', 'call_center', 'reliability', 'high', 'gold', 'opened', now64(3) - INTERVAL 30 HOUR,

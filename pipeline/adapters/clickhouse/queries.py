@@ -212,6 +212,53 @@ GROUP BY key
 ORDER BY key
 """
 
+def uplift_sql(horizon_days: float) -> str:
+    """Churn alerts fired in the period whose horizon is over (before the latest stored event),
+    by action (the recommended one, or the withheld one for control alerts) and arm: cases,
+    churned (no event at all within the horizon after the alert), churn rate and mean revenue
+    (paid orders in the horizon). README "Did the action work?"."""
+    if not horizon_days > 0:
+        raise ValueError(f"horizon must be positive, got {horizon_days}")
+    h = f"toIntervalMillisecond({int(round(horizon_days * 86400000))})"
+    return f"""
+SELECT action, arm, count() AS cases, countIf(gone) AS churned, countIf(gone) / count() AS churn_rate,
+       avg(revenue) AS mean_revenue
+FROM
+(
+    SELECT a.alert_id AS alert_id, if(a.is_control, a.withheld, a.recommended) AS action,
+           if(a.is_control, 'control', 'treated') AS arm,
+           countIf(e.occurred_at > a.fired_at AND e.occurred_at <= a.fired_at + {h}) = 0 AS gone,
+           sumIf(ifNull(e.amount, 0), e.event_type = 'order' AND e.status = 'paid'
+                 AND e.occurred_at > a.fired_at AND e.occurred_at <= a.fired_at + {h}) AS revenue
+    FROM
+    (
+        SELECT alert_id, any(customer_id) AS customer_id, min(as_of) AS fired_at,
+               argMin(control, as_of) AS is_control, argMin(withheld_action, as_of) AS withheld,
+               argMin(recommended_action, as_of) AS recommended
+        FROM cx_alerts FINAL
+        WHERE type = 'churn_risk' AND status = 'firing'
+        GROUP BY alert_id
+    ) AS a
+    LEFT JOIN (SELECT customer_id, event_id, event_type, status, amount, occurred_at FROM cx_events FINAL) AS e
+        ON e.customer_id = a.customer_id
+    WHERE a.fired_at >= {{since:DateTime64(3, 'UTC')}} AND a.fired_at < {{until:DateTime64(3, 'UTC')}}
+      AND a.fired_at + {h} <= (SELECT max(occurred_at) FROM cx_events)
+    GROUP BY a.alert_id, a.is_control, a.withheld, a.recommended, a.fired_at
+)
+GROUP BY action, arm
+ORDER BY action, arm
+"""
+
+
+def uplift_outcomes(client: Client, horizon_days: float, since: datetime | None = None,
+                    until: datetime | None = None) -> list[dict[str, Any]]:
+    """`uplift_sql` rows: action, arm (`treated` / `control`), cases, churned, churn_rate, mean_revenue."""
+    rows = _dicts(client, uplift_sql(horizon_days), _period(since, until))
+    for r in rows:
+        r["churn_rate"], r["mean_revenue"] = _num(r["churn_rate"]), _num(r["mean_revenue"])
+    return rows
+
+
 # Open cases: alert episodes (escalations aside) not closed by an operator — still firing,
 # or acknowledged and still being worked on after the score resolved them. Age from firing.
 OPEN_CASES_SQL = """

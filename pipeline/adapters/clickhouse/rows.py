@@ -42,7 +42,7 @@ SCORE_COLUMNS = (
 )
 ALERT_COLUMNS = (
     "alert_id", "type", "status", "severity", "customer_id", "tier", "as_of", "churn_risk",
-    "revenue_at_risk", "reasons", "recommended_action", "complaint_id",
+    "revenue_at_risk", "reasons", "recommended_action", "complaint_id", "control", "withheld_action",
 )
 COMPLAINT_COLUMNS = (
     "customer_id", "complaint_id", "channel", "category", "severity", "tier", "status",
@@ -165,6 +165,8 @@ def alert_row(alert: Mapping[str, Any]) -> dict[str, Any]:
         "reasons": [_s(r) for r in alert.get("reasons") or []],
         "recommended_action": alert.get("recommended_action") or "",
         "complaint_id": alert.get("complaint_id") or "",
+        "control": bool(alert.get("control")),
+        "withheld_action": alert.get("withheld_action") or "",
     }
 
 
