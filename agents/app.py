@@ -330,8 +330,12 @@ STALL_SECONDS = 5.0
 async def stall_watchdog() -> None:
     """Input partitions that have records beyond `next` but applied none for STALL_SECONDS
     are sought back to `next` (records skipped with nothing after them to reveal the gap).
-    Partitions nothing was delivered from yet start at their committed offset."""
-    if app.rebalancing:
+    Partitions nothing was delivered from yet start at their committed offset. Not while a
+    micro-batch is in flight (the state lock is held): its records are released from the
+    event-time buffer but not yet advanced, and a slow emit (a ClickHouse insert split by
+    partition) is progress, not a stall — seeking back then re-applied the batch and sent its
+    dead letters twice."""
+    if app.rebalancing or state_lock().locked():
         return
     consumer = app.consumer
     tps = [tp for tp in consumer.assignment() if tp.topic in settings.input_topics]
