@@ -8,7 +8,7 @@ import base64
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import AbstractSet, Callable, Iterable, Mapping
+from typing import AbstractSet, Callable, Iterable, Mapping, TypeVar
 
 import orjson
 from pydantic import ValidationError
@@ -127,6 +127,25 @@ def dead_letter(rec: RawRecord, reason: DeadLetterReason, error: str, received_a
     }
 
 
+
+_T = TypeVar("_T")
+
+
+def _parse(rec: RawRecord, parse: Callable[[bytes], _T], received_at: float) -> _T | DeadLetterDict:
+    """The first checks every input record gets (a value, within MAX_RECORD_BYTES, valid JSON
+    of its model): the parsed record, or the dead letter saying why not."""
+    value = rec.value
+    if value is None:
+        return dead_letter(rec, "invalid_json", "empty message (null value)", received_at)
+    if len(value) > MAX_RECORD_BYTES:
+        return dead_letter(rec, "too_large", f"record of {len(value)} bytes exceeds {MAX_RECORD_BYTES}", received_at)
+    try:
+        return parse(value)
+    except ValidationError as exc:
+        return dead_letter(rec, _reason_of(exc), _error_text(exc), received_at)
+    except (ValueError, RecursionError) as exc:
+        return dead_letter(rec, "invalid_json", str(exc) or type(exc).__name__, received_at)
+
 class Core:
     """Scoring parameters + population model + the topic contract, bound once. Built from
     the settings by pipeline/bootstrap.py (`build_core`); everything arrives as values."""
@@ -162,17 +181,9 @@ class Core:
         `received_at` is the processing clock: the shell's wall time, stamped on dead letters and
         the plausible window's ceiling; `keyed`: the record comes from Kafka and must be keyed
         by its customer_id."""
-        value = rec.value
-        if value is None:
-            return dead_letter(rec, "invalid_json", "empty message (null value)", received_at)
-        if len(value) > MAX_RECORD_BYTES:
-            return dead_letter(rec, "too_large", f"record of {len(value)} bytes exceeds {MAX_RECORD_BYTES}", received_at)
-        try:
-            ev = EVENT_ADAPTER.validate_json(value)
-        except ValidationError as exc:
-            return dead_letter(rec, _reason_of(exc), _error_text(exc), received_at)
-        except (ValueError, RecursionError) as exc:
-            return dead_letter(rec, "invalid_json", str(exc) or type(exc).__name__, received_at)
+        ev = _parse(rec, EVENT_ADAPTER.validate_json, received_at)
+        if isinstance(ev, dict):
+            return ev
         expected = expected_type or self.topic_type.get(rec.topic)
         if expected is not None and ev.type != expected:
             return dead_letter(rec, "wrong_topic", f"a {ev.type} record on {rec.topic}, which carries {expected} records",
@@ -306,17 +317,9 @@ class Core:
     # --- operator actions (cx.actions) -------------------------------------------------
     def decode_action(self, rec: RawRecord, *, received_at: float) -> ActionRecord | DeadLetterDict:
         """A validated action, or a dead-letter record saying why not."""
-        value = rec.value
-        if value is None:
-            return dead_letter(rec, "invalid_json", "empty message (null value)", received_at)
-        if len(value) > MAX_RECORD_BYTES:
-            return dead_letter(rec, "too_large", f"record of {len(value)} bytes exceeds {MAX_RECORD_BYTES}", received_at)
-        try:
-            a = parse_action(value)
-        except ValidationError as exc:
-            return dead_letter(rec, _reason_of(exc), _error_text(exc), received_at)
-        except (ValueError, RecursionError) as exc:
-            return dead_letter(rec, "invalid_json", str(exc) or type(exc).__name__, received_at)
+        a = _parse(rec, parse_action, received_at)
+        if isinstance(a, dict):
+            return a
         if rec.key is not None and rec.key != a.customer_id.encode():
             return dead_letter(rec, "wrong_key", "message key differs from customer_id (records must be keyed by customer_id)", received_at)
         return a
