@@ -126,8 +126,6 @@ def test_order_within_lateness_and_duplicates_do_not_change_final_scores(records
 
 import re as _re
 
-import json
-
 import orjson
 
 from pipeline.adapters.clickhouse.rows import batch_rows
