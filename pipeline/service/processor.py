@@ -316,11 +316,15 @@ class Core:
 
     # --- operator actions (cx.actions) -------------------------------------------------
     def decode_action(self, rec: RawRecord, *, received_at: float) -> ActionRecord | DeadLetterDict:
-        """A validated action, or a dead-letter record saying why not."""
+        """A validated action, or a dead-letter record saying why not. Actions only ever come
+        from Kafka (cx.actions), so, like events read by the worker, a null key is `wrong_key`."""
         a = _parse(rec, parse_action, received_at)
         if isinstance(a, dict):
             return a
-        if rec.key is not None and rec.key != a.customer_id.encode():
+        if rec.key is None:
+            return dead_letter(rec, "wrong_key", "message without a key (records must be keyed by customer_id, "
+                                                 "or they spread over partitions)", received_at)
+        if rec.key != a.customer_id.encode():
             return dead_letter(rec, "wrong_key", "message key differs from customer_id (records must be keyed by customer_id)", received_at)
         return a
 

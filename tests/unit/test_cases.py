@@ -121,9 +121,11 @@ def test_bad_actions_are_dead_lettered_with_a_reason_and_change_nothing():
     assert "channel" in out.dead_letters[3]["error"]
     wrong_key = act(core, states, action(aid, "acknowledged", 10), key=b"someone-else")
     assert [d["reason"] for d in wrong_key.dead_letters] == ["wrong_key"]
+    no_key = act(core, states, action(aid, "acknowledged", 10, action_id="unkeyed"), key=None)
+    assert [d["reason"] for d in no_key.dead_letters] == ["wrong_key"] and "without a key" in no_key.dead_letters[0]["error"]
     broken = core.process_actions([RawRecord(ACTIONS, 0, 9, b"c1", b"{not json")], states.get, received_at=RECEIVED_AT)
     assert [d["reason"] for d in broken.dead_letters] == ["invalid_json"]
-    for d in out.dead_letters + wrong_key.dead_letters + broken.dead_letters:
+    for d in out.dead_letters + wrong_key.dead_letters + no_key.dead_letters + broken.dead_letters:
         DeadLetter.model_validate(d)
     assert encode_state(states["c1"]) == before and out.case_events == [] and out.alerts == []
 
