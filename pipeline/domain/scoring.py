@@ -203,16 +203,20 @@ def _apply_touchpoint(state: CustomerState, ev: Touchpoint, t: float, params: Sc
 
 def _contact(state: CustomerState, t: float, params: ScoringParams, rates: dict[str, float]) -> None:
     """Repeat-contact detection that gives the same count in any arrival order: a contact
-    is a repeat when another contact precedes it within the window."""
+    is a repeat when another contact precedes it within the window. Of several contacts at
+    the same instant one is the first (ties have no order), so the count over a multiset of
+    times is: at each distinct time with m contacts, m repeats when an earlier contact lies
+    within the window, else m − 1.
+
+    A new contact at t is a repeat when a kept contact lies in [t − window, t] (an equal time
+    included: t is then a further copy of an instant that has its first). It turns into a
+    repeat the first contact of each distinct later time c ≤ t + window that had no earlier
+    contact within the window (strictly earlier: copies at c itself do not precede it)."""
     window = signals.REPEAT_WINDOW_SECONDS
     contacts = state.contacts
-
-    def has_predecessor(c: float, others: list[float]) -> bool:
-        return any(c - window <= o <= c for o in others)
-
-    repeats = [t] if has_predecessor(t, contacts) else []
-    for i, c in enumerate(contacts):
-        if t < c <= t + window and not has_predecessor(c, contacts[:i] + contacts[i + 1:]):
+    repeats = [t] if any(t - window <= o <= t for o in contacts) else []
+    for c in sorted(set(contacts)):
+        if t < c <= t + window and not any(c - window <= o < c for o in contacts):
             repeats.append(c)
     for r in repeats:
         _evidence(state, r, signals.repeat_contact_evidence(), rates)

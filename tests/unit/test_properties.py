@@ -97,9 +97,6 @@ def same(a: dict, b: dict) -> None:
             assert va == vb, (k, va, vb)
 
 
-@pytest.mark.xfail(strict=False, reason="known defect, open: rare streams (many contacts within minutes) give a final "
-                   "CXI up to 0.17 apart when reordered within the lateness bound; fails on the code before this "
-                   "wave too at 600 examples — see the closing note")
 @settings(max_examples=int(__import__("os").environ.get("CXPULSE_PROPERTY_EXAMPLES", "80")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams(), st.randoms(use_true_random=False), st.integers(1, 50))
 def test_order_within_lateness_and_duplicates_do_not_change_final_scores(records, rnd, batch):

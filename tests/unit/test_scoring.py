@@ -69,6 +69,18 @@ def test_empathy_from_handoffs_sentiment_and_repeat_contacts():
     assert s.acc["f.he"] == pytest.approx(2.0, rel=0.01)
 
 
+@pytest.mark.parametrize("order", [(0, 1, 2), (1, 2, 0), (2, 1, 0), (1, 0, 2)])
+def test_repeat_contacts_count_the_same_in_any_arrival_order_with_ties(order):
+    """Two contacts at the same instant and one earlier: in time order the first is not a repeat,
+    both later ones are (2). Arriving with the later pair first used to give 1: each copy of the
+    pair counted the other as its predecessor, so neither turned into a repeat when the earlier
+    contact came (the order-invariance property test found it)."""
+    contacts = [touchpoint(kind="support", when=at(0)), touchpoint(kind="support", when=at(0.5)),
+                touchpoint(kind="support", when=at(0.5))]
+    s, _, _ = run(*(contacts[i] for i in order))
+    assert s.acc["f.he"] == pytest.approx(2.0, rel=0.01)
+
+
 def test_assurance_and_category_from_complaints_and_escalation():
     _, p, _ = run(complaint(severity="critical", category="tangibles"),
                   complaint(status="escalated", when=at(1)))
