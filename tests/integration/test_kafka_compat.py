@@ -1,4 +1,4 @@
-"""agents.kafka_compat: aiokafka keeps its member id on ILLEGAL_GENERATION.
+"""agents.faust_internals (the aiokafka patch): aiokafka keeps its member id on ILLEGAL_GENERATION.
 
 Unit tests drive the patched GroupCoordinator methods with a stub client; the
 integration test forms a two-member group with committing consumers on the embedded
@@ -15,9 +15,9 @@ from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.protocol.commit import OffsetCommitResponse_v3
 from aiokafka.protocol.group import HeartbeatResponse_v1, JoinGroupResponse_v5, SyncGroupResponse_v3
 
-from agents import kafka_compat
+from agents import faust_internals
 
-kafka_compat.install()
+faust_internals.install_aiokafka_patch()
 
 
 class StubClient:
@@ -47,7 +47,7 @@ class StubCoordinator:
 
 
 def test_install_is_idempotent():
-    assert kafka_compat.install() is False
+    assert faust_internals.install_aiokafka_patch() is False
     assert GroupCoordinator._cxpulse_patched
 
 

@@ -1,0 +1,221 @@
+"""The worker's composition root: `create_app(settings)` builds the Faust app, its topics,
+the customer-state table, the ClickHouse sink and its thread, and wires a WorkerLoop
+(pipeline/service/worker_loop.py) to them through agents/ports.py. Nothing here decides
+anything about records, offsets or states; the Faust handlers below only translate Faust's
+callbacks into loop calls.
+
+One agent consumes the three co-partitioned input topics (key = customer_id) in
+micro-batches (`stream.take_events`) and hands each to `WorkerLoop.deliver`, which applies
+them in event-time order across the three topics' partitions of the same number
+(pipeline/service/event_time_merge.py). Input offsets are committed by the loop, not by
+Faust's acks (see pipeline/service/offset_guard.py for why). Two more agents take operator
+actions on alert cases (cx.actions) and erasure requests. Timers: the idle release of
+records held for alignment, the sweep (SLA deadlines passing or close, customers going
+quiet), the offset commit, the stall and recovery watchdogs, consumer lag, the population
+re-fit, the live backtest. Web views: /healthz, /metrics, /customers/{id}.
+"""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+import faust
+from aiohttp.web import Response
+
+from agents import faust_internals
+from agents.ports import ConsumerInputs, ExecutorRowSink, SystemClock, TableStates, TopicOutputs
+from pipeline.adapters.clickhouse.queries import live_backtest_rows
+from pipeline.adapters.observability.metrics import METRICS, render
+from pipeline.bootstrap import build_core, build_sink
+from pipeline.config import Settings
+from pipeline.service.processor import Core, RawRecord
+from pipeline.service.worker_loop import Delivered, LoopConfig, WorkerLoop
+from pipeline.tools.erasure import requested_at as erasure_requested_at
+
+
+class WorkerApp(faust.App):
+    """The Faust app with the settings it was built from and its WorkerLoop (set by create_app)."""
+
+    settings: Settings
+    worker_loop: WorkerLoop | None = None
+
+    async def on_stop(self) -> None:
+        """Finish the micro-batch in flight before Faust stops the consumer, the tables and
+        (on_before_shutdown) the ClickHouse sink: a worker that leaves by SIGTERM then hands
+        over whole batches, not one whose rows are written but whose states are not."""
+        if self.worker_loop is not None:
+            await self.worker_loop.drain()
+        await super().on_stop()
+
+
+def loop_config(settings: Settings) -> LoopConfig:
+    return LoopConfig(
+        topic_for_type=settings.topic_for_type, batch_max=settings.batch_max, batch_within=settings.batch_within,
+        align_idle_seconds=settings.align_idle_seconds, align_fetch_wait_seconds=settings.align_fetch_wait_seconds,
+        align_ahead_seconds=settings.align_ahead_seconds, churn_horizon_days=settings.churn_horizon_days)
+
+
+def create_app(settings: Settings, *, core: Core | None = None) -> WorkerApp:
+    """A worker for `settings` (checks the Faust/aiokafka versions and patches aiokafka first)."""
+    faust_internals.check_versions()
+    # aiokafka 0.14.0 forgets its member id on ILLEGAL_GENERATION and re-joins as a new member;
+    # on the embedded broker the orphaned id then blocks the group for good (agents/faust_internals.py).
+    faust_internals.install_aiokafka_patch()
+
+    app = WorkerApp(
+        settings.app_id,
+        broker=f"kafka://{settings.bootstrap}",
+        store="memory://",
+        datadir=str(settings.data_dir / "worker"),
+        topic_partitions=settings.partitions,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        processing_guarantee="at_least_once",
+        web_host=settings.web_host,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+        broker_commit_every=10_000,
+        broker_commit_interval=settings.commit_interval,
+        # A worker that dies without leaving the group (kill -9, lost host) holds its
+        # partitions until its session expires; Faust's default 60 s stalls the whole group
+        # that long after a crash. 10 s (Kafka's classic default) with 3 s heartbeats.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
+        broker_rebalance_timeout=20.0,
+        producer_linger_ms=5,
+        stream_buffer_maxsize=max(4096, settings.batch_max * 2),
+        table_standby_replicas=0,
+    )
+
+    def raw_topic(*names: str, **kwargs) -> faust.TopicT:
+        return app.topic(*names, key_serializer="raw", value_serializer="raw", **kwargs)
+
+    # acks=False: Faust neither tracks nor commits these offsets; the loop's OffsetGuard does
+    # (Faust acks records it skipped during rebalances, which let commits pass records that
+    # were never applied, and froze commits on gaps: docs/fault-tolerance.md).
+    inputs = raw_topic(*settings.input_topics, acks=False)
+    outputs = TopicOutputs(app, raw_topic(settings.topic_scores), raw_topic(settings.topic_alerts),
+                           raw_topic(settings.topic_deadletter))
+    erasures = raw_topic(settings.topic_erasures)
+    actions = raw_topic(settings.topic_actions)
+
+    # Per-customer state: key = customer_id bytes, value = encode_state(state).
+    # use_partitioner: the changelog partition follows the key (same partitioner as the
+    # producers), so a coalesced write after a micro-batch lands on the customer's partition.
+    states = app.Table(
+        "customer-state", default=None, partitions=settings.partitions,
+        key_type=bytes, value_type=bytes, use_partitioner=True,
+    )
+
+    clickhouse = build_sink(settings, METRICS)
+    sink = ExecutorRowSink(clickhouse, ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse"))
+
+    def fetch_backtest_rows(horizon_days: float, as_of: datetime | None):
+        return live_backtest_rows(clickhouse.client, horizon_days, as_of)
+
+    loop = WorkerLoop(
+        core or build_core(settings), loop_config(settings),
+        store=TableStates(states), outputs=outputs, rows=sink, inputs=ConsumerInputs(app, settings),
+        clock=SystemClock(), metrics=METRICS, fetch_backtest_rows=fetch_backtest_rows)
+    app.settings, app.worker_loop = settings, loop
+    recovery = faust_internals.RecoveryWatchdog(app)
+
+    # --- agents ---------------------------------------------------------------------------
+    @app.agent(inputs, name="agents.app.score_events")
+    async def score_events(stream):
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within):
+            # Events fetched under an older consumer generation or for partitions no longer
+            # assigned are dropped (Faust seeks every assigned partition back to its committed
+            # offset after a rebalance, so they come again).
+            generation, assignment = app.consumer_generation_id, app.consumer.assignment()
+            current = [e for e in events if e.message.generation_id == generation and e.message.tp in assignment]
+            await loop.deliver(
+                [Delivered(e.message.tp, RawRecord(e.message.topic, e.message.partition, e.message.offset,
+                                                   e.key, e.value), e.message.timestamp)
+                 for e in current],
+                stale=len(events) - len(current))
+
+    @app.agent(actions, name="agents.app.apply_actions")
+    async def apply_actions(stream):
+        """Operator actions on alert cases (`cxpulse ack`/`close`), co-partitioned with the state."""
+        async for event in stream.events():
+            m = event.message
+            await loop.apply_action(RawRecord(m.topic, m.partition, m.offset, event.key, event.value))
+
+    @app.agent(erasures, name="agents.app.erase_customers")
+    async def erase_customers(stream):
+        """Erasure requests (`cxpulse erase`), co-partitioned with the state."""
+        async for event in stream.events():
+            if event.key:
+                await loop.erase(event.key, erasure_requested_at(event.value, time.time()))
+
+    # --- timers ---------------------------------------------------------------------------
+    @app.timer(interval=0.1, name="agents.app.release_idle")
+    async def release_idle() -> None:
+        if not app.rebalancing:
+            await loop.release_idle()
+
+    @app.timer(interval=settings.commit_interval, name="agents.app.commit_inputs")
+    async def commit_inputs() -> None:
+        await loop.commit_completed_inputs()
+
+    @app.timer(interval=settings.sweep_seconds, name="agents.app.sweep")
+    async def sweep() -> None:
+        if not app.rebalancing:
+            await loop.sweep()
+
+    @app.timer(interval=1.0, name="agents.app.stall_watchdog")
+    async def stall_watchdog() -> None:
+        if not app.rebalancing:
+            await loop.watch_stalls()
+
+    @app.timer(interval=1.0, name="agents.app.recovery_watchdog")
+    async def recovery_watchdog() -> None:
+        await recovery.tick(loop.seek)
+
+    @app.timer(interval=5.0, name="agents.app.report_consumer_lag")
+    async def report_consumer_lag() -> None:
+        loop.report_consumer_lag()
+
+    @app.timer(interval=settings.refit_seconds, name="agents.app.refit_population")
+    async def refit_population() -> None:
+        loop.refit_population()
+
+    @app.timer(interval=settings.backtest_seconds, name="agents.app.live_backtest")
+    async def live_backtest() -> None:
+        await loop.live_backtest()
+
+    # --- rebalances and shutdown ------------------------------------------------------------
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode types receivers as (sender, *args, signal=)
+    async def align_assigned(app_: faust.App, assigned, **kwargs) -> None:
+        loop.on_assigned(assigned)
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types receivers as (sender, *args, signal=)
+    async def forget_revoked(app_: faust.App, revoked, **kwargs) -> None:
+        loop.on_revoked(revoked)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types receivers as (sender, *args, signal=)
+    def close_sink(app_: faust.App, **kwargs) -> None:
+        sink.close()
+
+    # --- web views --------------------------------------------------------------------------
+    @app.page("/healthz", name="healthz")
+    async def healthz(web, request):
+        return web.json({"status": "ok", "app": settings.app_id})
+
+    @app.page("/metrics", name="metrics_view")
+    async def metrics_view(web, request):
+        body, content_type = render()
+        return Response(body=body, headers={"Content-Type": content_type})
+
+    @app.page("/customers/{customer_id}", name="customer_view")
+    @app.table_route(table=states, match_info="customer_id")
+    async def customer_view(web, request, customer_id: str):
+        record = loop.customer_score(customer_id)
+        if record is None:
+            return web.json({"error": f"unknown customer {customer_id}"}, status=404)
+        return web.json(record)
+
+    return app

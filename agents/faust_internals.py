@@ -1,0 +1,226 @@
+"""Every use of Faust and aiokafka internals in the worker, in one place, and the versions
+they were read from.
+
+The worker relies on private attributes and behaviour of faust-streaming, mode-streaming
+and aiokafka (read in the installed sources of the pinned versions, PINNED below). An
+upgrade can silently change any of them, so `check_versions()` runs when the app is
+created (agents/factory.py) and refuses to start on other versions: re-read the uses
+below against the new sources, then update PINNED together with pyproject.toml.
+
+The uses:
+- `install_aiokafka_patch()`: aiokafka's GroupCoordinator keeps its member id on
+  ILLEGAL_GENERATION (`GroupCoordinator._send_req`, `reset_generation`; below).
+- `committed_offset()`: the group's committed offset of a partition, asked from the broker
+  in the consumer's thread (`Consumer._thread`, `ConsumerThread._ensure_consumer()`).
+- `commit()`: Faust's own commit path without its ack books (`Consumer._commit`).
+- `last_committed()`: Faust's record of committed offsets (`Consumer._committed_offset`).
+- `pause()` / `resume()` / `highwater()`, for event-time alignment
+  (pipeline/service/event_time_merge.py): Faust's `Consumer.pause_partitions` /
+  `resume_partitions` take partitions out of (and back into) the set it fetches and
+  delivers from; Faust clears the pauses of revoked partitions itself and keeps those of
+  partitions it keeps in a rebalance (the worker resumes everything it paused when
+  partitions are revoked). `Consumer.highwater` is the log end offset Faust keeps from its
+  fetches (not an int before the first fetch of a partition).
+- `RecoveryWatchdog`: the table recovery's progress (`Recovery._recovery_started_at`,
+  `Recovery._active_events_received_at`).
+
+## aiokafka 0.14.0: keep the member id on ILLEGAL_GENERATION (as the Java client and kafka-python do).
+
+aiokafka answers an ILLEGAL_GENERATION error on OffsetCommit, Heartbeat or SyncGroup with
+`GroupCoordinator.reset_generation()`, which forgets the generation *and the member id*:
+the consumer then re-joins as a brand-new member and its old member id stays registered
+in the group until the broker expires it. The Java consumer stopped doing that in Kafka
+3.2 (KAFKA-13419, apache/kafka#11451) and kafka-python in 2.x (dpkp/kafka-python#3017):
+ILLEGAL_GENERATION resets the generation only, and the member re-joins under its own id
+(UNKNOWN_MEMBER_ID still resets both).
+
+Why it matters here (docs/fault-tolerance.md, scenario 2): the embedded broker (noida-db
+0.2.3) answers an OffsetCommit sent by the current members while another member is
+joining with ILLEGAL_GENERATION (Apache Kafka accepts it or answers
+REBALANCE_IN_PROGRESS), and it never drops a member that fails to re-join: it keeps the
+orphaned member id and names it the group leader. The worker commits every 0.2-1 s, so
+when a second worker joins, the first one's commit almost always lands in that window;
+with aiokafka's reset both workers then join as followers of the orphaned id, no leader
+ever sends the assignment, and SyncGroup fails every session timeout — the group of two
+never forms. Keeping the member id, the first worker re-joins as itself and the group
+forms within about a second.
+
+`install_aiokafka_patch()` patches aiokafka's `GroupCoordinator` in the current process (idempotent):
+the coordinator's `_send_req` notes when a response to OffsetCommit, Heartbeat or
+SyncGroup carries ILLEGAL_GENERATION, and `reset_generation()` called while handling that
+response (aiokafka calls it synchronously after the await, for each failed partition)
+keeps the member id. Any other reset (UNKNOWN_MEMBER_ID, leaving the group, a failed
+JoinGroup) is unchanged. Remove once aiokafka keeps the member id itself.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import logging
+import time
+from typing import Any, Awaitable, Callable, Iterable, Mapping
+
+from pipeline.service import recovery_check
+
+log = logging.getLogger("cxpulse.kafka_compat")
+wlog = logging.getLogger("cxpulse.worker")
+
+PINNED = {"faust-streaming": "0.15.3", "mode-streaming": "0.7.1", "aiokafka": "0.14.0"}
+
+
+# --- versions --------------------------------------------------------------------------
+class UnsupportedVersion(RuntimeError):
+    """An installed Faust/aiokafka version differs from the one these internals were read from."""
+
+
+def check_versions(version: Callable[[str], str] = importlib.metadata.version) -> None:
+    """Fail loudly when faust-streaming, mode-streaming or aiokafka is not the pinned version."""
+    wrong = []
+    for name, pinned in PINNED.items():
+        try:
+            installed = version(name)
+        except importlib.metadata.PackageNotFoundError:
+            installed = "not installed"
+        if installed != pinned:
+            wrong.append(f"{name} {installed} (pinned {pinned})")
+    if wrong:
+        raise UnsupportedVersion(
+            "the cxpulse worker uses private internals of faust-streaming, mode-streaming and aiokafka "
+            f"read from the pinned versions, and found {', '.join(wrong)}. Install the versions of "
+            "pyproject.toml (make install), or re-check every use listed in agents/faust_internals.py "
+            "against the new sources and update PINNED there.")
+
+
+# --- the aiokafka patch ------------------------------------------------------------------
+ILLEGAL_GENERATION = 22
+_MARK = "_cxpulse_keep_member_id"   # member id to keep on the next reset_generation(), or None
+
+
+def illegal_generation(response: Any) -> bool:
+    """True for an OffsetCommit, Heartbeat or SyncGroup response that says ILLEGAL_GENERATION."""
+    name = type(response).__name__
+    if name.startswith("OffsetCommitResponse"):
+        return any(error == ILLEGAL_GENERATION for _topic, parts in response.topics for _p, error in parts)
+    if name.startswith(("HeartbeatResponse", "SyncGroupResponse")):
+        return response.error_code == ILLEGAL_GENERATION
+    return False
+
+
+def install_aiokafka_patch() -> bool:
+    """Patch aiokafka's GroupCoordinator; returns False when it was already patched."""
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    if getattr(GroupCoordinator, "_cxpulse_patched", False):
+        return False
+    send_req, reset_generation = GroupCoordinator._send_req, GroupCoordinator.reset_generation
+
+    async def _send_req(self, request):
+        setattr(self, _MARK, None)
+        response = await send_req(self, request)
+        if illegal_generation(response) and self.member_id:
+            setattr(self, _MARK, self.member_id)
+        else:
+            setattr(self, _MARK, None)
+        return response
+
+    def _reset_generation(self):
+        member_id, generation = self.member_id, self.generation
+        reset_generation(self)
+        if member_id and getattr(self, _MARK, None) == member_id:
+            self.member_id = member_id
+            if generation >= 0:   # once per response, not per failed partition
+                log.info("group %s: generation %d out of date (ILLEGAL_GENERATION); re-joining as member %s",
+                         self.group_id, generation, member_id)
+
+    GroupCoordinator._send_req = _send_req
+    GroupCoordinator.reset_generation = _reset_generation
+    GroupCoordinator._cxpulse_patched = True
+    return True
+
+
+# --- the consumer's offsets ---------------------------------------------------------------
+async def committed_offset(consumer: Any, tp: Any) -> int | None:
+    """The group's committed offset of `tp`, asked from the broker (Faust keeps a copy only
+    after its post-assignment seek and exposes none), in the consumer's own thread."""
+    from faust.transport.drivers.aiokafka import ensure_aiokafka_TP
+
+    thread = consumer._thread
+    return await thread.call_thread(thread._ensure_consumer().committed, ensure_aiokafka_TP(tp))
+
+
+async def commit(consumer: Any, offsets: Mapping[Any, int]) -> bool:
+    """Commit `offsets` through Faust's own commit path, minus its ack books (the input topics
+    are `acks=False`: pipeline/service/offset_guard.py decides what is committed)."""
+    return bool(await consumer._commit(offsets))
+
+
+def last_committed(consumer: Any, tp: Any) -> int | None:
+    """Faust's record of the committed offset of `tp` (set by its post-assignment seek)."""
+    return consumer._committed_offset.get(tp)
+
+
+# --- fetching: pause, resume, log end --------------------------------------------------------
+def pause(consumer: Any, tps: Iterable[Any]) -> None:
+    tps = set(tps)
+    if tps:
+        consumer.pause_partitions(tps)
+
+
+def resume(consumer: Any, tps: Iterable[Any]) -> None:
+    tps = set(tps) & set(consumer.assignment())
+    if tps:
+        consumer.resume_partitions(tps)
+
+
+def highwater(consumer: Any, tp: Any) -> int | None:
+    """The log end offset of `tp` as of the consumer's last fetch (None before the first)."""
+    try:
+        end = consumer.highwater(tp)
+    except Exception:   # not assigned (any more)
+        return None
+    return end if isinstance(end, int) and end >= 0 else None
+
+
+# --- table recovery ------------------------------------------------------------------------
+RECOVERY_STALL_SECONDS = 3.0
+
+
+class RecoveryWatchdog:
+    """Table recovery that stalled because its changelog records were fetched and dropped
+    (a Faust race when two rebalances follow each other: pipeline/service/recovery_check.py):
+    seek those changelog partitions back to the next offset the recovery needs."""
+
+    def __init__(self, app: Any, stall_seconds: float = RECOVERY_STALL_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.app = app
+        self.stall_seconds = stall_seconds
+        self.clock = clock
+        self.seeks: dict[Any, float] = {}   # changelog tp -> when it was last sought (one seek per stall period)
+
+    async def tick(self, seek: Callable[[Any, int], Awaitable[None]]) -> None:
+        recovery = self.app.tables.recovery
+        if not recovery.in_recovery or recovery._recovery_started_at is None:
+            return
+        tps = [tp for tp in recovery.active_tps if tp in recovery.active_highwaters]
+        if not tps:
+            return
+        positions = {}
+        try:
+            for tp in tps:
+                positions[tp] = await asyncio.wait_for(self.app.consumer.position(tp), timeout=1.0)
+        except Exception as exc:   # rebalance, no position yet: next tick
+            wlog.info("recovery watchdog skipped a tick: %r", exc)
+            return
+        started = recovery._recovery_started_at
+        last_event_at = dict(recovery._active_events_received_at)
+        for tp, at in self.seeks.items():
+            if at >= started:
+                last_event_at[tp] = max(at, last_event_at.get(tp, at))
+        seeks = recovery_check.stalled(dict(recovery.active_offsets), dict(recovery.active_highwaters), positions,
+                                       last_event_at, started, self.clock(), self.stall_seconds)
+        for tp, pos in seeks.items():
+            wlog.warning("table recovery of %s/%d stalled: the consumer is at %s but the recovery needs %d "
+                         "(records fetched and dropped during a rebalance); seeking back to %d",
+                         tp.topic, tp.partition, positions[tp], pos, pos)
+            self.seeks[tp] = self.clock()
+            await seek(tp, pos)

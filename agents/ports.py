@@ -1,0 +1,151 @@
+"""The worker loop's ports (pipeline/service/worker_ports.py) over Faust and the ClickHouse
+sink: the customer-state table with the state codec, the output topics, the ClickHouse sink
+in its own thread, the input consumer, the system clock. Metrics are pipeline's METRICS."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+from typing import Any, Callable, Iterable, Mapping, TypeVar
+
+import faust
+
+from agents import faust_internals
+from pipeline.adapters.clickhouse import rows as ch_rows
+from pipeline.adapters.clickhouse.sink import ClickHouseSink, sink_dead_letters
+from pipeline.adapters.kafka.kafka_io import first_offset_at
+from pipeline.adapters.state_codec import decode_state, encode_state
+from pipeline.config import Settings
+from pipeline.domain.state import CustomerState
+from pipeline.service.processor import BatchResult
+from pipeline.service.worker_ports import Rows
+from schemas.records import DeadLetterDict
+
+log = logging.getLogger("cxpulse.worker")
+R = TypeVar("R")
+
+
+class SystemClock:
+    def time(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+class TableStates:
+    """The customer-state table: key = customer_id bytes, value = encode_state(state)."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def load(self, customer_id: str) -> CustomerState | None:
+        raw = self.table.get(customer_id.encode())
+        return decode_state(raw, customer_id) if raw else None
+
+    def store(self, customer_id: str, state: CustomerState) -> None:
+        self.table[customer_id.encode()] = encode_state(state)
+
+    def keys(self) -> Iterable[str]:
+        return [key.decode() for key in self.table.keys()]
+
+
+class TopicOutputs:
+    """cx.scores, cx.alerts and cx.deadletter through the app's producer."""
+
+    def __init__(self, app: faust.App, scores: faust.TopicT, alerts: faust.TopicT, deadletter: faust.TopicT) -> None:
+        self.app = app
+        self.scores = scores
+        self.topic_of = {"score": scores, "alert": alerts, "deadletter": deadletter}
+
+    def send(self, kind: str, key: bytes | None, value: bytes) -> None:
+        # send_soon: buffered, no await per record; `flush` (also before each commit) puts them on the broker.
+        self.topic_of[kind].send_soon(key=key, value=value)
+
+    async def flush(self) -> None:
+        await self.app.producer.flush()
+
+    async def delete_score(self, key: bytes) -> None:
+        await self.scores.send(key=key, value=None)
+
+
+class ConsumerInputs:
+    """The app's consumer, for the offset books and event-time alignment of the input topics."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.app, self.settings = app, settings
+
+    def assignment(self) -> Iterable[Any]:
+        return self.app.consumer.assignment()
+
+    async def start_offset(self, tp: Any) -> int:
+        """The group's committed offset, or the log start if the group has not committed
+        there yet (auto_offset_reset=earliest)."""
+        committed = await faust_internals.committed_offset(self.app.consumer, tp)
+        if committed is None or committed < 0:
+            committed = (await self.app.consumer.earliest_offsets(tp)).get(tp) or 0
+        return committed
+
+    async def commit(self, offsets: Mapping[Any, int]) -> bool:
+        return await faust_internals.commit(self.app.consumer, offsets)
+
+    async def seek(self, tp: Any, offset: int) -> None:
+        try:
+            await self.app.consumer.seek_wait({tp: offset})
+        except Exception as exc:   # e.g. revoked meanwhile: the next assignment seeks anyway
+            log.warning("seek %s/%d -> %d failed: %r", tp.topic, tp.partition, offset, exc)
+
+    async def log_ends(self, tps: list[Any]) -> Mapping[Any, int]:
+        return await self.app.consumer.highwaters(*tps)
+
+    def log_end(self, tp: Any) -> int | None:
+        return faust_internals.highwater(self.app.consumer, tp)
+
+    async def first_offset_at(self, tp: Any, offset: int) -> int | None:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, first_offset_at, self.settings, tp.topic, tp.partition, offset)
+
+    def last_committed(self, tp: Any) -> int | None:
+        return faust_internals.last_committed(self.app.consumer, tp)
+
+    def pause(self, tps: set[Any]) -> None:
+        faust_internals.pause(self.app.consumer, tps)
+
+    def resume(self, tps: set[Any]) -> None:
+        faust_internals.resume(self.app.consumer, tps)
+
+
+class ExecutorRowSink:
+    """The ClickHouse sink in its own thread: opens (and migrates) ClickHouse on first use,
+    writes rows durably and hands back the rows it refused as data as `unstorable` dead letters."""
+
+    def __init__(self, sink: ClickHouseSink, executor: Executor) -> None:
+        self.sink, self.executor = sink, executor
+        self._opening: asyncio.Lock | None = None
+        self._open = False
+
+    def build_rows(self, result: BatchResult) -> Rows:
+        return ch_rows.batch_rows(result)
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    async def write(self, rows: Rows) -> list[DeadLetterDict]:
+        """Write rows in the sink's thread; opens (and migrates) ClickHouse on first use."""
+        loop = asyncio.get_running_loop()
+        if not self._open:
+            self._opening = self._opening or asyncio.Lock()
+            async with self._opening:
+                if not self._open:
+                    await loop.run_in_executor(self.executor, self.sink.open)
+                    self._open = True
+        await loop.run_in_executor(self.executor, self.sink.write, rows)
+        return sink_dead_letters(self.sink.take_rejected(), time.time())
+
+    async def run(self, fn: Callable[..., R], *args: Any) -> R:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def close(self) -> None:
+        self.sink.close()

@@ -1,0 +1,466 @@
+"""The worker loop: what the Faust worker does with delivered input records, an operator
+action, an erasure request, a timer tick, a rebalance and a stop — with no Faust, aiokafka or
+ClickHouse in it. It talks to its ports (pipeline/service/worker_ports.py): a state store,
+an outputs publisher, a row sink, the input consumer, a clock and metrics. agents/factory.py
+wires it to Faust; tests/unit/test_worker_loop.py drives it with in-memory fakes.
+
+Invariants it owns (docs/fault-tolerance.md tells why each exists):
+
+- **Emit order.** A batch's outputs are sent, then its ClickHouse rows are written (durable),
+  then the producer is flushed, and only then are its states stored. A crash before the
+  states are stored re-delivers the batch and repeats its outputs (absorbed downstream); a
+  state stored first would make the re-delivery a duplicate and lose the outputs.
+- **One lock.** Batches, actions, the sweep and erasures read-modify-write the state store
+  across awaits (states are stored last), so they take turns on one asyncio lock.
+- **Poison records** (pipeline/service/emit_guard.py): a record that cannot be applied, turned
+  into rows or serialized is a `processing_error` dead letter and leaves no trace in any
+  state, row or message; rows ClickHouse refuses as data are `unstorable` dead letters.
+- **Input offsets** (pipeline/service/offset_guard.py): records are applied strictly in offset
+  order per partition; only offsets of fully emitted batches are committed, after the
+  producer is flushed.
+- **Event-time alignment** (pipeline/service/event_time_merge.py): delivered records wait in
+  the merge until they are the lowest in event time among the input partitions with the same
+  number; partitions that run ahead are paused. Offsets advance only for applied records.
+- **Ownership.** The state store keeps the customers of partitions given away in a rebalance;
+  the sweep and the population fit take only customers fed from partitions assigned to this
+  worker (`CustomerState.fed_from`).
+- **Bounded sweeps.** Each sweep evaluates at most `sweep_max` customers; a cursor walks the
+  store so every customer is visited within ceil(n / sweep_max) ticks.
+- **Drain on stop.** Stopping waits (bounded) for the batch in flight, commits the offsets it
+  completed and keeps the lock, so no batch, sweep or erasure starts afterwards.
+
+Where new behaviour goes: intake of delivered records in `deliver`; per-batch processing in
+`_apply_batch`; outputs in `_emit`; periodic rules in `sweep`; model refits in
+`refit_population`; rebalance reactions in `on_assigned` / `on_revoked`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Hashable, Mapping, Sequence
+
+from pipeline.domain.scoring import profile, score_record
+from pipeline.domain.state import CustomerState
+from pipeline.domain.stream_clock import StreamClock
+from pipeline.service.emit_guard import PreparedBatch, guarded_batch, messages_of, prepare
+from pipeline.service.event_time_merge import EventTimeMerge
+from pipeline.service.live_backtest import FetchRows, refresh_live_backtest
+from pipeline.service.offset_guard import OffsetGuard, Selection
+from pipeline.service.processor import OFFSET_SLOT, BatchResult, Core, RawRecord, dead_letter, event_time
+from pipeline.service.worker_ports import (
+    Clock, InputPartitions, OutputsPublisher, RowSink, StateStore, WorkerMetrics,
+)
+from schemas.records import ScoreDict
+
+log = logging.getLogger("cxpulse.worker")
+
+TP = Hashable
+
+SWEEP_MAX = 5000       # customers re-evaluated per timer tick (bounded cost per sweep)
+DRAIN_SECONDS = 15.0   # at most this long for the batch in flight at shutdown (a ClickHouse outage may hold it)
+STALL_SECONDS = 5.0    # an input partition behind its log end with no progress this long is sought back
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """The worker's topic contract and limits (from Settings, in agents/factory.py)."""
+
+    topic_for_type: Mapping[str, str]      # event type -> input topic
+    batch_max: int = 1000                  # records per micro-batch
+    batch_within: float = 0.2              # the agent's micro-batch window (seconds)
+    align_idle_seconds: float = 0.2        # EventTimeMerge: a caught-up empty partition holds its group this long
+    align_fetch_wait_seconds: float = 30.0  # ... one with records not fetched yet, this long
+    align_ahead_seconds: float = 600.0     # ... a partition this far ahead in event time is paused
+    churn_horizon_days: float = 30.0       # the live backtest's horizon
+    sweep_max: int = SWEEP_MAX
+    drain_seconds: float = DRAIN_SECONDS
+    stall_seconds: float = STALL_SECONDS
+
+    @property
+    def input_topics(self) -> frozenset[str]:
+        return frozenset(self.topic_for_type.values())
+
+    @property
+    def slot_of_topic(self) -> dict[str, int]:
+        """Input topic -> its CustomerState.offs slot."""
+        return {self.topic_for_type[kind]: slot for kind, slot in OFFSET_SLOT.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """An input record as the consumer delivered it: its partition and Kafka timestamp (the
+    event time of a record without a readable `occurred_at`)."""
+
+    tp: TP
+    record: RawRecord
+    timestamp: float
+
+
+class WorkerLoop:
+    def __init__(self, core: Core, config: LoopConfig, *, store: StateStore, outputs: OutputsPublisher,
+                 rows: RowSink, inputs: InputPartitions, clock: Clock, metrics: WorkerMetrics,
+                 fetch_backtest_rows: FetchRows | None = None) -> None:
+        self.core = core
+        self.config = config
+        self.store = store
+        self.outputs = outputs
+        self.rows = rows
+        self.inputs = inputs
+        self.clock = clock
+        self.metrics = metrics
+        self.fetch_backtest_rows = fetch_backtest_rows   # ClickHouse query of the live backtest (run in the sink's thread)
+        self.guard: OffsetGuard = OffsetGuard(clock=clock.monotonic)
+        # Records wait here until they are the lowest in event time among the input partitions
+        # with the same number; `guard` moves (and commits) only when they are applied.
+        self.merge: EventTimeMerge = EventTimeMerge(
+            lambda tp: tp.partition,   # an input partition has .partition
+            idle_seconds=config.align_idle_seconds, fetch_wait_seconds=config.align_fetch_wait_seconds,
+            ahead_seconds=config.align_ahead_seconds, max_buffered=max(1000, config.batch_max),
+            clock=clock.monotonic)
+        self.stream_clock = StreamClock()
+        self.lock = asyncio.Lock()
+        self.past_sla: dict[str, tuple[str, int]] = {}   # customers with open complaints past SLA -> (tier, n)
+        self.sweep_cursor: list[str] = []                # customers still to visit in this pass over the store
+        self.agent_batch_at = 0.0   # when the agent last applied what it could (the idle timer covers silences only)
+        self._slot_of_topic = config.slot_of_topic
+        self._input_topics = config.input_topics
+
+    # --- states ------------------------------------------------------------------------
+    def load_state(self, customer_id: str) -> CustomerState | None:
+        return self.store.load(customer_id)
+
+    def owned_states(self, customer_ids: Sequence[str]) -> list[CustomerState]:
+        """The stored states of `customer_ids` that this worker owns: fed from input partitions
+        assigned to it (CustomerState.fed_from)."""
+        owned = {(self._slot_of_topic[tp.topic], tp.partition)   # type: ignore[attr-defined]
+                 for tp in self.inputs.assignment() if tp.topic in self._slot_of_topic}   # type: ignore[attr-defined]
+        return [state for cid in customer_ids
+                if (state := self.load_state(cid)) is not None and state.fed_from(owned)]
+
+    def now(self) -> float:
+        """Stream time: the latest event time applied, advancing with the wall clock."""
+        return self.stream_clock.now(self.clock.time())
+
+    # --- delivered input records -------------------------------------------------------
+    async def deliver(self, delivered: Sequence[Delivered], stale: int = 0) -> None:
+        """One delivered micro-batch, in delivery order (`stale`: records the consumer dropped
+        before, of an older generation or a revoked partition). The records that continue
+        their partitions exactly go into the event-time merge; partitions that skipped
+        records are sought back; then what the merge releases is applied."""
+        selection = await self.select_in_order(delivered, stale)
+        for d in selection.accepted:
+            ts = event_time(d.record.value)
+            self.merge.add(d.tp, d.record.offset, d.timestamp if ts is None else ts, d.record)
+        for tp in {d.tp for d in selection.accepted}:
+            self.merge.observe_end(tp, self.inputs.log_end(tp))
+        await self.seek_back(selection.ahead)
+        await self.apply_released()
+        self.agent_batch_at = self.clock.monotonic()
+
+    async def apply_released(self, max_batches: int | None = None) -> None:
+        """Apply, in micro-batches, the buffered records that event-time alignment releases,
+        then pause the partitions that run ahead of their group and resume the others."""
+        batches = 0
+        while max_batches is None or batches < max_batches:
+            batches += 1
+            started = self.clock.monotonic()
+            async with self.lock:
+                released = self.merge.release(self.config.batch_max)
+                if not released.records:
+                    break
+                records: list[RawRecord] = [rec for _, _, rec in released.records]
+                result = await self._apply_batch(records)
+            self.guard.advance(released.cursor)
+            m = self.metrics
+            for topic, n in result.consumed.items():
+                m.consumed(topic, n)
+            for topic, n in result.applied_by_topic.items():
+                m.applied(topic, n, result.latest_event_time or None)
+            for topic, n in result.duplicates_by_topic.items():
+                m.duplicate(topic, n)
+            for topic, n in result.erased_by_topic.items():
+                m.erased(topic, n)
+            m.batch(len(records), self.clock.monotonic() - started)
+        pause, resume = self.merge.flow()
+        self.inputs.pause(pause)
+        self.inputs.resume(resume)
+
+    async def _apply_batch(self, records: list[RawRecord]) -> BatchResult:
+        """Process and emit a micro-batch (under the lock): a record failing to be applied, to
+        become rows or to be serialized is dead-lettered `processing_error` (emit guard)."""
+        now = self.clock.time()   # received_at, the processing clock: the plausible window ends at it + the allowed skew
+        prepared = guarded_batch(
+            records, lambda recs, load: self.core.process(recs, load, received_at=now, source_offsets=True),
+            self.load_state, now, self.rows.build_rows)
+        result = prepared.result
+        if result.latest_event_time:
+            self.stream_clock.observe(result.latest_event_time, self.clock.time())
+        await self._emit(result, prepared)
+        return result
+
+    async def release_idle(self) -> None:
+        """Records held for an empty partition of their group go once its wait is over, when no
+        records arrive to carry them with the agent's next micro-batch (one micro-batch per
+        tick: a ClickHouse insert per batch, so the timer does not split the agent's batches).
+        The caller skips the tick during a rebalance."""
+        if (self.merge.buffered() and not self.lock.locked()
+                and self.clock.monotonic() - self.agent_batch_at >= self.config.batch_within):
+            await self.apply_released(max_batches=1)
+
+    # --- operator actions ----------------------------------------------------------------
+    async def apply_action(self, rec: RawRecord) -> None:
+        """An operator action on an alert case (`cxpulse ack`/`close`), co-partitioned with the
+        state: Core.process_actions applies it (dead letters with reasons, duplicates ignored);
+        the outputs and the case rows go out like a batch's. A record that fails is
+        dead-lettered `processing_error` (never stops the agent, never lost silently)."""
+        async with self.lock:
+            try:
+                result = self.core.process_actions([rec], self.load_state, received_at=self.clock.time())
+            except Exception as exc:
+                log.exception("action record %s/%d@%d failed", rec.topic, rec.partition, rec.offset)
+                result = BatchResult(dead_letters=[dead_letter(rec, "processing_error", f"{type(exc).__name__}: {exc}",
+                                                               self.clock.time())])
+            await self._emit(result)
+        for topic, n in result.consumed.items():
+            self.metrics.consumed(topic, n)
+
+    # --- emitting ------------------------------------------------------------------------
+    async def _emit(self, result: BatchResult, prepared: PreparedBatch | None = None) -> None:
+        """Publish outputs, write ClickHouse rows (durable), and only then store the states.
+
+        The order makes a crash (kill -9) safe: a state reaches the store's changelog only
+        after the batch's outputs are acknowledged by the broker and its rows are in
+        ClickHouse. A crash before that leaves the changelog without the batch, so the
+        re-delivered events are applied again and their outputs repeated (ReplacingMergeTree
+        and the compacted score topic absorb repeats). Storing the states first lost data:
+        the recovered state already held the events, their re-delivery counted as
+        `duplicate`, and scores / rows that had not left the process never did.
+        Rows and messages come prepared (`guarded_batch`: a record whose rows or messages
+        cannot be built is a dead letter already); rows ClickHouse refuses as data come back
+        as `unstorable` dead letters.
+        """
+        prepared = prepared or prepare(result, self.rows.build_rows)
+        self._track_past_sla(result)
+        m = self.metrics
+        # Buffered sends, no await per record: the flush below (or the commit's flush) puts
+        # them on the broker before the states are stored / the inputs count as done.
+        for msg in prepared.messages:
+            self.outputs.send(msg.kind, msg.key, msg.value)
+        for score in result.scores:
+            m.churn_risk(score["churn_risk"], score["tier"])
+        for alert in result.alerts:
+            if alert["status"] == "firing":
+                m.alert_raised(alert["type"], alert["tier"], alert["severity"])
+            else:
+                m.alert_resolved(alert["type"], alert["tier"], alert["severity"])
+        for dl in result.dead_letters:
+            m.deadlettered(dl["source_topic"], dl["reason"])
+        m.scores_published(len(result.scores))
+        if any(prepared.rows.values()):
+            unstorable = await self.rows.write(prepared.rows)
+            for msg in messages_of(BatchResult(dead_letters=unstorable)):
+                self.outputs.send(msg.kind, msg.key, msg.value)
+            for dl in unstorable:
+                m.deadlettered(dl["source_topic"], dl["reason"])
+        if result.states:
+            if prepared.messages:
+                await self.outputs.flush()
+            for cid, state in result.states.items():
+                self.store.store(cid, state)
+
+    def _track_past_sla(self, result: BatchResult) -> None:
+        for cid, (tier, n) in result.past_sla.items():
+            if n:
+                self.past_sla[cid] = (tier, n)
+            else:
+                self.past_sla.pop(cid, None)
+        by_tier: dict[str, int] = {}
+        for tier, n in self.past_sla.values():
+            by_tier[tier] = by_tier.get(tier, 0) + n
+        self.metrics.complaints_past_sla(by_tier)
+
+    # --- input offsets -------------------------------------------------------------------
+    async def select_in_order(self, delivered: Sequence[Delivered], stale: int = 0) -> Selection:
+        """The delivered records that continue their partitions exactly (OffsetGuard), where
+        each stands in the merge (records received but not applied yet)."""
+        try:
+            await self.start_partitions({d.tp for d in delivered} - self.guard.next.keys())
+        except Exception as exc:   # their records are dropped; the stall watchdog seeks back later
+            log.warning("could not read committed offsets: %r", exc)
+        selection = self.guard.select(((d.tp, d.record.offset, d) for d in delivered), self.merge.expected)
+        if stale or selection.redelivered or selection.ahead:
+            log.info("batch of %d: %d applied in order, %d of an older generation, %d re-read, ahead of %s",
+                     len(delivered) + stale, len(selection.accepted), stale, selection.redelivered,
+                     {f"{tp.topic}/{tp.partition}": (self.guard.next[tp], o) for tp, o in selection.ahead.items()})
+        return selection
+
+    async def start_partitions(self, tps) -> None:
+        for tp in tps:
+            offset = await self.inputs.start_offset(tp)
+            if not self.guard.knows(tp):      # the agent and the watchdog may both get here
+                self.guard.start(tp, offset)
+                self.merge.start(tp, offset)
+
+    async def seek(self, tp: TP, pos: int) -> None:
+        """Read `tp` again from `pos`; records buffered for alignment come again from there."""
+        self.merge.drop(tp, pos)
+        await self.inputs.seek(tp, pos)
+
+    async def seek_back(self, ahead: dict) -> None:
+        """Records beyond `next` were delivered, so some were skipped: read from `next` again."""
+        if not ahead:
+            return
+        seek_now, check = self.guard.seeks_due(ahead)
+        for tp in check:   # the hole survived several seeks: is it in the log itself?
+            pos = self.guard.next[tp]
+            first = await self.inputs.first_offset_at(tp, pos)
+            if self.guard.accept_gap(tp, first):
+                log.warning("%s/%d has no records in [%d, %d) (a hole in the log); continuing at %d",
+                            tp.topic, tp.partition, pos, first, first)
+                seek_now[tp] = first
+            else:
+                seek_now[tp] = pos
+        for tp, pos in seek_now.items():
+            log.info("%s/%d: records after %d delivered before it; seeking back to %d", tp.topic, tp.partition, pos, pos)
+            await self.seek(tp, pos)
+
+    def _assigned_inputs(self) -> list:
+        return [tp for tp in self.inputs.assignment() if tp.topic in self._input_topics]   # type: ignore[attr-defined]
+
+    async def watch_stalls(self) -> None:
+        """Input partitions that have records beyond `next` but applied none for
+        `stall_seconds` are sought back to `next` (records skipped with nothing after them to
+        reveal the gap). Partitions nothing was delivered from yet start at their committed
+        offset. Not while a micro-batch is in flight (the lock is held): its records are
+        released from the event-time buffer but not yet advanced, and a slow emit (a
+        ClickHouse insert split by partition) is progress, not a stall — seeking back then
+        re-applied the batch and sent its dead letters twice. The caller skips the tick
+        during a rebalance."""
+        if self.lock.locked():
+            return
+        tps = self._assigned_inputs()
+        if not tps:
+            return
+        try:
+            await self.start_partitions([tp for tp in tps if not self.guard.knows(tp)])
+            ends = await self.inputs.log_ends(tps)
+        except Exception as exc:   # broker unreachable, rebalance: next tick
+            log.info("stall watchdog skipped a tick: %r", exc)
+            return
+        for tp, end in ends.items():
+            if self.guard.knows(tp) and not self.merge.knows(tp):   # kept through a rebalance
+                self.merge.start(tp, self.guard.next[tp])
+            self.merge.observe_end(tp, end)
+        held = self.merge.held()   # buffered or paused for event-time alignment: waiting on purpose
+        stall = self.config.stall_seconds
+        for tp, pos in self.guard.stalled({tp: end for tp, end in ends.items() if tp not in held}, stall).items():
+            log.warning("%s/%d: %d records behind and no progress for %.0fs; seeking back to %d",
+                        tp.topic, tp.partition, ends[tp] - pos, stall, pos)
+            await self.seek(tp, pos)
+
+    async def commit_completed_inputs(self) -> None:
+        """Commit each input partition's `next` offset (only offsets whose batches were fully
+        emitted), after flushing the producer so their changelog writes are on the broker."""
+        assignment = set(self.inputs.assignment())
+        offsets = {tp: o for tp, o in self.guard.to_commit().items() if tp in assignment}
+        if not offsets:
+            return
+        await self.outputs.flush()
+        if await self.inputs.commit(offsets):
+            self.guard.committed_at(offsets)
+
+    def report_consumer_lag(self) -> None:
+        """Consumer lag per assigned input partition: log end offset − committed offset.
+        Partitions whose log end is not known yet (just (re)assigned) are left out: the
+        timer crashed the worker on them after a broker restart (highwater None)."""
+        lags = {}
+        for tp in self._assigned_inputs():
+            end = self.inputs.log_end(tp)
+            if end is None:
+                continue
+            committed = self.guard.committed.get(tp, self.inputs.last_committed(tp))  # before the first batch: the consumer's
+            lags[(tp.topic, tp.partition)] = max(0, end - (committed or 0))
+        self.metrics.consumer_lag(lags)
+
+    # --- rebalances ----------------------------------------------------------------------
+    def on_assigned(self, assigned) -> None:
+        """Every assigned input partition is a member of its group from the start (one not heard
+        of yet must not let the others run ahead); `start_partitions` adds its offset."""
+        for tp in assigned:
+            if tp.topic in self._input_topics:
+                self.merge.start(tp)
+
+    def on_revoked(self, revoked) -> None:
+        """Partitions revoked: their offset books go, the records buffered for alignment are
+        dropped (never applied: read again from the committed offsets after the rebalance),
+        everything paused is resumed, and the past-SLA gauge is recounted by the sweep."""
+        self.guard.forget(revoked)
+        self.inputs.resume(self.merge.resume_all())
+        self.merge.clear()
+        self.past_sla.clear()   # some of them are another worker's now; the sweep recounts this worker's
+
+    # --- time-driven rules ---------------------------------------------------------------
+    async def sweep(self) -> None:
+        """Time-driven rules for a bounded slice of the store: deadlines passing or close
+        (`sla_at_risk`), silence. Only for this worker's customers: the store keeps those of
+        partitions given away in a rebalance, whose owner now evaluates (and stores) them.
+        The caller skips the tick during a rebalance."""
+        if not self.sweep_cursor:
+            self.sweep_cursor = list(self.store.keys())
+        n = self.config.sweep_max
+        chunk, self.sweep_cursor = self.sweep_cursor[:n], self.sweep_cursor[n:]
+        async with self.lock:
+            loaded = self.owned_states(chunk)
+            if loaded:
+                result = self.core.sweep(loaded, self.now())
+                if result.scores or result.alerts:
+                    await self._emit(result)
+                else:
+                    self._track_past_sla(result)
+
+    def refit_population(self) -> None:
+        """Re-fit the churn model's population parameters from this worker's customers."""
+        self.core.refit_population(self.owned_states(list(self.store.keys())), as_of=self.now())
+        log.info("population re-fitted: %s", self.core.population)
+
+    async def live_backtest(self) -> None:
+        """Export the live backtest of churn_risk (pipeline/service/live_backtest.py), in the
+        sink's thread, once the row sink is open."""
+        if self.fetch_backtest_rows is not None and self.rows.is_open:
+            await self.rows.run(refresh_live_backtest, self.fetch_backtest_rows, self.metrics.churn_backtest,
+                                self.config.churn_horizon_days, self.clock.time())
+
+    # --- erasure and lookups -------------------------------------------------------------
+    async def erase(self, key: bytes, requested_at: float) -> None:
+        """Replace the customer's state by an erasure marker (no personal data; events that
+        occurred up to the request and arrive later are dropped) and tombstone its score."""
+        async with self.lock:
+            cid = key.decode()
+            state = self.load_state(cid) or CustomerState(customer_id=cid)
+            self.store.store(cid, state.erasure_marker(requested_at))
+        await self.outputs.delete_score(key)
+        log.info("erased customer state (%d-byte key)", len(key))
+
+    def customer_score(self, customer_id: str) -> ScoreDict | None:
+        """The customer's current score record, or None (never seen, or erased)."""
+        state = self.load_state(customer_id)
+        if state is None or not state.n:   # never seen, or erased (an erasure marker)
+            return None
+        p = profile(state, self.now(), self.core.params, self.core.population, self.core.rates)
+        return score_record(state, p)
+
+    # --- stopping ------------------------------------------------------------------------
+    async def drain(self) -> None:
+        """Wait for the batch in flight (the lock), commit the input offsets it completed,
+        and keep the lock: no batch, sweep or erasure starts on a worker that is stopping."""
+        try:
+            await asyncio.wait_for(self.lock.acquire(), self.config.drain_seconds)
+        except asyncio.TimeoutError:
+            log.warning("stopping with a micro-batch still in flight after %.0f s; it will be re-delivered",
+                        self.config.drain_seconds)
+            return
+        try:
+            await self.commit_completed_inputs()
+        except Exception as exc:   # the next owner re-delivers from the last commit; offsets in the states dedupe
+            log.warning("final commit of input offsets failed: %r", exc)

@@ -1,0 +1,67 @@
+"""agents.faust_internals and agents.factory: the pinned-version check, that nothing but
+agents.app builds objects or patches aiokafka at import, and what create_app wires."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from agents import faust_internals
+
+
+def test_the_pinned_versions_are_installed():
+    faust_internals.check_versions()
+
+
+def test_another_version_fails_loudly_naming_it():
+    versions = {**faust_internals.PINNED, "aiokafka": "0.15.0"}
+    with pytest.raises(faust_internals.UnsupportedVersion, match=r"aiokafka 0\.15\.0 \(pinned 0\.14\.0\)"):
+        faust_internals.check_versions(versions.__getitem__)
+
+
+def test_a_missing_package_fails_loudly():
+    def version(name: str) -> str:
+        if name == "mode-streaming":
+            raise faust_internals.importlib.metadata.PackageNotFoundError(name)
+        return faust_internals.PINNED[name]
+
+    with pytest.raises(faust_internals.UnsupportedVersion, match="mode-streaming not installed"):
+        faust_internals.check_versions(version)
+
+
+def test_the_pins_agree_with_pyproject():
+    text = (faust_internals.__file__.rsplit("/agents/", 1)[0] + "/pyproject.toml")
+    with open(text) as f:
+        pyproject = f.read()
+    for name, version in faust_internals.PINNED.items():
+        assert f'"{name}=={version}"' in pyproject
+
+
+def test_importing_the_worker_modules_builds_nothing_and_patches_nothing():
+    code = ("import agents.factory, agents.ports, agents.faust_internals\n"
+            "from aiokafka.consumer.group_coordinator import GroupCoordinator\n"
+            "assert not getattr(GroupCoordinator, '_cxpulse_patched', False)\n"
+            "import faust\n"
+            "objs = [v for m in (agents.factory, agents.ports, agents.faust_internals) for v in vars(m).values()\n"
+            "        if isinstance(v, faust.App)]\n"
+            "assert objs == [], objs\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_create_app_wires_a_worker_loop_to_faust(tmp_path):
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    from agents.factory import create_app
+    from agents.ports import TableStates
+    from pipeline.config import Settings
+
+    settings = Settings(data_dir=tmp_path)
+    app = create_app(settings)
+    loop = app.worker_loop
+    assert app.settings is settings and loop is not None
+    assert set(app.agents) == {"agents.app.score_events", "agents.app.apply_actions", "agents.app.erase_customers"}
+    assert isinstance(loop.store, TableStates) and loop.store.table is app.tables["customer-state"]
+    assert loop.config.input_topics == set(settings.input_topics)
+    assert loop.config.batch_max == settings.batch_max
+    assert GroupCoordinator._cxpulse_patched

@@ -1,0 +1,549 @@
+"""pipeline.service.worker_loop: the worker's invariants with in-memory fakes of its ports
+(no broker, no ClickHouse): emit order, the emit guard (a failing record isolated and
+dead-lettered, rows refused as data dead-lettered `unstorable`), event-time intake, the
+ownership filter after a revocation, sweep chunking and SLA warnings, operator actions,
+erasure and drain on stop."""
+from __future__ import annotations
+
+import asyncio
+from typing import NamedTuple
+
+import orjson
+import pytest
+
+from pipeline.adapters.clickhouse.sink import RejectedRow, sink_dead_letters
+from pipeline.bootstrap import build_core
+from pipeline.config import Settings
+from pipeline.domain.state import CustomerState
+from pipeline.service.processor import BatchResult, Core, RawRecord
+from pipeline.service.worker_loop import Delivered, LoopConfig, WorkerLoop
+from tests.factories import RECEIVED_AT, T0, at, complaint, order, raw, touchpoint
+
+SETTINGS = Settings()
+TOPIC = {"touchpoint": SETTINGS.topic_touchpoints, "order": SETTINGS.topic_orders,
+         "complaint": SETTINGS.topic_complaints}
+HOUR = 3600.0
+
+
+class TP(NamedTuple):
+    topic: str
+    partition: int
+
+
+# --- fakes of the ports ------------------------------------------------------------------
+class Store:
+    """The state store; notes each write in the shared log."""
+
+    def __init__(self, log: list) -> None:
+        self.log = log
+        self.states: dict[str, CustomerState] = {}
+
+    def load(self, customer_id: str) -> CustomerState | None:
+        return self.states.get(customer_id)
+
+    def store(self, customer_id: str, state: CustomerState) -> None:
+        self.log.append(("state", customer_id))
+        self.states[customer_id] = state
+
+    def keys(self):
+        return list(self.states)
+
+
+class Outputs:
+    def __init__(self, log: list) -> None:
+        self.log = log
+        self.sent: dict[str, list[dict]] = {"score": [], "alert": [], "deadletter": []}
+        self.deleted: list[bytes] = []
+
+    def send(self, kind: str, key: bytes | None, value: bytes) -> None:
+        record = orjson.loads(value)
+        self.log.append((kind, record.get("reason") or record["customer_id"]))
+        self.sent[kind].append(record)
+
+    @property
+    def scores(self) -> list[dict]:
+        return self.sent["score"]
+
+    @property
+    def alerts(self) -> list[dict]:
+        return self.sent["alert"]
+
+    @property
+    def dead_letters(self) -> list[dict]:
+        return self.sent["deadletter"]
+
+    async def flush(self) -> None:
+        self.log.append(("flush",))
+
+    async def delete_score(self, key: bytes) -> None:
+        self.deleted.append(key)
+
+
+class Rows:
+    """The row sink: one `cx_events` row per applied event; can fail to build a customer's
+    rows, refuse them as data, or block while writing."""
+
+    def __init__(self, log: list) -> None:
+        self.log = log
+        self.written: list[str] = []          # customer ids of the written event rows, in order
+        self.fail_for: str | None = None      # building this customer's rows raises
+        self.refuse_for: str | None = None    # ClickHouse refuses this customer's rows as data
+        self.entered = asyncio.Event()
+        self.gate: asyncio.Event | None = None
+        self.is_open = True
+        self.ran: list[tuple] = []
+
+    def build_rows(self, result: BatchResult) -> dict[str, list[dict]]:
+        customers = [ev.customer_id for ev, _tier in result.events]
+        if self.fail_for in customers:
+            raise ValueError(f"cannot build the row of {self.fail_for}")
+        return {"cx_events": [{"customer_id": c} for c in customers]}
+
+    async def write(self, rows):
+        self.entered.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        refused = [r for r in rows["cx_events"] if r["customer_id"] == self.refuse_for]
+        stored = [r["customer_id"] for r in rows["cx_events"] if r not in refused]
+        self.log.append(("rows", tuple(stored)))
+        self.written += stored
+        return sink_dead_letters([RejectedRow("cx_events", r, "Code: 53. Type mismatch") for r in refused], 0.0)
+
+    async def run(self, fn, *args):
+        self.ran.append((fn, args))
+        return fn(*args)
+
+
+class Inputs:
+    def __init__(self, log: list, ends: dict) -> None:
+        self.log = log
+        self.assigned: set[TP] = {TP(t, p) for t in TOPIC.values() for p in (0, 1)}
+        self.commits: list[dict] = []
+        self.ends = ends                      # tp -> log end offset (the World's records)
+        self.paused: set[TP] = set()
+
+    def assignment(self):
+        return set(self.assigned)
+
+    async def start_offset(self, tp) -> int:
+        return 0
+
+    async def commit(self, offsets) -> bool:
+        self.log.append(("commit", dict(offsets)))
+        self.commits.append(dict(offsets))
+        return True
+
+    async def seek(self, tp, offset: int) -> None:
+        self.log.append(("seek", tp, offset))
+
+    async def log_ends(self, tps):
+        return {tp: self.ends.get(tp, 0) for tp in tps}
+
+    def log_end(self, tp) -> int | None:
+        return self.ends.get(tp)
+
+    async def first_offset_at(self, tp, offset: int):
+        return None
+
+    def last_committed(self, tp):
+        return None
+
+    def pause(self, tps) -> None:
+        self.paused |= set(tps)
+
+    def resume(self, tps) -> None:
+        self.paused -= set(tps)
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+        self.mono = 1000.0
+
+    def time(self) -> float:
+        return self.t
+
+    def monotonic(self) -> float:
+        return self.mono
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: self.calls.append((name, args))
+
+
+def core_of(cls=Core) -> Core:
+    core = build_core(SETTINGS)
+    core.__class__ = cls
+    return core
+
+
+class PoisonCore(Core):
+    """A core that raises on any batch holding a record of customer `poison`."""
+
+    def process(self, records, load, *args, **kwargs):
+        records = list(records)
+        if any(r.key == b"poison" for r in records):
+            raise RuntimeError("boom")
+        return super().process(records, load, *args, **kwargs)
+
+
+class UnserializableCore(Core):
+    """A core whose score of customer `poison` cannot be serialized for publishing."""
+
+    def process(self, records, load, *args, **kwargs):
+        out = super().process(records, load, *args, **kwargs)
+        for score in out.scores:
+            if score["customer_id"] == "poison":
+                score["churn_model"] = object()   # type: ignore[typeddict-item]
+        return out
+
+
+class SweepSpyCore(Core):
+    swept: list[list[str]]
+
+    def sweep(self, states, now, *args, **kwargs):
+        states = list(states)
+        self.__dict__.setdefault("swept", []).append([s.customer_id for s in states])
+        return super().sweep(states, now, *args, **kwargs)
+
+
+class World:
+    def __init__(self, core_class=Core, **config) -> None:
+        self.log: list = []
+        self.ends: dict[TP, int] = {}         # what the log holds: the records made so far
+        self.store, self.outputs = Store(self.log), Outputs(self.log)
+        self.rows, self.inputs = Rows(self.log), Inputs(self.log, self.ends)
+        self.clock, self.metrics = Clock(RECEIVED_AT), Metrics()
+        self.core = core_of(core_class)
+        config.setdefault("align_idle_seconds", 0.0)   # a caught-up empty partition holds nothing back
+        self.loop = WorkerLoop(self.core, LoopConfig(topic_for_type=SETTINGS.topic_for_type, **config),
+                               store=self.store, outputs=self.outputs, rows=self.rows, inputs=self.inputs,
+                               clock=self.clock, metrics=self.metrics, fetch_backtest_rows=lambda h, a: (None, []))
+
+    def records(self, events: list[dict], partition_of: dict[str, int] | None = None) -> list[Delivered]:
+        """Input records appended to their partitions' logs (customer -> partition, default 0)."""
+        out = []
+        for e in events:
+            tp = TP(TOPIC[e["type"]], (partition_of or {}).get(e["customer_id"], 0))
+            offset = self.ends.get(tp, 0)
+            self.ends[tp] = offset + 1
+            out.append(Delivered(tp, RawRecord(tp.topic, tp.partition, offset, e["customer_id"].encode(), raw(e)),
+                                 T0.timestamp()))
+        return out
+
+    def state(self, customer: str) -> CustomerState | None:
+        return self.loop.load_state(customer)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+# --- emit order ------------------------------------------------------------------------------
+def test_outputs_then_rows_then_flush_then_states():
+    w = World()
+    batch = w.records([touchpoint("a", csat=2), order("b"), touchpoint("a", when=at(hours=1)), complaint("b")])
+    batch += w.records([order("b")])[:0] + [Delivered(TP(TOPIC["order"], 0),
+                                                     RawRecord(TOPIC["order"], 0, 1, b"b", b"{not json"), 0.0)]
+    w.ends[TP(TOPIC["order"], 0)] = 2
+    run(w.loop.deliver(batch))
+
+    kinds = [entry[0] for entry in w.log]
+    sends = [i for i, k in enumerate(kinds) if k in ("score", "alert", "deadletter")]
+    rows, flush = kinds.index("rows"), kinds.index("flush")
+    states = [i for i, k in enumerate(kinds) if k == "state"]
+    assert sends and states
+    assert max(sends) < rows < flush < min(states), w.log
+    assert {entry[1] for entry in w.log if entry[0] == "state"} == {"a", "b"}
+    assert [d["reason"] for d in w.outputs.dead_letters] == ["invalid_json"]
+    assert w.state("a").n == 2 and w.state("b").n == 2
+
+
+def test_offsets_are_committed_only_for_emitted_batches_after_a_flush():
+    w = World()
+    run(w.loop.commit_completed_inputs())
+    assert w.inputs.commits == []           # nothing applied yet: nothing to commit
+    run(w.loop.deliver(w.records([touchpoint("a"), touchpoint("a", when=at(hours=1))])))
+    del w.log[:]
+    run(w.loop.commit_completed_inputs())
+    assert w.log == [("flush",), ("commit", {TP(TOPIC["touchpoint"], 0): 2})]
+
+
+def test_records_after_a_skipped_one_are_dropped_and_the_partition_sought_back():
+    w = World()
+    batch = w.records([touchpoint("a"), touchpoint("a", when=at(hours=1)), touchpoint("a", when=at(hours=2))])
+    tp = batch[0].tp
+    run(w.loop.deliver([batch[0], batch[2]]))           # offset 1 never delivered
+    # offset 0 was taken into the event-time buffer, not applied: the partition is read
+    # again from the last applied offset and nothing of it is applied or committed yet
+    assert ("seek", tp, 0) in w.log and w.state("a") is None and w.loop.merge.buffered() == 0
+    assert w.loop.guard.next[tp] == 0
+    run(w.loop.deliver(batch))                           # read again from 0
+    assert w.state("a").n == 3 and w.loop.guard.next[tp] == 3
+
+
+def test_consumer_lag_leaves_out_partitions_whose_log_end_is_unknown():
+    w = World()
+    run(w.loop.deliver(w.records([touchpoint("a"), touchpoint("a", when=at(hours=1))])))
+    w.ends[TP(TOPIC["touchpoint"], 0)] = 5          # the others: just reassigned, no log end yet
+    w.loop.report_consumer_lag()
+    [(name, (lags,))] = [c for c in w.metrics.calls if c[0] == "consumer_lag"]
+    assert lags == {(TOPIC["touchpoint"], 0): 5}     # nothing committed yet: 5 - 0
+
+
+# --- the emit guard: a failing record ------------------------------------------------------
+def _poison_batch(w: World):
+    return w.records([touchpoint("a"), touchpoint("poison"), order("b"), touchpoint("a", when=at(hours=1))])
+
+
+@pytest.mark.parametrize("where", ["core", "rows", "publish"])
+def test_a_failing_record_is_dead_lettered_and_the_rest_applied(where):
+    """The core raising, its rows failing to build or its score failing to serialize for
+    publishing: the record becomes a `processing_error` dead letter and leaves no trace, the
+    others are applied, and the batch's offsets advance past all of them."""
+    w = World({"core": PoisonCore, "publish": UnserializableCore}.get(where, Core))
+    if where == "rows":
+        w.rows.fail_for = "poison"
+    run(w.loop.deliver(_poison_batch(w)))
+
+    [dl] = w.outputs.dead_letters
+    assert dl["reason"] == "processing_error"
+    assert (dl["source_topic"], dl["partition"], dl["offset"]) == (TOPIC["touchpoint"], 0, 1)
+    assert dl["error"].startswith({"core": "RuntimeError: boom", "rows": "ValueError: ", "publish": "TypeError: "}[where])
+    assert w.state("a").n == 2 and w.state("b").n == 1
+    assert w.state("poison") is None                     # not half-applied
+    assert {s["customer_id"] for s in w.outputs.scores} == {"a", "b"}
+    assert [s for s in w.outputs.scores if s["customer_id"] == "a"][-1]["events"] == 2
+    assert "poison" not in w.rows.written and sorted(set(w.rows.written)) == ["a", "b"]
+    consumed = [args for name, args in w.metrics.calls if name == "consumed"]
+    assert sorted(consumed) == sorted([(TOPIC["touchpoint"], 3), (TOPIC["order"], 1)])
+    assert ("deadlettered", (TOPIC["touchpoint"], "processing_error")) in w.metrics.calls
+    run(w.loop.commit_completed_inputs())
+    assert w.inputs.commits == [{TP(TOPIC["touchpoint"], 0): 3, TP(TOPIC["order"], 0): 1}]
+
+
+def test_rows_refused_as_data_become_unstorable_dead_letters_after_the_rows():
+    w = World()
+    w.rows.refuse_for = "b"
+    run(w.loop.deliver(w.records([touchpoint("a"), order("b")])))
+    [dl] = w.outputs.dead_letters
+    assert (dl["reason"], dl["source_topic"]) == ("unstorable", "clickhouse.cx_events")
+    assert orjson.loads(__import__("base64").b64decode(dl["original_b64"])) == {"customer_id": "b"}
+    kinds = [e[0] for e in w.log]
+    assert kinds.index("rows") < kinds.index("deadletter") < kinds.index("state")
+    assert w.rows.written == ["a"] and w.state("b").n == 1    # the state keeps the event
+    assert ("deadlettered", ("clickhouse.cx_events", "unstorable")) in w.metrics.calls
+
+
+# --- event-time intake ------------------------------------------------------------------------
+def test_records_are_applied_in_event_time_order_across_the_topics_of_a_partition_number():
+    """A touchpoint (2 h) arrives before an order (1 h) of the same partition number: it is held
+    while the order partition is known to have records not fetched yet, paused once it runs
+    more than align_ahead_seconds ahead, and both go in event-time order when the order comes;
+    offsets advance only for applied records."""
+    w = World(align_ahead_seconds=1800.0)
+    touch, orders = TP(TOPIC["touchpoint"], 0), TP(TOPIC["order"], 0)
+    late = w.records([order("b", when=at(hours=1))])           # on the log, not fetched yet
+    w.ends.update({tp: w.ends.get(tp, 0) for tp in w.inputs.assigned})
+    w.loop.on_assigned(w.inputs.assignment())
+    run(w.loop.watch_stalls())                                  # start offsets and log ends
+    run(w.loop.deliver(w.records([touchpoint("a", when=at(hours=2)), touchpoint("a", when=at(hours=3))])))
+    assert w.rows.written == [] and w.store.states == {}
+    assert w.loop.guard.next[touch] == 0 and w.loop.merge.buffered() == 2
+    assert w.inputs.paused == {touch}                           # 1 h of event time ahead of itself > 30 min
+    run(w.loop.commit_completed_inputs())
+    assert w.inputs.commits == []
+
+    run(w.loop.deliver(late))
+    assert w.rows.written == ["b", "a", "a"]                    # lowest event time first
+    assert w.loop.guard.next == {**w.loop.guard.next, touch: 2, orders: 1}
+    assert w.inputs.paused == set()
+
+
+def test_a_held_record_goes_with_the_idle_timer_once_its_wait_is_over():
+    w = World(align_idle_seconds=0.5)
+    w.ends.update({tp: 0 for tp in w.inputs.assigned})
+    w.loop.on_assigned(w.inputs.assignment())
+    run(w.loop.watch_stalls())
+    run(w.loop.deliver(w.records([touchpoint("a")])))
+    assert w.rows.written == []                                 # the other topics' partitions 0 ran empty just now
+    w.clock.mono += 0.6
+    run(w.loop.release_idle())
+    assert w.rows.written == ["a"] and w.loop.guard.next[TP(TOPIC["touchpoint"], 0)] == 1
+
+
+def test_the_stall_watchdog_skips_its_tick_while_a_batch_is_in_flight():
+    async def scenario():
+        w = World(stall_seconds=0.0)
+        w.rows.gate = asyncio.Event()
+        batch = asyncio.create_task(w.loop.deliver(w.records([touchpoint("a")])))
+        await w.rows.entered.wait()
+        w.ends[TP(TOPIC["order"], 0)] = 3                        # behind, no progress: a stall, but not now
+        await w.loop.watch_stalls()
+        assert not [e for e in w.log if e[0] == "seek"]
+        w.rows.gate.set()
+        await batch
+        w.clock.mono += 1
+        await w.loop.watch_stalls()
+        assert ("seek", TP(TOPIC["order"], 0), 0) in w.log
+
+    run(scenario())
+
+
+# --- ownership after a revocation ----------------------------------------------------------
+def test_sweep_and_fit_skip_customers_given_away():
+    w = World()
+    mine, gone = "mine", "gone"
+    run(w.loop.deliver(w.records([complaint(mine), complaint(gone)], {mine: 0, gone: 1})))
+    revoked = {TP(t, 1) for t in TOPIC.values()}
+    w.inputs.assigned -= revoked
+    w.loop.on_revoked(revoked)
+    gone_state = w.store.states[gone]
+    del w.log[:]
+    w.outputs.scores.clear()
+
+    w.clock.t += 10 * 86400          # every acknowledgement deadline has passed
+    run(w.loop.sweep())
+    assert {s["customer_id"] for s in w.outputs.scores} == {mine}
+    assert {a["customer_id"] for a in w.outputs.alerts} == {mine}
+    assert ("state", gone) not in w.log and w.store.states[gone] is gone_state
+
+    fitted = []
+    w.core.refit_population = lambda states, as_of: fitted.append([s.customer_id for s in states])  # type: ignore[method-assign]
+    w.loop.refit_population()
+    assert fitted == [[mine]]
+
+
+def test_the_past_sla_gauge_is_recounted_after_a_revocation():
+    w = World()
+    run(w.loop.deliver(w.records([complaint("mine"), complaint("gone")], {"mine": 0, "gone": 1})))
+    w.clock.t += 10 * 86400
+    run(w.loop.sweep())
+    assert set(w.loop.past_sla) == {"mine", "gone"}
+    revoked = {TP(t, 1) for t in TOPIC.values()}
+    w.inputs.assigned -= revoked
+    w.loop.on_revoked(revoked)
+    run(w.loop.sweep())
+    assert set(w.loop.past_sla) == {"mine"}
+    last = [args[0] for name, args in w.metrics.calls if name == "complaints_past_sla"][-1]
+    assert sum(last.values()) == 1
+
+
+def test_a_revocation_drops_the_records_held_for_alignment_and_resumes_the_paused():
+    w = World(align_ahead_seconds=1800.0)
+    w.records([order("b", when=at(hours=1))])
+    w.loop.on_assigned(w.inputs.assignment())
+    run(w.loop.deliver(w.records([touchpoint("a", when=at(hours=2)), touchpoint("a", when=at(hours=3))])))
+    assert w.loop.merge.buffered() == 2 and w.inputs.paused
+    w.inputs.assigned.clear()
+    w.loop.on_revoked({TP(t, 0) for t in TOPIC.values()})
+    assert w.loop.merge.buffered() == 0 and w.inputs.paused == set() and w.loop.guard.next == {}
+
+
+# --- the sweep ----------------------------------------------------------------------------------
+def test_the_sweep_visits_every_owned_customer_in_bounded_chunks():
+    w = World(SweepSpyCore, sweep_max=2)
+    customers = [f"c{i}" for i in range(5)]
+    run(w.loop.deliver(w.records([touchpoint(c) for c in customers])))
+    for _ in range(3):
+        run(w.loop.sweep())
+    swept = w.core.swept
+    assert [len(chunk) for chunk in swept] == [2, 2, 1]
+    assert sorted(c for chunk in swept for c in chunk) == customers
+    assert w.loop.sweep_cursor == []
+    run(w.loop.sweep())                    # the next pass starts over
+    assert len(swept[-1]) == 2 and swept[-1] == swept[0]
+
+
+def test_the_sweep_warns_before_a_deadline_passes():
+    w = World()
+    run(w.loop.deliver(w.records([complaint("a", when=at(0))])))    # 09:00 Monday, due 18:00
+    w.clock.t += 6.8 * HOUR                                          # 15:48 stream time: past 75 %
+    run(w.loop.sweep())
+    assert [(a["type"], a["status"]) for a in w.outputs.alerts] == [("sla_at_risk", "firing")]
+    assert w.log[-1] == ("state", "a")
+
+
+# --- operator actions ---------------------------------------------------------------------------
+def test_an_action_that_crashes_the_core_is_dead_lettered_and_the_agent_goes_on():
+    class Broken(Core):
+        def process_actions(self, *args, **kwargs):
+            raise KeyError("case")
+
+    w = World(Broken)
+    rec = RawRecord("cx.actions", 0, 7, b"a", b'{"type": "action"}')
+    run(w.loop.apply_action(rec))
+    [dl] = w.outputs.dead_letters
+    assert (dl["reason"], dl["source_topic"], dl["offset"]) == ("processing_error", "cx.actions", 7)
+    assert dl["error"] == "KeyError: 'case'"
+
+
+def test_an_invalid_action_is_dead_lettered_with_its_reason():
+    w = World()
+    run(w.loop.apply_action(RawRecord("cx.actions", 0, 0, b"a", b"{nope")))
+    assert [d["reason"] for d in w.outputs.dead_letters] == ["invalid_json"]
+    assert ("consumed", ("cx.actions", 1)) in w.metrics.calls
+
+
+# --- erasure, live backtest ------------------------------------------------------------------
+def test_erasure_stores_a_marker_and_tombstones_the_score():
+    w = World()
+    run(w.loop.deliver(w.records([touchpoint("a")])))
+    assert w.loop.customer_score("a")["events"] == 1
+    run(w.loop.erase(b"a", T0.timestamp() + 60))
+    assert w.state("a").n == 0 and w.outputs.deleted == [b"a"]
+    assert w.loop.customer_score("a") is None
+
+
+def test_the_live_backtest_runs_in_the_sink_only_once_it_is_open():
+    w = World()
+    w.rows.is_open = False
+    run(w.loop.live_backtest())
+    assert w.rows.ran == []
+    w.rows.is_open = True
+    run(w.loop.live_backtest())
+    assert len(w.rows.ran) == 1 and [c for c in w.metrics.calls if c[0] == "churn_backtest"]
+
+
+# --- drain on stop ---------------------------------------------------------------------------
+def test_drain_waits_for_the_batch_in_flight_and_commits_it():
+    async def scenario():
+        w = World()
+        w.rows.gate = asyncio.Event()
+        batch = asyncio.create_task(w.loop.deliver(w.records([touchpoint("a"), touchpoint("b")])))
+        await w.rows.entered.wait()
+        drain = asyncio.create_task(w.loop.drain())
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not drain.done() and w.inputs.commits == []
+        w.rows.gate.set()
+        await drain
+        assert w.inputs.commits == [{TP(TOPIC["touchpoint"], 0): 2}]
+        assert not batch.done()            # the agent waits for the lock to look for more: Faust stops it
+        batch.cancel()
+        assert w.log.index(("flush",)) < w.log.index(("commit", w.inputs.commits[0]))
+        assert w.loop.lock.locked()        # nothing starts after the drain
+        sweep = asyncio.create_task(w.loop.sweep())
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not sweep.done()
+        sweep.cancel()
+
+    run(scenario())
+
+
+def test_drain_gives_up_on_a_stuck_batch_without_committing_it():
+    async def scenario():
+        w = World(drain_seconds=0.01)
+        w.rows.gate = asyncio.Event()
+        batch = asyncio.create_task(w.loop.deliver(w.records([touchpoint("a")])))
+        await w.rows.entered.wait()
+        await w.loop.drain()
+        assert w.inputs.commits == []
+        batch.cancel()
+
+    run(scenario())
