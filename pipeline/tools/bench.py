@@ -131,6 +131,46 @@ def rss_bytes(pid: int | None) -> int:
     raise BenchError(f"no VmRSS for pid {pid}")
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system) of a process, all its threads (the ClickHouse sink thread,
+    aiokafka's, chDB's), and of its waited-for children, from /proc/<pid>/stat."""
+    if pid is None:
+        raise ValueError("the process is not running")
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat.rpartition(")")[2].split()   # after "pid (comm)": state is fields[0], utime is field 14
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return (utime + stime + cutime + cstime) / CLOCK_TICKS
+
+
+class CpuTrace:
+    """(wall time, CPU seconds) of a process, sampled while the bench waits: the CPU it spent
+    between two wall-clock instants, interpolated."""
+
+    def __init__(self, pid: int | None):
+        self.pid = pid
+        self.samples: list[tuple[float, float]] = []
+
+    def sample(self, *_: object) -> None:
+        try:
+            self.samples.append((time.time(), cpu_seconds(self.pid)))
+        except (OSError, ValueError):
+            pass
+
+    def at(self, t: float) -> float:
+        s = self.samples
+        if not s:
+            return math.nan
+        if t <= s[0][0]:
+            return s[0][1]
+        for (t0, c0), (t1, c1) in zip(s, s[1:]):
+            if t0 <= t <= t1:
+                return c0 if t1 == t0 else c0 + (c1 - c0) * (t - t0) / (t1 - t0)
+        return s[-1][1]
+
+
 def quantile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank quantile of sorted values."""
     if not sorted_values:
@@ -162,7 +202,8 @@ def machine() -> dict:
 def versions() -> dict:
     out: dict[str, str | None] = {"python": platform.python_version()}
     for key, dist in (("faust", "faust-streaming"), ("kafka-python", "kafka-python"), ("chdb", "chdb"),
-                      ("aiokafka", "aiokafka"), ("noida-db", "noida-db"), ("orjson", "orjson")):
+                      ("aiokafka", "aiokafka"), ("noida-db", "noida-db"), ("orjson", "orjson"),
+                      ("confluent-kafka", "confluent-kafka")):
         try:
             out[key] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -265,6 +306,91 @@ def raw_consume(settings: Settings, expected: int) -> float:
         return n / elapsed
     finally:
         consumer.close()
+
+
+def raw_consume_aiokafka(settings: Settings, expected: int) -> float:
+    """The same with aiokafka (`getmany`, its C record reader): events/s."""
+    import asyncio
+
+    async def read() -> float:
+        from aiokafka import AIOKafkaConsumer, TopicPartition as TP
+
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap, enable_auto_commit=False, client_id="cxpulse-bench-raw-aio",
+            fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024,
+            fetch_min_bytes=1, fetch_max_wait_ms=100, max_poll_records=50_000,
+            receive_buffer_bytes=4 * 1024 * 1024, auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            tps = [TP(t, p) for t in settings.input_topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            n = 0
+            loads = orjson.loads
+            deadline = time.monotonic() + 600
+            started = time.perf_counter()
+            while n < expected:
+                if time.monotonic() > deadline:
+                    raise BenchError(f"raw consume (aiokafka) read {n:,} of {expected:,} records in 600 s")
+                for batch in (await consumer.getmany(timeout_ms=200, max_records=50_000)).values():
+                    for rec in batch:
+                        try:
+                            loads(rec.value)
+                        except orjson.JSONDecodeError:
+                            pass
+                    n += len(batch)
+            return n / (time.perf_counter() - started)
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def raw_consume_confluent(settings: Settings, expected: int) -> float | None:
+    """The same with confluent-kafka (librdkafka, `consume` in batches): events/s, or None
+    when confluent-kafka is not installed (it is in the project's `test` extra)."""
+    try:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition as CTP
+    except ImportError:
+        return None
+    consumer = Consumer({
+        "bootstrap.servers": settings.bootstrap, "group.id": f"cxpulse-bench-raw-ck-{uuid.uuid4().hex[:6]}",
+        "enable.auto.commit": False, "fetch.max.bytes": 64 * 1024 * 1024,
+        "max.partition.fetch.bytes": 16 * 1024 * 1024, "fetch.wait.max.ms": 100,
+        "queued.max.messages.kbytes": 256 * 1024, "socket.receive.buffer.bytes": 4 * 1024 * 1024,
+    })
+    try:
+        md = consumer.list_topics(timeout=30)
+        tps = [CTP(t, p, OFFSET_BEGINNING) for t in settings.input_topics for p in sorted(md.topics[t].partitions)]
+        consumer.assign(tps)
+        n = 0
+        loads = orjson.loads
+        deadline = time.monotonic() + 600
+        started = time.perf_counter()
+        while n < expected:
+            if time.monotonic() > deadline:
+                raise BenchError(f"raw consume (confluent-kafka) read {n:,} of {expected:,} records in 600 s")
+            for msg in consumer.consume(num_messages=10_000, timeout=0.2):
+                if msg.error():
+                    continue
+                try:
+                    loads(msg.value() or b"")
+                except orjson.JSONDecodeError:
+                    pass
+                n += 1
+        return n / (time.perf_counter() - started)
+    finally:
+        consumer.close()
+
+
+def raw_limits(settings: Settings, expected: int, passes: int) -> dict[str, float]:
+    """Events/s of every client available here (best of `passes` each)."""
+    out = {"kafka-python": max(raw_consume(settings, expected) for _ in range(passes)),
+           "aiokafka": max(raw_consume_aiokafka(settings, expected) for _ in range(passes))}
+    confluent = [raw_consume_confluent(settings, expected) for _ in range(passes)]
+    if all(c is not None for c in confluent):
+        out["confluent-kafka"] = max(c for c in confluent if c is not None)
+    return out
 
 
 def quix_python(quiet: bool, venv: Path = PEER_VENV) -> tuple[Path | None, str | None]:
@@ -573,10 +699,14 @@ def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, l
 
         # -- raw limit --------------------------------------------------------------
         passes = 1 if quick else 2
-        raw = max(raw_consume(s, events) for _ in range(passes))
+        limits = raw_limits(s, events, passes)
+        client = max(limits, key=lambda c: limits[c])
+        raw = limits[client]
         result["raw_events_per_s"] = round(raw, 1)
-        result["raw_client"] = f"kafka-python {result['versions']['kafka-python']} (large fetch) + orjson.loads"
-        say(quiet, f"raw       {raw:,.0f} events/s")
+        result["raw_events_per_s_by_client"] = {c: round(v, 1) for c, v in limits.items()}
+        result["raw_client"] = f"{client} {result['versions'].get(client)} (large fetch) + orjson.loads"
+        say(quiet, f"raw       {raw:,.0f} events/s with {client} "
+                   f"({', '.join(f'{c} {v:,.0f}' for c, v in limits.items())})")
 
         # -- peer -------------------------------------------------------------------
         result["quix_events_per_s"] = None
@@ -598,11 +728,14 @@ def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, l
         say(quiet, "pipeline  starting a Faust worker on the same records")
         worker.start()
         rss_start = rss_bytes(worker.pid)
+        cpu = CpuTrace(worker.pid)
+        cpu.sample()
         watch = OffsetWatch(s, s.app_id, ends)
         try:
-            t_done = watch.wait(600, alive=lambda: worker.alive)
+            t_done = watch.wait(600, alive=lambda: worker.alive, on_progress=cpu.sample)
         finally:
             watch.close()
+        cpu.sample()
         scores = kafka_io.read_topic(s, s.topic_scores, timeout=300)
         if not scores:
             raise BenchError("the worker published no scores")
@@ -610,12 +743,22 @@ def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, l
         pipeline_seconds = max(t_done - t_first, 1e-6)
         pipe_rate = events / pipeline_seconds
         customers = len({m.key for m in scores})
+        # CPU of the worker process (all threads) over the measured interval, and from its start
+        # (imports, group join, ClickHouse open) to caught up; per event of the stream.
+        cpu_run = cpu.at(t_done) - cpu.at(t_first)
+        result.update({
+            "worker_cpu_seconds": round(cpu_run, 2),
+            "worker_cpu_us_per_event": round(1e6 * cpu_run / events, 1),
+            "worker_cpu_cores": round(cpu_run / pipeline_seconds, 2),
+            "worker_cpu_seconds_with_startup": round(cpu.at(t_done) - cpu.samples[0][1], 2),
+        })
         result.update({
             "pipeline_events_per_s": round(pipe_rate, 1), "pipeline_seconds": round(pipeline_seconds, 2),
             "customers_tracked": customers, "scores_published": len(scores),
             "rss_idle_bytes": rss_start,
         })
-        say(quiet, f"pipeline  {pipe_rate:,.0f} events/s ({pipeline_seconds:.1f} s), {customers:,} customers")
+        say(quiet, f"pipeline  {pipe_rate:,.0f} events/s ({pipeline_seconds:.1f} s), {customers:,} customers; "
+                   f"worker CPU {result['worker_cpu_us_per_event']:,.0f} µs/event ({result['worker_cpu_cores']:.2f} cores)")
 
         # -- latency ----------------------------------------------------------------
         rate = max(1.0, pipe_rate / 2)
@@ -709,8 +852,13 @@ def print_table(r: dict) -> None:
     t.add_row("Quix Streams peer / raw limit", num(ratio.get("quix/raw"), "{:.1%}"))
     t.add_row("pipeline / Quix Streams peer", num(ratio.get("pipeline/quix"), "{:.2f}×"))
     t.add_section()
-    t.add_row("raw limit (consume + decode), events/s", num(r.get("raw_events_per_s")))
+    t.add_row(f"raw limit (consume + decode, {r.get('raw_client', '?').split(' ')[0]}), events/s",
+              num(r.get("raw_events_per_s")))
+    for client, v in (r.get("raw_events_per_s_by_client") or {}).items():
+        t.add_row(f"  raw with {client}, events/s", num(v))
     t.add_row("full pipeline (to ClickHouse + committed), events/s", num(r.get("pipeline_events_per_s")))
+    t.add_row("worker CPU per event (all threads, /proc)", num(r.get("worker_cpu_us_per_event"), "{:,.0f} µs"))
+    t.add_row("worker CPU while catching up", num(r.get("worker_cpu_cores"), "{:.2f} cores"))
     t.add_row("Quix Streams peer (same core), events/s",
               num(r.get("quix_events_per_s")) if r.get("quix_events_per_s") else f"— ({r.get('quix_error')})")
     t.add_row(f"latency p50 at {num(r.get('latency_rate_events_per_s'))} events/s",

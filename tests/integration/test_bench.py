@@ -32,6 +32,14 @@ def test_quick_bench_writes_every_figure(tmp_path):
                 "rss_bytes_per_100k_customers"):
         assert positive(result[key]), (key, result[key])
     assert result["p50_latency_s"] <= result["p99_latency_s"] < 60
+    # the limit is the fastest client measured; kafka-python and aiokafka always run
+    by_client = result["raw_events_per_s_by_client"]
+    assert {"kafka-python", "aiokafka"} <= by_client.keys() and all(positive(v) for v in by_client.values())
+    assert result["raw_events_per_s"] == max(by_client.values())
+    assert result["raw_client"].split(" ")[0] == max(by_client, key=by_client.get)
+    # worker CPU from /proc: some, and no more than the machine's cores over the interval
+    assert positive(result["worker_cpu_us_per_event"])
+    assert 0 < result["worker_cpu_cores"] <= result["machine"]["nproc"] + 0.5
     assert result["pipeline_events_per_s"] < result["raw_events_per_s"] * 10
     assert result["latency_unscored"] == 0
     # The peer either ran or says why not.
