@@ -318,8 +318,7 @@ def raw_consume_aiokafka(settings: Settings, expected: int) -> float:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap, enable_auto_commit=False, client_id="cxpulse-bench-raw-aio",
             fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024,
-            fetch_min_bytes=1, fetch_max_wait_ms=100, max_poll_records=50_000,
-            receive_buffer_bytes=4 * 1024 * 1024, auto_offset_reset="earliest")
+            fetch_min_bytes=1, fetch_max_wait_ms=100, max_poll_records=50_000, auto_offset_reset="earliest")
         await consumer.start()
         try:
             tps = [TP(t, p) for t in settings.input_topics for p in sorted(consumer.partitions_for_topic(t) or ())]

@@ -23,7 +23,7 @@ import sys
 import time
 import zlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
 import orjson
@@ -39,6 +39,7 @@ PARTITIONS = 4
 BATCH = 500
 SWEEP_EVERY = 10     # batches between sweeps
 SWEEP_MAX = 5000     # customers per sweep (agents/app.py SWEEP_MAX)
+END = datetime(2026, 11, 1, tzinfo=timezone.utc)   # the stream's end: fixed, so the digest is too
 
 
 def generated_records(events: int, seed: int, settings: Settings) -> tuple[list[RawRecord], float]:
@@ -48,7 +49,7 @@ def generated_records(events: int, seed: int, settings: Settings) -> tuple[list[
 
     customers = max(20, events // 27)
     while True:
-        stream = generate(customers=customers, days=60, seed=seed, invalid_ratio=0.01)
+        stream = generate(customers=customers, days=60, seed=seed, invalid_ratio=0.01, end=END)
         if len(stream.records) >= events:
             break
         customers = int(customers * 1.3) + 1
