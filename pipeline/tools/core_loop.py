@@ -33,6 +33,7 @@ from pipeline.adapters.state_codec import decode_state, encode_state
 from pipeline.config import Settings
 from pipeline.domain.state import CustomerState
 from pipeline.service.emit_guard import guarded_batch
+from pipeline.service.live_states import LiveStates
 from pipeline.service.processor import BatchResult, Core, RawRecord
 
 PARTITIONS = 4
@@ -130,13 +131,18 @@ class LoopResult:
 
 def run(records: list[RawRecord], core: Core, received_at: float, *, batch: int = BATCH,
         sweep_every: int = SWEEP_EVERY, sweep_max: int = SWEEP_MAX,
-        build_rows: Callable[[BatchResult], dict[str, Any]] = ch_rows.batch_rows) -> LoopResult:
-    """Run the worker-like loop; every output goes into the digest."""
+        build_rows: Callable[[BatchResult], dict[str, Any]] = ch_rows.batch_rows,
+        live: bool = False) -> LoopResult:
+    """Run the worker-like loop; every output goes into the digest. `live`: keep decoded
+    states between batches (pipeline/service/live_states.py) as the worker does."""
     table: dict[bytes, bytes] = {}
     digest = Digest()
+    cache: LiveStates[CustomerState] | None = LiveStates(decode_state) if live else None
 
     def load(cid: str) -> CustomerState | None:
         raw = table.get(cid.encode())
+        if cache is not None:
+            return cache.load(cid, raw)
         return decode_state(raw, cid) if raw else None
 
     def emit(result: BatchResult, rows: dict[str, Any], messages: Iterable[Any]) -> None:
@@ -146,6 +152,8 @@ def run(records: list[RawRecord], core: Core, received_at: float, *, batch: int 
         for cid, state in result.states.items():
             raw = encode_state(state)
             table[cid.encode()] = raw
+            if cache is not None:
+                cache.stored(cid, raw, state)
             digest.add("state", cid.encode() + b"\0" + raw)
 
     cursor: list[bytes] = []
@@ -188,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--batch", type=int, default=BATCH)
     ap.add_argument("--repeat", type=int, default=1, help="runs (best time reported; the digest must not change)")
+    ap.add_argument("--live", action="store_true", help="keep decoded states between batches (as the worker)")
     args = ap.parse_args(argv)
     settings = load_settings()
     records, received_at = generated_records(args.events, args.seed, settings)
@@ -195,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for _ in range(args.repeat):
         gc.collect()
-        results.append(run(records, build_core(settings), received_at, batch=args.batch))
+        results.append(run(records, build_core(settings), received_at, batch=args.batch, live=args.live))
     digests = {r.digest for r in results}
     best = min(results, key=lambda r: r.cpu_seconds)
     print(f"events {best.events:,}  batches {best.batches}  sweeps {best.sweeps} ({best.swept:,} customers)")
