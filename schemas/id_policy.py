@@ -46,6 +46,9 @@ PHONE_GROUPS = (r"(?<![0-9A-Za-z])(?:[0-9]{3}[-. ][0-9]{3}[-. ][0-9]{4}|[0-9]{2,
                 r"(?![0-9A-Za-z])")
 PHONE_SHAPE = re.compile(r"\+\s*[0-9][0-9 ().-]{5,}[0-9]|\(\s*[0-9]{2,5}\s*\)\s*[0-9]|" + PHONE_GROUPS)
 
+_PHONE_GROUPS = re.compile(PHONE_GROUPS)
+_PHONE_MESSAGE = "looks like it contains a phone number (ids must be pseudonymous)"
+
 PERSONAL_DATA: IdReason = "personal_data"
 INVALID_ID: IdReason = "invalid_id"
 
@@ -53,10 +56,20 @@ INVALID_ID: IdReason = "invalid_id"
 def id_problem(value: str, narrower: re.Pattern[str] | None = None) -> tuple[IdReason, str] | None:
     """(dead-letter reason, message) when `value` is not an acceptable id; None when it is.
     The message never contains the value."""
+    if _ID.fullmatch(value):
+        # The same answer as the checks below, faster (every id of every event comes here):
+        # the pattern's characters hold no `@` (no e-mail shape), no `+` or `(` (no
+        # international or area-code phone shape) and no space, so of the personal-data
+        # shapes only the digit groups split by `-` or `.` can be in it.
+        if _PHONE_GROUPS.search(value):
+            return PERSONAL_DATA, _PHONE_MESSAGE
+        if narrower is not None and not narrower.fullmatch(value):
+            return INVALID_ID, f"must match the configured id pattern {narrower.pattern}"
+        return None
     if EMAIL_SHAPE.search(value):
         return PERSONAL_DATA, "looks like it contains an e-mail address (ids must be pseudonymous)"
     if PHONE_SHAPE.search(value):
-        return PERSONAL_DATA, "looks like it contains a phone number (ids must be pseudonymous)"
+        return PERSONAL_DATA, _PHONE_MESSAGE
     if not _ID.fullmatch(value):
         return INVALID_ID, f"must match {ID_PATTERN} (ASCII letters, digits and . _ : -; " \
                            f"no whitespace, control, bidi or other non-ASCII characters)"
