@@ -67,3 +67,25 @@ def build_sink(settings: Settings, metrics: Metrics | None = None) -> ClickHouse
 
     return ClickHouseSink(settings.dsn, batch_rows=settings.sink_batch_rows, flush_seconds=settings.sink_flush_seconds,
                           max_queue_rows=settings.sink_max_queue_rows, metrics=metrics)
+
+
+# The worker's garbage-collector settings (#18). The core makes few reference cycles but very
+# many short-lived containers (pydantic events, profiles, rows), so with CPython's default
+# threshold (700 allocations) the young generation is collected every few events and the
+# older ones often; each full collection also walked every long-lived object of start-up
+# (Faust, pydantic schemas, the tables). `gc.freeze` moves what exists after start-up out
+# of the collector's sight, and the larger thresholds collect the young generation every
+# GC_THRESHOLDS[0] net allocations. Measured on the worker-like loop
+# (`python -m pipeline.tools.core_loop --gc`): see docs/performance.md.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc(thresholds: tuple[int, int, int] = GC_THRESHOLDS) -> None:
+    """Call once, after start-up (imports, app and tables built): collect, freeze what
+    survives, and raise the thresholds. Cycles are still collected, less often."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*thresholds)
+

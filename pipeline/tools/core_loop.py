@@ -197,13 +197,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=BATCH)
     ap.add_argument("--repeat", type=int, default=1, help="runs (best time reported; the digest must not change)")
     ap.add_argument("--live", action="store_true", help="keep decoded states between batches (as the worker)")
+    ap.add_argument("--gc", action="store_true", help="tune the garbage collector as the worker (bootstrap.tune_gc)")
     args = ap.parse_args(argv)
     settings = load_settings()
     records, received_at = generated_records(args.events, args.seed, settings)
+    if args.gc:
+        from pipeline.bootstrap import tune_gc
+
+        build_core(settings)   # what start-up builds, before the freeze
+        tune_gc()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    gc_time = [0.0, 0.0, 0]   # seconds in collections, start of the current one, collections
+
+    def gc_watch(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_time[1] = time.perf_counter()
+        else:
+            gc_time[0] += time.perf_counter() - gc_time[1]
+            gc_time[2] += 1
+
+    gc.callbacks.append(gc_watch)
     results = []
     for _ in range(args.repeat):
-        gc.collect()
+        if not args.gc:
+            gc.collect()
         results.append(run(records, build_core(settings), received_at, batch=args.batch, live=args.live))
     digests = {r.digest for r in results}
     best = min(results, key=lambda r: r.cpu_seconds)
@@ -212,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"digest {best.digest}" + ("" if len(digests) == 1 else f"  (RUNS DIFFER: {sorted(digests)})"))
     print(f"cpu {best.cpu_seconds:.2f} s = {1e6 * best.cpu_seconds / best.events:.1f} µs/event "
           f"(wall {best.seconds:.2f} s; runs: {', '.join(f'{1e6 * r.cpu_seconds / r.events:.1f}' for r in results)})")
+    print(f"garbage collector: {gc_time[2]:,} collections, {gc_time[0]:.2f} s wall in all runs "
+          f"(thresholds {gc.get_threshold()}, {gc.get_freeze_count():,} objects frozen)")
     print(f"max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (before the loop {rss0 / 1024:.0f})")
     return 0 if len(digests) == 1 else 1
 
