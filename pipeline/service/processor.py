@@ -21,6 +21,7 @@ from pipeline.domain.case import alert_resolved, apply_action, open_case, prune_
 from schemas.id_policy import id_problem
 from pipeline.domain.plausible_time import PlausibleWindow
 from pipeline.domain.state import CustomerState, legacy_fingerprint
+from pipeline.service.sweep_index import next_deadline
 from schemas.actions import ActionRecord, parse_action
 from schemas.events import EVENT_ADAPTER, Complaint, Order, Touchpoint
 from schemas.outputs import DeadLetterReason
@@ -59,6 +60,8 @@ class BatchResult:
     erased_by_topic: dict[str, int] = field(default_factory=dict)     # events of erased customers, dropped
     past_sla: dict[str, tuple[str, int]] = field(default_factory=dict)  # customer -> (tier, open complaints past SLA)
     latest_event_time: float = 0.0
+    # customer -> (next deadline, evaluated as of): for the sweep index (pipeline/service/sweep_index.py)
+    deadlines: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def merge(self, other: "BatchResult") -> None:
         """Fold a later result into this one (states and scores: the later one wins)."""
@@ -73,6 +76,7 @@ class BatchResult:
         self.applied += other.applied
         self.duplicates += other.duplicates
         self.past_sla.update(other.past_sla)
+        self.deadlines.update(other.deadlines)
         for mine, theirs in ((self.consumed, other.consumed), (self.applied_by_topic, other.applied_by_topic),
                              (self.duplicates_by_topic, other.duplicates_by_topic),
                              (self.erased_by_topic, other.erased_by_topic)):
@@ -301,6 +305,7 @@ class Core:
         track_cases(state, changes)
         changes += alerts.update_escalations(state, p, self.params.escalate_after_seconds)
         prune_cases(state.cases, p.as_of)
+        out.deadlines[state.customer_id] = (next_deadline(state, p, self.params.escalate_after_seconds), p.as_of)
         summary = [round(p.churn.risk, 4), p.sla_breaches, p.open_complaints]
         moved = (not state.pub or abs(summary[0] - state.pub[0]) >= 0.05 or summary[1:] != state.pub[1:])
         if force or changes or moved:
