@@ -820,6 +820,12 @@ def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, l
         worker.stop()
         if broker:
             broker.stop()
+    # the sweep index (pipeline/service/sweep_index.py): the cost of a timer tick with nothing due
+    from pipeline.tools.core_loop import sweep_tick_cost
+
+    tick = sweep_tick_cost(100_000)
+    result["sweep_idle_tick_ms_100k"] = round(tick["idle_tick_ms"], 4)
+    result["sweep_schedule_us"] = round(tick["schedule_us"], 2)
     result["ratios"] = ratios(result)
     result["seconds_total"] = round(time.monotonic() - wall0, 1)
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
@@ -863,6 +869,7 @@ def print_table(r: dict) -> None:
     t.add_row(f"latency p50 at {num(r.get('latency_rate_events_per_s'))} events/s",
               num(r.get("p50_latency_s"), "{:.3f} s"))
     t.add_row("latency p99", num(r.get("p99_latency_s"), "{:.3f} s"))
+    t.add_row("sweep tick with nothing due, 100k customers", num(r.get("sweep_idle_tick_ms_100k"), "{:.3f} ms"))
     t.add_row("worker RSS per 100k customers", num((r.get("rss_bytes_per_100k_customers") or 0) / 2**20, "{:,.0f} MiB"))
     t.add_row("bench wall time", num(r.get("seconds_total"), "{:.0f} s"))
     Console(highlight=False).print(t)

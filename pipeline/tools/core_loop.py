@@ -187,6 +187,40 @@ def run(records: list[RawRecord], core: Core, received_at: float, *, batch: int 
     return LoopResult(digest.hexdigest(), digest.counts, len(records), seconds, cpu, batches, sweeps, swept, table)
 
 
+def sweep_tick_cost(customers: int = 100_000, ticks: int = 200, seed: int = 7) -> dict[str, float]:
+    """The sweep index's cost per tick with `customers` scheduled (pipeline/service/sweep_index.py):
+    a tick with nothing due (median of `ticks`), and scheduling one customer."""
+    import random
+    import statistics
+
+    from pipeline.service.sweep_index import SweepIndex
+
+    rng = random.Random(seed)
+    now = 1_800_000_000.0
+    index = SweepIndex()
+    t0 = time.perf_counter()
+    for i in range(customers):
+        # deadlines within the coming hour (the drift re-check): the densest schedule
+        index.schedule(f"C{i:07d}", now + 1.0 + rng.random() * 3600.0)
+    schedule_us = 1e6 * (time.perf_counter() - t0) / customers
+    samples = []
+    for k in range(ticks):
+        t = time.perf_counter()
+        due = index.due(now + k * 1e-3)
+        samples.append(time.perf_counter() - t)
+        assert not due
+    # a tick with 1% of them due: popped, then scheduled again (the evaluation itself not counted)
+    horizon = sorted(t for _, t in index.items())[customers // 100]
+    t = time.perf_counter()
+    due = index.due(horizon)
+    for cid in due:
+        index.schedule(cid, horizon + 86400.0)
+    one_percent = time.perf_counter() - t
+    return {"customers": customers, "idle_tick_ms": 1e3 * statistics.median(samples),
+            "idle_tick_ms_max": 1e3 * max(samples), "schedule_us": schedule_us,
+            "due_1pct": len(due), "due_1pct_tick_ms": 1e3 * one_percent}
+
+
 def main(argv: list[str] | None = None) -> int:
     from pipeline.bootstrap import build_core
     from pipeline.config import load as load_settings
@@ -198,8 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="runs (best time reported; the digest must not change)")
     ap.add_argument("--live", action="store_true", help="keep decoded states between batches (as the worker)")
     ap.add_argument("--gc", action="store_true", help="tune the garbage collector as the worker (bootstrap.tune_gc)")
+    ap.add_argument("--sweep-bench", action="store_true",
+                    help="only the sweep index's cost per tick for 100k customers (and today's full slice)")
     args = ap.parse_args(argv)
     settings = load_settings()
+    if args.sweep_bench:
+        return sweep_bench(settings, args.events, args.seed)
     records, received_at = generated_records(args.events, args.seed, settings)
     if args.gc:
         from pipeline.bootstrap import tune_gc
@@ -233,6 +271,29 @@ def main(argv: list[str] | None = None) -> int:
           f"(thresholds {gc.get_threshold()}, {gc.get_freeze_count():,} objects frozen)")
     print(f"max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (before the loop {rss0 / 1024:.0f})")
     return 0 if len(digests) == 1 else 1
+
+
+def sweep_bench(settings: Settings, events: int, seed: int) -> int:
+    from pipeline.bootstrap import build_core
+
+    c = sweep_tick_cost()
+    print(f"sweep index, {c['customers']:,} customers scheduled: a tick with nothing due {c['idle_tick_ms']:.4f} ms "
+          f"(median of 200; max {c['idle_tick_ms_max']:.3f} ms); scheduling {c['schedule_us']:.2f} µs per customer; "
+          f"a tick with {c['due_1pct']:,} due (1%): {c['due_1pct_tick_ms']:.1f} ms to pop and re-schedule them "
+          f"(their evaluation not counted)")
+    # today's timer: a slice of SWEEP_MAX stored customers decoded and re-evaluated every tick
+    records, received_at = generated_records(events, seed, settings)
+    core = build_core(settings)
+    result = run(records, core, received_at)
+    stored = list(result.states.items())
+    keys = [stored[i % len(stored)] for i in range(SWEEP_MAX)]
+    latest = max(decode_state(raw).wm for _, raw in stored)
+    t = time.perf_counter()
+    core.sweep([decode_state(raw, k.decode()) for k, raw in keys], latest)
+    full = time.perf_counter() - t
+    print(f"today's sweep tick: {SWEEP_MAX:,} stored customers decoded and re-evaluated in {1e3 * full:,.0f} ms "
+          f"({1e6 * full / SWEEP_MAX:.0f} µs each; {len(stored):,} distinct customers cycled)")
+    return 0
 
 
 if __name__ == "__main__":
