@@ -13,6 +13,9 @@ app = create_app(load())
 
 def main(argv: list[str] | None = None) -> None:
     """Run a worker (`cxpulse worker`): Faust's own command line, with our defaults."""
+    from pipeline.bootstrap import tune_gc
+
     settings = app.settings
+    tune_gc()   # after the app is built: its objects are frozen out of the collector's sight
     sys.argv = ["cxpulse", "-l", settings.log_level, "worker", "--web-port", str(settings.web_port)] + list(argv or [])
     app.main()

@@ -16,6 +16,7 @@ from pipeline.adapters.clickhouse import rows as ch_rows
 from pipeline.adapters.clickhouse.sink import ClickHouseSink, sink_dead_letters
 from pipeline.adapters.kafka.kafka_io import first_offset_at
 from pipeline.adapters.state_codec import decode_state, encode_state
+from pipeline.service.live_states import LiveStates
 from pipeline.config import Settings
 from pipeline.domain.state import CustomerState
 from pipeline.service.processor import BatchResult
@@ -35,17 +36,21 @@ class SystemClock:
 
 
 class TableStates:
-    """The customer-state table: key = customer_id bytes, value = encode_state(state)."""
+    """The customer-state table: key = customer_id bytes, value = encode_state(state). Decoded
+    states are kept between micro-batches while the table holds the very bytes they were
+    stored as (pipeline/service/live_states.py): a customer seen again is not decoded again."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, live_max: int = 20_000) -> None:
         self.table = table
+        self.live: LiveStates[CustomerState] = LiveStates(decode_state, max_entries=live_max)
 
     def load(self, customer_id: str) -> CustomerState | None:
-        raw = self.table.get(customer_id.encode())
-        return decode_state(raw, customer_id) if raw else None
+        return self.live.load(customer_id, self.table.get(customer_id.encode()) or None)
 
     def store(self, customer_id: str, state: CustomerState) -> None:
-        self.table[customer_id.encode()] = encode_state(state)
+        raw = encode_state(state)
+        self.table[customer_id.encode()] = raw
+        self.live.stored(customer_id, raw, state)
 
     def keys(self) -> Iterable[str]:
         return [key.decode() for key in self.table.keys()]

@@ -308,43 +308,6 @@ def raw_consume(settings: Settings, expected: int) -> float:
         consumer.close()
 
 
-def raw_consume_aiokafka(settings: Settings, expected: int) -> float:
-    """The same with aiokafka (`getmany`, its C record reader): events/s."""
-    import asyncio
-
-    async def read() -> float:
-        from aiokafka import AIOKafkaConsumer, TopicPartition as TP
-
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap, enable_auto_commit=False, client_id="cxpulse-bench-raw-aio",
-            fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024,
-            fetch_min_bytes=1, fetch_max_wait_ms=100, max_poll_records=50_000, auto_offset_reset="earliest")
-        await consumer.start()
-        try:
-            tps = [TP(t, p) for t in settings.input_topics for p in sorted(consumer.partitions_for_topic(t) or ())]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            n = 0
-            loads = orjson.loads
-            deadline = time.monotonic() + 600
-            started = time.perf_counter()
-            while n < expected:
-                if time.monotonic() > deadline:
-                    raise BenchError(f"raw consume (aiokafka) read {n:,} of {expected:,} records in 600 s")
-                for batch in (await consumer.getmany(timeout_ms=200, max_records=50_000)).values():
-                    for rec in batch:
-                        try:
-                            loads(rec.value)
-                        except orjson.JSONDecodeError:
-                            pass
-                    n += len(batch)
-            return n / (time.perf_counter() - started)
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(read())
-
-
 def raw_consume_confluent(settings: Settings, expected: int) -> float | None:
     """The same with confluent-kafka (librdkafka, `consume` in batches): events/s, or None
     when confluent-kafka is not installed (it is in the project's `test` extra)."""
@@ -384,8 +347,14 @@ def raw_consume_confluent(settings: Settings, expected: int) -> float | None:
 
 def raw_limits(settings: Settings, expected: int, passes: int) -> dict[str, float]:
     """Events/s of every client available here (best of `passes` each)."""
-    out = {"kafka-python": max(raw_consume(settings, expected) for _ in range(passes)),
-           "aiokafka": max(raw_consume_aiokafka(settings, expected) for _ in range(passes))}
+    from agents.raw_consume import raw_consume_aiokafka   # aiokafka lives under agents/ only
+
+    try:
+        out = {"kafka-python": max(raw_consume(settings, expected) for _ in range(passes)),
+               "aiokafka": max(raw_consume_aiokafka(settings.bootstrap, settings.input_topics, expected)
+                               for _ in range(passes))}
+    except TimeoutError as exc:
+        raise BenchError(str(exc)) from exc
     confluent = [raw_consume_confluent(settings, expected) for _ in range(passes)]
     if all(c is not None for c in confluent):
         out["confluent-kafka"] = max(c for c in confluent if c is not None)

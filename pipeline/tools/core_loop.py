@@ -5,8 +5,8 @@ output of the loop — score, alert and dead-letter messages, ClickHouse rows, t
 stored after every batch and the sweeps' outputs — so two builds (or two code paths) that
 print the same digest produced the same bytes.
 
-What one micro-batch does here is what the worker does (agents/app.py `apply_released` and
-`emit`): `guarded_batch` over `Core.process(source_offsets=True)` with the stored states,
+What one micro-batch does here is what the worker does (pipeline/service/worker_loop.py
+`apply_released` and `_emit`): `guarded_batch` over `Core.process(source_offsets=True)` with the stored states,
 ClickHouse rows and messages built, then every touched state encoded and stored. Every
 `sweep_every` batches a sweep re-evaluates a slice of `sweep_max` stored customers (the
 worker's round-robin timer) at the stream's latest event time.
@@ -39,7 +39,7 @@ from pipeline.service.processor import BatchResult, Core, RawRecord
 PARTITIONS = 4
 BATCH = 500
 SWEEP_EVERY = 10     # batches between sweeps
-SWEEP_MAX = 5000     # customers per sweep (agents/app.py SWEEP_MAX)
+SWEEP_MAX = 5000     # customers per sweep (pipeline/service/worker_loop.py SWEEP_MAX)
 END = datetime(2026, 11, 1, tzinfo=timezone.utc)   # the stream's end: fixed, so the digest is too
 
 
