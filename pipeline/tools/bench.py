@@ -365,7 +365,9 @@ def quix_python(quiet: bool, venv: Path = PEER_VENV) -> tuple[Path | None, str |
     """The peer's interpreter: a virtualenv of its own with quixstreams (it pins its own
     pydantic and confluent-kafka, which must not replace the project's pins in .venv)."""
     py = venv / "bin" / "python"
-    probe = [str(py), "-c", f"import quixstreams, sys; sys.exit(quixstreams.__version__ != '{QUIX_VERSION}')"]
+    # the core the peer runs reads the business calendar with `holidays` (the project's pin)
+    extra = [f"holidays=={metadata.version('holidays')}"]
+    probe = [str(py), "-c", f"import quixstreams, holidays, sys; sys.exit(quixstreams.__version__ != '{QUIX_VERSION}')"]
     if py.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
         return py, None
     say(quiet, f"peer      installing quixstreams=={QUIX_VERSION} into {venv} (once)")
@@ -373,7 +375,7 @@ def quix_python(quiet: bool, venv: Path = PEER_VENV) -> tuple[Path | None, str |
         if not py.exists():
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120)
         r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                            f"quixstreams=={QUIX_VERSION}"], capture_output=True, text=True, timeout=600)
+                            f"quixstreams=={QUIX_VERSION}", *extra], capture_output=True, text=True, timeout=600)
     except (subprocess.SubprocessError, OSError) as exc:
         return None, f"could not create the peer virtualenv: {exc}"
     if r.returncode != 0:
