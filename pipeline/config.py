@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     align_fetch_wait_seconds: float = Field(30.0, ge=0, description="event-time alignment: how long an empty input partition that has records not fetched yet holds back its group")
     align_ahead_seconds: float = Field(600.0, gt=0, description="event-time alignment: a partition buffered this far ahead of its group is paused until the others catch up")
     sweep_seconds: float = Field(5.0, gt=0, description="wall-clock seconds between timer sweeps (SLA, silence)")
+    sweep_recheck_seconds: float | None = Field(
+        None, gt=0, description="unset: each sweep re-evaluates the next 5,000 stored customers round-robin; "
+                                "set: the sweep index — only customers with an SLA/escalation deadline due, and each "
+                                "customer's churn drift re-checked this many seconds after its last evaluation")
     log_level: str = Field("info", description="worker log level")
 
     # --- scoring ------------------------------------------------------------------

@@ -31,7 +31,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from pipeline.domain.case import CLOSED_RETENTION, OPEN_RETENTION, Case
 from pipeline.domain.scoring import Profile
@@ -146,6 +146,9 @@ class SweepIndex:
 
     def __contains__(self, customer_id: object) -> bool:
         return customer_id in self._at
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._at)
 
     def items(self) -> Iterable[tuple[str, float]]:
         return self._at.items()

@@ -47,6 +47,7 @@ from pipeline.service.emit_guard import PreparedBatch, guarded_batch, messages_o
 from pipeline.service.event_time_merge import EventTimeMerge
 from pipeline.service.live_backtest import FetchRows, refresh_live_backtest
 from pipeline.service.offset_guard import OffsetGuard, Selection
+from pipeline.service.sweep_index import SweepIndex
 from pipeline.service.processor import OFFSET_SLOT, BatchResult, Core, RawRecord, dead_letter, event_time
 from pipeline.service.worker_ports import (
     Clock, InputPartitions, OutputsPublisher, RowSink, StateStore, WorkerMetrics,
@@ -74,6 +75,11 @@ class LoopConfig:
     align_ahead_seconds: float = 600.0     # ... a partition this far ahead in event time is paused
     churn_horizon_days: float = 30.0       # the live backtest's horizon
     sweep_max: int = SWEEP_MAX
+    # The sweep index (pipeline/service/sweep_index.py): None sweeps the store round-robin,
+    # `sweep_max` customers per tick; a number sweeps only the customers with a deadline due,
+    # and re-checks each one's churn drift this many seconds (stream time) after its last evaluation.
+    sweep_recheck_seconds: float | None = None
+    sweep_rescan_ticks: int = 60   # index mode: every this many ticks, stored customers not indexed are walked
     drain_seconds: float = DRAIN_SECONDS
     stall_seconds: float = STALL_SECONDS
 
@@ -122,6 +128,10 @@ class WorkerLoop:
         self.lock = asyncio.Lock()
         self.past_sla: dict[str, tuple[str, int]] = {}   # customers with open complaints past SLA -> (tier, n)
         self.sweep_cursor: list[str] = []                # customers still to visit in this pass over the store
+        # index mode: each customer's next check; customers not in it (start-up, recovery, a
+        # rebalance, an evaluation that failed) are found by a rescan of the store keys
+        self.sweep_index: SweepIndex | None = SweepIndex() if config.sweep_recheck_seconds is not None else None
+        self._rescan_in = 0
         self.agent_batch_at = 0.0   # when the agent last applied what it could (the idle timer covers silences only)
         self._slot_of_topic = config.slot_of_topic
         self._input_topics = config.input_topics
@@ -268,6 +278,14 @@ class WorkerLoop:
                 await self.outputs.flush()
             for cid, state in result.states.items():
                 self.store.store(cid, state)
+        self._schedule(result)
+
+    def _schedule(self, result: BatchResult) -> None:
+        """Index mode: every customer the result evaluated gets its next check."""
+        index, recheck = self.sweep_index, self.config.sweep_recheck_seconds
+        if index is not None and recheck is not None:
+            for cid, (deadline, as_of) in result.deadlines.items():
+                index.schedule(cid, deadline, as_of, recheck)
 
     def _track_past_sla(self, result: BatchResult) -> None:
         for cid, (tier, n) in result.past_sla.items():
@@ -387,6 +405,7 @@ class WorkerLoop:
     def on_assigned(self, assigned) -> None:
         """Every assigned input partition is a member of its group from the start (one not heard
         of yet must not let the others run ahead); `start_partitions` adds its offset."""
+        self._rescan_in = 0   # index mode: the customers recovered for them are found by the next sweep
         for tp in assigned:
             if tp.topic in self._input_topics:
                 self.merge.start(tp)
@@ -406,6 +425,9 @@ class WorkerLoop:
         (`sla_at_risk`), silence. Only for this worker's customers: the store keeps those of
         partitions given away in a rebalance, whose owner now evaluates (and stores) them.
         The caller skips the tick during a rebalance."""
+        if self.sweep_index is not None:
+            await self._sweep_indexed()
+            return
         if not self.sweep_cursor:
             self.sweep_cursor = list(self.store.keys())
         n = self.config.sweep_max
@@ -419,9 +441,34 @@ class WorkerLoop:
                 else:
                     self._track_past_sla(result)
 
+    async def _sweep_indexed(self) -> None:
+        """Index mode: the customers whose next check is due (at most `sweep_max`), plus a slice
+        of the stored customers the index does not hold (rescanned every `sweep_rescan_ticks`)."""
+        index = self.sweep_index
+        assert index is not None
+        n = self.config.sweep_max
+        if not self.sweep_cursor and self._rescan_in <= 0:
+            self.sweep_cursor = [cid for cid in self.store.keys() if cid not in index]
+            self._rescan_in = self.config.sweep_rescan_ticks
+        self._rescan_in -= 1
+        chunk, self.sweep_cursor = self.sweep_cursor[:n], self.sweep_cursor[n:]
+        async with self.lock:
+            now = self.now()
+            customers = list(dict.fromkeys(index.due(now, limit=n) + chunk))
+            loaded = self.owned_states(customers)
+            if loaded:
+                result = self.core.sweep(loaded, now)
+                if result.scores or result.alerts:
+                    await self._emit(result)
+                else:
+                    self._track_past_sla(result)
+                    self._schedule(result)
+
     def refit_population(self) -> None:
         """Re-fit the churn model's population parameters from this worker's customers."""
         self.core.refit_population(self.owned_states(list(self.store.keys())), as_of=self.now())
+        if self.sweep_index is not None:   # everyone's risk moved: everyone is due
+            self.sweep_index.schedule_all(self.now())
         log.info("population re-fitted: %s", self.core.population)
 
     async def live_backtest(self) -> None:

@@ -468,6 +468,30 @@ def test_the_sweep_warns_before_a_deadline_passes():
     assert w.log[-1] == ("state", "a")
 
 
+def test_the_indexed_sweep_looks_only_at_customers_with_something_due():
+    w = World(SweepSpyCore, sweep_recheck_seconds=86400.0)
+    run(w.loop.deliver(w.records([complaint("a", when=at(0)), touchpoint("b", when=at(0)), touchpoint("c", when=at(0))])))
+    assert set(w.loop.sweep_index) == {"a", "b", "c"}          # every evaluated customer has its next check
+    run(w.loop.sweep())
+    assert getattr(w.core, "swept", []) == []                   # nothing due: the tick evaluates nobody
+    w.clock.t += 6.8 * HOUR                                     # a's answer is at risk (75 % of its time)
+    run(w.loop.sweep())
+    assert w.core.swept == [["a"]]                              # b and c: no deadline, drift re-checked in a day
+    assert [(a["type"], a["status"]) for a in w.outputs.alerts] == [("sla_at_risk", "firing")]
+
+
+def test_the_indexed_sweep_finds_stored_customers_it_does_not_hold():
+    w = World(SweepSpyCore, sweep_recheck_seconds=3600.0, sweep_max=2)
+    run(w.loop.deliver(w.records([touchpoint(c) for c in "abc"])))
+    assert w.loop.sweep_index is not None
+    for cid in "abc":
+        w.loop.sweep_index.discard(cid)                         # e.g. recovered from the changelog
+    run(w.loop.sweep())
+    run(w.loop.sweep())
+    assert sorted(c for chunk in w.core.swept for c in chunk) == ["a", "b", "c"]
+    assert set(w.loop.sweep_index) == {"a", "b", "c"}
+
+
 # --- operator actions ---------------------------------------------------------------------------
 def test_an_action_that_crashes_the_core_is_dead_lettered_and_the_agent_goes_on():
     class Broken(Core):
