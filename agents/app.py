@@ -202,8 +202,7 @@ async def score_events(stream):
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within):
         selection = await select_in_order(events)
         for e in selection.accepted:
-            ts = event_time(e.value)
-            merge.add(e.message.tp, e.message.offset, e.message.timestamp if ts is None else ts, e)
+            merge.add(e.message.tp, e.message.offset, event_time(e.value), e)
         for tp in {e.message.tp for e in selection.accepted}:
             merge.observe_end(tp, consumer_flow.highwater(app.consumer, tp))
         await seek_back(selection.ahead)
@@ -220,6 +219,7 @@ async def apply_released(max_batches: int | None = None) -> None:
     batches = 0
     while max_batches is None or batches < max_batches:
         batches += 1
+        await confirm_ends()
         started = time.perf_counter()
         async with state_lock():
             released = merge.release(settings.batch_max)
@@ -248,6 +248,21 @@ async def apply_released(max_batches: int | None = None) -> None:
     pause, resume = merge.flow()
     consumer_flow.pause(app.consumer, pause)
     consumer_flow.resume(app.consumer, resume)
+
+
+async def confirm_ends() -> None:
+    """Ask the broker for the log ends of the empty partitions whose records others wait for
+    (EventTimeMerge.unconfirmed): the consumer's copies from its fetches may be old."""
+    tps = merge.unconfirmed()
+    if tps:
+        asked = merge.clock()
+        try:
+            ends = await app.consumer.highwaters(*tps)
+        except Exception as exc:   # rebalance, broker unreachable: they keep waiting
+            log.info("log end offsets not read: %r", exc)
+            return
+        for tp, end in ends.items():
+            merge.observe_end(tp, end, asked_at=asked)
 
 
 @app.timer(interval=0.1)
@@ -343,6 +358,7 @@ async def stall_watchdog() -> None:
         return
     try:
         await start_partitions([tp for tp in tps if not guard.knows(tp)])
+        asked = merge.clock()
         ends = await consumer.highwaters(*tps)
     except Exception as exc:   # broker unreachable, rebalance: next tick
         log.info("stall watchdog skipped a tick: %r", exc)
@@ -350,7 +366,7 @@ async def stall_watchdog() -> None:
     for tp, end in ends.items():
         if guard.knows(tp) and not merge.knows(tp):   # kept through a rebalance
             merge.start(tp, guard.next[tp])
-        merge.observe_end(tp, end)
+        merge.observe_end(tp, end, asked_at=asked)
     held = merge.held()   # buffered or paused for event-time alignment: waiting on purpose
     for tp, pos in guard.stalled({tp: end for tp, end in ends.items() if tp not in held}, STALL_SECONDS).items():
         log.warning("%s/%d: %d records behind and no progress for %.0fs; seeking back to %d",
