@@ -170,6 +170,19 @@ def alert_row(alert: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+ALERT_FACT_COLUMNS = ("alert_id", "type", "status", "tier", "as_of")
+
+
+def with_alert_facts(batch: Mapping[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """The batch plus a `cx_alert_facts` row for each `cx_alerts` row (its columns without
+    customer data; migration 006), inserted by the sink as a table of its own."""
+    out = dict(batch)
+    alerts = batch.get(tables.ALERTS) or []
+    if alerts and tables.ALERT_FACTS not in out:
+        out[tables.ALERT_FACTS] = [{k: r[k] for k in ALERT_FACT_COLUMNS} for r in alerts]
+    return out
+
+
 def complaint_row(c: Mapping[str, Any]) -> dict[str, Any]:
     """A complaint lifecycle state -> a `cx_complaints` row (latest `version` wins)."""
     return {
