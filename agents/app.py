@@ -524,7 +524,7 @@ async def sweep() -> None:
     async with state_lock():
         loaded = owned_states(chunk)
         if loaded:
-            result = core.sweep(loaded, clock.now(time.time()))
+            result = core.sweep(loaded, merge.hold_back(clock.now(time.time())))   # not ahead of a group catching up
             if result.scores or result.alerts:
                 await emit(result)
             else:

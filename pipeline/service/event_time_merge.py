@@ -76,7 +76,7 @@ class Released(Generic[TP, T]):
 
 class EventTimeMerge(Generic[TP, T]):
     def __init__(self, group_of: Callable[[TP], Hashable], *, idle_seconds: float = 0.2,
-                 fetch_wait_seconds: float = 30.0, ahead_seconds: float = 600.0, max_buffered: int = 5000,
+                 fetch_wait_seconds: float = 300.0, ahead_seconds: float = 600.0, max_buffered: int = 5000,
                  clock: Callable[[], float] = time.monotonic):
         self.group_of = group_of
         self.idle_seconds = idle_seconds
@@ -86,6 +86,7 @@ class EventTimeMerge(Generic[TP, T]):
         self.clock = clock
         self._parts: dict[TP, _Part[T]] = {}
         self._groups: dict[Hashable, list[TP]] = {}
+        self._released_time: dict[Hashable, float] = {}   # group -> latest event time released
         self._rotation = 0
 
     # --- membership ------------------------------------------------------------------
@@ -114,6 +115,7 @@ class EventTimeMerge(Generic[TP, T]):
     def clear(self) -> None:
         self._parts.clear()
         self._groups.clear()
+        self._released_time.clear()
 
     def knows(self, tp: TP) -> bool:
         return tp in self._parts
@@ -206,11 +208,12 @@ class EventTimeMerge(Generic[TP, T]):
                 if best is None or any(self._blocks(part, now, best[1].buf[0][3]) for part in parts if not part.buf):
                     break
                 tp, part = best
-                offset, _, item, _ = part.buf.popleft()
+                offset, t, item, _ = part.buf.popleft()
                 if not part.buf:
                     part.empty_since = now
                 out.records.append((tp, offset, item))
                 out.cursor[tp] = part.released = offset + 1
+                self._released_time[part.group] = max(self._released_time.get(part.group, t), t)
             if len(out.records) >= limit:
                 break
         return out
@@ -234,6 +237,17 @@ class EventTimeMerge(Generic[TP, T]):
                 if part.paused:
                     pause.add(tp)
         return pause, resume
+
+    def hold_back(self, now: float) -> float:
+        """The time the timer rules may evaluate customers at: `now`, but not beyond what a
+        partition group still catching up (records buffered, or known not fetched yet) has
+        applied. While a backfill is read, groups progress at their own pace; a sweep at the
+        fastest one's time would judge the customers of a slower group days after their last
+        applied event (silence, deadlines): alerts that fire and resolve as their events
+        arrive. -inf while such a group has applied nothing yet."""
+        behind = [self._released_time.get(g, float("-inf")) for g, members in self._groups.items()
+                  if any(self._parts[tp].buf or self._lagging(self._parts[tp]) for tp in members)]
+        return min([now, *behind])
 
     def resume_all(self) -> set:
         """Partitions this merge paused (to resume them, e.g. before a rebalance)."""

@@ -362,12 +362,14 @@ class Core:
     # --- time-driven rules ------------------------------------------------------------
     def sweep(self, states: Iterable[CustomerState], now: float,
               observe: Callable[[CustomerState, Profile], None] | None = None) -> BatchResult:
-        """Re-evaluate customers at `now` (SLA deadlines, silence). Publishes only changes.
-        `observe` sees every customer's profile (the churn model's snapshots reuse them)."""
+        """Re-evaluate customers at `now` (SLA deadlines, silence), never before a customer's own
+        latest event (the worker's `now` may be held back behind it while it catches up).
+        Publishes only changes. `observe` sees every customer's profile (the churn model's
+        snapshots reuse them)."""
         out = BatchResult()
         for state in states:
             if state.n:   # erasure markers have no profile
-                p = self.publish(state, now, out, force=False)
+                p = self.publish(state, max(now, state.wm), out, force=False)
                 if observe is not None:
                     observe(state, p)
         return out

@@ -10,15 +10,19 @@ from __future__ import annotations
 import shutil
 import time
 from collections import Counter
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from pipeline.adapters.kafka import kafka_io, topics
 from pipeline.adapters.kafka.broker import EmbeddedBroker
 from pipeline.config import Settings
+from pipeline.tools import demo_operators
 from pipeline.tools.generator import generate
+from pipeline.tools.hazard_model import PRESETS
 from pipeline.tools.progress import bar, console
 from pipeline.adapters.kafka.worker_process import WorkerProcess
 
@@ -33,6 +37,11 @@ class DemoReport:
     customers_scored: int = 0
     scores_published: int = 0
     alerts: Counter = field(default_factory=Counter)
+    action_deadletters: Counter = field(default_factory=Counter)   # operator actions refused (cx.actions)
+    open_cases_worked: int = 0
+    actions_sent: int = 0
+    cases: list[dict] = field(default_factory=list)        # case outcomes by alert type (ClickHouse)
+    uplift: dict[str, Any] = field(default_factory=dict)   # the generator's operators: planted vs measured
     table_counts: dict[str, int] = field(default_factory=dict)
     kpis: dict[str, object] = field(default_factory=dict)
     charts: list[Path] = field(default_factory=list)
@@ -63,7 +72,8 @@ def run_demo(settings: Settings, customers: int = 2000, days: int = 60, seed: in
         worker.start()
         say(quiet, f"worker    {worker.url} (log {worker.log_path})")
 
-        stream = generate(customers=customers, days=days, seed=seed, invalid_ratio=invalid_ratio)
+        stream = generate(customers=customers, days=days, seed=seed, invalid_ratio=invalid_ratio,
+                          model=PRESETS["strong"], operators=demo_operators.POLICY)
         report.invalid_generated = stream.n_invalid
         report.duplicates_generated = stream.n_duplicates
         topic_for = settings.topic_for_type
@@ -80,11 +90,23 @@ def run_demo(settings: Settings, customers: int = 2000, days: int = 60, seed: in
             b.update(completed=report.produced)
         report.seconds["produce+process"] = time.monotonic() - t1
 
+        # The service-recovery loop: the operator team works the open cases (demo_operators).
+        alerts = demo_operators.decode(m.value for m in kafka_io.read_topic(settings, settings.topic_alerts))
+        actions = demo_operators.case_actions(alerts, stream, datetime.now(timezone.utc))
+        report.open_cases_worked = len(demo_operators.open_alerts(alerts))
+        report.actions_sent = kafka_io.produce(settings, [(settings.topic_actions, k, v) for k, v in actions])
+        topics.wait_caught_up(settings, settings.app_id, [settings.topic_actions], timeout=300,
+                              alive=lambda: worker.alive)
+        say(quiet, f"operators {report.actions_sent:,} actions on {report.open_cases_worked:,} open cases")
+        report.uplift = demo_operators.generated_uplift(stream, seed=seed)
+
         scores = kafka_io.read_topic(settings, settings.topic_scores)
         report.scores_published = len(scores)
         report.customers_scored = len({m.key for m in scores})
         for m in kafka_io.read_topic(settings, settings.topic_deadletter):
-            report.deadletters[orjson.loads(m.value)["reason"]] += 1
+            dl = orjson.loads(m.value)
+            (report.action_deadletters if dl["source_topic"] == settings.topic_actions
+             else report.deadletters)[dl["reason"]] += 1
         for m in kafka_io.read_topic(settings, settings.topic_alerts):
             a = orjson.loads(m.value)
             if a["status"] == "firing":
@@ -100,6 +122,7 @@ def run_demo(settings: Settings, customers: int = 2000, days: int = 60, seed: in
             report.table_counts = queries.table_counts(sink.client)
             report.accepted = report.table_counts.get("cx_events", 0)
             report.kpis = queries.kpis(sink.client)
+            report.cases = queries.case_outcomes(sink.client, by="alert_type")
             if charts_dir is not None and _has_charts():
                 from pipeline.tools.charts import write_charts
 
@@ -135,6 +158,10 @@ def _kpi(v: object) -> str:
     return str(v)
 
 
+def _share(v: object) -> str:
+    return "—" if not isinstance(v, (int, float)) else f"{v:.0%}"
+
+
 def print_report(report: DemoReport) -> None:
     from rich.table import Table
 
@@ -152,6 +179,22 @@ def print_report(report: DemoReport) -> None:
     out.add_row("score records published", f"{report.scores_published:,}")
     for kind, n in sorted(report.alerts.items()):
         out.add_row(f"alerts fired: {kind}", f"{n:,}")
+    if report.open_cases_worked:
+        out.add_row("open cases worked by the operators", f"{report.open_cases_worked:,} ({report.actions_sent:,} actions)")
+    for reason, n in sorted(report.action_deadletters.items()):
+        out.add_row(f"  actions dead-lettered: {reason}", f"{n:,}")
+    for c in report.cases:
+        out.add_row(f"cases {c['key']}: closed / all", f"{c['closed']:,} / {c['cases']:,}")
+        out.add_row(f"  retained / lost (of closed)", f"{_share(c['retained_share'])} / {_share(c['lost_share'])}")
+    u = report.uplift
+    if u:
+        out.add_row("generator's operators: cases (30-day window)",
+                    f"{u['cases']:,} ({u['treated']:,} called, {u['control']:,} control)")
+        out.add_row(f"  planted churn uplift (call cuts hazard {u['effect']:.0%} for {u['effect_days']} d)",
+                    "—" if u["planted"] is None else f"{u['planted']:+.3f}")
+        ci = u.get("ci")
+        out.add_row("  measured churn uplift (95 % CI)", "—" if u["measured"] is None else
+                    f"{u['measured']:+.3f} ({ci[0]:+.3f} to {ci[1]:+.3f})" if ci else f"{u['measured']:+.3f}")
     for table, n in report.table_counts.items():
         out.add_row(f"ClickHouse {table}", f"{n:,}")
     for k, v in report.kpis.items():

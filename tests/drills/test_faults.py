@@ -517,6 +517,41 @@ def test_catch_up_after_an_outage_drops_nothing(make_settings, start_worker):
     figures("catch-up after a 6.5 h outage: equal to replay", **out)
 
 
+def test_two_workers_joining_during_the_catch_up_drop_nothing(make_settings, start_worker, tmp_path):
+    """The 6.5-hour outage backlog again, but a second worker of the group joins while the first
+    is still catching up: the group rebalances in the middle of the event-time-aligned catch-up
+    (buffered records are dropped and read again by the new owner). Nothing is `too_late`
+    (default lateness bound), every event is applied once, and the final scores equal replay's."""
+    settings = make_settings(batch_max=500, sweep_seconds=3600, refit_seconds=3600)   # lateness: the 1 h default
+    assert settings.lateness_seconds == 3600
+    other = settings.model_copy(update={"web_port": free_port(), "data_dir": tmp_path / f"b-{uuid.uuid4().hex[:6]}"})
+    backlog = live_backlog(customers=400, events=12_000, hours=6.5, seed=19)
+    topic_for = settings.topic_for_type
+    kafka_io.produce(settings, [(topic_for[k], key, value) for k, key, value in backlog])
+    started = time.monotonic()
+    first = start_worker(settings)
+    assert wait_in_group(first), first.log_tail()
+    wait_committed(settings, 500, timeout=120)            # the catch-up is under way ...
+    second = start_worker(other)
+    assert wait_in_group(second, timeout=60), f"second worker:\n{second.log_tail()}\nfirst:\n{first.log_tail()}"
+    committed_at_join = committed_total(settings)
+    assert committed_at_join < len(backlog), "the second worker should join before the catch-up is over"
+    wait_all(settings, first, timeout=300)
+    caught_up_s = time.monotonic() - started
+    assert first.alive and second.alive
+    late = too_late(settings)
+    applied = (applied_total(first), applied_total(second))
+    figures("two workers joining during the catch-up", events=len(backlog), too_late=late,
+            committed_when_the_second_joined=committed_at_join, applied_by_worker=applied,
+            caught_up_s=round(caught_up_s, 1))
+    assert late == 0, f"{late} of {len(backlog)} events dead-lettered too_late"
+    assert applied[1] > 0, "the second worker took over partitions"
+    sent_to = {value: topic_for[k] for k, _, value in backlog}
+    out = check_equals_replay(settings, [v for _, _, v in backlog], sent_to.__getitem__)
+    assert out["applied"] == out["events_in_scores"] == len(backlog)
+    figures("two workers joining during the catch-up: equal to replay", **out)
+
+
 def test_backfill_of_a_120_day_history_through_kafka(make_settings, start_worker, tmp_path, monkeypatch):
     """`cxpulse produce history.jsonl` of 120 days into an empty group, then a worker: nothing
     is `too_late` with the default lateness bound, and the final scores equal

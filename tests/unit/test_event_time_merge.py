@@ -341,3 +341,31 @@ def test_the_worker_reads_event_time_as_the_contract_does():
     assert event_time(b'{"occurred_at": "2026-10-04 01:53:56z"}') == 1791078836.0   # RFC 3339 forms
     for bad in (None, b"", b"{", b"[]", b'{"occurred_at": 1714557600}', b'{"occurred_at": "2026-10-04T03:53:56"}'):
         assert event_time(bad) is None, bad
+
+
+def test_timer_rules_are_held_back_to_the_slowest_group_catching_up():
+    """While a backfill is read the groups progress at their own pace: the sweep's time is
+    held to what a group still catching up has applied, so its customers are not judged days
+    after their last applied event; a group that is caught up does not hold it."""
+    clock = Clock()
+    m = merge(clock)
+    for p in (0, 1):
+        m.start(("tp", p), 0)
+        m.start(("or", p), 0)
+    assert m.hold_back(500.0) == float("-inf")          # nothing known yet: nobody is judged
+    feed(m, ("tp", 0), 0, [10.0, 20.0])
+    feed(m, ("or", 0), 0, [15.0])
+    feed(m, ("tp", 1), 0, [200.0, 300.0], end=5)        # group 1: more touchpoints to fetch
+    feed(m, ("or", 1), 0, [250.0])
+    clock.t += 1
+    m.release(100)
+    assert m.hold_back(500.0) == 15.0                   # group 0's 20 waits: are there more orders?
+    ask(m, clock)
+    m.release(100)
+    assert m.hold_back(500.0) == 300.0                  # group 1 applied up to 300, waits for more touchpoints
+    feed(m, ("tp", 1), 2, [310.0, 320.0, 330.0], end=5)
+    clock.t += 1
+    ask(m, clock)
+    m.release(100)
+    assert m.hold_back(500.0) == 500.0                  # every group caught up: the clock as it is
+    assert m.hold_back(100.0) == 100.0

@@ -156,3 +156,11 @@ def test_an_unresolved_breach_id_names_the_resolution_deadline():
         assert len(breaches) == 1 and "not resolved" in breaches[0]["reasons"][0]
         ids.add(breaches[0]["alert_id"])
     assert len(ids) == 1
+
+
+def test_a_sweep_held_back_behind_a_customers_latest_event_judges_it_at_that_event():
+    core, states = build_core(Settings()), {}
+    run(core, [complaint(when=at(0)), order(when=at(7))], states)      # latest event 16:00
+    assert sweep(core, states, T0.timestamp() + 1 * HOUR) == []          # held back to 10:00: judged at 16:00
+    state = next(iter(states.values()))
+    assert state.alerts and all(k.startswith("risk:") for k in state.alerts)   # the warning fired at 16:00
