@@ -87,6 +87,7 @@ class EventTimeMerge(Generic[TP, T]):
         self._parts: dict[TP, _Part[T]] = {}
         self._groups: dict[Hashable, list[TP]] = {}
         self._released_time: dict[Hashable, float] = {}   # group -> latest event time released
+        self._held = float("-inf")                          # the latest time hold_back gave (it never goes back)
         self._rotation = 0
 
     # --- membership ------------------------------------------------------------------
@@ -244,10 +245,14 @@ class EventTimeMerge(Generic[TP, T]):
         applied. While a backfill is read, groups progress at their own pace; a sweep at the
         fastest one's time would judge the customers of a slower group days after their last
         applied event (silence, deadlines): alerts that fire and resolve as their events
-        arrive. -inf while such a group has applied nothing yet."""
+        arrive. -inf while such a group has applied nothing yet. Never earlier than a time it
+        gave before (`now` is monotonic): a live group whose next record waits a moment for
+        alignment must not take the sweep back to its previous record (a warning seen at the
+        later time would resolve as if answered)."""
         behind = [self._released_time.get(g, float("-inf")) for g, members in self._groups.items()
                   if any(self._parts[tp].buf or self._lagging(self._parts[tp]) for tp in members)]
-        return min([now, *behind])
+        self._held = max(self._held, min([now, *behind]))
+        return self._held
 
     def resume_all(self) -> set:
         """Partitions this merge paused (to resume them, e.g. before a rebalance)."""
