@@ -153,8 +153,10 @@ def update_alerts(state: CustomerState, p: Profile, control_share: float = 0.0) 
         else:
             reasons = [f"complaint {rec.id} answered" + (" and resolved" if rec.resolved is not None else "")]
             action = "none — resolved"
+        # the episode starts at the deadline it missed (the answer's, else the resolution's):
+        # its id names the complaint and the deadline, whichever tick of the sweep saw it
         breach = _transition(state, p, f"sla:{rec.id}", SLA_BREACH, unanswered or unresolved, severity,
-                             reasons, action, rec.id)
+                             reasons, action, rec.id, sla.ack_due if unanswered else sla.resolve_due)
         out += breach
         out += _at_risk(state, p, rec, sla, breached=unanswered or unresolved, breach=breach)
         failed = rec.recovery_failure_stands

@@ -13,9 +13,18 @@ first:
   record (all later in event time, since the lowest goes first) or may go without one:
   an empty partition blocks its group while it is known to have records not fetched yet
   (log end beyond what was received: it is catching up), at most `fetch_wait_seconds`
-  from when that lag was seen, and otherwise (caught up) at most `idle_seconds` after it
-  ran empty (Kafka Streams' `max.task.idle.ms`): a partition with no traffic does not
-  stall the others longer than that;
+  from when that lag was seen; an empty partition that looks caught up blocks the record
+  until the broker *confirms* it: an end offset asked at least `idle_seconds` after the
+  record was received shows nothing beyond what was received (Kafka Streams'
+  `max.task.idle.ms`, with the lag checked at the broker). The log end a consumer keeps from
+  its last fetch is not enough: while a backfill is produced faster than real time (days
+  of event time per second) that copy is seconds, so days of event time, old, and a
+  partition that only looks caught up let the others run days ahead (the demo's 15,149
+  `too_late` of issue #17). A record is produced before it is received, so what another
+  partition gets after the confirmation was produced at least `idle_seconds` after it
+  (producer batching and latency stay below that): not earlier in event time when the
+  producers send in event-time order. `unconfirmed()` names the partitions to ask about;
+  a partition with no traffic then costs one end-offset request per wait, not a stall;
 - a partition whose buffer runs ahead of its group's next release by more than
   `ahead_seconds` of event time, or holds `max_buffered` records, is paused (the caller
   stops fetching it) and resumed once the others have caught up (bounded memory);
@@ -23,8 +32,12 @@ first:
   offset bookkeeping (pipeline/service/offset_guard.py) and the per-customer offset dedup hold.
 
 Event time is what the caller passes in: the worker uses the payload's `occurred_at` (the
-time the lateness bound is about), falling back to the Kafka record timestamp for a
-record without one (an invalid record, dead-lettered anyway).
+time the lateness bound is about). A record without one (an invalid record, dead-lettered
+anyway) takes the time of the record before it in its partition, so it neither holds its
+partition back nor jumps ahead of it. (It used to take the Kafka record timestamp: the send
+time, days after the event times of a backfill, so the first such record at the head of a
+partition held that partition back until the other topics of its group had run days ahead:
+the demo's 15,149 `too_late` of issue #17.)
 
 The caller keeps the books of what is applied: records only buffered here are neither
 applied nor committed; on a rebalance or a seek the buffer of a partition is dropped and
@@ -48,8 +61,11 @@ class _Part(Generic[T]):
     end: int | None = None                # log end offset, as last seen (None: not known yet)
     empty_since: float = 0.0
     lag_since: float | None = None        # when the partition was first seen behind its log end
+    confirmed_at: float | None = None     # when an end offset asked from the broker showed it caught up
+    released: int | None = None           # 1 + the last offset released (handed to the caller to apply)
     paused: bool = False
-    buf: deque = field(default_factory=deque)   # (offset, event time, item), offset order
+    buf: deque = field(default_factory=deque)   # (offset, event time, item, received at), offset order
+    last_time: float = float("-inf")      # the event time of the last record received
 
 
 @dataclass
@@ -60,7 +76,7 @@ class Released(Generic[TP, T]):
 
 class EventTimeMerge(Generic[TP, T]):
     def __init__(self, group_of: Callable[[TP], Hashable], *, idle_seconds: float = 0.2,
-                 fetch_wait_seconds: float = 30.0, ahead_seconds: float = 600.0, max_buffered: int = 5000,
+                 fetch_wait_seconds: float = 300.0, ahead_seconds: float = 600.0, max_buffered: int = 5000,
                  clock: Callable[[], float] = time.monotonic):
         self.group_of = group_of
         self.idle_seconds = idle_seconds
@@ -70,6 +86,8 @@ class EventTimeMerge(Generic[TP, T]):
         self.clock = clock
         self._parts: dict[TP, _Part[T]] = {}
         self._groups: dict[Hashable, list[TP]] = {}
+        self._released_time: dict[Hashable, float] = {}   # group -> latest event time released
+        self._held = float("-inf")                          # the latest time hold_back gave (it never goes back)
         self._rotation = 0
 
     # --- membership ------------------------------------------------------------------
@@ -98,17 +116,23 @@ class EventTimeMerge(Generic[TP, T]):
     def clear(self) -> None:
         self._parts.clear()
         self._groups.clear()
+        self._released_time.clear()
 
     def knows(self, tp: TP) -> bool:
         return tp in self._parts
 
     def drop(self, tp: TP, offset: int) -> None:
-        """The partition is read again from `offset` (a seek): forget what is buffered."""
+        """The partition is read again from `offset` (a seek): forget what is buffered. Records
+        released already are not expected again: a seek behind them (to the caller's last
+        applied offset while they are still being applied) re-reads them as redeliveries,
+        never as records to apply a second time (the demo's repeated dead letters)."""
         part = self._parts.get(tp)
         if part is not None:
             part.buf.clear()
-            part.next_offset = offset
+            part.next_offset = offset if part.released is None else max(offset, part.released)
             part.empty_since = self.clock()
+            part.confirmed_at = None
+            part.last_time = float("-inf")
 
     # --- input -----------------------------------------------------------------------
     def expected(self, tp: TP) -> int | None:
@@ -118,25 +142,53 @@ class EventTimeMerge(Generic[TP, T]):
         part = self._parts.get(tp)
         return None if part is None else part.next_offset
 
-    def add(self, tp: TP, offset: int, event_time: float, item: T) -> None:
+    def add(self, tp: TP, offset: int, event_time: float | None, item: T) -> None:
+        """A record received; `event_time` None: it has none (it goes with the one before it)."""
         part = self._parts.get(tp)
         if part is None:
             self.start(tp, offset)
             part = self._parts[tp]
-        part.buf.append((offset, event_time, item))
+        if event_time is None:
+            event_time = part.last_time
+        part.last_time = event_time
+        part.buf.append((offset, event_time, item, self.clock()))
         part.next_offset = offset + 1
 
-    def observe_end(self, tp: TP, end: int | None) -> None:
-        """The partition's log end offset (high watermark), as the consumer last saw it."""
+    def observe_end(self, tp: TP, end: int | None, asked_at: float | None = None) -> None:
+        """The partition's log end offset (high watermark). `asked_at`: the end is the
+        broker's answer to a request sent at that time (this merge's clock), which can
+        confirm that the partition is caught up; without it, it is the copy the consumer
+        kept from a fetch (maybe old: it can only show a lag)."""
         part = self._parts.get(tp)
         if part is None or end is None:
             return
-        part.end = end
+        part.end = end if part.end is None else max(part.end, end)   # a log end never moves back
         if self._lagging(part):
             if part.lag_since is None:
                 part.lag_since = self.clock()
         else:
             part.lag_since = None
+            if asked_at is not None:
+                part.confirmed_at = asked_at if part.confirmed_at is None else max(part.confirmed_at, asked_at)
+
+    def unconfirmed(self) -> set:
+        """Empty partitions, caught up as far as is known, that hold back a record received at
+        least `idle_seconds` ago without a confirmation asked after that: ask the broker for
+        their end offsets (sending the request at `clock()`) and pass them to `observe_end`."""
+        now = self.clock()
+        out = set()
+        for members in self._groups.values():
+            parts = [self._parts[tp] for tp in members]
+            heads = [p.buf[0] for p in parts if p.buf]
+            if not heads:
+                continue
+            received = min(heads, key=lambda h: h[1])[3]
+            if now < received + self.idle_seconds:
+                continue
+            for tp, part in zip(members, parts):
+                if not part.buf and not self._lagging(part) and not self._confirmed(part, received):
+                    out.add(tp)
+        return out
 
     # --- output ----------------------------------------------------------------------
     def release(self, limit: int) -> Released[TP, T]:
@@ -154,14 +206,15 @@ class EventTimeMerge(Generic[TP, T]):
                 for tp, part in zip(members, parts):
                     if part.buf and (best is None or part.buf[0][1] < best[1].buf[0][1]):
                         best = (tp, part)
-                if best is None or any(self._blocks(part, now) for part in parts if not part.buf):
+                if best is None or any(self._blocks(part, now, best[1].buf[0][3]) for part in parts if not part.buf):
                     break
                 tp, part = best
-                offset, _, item = part.buf.popleft()
+                offset, t, item, _ = part.buf.popleft()
                 if not part.buf:
                     part.empty_since = now
                 out.records.append((tp, offset, item))
-                out.cursor[tp] = offset + 1
+                out.cursor[tp] = part.released = offset + 1
+                self._released_time[part.group] = max(self._released_time.get(part.group, t), t)
             if len(out.records) >= limit:
                 break
         return out
@@ -186,6 +239,21 @@ class EventTimeMerge(Generic[TP, T]):
                     pause.add(tp)
         return pause, resume
 
+    def hold_back(self, now: float) -> float:
+        """The time the timer rules may evaluate customers at: `now`, but not beyond what a
+        partition group still catching up (records buffered, or known not fetched yet) has
+        applied. While a backfill is read, groups progress at their own pace; a sweep at the
+        fastest one's time would judge the customers of a slower group days after their last
+        applied event (silence, deadlines): alerts that fire and resolve as their events
+        arrive. -inf while such a group has applied nothing yet. Never earlier than a time it
+        gave before (`now` is monotonic): a live group whose next record waits a moment for
+        alignment must not take the sweep back to its previous record (a warning seen at the
+        later time would resolve as if answered)."""
+        behind = [self._released_time.get(g, float("-inf")) for g, members in self._groups.items()
+                  if any(self._parts[tp].buf or self._lagging(self._parts[tp]) for tp in members)]
+        self._held = max(self._held, min([now, *behind]))
+        return self._held
+
     def resume_all(self) -> set:
         """Partitions this merge paused (to resume them, e.g. before a rebalance)."""
         paused = {tp for tp, p in self._parts.items() if p.paused}
@@ -205,9 +273,14 @@ class EventTimeMerge(Generic[TP, T]):
     def _lagging(part: _Part) -> bool:
         return part.end is None or part.next_offset is None or part.end > part.next_offset
 
-    def _blocks(self, part: _Part, now: float) -> bool:
-        """Whether an empty partition holds its group back now."""
+    def _confirmed(self, part: _Part, received: float) -> bool:
+        """Whether the broker confirmed the partition caught up `idle_seconds` or more after a
+        record was received at `received`."""
+        return part.confirmed_at is not None and part.confirmed_at >= received + self.idle_seconds
+
+    def _blocks(self, part: _Part, now: float, received: float) -> bool:
+        """Whether an empty partition holds back its group's next record (received at `received`) now."""
         if self._lagging(part):
             since = max(part.empty_since, part.lag_since if part.lag_since is not None else part.empty_since)
             return now - since < self.fetch_wait_seconds
-        return now - part.empty_since < self.idle_seconds
+        return not self._confirmed(part, received)

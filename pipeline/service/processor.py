@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import AbstractSet, Callable, Iterable, Mapping, TypeVar
 
 import orjson
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from pipeline.domain import alerts
 from pipeline.domain.churn import PopulationParams, fit_population
@@ -23,7 +23,7 @@ from pipeline.domain.plausible_time import PlausibleWindow
 from pipeline.domain.state import CustomerState, legacy_fingerprint
 from pipeline.service.sweep_index import next_deadline
 from schemas.actions import ActionRecord, parse_action
-from schemas.events import EVENT_ADAPTER, Complaint, Order, Touchpoint
+from schemas.events import EVENT_ADAPTER, Complaint, Order, Timestamp, Touchpoint
 from schemas.outputs import DeadLetterReason
 from schemas.records import AlertDict, DeadLetterDict, ScoreDict
 
@@ -31,6 +31,7 @@ MAX_RECORD_BYTES = 64 * 1024
 Event = Touchpoint | Order | Complaint
 ID_FIELDS = ("event_id", "customer_id", "staff_id", "order_id", "complaint_id")
 TIME_FIELDS = ("occurred_at", "promised_at", "fulfilled_at")
+_TIMESTAMP: TypeAdapter = TypeAdapter(Timestamp)
 OFFSET_SLOT = {"touchpoint": 0, "order": 1, "complaint": 2}   # CustomerState.offs slot per event type (= input topic)
 
 
@@ -86,13 +87,15 @@ class BatchResult:
 
 
 def event_time(value: bytes | None) -> float | None:
-    """The record's `occurred_at` (epoch seconds) if it has a readable one, without validating
-    it (`Core.decode` does): what the worker aligns the input topics on."""
+    """The record's `occurred_at` (epoch seconds) if it has one the contract reads (the schema's
+    own timestamp type), without validating the rest (`Core.decode` does): what the worker
+    aligns the input topics on. None when there is none (the record is dead-lettered)."""
     if value is None:
         return None
     try:
-        return datetime.fromisoformat(orjson.loads(value)["occurred_at"]).timestamp()
-    except Exception:   # not JSON, no occurred_at, not a time: the caller falls back
+        obj = orjson.loads(value)
+        return _TIMESTAMP.validate_python(obj["occurred_at"]).timestamp() if isinstance(obj, dict) else None
+    except Exception:   # not JSON, no occurred_at, not a time
         return None
 
 
@@ -368,12 +371,14 @@ class Core:
     # --- time-driven rules ------------------------------------------------------------
     def sweep(self, states: Iterable[CustomerState], now: float,
               observe: Callable[[CustomerState, Profile], None] | None = None) -> BatchResult:
-        """Re-evaluate customers at `now` (SLA deadlines, silence). Publishes only changes.
-        `observe` sees every customer's profile (the churn model's snapshots reuse them)."""
+        """Re-evaluate customers at `now` (SLA deadlines, silence), never before a customer's own
+        latest event (the worker's `now` may be held back behind it while it catches up).
+        Publishes only changes. `observe` sees every customer's profile (the churn model's
+        snapshots reuse them)."""
         out = BatchResult()
         for state in states:
             if state.n:   # erasure markers have no profile
-                p = self.publish(state, now, out, force=False)
+                p = self.publish(state, max(now, state.wm), out, force=False)
                 if observe is not None:
                     observe(state, p)
         return out

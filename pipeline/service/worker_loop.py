@@ -160,8 +160,7 @@ class WorkerLoop:
         records are sought back; then what the merge releases is applied."""
         selection = await self.select_in_order(delivered, stale)
         for d in selection.accepted:
-            ts = event_time(d.record.value)
-            self.merge.add(d.tp, d.record.offset, d.timestamp if ts is None else ts, d.record)
+            self.merge.add(d.tp, d.record.offset, event_time(d.record.value), d.record)
         for tp in {d.tp for d in selection.accepted}:
             self.merge.observe_end(tp, self.inputs.log_end(tp))
         await self.seek_back(selection.ahead)
@@ -174,6 +173,7 @@ class WorkerLoop:
         batches = 0
         while max_batches is None or batches < max_batches:
             batches += 1
+            await self.confirm_ends()
             started = self.clock.monotonic()
             async with self.lock:
                 released = self.merge.release(self.config.batch_max)
@@ -195,6 +195,20 @@ class WorkerLoop:
         pause, resume = self.merge.flow()
         self.inputs.pause(pause)
         self.inputs.resume(resume)
+
+    async def confirm_ends(self) -> None:
+        """Ask the broker for the log ends of the empty partitions whose records others wait for
+        (EventTimeMerge.unconfirmed): the consumer's copies from its fetches may be old."""
+        tps = self.merge.unconfirmed()
+        if tps:
+            asked = self.merge.clock()
+            try:
+                ends = await self.inputs.log_ends(list(tps))
+            except Exception as exc:   # rebalance, broker unreachable: they keep waiting
+                log.info("log end offsets not read: %r", exc)
+                return
+            for tp, end in ends.items():
+                self.merge.observe_end(tp, end, asked_at=asked)
 
     async def _apply_batch(self, records: list[RawRecord]) -> BatchResult:
         """Process and emit a micro-batch (under the lock): a record failing to be applied, to
@@ -362,6 +376,7 @@ class WorkerLoop:
             return
         try:
             await self.start_partitions([tp for tp in tps if not self.guard.knows(tp)])
+            asked = self.merge.clock()
             ends = await self.inputs.log_ends(tps)
         except Exception as exc:   # broker unreachable, rebalance: next tick
             log.info("stall watchdog skipped a tick: %r", exc)
@@ -369,7 +384,7 @@ class WorkerLoop:
         for tp, end in ends.items():
             if self.guard.knows(tp) and not self.merge.knows(tp):   # kept through a rebalance
                 self.merge.start(tp, self.guard.next[tp])
-            self.merge.observe_end(tp, end)
+            self.merge.observe_end(tp, end, asked_at=asked)
         held = self.merge.held()   # buffered or paused for event-time alignment: waiting on purpose
         stall = self.config.stall_seconds
         for tp, pos in self.guard.stalled({tp: end for tp, end in ends.items() if tp not in held}, stall).items():
@@ -435,7 +450,7 @@ class WorkerLoop:
         async with self.lock:
             loaded = self.owned_states(chunk)
             if loaded:
-                result = self.core.sweep(loaded, self.now())
+                result = self.core.sweep(loaded, self.merge.hold_back(self.now()))   # not ahead of a group catching up
                 if result.scores or result.alerts:
                     await self._emit(result)
                 else:
@@ -453,7 +468,7 @@ class WorkerLoop:
         self._rescan_in -= 1
         chunk, self.sweep_cursor = self.sweep_cursor[:n], self.sweep_cursor[n:]
         async with self.lock:
-            now = self.now()
+            now = self.merge.hold_back(self.now())   # not ahead of a group catching up
             customers = list(dict.fromkeys(index.due(now, limit=n) + chunk))
             loaded = self.owned_states(customers)
             if loaded:

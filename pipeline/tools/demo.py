@@ -10,16 +10,19 @@ from __future__ import annotations
 import shutil
 import time
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from pipeline.adapters.kafka import kafka_io, topics
 from pipeline.adapters.kafka.broker import EmbeddedBroker
 from pipeline.config import Settings
+from pipeline.tools import demo_operators
 from pipeline.tools.generator import generate
+from pipeline.tools.hazard_model import PRESETS
 from pipeline.tools.progress import bar, console
 from pipeline.adapters.kafka.worker_process import WorkerProcess
 
@@ -34,46 +37,26 @@ class DemoReport:
     customers_scored: int = 0
     scores_published: int = 0
     alerts: Counter = field(default_factory=Counter)
+    action_deadletters: Counter = field(default_factory=Counter)   # operator actions refused (cx.actions)
+    open_cases_worked: int = 0
+    actions_sent: int = 0
+    cases: list[dict] = field(default_factory=list)        # case outcomes by alert type (ClickHouse)
+    uplift: dict[str, Any] = field(default_factory=dict)   # the generator's operators: planted vs measured
     table_counts: dict[str, int] = field(default_factory=dict)
     kpis: dict[str, object] = field(default_factory=dict)
     charts: list[Path] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-WAVE_DAYS = 2
-
-
-def waves(records: list, wave_seconds: float) -> list[list]:
-    """Split a time-ordered stream into consecutive waves of `wave_seconds` of event time
-    (records without a readable time stay in the wave they stand in)."""
-    out: list[list] = [[]]
-    boundary = None
-    for rec in records:
-        try:
-            ts = datetime.fromisoformat(orjson.loads(rec[2])["occurred_at"]).timestamp()
-        except Exception:
-            ts = None
-        if ts is not None:
-            if boundary is None:
-                boundary = ts + wave_seconds
-            elif ts >= boundary and out[-1]:
-                out.append([])
-                boundary = ts + wave_seconds
-        out[-1].append(rec)
-    return out
-
-
 def run_demo(settings: Settings, customers: int = 2000, days: int = 60, seed: int = 7,
              invalid_ratio: float = 0.03, quiet: bool = False, keep_data: bool = False,
              charts_dir: Path | None = None) -> DemoReport:
-    """The stream covers `days` of history, produced in waves of WAVE_DAYS of event time,
-    each consumed before the next is sent: a backfill at full speed. The three input
-    topics are read independently, so within a wave a customer's events from different
-    topics can arrive days apart in event time; the lateness bound for this backfill is
-    therefore one wave plus a day (live traffic keeps the 1-hour default)."""
+    """The stream covers `days` of history, produced in one go while the worker runs: a
+    backfill at full speed (days of event time per second), with the configured lateness
+    bound (default 1 hour). The worker applies the three input topics in event-time order
+    (pipeline/service/event_time_merge.py), so nothing of it is `too_late`."""
     report = DemoReport()
-    settings = settings.model_copy(update={
-        "lateness_seconds": (WAVE_DAYS + 1) * 86400, "commit_interval": 0.2})
+    settings = settings.model_copy(update={"commit_interval": 0.2})
     t0 = time.monotonic()
     if not keep_data and settings.data_dir.exists():
         shutil.rmtree(settings.data_dir)
@@ -89,29 +72,41 @@ def run_demo(settings: Settings, customers: int = 2000, days: int = 60, seed: in
         worker.start()
         say(quiet, f"worker    {worker.url} (log {worker.log_path})")
 
-        stream = generate(customers=customers, days=days, seed=seed, invalid_ratio=invalid_ratio)
+        stream = generate(customers=customers, days=days, seed=seed, invalid_ratio=invalid_ratio,
+                          model=PRESETS["strong"], operators=demo_operators.POLICY)
         report.invalid_generated = stream.n_invalid
         report.duplicates_generated = stream.n_duplicates
         topic_for = settings.topic_for_type
         records = [(topic_for[r.kind], r.key, r.value) for r in stream.records]
         t1 = time.monotonic()
         say(quiet, f"stream    {len(records):,} records, {customers:,} customers, {days} days; "
-                   f"backfilled in waves of {WAVE_DAYS} days (lateness bound {settings.lateness_seconds // 3600} h)")
+                   f"produced in one go (lateness bound {settings.lateness_seconds / 3600:g} h)")
         with bar("produce+process", len(records), quiet) as b:
-            for wave in waves(records, WAVE_DAYS * 86400.0):
-                report.produced += kafka_io.produce(settings, wave)
-                topics.wait_caught_up(
-                    settings, settings.app_id, list(settings.input_topics), timeout=600,
-                    on_progress=lambda remaining: b.update(completed=report.produced - remaining),
-                    alive=lambda: worker.alive)
-                b.update(completed=report.produced)
+            report.produced = kafka_io.produce(settings, records)
+            topics.wait_caught_up(
+                settings, settings.app_id, list(settings.input_topics), timeout=1200,
+                on_progress=lambda remaining: b.update(completed=report.produced - remaining),
+                alive=lambda: worker.alive)
+            b.update(completed=report.produced)
         report.seconds["produce+process"] = time.monotonic() - t1
+
+        # The service-recovery loop: the operator team works the open cases (demo_operators).
+        alerts = demo_operators.decode(m.value for m in kafka_io.read_topic(settings, settings.topic_alerts))
+        actions = demo_operators.case_actions(alerts, stream, datetime.now(timezone.utc))
+        report.open_cases_worked = len(demo_operators.open_alerts(alerts))
+        report.actions_sent = kafka_io.produce(settings, [(settings.topic_actions, k, v) for k, v in actions])
+        topics.wait_caught_up(settings, settings.app_id, [settings.topic_actions], timeout=300,
+                              alive=lambda: worker.alive)
+        say(quiet, f"operators {report.actions_sent:,} actions on {report.open_cases_worked:,} open cases")
+        report.uplift = demo_operators.generated_uplift(stream, seed=seed)
 
         scores = kafka_io.read_topic(settings, settings.topic_scores)
         report.scores_published = len(scores)
         report.customers_scored = len({m.key for m in scores})
         for m in kafka_io.read_topic(settings, settings.topic_deadletter):
-            report.deadletters[orjson.loads(m.value)["reason"]] += 1
+            dl = orjson.loads(m.value)
+            (report.action_deadletters if dl["source_topic"] == settings.topic_actions
+             else report.deadletters)[dl["reason"]] += 1
         for m in kafka_io.read_topic(settings, settings.topic_alerts):
             a = orjson.loads(m.value)
             if a["status"] == "firing":
@@ -127,6 +122,7 @@ def run_demo(settings: Settings, customers: int = 2000, days: int = 60, seed: in
             report.table_counts = queries.table_counts(sink.client)
             report.accepted = report.table_counts.get("cx_events", 0)
             report.kpis = queries.kpis(sink.client)
+            report.cases = queries.case_outcomes(sink.client, by="alert_type")
             if charts_dir is not None and _has_charts():
                 from pipeline.tools.charts import write_charts
 
@@ -162,6 +158,10 @@ def _kpi(v: object) -> str:
     return str(v)
 
 
+def _share(v: object) -> str:
+    return "—" if not isinstance(v, (int, float)) else f"{v:.0%}"
+
+
 def print_report(report: DemoReport) -> None:
     from rich.table import Table
 
@@ -179,6 +179,22 @@ def print_report(report: DemoReport) -> None:
     out.add_row("score records published", f"{report.scores_published:,}")
     for kind, n in sorted(report.alerts.items()):
         out.add_row(f"alerts fired: {kind}", f"{n:,}")
+    if report.open_cases_worked:
+        out.add_row("open cases worked by the operators", f"{report.open_cases_worked:,} ({report.actions_sent:,} actions)")
+    for reason, n in sorted(report.action_deadletters.items()):
+        out.add_row(f"  actions dead-lettered: {reason}", f"{n:,}")
+    for c in report.cases:
+        out.add_row(f"cases {c['key']}: closed / all", f"{c['closed']:,} / {c['cases']:,}")
+        out.add_row(f"  retained / lost (of closed)", f"{_share(c['retained_share'])} / {_share(c['lost_share'])}")
+    u = report.uplift
+    if u:
+        out.add_row("generator's operators: cases (30-day window)",
+                    f"{u['cases']:,} ({u['treated']:,} called, {u['control']:,} control)")
+        out.add_row(f"  planted churn uplift (call cuts hazard {u['effect']:.0%} for {u['effect_days']} d)",
+                    "—" if u["planted"] is None else f"{u['planted']:+.3f}")
+        ci = u.get("ci")
+        out.add_row("  measured churn uplift (95 % CI)", "—" if u["measured"] is None else
+                    f"{u['measured']:+.3f} ({ci[0]:+.3f} to {ci[1]:+.3f})" if ci else f"{u['measured']:+.3f}")
     for table, n in report.table_counts.items():
         out.add_row(f"ClickHouse {table}", f"{n:,}")
     for k, v in report.kpis.items():

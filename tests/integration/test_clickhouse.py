@@ -269,7 +269,7 @@ def test_rows_round_trip(sink):
     assert tuple(crow) == COMPLAINT_COLUMNS
 
     batch = {"cx_events": events, "cx_scores_history": [srow], "cx_alerts": [arow], "cx_complaints": [crow]}
-    assert sink.write(batch) == 6
+    assert sink.write(batch) == 7   # the alert is written to cx_alert_facts too (migration 006)
     for table, rows in batch.items():
         got = list(sink.client.query(f"SELECT * FROM {table} FINAL ORDER BY ALL").named_results())
         want = sorted(rows, key=lambda r: tuple(str(v) for v in r.values()))
@@ -538,6 +538,28 @@ def test_buffered_mode_flushes_by_size_time_and_backpressure(tmp_path):
         assert queries.table_counts(sink.client)["cx_events"] == 180
     finally:
         sink.close()
+
+
+def test_churn_alert_count_survives_an_insert_cut_between_the_alerts_and_their_facts(sink):
+    """SIGKILL between a batch's cx_alerts insert and its cx_alert_facts insert: the batch is
+    delivered again, with the same alert rows (same dedup token: ClickHouse drops the cx_alerts
+    repeat). The facts insert has a token of its own, so the redelivery makes it; the churn-alert
+    count of cx_agg_hourly equals the distinct firing churn alerts of cx_alerts (migration 006).
+    With the former materialized view the dropped repeat took the view's push with it."""
+    batch = synthetic(2000, n_customers=200, seed=4, batch=2000)[0]
+    alerts = batch["cx_alerts"]
+    assert len(alerts) > 10
+    sink._store("cx_alerts", list(alerts))            # stored, then the worker is killed
+    assert sink.client.command("SELECT count() FROM cx_alert_facts") == 0
+    sink.write(batch)                                  # the redelivered batch
+    sink.write(batch)                                  # and once more (at-least-once)
+    want = sink.client.command("SELECT uniqExact(alert_id) FROM cx_alerts FINAL "
+                               "WHERE type = 'churn_risk' AND status = 'firing'")
+    assert sink.client.command("SELECT count() FROM cx_alerts") == len(alerts)   # the repeats were dropped
+    assert sink.client.command("SELECT uniqExactMerge(churn_alerts) FROM cx_agg_hourly") == want > 0
+    assert_aggregates_match(sink.client)
+    assert "customer_id" not in {r[0] for r in sink.client.query(
+        "SELECT name FROM system.columns WHERE table = 'cx_alert_facts' AND database = currentDatabase()").result_rows}
 
 
 # --- erasure ------------------------------------------------------------------------------------------

@@ -71,9 +71,11 @@ def test_a_firing_alert_opens_a_case_and_the_lifecycle_is_kept():
 def test_an_unacknowledged_critical_alert_escalates_and_an_ack_resolves_it():
     core = build_core(Settings(escalate_after_seconds=2 * HOUR))
     states, breach = breached(core)
-    assert [a for a in core.sweep(list(states.values()), T0.timestamp() + 11.4 * HOUR).alerts
+    # the breach episode (and its case) starts at the missed deadline, 18:00, not at the 18:30
+    # sweep that saw it: the escalation is due 2 h after the deadline
+    assert [a for a in core.sweep(list(states.values()), T0.timestamp() + 10.9 * HOUR).alerts
             if a["type"] == "escalation"] == []
-    swept = core.sweep(list(states.values()), T0.timestamp() + 11.6 * HOUR)
+    swept = core.sweep(list(states.values()), T0.timestamp() + 11.1 * HOUR)
     states.update(swept.states)
     (esc,) = [a for a in swept.alerts if a["type"] == "escalation"]
     assert esc["status"] == "firing" and esc["severity"] == "critical" and breach["alert_id"] in esc["reasons"][0]

@@ -23,10 +23,20 @@ def times(released) -> list[float]:
     return [item for _, _, item in released.records]
 
 
+def ask(m: EventTimeMerge, clock: Clock, ends: dict | None = None) -> set:
+    """The worker's part: ask "the broker" for the end offsets of the partitions the merge
+    wants confirmed (by default: nothing beyond what was received) and tell the merge."""
+    asked = m.unconfirmed()
+    for tp in asked:
+        m.observe_end(tp, (ends or {}).get(tp, m.expected(tp)), asked_at=clock.t)
+    return asked
+
+
 def drain(m: EventTimeMerge, clock: Clock) -> list:
     """Release until nothing more comes, letting idle partitions' waits pass (0.5 s each)."""
     out = []
     for _ in range(100):
+        ask(m, clock)
         got = m.release(1000).records
         out += got
         if not got and not m.buffered():
@@ -51,8 +61,9 @@ def test_lowest_event_time_first_across_the_topics_of_a_group():
     feed(m, ("cp", 0), 0, [6])
     assert times(m.release(100)) == [1, 2, 3, 4, 5, 6]   # then cx.complaints ran empty: it may get more
     clock.t += 0.4
-    assert times(m.release(100)) == []
+    assert not ask(m, clock) and times(m.release(100)) == []
     clock.t += 0.1                                        # ... but it is caught up: wait idle_seconds only
+    assert ask(m, clock) == {("cp", 0)}                   # (as the broker confirms)
     out = m.release(100)
     assert times(out) == [7] and out.cursor == {("tp", 0): 3}
     assert [ts for _, _, ts in drain(m, clock)] == [8]
@@ -85,9 +96,12 @@ def test_an_idle_partition_does_not_hold_its_group_longer_than_idle_seconds():
     feed(m, ("tp", 0), 0, [1, 2])
     assert times(m.release(100)) == []
     clock.t += 0.5
+    assert ask(m, clock) == {("cp", 0)}
     assert times(m.release(100)) == [1, 2]
-    feed(m, ("tp", 0), 2, [3])               # later records: the complaints partition is long idle
-    assert times(m.release(100)) == [3]
+    feed(m, ("tp", 0), 2, [3])               # later records: the complaints partition is long idle,
+    assert times(m.release(100)) == []       # but it may have got records since it was asked
+    clock.t += 0.5
+    assert ask(m, clock) == {("cp", 0)} and times(m.release(100)) == [3]
 
 
 def test_groups_are_independent():
@@ -103,6 +117,7 @@ def test_groups_are_independent():
     clock.t += 1
     out = m.release(100).records
     clock.t += 0.5
+    assert ask(m, clock) == {("tp", 1)}
     out += m.release(100).records
     assert [(tp, ts) for tp, _, ts in out] == [(("tp", 1), 1), (("or", 1), 2)]
     assert m.held() == {("tp", 0)}
@@ -197,6 +212,7 @@ def test_a_backlog_read_at_uneven_speeds_comes_out_in_event_time_order():
             for ts in log[pos[t]:pos[t] + n]:
                 m.add((t, 0), pos[t], ts, ts)
                 pos[t] += 1
+        ask(m, clock)
         out += times(m.release(500))
         pause, resume = m.flow()
         paused = (paused | pause) - resume
@@ -217,4 +233,144 @@ def test_a_partition_whose_position_is_not_known_yet_holds_its_group():
     assert times(m.release(100)) == []
     m.start(("tp", 0), 7)
     m.observe_end(("tp", 0), 7)
-    assert times(m.release(100)) == [1, 2]   # it has been empty (and now known caught up) for 5 s
+    assert times(m.release(100)) == []       # a fetched end alone does not confirm it caught up
+    m.observe_end(("tp", 0), 7, asked_at=clock.t)
+    assert times(m.release(100)) == [1, 2]   # the broker says so, 5 s after the orders came
+
+
+def test_a_partition_that_only_looks_caught_up_does_not_let_its_group_run_ahead():
+    """A backfill produced while the worker runs: the consumer's copy of a partition's log end
+    (from its last fetch) says it is caught up, but the producer has written days of event
+    time to it since. The others wait until the broker is asked; its answer shows the lag,
+    and they wait for the records (issue #17: the demo's 15,149 `too_late`)."""
+    clock = Clock()
+    m = merge(clock)
+    m.start(("tp", 0), 0)
+    m.start(("or", 0), 0)
+    day = 86400.0
+    feed(m, ("tp", 0), 0, [1 * day])                     # fetched end 1: looks caught up
+    feed(m, ("or", 0), 0, [2 * day, 3 * day, 4 * day])
+    assert times(m.release(100)) == [1 * day]
+    clock.t += 60
+    assert times(m.release(100)) == []                   # no idle timeout without the broker's word
+    assert ask(m, clock, ends={("tp", 0): 3}) == {("tp", 0)}   # two touchpoints were written since
+    assert not m.unconfirmed() and times(m.release(100)) == []
+    feed(m, ("tp", 0), 1, [2.5 * day, 3.5 * day], end=3)
+    assert times(m.release(100)) == [2 * day, 2.5 * day, 3 * day, 3.5 * day]
+
+
+def test_a_confirmation_counts_only_when_asked_idle_seconds_after_the_record_came():
+    """Producers batch and send per partition: a record of another topic written at the same
+    time may reach the broker a little later. An end asked before idle_seconds have passed
+    since the waiting record came does not release it; unconfirmed() asks only after."""
+    clock = Clock()
+    m = merge(clock)
+    m.start(("tp", 0), 0)
+    m.start(("cp", 0), 0)
+    feed(m, ("tp", 0), 0, [5])
+    clock.t += 0.1
+    assert m.unconfirmed() == set()
+    m.observe_end(("cp", 0), 0, asked_at=clock.t)        # asked too early
+    assert times(m.release(100)) == []
+    clock.t += 0.4
+    assert m.unconfirmed() == {("cp", 0)}
+    m.drop(("cp", 0), 0)                                 # a seek forgets any confirmation
+    m.observe_end(("cp", 0), 0, asked_at=clock.t)
+    assert times(m.release(100)) == [5]
+
+
+def test_a_fetched_end_older_than_a_known_one_does_not_hide_a_lag():
+    clock = Clock()
+    m = merge(clock)
+    m.start(("tp", 0), 0)
+    m.start(("or", 0), 0)
+    feed(m, ("or", 0), 0, [1, 2])
+    m.observe_end(("tp", 0), 4, asked_at=clock.t)        # the broker: four touchpoints
+    m.observe_end(("tp", 0), 0)                          # an older fetch's copy
+    clock.t += 1
+    assert m.unconfirmed() == set() and times(m.release(100)) == []
+
+
+def test_a_seek_behind_released_records_does_not_deliver_them_for_applying_again():
+    """The stall watchdog may seek a partition back to the last *applied* offset while a
+    micro-batch with its records is still being emitted (released, not applied yet): their
+    re-read copies are redeliveries, not records to apply (and dead-letter) a second time."""
+    from pipeline.service.offset_guard import OffsetGuard
+
+    clock = Clock()
+    m = merge(clock)
+    guard: OffsetGuard = OffsetGuard(clock=clock)
+    tp = ("cp", 0)
+    guard.start(tp, 0)
+    m.start(tp, 0)
+    selection = guard.select([(tp, o, o) for o in range(6)], m.expected)
+    for o in selection.accepted:
+        m.add(tp, o, float(o), o)
+    in_flight = m.release(100)                 # being applied; guard.next is still 0
+    assert in_flight.cursor == {tp: 6}
+    m.drop(tp, guard.next[tp])                 # the watchdog seeks back to 0 meanwhile
+    guard.advance(in_flight.cursor)            # the batch is emitted
+    again = guard.select([(tp, o, o) for o in range(8)], m.expected)
+    assert again.accepted == [6, 7] and again.redelivered == 6
+    m.drop(tp, 9)                              # a seek ahead (a hole in the log) still moves on
+    assert m.expected(tp) == 9
+
+
+def test_a_record_without_an_event_time_goes_with_the_record_before_it():
+    """An invalid record with no readable occurred_at (dead-lettered anyway) must not hold its
+    partition back: it used to take the Kafka record timestamp, the send time, days after
+    the event times of a backfill, and the other topics of its group ran days ahead of the
+    records behind it (the demo's `too_late`, issue #17)."""
+    clock = Clock()
+    m = merge(clock)
+    m.start(("tp", 0), 0)
+    m.start(("or", 0), 0)
+    m.add(("or", 0), 0, None, "first, no time")          # heads its partition: as early as possible
+    feed(m, ("or", 0), 1, [10.0])
+    m.add(("or", 0), 2, None, "no time")                 # after 10: goes with it
+    feed(m, ("or", 0), 3, [30.0], end=4)
+    feed(m, ("tp", 0), 0, [5.0, 20.0, 40.0], end=3)
+    out = [item for _, _, item in m.release(100).records]
+    assert out == ["first, no time", 5.0, 10.0, "no time", 20.0, 30.0]
+
+
+def test_the_worker_reads_event_time_as_the_contract_does():
+    from pipeline.service.processor import event_time
+
+    assert event_time(b'{"occurred_at": "2026-10-04T03:53:56+02:00"}') == 1791078836.0
+    assert event_time(b'{"occurred_at": "2026-10-04 01:53:56z"}') == 1791078836.0   # RFC 3339 forms
+    for bad in (None, b"", b"{", b"[]", b'{"occurred_at": 1714557600}', b'{"occurred_at": "2026-10-04T03:53:56"}'):
+        assert event_time(bad) is None, bad
+
+
+def test_timer_rules_are_held_back_to_the_slowest_group_catching_up():
+    """While a backfill is read the groups progress at their own pace: the sweep's time is
+    held to what a group still catching up has applied, so its customers are not judged days
+    after their last applied event; a group that is caught up does not hold it."""
+    clock = Clock()
+    m = merge(clock)
+    for p in (0, 1):
+        m.start(("tp", p), 0)
+        m.start(("or", p), 0)
+    assert m.hold_back(500.0) == float("-inf")          # nothing known yet: nobody is judged
+    feed(m, ("tp", 0), 0, [10.0, 20.0])
+    feed(m, ("or", 0), 0, [15.0])
+    feed(m, ("tp", 1), 0, [200.0, 300.0], end=5)        # group 1: more touchpoints to fetch
+    feed(m, ("or", 1), 0, [250.0])
+    clock.t += 1
+    m.release(100)
+    assert m.hold_back(500.0) == 15.0                   # group 0's 20 waits: are there more orders?
+    ask(m, clock)
+    m.release(100)
+    assert m.hold_back(500.0) == 300.0                  # group 1 applied up to 300, waits for more touchpoints
+    feed(m, ("tp", 1), 2, [310.0, 320.0, 330.0], end=5)
+    clock.t += 1
+    ask(m, clock)
+    m.release(100)
+    assert m.hold_back(500.0) == 500.0                  # every group caught up: the clock as it is
+    feed(m, ("tp", 1), 5, [600.0], end=6)               # a live record waits a moment for alignment:
+    assert m.hold_back(700.0) == 500.0                  # the time holds, it does not go back to 330
+    clock.t += 1
+    ask(m, clock)
+    m.release(100)
+    assert m.hold_back(700.0) == 700.0

@@ -121,3 +121,46 @@ def test_a_configurable_share():
     run(core, [complaint(when=at(0))], states)
     assert sweep(core, states, T0.timestamp() + 4.4 * HOUR) == []
     assert kinds(sweep(core, states, T0.timestamp() + 4.6 * HOUR)) == [("sla_at_risk", "firing")]
+
+
+def test_breach_and_warning_ids_name_the_complaint_and_the_deadline_not_the_sweep_tick():
+    """Two workers (or a worker and replay) whose sweeps look at different instants publish
+    the same alert ids: the episode starts at the deadline (the warning: its risk point),
+    not when the sweep happened to run."""
+    from pipeline.domain.alerts import alert_id
+
+    ids = []
+    for warn_at, breach_at in ((6.8, 9.1), (8.9, 13.0)):   # 15:48 / 18:06 vs 17:54 / 22:00
+        core, states = build_core(Settings()), {}
+        run(core, [complaint(when=at(0))], states)
+        warned = sweep(core, states, T0.timestamp() + warn_at * HOUR)
+        missed = sweep(core, states, T0.timestamp() + breach_at * HOUR)
+        assert kinds(missed) == [("sla_breach", "firing"), ("sla_at_risk", "resolved")]
+        ids.append((warned[0]["alert_id"], missed[0]["alert_id"]))
+    assert ids[0] == ids[1]
+    cid = complaint(when=at(0))["customer_id"]
+    due = T0.timestamp() + 9 * HOUR                                         # 18:00, the sunset rule
+    assert ids[0][1] == alert_id(cid, "sla:k1", due)
+    assert ids[0][0] == alert_id(cid, "risk:k1", T0.timestamp() + 0.75 * 9 * HOUR)
+
+
+def test_an_unresolved_breach_id_names_the_resolution_deadline():
+    ids = set()
+    for late in (1.0, 30.0):
+        core, states = build_core(Settings()), {}
+        run(core, [complaint(when=at(0)), complaint(when=at(1), status="acknowledged")], states)
+        alerts: list[dict] = []
+        for h in range(2, 24 * 14, 1):
+            alerts += sweep(core, states, T0.timestamp() + h * HOUR + late * 60)
+        breaches = [a for a in alerts if a["type"] == "sla_breach" and a["status"] == "firing"]
+        assert len(breaches) == 1 and "not resolved" in breaches[0]["reasons"][0]
+        ids.add(breaches[0]["alert_id"])
+    assert len(ids) == 1
+
+
+def test_a_sweep_held_back_behind_a_customers_latest_event_judges_it_at_that_event():
+    core, states = build_core(Settings()), {}
+    run(core, [complaint(when=at(0)), order(when=at(7))], states)      # latest event 16:00
+    assert sweep(core, states, T0.timestamp() + 1 * HOUR) == []          # held back to 10:00: judged at 16:00
+    state = next(iter(states.values()))
+    assert state.alerts and all(k.startswith("risk:") for k in state.alerts)   # the warning fired at 16:00

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from decimal import Decimal
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from pipeline.adapters.clickhouse import tables
 from pipeline.domain.vocabulary import DIMENSIONS
@@ -168,6 +168,19 @@ def alert_row(alert: Mapping[str, Any]) -> dict[str, Any]:
         "control": bool(alert.get("control")),
         "withheld_action": alert.get("withheld_action") or "",
     }
+
+
+ALERT_FACT_COLUMNS = ("alert_id", "type", "status", "tier", "as_of")
+
+
+def with_alert_facts(batch: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, Sequence[Mapping[str, Any]]]:
+    """The batch plus a `cx_alert_facts` row for each `cx_alerts` row (its columns without
+    customer data; migration 006), inserted by the sink as a table of its own."""
+    out: dict[str, Sequence[Mapping[str, Any]]] = dict(batch)
+    alerts = batch.get(tables.ALERTS) or []
+    if alerts and tables.ALERT_FACTS not in out:
+        out[tables.ALERT_FACTS] = [{k: r[k] for k in ALERT_FACT_COLUMNS} for r in alerts]
+    return out
 
 
 def complaint_row(c: Mapping[str, Any]) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from pipeline.adapters.clickhouse.migrations import apply_migrations
-from pipeline.adapters.clickhouse.rows import erasure_row
+from pipeline.adapters.clickhouse.rows import erasure_row, with_alert_facts
 from pipeline.adapters.clickhouse.tables import CUSTOMER_TABLES, ERASURES
 from pipeline.domain.scoring import iso
 from schemas.records import DeadLetterDict
@@ -218,10 +218,11 @@ class ClickHouseSink:
         Retries transient failures with exponential backoff until success or close().
         Each table is inserted with its own dedup token, so when a retry repeats a table
         that was in fact stored, ClickHouse drops the repeat. Rows refused as data are
-        split out and set aside (`take_rejected`), never retried as they are.
+        split out and set aside (`take_rejected`), never retried as they are. Alert rows are
+        also written to cx_alert_facts, as an insert of its own (`with_alert_facts`).
         """
         total = 0
-        for table, rows in batch.items():
+        for table, rows in with_alert_facts(batch).items():
             if not rows:
                 continue
             written = self._store(table, list(rows))
