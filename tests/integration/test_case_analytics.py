@@ -74,11 +74,12 @@ def test_case_events_and_outcome_shares(sink):
     assert (std["cases"], std["closed"]) == (3, 3)
     assert std["retained_share"] == pytest.approx(1 / 3) and std["lost_share"] == pytest.approx(1 / 3)
     assert std["unreachable_share"] == pytest.approx(1 / 3)
-    assert std["median_hours_to_ack"] == pytest.approx(1.0)
-    assert std["median_hours_to_contact"] == pytest.approx(1.5)   # c1 1.0, c2 2.0 (c5 never contacted)
+    # a breach's case starts at the deadline it missed (18:00), not at the sweep that saw it (18:30)
+    assert std["median_hours_to_ack"] == pytest.approx(1.5)       # c1 1.0, c2 2.0, c5 1.5
+    assert std["median_hours_to_contact"] == pytest.approx(2.0)   # c1 1.5, c2 2.5 (c5 never contacted)
     # c4 has no case events (nobody acted), so gold shows c3 only
     gold = by_tier["gold"]
-    assert (gold["cases"], gold["retained_share"], gold["median_hours_to_ack"]) == (1, 1.0, pytest.approx(0.25))
+    assert (gold["cases"], gold["retained_share"], gold["median_hours_to_ack"]) == (1, 1.0, pytest.approx(0.75))
 
     by_action = {r["key"]: r for r in queries.case_outcomes(sink.client, by="playbook_action")}
     assert by_action["callback"]["closed"] == 3 and by_action["account_manager"]["retained_share"] == 1.0
