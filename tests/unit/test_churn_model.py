@@ -394,6 +394,29 @@ def test_a_model_worse_than_the_serving_one_is_not_served():
     assert not better_than_reference(card)
 
 
+def test_handover_judges_the_ranking_of_the_customers_still_active():
+    """The AUC compared is the one among rows whose customer was active within the last H
+    days (silence_days below log(1 + H)); the all-rows AUC only when those lack a class."""
+    from dataclasses import replace
+
+    X, y, t = synthetic()
+    j = FEATURE_NAMES.index("silence_days")
+    X = X.copy()
+    X[:, j] = np.where(np.arange(len(y)) % 3 == 0, math.log1p(60.0), math.log1p(2.0))   # a third silent 60 days
+    ref = np.full(len(y), 0.2, np.float32)
+    card = train(X, y, t, version="v", trained_at=t.max(), reference=ref, horizon_days=30).card
+    _, _, val = time_split(t)
+    assert card.rows_validation_active == int((val & (np.arange(len(y)) % 3 != 0)).sum())
+    assert card.auc_validation_active is not None and card.auc_reference_active == 0.5
+    # better on all rows, worse on the still-active ones: not served; and the other way round: served
+    loses = replace(card, auc_validation=0.9, auc_reference=0.8, auc_validation_active=0.6,
+                    auc_reference_active=0.7, brier_validation=0.1, brier_reference=0.2)
+    assert not better_than_reference(loses)
+    assert better_than_reference(replace(loses, auc_validation=0.7, auc_validation_active=0.8))
+    # no still-active ranking to judge: the all-rows AUC decides
+    assert better_than_reference(replace(loses, auc_validation_active=None))
+
+
 # ----------------------------------------------------------------------------- arrival order
 
 def _shuffled_within(values: list[bytes], seconds: float, dup_share: float, seed: int) -> list[bytes]:
