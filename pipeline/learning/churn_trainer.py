@@ -256,8 +256,7 @@ def better_than_reference(card: ModelCard) -> bool:
     among the customers still active at their snapshot, when both classes are there: the
     customers already silent for H days are ranked near the top by any model and would
     hide how the still-active ones — the question the product answers — are ranked
-    (docs/evaluation.md §7: on a causal stream the learned model ranked them far better
-    and lost the handover on the AUC of all rows, 0.859 against 0.864)."""
+    (docs/evaluation.md §7)."""
     if card.brier_validation is None or card.auc_validation is None:
         return False
     if card.brier_reference is not None and card.brier_validation > card.brier_reference:
