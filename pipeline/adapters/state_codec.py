@@ -26,7 +26,7 @@ from dataclasses import MISSING, Field, fields
 import orjson
 
 from pipeline.domain.state import (
-    DIM_KEY, FACTOR_KEY, OPPORTUNITY_KEY, STATE_FORMAT, ComplaintRec, CustomerState, seen_entries_of_legacy_ids,
+    DIM_KEY, FACTOR_KEY, OPPORTUNITY_KEY, RECENT_FACTOR_KEY, STATE_FORMAT, ComplaintRec, CustomerState, seen_entries_of_legacy_ids,
 )
 
 # Every decayed accumulator the core keeps, in the order they are stored (a list, not a
@@ -37,9 +37,11 @@ ACC_SLOTS = tuple(
     + ["f.dt", "f.lr", "f.he", "f.lf", "f.rr", "f.fr", "f.sb"]
     + ["r.w", "r.s", "p.w", "p.s"]   # perceived experience: recent (weeks) and long-run means
     + ["f.no", "f.nd", "f.nr", "f.nn", "f.nc"]   # opportunities: orders, deliveries, rated answers, NPS answers, contacts
+    + ["q.dt", "q.lr", "q.he", "q.lf", "q.rr", "q.fr", "q.sb"]   # the incident counters again, one-week half-life
 )
 _ACC_INDEX = {k: i for i, k in enumerate(ACC_SLOTS)}
-assert set(FACTOR_KEY.values()) | set(OPPORTUNITY_KEY.values()) <= set(ACC_SLOTS)
+assert set(FACTOR_KEY.values()) | set(OPPORTUNITY_KEY.values()) | set(RECENT_FACTOR_KEY.values()) <= set(ACC_SLOTS)
+assert len(ACC_SLOTS) <= 64   # one u64 mask of the non-zero slots
 
 
 def encode_state(state: CustomerState) -> bytes:

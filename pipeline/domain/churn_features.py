@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.domain.churn import DAY, PopulationParams, activity_summary, p_alive
 from pipeline.domain.signals import DIMENSIONS
+from pipeline.domain.state import FACTOR_KEY, RECENT_FACTOR_KEY
 from schemas.outputs import ChurnFactor
 
 if TYPE_CHECKING:
@@ -37,6 +38,10 @@ class Feature:
 
 
 _F = ChurnFactor
+# the incident factors the core counts as they happen (state.FACTOR_KEY; SLA breaches are
+# read from the complaint records instead)
+INCIDENT_COUNTED = (_F.failed_recovery, _F.late_fulfilment, _F.detractor, _F.low_ratings, _F.refunds_returns,
+                    _F.high_effort)
 FEATURES: tuple[Feature, ...] = (
     # inactivity: silence against the customer's own rhythm and the population's
     Feature("quiet_logit", _F.inactivity, "logit of 1 − P(active within H) from the MBG/NBD fit"),
@@ -68,6 +73,9 @@ FEATURES: tuple[Feature, ...] = (
     Feature("low_ratings", _F.low_ratings, "unit: low ratings above the usual rate for own rated answers"),
     Feature("refunds_returns", _F.refunds_returns, "unit: refunds/returns above the usual rate for own orders"),
     Feature("high_effort", _F.high_effort, "unit: effortful contacts above the usual rate for own contacts"),
+    # the same incidents as plain counts over two windows: a 45-day and a one-week half-life
+    *(Feature(f"{f.value}_{w}", f, f"{f.value.replace('_', ' ')} incidents, decayed count, {span} half-life")
+      for f in INCIDENT_COUNTED for w, span in (("count", "45-day"), ("week", "7-day"))),
     # experience: levels and their recent change
     Feature("experience_drop", _F.experience_drop, "unit: points of recent perceived experience below the long-run"),
     Feature("cxi", _F.experience_drop, "CXI 0–100; NaN without evidence"),
@@ -149,6 +157,13 @@ def churn_features(state: "CustomerState", p: "Profile", pop: PopulationParams) 
     else:
         purchase_gap_open = NAN
     u = p.churn_units
+    from pipeline.domain.scoring import FACTOR_HALF_LIFE_DAYS, RECENT_FACTOR_HALF_LIFE_DAYS
+
+    lag = {w: 0.5 ** (max(0.0, as_of - state.wm) / (half_life * DAY))
+           for w, half_life in (("count", FACTOR_HALF_LIFE_DAYS), ("week", RECENT_FACTOR_HALF_LIFE_DAYS))}
+    keys = {"count": FACTOR_KEY, "week": RECENT_FACTOR_KEY}
+    counts = {f"{f.value}_{w}": state.acc.get(keys[w][f.value], 0.0) * lag[w]
+              for f in INCIDENT_COUNTED for w in ("count", "week")}
     values = {
         "quiet_logit": _logit(1.0 - active),
         "gone_logit": _logit(1.0 - alive),
@@ -175,6 +190,7 @@ def churn_features(state: "CustomerState", p: "Profile", pop: PopulationParams) 
         "low_ratings": u["low_ratings"],
         "refunds_returns": u["refunds_returns"],
         "high_effort": u["high_effort"],
+        **counts,
         "experience_drop": u["experience_drop"],
         "cxi": _none(p.cxi),
         "cxi_change": _change(p.cxi, p.baseline_cxi),

@@ -1,23 +1,34 @@
 """Self-labelled training data for the churn model, from the stream itself.
 
 At regular points of event time (daily by default) every customer's features are
-snapshot as the core sees them at that instant (`SnapshotBook.add`). Once H days of event
-time have passed (H = the churn horizon, `churn_risk`'s own definition) a snapshot is
-labelled from what the stream showed after it (`SnapshotBook.label_due`): churned = no
-active day in (t, t + H]. No planted ground truth, nothing after the snapshot enters its
-features, and nothing after t + H enters its label.
+snapshot as the core sees them at that instant (`SnapshotBook.add`). Once 2H days of event
+time have passed (H = the churn horizon) a snapshot is labelled from what the stream showed
+after it (`SnapshotBook.label_due`) with `churn_risk`'s own event, "gone, or no activity
+within H": churned = no active day in the H days after t, or none in the H days after
+those (the customer was gone by t + H — the stream shows "gone" as H days of silence, the
+product's own definition). A customer who is active within H and still there afterwards is
+not churned. No planted ground truth, nothing after the snapshot enters its features, and
+nothing after t + 2H enters its label.
+
+Why not "no activity within H" alone: a customer active every few days who leaves three
+weeks after t is active within H and would count as staying; only the last days before
+a departure would be labelled churned, and the label would mostly measure long natural
+gaps between visits. Measured on the causal generator (docs/evaluation.md §7): 4 % of
+those labels' positives were departures within 30 days, and 9 % of departures within 30
+days were labelled positive.
 
 Labels are read from the customer's 64-day activity bitmap (`CustomerState.day_mask`), so
-a label taken a few days late is still exact; snapshot instants are expected on day
+a window read a few days after it closes is still exact (each window is read as it closes,
+so horizons up to 64 days work); snapshot instants are expected on day
 boundaries (UTC midnight, as `cxpulse replay` ticks), which makes "after t" the days from
 t's day on.
 
-Bounded memory: the pending (not yet labelled) snapshots hold at most H / tick × the
+Bounded memory: the pending (not yet labelled) snapshots hold at most 2H / tick × the
 customers per snapshot; each snapshot holds at most `max_per_snapshot` customers (a
 deterministic sample by a hash of customer id and day, independent of arrival order);
 labelled rows are kept up to `max_rows` (oldest snapshot dropped first). A row costs
 4 bytes per feature plus about 80 bytes (label, time, reference risk, customer id): with
-the 40 features and the default 500,000 rows about 120 MB, i.e. 100 daily snapshots of
+the 52 features and the default 500,000 rows about 145 MB, i.e. 100 daily snapshots of
 the default 5,000 customers each (a business with more customers is sampled, one with
 fewer keeps a longer history).
 """
@@ -44,28 +55,52 @@ class Snapshot:
     features: np.ndarray          # (n, features) float32
     reference: np.ndarray         # (n,) float32: the risk the serving model gave at t (comparison)
     labels: np.ndarray | None = None   # (n,) bool churned, once labelled
+    within: list[bool | None] | None = None   # active within H (read at t + H), until labelled
 
     @property
     def rows(self) -> int:
         return len(self.customer_ids)
 
 
-def churned_after(state: CustomerState | None, t: float, horizon_days: float) -> bool | None:
-    """Whether the customer had no active day in the H days from t's day on (t on a day
-    boundary: the days t/DAY … t/DAY + H − 1). None when the bitmap no longer reaches back
-    to t (labelled more than 64 days late)."""
-    if state is None or state.last_day is None:
-        return True
-    first = int(t // DAY)
-    last = first + max(1, int(round(horizon_days))) - 1
-    if state.last_day < first:
-        return True
-    lo = max(0, state.last_day - last)        # bit of the window's last day (or later days' bits excluded)
+def active_between(state: CustomerState | None, first: int, last: int) -> bool | None:
+    """Whether the customer had an active day among the UTC days first … last (inclusive),
+    read from the 64-day bitmap; None when the bitmap no longer reaches back to `first`."""
+    if state is None or state.last_day is None or state.last_day < first:
+        return False
+    lo = max(0, state.last_day - last)        # bit of the window's last day (later days' bits excluded)
     hi = state.last_day - first + 1           # one past the bit of the window's first day
     if hi > 64:
         return None
+    if hi <= lo:
+        return False
     mask = ((1 << hi) - 1) ^ ((1 << lo) - 1)
-    return not (state.day_mask & mask)
+    return bool(state.day_mask & mask)
+
+
+def _window(t: float, horizon_days: float, part: int) -> tuple[int, int]:
+    """The UTC days of the label's first (part 0: t's day … + H − 1) or second window
+    (part 1: the H days after those); t on a day boundary."""
+    h = max(1, int(round(horizon_days)))
+    first = int(t // DAY) + part * h
+    return first, first + h - 1
+
+
+def churned_after(state: CustomerState | None, t: float, horizon_days: float) -> bool | None:
+    """`churn_risk`'s event, read at once from one state (2H ≤ 64 days after t): no active
+    day in the H days from t's day on (no activity within H), or none in the H days after
+    those (gone by t + H). Active in both windows = not churned. None when the bitmap no
+    longer reaches back to t. `SnapshotBook` reads the two windows as each closes, which
+    works for any H up to 64 days."""
+    within = active_between(state, *_window(t, horizon_days, 0))
+    after = active_between(state, *_window(t, horizon_days, 1))
+    if after is False or within is False:
+        return True
+    if within is None or after is None:
+        return None
+    return False
+
+
+LABEL_DELAY_HORIZONS = 2   # a snapshot's label is known 2H after it
 
 
 def sample_key(customer_id: str, t: float) -> int:
@@ -98,13 +133,27 @@ class SnapshotBook:
         return snap
 
     def label_due(self, now: float, state_of: Callable[[str], CustomerState | None]) -> int:
-        """Label every pending snapshot whose horizon has passed (t + H ≤ now) from the
-        customers' states at `now`; returns the rows labelled. A row whose label can no
-        longer be read (see `churned_after`) is dropped."""
+        """Read the first window (activity within H) of every pending snapshot whose first
+        window has closed (t + H ≤ now), and label those whose second window has closed too
+        (t + 2H ≤ now), from the customers' states at `now`; returns the rows labelled.
+        Each window is read from the bitmap within 64 days of its start. A row whose label
+        can no longer be read (see `active_between`) is dropped."""
+        h = self.horizon_days * DAY
+        for snap in self.pending:
+            if snap.t + h > now:
+                break
+            if snap.within is None:
+                snap.within = [active_between(state_of(cid), *_window(snap.t, self.horizon_days, 0))
+                               for cid in snap.customer_ids]
         labelled = 0
-        while self.pending and self.pending[0].t + self.horizon_days * DAY <= now:
+        while self.pending and self.pending[0].t + LABEL_DELAY_HORIZONS * h <= now:
             snap = self.pending.pop(0)
-            labels = [churned_after(state_of(cid), snap.t, self.horizon_days) for cid in snap.customer_ids]
+            assert snap.within is not None   # read above: its first window closed before its second
+            labels: list[bool | None] = []
+            for cid, within in zip(snap.customer_ids, snap.within):
+                after = active_between(state_of(cid), *_window(snap.t, self.horizon_days, 1))
+                labels.append(True if within is False or after is False
+                              else None if within is None or after is None else False)
             keep = np.array([y is not None for y in labels], dtype=bool)
             snap = Snapshot(snap.t, [c for c, k in zip(snap.customer_ids, keep) if k], snap.features[keep],
                             snap.reference[keep], np.array([bool(y) for y in labels if y is not None], dtype=bool))

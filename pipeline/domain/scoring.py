@@ -24,13 +24,14 @@ from pipeline.domain.sla import at_risk_from, resolve_deadline_ts, sunset_deadli
 from pipeline.domain.vocabulary import DIMENSIONS, TIERS
 from pipeline.domain.state import (
     DAY_MASK_BITS, DIM_KEY, FACTOR_KEY, FACTOR_OF_KEY, MAX_COMPLAINTS, MAX_CONTACTS, MAX_ORDERS, MAX_REVERSALS,
-    OPPORTUNITY_KEY, REVENUE_MONTHS, ComplaintRec, CustomerState, fingerprint, legacy_fingerprint,
+    OPPORTUNITY_KEY, RECENT_FACTOR_KEY, REVENUE_MONTHS, ComplaintRec, CustomerState, fingerprint, legacy_fingerprint,
 )
 from schemas.events import Complaint, Order, Touchpoint
 from schemas.records import ScoreDict
 
 DAY = 86400.0
 FACTOR_HALF_LIFE_DAYS = 45.0      # churn-factor counters (late deliveries, refunds, ...)
+RECENT_FACTOR_HALF_LIFE_DAYS = 7.0   # the same incidents, counted for the last week or so
 BASELINE_HALF_LIFE_FACTOR = 4.0   # the experience baseline decays 4x slower than the score
 RECENT_HALF_LIFE_DAYS = 14.0      # "recent" perceived experience, against its long-run mean
 COMPLAINT_RETENTION = 30 * DAY    # closed complaints are kept this long, then folded in
@@ -60,6 +61,7 @@ class ScoringParams:
         h = self.half_life_days * DAY
         return {"d": math.log(2) / h, "b": math.log(2) / (h * BASELINE_HALF_LIFE_FACTOR),
                 "k": math.log(2) / h, "f": math.log(2) / (FACTOR_HALF_LIFE_DAYS * DAY),
+                "q": math.log(2) / (RECENT_FACTOR_HALF_LIFE_DAYS * DAY),
                 "r": math.log(2) / (RECENT_HALF_LIFE_DAYS * DAY),
                 "p": math.log(2) / (h * BASELINE_HALF_LIFE_FACTOR)}
 
@@ -95,6 +97,7 @@ def _evidence(state: CustomerState, t: float, evidence: list[signals.Evidence], 
 
 def _factor(state: CustomerState, name: str, t: float, rates: dict[str, float], amount: float = 1.0) -> None:
     _add(state, FACTOR_KEY[name], t, amount, rates)
+    _add(state, RECENT_FACTOR_KEY[name], t, amount, rates)
 
 
 # ----------------------------------------------------------------------------------

@@ -53,6 +53,9 @@ DIM_KEY = dict(zip(DIMENSIONS, "trsae"))
 FACTOR_KEY = {"detractor": "f.dt", "low_ratings": "f.lr", "high_effort": "f.he", "late_fulfilment": "f.lf",
               "refunds_returns": "f.rr", "failed_recovery": "f.fr", "sla_breaches_folded": "f.sb"}
 FACTOR_OF_KEY = {v: k for k, v in FACTOR_KEY.items()}
+# The same incidents counted again with a one-week half-life ("q", quick): beside the 45-day
+# counters they tell a fresh incident from an old one (the learned churn model's features).
+RECENT_FACTOR_KEY = {name: "q" + key[1:] for name, key in FACTOR_KEY.items()}
 # The chances each incident factor had (decayed like the factor): late deliveries per
 # delivery, refunds/returns per order, low ratings per rated answer, detractors per NPS
 # answer, effort per contact. Churn counts incidents above the population's usual rate.

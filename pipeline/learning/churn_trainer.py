@@ -55,6 +55,12 @@ class ModelCard:
     brier_base_rate: float | None      # predicting the validation rows' churn share
     auc_reference: float | None        # the hand-set model, same rows
     brier_reference: float | None
+    # ranking of the customers still active at their snapshot (an active day within the last H
+    # days): who of them will go is the question; those silent for H days already are ranked
+    # high by any model and dominate the AUC of all rows
+    rows_validation_active: int = 0
+    auc_validation_active: float | None = None
+    auc_reference_active: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -159,7 +165,10 @@ def _fit_logistic(X: np.ndarray, y: np.ndarray, version: str) -> LinearChurnMode
                             float(clf.intercept_[0]))
 
 
-LGBM_PARAMS = {"objective": "binary", "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 50,
+# Shallow trees (depth ≤ 4): TreeSHAP costs O(trees × leaves × depth²) per customer — 0.6 ms
+# here against 21 ms for 31-leaf leaf-wise trees — and the snapshots of one history are
+# strongly correlated (the same customers day after day), so large leaves guard against fitting them.
+LGBM_PARAMS = {"objective": "binary", "learning_rate": 0.05, "num_leaves": 15, "max_depth": 4, "min_data_in_leaf": 100,
                "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
                "verbose": -1, "num_threads": 1, "seed": 1, "deterministic": True, "force_row_wise": True}
 LGBM_ROUNDS = 200
@@ -185,8 +194,15 @@ def fit_platt(raw: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(clf.coef_[0][0]), float(clf.intercept_[0])
 
 
+def still_active(X: np.ndarray, horizon_days: float) -> np.ndarray:
+    """Rows whose customer had an active day within the last H days at the snapshot."""
+    silence = np.asarray(X, dtype=np.float64)[:, FEATURE_NAMES.index("silence_days")]
+    return silence < math.log1p(horizon_days)
+
+
 def train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_at: float,
-          reference: np.ndarray | None = None, leavers: int = 0, kind: str = "logistic"):
+          reference: np.ndarray | None = None, leavers: int = 0, kind: str = "logistic",
+          horizon_days: float = 30.0):
     """Fit, calibrate and validate on a time-ordered split. Returns a model with its card."""
     from sklearn.metrics import brier_score_loss, roc_auc_score   # the same figures as pipeline/tools/evaluate.py, vectorised
 
@@ -214,6 +230,7 @@ def train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_
     pv = model.predict(X[val])
     uncal = _sigmoid(model.raw(X[val]))
     share = float(yv.mean()) if len(yv) else math.nan
+    act = still_active(X[val], horizon_days)
     model.card = ModelCard(
         version=version, kind=kind, trained_at=trained_at, window=(float(t.min()), float(t.max())),
         rows_train=int(tr.sum()), rows_calibration=int(cal.sum()), rows_validation=int(val.sum()),
@@ -224,6 +241,8 @@ def train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_
         auc_reference=auc(yv, reference[val]) if reference is not None else None,
         brier_reference=round(brier_score(yv, reference[val].astype(float)), 5)
         if reference is not None and len(yv) else None,
+        rows_validation_active=int(act.sum()), auc_validation_active=auc(yv[act], pv[act]),
+        auc_reference_active=auc(yv[act], reference[val][act]) if reference is not None else None,
     )
     return model
 
@@ -233,9 +252,15 @@ def better_than_reference(card: ModelCard) -> bool:
     good on the held-out latest rows in both ranking and calibration: ROC AUC no lower and
     Brier no worse than the serving model's on the same rows. (Brier alone is not enough:
     a model that predicts the base rate to everyone beats a sharp but miscalibrated one on
-    Brier while ranking nobody; measured in docs/evaluation.md.)"""
+    Brier while ranking nobody; measured in docs/evaluation.md.) The AUC compared is that
+    among the customers still active at their snapshot, when both classes are there: the
+    customers already silent for H days are ranked near the top by any model and would
+    hide how the still-active ones — the question the product answers — are ranked
+    (docs/evaluation.md §7)."""
     if card.brier_validation is None or card.auc_validation is None:
         return False
     if card.brier_reference is not None and card.brier_validation > card.brier_reference:
         return False
+    if card.auc_validation_active is not None and card.auc_reference_active is not None:
+        return card.auc_validation_active >= card.auc_reference_active
     return card.auc_reference is None or card.auc_validation >= card.auc_reference

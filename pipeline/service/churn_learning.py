@@ -103,7 +103,7 @@ class ChurnLearner:
         started = _time.perf_counter()
         try:
             model = train(X, y, t, version=model_version(self.kind, now), trained_at=now, reference=ref,
-                          leavers=leavers, kind=self.kind)
+                          leavers=leavers, kind=self.kind, horizon_days=self.horizon_days)
         except ValueError as exc:
             log.warning("churn model: training at %s skipped: %s", now, exc)
             return None
@@ -112,9 +112,9 @@ class ChurnLearner:
         self.cards.append(card)
         previous = core.churn_model.version if core.churn_model is not None else "hand-set"
         if not better_than_reference(card):
-            log.info("churn model %s not served: validation AUC %s / Brier %s vs the hand-set model's %s / %s",
-                     card.version, card.auc_validation, card.brier_validation, card.auc_reference,
-                     card.brier_reference)
+            log.info("churn model %s not served: validation AUC %s (still active: %s) / Brier %s vs the hand-set "
+                     "model's %s (%s) / %s", card.version, card.auc_validation, card.auc_validation_active,
+                     card.brier_validation, card.auc_reference, card.auc_reference_active, card.brier_reference)
             if core.churn_model is not None:
                 # drift: the latest history no longer supports a learned model over the hand-set one
                 core.churn_model = None

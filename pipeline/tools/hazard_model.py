@@ -127,6 +127,22 @@ def dominant_factor(incidents: Iterable[Incident], day: int, model: HazardModel)
     return best if total.get(best, 0.0) > 0 else None
 
 
+def oracle_drivers(incidents: Sequence[Incident], cut_day: int, model: HazardModel,
+                   window_days: int = 30) -> list[str]:
+    """The oracle's own drivers at the cut: the factors of the incidents revealed before the
+    cut, by the log-hazard they add over the next `window_days` days (log HR × days in
+    force within the window), largest first; factors adding nothing are left out. The best
+    any model can name at the cut: a departure whose dominant incident is revealed after
+    the cut cannot be explained by then."""
+    total: dict[str, float] = {}
+    for r, f in incidents:
+        if r >= cut_day:
+            continue
+        days_in_force = sum(1 for d in range(cut_day, cut_day + window_days) if r < d <= r + model.decay_days)
+        total[f] = total.get(f, 0.0) + math.log(model.ratio(f)) * days_in_force
+    return [f for f, v in sorted(total.items(), key=lambda fv: (-fv[1], fv[0])) if v > 0]
+
+
 def oracle_probability(incidents: Sequence[Incident], cut_day: int, model: HazardModel,
                        window_days: int = 30) -> float:
     """P(leave within days cut_day .. cut_day + window_days − 1 | present at the cut), from the

@@ -229,3 +229,16 @@ def test_generator_cli_writes_the_causal_truth_file(tmp_path):
     assert lines[0]["ratios"]["failed_recovery"] == 4.0
     assert len(lines) == 41 and all(x["kind"] == "customer" for x in lines[1:])
     assert sum(1 for _ in out.open()) > 100
+
+
+def test_oracle_drivers_rank_the_incidents_known_at_the_cut_by_the_log_hazard_they_add():
+    from pipeline.tools.hazard_model import HazardModel, oracle_drivers
+
+    m = HazardModel("t", baseline=0.001, decay_days=30.0, ratios={"failed_recovery": 8.0, "detractor": 2.0})
+    # detractor at day 120: in force on days 121..150, 16 of them in the window 135..164 (16 ln 2 = 11.1);
+    # failed recovery at day 130: days 131..160, 26 in the window (26 ln 8 = 54.1); a late delivery adds
+    # nothing (no ratio); an old detractor (day 100) is out of force; one after the cut is not known
+    incidents = [(100.0, "detractor"), (120.0, "detractor"), (130.0, "failed_recovery"),
+                 (132.0, "late_fulfilment"), (140.0, "failed_recovery")]
+    assert oracle_drivers(incidents, 135, m) == ["failed_recovery", "detractor"]
+    assert oracle_drivers([(100.0, "detractor"), (140.0, "failed_recovery")], 135, m) == []

@@ -82,21 +82,45 @@ def test_features_count_failed_recoveries():
     assert features_at(state_of(evs[:1]), T0 + 5 * DAY)["failed_recovery"] == 0
 
 
+def test_incident_counts_over_two_windows_tell_a_fresh_incident_from_an_old_one():
+    """Three failed recoveries in days 1–3: the 45-day count halves in 45 days, the one-week
+    count in a week; an old incident keeps its 45-day count and has almost no weekly one."""
+    evs = [order(when=at(days=0))]
+    for i in range(3):
+        evs += [complaint(complaint_id=f"k{i}", when=at(days=1 + i)),
+                complaint(complaint_id=f"k{i}", status="resolved", satisfied=False, when=at(days=1 + i, hours=2))]
+    s = state_of(evs)
+    fresh, old = features_at(s, s.wm), features_at(s, s.wm + 42 * DAY)
+    assert fresh["failed_recovery_count"] == pytest.approx(3.0, abs=0.15)
+    assert fresh["failed_recovery_week"] == pytest.approx(3 * 0.5 ** (1 / 7), abs=0.2)
+    assert old["failed_recovery_count"] == pytest.approx(fresh["failed_recovery_count"] * 0.5 ** (42 / 45), rel=1e-3)
+    assert old["failed_recovery_week"] == pytest.approx(fresh["failed_recovery_week"] * 0.5 ** 6, rel=1e-3)
+    assert fresh["detractor_count"] == fresh["late_fulfilment_week"] == 0
+
+
 # ----------------------------------------------------------------------------- labels
 
-def test_label_is_activity_in_the_horizon_after_the_snapshot_only():
+def test_label_is_gone_or_no_activity_within_the_horizon():
+    """churned at t = no active day in the H days from t's day on (no activity within H), or
+    none in the H days after those (gone by t + H); active in both windows = not churned."""
     day = 86400
-    t = 100 * day                                   # a snapshot at a midnight
+    t = 100 * day                                   # a snapshot at a midnight: days 100..129, then 130..159
     s = CustomerState()
     s.last_day, s.day_mask, s.n_days, s.first_day = 99, 1, 1, 99
     assert churned_after(s, t, 30) is True          # last active the day before the snapshot
-    s.last_day, s.day_mask = 129, 1                 # active on day 129: inside (t, t + 30 days]
-    assert churned_after(s, t, 30) is False
-    s.last_day, s.day_mask = 130, 1                 # day 130 is after the horizon: does not count
+    s.last_day, s.day_mask = 129, 1                 # active on day 129 only: active within H, then gone
     assert churned_after(s, t, 30) is True
-    s.last_day, s.day_mask = 131, 1 | (1 << 31)     # days 131 and 100 active: 100 is inside
+    s.last_day, s.day_mask = 110, 1 | (1 << 10)     # active on days 100 and 110, never after: gone by t + H
+    assert churned_after(s, t, 30) is True
+    s.last_day, s.day_mask = 130, 1 | (1 << 1)      # days 129 and 130: active in both windows
     assert churned_after(s, t, 30) is False
-    s.last_day, s.day_mask = 200, 1                 # the bitmap no longer reaches back: unknown
+    s.last_day, s.day_mask = 159, 1 | (1 << 59)     # days 100 and 159: the last days of both windows count
+    assert churned_after(s, t, 30) is False
+    s.last_day, s.day_mask = 160, 1 | (1 << 60)     # days 100 and 160: 160 is past both windows
+    assert churned_after(s, t, 30) is True
+    s.last_day, s.day_mask = 140, 1                 # day 140 only: no activity within H
+    assert churned_after(s, t, 30) is True
+    s.last_day, s.day_mask = 200, 1 | (1 << 60)     # active at 140 and 200; the bitmap no longer reaches day 100
     assert churned_after(s, t, 30) is None
 
 
@@ -114,8 +138,8 @@ def test_snapshot_book_labels_only_after_the_horizon_and_bounds_memory():
                 s.last_day, s.day_mask, s.first_day, s.n_days = 99, 1, 99, 1
         book.label_due(t, states.get)
         book.add(t, [(c, [float(d)], 0.5) for c in ("b", "a")])
-        if d < 2:
-            assert book.rows == 0               # nothing labelled before H days have passed
+        if d < 4:
+            assert book.rows == 0               # nothing labelled before 2H days have passed
     assert book.rows <= 5                      # oldest snapshots dropped first
     X, y, t, ref = book.training_data()
     # a (daily, still coming) never churned; b (gone) always did
@@ -123,6 +147,26 @@ def test_snapshot_book_labels_only_after_the_horizon_and_bounds_memory():
     assert sum(y) == len(y) // 2
     with pytest.raises(ValueError):
         book.add(100 * DAY, [])
+
+
+def test_snapshot_book_labels_horizons_longer_than_half_the_bitmap():
+    """H = 45: 2H = 90 days is beyond the 64-day bitmap; the book reads the first window as
+    it closes, the second as it closes, and loses no row."""
+    book = SnapshotBook(horizon_days=45)
+    states = {"a": CustomerState(customer_id="a", n=1), "b": CustomerState(customer_id="b", n=1)}
+    b = states["b"]
+    b.last_day, b.day_mask, b.first_day, b.n_days = 99, 1, 99, 1      # b: gone before the first snapshot
+    a = states["a"]
+    for d in range(100):
+        t = (100 + d) * DAY
+        a.last_day, a.day_mask = 100 + d, (a.day_mask << 1 | 1) & ((1 << 64) - 1)   # a: every day
+        a.first_day, a.n_days = 100, d + 1
+        book.label_due(t, states.get)
+        if d < 60:
+            book.add(t, [("a", [float(d)], 0.5), ("b", [float(d)], 0.5)])
+    X, y, t, _ = book.training_data()
+    assert len(y) == 2 * 10                       # the snapshots of days 100..109 are labelled (t + 90 ≤ day 199)
+    assert [bool(v) for v in y] == [False, True] * 10
 
 
 def test_snapshot_sample_is_deterministic_and_bounded():
@@ -350,6 +394,29 @@ def test_a_model_worse_than_the_serving_one_is_not_served():
     assert not better_than_reference(card)
 
 
+def test_handover_judges_the_ranking_of_the_customers_still_active():
+    """The AUC compared is the one among rows whose customer was active within the last H
+    days (silence_days below log(1 + H)); the all-rows AUC only when those lack a class."""
+    from dataclasses import replace
+
+    X, y, t = synthetic()
+    j = FEATURE_NAMES.index("silence_days")
+    X = X.copy()
+    X[:, j] = np.where(np.arange(len(y)) % 3 == 0, math.log1p(60.0), math.log1p(2.0))   # a third silent 60 days
+    ref = np.full(len(y), 0.2, np.float32)
+    card = train(X, y, t, version="v", trained_at=t.max(), reference=ref, horizon_days=30).card
+    _, _, val = time_split(t)
+    assert card.rows_validation_active == int((val & (np.arange(len(y)) % 3 != 0)).sum())
+    assert card.auc_validation_active is not None and card.auc_reference_active == 0.5
+    # better on all rows, worse on the still-active ones: not served; and the other way round: served
+    loses = replace(card, auc_validation=0.9, auc_reference=0.8, auc_validation_active=0.6,
+                    auc_reference_active=0.7, brier_validation=0.1, brier_reference=0.2)
+    assert not better_than_reference(loses)
+    assert better_than_reference(replace(loses, auc_validation=0.7, auc_validation_active=0.8))
+    # no still-active ranking to judge: the all-rows AUC decides
+    assert better_than_reference(replace(loses, auc_validation_active=None))
+
+
 # ----------------------------------------------------------------------------- arrival order
 
 def _shuffled_within(values: list[bytes], seconds: float, dup_share: float, seed: int) -> list[bytes]:
@@ -382,7 +449,7 @@ def test_fit_and_scores_do_not_depend_on_arrival_order_within_the_lateness_bound
     monkeypatch.setattr(churn_trainer, "MIN_LEAVERS", 20)
     # every trained model serves, so the scores below come from learned models too
     monkeypatch.setattr("pipeline.service.churn_learning.better_than_reference", lambda card: True)
-    settings = Settings()
+    settings = Settings(churn_horizon_days=20)   # labels known 40 days after a snapshot: 35 days of them
     end = datetime(2026, 6, 1, tzinfo=timezone.utc)
     stream = generate(customers=250, days=75, seed=3, end=end, invalid_ratio=0.0, duplicate_ratio=0.0)
     values = [r.value for r in stream.records]
