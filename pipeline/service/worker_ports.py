@@ -79,6 +79,14 @@ class InputPartitions(Protocol):
         """Fetch `tps` again (those still assigned)."""
 
 
+class ModelChannel(Protocol):
+    """The compacted `cx.models` topic: the churn model every worker serves."""
+
+    async def publish(self, model: Any, card: Any) -> None:
+        """Publish `model` (a learned churn model, or None: the hand-set model serves) with the
+        card of the latest trained model, awaited until the broker has it."""
+
+
 class Clock(Protocol):
     def time(self) -> float:
         """Wall clock, Unix seconds."""
