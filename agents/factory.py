@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import datetime
 
 import faust
@@ -125,7 +126,11 @@ def create_app(settings: Settings, *, core: Core | None = None) -> WorkerApp:
         store=TableStates(states), outputs=outputs, rows=sink, inputs=ConsumerInputs(app, settings),
         clock=SystemClock(), metrics=METRICS, fetch_backtest_rows=fetch_backtest_rows,
         learner=ChurnLearner(settings.churn_horizon_days) if settings.learn_churn else None,
-        models=TopicModels(raw_topic(settings.topic_models)))
+        models=TopicModels(raw_topic(settings.topic_models)),
+        # trainings in a process of their own: a thread shares the interpreter lock with the
+        # event loop (bench/worker_retrain_stall.py measures both)
+        train_executor=ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        if settings.learn_churn else None)
     # every worker installs the model on cx.models (the learning worker publishes it there)
     model_feed = ModelFeed(settings, loop.install_model)
     app.settings, app.worker_loop = settings, loop

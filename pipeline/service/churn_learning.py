@@ -43,6 +43,18 @@ def model_version(kind: str, trained_at: float) -> str:
     return f"{'lr' if kind == 'logistic' else 'gbt'}-{stamp}"
 
 
+def fit_model(kind: str, now: float, data: "TrainingSet"):
+    """Train and calibrate a model of `kind` on `data` at event time `now`, or None when the
+    history cannot train one. Deterministic, and touches nothing shared: the worker runs it in
+    another process (pickled arguments and result) so the event loop is not slowed."""
+    try:
+        return train(data.X, data.y, data.t, version=model_version(kind, now), trained_at=now,
+                     reference=data.reference, leavers=data.leavers, kind=kind)
+    except ValueError as exc:
+        log.warning("churn model: training at %s skipped: %s", now, exc)
+        return None
+
+
 @dataclass(frozen=True)
 class TrainingSet:
     """The labelled history at a retraining (pipeline/domain/churn_snapshots.py)."""
@@ -143,15 +155,11 @@ class ChurnLearner:
         return TrainingSet(X, y, t, ref, leavers)
 
     def fit(self, now: float, data: TrainingSet):
-        """Train and calibrate (deterministic; touches nothing shared: safe in a thread)."""
+        """Train and calibrate (`fit_model`; the wall time is kept in `train_seconds`)."""
         started = _time.perf_counter()
-        try:
-            model = train(data.X, data.y, data.t, version=model_version(self.kind, now), trained_at=now,
-                          reference=data.reference, leavers=data.leavers, kind=self.kind)
-        except ValueError as exc:
-            log.warning("churn model: training at %s skipped: %s", now, exc)
-            return None
-        self.train_seconds.append(_time.perf_counter() - started)
+        model = fit_model(self.kind, now, data)
+        if model is not None:
+            self.train_seconds.append(_time.perf_counter() - started)
         return model
 
     def adopt(self, model, core):

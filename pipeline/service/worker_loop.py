@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Hashable, Mapping, Sequence
 
@@ -44,7 +45,7 @@ from pipeline.domain.scoring import profile, score_record
 from pipeline.domain.state import CustomerState
 from pipeline.domain.stream_clock import StreamClock
 from pipeline.learning.churn_model_codec import decode_model
-from pipeline.service.churn_learning import ChurnLearner, TrainingSet
+from pipeline.service.churn_learning import ChurnLearner, TrainingSet, fit_model
 from pipeline.service.emit_guard import PreparedBatch, guarded_batch, messages_of, prepare
 from pipeline.service.event_time_merge import EventTimeMerge
 from pipeline.service.live_backtest import FetchRows, refresh_live_backtest
@@ -105,7 +106,7 @@ class WorkerLoop:
     def __init__(self, core: Core, config: LoopConfig, *, store: StateStore, outputs: OutputsPublisher,
                  rows: RowSink, inputs: InputPartitions, clock: Clock, metrics: WorkerMetrics,
                  fetch_backtest_rows: FetchRows | None = None, learner: ChurnLearner | None = None,
-                 models: ModelChannel | None = None) -> None:
+                 models: ModelChannel | None = None, train_executor: Executor | None = None) -> None:
         self.core = core
         self.config = config
         self.store = store
@@ -134,6 +135,7 @@ class WorkerLoop:
         # in `cxpulse replay`; records later than the next tick wait in `gate` for it.
         self.learner = learner
         self.models = models
+        self.train_executor = train_executor   # where trainings run (None: a thread; the worker: a process)
         self.gate: TickGate[tuple[TP, int, RawRecord]] | None = (
             TickGate(config.tick_seconds, core.params.lateness_seconds) if learner is not None else None)
         self.last_refit = float("-inf")
@@ -243,7 +245,7 @@ class WorkerLoop:
                     until = min([ts] + [progress.get(b, float("-inf")) for b in behind]) - lateness
                     for now in gate.ticks(until):
                         await flush()   # the tick sees every record up to it (those the last tick released too)
-                        self._tick(now)
+                        await self._tick(now)
                         pending.extend(r for _, _, r in gate.release())
             key = (rec.key, rec.topic)
             if gate.holds(ts, key):
@@ -253,34 +255,43 @@ class WorkerLoop:
         await flush()
         return results
 
-    def _tick(self, now: float) -> None:
-        """A learning tick at event time `now` (states hold exactly the events up to it): the
-        population re-fit on replay's schedule, the churn model's snapshot, and on the
-        retraining schedule a training off the event loop (`_train`). No alerts here: the
-        wall-clock sweep keeps doing them."""
-        assert self.learner is not None
+    async def _tick(self, now: float) -> None:
+        """A learning tick at event time `now` (states hold exactly the events up to it; under
+        the lock): the population re-fit on replay's schedule and the churn model's snapshot,
+        computed in a thread so the event loop keeps running (no batch changes the states
+        meanwhile: the lock is held); on the retraining schedule, a training off the event loop
+        too (`_train`). No alerts here: the wall-clock sweep keeps doing them."""
         states = {s.customer_id: s for s in self.owned_states(list(self.store.keys()))}
+        data = await asyncio.get_running_loop().run_in_executor(None, self._learn_at, now, states)
+        if data is not None:
+            task = asyncio.get_running_loop().create_task(self._train(now, data))   # not awaited: batches go on
+            self.trainings.add(task)
+            task.add_done_callback(self.trainings.discard)
+
+    def _learn_at(self, now: float, states: dict[str, CustomerState]) -> TrainingSet | None:
+        """The tick's computation (in a thread): re-fit, snapshot, and the training set when a
+        retraining is due (a copy of the labelled history at this tick)."""
+        assert self.learner is not None
         if now - self.last_refit >= REFIT_EVERY:
             self.core.refit_population(states.values(), as_of=now)
             self.last_refit = now
         self.learner.snapshot(now, states, self.core)
-        if self.learner.retrain_due(now):
-            data = self.learner.training_set(now)   # a copy of the labelled history at this tick
-            if data is not None:
-                task = asyncio.get_running_loop().create_task(self._train(now, data))
-                self.trainings.add(task)
-                task.add_done_callback(self.trainings.discard)
+        return self.learner.training_set(now) if self.learner.retrain_due(now) else None
 
     async def _train(self, now: float, data: TrainingSet) -> None:
-        """Train in a thread (the event loop keeps running), then decide what serves and
+        """Train in `train_executor` (another process in the worker: no share of the event
+        loop's interpreter; a thread by default), then decide what serves and
         publish it on the models channel, which every worker installs from."""
         assert self.learner is not None
         learner = self.learner
         async with self.training_lock:
             try:
-                model = await asyncio.get_running_loop().run_in_executor(None, learner.fit, now, data)
+                started = self.clock.monotonic()
+                model = await asyncio.get_running_loop().run_in_executor(
+                    self.train_executor, fit_model, learner.kind, now, data)
                 if model is None:
                     return
+                learner.train_seconds.append(self.clock.monotonic() - started)
                 served = learner.adopt(model, self.core)
                 if self.models is not None:
                     await self.models.publish(served, model.card)
@@ -303,7 +314,7 @@ class WorkerLoop:
         async with self.lock:
             results: list[BatchResult] = []
             for now in gate.ticks(until):
-                self._tick(now)
+                await self._tick(now)
                 released = [r for _, _, r in gate.release()]
                 if released:
                     results.append(await self._apply_batch(released))
@@ -321,6 +332,7 @@ class WorkerLoop:
         now = model.version if model is not None else "hand-set"
         if now != previous:
             log.info("churn model installed: %s -> %s", previous, now)
+        self.metrics.churn_model(model.card if model is not None else None)
 
     async def _apply_batch(self, records: list[RawRecord]) -> BatchResult:
         """Process and emit a micro-batch (under the lock): a record failing to be applied, to
