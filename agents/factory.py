@@ -218,6 +218,8 @@ def create_app(settings: Settings, *, core: Core | None = None) -> WorkerApp:
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types receivers as (sender, *args, signal=)
     def close_sink(app_: faust.App, **kwargs) -> None:
         model_feed.stop()
+        if loop.train_executor is not None:
+            loop.train_executor.shutdown(wait=False, cancel_futures=True)
         sink.close()
 
     # --- web views --------------------------------------------------------------------------

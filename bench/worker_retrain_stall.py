@@ -154,6 +154,8 @@ def main() -> None:
     loop.owned_states = lambda ids: [states[c] for c in ids]   # type: ignore[method-assign]  # one worker owns all
     noise = asyncio.run(idle_stall())
     worst, tick, total, wakes, worst_at = asyncio.run(measure(loop, now))
+    if loop.train_executor is not None:
+        loop.train_executor.shutdown()
     card = learner.cards[-1] if learner.cards else None
     print(f"{args.customers:,} customers, {args.rows:,} labelled rows ({args.kind}, training in a "
           f"{'thread' if args.thread else 'process'}): tick {tick:.1f} s "

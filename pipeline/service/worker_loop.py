@@ -78,6 +78,7 @@ class LoopConfig:
     align_ahead_seconds: float = 600.0     # ... a partition this far ahead in event time is paused
     churn_horizon_days: float = 30.0       # the live backtest's horizon
     tick_seconds: float = 86400.0          # event time between learning ticks (as `cxpulse replay`)
+    tick_quiet_seconds: float = 60.0       # a quiet stream: no records this long, then the stream time runs ticks
     sweep_max: int = SWEEP_MAX
     drain_seconds: float = DRAIN_SECONDS
     stall_seconds: float = STALL_SECONDS
@@ -299,11 +300,16 @@ class WorkerLoop:
                 log.exception("churn model training at %s failed", now)
 
     async def advance_ticks(self) -> None:
-        """Run the ticks the stream time (event time advancing with the wall clock) has passed
-        by more than the lateness bound, and apply what they release: held records do not
-        wait for the next event in a quiet stream. The caller skips it during a rebalance."""
+        """In a quiet stream (no records delivered for `tick_quiet_seconds`), run the ticks the
+        stream time (event time advancing with the wall clock) has passed by more than the
+        lateness bound, and apply what they release: held records do not wait for the next
+        event. Only when quiet: while records come, a partition that looks caught up may just
+        not have been produced to yet (a backfill), and its events decide the ticks
+        (`_apply_gated`). The caller skips it during a rebalance."""
         gate = self.gate
         if gate is None or gate.next_tick is None or self.lock.locked():
+            return
+        if self.clock.monotonic() - self.agent_batch_at < self.config.tick_quiet_seconds:
             return
         if any(not self.merge.caught_up(tp) for tp in self._assigned_inputs()):
             return   # records still to come: their event times drive the ticks

@@ -169,3 +169,20 @@ def test_the_model_channel_round_trips_both_kinds_and_the_hand_set_handover():
     assert served is None and card == model.card
     with pytest.raises(ValueError):
         decode_model(b'{"format": 99}')
+
+
+def test_a_quiet_stream_runs_its_ticks_by_the_stream_time_once_quiet():
+    """No record comes after b's (after midnight): the tick runs once the stream time (the
+    latest event time advancing with the wall clock) is past midnight + the lateness bound
+    and nothing was delivered for `tick_quiet_seconds` — not before."""
+    loop, inputs, store, records = _learning_world()
+    asyncio.run(loop.watch_stalls())
+    asyncio.run(loop.deliver(records([touchpoint("a", when=at(hours=14)), touchpoint("b", when=at(hours=15.5))])))
+    assert store.load("b") is None and len(loop.gate) == 1
+    loop.clock.t += 3 * 3600                    # stream time: 15:30 + 3 h > midnight + 1 h
+    asyncio.run(loop.advance_ticks())
+    assert store.load("b") is None               # records came < 60 s ago (monotonic): not quiet yet
+    loop.clock.mono += 61
+    asyncio.run(loop.advance_ticks())
+    [snap] = loop.learner.book.pending
+    assert snap.customer_ids == ["a"] and store.load("b").n == 1 and not loop.gate.held()
