@@ -26,6 +26,11 @@ Invariants it owns (docs/fault-tolerance.md tells why each exists):
   worker (`CustomerState.fed_from`).
 - **Bounded sweeps.** Each sweep evaluates at most `sweep_max` customers; a cursor walks the
   store so every customer is visited within ceil(n / sweep_max) ticks.
+- **Learning ticks** (with a `learner`; pipeline/service/tick_gate.py): the event-time ticks
+  of `cxpulse replay`; records later than the next tick wait for it (no offset committed at or
+  past them); at a tick the population is re-fitted and the churn model's snapshot taken, a
+  retraining runs in `train_executor` and its decision goes out on the models channel, which
+  every worker installs from (`install_model`).
 - **Drain on stop.** Stopping waits (bounded) for the batch in flight, commits the offsets it
   completed and keeps the lock, so no batch, sweep or erasure starts afterwards.
 
