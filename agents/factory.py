@@ -12,23 +12,29 @@ Faust's acks (see pipeline/service/offset_guard.py for why). Two more agents tak
 actions on alert cases (cx.actions) and erasure requests. Timers: the idle release of
 records held for alignment, the sweep (SLA deadlines passing or close, customers going
 quiet), the offset commit, the stall and recovery watchdogs, consumer lag, the population
-re-fit, the live backtest. Web views: /healthz, /metrics, /customers/{id}.
+re-fit, the live backtest. With CXPULSE_LEARN_CHURN the loop learns the churn model at
+event-time ticks and publishes it on cx.models; every worker follows cx.models (ModelFeed)
+and installs what is published there. Web views: /healthz, /metrics, /customers/{id}.
 """
 from __future__ import annotations
 
+import asyncio
 import time
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import datetime
 
 import faust
 from aiohttp.web import Response
 
 from agents import faust_internals
-from agents.ports import ConsumerInputs, ExecutorRowSink, SystemClock, TableStates, TopicOutputs
+from agents.ports import ConsumerInputs, ExecutorRowSink, SystemClock, TableStates, TopicModels, TopicOutputs
+from pipeline.adapters.kafka.model_feed import ModelFeed
 from pipeline.adapters.clickhouse.queries import live_backtest_rows
 from pipeline.adapters.observability.metrics import METRICS, render
 from pipeline.bootstrap import build_core, build_sink
 from pipeline.config import Settings
+from pipeline.service.churn_learning import ChurnLearner
 from pipeline.service.processor import Core, RawRecord
 from pipeline.service.worker_loop import Delivered, LoopConfig, WorkerLoop
 from pipeline.tools.erasure import requested_at as erasure_requested_at
@@ -119,7 +125,15 @@ def create_app(settings: Settings, *, core: Core | None = None) -> WorkerApp:
     loop = WorkerLoop(
         core or build_core(settings), loop_config(settings),
         store=TableStates(states), outputs=outputs, rows=sink, inputs=ConsumerInputs(app, settings),
-        clock=SystemClock(), metrics=METRICS, fetch_backtest_rows=fetch_backtest_rows)
+        clock=SystemClock(), metrics=METRICS, fetch_backtest_rows=fetch_backtest_rows,
+        learner=ChurnLearner(settings.churn_horizon_days) if settings.learn_churn else None,
+        models=TopicModels(raw_topic(settings.topic_models)),
+        # trainings in a process of their own: a thread shares the interpreter lock with the
+        # event loop (bench/worker_retrain_stall.py measures both)
+        train_executor=ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        if settings.learn_churn else None)
+    # every worker installs the model on cx.models (the learning worker publishes it there)
+    model_feed = ModelFeed(settings, loop.install_model)
     app.settings, app.worker_loop = settings, loop
     recovery = faust_internals.RecoveryWatchdog(app)
 
@@ -152,6 +166,10 @@ def create_app(settings: Settings, *, core: Core | None = None) -> WorkerApp:
             if event.key:
                 await loop.erase(event.key, erasure_requested_at(event.value, time.time()))
 
+    @app.task
+    async def follow_models() -> None:
+        model_feed.start(asyncio.get_running_loop())
+
     # --- timers ---------------------------------------------------------------------------
     @app.timer(interval=0.1, name="agents.app.release_idle")
     async def release_idle() -> None:
@@ -165,6 +183,7 @@ def create_app(settings: Settings, *, core: Core | None = None) -> WorkerApp:
     @app.timer(interval=settings.sweep_seconds, name="agents.app.sweep")
     async def sweep() -> None:
         if not app.rebalancing:
+            await loop.advance_ticks()   # learning: ticks the quiet stream's time has passed
             await loop.sweep()
 
     @app.timer(interval=1.0, name="agents.app.stall_watchdog")
@@ -199,6 +218,9 @@ def create_app(settings: Settings, *, core: Core | None = None) -> WorkerApp:
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types receivers as (sender, *args, signal=)
     def close_sink(app_: faust.App, **kwargs) -> None:
+        model_feed.stop()
+        if loop.train_executor is not None:
+            loop.train_executor.shutdown(wait=False, cancel_futures=True)
         sink.close()
 
     # --- web views --------------------------------------------------------------------------

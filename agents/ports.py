@@ -15,10 +15,12 @@ from agents import faust_internals
 from pipeline.adapters.clickhouse import rows as ch_rows
 from pipeline.adapters.clickhouse.sink import ClickHouseSink, sink_dead_letters
 from pipeline.adapters.kafka.kafka_io import first_offset_at
+from pipeline.adapters.kafka.model_feed import MODEL_KEY
 from pipeline.adapters.state_codec import decode_state, encode_state
 from pipeline.service.live_states import LiveStates
 from pipeline.config import Settings
 from pipeline.domain.state import CustomerState
+from pipeline.learning.churn_model_codec import encode_model
 from pipeline.service.processor import BatchResult
 from pipeline.service.worker_ports import Rows
 from schemas.records import DeadLetterDict
@@ -75,6 +77,16 @@ class TopicOutputs:
 
     async def delete_score(self, key: bytes) -> None:
         await self.scores.send(key=key, value=None)
+
+
+class TopicModels:
+    """The compacted cx.models topic: the churn model to serve, one key, awaited."""
+
+    def __init__(self, topic: faust.TopicT) -> None:
+        self.topic = topic
+
+    async def publish(self, model: Any, card: Any) -> None:
+        await self.topic.send(key=MODEL_KEY, value=encode_model(model, card))
 
 
 class ConsumerInputs:

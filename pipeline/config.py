@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     topic_deadletter: str = Field("cx.deadletter", description="output: rejected records with the reason")
     topic_erasures: str = Field("cx.erasures", description="input: erasure requests (`cxpulse erase`)")
     topic_actions: str = Field("cx.actions", description="input: operator actions on alerts (`cxpulse ack`, `cxpulse close`)")
+    topic_models: str = Field("cx.models", description="the churn model every worker serves (compacted, one partition; published by the learning worker)")
 
     # --- storage ------------------------------------------------------------------
     data_dir: Path = Field(PROJECT_ROOT / "data", description="project-local data (broker, chDB, worker state)")
@@ -77,7 +78,8 @@ class Settings(BaseSettings):
     population_file: Path | None = Field(None, description="churn population parameters (JSON); default: built-in priors, re-fitted in-stream")
     churn_control_share: float = Field(0.0, ge=0, le=1, description="share of churn_risk alerts kept as a control group (`control: true`, no recommended action) to measure whether the actions work; a business decision, 0 = none")
     churn_horizon_days: float = Field(30.0, ge=0, description="churn = gone, or no activity within this many days")
-    refit_seconds: float = Field(3600.0, gt=0, description="wall-clock seconds between population re-fits in the worker")
+    refit_seconds: float = Field(3600.0, gt=0, description="wall-clock seconds between population re-fits in the worker (not when it learns: then at its daily event-time ticks)")
+    learn_churn: bool = Field(False, description="the worker learns the churn model as `cxpulse replay --learn-churn` does (daily event-time snapshots, weekly training off the event loop) and publishes it on `topic_models`; records after the next midnight (UTC, event time) wait up to the lateness bound for it. One learning worker: with several, each learns from its own customers only")
     backtest_seconds: float = Field(3600.0, gt=0, description="wall-clock seconds between live backtests of churn_risk in the worker (Prometheus gauges)")
     tier_thresholds: tuple[float, float, float] = Field(
         (500.0, 2000.0, 10000.0), description="trailing-365-day revenue for silver, gold, platinum"

@@ -50,6 +50,7 @@ def make_settings(broker: EmbeddedBroker, tmp_path: Path) -> Callable[..., Setti
             topic_touchpoints=f"{tag}.touchpoints", topic_orders=f"{tag}.orders",
             topic_complaints=f"{tag}.complaints", topic_scores=f"{tag}.scores", topic_alerts=f"{tag}.alerts",
             topic_deadletter=f"{tag}.deadletter", topic_erasures=f"{tag}.erasures", topic_actions=f"{tag}.actions",
+            topic_models=f"{tag}.models",
         )
         base.update(overrides)
         s = Settings(**base)

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Mapping
 
+import numpy as np
+
 from pipeline.domain.churn import DAY, PopulationParams
 from pipeline.domain.churn_features import churn_features
 from pipeline.domain.churn_model import learned_profile
@@ -39,6 +41,29 @@ def model_version(kind: str, trained_at: float) -> str:
     """Deterministic: the same history trained at the same instant gets the same name."""
     stamp = datetime.fromtimestamp(trained_at, timezone.utc).strftime("%Y-%m-%dT%H%M")
     return f"{'lr' if kind == 'logistic' else 'gbt'}-{stamp}"
+
+
+def fit_model(kind: str, now: float, data: "TrainingSet"):
+    """Train and calibrate a model of `kind` on `data` at event time `now`, or None when the
+    history cannot train one. Deterministic, and touches nothing shared: the worker runs it in
+    another process (pickled arguments and result) so the event loop is not slowed."""
+    try:
+        return train(data.X, data.y, data.t, version=model_version(kind, now), trained_at=now,
+                     reference=data.reference, leavers=data.leavers, kind=kind, horizon_days=data.horizon_days)
+    except ValueError as exc:
+        log.warning("churn model: training at %s skipped: %s", now, exc)
+        return None
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """The labelled history at a retraining (pipeline/domain/churn_snapshots.py)."""
+    X: np.ndarray
+    y: np.ndarray
+    t: np.ndarray
+    reference: np.ndarray
+    leavers: int
+    horizon_days: float = 30.0   # the label's horizon H (the trainer judges still-active rows by it)
 
 
 @dataclass
@@ -75,22 +100,50 @@ class ChurnLearner:
         self._rows.append((state.customer_id, churn_features(state, p, self._population), reference.risk))
 
     def end_tick(self, now: float, core) -> None:
-        self.book.add(now, self._rows)
-        self._rows = []
-        if now - self.last_train >= self.retrain_every:
+        self.close_tick(now)
+        if self.retrain_due(now):
             self.retrain(now, core)
 
-    def on_tick(self, now: float, states: Mapping[str, CustomerState], core) -> None:
-        """The whole tick without a sweep (views every customer itself)."""
+    def close_tick(self, now: float) -> None:
+        """Store this tick's snapshot."""
+        self.book.add(now, self._rows)
+        self._rows = []
+
+    def retrain_due(self, now: float) -> bool:
+        return now - self.last_train >= self.retrain_every
+
+    def snapshot(self, now: float, states: Mapping[str, CustomerState], core) -> None:
+        """The tick's snapshot without a sweep (views every customer itself) and without
+        training: the worker's tick (its sweep runs on wall time and trains off the loop)."""
         self.begin_tick(now, states, core)
         for cid in sorted(states):
             state = states[cid]
             if state.n:
                 self.observe(state, learned_profile(state, profile(state, now, core.params, core.population, core.rates),
                                                     core.churn_model, core.population))
-        self.end_tick(now, core)
+        self.close_tick(now)
+
+    def on_tick(self, now: float, states: Mapping[str, CustomerState], core) -> None:
+        """The whole tick without a sweep."""
+        self.snapshot(now, states, core)
+        if self.retrain_due(now):
+            self.retrain(now, core)
 
     def retrain(self, now: float, core) -> ModelCard | None:
+        """Train on the labelled history and serve the model if it beats the hand-set one
+        (`training_set`, `fit` and `adopt` in one go; the worker runs `fit` off its event loop)."""
+        data = self.training_set(now)
+        if data is None:
+            return None
+        model = self.fit(now, data)
+        if model is None:
+            return None
+        self.adopt(model, core)
+        return model.card
+
+    def training_set(self, now: float) -> TrainingSet | None:
+        """The labelled history at `now` as arrays (a copy: later ticks do not change it), or
+        None while the history is too small (cold start)."""
         self.last_train = now
         pos, neg, leavers = self.book.counts()
         if not enough_history(pos, neg, leavers):
@@ -100,14 +153,20 @@ class ChurnLearner:
                 self._cold_logged = True
             return None
         X, y, t, ref = self.book.training_data()
+        return TrainingSet(X, y, t, ref, leavers, self.horizon_days)
+
+    def fit(self, now: float, data: TrainingSet):
+        """Train and calibrate (`fit_model`; the wall time is kept in `train_seconds`)."""
         started = _time.perf_counter()
-        try:
-            model = train(X, y, t, version=model_version(self.kind, now), trained_at=now, reference=ref,
-                          leavers=leavers, kind=self.kind, horizon_days=self.horizon_days)
-        except ValueError as exc:
-            log.warning("churn model: training at %s skipped: %s", now, exc)
-            return None
-        self.train_seconds.append(_time.perf_counter() - started)
+        model = fit_model(self.kind, now, data)
+        if model is not None:
+            self.train_seconds.append(_time.perf_counter() - started)
+        return model
+
+    def adopt(self, model, core):
+        """Record a trained model's card and decide what serves: the model if it beats the
+        hand-set one on the latest rows, else the hand-set model (None). Installs the choice
+        in `core` and returns it (the worker also publishes it to every worker)."""
         card = model.card
         self.cards.append(card)
         previous = core.churn_model.version if core.churn_model is not None else "hand-set"
@@ -122,7 +181,7 @@ class ChurnLearner:
                 log.info("churn model switch: %s -> hand-set", previous)
                 if self.on_switch is not None:
                     self.on_switch(None)
-            return card
+            return core.churn_model
         core.churn_model = model
         self.served = card
         log.info("churn model switch: %s -> %s (validation AUC %s vs %s, Brier %s vs %s, %d training rows)",
@@ -130,4 +189,4 @@ class ChurnLearner:
                  card.brier_reference, card.rows_train)
         if self.on_switch is not None:
             self.on_switch(card)
-        return card
+        return model

@@ -265,6 +265,11 @@ class EventTimeMerge(Generic[TP, T]):
         """Partitions with records buffered or paused here (not stalled: waiting on purpose)."""
         return {tp for tp, p in self._parts.items() if p.buf or p.paused}
 
+    def caught_up(self, tp: TP) -> bool:
+        """Nothing of `tp` is buffered here and the consumer has read it to its log end."""
+        part = self._parts.get(tp)
+        return part is not None and not part.buf and not self._lagging(part)
+
     def buffered(self) -> int:
         return sum(len(p.buf) for p in self._parts.values())
 

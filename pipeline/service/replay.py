@@ -13,7 +13,8 @@ replay` gives `--now`, else `--as-of`, else the wall clock. A record outside the
 `implausible_time` and does not move the replay's event time, so one stray event in 2100
 neither makes a replay tick day by day to 2100 nor sweeps every customer at 2100. Tick
 steps are capped anyway (MAX_TICKS_PER_STEP per advance): a gap of years in a file costs
-a bounded number of sweeps.
+a bounded number of sweeps. The ticks and the records they hold back are the worker's too
+(pipeline/service/tick_gate.py).
 """
 from __future__ import annotations
 
@@ -27,13 +28,12 @@ from pydantic import TypeAdapter
 
 from pipeline.service.processor import BatchResult, Core, RawRecord
 from pipeline.service.churn_learning import ChurnLearner
+from pipeline.service.tick_gate import MAX_TICKS_PER_STEP, REFIT_EVERY, TickGate  # noqa: F401  (MAX_TICKS_PER_STEP: re-exported)
 from pipeline.domain.state import CustomerState
 from schemas.events import Timestamp
 from schemas.records import AlertDict, DeadLetterDict, ScoreDict
 
 BATCH = 1000
-REFIT_EVERY = 7 * 86400.0   # event-time seconds between population re-fits
-MAX_TICKS_PER_STEP = 400    # sweeps run for one advance of event time at most (then the ticks jump ahead)
 _TIMESTAMP: TypeAdapter = TypeAdapter(Timestamp)
 
 
@@ -93,11 +93,9 @@ def replay(values: Iterable[bytes], core: Core, *, clock: Callable[[], float], a
     lateness = core.params.lateness_seconds
     limit = as_of.timestamp() if as_of is not None else None
     window = core.window
-    step = tick.total_seconds() if tick else None
-    next_tick: float | None = None
+    gate: TickGate[RawRecord] | None = TickGate(tick.total_seconds(), lateness) if tick else None
     last_refit = float("-inf")
     batch: list[RawRecord] = []
-    held: list[tuple[float, RawRecord]] = []   # events after the next tick, in arrival order
 
     def collect(out: BatchResult) -> None:
         if on_batch is not None:
@@ -115,44 +113,31 @@ def replay(values: Iterable[bytes], core: Core, *, clock: Callable[[], float], a
             collect(core.process(batch, states.get, received_at=clock()))
             batch.clear()
 
+    def add(records: Iterable[RawRecord]) -> None:
+        for rec in records:
+            batch.append(rec)
+            if len(batch) >= BATCH:
+                flush()
+
     def refit(now: float) -> None:
         nonlocal last_refit
         if now - last_refit >= REFIT_EVERY:
             core.refit_population(states.values(), as_of=now)
             last_refit = now
 
-    def release(upto: float | None) -> None:
-        """Move held events up to `upto` (all with None) into the batch, in arrival order."""
-        nonlocal held
-        keep = []
-        for ts, rec in held:
-            if upto is None or ts <= upto:
-                batch.append(rec)
-                if len(batch) >= BATCH:
-                    flush()
-            else:
-                keep.append((ts, rec))
-        held = keep
-
     def run_ticks(until: float) -> None:
-        nonlocal next_tick
-        if step is None or next_tick is None or next_tick > until:
+        if gate is None or gate.next_tick is None or gate.next_tick > until:
             return
-        flush()
-        ticks = 0
-        while next_tick <= until:
-            if ticks == MAX_TICKS_PER_STEP:   # a gap of years: jump to the last tick before `until`
-                next_tick += (until - next_tick) // step * step
-            refit(next_tick)
+        for now in gate.ticks(until):
+            flush()   # the tick sees every record up to it (those the last tick released too)
+            refit(now)
             if learner is None:
-                collect(core.sweep(states.values(), next_tick))
+                collect(core.sweep(states.values(), now))
             else:
-                learner.begin_tick(next_tick, states, core)
-                collect(core.sweep(states.values(), next_tick, observe=learner.observe))
-                learner.end_tick(next_tick, core)
-            next_tick += step
-            ticks += 1
-            release(next_tick)
+                learner.begin_tick(now, states, core)
+                collect(core.sweep(states.values(), now, observe=learner.observe))
+                learner.end_tick(now, core)
+            add(gate.release())
 
     for offset, value in enumerate(values):
         result.read += 1
@@ -162,25 +147,22 @@ def replay(values: Iterable[bytes], core: Core, *, clock: Callable[[], float], a
             continue
         if ts is not None and not (window.floor <= ts <= window.ceiling(clock())):
             ts = None   # implausible: the core dead-letters it; it moves no tick
-        if ts is not None:
-            if step is not None:
-                if next_tick is None:
-                    next_tick = (ts // step + 1) * step
-                run_ticks(ts - lateness)
+        if ts is not None and gate is not None:
+            gate.start(ts)
+            run_ticks(ts - lateness)
         topic = topic_of(value) if topic_of else topic_for_type.get(kind or "", "replay")
         rec = RawRecord(topic, 0, offset, None, value)
-        if ts is not None and next_tick is not None and ts > next_tick:
-            held.append((ts, rec))
+        if gate is not None and gate.holds(ts):
+            gate.hold(ts, rec)
             continue
-        batch.append(rec)
-        if len(batch) >= BATCH:
-            flush()
+        add([rec])
         if on_progress and result.read % 5000 == 0:
             on_progress(result.read)
     flush()
     if limit is not None:
         run_ticks(limit)
-    release(None)
+    if gate is not None:
+        add(gate.release_all())
     flush()
     if limit is not None:
         core.refit_population(states.values(), as_of=limit)

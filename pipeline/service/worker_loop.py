@@ -26,6 +26,11 @@ Invariants it owns (docs/fault-tolerance.md tells why each exists):
   worker (`CustomerState.fed_from`).
 - **Bounded sweeps.** Each sweep evaluates at most `sweep_max` customers; a cursor walks the
   store so every customer is visited within ceil(n / sweep_max) ticks.
+- **Learning ticks** (with a `learner`; pipeline/service/tick_gate.py): the event-time ticks
+  of `cxpulse replay`; records later than the next tick wait for it (no offset committed at or
+  past them); at a tick the population is re-fitted and the churn model's snapshot taken, a
+  retraining runs in `train_executor` and its decision goes out on the models channel, which
+  every worker installs from (`install_model`).
 - **Drain on stop.** Stopping waits (bounded) for the batch in flight, commits the offsets it
   completed and keeps the lock, so no batch, sweep or erasure starts afterwards.
 
@@ -37,20 +42,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Hashable, Mapping, Sequence
 
 from pipeline.domain.scoring import profile, score_record
 from pipeline.domain.state import CustomerState
 from pipeline.domain.stream_clock import StreamClock
+from pipeline.learning.churn_model_codec import decode_model
+from pipeline.service.churn_learning import ChurnLearner, TrainingSet, fit_model
 from pipeline.service.emit_guard import PreparedBatch, guarded_batch, messages_of, prepare
 from pipeline.service.event_time_merge import EventTimeMerge
 from pipeline.service.live_backtest import FetchRows, refresh_live_backtest
 from pipeline.service.offset_guard import OffsetGuard, Selection
 from pipeline.service.sweep_index import SweepIndex
 from pipeline.service.processor import OFFSET_SLOT, BatchResult, Core, RawRecord, dead_letter, event_time
+from pipeline.service.tick_gate import REFIT_EVERY, TickGate
 from pipeline.service.worker_ports import (
-    Clock, InputPartitions, OutputsPublisher, RowSink, StateStore, WorkerMetrics,
+    Clock, InputPartitions, ModelChannel, OutputsPublisher, RowSink, StateStore, WorkerMetrics,
 )
 from schemas.records import ScoreDict
 
@@ -74,6 +83,8 @@ class LoopConfig:
     align_fetch_wait_seconds: float = 30.0  # ... one with records not fetched yet, this long
     align_ahead_seconds: float = 600.0     # ... a partition this far ahead in event time is paused
     churn_horizon_days: float = 30.0       # the live backtest's horizon
+    tick_seconds: float = 86400.0          # event time between learning ticks (as `cxpulse replay`)
+    tick_quiet_seconds: float = 60.0       # a quiet stream: no records this long, then the stream time runs ticks
     sweep_max: int = SWEEP_MAX
     # The sweep index (pipeline/service/sweep_index.py): None sweeps the store round-robin,
     # `sweep_max` customers per tick; a number sweeps only the customers with a deadline due,
@@ -106,7 +117,8 @@ class Delivered:
 class WorkerLoop:
     def __init__(self, core: Core, config: LoopConfig, *, store: StateStore, outputs: OutputsPublisher,
                  rows: RowSink, inputs: InputPartitions, clock: Clock, metrics: WorkerMetrics,
-                 fetch_backtest_rows: FetchRows | None = None) -> None:
+                 fetch_backtest_rows: FetchRows | None = None, learner: ChurnLearner | None = None,
+                 models: ModelChannel | None = None, train_executor: Executor | None = None) -> None:
         self.core = core
         self.config = config
         self.store = store
@@ -135,6 +147,17 @@ class WorkerLoop:
         self.agent_batch_at = 0.0   # when the agent last applied what it could (the idle timer covers silences only)
         self._slot_of_topic = config.slot_of_topic
         self._input_topics = config.input_topics
+        # Learning the churn model (docs/churn-model.md, "In the worker"): event-time ticks as
+        # in `cxpulse replay`; records later than the next tick wait in `gate` for it.
+        self.learner = learner
+        self.models = models
+        self.train_executor = train_executor   # where trainings run (None: a thread; the worker: a process)
+        self.gate: TickGate[tuple[TP, int, RawRecord]] | None = (
+            TickGate(config.tick_seconds, core.params.lateness_seconds) if learner is not None else None)
+        self.last_refit = float("-inf")
+        self.progress: dict[TP, float] = {}       # input partition -> latest event time released from it
+        self.training_lock = asyncio.Lock()       # trainings run one after the other, off the event loop
+        self.trainings: set[asyncio.Task] = set()
 
     # --- states ------------------------------------------------------------------------
     def load_state(self, customer_id: str) -> CustomerState | None:
@@ -179,19 +202,13 @@ class WorkerLoop:
                 released = self.merge.release(self.config.batch_max)
                 if not released.records:
                     break
-                records: list[RawRecord] = [rec for _, _, rec in released.records]
-                result = await self._apply_batch(records)
+                if self.gate is None:
+                    results = [await self._apply_batch([rec for _, _, rec in released.records])]
+                else:
+                    results = await self._apply_gated(released.records)
+            # held records (tick gate) are past `next` too: commits stop below them (commit_completed_inputs)
             self.guard.advance(released.cursor)
-            m = self.metrics
-            for topic, n in result.consumed.items():
-                m.consumed(topic, n)
-            for topic, n in result.applied_by_topic.items():
-                m.applied(topic, n, result.latest_event_time or None)
-            for topic, n in result.duplicates_by_topic.items():
-                m.duplicate(topic, n)
-            for topic, n in result.erased_by_topic.items():
-                m.erased(topic, n)
-            m.batch(len(records), self.clock.monotonic() - started)
+            self._count(results, len(released.records), started)
         pause, resume = self.merge.flow()
         self.inputs.pause(pause)
         self.inputs.resume(resume)
@@ -209,6 +226,148 @@ class WorkerLoop:
                 return
             for tp, end in ends.items():
                 self.merge.observe_end(tp, end, asked_at=asked)
+
+    def _count(self, results: list[BatchResult], n: int, started: float) -> None:
+        m = self.metrics
+        for result in results:
+            for topic, k in result.consumed.items():
+                m.consumed(topic, k)
+            for topic, k in result.applied_by_topic.items():
+                m.applied(topic, k, result.latest_event_time or None)
+            for topic, k in result.duplicates_by_topic.items():
+                m.duplicate(topic, k)
+            for topic, k in result.erased_by_topic.items():
+                m.erased(topic, k)
+        m.batch(n, self.clock.monotonic() - started)
+
+    async def _apply_gated(self, items: list) -> list[BatchResult]:
+        """Apply released records through the tick gate (under the lock), as `cxpulse replay`
+        does (pipeline/service/replay.py): an event whose time minus the lateness bound
+        passes the next tick runs the ticks first (`_tick`); records later than the next tick
+        are held until it has run. Keyed by (customer, topic): a customer's records of a topic
+        stay in offset order (the source-offset dedup needs it)."""
+        gate = self.gate
+        assert gate is not None
+        lateness = self.core.params.lateness_seconds
+        window = self.core.window
+        ceiling = window.ceiling(self.clock.time())
+        results: list[BatchResult] = []
+        pending: list[RawRecord] = []
+        progress = self.progress
+        behind = [tp for tp in self._assigned_inputs() if not self.merge.caught_up(tp)]
+
+        async def flush() -> None:
+            for i in range(0, len(pending), self.config.batch_max):
+                results.append(await self._apply_batch(pending[i:i + self.config.batch_max]))
+            pending.clear()
+
+        for tp, offset, rec in items:
+            ts = event_time(rec.value)
+            if ts is not None and not (window.floor <= ts <= ceiling):
+                ts = None   # implausible: the core dead-letters it; it moves no tick
+            if ts is not None:
+                gate.start(ts)
+                progress[tp] = max(ts, progress.get(tp, ts))
+                if gate.due(ts):
+                    # Partitions of other numbers are not aligned with this one (the merge aligns
+                    # only the topics' partitions of one number): the stream's event time is the
+                    # lowest progress among the input partitions with records still to come.
+                    until = min([ts] + [progress.get(b, float("-inf")) for b in behind]) - lateness
+                    for now in gate.ticks(until):
+                        await flush()   # the tick sees every record up to it (those the last tick released too)
+                        await self._tick(now)
+                        pending.extend(r for _, _, r in gate.release())
+            key = (rec.key, rec.topic)
+            if gate.holds(ts, key):
+                gate.hold(ts, (tp, offset, rec), key)
+            else:
+                pending.append(rec)
+        await flush()
+        return results
+
+    async def _tick(self, now: float) -> None:
+        """A learning tick at event time `now` (states hold exactly the events up to it; under
+        the lock): the population re-fit on replay's schedule and the churn model's snapshot,
+        computed in a thread so the event loop keeps running (no batch changes the states
+        meanwhile: the lock is held); on the retraining schedule, a training off the event loop
+        too (`_train`). No alerts here: the wall-clock sweep keeps doing them."""
+        states = {s.customer_id: s for s in self.owned_states(list(self.store.keys()))}
+        data = await asyncio.get_running_loop().run_in_executor(None, self._learn_at, now, states)
+        if data is not None:
+            task = asyncio.get_running_loop().create_task(self._train(now, data))   # not awaited: batches go on
+            self.trainings.add(task)
+            task.add_done_callback(self.trainings.discard)
+
+    def _learn_at(self, now: float, states: dict[str, CustomerState]) -> TrainingSet | None:
+        """The tick's computation (in a thread): re-fit, snapshot, and the training set when a
+        retraining is due (a copy of the labelled history at this tick)."""
+        assert self.learner is not None
+        if now - self.last_refit >= REFIT_EVERY:
+            self.core.refit_population(states.values(), as_of=now)
+            self.last_refit = now
+        self.learner.snapshot(now, states, self.core)
+        return self.learner.training_set(now) if self.learner.retrain_due(now) else None
+
+    async def _train(self, now: float, data: TrainingSet) -> None:
+        """Train in `train_executor` (another process in the worker: no share of the event
+        loop's interpreter; a thread by default), then decide what serves and
+        publish it on the models channel, which every worker installs from."""
+        assert self.learner is not None
+        learner = self.learner
+        async with self.training_lock:
+            try:
+                started = self.clock.monotonic()
+                model = await asyncio.get_running_loop().run_in_executor(
+                    self.train_executor, fit_model, learner.kind, now, data)
+                if model is None:
+                    return
+                learner.train_seconds.append(self.clock.monotonic() - started)
+                served = learner.adopt(model, self.core)
+                if self.models is not None:
+                    await self.models.publish(served, model.card)
+            except Exception:   # a failed training leaves the serving model as it is
+                log.exception("churn model training at %s failed", now)
+
+    async def advance_ticks(self) -> None:
+        """In a quiet stream (no records delivered for `tick_quiet_seconds`), run the ticks the
+        stream time (event time advancing with the wall clock) has passed by more than the
+        lateness bound, and apply what they release: held records do not wait for the next
+        event. Only when quiet: while records come, a partition that looks caught up may just
+        not have been produced to yet (a backfill), and its events decide the ticks
+        (`_apply_gated`). The caller skips it during a rebalance."""
+        gate = self.gate
+        if gate is None or gate.next_tick is None or self.lock.locked():
+            return
+        if self.clock.monotonic() - self.agent_batch_at < self.config.tick_quiet_seconds:
+            return
+        if any(not self.merge.caught_up(tp) for tp in self._assigned_inputs()):
+            return   # records still to come: their event times drive the ticks
+        until = self.now() - self.core.params.lateness_seconds
+        if gate.next_tick > until:
+            return
+        started = self.clock.monotonic()
+        async with self.lock:
+            results: list[BatchResult] = []
+            for now in gate.ticks(until):
+                await self._tick(now)
+                released = [r for _, _, r in gate.release()]
+                if released:
+                    results.append(await self._apply_batch(released))
+        self._count(results, sum(sum(r.consumed.values()) for r in results), started)
+
+    def install_model(self, value: bytes) -> None:
+        """A record of the models channel: the model to serve (every worker, the trainer too)."""
+        try:
+            model, card = decode_model(value)
+        except ValueError as exc:
+            log.error("churn model record ignored: %s", exc)
+            return
+        previous = self.core.churn_model.version if self.core.churn_model is not None else "hand-set"
+        self.core.churn_model = model
+        now = model.version if model is not None else "hand-set"
+        if now != previous:
+            log.info("churn model installed: %s -> %s", previous, now)
+        self.metrics.churn_model(model.card if model is not None else None)
 
     async def _apply_batch(self, records: list[RawRecord]) -> BatchResult:
         """Process and emit a micro-batch (under the lock): a record failing to be applied, to
@@ -397,6 +556,10 @@ class WorkerLoop:
         emitted), after flushing the producer so their changelog writes are on the broker."""
         assignment = set(self.inputs.assignment())
         offsets = {tp: o for tp, o in self.guard.to_commit().items() if tp in assignment}
+        if self.gate is not None:   # a record held for a tick is not applied: commit below it
+            for tp, offset, _ in self.gate.held():
+                if tp in offsets:
+                    offsets[tp] = min(offsets[tp], offset)
         if not offsets:
             return
         await self.outputs.flush()
@@ -430,6 +593,11 @@ class WorkerLoop:
         dropped (never applied: read again from the committed offsets after the rebalance),
         everything paused is resumed, and the past-SLA gauge is recounted by the sweep."""
         self.guard.forget(revoked)
+        if self.gate is not None:   # read again from the committed offsets (at or below them) by the next owner
+            gone = set(revoked)
+            self.gate.drop(lambda item: item[0] not in gone)
+            for tp in gone:
+                self.progress.pop(tp, None)
         self.inputs.resume(self.merge.resume_all())
         self.merge.clear()
         self.past_sla.clear()   # some of them are another worker's now; the sweep recounts this worker's
@@ -480,7 +648,10 @@ class WorkerLoop:
                     self._schedule(result)
 
     def refit_population(self) -> None:
-        """Re-fit the churn model's population parameters from this worker's customers."""
+        """Re-fit the churn model's population parameters from this worker's customers (on
+        the wall-clock timer; a learning worker re-fits at its event-time ticks instead)."""
+        if self.gate is not None:
+            return
         self.core.refit_population(self.owned_states(list(self.store.keys())), as_of=self.now())
         if self.sweep_index is not None:   # everyone's risk moved: everyone is due
             self.sweep_index.schedule_all(self.now())

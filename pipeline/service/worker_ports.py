@@ -79,6 +79,14 @@ class InputPartitions(Protocol):
         """Fetch `tps` again (those still assigned)."""
 
 
+class ModelChannel(Protocol):
+    """The compacted `cx.models` topic: the churn model every worker serves."""
+
+    async def publish(self, model: Any, card: Any) -> None:
+        """Publish `model` (a learned churn model, or None: the hand-set model serves) with the
+        card of the latest trained model, awaited until the broker has it."""
+
+
 class Clock(Protocol):
     def time(self) -> float:
         """Wall clock, Unix seconds."""
@@ -101,3 +109,5 @@ class WorkerMetrics(Protocol):
     def alert_resolved(self, type: str, tier: str, severity: str) -> None: ...  # noqa: A002
     def complaints_past_sla(self, by_tier: Mapping[str, int]) -> None: ...
     def churn_backtest(self, figures: Mapping[str, object], horizon_days: float, at: float) -> None: ...
+    def churn_model(self, card: Any) -> None:
+        """The serving churn model changed (its ModelCard; None: the hand-set model)."""

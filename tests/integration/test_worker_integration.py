@@ -360,3 +360,36 @@ def test_worker_equals_replay_in_every_field_across_a_restart(make_settings, sta
             assert set(got) == set(want), f"{table}: {len(set(got) ^ set(want))} keys differ"
             bad = [(k, c, got[k][c], want[k][c]) for k in want for c in want[k] if not same_value(got[k][c], want[k][c])]
             assert not bad, f"{table}: {len(bad)} values differ from replay, e.g. {bad[:5]}"
+
+
+def test_the_learning_worker_publishes_the_models_replay_trains(make_settings, start_worker):
+    """CXPULSE_LEARN_CHURN: a worker fed a stream through the broker trains at the same
+    event-time ticks as `cxpulse replay --learn-churn` on the same events and publishes on
+    cx.models the same decisions with the same model cards (version, window, row counts,
+    validation figures), in the same order."""
+    from pipeline.learning.churn_model_codec import decode_model
+    from pipeline.service.churn_learning import ChurnLearner
+
+    # a 7-day horizon: enough labelled leavers for the default cold-start minimums in 60 days
+    settings = make_settings(learn_churn=True, churn_horizon_days=7, batch_max=500)
+    stream = generate(customers=250, days=60, seed=4, invalid_ratio=0.0)
+    learner = ChurnLearner(settings.churn_horizon_days)
+    core = build_core(settings)
+    replay([r.value for r in stream.records], core, clock=time.time, learner=learner)
+    assert learner.cards, "the stream should be long enough to train"
+
+    worker = start_worker(settings)
+    kafka_io.produce(settings, [(settings.topic_for_type[r.kind], r.key, r.value) for r in stream.records])
+    deadline = time.monotonic() + 600
+    published: list = []
+    while time.monotonic() < deadline and worker.alive:
+        published = [decode_model(m.value) for m in kafka_io.read_topic(settings, settings.topic_models, timeout=5)]
+        if len(published) >= len(learner.cards):
+            break
+        time.sleep(2)
+    assert [card.to_dict() for _, card in published] == [c.to_dict() for c in learner.cards]
+    served, _ = published[-1]
+    want = core.churn_model
+    assert (served.version if served else None) == (want.version if want else None)
+    if want is not None:
+        assert list(served.coef) == list(want.coef) and served.platt == want.platt

@@ -30,6 +30,7 @@ def topic_specs(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
         settings.topic_deadletter: (p, {}),
         settings.topic_erasures: (p, {}),   # keyed by customer_id: the owner of the state erases it
         settings.topic_actions: (p, {}),    # keyed by customer_id: the owner of the state keeps the case
+        settings.topic_models: (1, {"cleanup.policy": "compact"}),   # the served churn model: every worker reads all of it
     }
 
 

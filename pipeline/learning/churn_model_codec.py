@@ -1,0 +1,76 @@
+"""The churn model on the wire: what the training worker publishes on the compacted
+`cx.models` topic and every worker installs (`core.churn_model`).
+
+One JSON document per decision: `{"serves": "<version>" | "hand-set", "card": {…}, "model":
+{…} | null}`. A logistic model travels as its standardisation (mean, scale), coefficients,
+intercept and Platt parameters; a LightGBM model as LightGBM's own model string. Floats go
+through JSON's shortest round-tripping repr, so the decoded model scores bit for bit as the
+trained one. `serves: "hand-set"` hands scoring back to the hand-set model (cold start ends
+never do; a drift does), and its card is the model that was trained and not served.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from pipeline.learning.churn_trainer import LinearChurnModel, ModelCard, TreeChurnModel
+
+FORMAT = 1
+HAND_SET = "hand-set"
+
+
+def _floats(a: Any) -> list[float]:
+    return [float(v) for v in np.asarray(a, dtype=np.float64).ravel()]
+
+
+def encode_model(model: LinearChurnModel | TreeChurnModel | None, card: ModelCard | None) -> bytes:
+    """The decision to publish: `model` serves (None: the hand-set model serves); `card` is
+    the card of the latest trained model (`model.card` when it serves)."""
+    body: dict[str, Any] | None
+    if model is None:
+        body = None
+    elif isinstance(model, LinearChurnModel):
+        body = {"kind": "logistic", "version": model.version, "feature_names": list(model.feature_names),
+                "mean": _floats(model.mean), "scale": _floats(model.scale), "coef": _floats(model.coef),
+                "intercept": float(model.intercept), "platt": [float(v) for v in model.platt]}
+    else:
+        body = {"kind": "lightgbm", "version": model.version, "feature_names": list(model.feature_names),
+                "booster": model.booster.model_to_string(), "platt": [float(v) for v in model.platt]}
+    doc = {"format": FORMAT, "serves": model.version if model is not None else HAND_SET,
+           "card": card.to_dict() if card is not None else None, "model": body}
+    return json.dumps(doc, sort_keys=True).encode()
+
+
+def decode_model(value: bytes) -> tuple[LinearChurnModel | TreeChurnModel | None, ModelCard | None]:
+    """(the model to serve or None for the hand-set model, the card). Raises ValueError on a
+    document this build cannot read."""
+    try:
+        doc = json.loads(value)
+        if doc.get("format") != FORMAT:
+            raise ValueError(f"churn model format {doc.get('format')!r}, this build reads {FORMAT}")
+        card = None
+        if doc.get("card") is not None:
+            c = dict(doc["card"])
+            c["window"] = tuple(c["window"])
+            card = ModelCard(**c)
+        body = doc.get("model")
+        if body is None:
+            return None, card
+        names = tuple(body["feature_names"])
+        a, b = body["platt"]
+        if body["kind"] == "logistic":
+            model: LinearChurnModel | TreeChurnModel = LinearChurnModel(
+                body["version"], names, np.array(body["mean"]), np.array(body["scale"]), np.array(body["coef"]),
+                float(body["intercept"]), (float(a), float(b)), card)
+        elif body["kind"] == "lightgbm":
+            import lightgbm as lgb
+
+            model = TreeChurnModel(body["version"], names, lgb.Booster(model_str=body["booster"]),
+                                   (float(a), float(b)), card)
+        else:
+            raise ValueError(f"unknown churn model kind {body['kind']!r}")
+        return model, card
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"unreadable churn model document: {type(exc).__name__}: {exc}") from exc

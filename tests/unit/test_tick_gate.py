@@ -1,0 +1,67 @@
+"""pipeline/service/tick_gate.py: the event-time ticks `cxpulse replay` and the worker share."""
+from __future__ import annotations
+
+from pipeline.service.tick_gate import TickGate
+
+DAY = 86400.0
+
+
+def test_first_tick_is_the_next_multiple_after_the_first_event():
+    g: TickGate[str] = TickGate(DAY, 3600.0)
+    g.start(10 * DAY + 5)
+    g.start(3 * DAY)            # only the first event time counts
+    assert g.next_tick == 11 * DAY
+
+
+def test_a_tick_runs_only_once_the_lateness_bound_has_passed_it():
+    g: TickGate[str] = TickGate(DAY, 3600.0)
+    g.start(0.5 * DAY)
+    assert not g.due(DAY + 3599) and list(g.ticks(DAY + 3599 - 3600)) == []
+    assert g.due(DAY + 3600)
+    assert list(g.ticks(DAY + 3600 - 3600)) == [DAY]
+    assert g.next_tick == 2 * DAY
+
+
+def test_records_after_the_next_tick_wait_for_it_and_go_in_arrival_order():
+    g: TickGate[str] = TickGate(DAY, 3600.0)
+    g.start(0.5 * DAY)
+    for ts, item in [(DAY + 10, "b"), (0.9 * DAY, "late"), (2 * DAY + 1, "c"), (DAY + 5, "a")]:
+        if g.holds(ts):
+            g.hold(ts, item)
+    assert g.held() == ["b", "c", "a"]          # "late" is before the tick: applied at once
+    released = []
+    for tick in g.ticks(DAY):
+        released += g.release()                  # up to the new next tick (2 days)
+    assert released == ["b", "a"] and g.held() == ["c"]
+    assert g.release_all() == ["c"] and len(g) == 0
+
+
+def test_a_key_stays_in_arrival_order_behind_its_held_record():
+    g: TickGate[str] = TickGate(DAY, 3600.0)
+    g.start(0.5 * DAY)
+    g.hold(DAY + 10, "a1", key="a")
+    assert g.holds(0.9 * DAY, key="a")           # before the tick, but behind a1
+    assert g.holds(None, key="a")                # no event time: still behind a1
+    assert not g.holds(0.9 * DAY, key="b")
+    g.hold(0.9 * DAY, "a2", key="a")
+    g.hold(3 * DAY, "a3", key="a")
+    g.hold(DAY + 20, "a4", key="a")
+    list(g.ticks(DAY))
+    assert g.release() == ["a1", "a2"]           # a4 stays behind a3 (after the next tick)
+    assert g.held() == ["a3", "a4"]
+
+
+def test_a_gap_of_years_runs_a_bounded_number_of_ticks():
+    g: TickGate[str] = TickGate(DAY, 0.0, max_ticks=5)
+    g.start(0.0)
+    ticks = list(g.ticks(1000 * DAY + 7))
+    assert len(ticks) == 6 and ticks[:5] == [DAY, 2 * DAY, 3 * DAY, 4 * DAY, 5 * DAY]
+    assert ticks[-1] == 1000 * DAY and g.next_tick == 1001 * DAY
+
+
+def test_drop_forgets_held_records_of_revoked_partitions():
+    g: TickGate[tuple[int, str]] = TickGate(DAY, 0.0)
+    g.start(0.0)
+    g.hold(2 * DAY, (0, "x"))
+    g.hold(2 * DAY, (1, "y"))
+    assert g.drop(lambda item: item[0] != 1) == 1 and g.held() == [(0, "x")]
