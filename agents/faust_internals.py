@@ -185,6 +185,18 @@ def highwater(consumer: Any, tp: Any) -> int | None:
 RECOVERY_STALL_SECONDS = 3.0
 
 
+async def flush_producer(producer: Any) -> None:
+    """Put every buffered message on the broker. Faust's `Producer.flush` drains its
+    `ProducerBuffer` with `flush_atmost(None)`, which returns as soon as no message was sent
+    within 0.1 s — with messages still buffered (faust/transport/producer.py) — and then
+    flushes only what aiokafka already holds. Under load a commit could then go before
+    outputs sent with `send_soon`: a crash after it would lose them. So flush until the
+    buffer is empty (while the broker is unreachable this waits, as a commit must)."""
+    while producer.buffer.size:
+        await producer.buffer.flush()
+    await producer.flush()
+
+
 class RecoveryWatchdog:
     """Table recovery that stalled because its changelog records were fetched and dropped
     (a Faust race when two rebalances follow each other: pipeline/service/recovery_check.py):

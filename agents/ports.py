@@ -73,7 +73,7 @@ class TopicOutputs:
         self.topic_of[kind].send_soon(key=key, value=value)
 
     async def flush(self) -> None:
-        await self.app.producer.flush()
+        await faust_internals.flush_producer(self.app.producer)
 
     async def delete_score(self, key: bytes) -> None:
         await self.scores.send(key=key, value=None)

@@ -65,3 +65,28 @@ def test_create_app_wires_a_worker_loop_to_faust(tmp_path):
     assert loop.config.input_topics == set(settings.input_topics)
     assert loop.config.batch_max == settings.batch_max
     assert GroupCoordinator._cxpulse_patched
+
+
+def test_flush_producer_waits_until_faust_buffer_is_empty():
+    """Faust's ProducerBuffer.flush gives up after 0.1 s without a send, messages still buffered;
+    the worker's flush (before every state write and commit) must not."""
+    import asyncio
+
+    from agents.faust_internals import flush_producer
+
+    class Buffer:
+        size = 5
+
+        async def flush(self) -> None:   # like flush_atmost(None) timing out after 2 sends
+            self.size = max(0, self.size - 2)
+
+    class Producer:
+        def __init__(self) -> None:
+            self.buffer, self.flushed_with = Buffer(), None
+
+        async def flush(self) -> None:
+            self.flushed_with = self.buffer.size
+
+    p = Producer()
+    asyncio.run(flush_producer(p))
+    assert p.buffer.size == 0 and p.flushed_with == 0
