@@ -148,7 +148,7 @@ def create_app(settings: Settings, *, core: Core | None = None) -> WorkerApp:
             current = [e for e in events if e.message.generation_id == generation and e.message.tp in assignment]
             await loop.deliver(
                 [Delivered(e.message.tp, RawRecord(e.message.topic, e.message.partition, e.message.offset,
-                                                   e.key, e.value), e.message.timestamp)
+                                                   e.key, e.value))
                  for e in current],
                 stale=len(events) - len(current))
 

@@ -106,12 +106,12 @@ class LoopConfig:
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
-    """An input record as the consumer delivered it: its partition and Kafka timestamp (the
-    event time of a record without a readable `occurred_at`)."""
+    """An input record as the consumer delivered it, with its partition. (Its event time is
+    its `occurred_at`; a record without a readable one goes with the record before it —
+    pipeline/service/event_time_merge.py — never with the Kafka send time.)"""
 
     tp: TP
     record: RawRecord
-    timestamp: float
 
 
 class WorkerLoop:

@@ -73,7 +73,7 @@ async def _run_worker(values, keys, topics, chunk: int = 400):
         tp = TP(topic, zlib.crc32(key) % 2)
         offset = ends.get(tp, 0)
         ends[tp] = offset + 1
-        delivered.append(Delivered(tp, RawRecord(tp.topic, tp.partition, offset, key, value), 0.0))
+        delivered.append(Delivered(tp, RawRecord(tp.topic, tp.partition, offset, key, value)))
     for i in range(0, len(delivered), chunk):
         await loop.deliver(delivered[i:i + chunk])
     while loop.trainings:
@@ -126,7 +126,7 @@ def _learning_world():
             tp = TP(TOPIC[e["type"]], 0)
             offset = ends.get(tp, 0)
             ends[tp] = offset + 1
-            out.append(Delivered(tp, RawRecord(tp.topic, 0, offset, e["customer_id"].encode(), raw(e)), 0.0))
+            out.append(Delivered(tp, RawRecord(tp.topic, 0, offset, e["customer_id"].encode(), raw(e))))
         return out
     return loop, inputs, store, records
 

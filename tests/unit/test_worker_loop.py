@@ -231,8 +231,7 @@ class World:
             tp = TP(TOPIC[e["type"]], (partition_of or {}).get(e["customer_id"], 0))
             offset = self.ends.get(tp, 0)
             self.ends[tp] = offset + 1
-            out.append(Delivered(tp, RawRecord(tp.topic, tp.partition, offset, e["customer_id"].encode(), raw(e)),
-                                 T0.timestamp()))
+            out.append(Delivered(tp, RawRecord(tp.topic, tp.partition, offset, e["customer_id"].encode(), raw(e))))
         return out
 
     def state(self, customer: str) -> CustomerState | None:
@@ -248,7 +247,7 @@ def test_outputs_then_rows_then_flush_then_states():
     w = World()
     batch = w.records([touchpoint("a", csat=2), order("b"), touchpoint("a", when=at(hours=1)), complaint("b")])
     batch += w.records([order("b")])[:0] + [Delivered(TP(TOPIC["order"], 0),
-                                                     RawRecord(TOPIC["order"], 0, 1, b"b", b"{not json"), 0.0)]
+                                                     RawRecord(TOPIC["order"], 0, 1, b"b", b"{not json"))]
     w.ends[TP(TOPIC["order"], 0)] = 2
     run(w.loop.deliver(batch))
 
