@@ -63,7 +63,7 @@ class TrainingSet:
     t: np.ndarray
     reference: np.ndarray
     leavers: int
-    horizon_days: float = 30.0   # the label's horizon H (the trainer judges still-active rows by it)
+    horizon_days: float   # the label's horizon H (the trainer judges still-active rows by it)
 
 
 @dataclass
