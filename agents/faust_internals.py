@@ -161,13 +161,24 @@ def last_committed(consumer: Any, tp: Any) -> int | None:
 
 # --- fetching: pause, resume, log end --------------------------------------------------------
 def pause(consumer: Any, tps: Iterable[Any]) -> None:
+    """Stop fetching `tps`, but still deliver the records of theirs Faust has fetched already.
+
+    `Consumer.pause_partitions` alone takes `tps` out of the very set `Consumer.getmany`
+    filters its current fetch by, so the rest of a fetch being delivered was dropped for a
+    paused partition: the worker saw the gap, sought back and read those records again (in
+    `make bench`, 95 seeks; of 28,055 records delivered in the batches with a gap, 8,586 could
+    be applied). Faust's own flow control for a full stream buffer pauses the way this does:
+    out of the active set (no more fetches), into `_buffered_partitions` (still delivered)."""
     tps = set(tps)
     if tps:
         consumer.pause_partitions(tps)
+        consumer._buffered_partitions.update(tps)
 
 
 def resume(consumer: Any, tps: Iterable[Any]) -> None:
-    tps = set(tps) & set(consumer.assignment())
+    tps = set(tps)
+    consumer._buffered_partitions.difference_update(tps)
+    tps &= set(consumer.assignment())
     if tps:
         consumer.resume_partitions(tps)
 
