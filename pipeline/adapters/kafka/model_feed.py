@@ -16,6 +16,8 @@ from pipeline.config import Settings
 
 log = logging.getLogger("cxpulse.worker")
 MODEL_KEY = b"churn"
+IDLE_WAIT_SECONDS = 1.0
+POLL_MS = 20
 
 
 class ModelFeed:
@@ -44,10 +46,17 @@ class ModelFeed:
                     tp = TopicPartition(self.settings.topic_models, 0)
                     consumer.assign([tp])
                     consumer.seek_to_beginning(tp)
-                for records in consumer.poll(timeout_ms=1000).values():
+                batches = consumer.poll(timeout_ms=POLL_MS)
+                for records in batches.values():
                     for rec in records:
                         if rec.value is not None:
                             loop.call_soon_threadsafe(self.on_record, rec.value)
+                if not batches:
+                    # A broker may answer a fetch of an empty partition at once instead of
+                    # waiting fetch.max.wait.ms (the embedded one does): polling again at once
+                    # spun this thread at ~0.9 of a core, taking the GIL from the worker's loop.
+                    # Models come seldom; a second's delay in installing one costs nothing.
+                    self._stop.wait(IDLE_WAIT_SECONDS)
             except Exception as exc:   # broker away: try again (the served model stays)
                 log.warning("cx.models feed: %r; retrying", exc)
                 if consumer is not None:
