@@ -52,9 +52,20 @@ class TableStates:
         return self.live.load(customer_id, self.table.get(customer_id.encode()) or None)
 
     def store(self, customer_id: str, state: CustomerState) -> None:
-        raw = encode_state(state)
+        self.put(customer_id, encode_state(state), state)
+
+    def encode(self, state: CustomerState) -> bytes:
+        return encode_state(state)
+
+    def decode(self, customer_id: str, raw: bytes) -> CustomerState:
+        return decode_state(raw, customer_id)
+
+    def put(self, customer_id: str, raw: bytes, state: CustomerState | None) -> None:
         self.table[customer_id.encode()] = raw
-        self.live.stored(customer_id, raw, state)
+        if state is None:
+            self.live.forget(customer_id)
+        else:
+            self.live.stored(customer_id, raw, state)
 
     def keys(self) -> Iterable[str]:
         return [key.decode() for key in self.table.keys()]

@@ -7,9 +7,17 @@ wires it to Faust; tests/unit/test_worker_loop.py drives it with in-memory fakes
 Invariants it owns (docs/fault-tolerance.md tells why each exists):
 
 - **Emit order.** A batch's outputs are sent, then its ClickHouse rows are written (durable),
-  then the producer is flushed, and only then are its states stored. A crash before the
-  states are stored re-delivers the batch and repeats its outputs (absorbed downstream); a
-  state stored first would make the re-delivery a duplicate and lose the outputs.
+  then the producer is flushed, and only then are its states stored and its input offsets
+  counted as done. A crash before the states are stored re-delivers the batch and repeats
+  its outputs (absorbed downstream); a state stored first would make the re-delivery a
+  duplicate and lose the outputs.
+- **Overlapped write.** The agent's batches do not wait for their ClickHouse write: batch N's
+  write runs in the sink's thread while N+1 is taken and processed. N+1 loads N's states
+  from the overlay of pending states (pipeline/service/pending_states.py), so it computes
+  exactly what the serial order computes; N+1's outputs go out, and its write starts, only
+  after N is complete (states stored, offsets advanced): one batch in flight at a time, and
+  a write that fails stops every later batch (`settle`). Sweeps, erasures, learning ticks and
+  the drain wait for the batch in flight first.
 - **One lock.** Batches, actions, the sweep and erasures read-modify-write the state store
   across awaits (states are stored last), so they take turns on one asyncio lock.
 - **Poison records** (pipeline/service/emit_guard.py): a record that cannot be applied, turned
@@ -55,6 +63,7 @@ from pipeline.service.emit_guard import PreparedBatch, guarded_batch, messages_o
 from pipeline.service.event_time_merge import EventTimeMerge
 from pipeline.service.live_backtest import FetchRows, refresh_live_backtest
 from pipeline.service.offset_guard import OffsetGuard, Selection
+from pipeline.service.pending_states import PendingStates
 from pipeline.service.sweep_index import SweepIndex
 from pipeline.service.processor import OFFSET_SLOT, BatchResult, Core, RawRecord, dead_letter, event_time
 from pipeline.service.tick_gate import REFIT_EVERY, TickGate
@@ -138,6 +147,11 @@ class WorkerLoop:
             clock=clock.monotonic)
         self.stream_clock = StreamClock()
         self.lock = asyncio.Lock()
+        # The batch whose ClickHouse write is in flight: its states (served to loads before the
+        # store's) and the task that completes it (stores them, advances its offsets).
+        self.pending: PendingStates[CustomerState] = PendingStates(store.encode, store.decode)
+        self.writing: asyncio.Task | None = None
+        self._generation = 0   # a revocation bumps it: a batch in flight across it advances no offsets
         self.past_sla: dict[str, tuple[str, int]] = {}   # customers with open complaints past SLA -> (tier, n)
         self.sweep_cursor: list[str] = []                # customers still to visit in this pass over the store
         # index mode: each customer's next check; customers not in it (start-up, recovery, a
@@ -161,6 +175,9 @@ class WorkerLoop:
 
     # --- states ------------------------------------------------------------------------
     def load_state(self, customer_id: str) -> CustomerState | None:
+        """The latest state: the pending batch's (its write in flight), else the stored one."""
+        if customer_id in self.pending:
+            return self.pending.load(customer_id)
         return self.store.load(customer_id)
 
     def owned_states(self, customer_ids: Sequence[str]) -> list[CustomerState]:
@@ -186,6 +203,8 @@ class WorkerLoop:
             self.merge.add(d.tp, d.record.offset, event_time(d.record.value), d.record)
         for tp in {d.tp for d in selection.accepted}:
             self.merge.observe_end(tp, self.inputs.log_end(tp))
+        if selection.ahead:
+            await self.settle()   # seek back to offsets of completed batches, not below the one in flight
         await self.seek_back(selection.ahead)
         await self.apply_released()
         self.agent_batch_at = self.clock.monotonic()
@@ -203,11 +222,13 @@ class WorkerLoop:
                 if not released.records:
                     break
                 if self.gate is None:
-                    results = [await self._apply_batch([rec for _, _, rec in released.records])]
+                    # overlapped: the batch's offsets advance when its write completes
+                    results = [await self._apply_batch([rec for _, _, rec in released.records], released.cursor)]
                 else:
                     results = await self._apply_gated(released.records)
-            # held records (tick gate) are past `next` too: commits stop below them (commit_completed_inputs)
-            self.guard.advance(released.cursor)
+            if self.gate is not None:   # the gated batches were emitted one after the other, complete
+                # held records (tick gate) are past `next` too: commits stop below them (commit_completed_inputs)
+                self.guard.advance(released.cursor)
             self._count(results, len(released.records), started)
         pause, resume = self.merge.flow()
         self.inputs.pause(pause)
@@ -291,6 +312,7 @@ class WorkerLoop:
         computed in a thread so the event loop keeps running (no batch changes the states
         meanwhile: the lock is held); on the retraining schedule, a training off the event loop
         too (`_train`). No alerts here: the wall-clock sweep keeps doing them."""
+        await self.settle()
         states = {s.customer_id: s for s in self.owned_states(list(self.store.keys()))}
         data = await asyncio.get_running_loop().run_in_executor(None, self._learn_at, now, states)
         if data is not None:
@@ -369,9 +391,11 @@ class WorkerLoop:
             log.info("churn model installed: %s -> %s", previous, now)
         self.metrics.churn_model(model.card if model is not None else None)
 
-    async def _apply_batch(self, records: list[RawRecord]) -> BatchResult:
+    async def _apply_batch(self, records: list[RawRecord], cursor: dict | None = None) -> BatchResult:
         """Process and emit a micro-batch (under the lock): a record failing to be applied, to
-        become rows or to be serialized is dead-lettered `processing_error` (emit guard)."""
+        become rows or to be serialized is dead-lettered `processing_error` (emit guard).
+        With the batch's offset `cursor` the write is overlapped: it returns with the write in
+        flight, and the offsets advance when it completes; without, it returns complete."""
         now = self.clock.time()   # received_at, the processing clock: the plausible window ends at it + the allowed skew
         prepared = guarded_batch(
             records, lambda recs, load: self.core.process(recs, load, received_at=now, source_offsets=True),
@@ -379,7 +403,7 @@ class WorkerLoop:
         result = prepared.result
         if result.latest_event_time:
             self.stream_clock.observe(result.latest_event_time, self.clock.time())
-        await self._emit(result, prepared)
+        await self._emit(result, prepared, cursor=cursor, overlap=cursor is not None)
         return result
 
     async def release_idle(self) -> None:
@@ -409,25 +433,38 @@ class WorkerLoop:
             self.metrics.consumed(topic, n)
 
     # --- emitting ------------------------------------------------------------------------
-    async def _emit(self, result: BatchResult, prepared: PreparedBatch | None = None) -> None:
-        """Publish outputs, write ClickHouse rows (durable), and only then store the states.
+    async def _emit(self, result: BatchResult, prepared: PreparedBatch | None = None, *,
+                    cursor: dict | None = None, overlap: bool = False) -> None:
+        """Publish outputs, write ClickHouse rows (durable), and only then store the states
+        and advance the input offsets (`cursor`) of the batch.
 
         The order makes a crash (kill -9) safe: a state reaches the store's changelog only
         after the batch's outputs are acknowledged by the broker and its rows are in
-        ClickHouse. A crash before that leaves the changelog without the batch, so the
-        re-delivered events are applied again and their outputs repeated (ReplacingMergeTree
+        ClickHouse, and its offsets count as done (committable) only after that. A crash
+        before that leaves the changelog without the batch, so the re-delivered events are
+        applied again and their outputs repeated (ReplacingMergeTree, the insert dedup token
         and the compacted score topic absorb repeats). Storing the states first lost data:
         the recovered state already held the events, their re-delivery counted as
         `duplicate`, and scores / rows that had not left the process never did.
         Rows and messages come prepared (`guarded_batch`: a record whose rows or messages
         cannot be built is a dead letter already); rows ClickHouse refuses as data come back
         as `unstorable` dead letters.
+
+        Overlapped (`overlap`, the agent's batches): the write and what follows it run in a
+        task (`_complete`) and this returns at once, so the next batch is taken and processed
+        meanwhile; its states wait in `pending` (encoded now: what this batch computed) and
+        serve the next batch's loads. The batch before is completed first (`settle`): its
+        states are stored and its offsets advanced before anything of this one goes out, and
+        if its write failed nothing of this one does. A crash with a write in flight loses
+        no more than a crash in the serial order: neither batch's states are stored nor
+        offsets committed, so both are re-delivered.
         """
         prepared = prepared or prepare(result, self.rows.build_rows)
         self._track_past_sla(result)
+        await self.settle()
         m = self.metrics
-        # Buffered sends, no await per record: the flush below (or the commit's flush) puts
-        # them on the broker before the states are stored / the inputs count as done.
+        # Buffered sends, no await per record: the flush in `_complete` (or the commit's
+        # flush) puts them on the broker before the states are stored / the inputs count as done.
         for msg in prepared.messages:
             self.outputs.send(msg.kind, msg.key, msg.value)
         for score in result.scores:
@@ -440,18 +477,60 @@ class WorkerLoop:
         for dl in result.dead_letters:
             m.deadlettered(dl["source_topic"], dl["reason"])
         m.scores_published(len(result.scores))
+        self.pending.hold(result.states)
+        task = asyncio.get_running_loop().create_task(self._complete(result, prepared, cursor, self._generation))
+        task.add_done_callback(self._completed)
+        self.writing = task
+        if not overlap:
+            await self.settle()
+
+    async def _complete(self, result: BatchResult, prepared: PreparedBatch, cursor: dict | None,
+                        generation: int) -> None:
+        """The rest of `_emit`, in order: the rows written (durable; refused ones dead-lettered),
+        the producer flushed, the states stored, the offsets advanced."""
+        m = self.metrics
+        unstorable = []
         if any(prepared.rows.values()):
             unstorable = await self.rows.write(prepared.rows)
             for msg in messages_of(BatchResult(dead_letters=unstorable)):
                 self.outputs.send(msg.kind, msg.key, msg.value)
             for dl in unstorable:
                 m.deadlettered(dl["source_topic"], dl["reason"])
-        if result.states:
-            if prepared.messages:
+        if len(self.pending):
+            if prepared.messages or unstorable:
                 await self.outputs.flush()
-            for cid, state in result.states.items():
-                self.store.store(cid, state)
+            for cid, raw, state in self.pending.release():
+                self.store.put(cid, raw, state)
+        if cursor and generation == self._generation:   # after a revocation the next owner reads them again
+            self.guard.advance(cursor)
         self._schedule(result)
+
+    def _completed(self, task: asyncio.Task) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            if self.writing is task:
+                self.writing = None
+        else:   # kept in `writing`: every later `settle` raises it
+            log.error("a micro-batch failed after processing (ClickHouse write, flush or state store): %r; "
+                      "no later batch is emitted, its states are not stored nor its offsets committed", exc,
+                      exc_info=exc)
+
+    async def settle(self) -> None:
+        """Wait for the batch whose write is in flight to complete (rows durable, outputs
+        flushed, states stored, offsets advanced). Raises what completing it raised, every
+        time: no batch after a failed one is emitted (the agent fails loudly, as a write
+        that raises did before the overlap). A cancelled waiter leaves the batch running."""
+        task = self.writing
+        if task is None:
+            return
+        await asyncio.shield(task)
+        if self.writing is task:
+            self.writing = None
+
+    def write_in_flight(self) -> bool:
+        return self.writing is not None and not self.writing.done()
 
     def _schedule(self, result: BatchResult) -> None:
         """Index mode: every customer the result evaluated gets its next check."""
@@ -527,8 +606,9 @@ class WorkerLoop:
         released from the event-time buffer but not yet advanced, and a slow emit (a
         ClickHouse insert split by partition) is progress, not a stall — seeking back then
         re-applied the batch and sent its dead letters twice. The caller skips the tick
-        during a rebalance."""
-        if self.lock.locked():
+        during a rebalance. Nor while a batch's write is in flight (its offsets advance when it
+        completes)."""
+        if self.lock.locked() or self.write_in_flight():
             return
         tps = self._assigned_inputs()
         if not tps:
@@ -591,7 +671,10 @@ class WorkerLoop:
     def on_revoked(self, revoked) -> None:
         """Partitions revoked: their offset books go, the records buffered for alignment are
         dropped (never applied: read again from the committed offsets after the rebalance),
-        everything paused is resumed, and the past-SLA gauge is recounted by the sweep."""
+        everything paused is resumed, and the past-SLA gauge is recounted by the sweep. A batch
+        whose write is in flight still completes (its states stored) but advances no offsets:
+        whoever owns the partitions next reads its records again from the committed offsets."""
+        self._generation += 1
         self.guard.forget(revoked)
         if self.gate is not None:   # read again from the committed offsets (at or below them) by the next owner
             gone = set(revoked)
@@ -616,6 +699,7 @@ class WorkerLoop:
         n = self.config.sweep_max
         chunk, self.sweep_cursor = self.sweep_cursor[:n], self.sweep_cursor[n:]
         async with self.lock:
+            await self.settle()   # the store holds every batch's states
             loaded = self.owned_states(chunk)
             if loaded:
                 result = self.core.sweep(loaded, self.merge.hold_back(self.now()))   # not ahead of a group catching up
@@ -636,6 +720,7 @@ class WorkerLoop:
         self._rescan_in -= 1
         chunk, self.sweep_cursor = self.sweep_cursor[:n], self.sweep_cursor[n:]
         async with self.lock:
+            await self.settle()   # the store holds every batch's states
             now = self.merge.hold_back(self.now())   # not ahead of a group catching up
             customers = list(dict.fromkeys(index.due(now, limit=n) + chunk))
             loaded = self.owned_states(customers)
@@ -669,6 +754,7 @@ class WorkerLoop:
         """Replace the customer's state by an erasure marker (no personal data; events that
         occurred up to the request and arrive later are dropped) and tombstone its score."""
         async with self.lock:
+            await self.settle()   # a batch in flight must not store its state over the marker
             cid = key.decode()
             state = self.load_state(cid) or CustomerState(customer_id=cid)
             self.store.store(cid, state.erasure_marker(requested_at))
@@ -685,13 +771,20 @@ class WorkerLoop:
 
     # --- stopping ------------------------------------------------------------------------
     async def drain(self) -> None:
-        """Wait for the batch in flight (the lock), commit the input offsets it completed,
-        and keep the lock: no batch, sweep or erasure starts on a worker that is stopping."""
+        """Wait for the batch in flight (the lock, then its write), commit the input offsets it
+        completed, and keep the lock: no batch, sweep or erasure starts on a worker that is
+        stopping."""
+        async def stop_batches() -> None:
+            await self.lock.acquire()
+            await self.settle()
         try:
-            await asyncio.wait_for(self.lock.acquire(), self.config.drain_seconds)
+            await asyncio.wait_for(stop_batches(), self.config.drain_seconds)
         except asyncio.TimeoutError:
             log.warning("stopping with a micro-batch still in flight after %.0f s; it will be re-delivered",
                         self.config.drain_seconds)
+            return
+        except Exception as exc:   # its offsets were never advanced: re-delivered from the last commit
+            log.warning("stopping after a failed micro-batch (%r); it will be re-delivered", exc)
             return
         try:
             await self.commit_completed_inputs()

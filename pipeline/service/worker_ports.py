@@ -21,10 +21,23 @@ Rows = dict[str, list[dict[str, Any]]]   # ClickHouse table -> rows
 
 class StateStore(Protocol):
     """Customer states by customer id: the Faust table (with the state codec) in the worker,
-    a dict in tests."""
+    a dict of encoded states in tests.
+
+    `encode` / `put` split `store` in two for a batch whose ClickHouse write is in flight
+    (pipeline/service/pending_states.py): its states are encoded when it is processed (the
+    bytes are what the batch computed, whatever a later batch does to the objects) and put
+    into the store once its rows are durable and its outputs on the broker."""
 
     def load(self, customer_id: str) -> CustomerState | None: ...
-    def store(self, customer_id: str, state: CustomerState) -> None: ...
+    def store(self, customer_id: str, state: CustomerState) -> None:
+        """`put(customer_id, encode(state), state)`."""
+    def encode(self, state: CustomerState) -> bytes:
+        """The bytes the store keeps for `state`."""
+    def decode(self, customer_id: str, raw: bytes) -> CustomerState:
+        """The state `raw` (from `encode`) holds."""
+    def put(self, customer_id: str, raw: bytes, state: CustomerState | None) -> None:
+        """Store `raw`, encoded from `state` (None: that object was handed out since and may
+        have changed; the next load decodes `raw`)."""
     def keys(self) -> Iterable[str]: ...
 
 
