@@ -11,13 +11,14 @@ snapshot book holding `--rows` labelled rows (random features with a planted sig
 book's cap is 500,000 rows). One learning tick is run at the event time after the history,
 as the worker runs it when an event passes midnight + the lateness bound: the states are
 loaded, the population re-fit and the snapshot computed in a thread, the training scheduled
-off the loop. Meanwhile a probe task sleeps 5 ms at a time on the event loop and records
+off the loop. The garbage collector is set as in the worker (pipeline/bootstrap.py tune_gc). Meanwhile a probe task sleeps 5 ms at a time on the event loop and records
 how late it wakes: the longest lateness is the longest stall of the loop. Figures, no asserts.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -28,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pipeline.adapters.state_codec import decode_state, encode_state
-from pipeline.bootstrap import build_core
+from pipeline.bootstrap import build_core, tune_gc
 from pipeline.config import Settings
 from pipeline.domain.churn import DAY
 from pipeline.domain.churn_features import FEATURE_NAMES
@@ -128,6 +129,19 @@ def book_rows(learner: ChurnLearner, rows: int, end: float) -> None:
                                               rng.random(per).astype(np.float32), y))
 
 
+class GcPauses:
+    """gc.callbacks entry: the longest garbage collection (it holds the interpreter)."""
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.longest = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            self.longest = max(self.longest, time.perf_counter() - self.started)
+
+
 async def idle_stall(seconds: float = 3.0) -> float:
     """The same probe with nothing else running: the machine's own noise (2 shared cores)."""
     worst = 0.0
@@ -180,18 +194,25 @@ def main() -> None:
     args = ap.parse_args()
     settings = Settings()
     states = states_of(args.customers)
+    store = Store(states) if args.decoded else EncodedStore(states)
+    if not args.decoded:
+        del states   # the worker's table holds bytes: no decoded state outlives a load
     learner = ChurnLearner(settings.churn_horizon_days, kind=args.kind)
     now = (END.timestamp() // DAY + 1) * DAY
     book_rows(learner, args.rows, now)
     core = build_core(settings)
     loop = WorkerLoop(core, LoopConfig(topic_for_type=settings.topic_for_type),
-                      store=Store(states) if args.decoded else EncodedStore(states),
+                      store=store,
                       outputs=Nothing(), rows=Nothing(), inputs=Inputs(sorted(set(settings.topic_for_type.values()))),
                       clock=Clock(), metrics=Nothing(),
                       learner=learner, train_executor=None if args.thread else
                       ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")))
+    tune_gc()   # the worker's garbage-collector settings (agents/app.py)
     noise = asyncio.run(idle_stall())
+    pauses = GcPauses()
+    gc.callbacks.append(pauses)
     worst, tick, total, wakes, worst_at = asyncio.run(measure(loop, now))
+    gc.callbacks.remove(pauses)
     if loop.train_executor is not None:
         loop.train_executor.shutdown()
     card = learner.cards[-1] if learner.cards else None
@@ -201,7 +222,7 @@ def main() -> None:
           f"(states loaded, re-fit and snapshot), tick + training {total:.1f} s "
           f"(training {learner.train_seconds[-1] if learner.train_seconds else float('nan'):.1f} s incl. the transfer); "
           f"longest event-loop stall {worst * 1000:.0f} ms ({worst_at:.1f} s into the tick) over {wakes:,} probes "
-          f"of 5 ms (idle machine noise: {noise * 1000:.0f} ms); "
+          f"of 5 ms (idle machine noise: {noise * 1000:.0f} ms; longest garbage collection {pauses.longest * 1000:.0f} ms); "
           f"model {card.version if card else None} served: {core.churn_model is not None}")
 
 
