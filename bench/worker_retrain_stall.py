@@ -4,32 +4,39 @@
     .venv/bin/python bench/worker_retrain_stall.py [--customers 100000] [--rows 500000] [--kind logistic]
 
 A WorkerLoop (pipeline/service/worker_loop.py, the production code) with in-memory ports holds
-`--customers` customer states (the states of a generated stream, cloned under new ids) and a
+`--customers` customer states (the states of a generated stream, cloned under new ids), stored
+encoded as the worker's table holds them and decoded on load through the same cache of
+decoded states (pipeline/service/live_states.py; `--decoded`: a store of decoded objects), and a
 snapshot book holding `--rows` labelled rows (random features with a planted signal; the
 book's cap is 500,000 rows). One learning tick is run at the event time after the history,
 as the worker runs it when an event passes midnight + the lateness bound: the states are
 loaded, the population re-fit and the snapshot computed in a thread, the training scheduled
-off the loop. Meanwhile a probe task sleeps 5 ms at a time on the event loop and records
+off the loop. The garbage collector is set as in the worker (pipeline/bootstrap.py tune_gc). Meanwhile a probe task sleeps 5 ms at a time on the event loop and records
 how late it wakes: the longest lateness is the longest stall of the loop. Figures, no asserts.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 import numpy as np
 
-from pipeline.bootstrap import build_core
+from pipeline.adapters.state_codec import decode_state, encode_state
+from pipeline.bootstrap import build_core, tune_gc
 from pipeline.config import Settings
 from pipeline.domain.churn import DAY
 from pipeline.domain.churn_features import FEATURE_NAMES
 from pipeline.domain.churn_snapshots import Snapshot
+from pipeline.domain.state import CustomerState
 from pipeline.service.churn_learning import ChurnLearner
+from pipeline.service.live_states import LiveStates
 from pipeline.service.replay import replay
 from pipeline.service.worker_loop import LoopConfig, WorkerLoop
 from pipeline.tools.generator import generate
@@ -38,6 +45,7 @@ END = datetime(2026, 6, 1, tzinfo=timezone.utc)
 
 
 class Store:
+    """Decoded objects (`--decoded`): loading costs nothing."""
     def __init__(self, states):
         self.states = states
 
@@ -51,6 +59,25 @@ class Store:
         return list(self.states)
 
 
+class EncodedStore:
+    """As the worker's table (agents/ports.py TableStates): encoded bytes, decoded on load
+    unless the cache of decoded states still holds the object they were stored from."""
+    def __init__(self, states):
+        self.table = {cid: encode_state(s) for cid, s in states.items()}
+        self.live: LiveStates[CustomerState] = LiveStates(decode_state)
+
+    def load(self, cid):
+        return self.live.load(cid, self.table.get(cid))
+
+    def store(self, cid, state):
+        raw = encode_state(state)
+        self.table[cid] = raw
+        self.live.stored(cid, raw, state)
+
+    def keys(self):
+        return list(self.table)
+
+
 class Nothing:
     """Outputs, rows, metrics: nothing is emitted by a learning tick."""
     is_open = False
@@ -59,9 +86,19 @@ class Nothing:
         return lambda *a, **k: None
 
 
+class TP(NamedTuple):
+    topic: str
+    partition: int
+
+
 class Inputs(Nothing):
+    """Partition 0 of every input topic (replay feeds the states from partition 0): this
+    worker owns every customer."""
+    def __init__(self, topics):
+        self.topics = topics
+
     def assignment(self):
-        return []
+        return [TP(topic, 0) for topic in self.topics]
 
 
 class Clock:
@@ -90,6 +127,19 @@ def book_rows(learner: ChurnLearner, rows: int, end: float) -> None:
         t = end - (rows // per - k + 31) * DAY
         learner.book.labelled.append(Snapshot(t, [f"C{i:07d}" for i in range(per)], X,
                                               rng.random(per).astype(np.float32), y))
+
+
+class GcPauses:
+    """gc.callbacks entry: the longest garbage collection (it holds the interpreter)."""
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.longest = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            self.longest = max(self.longest, time.perf_counter() - self.started)
 
 
 async def idle_stall(seconds: float = 3.0) -> float:
@@ -140,29 +190,39 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=500_000)
     ap.add_argument("--kind", default="logistic", choices=("logistic", "lightgbm"))
     ap.add_argument("--thread", action="store_true", help="train in a thread instead of a process (the worker's way)")
+    ap.add_argument("--decoded", action="store_true", help="a store of decoded states (no decoding on load)")
     args = ap.parse_args()
     settings = Settings()
     states = states_of(args.customers)
+    store = Store(states) if args.decoded else EncodedStore(states)
+    if not args.decoded:
+        del states   # the worker's table holds bytes: no decoded state outlives a load
     learner = ChurnLearner(settings.churn_horizon_days, kind=args.kind)
     now = (END.timestamp() // DAY + 1) * DAY
     book_rows(learner, args.rows, now)
     core = build_core(settings)
-    loop = WorkerLoop(core, LoopConfig(topic_for_type=settings.topic_for_type), store=Store(states),
-                      outputs=Nothing(), rows=Nothing(), inputs=Inputs(), clock=Clock(), metrics=Nothing(),
+    loop = WorkerLoop(core, LoopConfig(topic_for_type=settings.topic_for_type),
+                      store=store,
+                      outputs=Nothing(), rows=Nothing(), inputs=Inputs(sorted(set(settings.topic_for_type.values()))),
+                      clock=Clock(), metrics=Nothing(),
                       learner=learner, train_executor=None if args.thread else
                       ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")))
-    loop.owned_states = lambda ids: [states[c] for c in ids]   # type: ignore[method-assign]  # one worker owns all
+    tune_gc()   # the worker's garbage-collector settings (agents/app.py)
     noise = asyncio.run(idle_stall())
+    pauses = GcPauses()
+    gc.callbacks.append(pauses)
     worst, tick, total, wakes, worst_at = asyncio.run(measure(loop, now))
+    gc.callbacks.remove(pauses)
     if loop.train_executor is not None:
         loop.train_executor.shutdown()
     card = learner.cards[-1] if learner.cards else None
-    print(f"{args.customers:,} customers, {args.rows:,} labelled rows ({args.kind}, training in a "
+    print(f"{args.customers:,} customers ({'decoded' if args.decoded else 'encoded'} store), "
+          f"{args.rows:,} labelled rows ({args.kind}, training in a "
           f"{'thread' if args.thread else 'process'}): tick {tick:.1f} s "
           f"(states loaded, re-fit and snapshot), tick + training {total:.1f} s "
           f"(training {learner.train_seconds[-1] if learner.train_seconds else float('nan'):.1f} s incl. the transfer); "
           f"longest event-loop stall {worst * 1000:.0f} ms ({worst_at:.1f} s into the tick) over {wakes:,} probes "
-          f"of 5 ms (idle machine noise: {noise * 1000:.0f} ms); "
+          f"of 5 ms (idle machine noise: {noise * 1000:.0f} ms; longest garbage collection {pauses.longest * 1000:.0f} ms); "
           f"model {card.version if card else None} served: {core.churn_model is not None}")
 
 

@@ -34,6 +34,7 @@ fewer keeps a longer history).
 """
 from __future__ import annotations
 
+import heapq
 import struct
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -123,7 +124,7 @@ class SnapshotBook:
             raise ValueError(f"snapshot at {t} is not after the previous one at {self.pending[-1].t}")
         rows = list(rows)
         if len(rows) > self.max_per_snapshot:
-            rows = sorted(rows, key=lambda r: (sample_key(r[0], t), r[0]))[: self.max_per_snapshot]
+            rows = heapq.nsmallest(self.max_per_snapshot, rows, key=lambda r: (sample_key(r[0], t), r[0]))
         rows.sort(key=lambda r: r[0])
         width = len(rows[0][1]) if rows else 0
         snap = Snapshot(t, [r[0] for r in rows],
@@ -131,6 +132,14 @@ class SnapshotBook:
                         np.array([r[2] for r in rows], dtype=np.float32))
         self.pending.append(snap)
         return snap
+
+    def sampled(self, t: float, customer_ids: Sequence[str]) -> list[str]:
+        """The customers `add` keeps of a snapshot at `t` of `customer_ids`, sorted: a caller
+        can compute the rows of these only. (`heapq.nsmallest` equals sorting and cutting,
+        without one long sort of every customer.)"""
+        if len(customer_ids) <= self.max_per_snapshot:
+            return sorted(customer_ids)
+        return sorted(heapq.nsmallest(self.max_per_snapshot, customer_ids, key=lambda c: (sample_key(c, t), c)))
 
     def label_due(self, now: float, state_of: Callable[[str], CustomerState | None]) -> int:
         """Read the first window (activity within H) of every pending snapshot whose first

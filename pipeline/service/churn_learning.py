@@ -116,7 +116,8 @@ class ChurnLearner:
         """The tick's snapshot without a sweep (views every customer itself) and without
         training: the worker's tick (its sweep runs on wall time and trains off the loop)."""
         self.begin_tick(now, states, core)
-        for cid in sorted(states):
+        # only the customers the book keeps (its sample): the same rows, 20 times less work at 100k
+        for cid in self.book.sampled(now, [cid for cid, state in states.items() if state.n]):
             state = states[cid]
             if state.n:
                 self.observe(state, learned_profile(state, profile(state, now, core.params, core.population, core.rates),

@@ -49,6 +49,7 @@ Where new behaviour goes: intake of delivered records in `deliver`; per-batch pr
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -64,6 +65,7 @@ from pipeline.service.event_time_merge import EventTimeMerge
 from pipeline.service.live_backtest import FetchRows, refresh_live_backtest
 from pipeline.service.offset_guard import OffsetGuard, Selection
 from pipeline.service.pending_states import PendingStates
+from pipeline.service.shared_training_set import fit_shared, share
 from pipeline.service.sweep_index import SweepIndex
 from pipeline.service.processor import OFFSET_SLOT, BatchResult, Core, RawRecord, dead_letter, event_time
 from pipeline.service.tick_gate import REFIT_EVERY, TickGate
@@ -79,6 +81,14 @@ TP = Hashable
 SWEEP_MAX = 5000       # customers re-evaluated per timer tick (bounded cost per sweep)
 DRAIN_SECONDS = 15.0   # at most this long for the batch in flight at shutdown (a ClickHouse outage may hold it)
 STALL_SECONDS = 5.0    # an input partition behind its log end with no progress this long is sought back
+# A learning tick loads (decodes) every owned state on the event loop and gives the loop a
+# turn after each this many seconds of it: a decode takes 60-170 µs on the project machine, so
+# 100,000 states in one go stalled the loop for 6-17 s (bench/worker_retrain_stall.py). While
+# the tick holds them (millions of containers at 100k customers) the garbage collector is off:
+# each collection of the older generations walked them all, holding the interpreter for up to
+# 2.2 s while the snapshot was computed in its thread. They are freed by reference counting
+# (a slice at a time, too) when the tick ends, and collections resume.
+TICK_LOAD_TURN_SECONDS = 0.02
 
 
 @dataclass(frozen=True)
@@ -183,10 +193,14 @@ class WorkerLoop:
     def owned_states(self, customer_ids: Sequence[str]) -> list[CustomerState]:
         """The stored states of `customer_ids` that this worker owns: fed from input partitions
         assigned to it (CustomerState.fed_from)."""
-        owned = {(self._slot_of_topic[tp.topic], tp.partition)   # type: ignore[attr-defined]
-                 for tp in self.inputs.assignment() if tp.topic in self._slot_of_topic}   # type: ignore[attr-defined]
+        owned = self._owned_slots()
         return [state for cid in customer_ids
                 if (state := self.load_state(cid)) is not None and state.fed_from(owned)]
+
+    def _owned_slots(self) -> set[tuple[int, int]]:
+        """(offset slot, partition) of the input partitions assigned to this worker."""
+        return {(self._slot_of_topic[tp.topic], tp.partition)   # type: ignore[attr-defined]
+                for tp in self.inputs.assignment() if tp.topic in self._slot_of_topic}   # type: ignore[attr-defined]
 
     def now(self) -> float:
         """Stream time: the latest event time applied, advancing with the wall clock."""
@@ -311,14 +325,51 @@ class WorkerLoop:
         the lock): the population re-fit on replay's schedule and the churn model's snapshot,
         computed in a thread so the event loop keeps running (no batch changes the states
         meanwhile: the lock is held); on the retraining schedule, a training off the event loop
-        too (`_train`). No alerts here: the wall-clock sweep keeps doing them."""
-        await self.settle()
-        states = {s.customer_id: s for s in self.owned_states(list(self.store.keys()))}
-        data = await asyncio.get_running_loop().run_in_executor(None, self._learn_at, now, states)
+        too (`_train`). No alerts here: the wall-clock sweep keeps doing them. The states are
+        loaded and freed on the loop a slice at a time, with the garbage collector off meanwhile
+        (TICK_LOAD_TURN_SECONDS): the loop keeps its turns at 100k customers."""
+        await self.settle()   # the batch in flight is stored: the store holds every state
+        collecting = gc.isenabled()
+        gc.disable()   # no collection walks the states decoded for the tick (TICK_LOAD_TURN_SECONDS)
+        try:
+            states = await self._owned_states_in_slices()
+            data = await asyncio.get_running_loop().run_in_executor(None, self._learn_at, now, states)
+            await self._drop_in_slices(states)
+        finally:
+            if collecting:
+                gc.enable()
         if data is not None:
             task = asyncio.get_running_loop().create_task(self._train(now, data))   # not awaited: batches go on
             self.trainings.add(task)
             task.add_done_callback(self.trainings.discard)
+
+    async def _owned_states_in_slices(self) -> dict[str, CustomerState]:
+        """Every state this worker owns (`owned_states` of every stored customer), loaded on
+        the event loop (the store and its cache of decoded states belong to the loop's thread),
+        with a turn of the loop after each `TICK_LOAD_TURN_SECONDS` of decoding. Under the lock:
+        no batch changes a state meanwhile, and the assignment is read once, so the states are
+        those `owned_states` gives at once."""
+        owned = self._owned_slots()
+        states: dict[str, CustomerState] = {}
+        turn_at = self.clock.monotonic() + TICK_LOAD_TURN_SECONDS
+        for cid in list(self.store.keys()):
+            state = self.load_state(cid)
+            if state is not None and state.fed_from(owned):
+                states[state.customer_id] = state
+            if self.clock.monotonic() >= turn_at:
+                await asyncio.sleep(0)
+                turn_at = self.clock.monotonic() + TICK_LOAD_TURN_SECONDS
+        return states
+
+    async def _drop_in_slices(self, states: dict[str, CustomerState]) -> None:
+        """Free the tick's decoded states a slice at a time (freeing 100,000 at once, when the
+        dict goes, is one long deallocation that holds the interpreter)."""
+        turn_at = self.clock.monotonic() + TICK_LOAD_TURN_SECONDS
+        for cid in list(states):
+            del states[cid]
+            if self.clock.monotonic() >= turn_at:
+                await asyncio.sleep(0)
+                turn_at = self.clock.monotonic() + TICK_LOAD_TURN_SECONDS
 
     def _learn_at(self, now: float, states: dict[str, CustomerState]) -> TrainingSet | None:
         """The tick's computation (in a thread): re-fit, snapshot, and the training set when a
@@ -339,8 +390,7 @@ class WorkerLoop:
         async with self.training_lock:
             try:
                 started = self.clock.monotonic()
-                model = await asyncio.get_running_loop().run_in_executor(
-                    self.train_executor, fit_model, learner.kind, now, data)
+                model = await self._fit(learner.kind, now, data)
                 if model is None:
                     return
                 learner.train_seconds.append(self.clock.monotonic() - started)
@@ -349,6 +399,20 @@ class WorkerLoop:
                     await self.models.publish(served, model.card)
             except Exception:   # a failed training leaves the serving model as it is
                 log.exception("churn model training at %s failed", now)
+
+    async def _fit(self, kind: str, now: float, data: TrainingSet):
+        """`fit_model` in a thread, or in `train_executor` with the arrays handed over in shared
+        memory (pipeline/service/shared_training_set.py: pickling them as an argument held the
+        interpreter for up to 0.6 s)."""
+        loop = asyncio.get_running_loop()
+        if self.train_executor is None:
+            return await loop.run_in_executor(None, fit_model, kind, now, data)
+        shared, block = await share(data)
+        try:
+            return await loop.run_in_executor(self.train_executor, fit_shared, kind, now, shared)
+        finally:
+            block.close()
+            block.unlink()
 
     async def advance_ticks(self) -> None:
         """In a quiet stream (no records delivered for `tick_quiet_seconds`), run the ticks the

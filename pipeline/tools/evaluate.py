@@ -331,6 +331,10 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
     for cid, when, _ in before:
         last[cid] = max(last.get(cid, occurred_at(when)), occurred_at(when))
     came_back = {cid for cid, when, _ in rows if cut < occurred_at(when) <= horizon}
+    if before and occurred_at(before[0][1]) < settings.time_floor:
+        # a history older than the live input's floor (CXPULSE_TIME_FLOOR, 2000-01-01; CDNOW is
+        # 1997): every purchase was dead-lettered implausible_time and nobody was scored
+        settings = settings.model_copy(update={"time_floor": occurred_at(before[0][1])})
     res = replay(to_order_events(before), build_core(settings), clock=time_module.time, as_of=cut,
                  learner=_learner(settings, churn_model))
     ids = sorted(last)
@@ -342,6 +346,7 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
     result = {
         "csv": str(csv_path), "cutoff": cut.isoformat(), "window_days": window_days,
         "transactions": len(rows), "transactions_replayed": len(before), "customers": len(ids),
+        "time_floor": settings.time_floor.isoformat(),
         "churned": sum(labels), "churn_rate": _r(sum(labels) / len(ids)) if ids else None,
         "unscored_customers": sum(1 for c in ids if c not in res.scores),
         "auc": _r(_safe_auc(labels, risk)), "auc_recency_baseline": _r(_safe_auc(labels, recency)),

@@ -14,7 +14,7 @@ from pipeline.bootstrap import build_core
 from pipeline.config import Settings
 from pipeline.domain.churn_features import FEATURE_FACTOR, FEATURE_NAMES, FEATURES, churn_features
 from pipeline.domain.churn_model import drivers_from, factor_contributions, learned_profile
-from pipeline.domain.churn_snapshots import SnapshotBook, churned_after
+from pipeline.domain.churn_snapshots import SnapshotBook, churned_after, sample_key
 from pipeline.learning import churn_trainer
 from pipeline.learning.churn_trainer import better_than_reference, enough_history, fit_platt, time_split, train
 from pipeline.service.processor import BatchResult, Core, RawRecord
@@ -175,6 +175,11 @@ def test_snapshot_sample_is_deterministic_and_bounded():
     b = SnapshotBook(30, max_per_snapshot=10).add(DAY, list(reversed(rows)))
     assert a.customer_ids == b.customer_ids and len(a.customer_ids) == 10
     assert a.customer_ids == sorted(a.customer_ids)
+    # the customers a caller may compute alone (the worker's tick): exactly those `add` keeps
+    ids = [r[0] for r in rows]
+    assert SnapshotBook(30, max_per_snapshot=10).sampled(DAY, list(reversed(ids))) == a.customer_ids
+    assert a.customer_ids == sorted(sorted(ids, key=lambda c: (sample_key(c, DAY), c))[:10])   # the smallest keys
+    assert SnapshotBook(30, max_per_snapshot=100).sampled(DAY, list(reversed(ids))) == sorted(ids)
 
 
 def test_replay_snapshot_features_do_not_see_events_after_the_tick():

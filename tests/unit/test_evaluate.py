@@ -121,6 +121,18 @@ def test_run_transactions_evaluate(settings, tmp_path):
     assert 0.0 <= r["brier"] <= 1.0
 
 
+def test_a_purchase_history_older_than_the_time_floor_is_scored(settings, tmp_path):
+    """CDNOW is 1997, before the live input's floor (CXPULSE_TIME_FLOOR, 2000): evaluating a
+    history replays it from its first purchase instead of dead-lettering every purchase."""
+    from pipeline.tools.evaluate import run_transactions_evaluate
+    from pipeline.tools.transactions import write_sample_csv
+    log = write_sample_csv(tmp_path / "tx.csv", customers=60, days=365, end=date(1997, 12, 31))
+    r = run_transactions_evaluate(settings, log.path, cutoff="1997-09-30", window_days=60, resamples=20)
+    assert settings.time_floor.year == 2000 and r["time_floor"] < "1997"
+    assert r["customers"] > 20 and r["unscored_customers"] == 0
+    assert r["auc"] is not None and r["auc"] != 0.5
+
+
 def test_brier_score_hand_computed():
     from pipeline.tools.evaluate import brier_score
     # (0.8-1)² + (0.4-1)² + (0.6-0)² + (0.2-0)² = 0.04 + 0.36 + 0.36 + 0.04 = 0.8 → 0.2

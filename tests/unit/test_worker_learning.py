@@ -6,7 +6,11 @@ is tests/integration/test_worker_integration.py."""
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import gc
 import zlib
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import numpy as np
@@ -16,10 +20,12 @@ from pipeline.bootstrap import build_core
 from pipeline.config import Settings
 from pipeline.learning import churn_trainer
 from pipeline.learning.churn_model_codec import decode_model, encode_model
-from pipeline.service.churn_learning import ChurnLearner
+from pipeline.service import shared_training_set
+from pipeline.service.churn_learning import ChurnLearner, TrainingSet
+from pipeline.service.shared_training_set import share
 from pipeline.service.processor import RawRecord
 from pipeline.service.replay import replay
-from pipeline.service.worker_loop import Delivered, LoopConfig, WorkerLoop
+from pipeline.service.worker_loop import TICK_LOAD_TURN_SECONDS, Delivered, LoopConfig, WorkerLoop
 from tests.factories import RECEIVED_AT, T0, at, raw, touchpoint
 from tests.unit.test_worker_loop import TOPIC, TP, Clock, Inputs, Metrics, Outputs, Rows, Store
 
@@ -57,7 +63,7 @@ def _stream():
     return [r.value for r in stream.records], [r.key for r in stream.records], [TOPIC[r.kind] for r in stream.records]
 
 
-async def _run_worker(values, keys, topics, chunk: int = 400):
+async def _run_worker(values, keys, topics, chunk: int = 400, train_executor=None):
     settings = Settings()
     log: list = []
     ends: dict = {}
@@ -67,7 +73,7 @@ async def _run_worker(values, keys, topics, chunk: int = 400):
     core = build_core(settings)
     loop = WorkerLoop(core, LoopConfig(topic_for_type=settings.topic_for_type, align_idle_seconds=0.0),
                       store=Store(log), outputs=Outputs(log), rows=Rows(log), inputs=inputs, clock=Clock(NOW),
-                      metrics=Metrics(), learner=learner, models=models)
+                      metrics=Metrics(), learner=learner, models=models, train_executor=train_executor)
     delivered = []
     for value, key, topic in zip(values, keys, topics):
         tp = TP(topic, zlib.crc32(key) % 2)
@@ -89,7 +95,9 @@ def test_the_worker_trains_and_publishes_the_model_replay_trains(small_minimums)
     replay(values, r_core, clock=lambda: NOW, learner=r_learner)
     assert r_learner.cards and r_core.churn_model is not None
 
-    loop, w_learner, models, inputs = asyncio.run(_run_worker(values, keys, topics))
+    # trainings in an executor of their own: the arrays go there through shared memory
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        loop, w_learner, models, inputs = asyncio.run(_run_worker(values, keys, topics, train_executor=executor))
 
     # the same snapshots at the same event-time points
     assert [s.t for s in w_learner.book.labelled] == [s.t for s in r_learner.book.labelled]
@@ -190,3 +198,97 @@ def test_a_quiet_stream_runs_its_ticks_by_the_stream_time_once_quiet():
     asyncio.run(loop.advance_ticks())
     [snap] = loop.learner.book.pending
     assert snap.customer_ids == ["a"] and store.load("b").n == 1 and not loop.gate.held()
+
+
+def test_a_tick_gives_the_event_loop_turns_while_it_loads_the_states_and_loads_each_owned_one():
+    """Decoding every stored state at a tick takes seconds at 100k customers: the tick loads
+    them with a turn of the event loop after each TICK_LOAD_TURN_SECONDS of loading (here a
+    monotonic clock advancing 1 ms a load), and gets the very states `owned_states` gives at
+    once (a customer fed from a partition another worker owns is left out)."""
+    loop, inputs, store, records = _learning_world()
+    asyncio.run(loop.deliver(records([touchpoint(f"c{i:03d}", when=at(hours=1)) for i in range(400)])))
+    foreign = store.load("c007")
+    store.states["c007"] = replace(foreign, offs=[9, 0, -1, -1, -1, -1])   # fed from partition 9: not assigned
+    turns = 0
+    turns_seen: list[int] = []
+    clock = loop.clock
+
+    def load(customer_id):
+        clock.mono += 0.001
+        turns_seen.append(turns)
+        return store.states.get(customer_id)
+    loop.load_state = load   # type: ignore[method-assign]
+
+    async def tick():
+        nonlocal turns
+        running = True
+
+        async def probe():
+            nonlocal turns
+            while running:
+                await asyncio.sleep(0)
+                turns += 1
+        task = asyncio.create_task(probe())
+        await asyncio.sleep(0)
+        states = await loop._owned_states_in_slices()
+        running = False
+        await task
+        return states
+
+    states = asyncio.run(tick())
+    assert len(turns_seen) == 400
+    longest = max(sum(1 for t in turns_seen if t == k) for k in set(turns_seen))   # loads between two turns
+    assert len(set(turns_seen)) > 10 and longest <= round(TICK_LOAD_TURN_SECONDS / 0.001) + 1
+    want = loop.owned_states(sorted(store.states))
+    assert "c007" not in states and len(want) == 399
+    assert sorted(states) == [s.customer_id for s in want] and all(states[s.customer_id] is s for s in want)
+
+
+def test_the_garbage_collector_is_off_during_a_tick_only():
+    """A collection of the older generations walks every decoded state the tick holds: the
+    collector is off from the first load to the last state freed, and as it was afterwards."""
+    loop, inputs, store, records = _learning_world()
+    asyncio.run(loop.deliver(records([touchpoint(f"c{i:03d}", when=at(hours=1)) for i in range(50)])))
+    collecting: list[bool] = []
+
+    def load(customer_id):
+        collecting.append(gc.isenabled())
+        return store.states.get(customer_id)
+    loop.load_state = load   # type: ignore[method-assign]
+    tick = (T0.timestamp() // DAY + 1) * DAY
+    assert gc.isenabled()
+    asyncio.run(loop._tick(tick))
+    assert collecting and not any(collecting) and gc.isenabled()
+    assert loop.learner.book.pending[-1].customer_ids == sorted(store.states)   # the tick saw every state
+    gc.disable()
+    try:
+        asyncio.run(loop._tick(tick + DAY))
+        assert not gc.isenabled()                 # not switched on by a tick that found it off
+    finally:
+        gc.enable()
+
+
+def test_a_training_set_goes_to_another_process_through_shared_memory_unchanged():
+    rng = np.random.default_rng(2)
+    n = 40_000   # several slices of SLICE_BYTES (here 64 KB)
+    X = rng.normal(size=(n, 52)).astype(np.float32)
+    X[rng.random(X.shape) < 0.05] = np.nan
+    data = TrainingSet(X, rng.random(n) < 0.2, np.arange(n, dtype=float), rng.random(n).astype(np.float32), 17, 30.0)
+
+    async def handed(executor):
+        shared, block = await share(data)
+        try:
+            return shared, await asyncio.get_running_loop().run_in_executor(executor, shared.load)
+        finally:
+            block.close()
+            block.unlink()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(shared_training_set, "SLICE_BYTES", 1 << 16)
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as executor:
+            shared, back = asyncio.run(handed(executor))
+    for field in ("X", "y", "t", "reference"):
+        a, b = getattr(data, field), getattr(back, field)
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
+    assert (back.leavers, back.horizon_days) == (17, 30.0)
+    with pytest.raises(FileNotFoundError):   # the creator unlinked the block
+        shared.load()
