@@ -16,7 +16,9 @@ from pipeline.domain.churn_features import FEATURE_FACTOR, FEATURE_NAMES, FEATUR
 from pipeline.domain.churn_model import drivers_from, factor_contributions, learned_profile
 from pipeline.domain.churn_snapshots import SnapshotBook, churned_after, sample_key
 from pipeline.learning import churn_trainer
-from pipeline.learning.churn_trainer import better_than_reference, enough_history, fit_platt, time_split, train
+from pipeline.learning.churn_trainer import (
+    auc_noise, better_than_reference, enough_history, fit_platt, recency_weights, time_split, train,
+)
 from pipeline.service.processor import BatchResult, Core, RawRecord
 from pipeline.domain.scoring import ScoringParams, apply, profile, score_record
 from pipeline.service.churn_learning import ChurnLearner
@@ -261,6 +263,43 @@ def test_calibration_improves_brier_on_held_out_rows():
     assert card.brier_validation < card.brier_base_rate
 
 
+def test_recency_half_life_is_chosen_on_the_latest_rows_when_the_drivers_change():
+    """The driver changes half-way (quiet_logit first, then orders): a model weighting recent
+    rows ranks the latest rows better, and the trainer picks it on its validation part."""
+    rng = np.random.default_rng(5)
+    n_per_t, instants = 400, 60
+    X = rng.normal(size=(n_per_t * instants, len(FEATURE_NAMES))).astype(np.float32)
+    t = np.repeat(np.arange(instants) * DAY, n_per_t).astype(float)
+    i_q, i_o = FEATURE_NAMES.index("quiet_logit"), FEATURE_NAMES.index("orders")
+    late = t >= 30 * DAY
+    z = -1.5 + np.where(late, 1.6 * X[:, i_o], 1.6 * X[:, i_q])
+    y = rng.random(len(z)) < 1 / (1 + np.exp(-z))
+    card = train(X, y, t, version="v", trained_at=t.max(), horizon_days=30).card
+    assert set(card.selection) == {"none", "30", "15", "7.5"}
+    assert card.half_life_days is not None
+    chosen = card.selection[f"{card.half_life_days:g}"]
+    assert chosen == max(v for v in card.selection.values() if v is not None)
+    assert chosen > card.selection["none"] + 0.02
+
+
+def test_recency_weights_halve_per_half_life_and_short_memories_need_enough_rows():
+    t = np.array([0.0, 10.0, 20.0]) * DAY
+    assert recency_weights(t, 10.0) == pytest.approx([0.25, 0.5, 1.0])
+    assert recency_weights(t, None) is None
+    # a small history: the weighted rows of a short half-life fall below the cold-start
+    # minimum, so only the unweighted fit (and the longest memories) are tried
+    X, y, t = synthetic(n_per_t=60, instants=20)
+    card = train(X, y, t, version="v", trained_at=t.max(), horizon_days=30).card
+    assert "none" in card.selection and "7.5" not in card.selection
+
+
+def test_auc_noise_is_the_hanley_mcneil_standard_error():
+    # at AUC 0.5 the formula reduces to sqrt((0.25 + (n1 + n2 − 2) / 12) / (n1 n2))
+    assert auc_noise(0.5, 100, 400) == pytest.approx(math.sqrt((0.25 + 498 / 12) / 40000))
+    assert auc_noise(0.75, 400, 1600) < auc_noise(0.75, 100, 400)
+    assert auc_noise(0.75, 0, 10) == math.inf
+
+
 def test_fit_platt_recovers_a_known_scale():
     rng = np.random.default_rng(0)
     raw_ = rng.normal(size=20000) * 3
@@ -399,6 +438,14 @@ def test_a_model_worse_than_the_serving_one_is_not_served():
     assert not better_than_reference(card)
 
 
+def _per_instant(card, y, t):
+    """(positive, negative) still-active validation rows per validation instant."""
+    _, _, val = time_split(t)
+    act = np.arange(len(y)) % 3 != 0
+    instants = len(np.unique(t[val]))
+    return (y[val & act].sum() / instants, (~y[val & act]).sum() / instants)
+
+
 def test_handover_judges_the_ranking_of_the_customers_still_active():
     """The AUC compared is the one among rows whose customer was active within the last H
     days (silence_days below log(1 + H)); the all-rows AUC only when those lack a class."""
@@ -420,6 +467,11 @@ def test_handover_judges_the_ranking_of_the_customers_still_active():
     assert better_than_reference(replace(loses, auc_validation=0.7, auc_validation_active=0.8))
     # no still-active ranking to judge: the all-rows AUC decides
     assert better_than_reference(replace(loses, auc_validation_active=None))
+    # a shortfall within the noise of the still-active AUC does not hand back; beyond it does
+    close = replace(loses, auc_validation_active=0.69, auc_tolerance=0.02)
+    assert better_than_reference(close)
+    assert not better_than_reference(replace(close, auc_validation_active=0.67))
+    assert card.auc_tolerance == pytest.approx(round(auc_noise(card.auc_validation_active, *_per_instant(card, y, t)), 4))
 
 
 # ----------------------------------------------------------------------------- arrival order
