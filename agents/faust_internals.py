@@ -169,14 +169,22 @@ def pause(consumer: Any, tps: Iterable[Any]) -> None:
     `make bench`, 95 seeks; of 28,055 records delivered in the batches with a gap, 8,586 could
     be applied). Faust's own flow control for a full stream buffer pauses the way this does:
     out of the active set (no more fetches), into `_buffered_partitions` (still delivered)."""
-    tps = set(tps)
+    from faust.transport.consumer import ensure_TPset
+
+    tps = ensure_TPset(tps)
     if tps:
         consumer.pause_partitions(tps)
         consumer._buffered_partitions.update(tps)
 
 
 def resume(consumer: Any, tps: Iterable[Any]) -> None:
-    tps = set(tps)
+    """Undo `pause`. Partitions are made Faust TPs first: Faust's `resume_partitions` adds the
+    partitions it is given to the active set unconverted, and `Consumer.getmany` asserts that
+    set holds TPs only (an aiokafka TopicPartition there crashed the fetcher in a rebalance
+    drill: `AssertionError` in `_get_active_partitions`, the worker stopped)."""
+    from faust.transport.consumer import ensure_TPset
+
+    tps = ensure_TPset(tps)
     consumer._buffered_partitions.difference_update(tps)
     tps &= set(consumer.assignment())
     if tps:

@@ -133,3 +133,28 @@ def test_a_partition_paused_while_its_fetch_is_delivered_still_delivers_that_fet
     assert not {a, b} & consumer._get_active_partitions()   # no more fetches of either
     faust_internals.resume(consumer, {a, b})
     assert not consumer._buffered_partitions & {a, b}
+
+
+def test_pause_and_resume_keep_only_faust_tps_in_the_active_set(tmp_path):
+    """Partitions given as aiokafka TopicPartitions (as a rebalance callback hands them) are
+    made Faust TPs: Faust's resume_partitions adds what it is given to the active set as is,
+    and getmany asserts that set holds TPs only (the fetcher crashed in the rebalance drill)."""
+    from aiokafka.structs import TopicPartition
+
+    from agents.factory import create_app
+    from faust.types import TP
+    from pipeline.config import Settings
+
+    app = create_app(Settings(data_dir=tmp_path))
+    consumer = app.consumer
+    a, b = (consumer._new_topicpartition(t, 0) for t in ("cx.orders", "cx.touchpoints"))
+    consumer._set_active_tps({a, b})
+    consumer.assignment = lambda: {a, b}
+    raw = {TopicPartition("cx.orders", 0), TopicPartition("cx.touchpoints", 0)}
+
+    faust_internals.pause(consumer, raw)
+    assert not consumer._get_active_partitions()
+    faust_internals.resume(consumer, {TopicPartition("cx.orders", 0)})
+    active = consumer._get_active_partitions()   # asserts every member is a TP
+    assert active == {a} and all(type(tp) is TP for tp in active)
+    assert all(type(tp) is TP for tp in consumer._buffered_partitions)
