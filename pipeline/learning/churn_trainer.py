@@ -171,18 +171,43 @@ def enough_history(positives: int, negatives: int, leavers: int) -> bool:
     return positives >= MIN_POSITIVES and negatives >= MIN_NEGATIVES and leavers >= MIN_LEAVERS
 
 
+ROW_SLICE = 16_384   # rows per slice in `standardise`: a float64 slice of 52 features is ~7 MB
+
+
+def standardise(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Z, mean, scale): per feature the mean of the finite values (0 for a never-known
+    feature) and the standard deviation with every non-finite value set to that mean (1 for a
+    constant feature); Z = (x − mean) / scale as float64, 0 where x is not finite. Computed in
+    float64 over slices of rows, so the only full-size array made is Z (measured in
+    bench/churn_training.py: one float64 copy of 3 million rows costs seconds)."""
+    n, k = X.shape
+    total, known = np.zeros(k), np.zeros(k)
+    for i in range(0, n, ROW_SLICE):
+        part = np.asarray(X[i:i + ROW_SLICE], dtype=np.float64)
+        finite = np.isfinite(part)
+        total += np.where(finite, part, 0.0).sum(axis=0)
+        known += finite.sum(axis=0)
+    mean = np.where(known > 0, total / np.maximum(known, 1), 0.0)
+    squares = np.zeros(k)
+    for i in range(0, n, ROW_SLICE):
+        part = np.asarray(X[i:i + ROW_SLICE], dtype=np.float64)
+        d = np.where(np.isfinite(part), part - mean, 0.0)
+        squares += (d * d).sum(axis=0)
+    scale = np.sqrt(squares / max(n, 1))
+    scale = np.where(scale > 1e-9, scale, 1.0)
+    Z = np.empty((n, k), dtype=np.float64)
+    for i in range(0, n, ROW_SLICE):
+        part = np.asarray(X[i:i + ROW_SLICE], dtype=np.float64)
+        np.divide(np.where(np.isfinite(part), part - mean, 0.0), scale, out=Z[i:i + ROW_SLICE])
+    return Z, mean, scale
+
+
 def _fit_logistic(X: np.ndarray, y: np.ndarray, version: str, weight: np.ndarray | None = None) -> LinearChurnModel:
     from sklearn.linear_model import LogisticRegression
 
-    X = np.asarray(X, dtype=np.float64)
-    X = np.where(np.isfinite(X), X, np.nan)
-    known = (~np.isnan(X)).sum(axis=0)
-    mean = np.where(known > 0, np.nansum(X, axis=0) / np.maximum(known, 1), 0.0)   # a never-known feature: 0
-    Xi = np.where(np.isnan(X), mean, X)
-    scale = Xi.std(axis=0)
-    scale = np.where(scale > 1e-9, scale, 1.0)
+    Z, mean, scale = standardise(X)
     clf = LogisticRegression(C=L2_C, max_iter=1000)
-    clf.fit((Xi - mean) / scale, y, sample_weight=weight)
+    clf.fit(Z, y, sample_weight=weight)
     return LinearChurnModel(version, FEATURE_NAMES, mean, scale, clf.coef_[0].astype(np.float64),
                             float(clf.intercept_[0]))
 
@@ -273,6 +298,7 @@ def train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_
     rows = np.flatnonzero(tr)
     stride = max(1, math.ceil(len(rows) / SELECTION_MAX_ROWS))
     sub = rows[::stride]
+    X_judge, y_judge = X[val][judge], y[val][judge]
     best: tuple[float, float | None, Any] | None = None
     selection: dict[str, float | None] = {}
     for multiple in RECENCY_HALF_LIVES:
@@ -281,7 +307,7 @@ def train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_
         if weight is not None and (weight @ y[tr] < MIN_POSITIVES or weight @ ~y[tr] < MIN_NEGATIVES):
             continue   # too short a memory for this history: fewer weighted rows than a cold start allows
         candidate = fit(X[sub], y[sub], version, recency_weights(t[sub], half_life) if weight is not None else None)
-        score = auc(y[val][judge], candidate.raw(X[val][judge]))
+        score = auc(y_judge, candidate.raw(X_judge))
         selection["none" if half_life is None else f"{half_life:g}"] = score
         if score is not None and (best is None or score > best[0]):
             best = (score, half_life, candidate)
@@ -291,8 +317,9 @@ def train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_
     model.platt = fit_platt(model.raw(X[cal]), y[cal])
 
     yv = y[val]
-    pv = model.predict(X[val])
-    uncal = _sigmoid(model.raw(X[val]))
+    raw_val = model.raw(X[val])
+    pv = _sigmoid(model.platt[0] * raw_val + model.platt[1])   # = model.predict(X[val])
+    uncal = _sigmoid(raw_val)
     share = float(yv.mean()) if len(yv) else math.nan
     act = still_active(X[val], horizon_days)
     auc_active = auc(yv[act], pv[act])

@@ -308,6 +308,30 @@ def test_fit_platt_recovers_a_known_scale():
     assert a == pytest.approx(0.5, abs=0.05) and b == pytest.approx(-1.0, abs=0.08)
 
 
+
+def test_standardise_in_slices_equals_the_whole_array_computation(monkeypatch):
+    # the trainer standardises slice by slice (no full float64 copies); the result must be what
+    # the one-shot computation gives: non-finite values imputed with the finite mean, a never-known
+    # feature centred on 0, a constant one scaled by 1
+    monkeypatch.setattr(churn_trainer, "ROW_SLICE", 7)   # many slices and a ragged last one
+    rng = np.random.default_rng(3)
+    X = (rng.normal(size=(101, 5)) * [1.0, 300.0, 1e-3, 1.0, 1.0] + [0.0, 1e4, 2.0, 0.0, 0.0]).astype(np.float32)
+    X[rng.random(X.shape) < 0.2] = np.nan
+    X[:, 3] = np.nan
+    X[:, 4] = 7.0
+    X[2, 0], X[5, 1] = np.inf, -np.inf
+    Z, mean, scale = churn_trainer.standardise(X)
+    X64 = np.where(np.isfinite(X), X.astype(np.float64), np.nan)
+    expect_mean = np.array([np.nanmean(c) if np.isfinite(c).any() else 0.0 for c in X64.T])
+    filled = np.where(np.isnan(X64), expect_mean, X64)
+    expect_scale = filled.std(axis=0)
+    expect_scale[3:] = 1.0
+    assert mean == pytest.approx(expect_mean, rel=1e-12)
+    assert scale == pytest.approx(expect_scale, rel=1e-12)
+    assert Z.dtype == np.float64
+    assert np.allclose(Z, (filled - expect_mean) / expect_scale, rtol=1e-12, atol=1e-12)
+    assert Z[2, 0] == 0.0 and Z[5, 1] == 0.0 and not Z[:, 3].any() and not Z[:, 4].any()
+
 # ----------------------------------------------------------------------------- drivers
 
 def test_drivers_are_positive_factors_summing_to_the_lift():
