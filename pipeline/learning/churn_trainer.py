@@ -219,15 +219,44 @@ LGBM_PARAMS = {"objective": "binary", "learning_rate": 0.05, "num_leaves": 15, "
                "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
                "verbose": -1, "num_threads": 1, "seed": 1, "deterministic": True, "force_row_wise": True}
 LGBM_ROUNDS = 200
+# Trees cost per boosting round a pass over every training row (gradients, bagging draw, score
+# update), whatever the bagging fraction: above these many training rows LightGBM fits the
+# candidates, and the winner, on evenly strided subsamples (1 thread, 200 rounds: ~35 s of CPU
+# per million rows). The daily snapshots of one customer are near copies of each other, so a
+# stride keeps every customer and most of the information; measured in docs/evaluation.md ("Speed").
+LGBM_SELECTION_ROWS = 100_000
+LGBM_MAX_ROWS = 400_000
+# the candidates are judged on at most this many validation rows (evenly strided): the validation
+# part repeats the same customers at each of its instants, so this keeps about one instant's
+# worth of independent evidence on the project's largest histories (bench: 100k customers)
+JUDGE_MAX_ROWS = 150_000
+
+
+def _lightgbm_fitter(X: np.ndarray, y: np.ndarray) -> Callable[[str, np.ndarray | None], TreeChurnModel]:
+    """Fits on fixed rows under varying weights (the recency candidates): the rows are binned
+    into an lgb.Dataset once, later fits only set the weights. float32 rows go in as they are
+    (LightGBM reads them exactly; no float64 copy)."""
+    import lightgbm as lgb
+
+    X = np.asarray(X)
+    rows = X if X.dtype in (np.float32, np.float64) else X.astype(np.float64)
+    label = np.asarray(y, dtype=np.float64)
+    built: list[Any] = []   # [Dataset, weighted?] once built
+
+    def fit(version: str, weight: np.ndarray | None = None) -> TreeChurnModel:
+        if not built or (weight is None and built[1]):   # weights once set cannot be unset
+            built[:] = [lgb.Dataset(rows, label=label, weight=weight, feature_name=list(FEATURE_NAMES),
+                                    free_raw_data=True, params=LGBM_PARAMS).construct(), weight is not None]
+        elif weight is not None:
+            built[0].set_weight(weight)
+            built[1] = True
+        booster = lgb.train(LGBM_PARAMS, built[0], num_boost_round=LGBM_ROUNDS)
+        return TreeChurnModel(version, FEATURE_NAMES, booster)
+    return fit
 
 
 def _fit_lightgbm(X: np.ndarray, y: np.ndarray, version: str, weight: np.ndarray | None = None) -> TreeChurnModel:
-    import lightgbm as lgb
-
-    data = lgb.Dataset(np.asarray(X, dtype=np.float64), label=y.astype(np.float64), weight=weight,
-                       feature_name=list(FEATURE_NAMES), free_raw_data=True)
-    booster = lgb.train(LGBM_PARAMS, data, num_boost_round=LGBM_ROUNDS)
-    return TreeChurnModel(version, FEATURE_NAMES, booster)
+    return _lightgbm_fitter(X, y)(version, weight)
 
 
 def fit_platt(raw: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -296,9 +325,14 @@ def train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_
     act_val = still_active(X[val], horizon_days)
     judge = act_val if 0 < np.sum(y[val][act_val]) < np.sum(act_val) else np.ones(len(act_val), dtype=bool)
     rows = np.flatnonzero(tr)
-    stride = max(1, math.ceil(len(rows) / SELECTION_MAX_ROWS))
+    stride = max(1, math.ceil(len(rows) / (LGBM_SELECTION_ROWS if kind == "lightgbm" else SELECTION_MAX_ROWS)))
     sub = rows[::stride]
-    X_judge, y_judge = X[val][judge], y[val][judge]
+    X_sub, y_sub = X[sub], y[sub]
+    fit_sub = (_lightgbm_fitter(X_sub, y_sub) if kind == "lightgbm"   # the candidates' rows binned once
+               else lambda v, w: fit(X_sub, y_sub, v, w))
+    judged = np.flatnonzero(val)[judge]
+    judged = judged[::max(1, math.ceil(len(judged) / JUDGE_MAX_ROWS))]
+    X_judge, y_judge = X[judged], y[judged]
     best: tuple[float, float | None, Any] | None = None
     selection: dict[str, float | None] = {}
     for multiple in RECENCY_HALF_LIVES:
@@ -306,14 +340,15 @@ def train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_
         weight = recency_weights(t[tr], half_life)
         if weight is not None and (weight @ y[tr] < MIN_POSITIVES or weight @ ~y[tr] < MIN_NEGATIVES):
             continue   # too short a memory for this history: fewer weighted rows than a cold start allows
-        candidate = fit(X[sub], y[sub], version, recency_weights(t[sub], half_life) if weight is not None else None)
+        candidate = fit_sub(version, recency_weights(t[sub], half_life) if weight is not None else None)
         score = auc(y_judge, candidate.raw(X_judge))
         selection["none" if half_life is None else f"{half_life:g}"] = score
         if score is not None and (best is None or score > best[0]):
             best = (score, half_life, candidate)
     half_life, model = (best[1], best[2]) if best is not None else (None, None)
     if model is None or stride > 1:
-        model = fit(X[tr], y[tr], version, recency_weights(t[tr], half_life))
+        final = rows if kind != "lightgbm" else rows[::max(1, math.ceil(len(rows) / LGBM_MAX_ROWS))]
+        model = fit(X[final], y[final], version, recency_weights(t[final], half_life))
     model.platt = fit_platt(model.raw(X[cal]), y[cal])
 
     yv = y[val]
