@@ -282,6 +282,46 @@ def test_recency_half_life_is_chosen_on_the_latest_rows_when_the_drivers_change(
     assert chosen > card.selection["none"] + 0.02
 
 
+
+def test_lightgbm_candidates_reuse_one_binned_dataset_and_fit_as_a_fresh_one_would():
+    import lightgbm as lgb
+
+    X, y, t = synthetic(n_per_t=150, instants=20)
+    rng = np.random.default_rng(4)
+    weights = [None, rng.random(len(y)), None, recency_weights(t, 7.5)]   # "none" again after a weighted fit
+    fit = churn_trainer._lightgbm_fitter(X, y)
+    for w in weights:
+        fresh = lgb.train(churn_trainer.LGBM_PARAMS, lgb.Dataset(X.astype(np.float64), label=y.astype(np.float64), weight=w,
+                                                                 feature_name=list(FEATURE_NAMES)),
+                          num_boost_round=churn_trainer.LGBM_ROUNDS)
+        assert np.array_equal(fit("v", w).raw(X), fresh.predict(X.astype(np.float64), raw_score=True))
+
+
+def test_lightgbm_selects_on_a_subsample_and_fits_the_winner_on_at_most_the_row_cap(monkeypatch):
+    """A large history: the candidates are fitted on a strided subsample, judged on a strided part
+    of the validation rows, the winner refitted on at most LGBM_MAX_ROWS rows; the recency choice
+    still finds the changed driver and the card counts every row."""
+    monkeypatch.setattr(churn_trainer, "LGBM_SELECTION_ROWS", 3000)
+    monkeypatch.setattr(churn_trainer, "LGBM_MAX_ROWS", 6000)
+    monkeypatch.setattr(churn_trainer, "JUDGE_MAX_ROWS", 2000)
+    fitted: list[int] = []
+    real_fitter = churn_trainer._lightgbm_fitter
+    monkeypatch.setattr(churn_trainer, "_lightgbm_fitter", lambda X, y: fitted.append(len(X)) or real_fitter(X, y))
+    rng = np.random.default_rng(5)
+    n_per_t, instants = 400, 60
+    X = rng.normal(size=(n_per_t * instants, len(FEATURE_NAMES))).astype(np.float32)
+    t = np.repeat(np.arange(instants) * DAY, n_per_t).astype(float)
+    i_q, i_o = FEATURE_NAMES.index("quiet_logit"), FEATURE_NAMES.index("orders")
+    z = -1.5 + np.where(t >= 30 * DAY, 1.6 * X[:, i_o], 1.6 * X[:, i_q])
+    y = rng.random(len(z)) < 1 / (1 + np.exp(-z))
+    m = train(X, y, t, version="v", trained_at=t.max(), horizon_days=30, kind="lightgbm")
+    card = m.card
+    assert card.rows_train + card.rows_calibration + card.rows_validation == len(y)
+    assert 2500 < fitted[0] <= 3000 and 5000 < fitted[1] <= 6000 and len(fitted) == 2   # candidates' rows binned once
+    assert card.half_life_days is not None
+    assert card.selection[f"{card.half_life_days:g}"] > card.selection["none"] + 0.02
+    assert card.auc_validation > 0.75
+
 def test_recency_weights_halve_per_half_life_and_short_memories_need_enough_rows():
     t = np.array([0.0, 10.0, 20.0]) * DAY
     assert recency_weights(t, 10.0) == pytest.approx([0.25, 0.5, 1.0])
