@@ -171,18 +171,43 @@ def enough_history(positives: int, negatives: int, leavers: int) -> bool:
     return positives >= MIN_POSITIVES and negatives >= MIN_NEGATIVES and leavers >= MIN_LEAVERS
 
 
+ROW_SLICE = 16_384   # rows per slice in `standardise`: a float64 slice of 52 features is ~7 MB
+
+
+def standardise(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Z, mean, scale): per feature the mean of the finite values (0 for a never-known
+    feature) and the standard deviation with every non-finite value set to that mean (1 for a
+    constant feature); Z = (x − mean) / scale as float64, 0 where x is not finite. Computed in
+    float64 over slices of rows, so the only full-size array made is Z (measured in
+    bench/churn_training.py: one float64 copy of 3 million rows costs seconds)."""
+    n, k = X.shape
+    total, known = np.zeros(k), np.zeros(k)
+    for i in range(0, n, ROW_SLICE):
+        part = np.asarray(X[i:i + ROW_SLICE], dtype=np.float64)
+        finite = np.isfinite(part)
+        total += np.where(finite, part, 0.0).sum(axis=0)
+        known += finite.sum(axis=0)
+    mean = np.where(known > 0, total / np.maximum(known, 1), 0.0)
+    squares = np.zeros(k)
+    for i in range(0, n, ROW_SLICE):
+        part = np.asarray(X[i:i + ROW_SLICE], dtype=np.float64)
+        d = np.where(np.isfinite(part), part - mean, 0.0)
+        squares += (d * d).sum(axis=0)
+    scale = np.sqrt(squares / max(n, 1))
+    scale = np.where(scale > 1e-9, scale, 1.0)
+    Z = np.empty((n, k), dtype=np.float64)
+    for i in range(0, n, ROW_SLICE):
+        part = np.asarray(X[i:i + ROW_SLICE], dtype=np.float64)
+        np.divide(np.where(np.isfinite(part), part - mean, 0.0), scale, out=Z[i:i + ROW_SLICE])
+    return Z, mean, scale
+
+
 def _fit_logistic(X: np.ndarray, y: np.ndarray, version: str, weight: np.ndarray | None = None) -> LinearChurnModel:
     from sklearn.linear_model import LogisticRegression
 
-    X = np.asarray(X, dtype=np.float64)
-    X = np.where(np.isfinite(X), X, np.nan)
-    known = (~np.isnan(X)).sum(axis=0)
-    mean = np.where(known > 0, np.nansum(X, axis=0) / np.maximum(known, 1), 0.0)   # a never-known feature: 0
-    Xi = np.where(np.isnan(X), mean, X)
-    scale = Xi.std(axis=0)
-    scale = np.where(scale > 1e-9, scale, 1.0)
+    Z, mean, scale = standardise(X)
     clf = LogisticRegression(C=L2_C, max_iter=1000)
-    clf.fit((Xi - mean) / scale, y, sample_weight=weight)
+    clf.fit(Z, y, sample_weight=weight)
     return LinearChurnModel(version, FEATURE_NAMES, mean, scale, clf.coef_[0].astype(np.float64),
                             float(clf.intercept_[0]))
 
@@ -194,15 +219,45 @@ LGBM_PARAMS = {"objective": "binary", "learning_rate": 0.05, "num_leaves": 15, "
                "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
                "verbose": -1, "num_threads": 1, "seed": 1, "deterministic": True, "force_row_wise": True}
 LGBM_ROUNDS = 200
+# Trees cost per boosting round a pass over every training row (gradients, bagging draw, score
+# update), whatever the bagging fraction: above these many training rows LightGBM fits the
+# candidates, and the winner, on evenly strided subsamples (1 thread, 200 rounds: ~35 s of CPU
+# per million rows). The daily snapshots of one customer are near copies of each other, so a
+# stride keeps every customer and most of the information; measured in docs/evaluation.md ("Speed").
+LGBM_SELECTION_ROWS = 100_000
+LGBM_MAX_ROWS = 300_000
+# the candidates are judged on at most this many validation rows, and Platt's two numbers fitted on
+# at most this many calibration rows (evenly strided): those parts repeat the same customers at
+# each of their instants, so this keeps about one instant's worth of independent evidence on the
+# project's largest histories (bench: 100k customers); the card's figures use every validation row
+JUDGE_MAX_ROWS = 100_000
+
+
+def _lightgbm_fitter(X: np.ndarray, y: np.ndarray) -> Callable[[str, np.ndarray | None], TreeChurnModel]:
+    """Fits on fixed rows under varying weights (the recency candidates): the rows are binned
+    into an lgb.Dataset once, later fits only set the weights. float32 rows go in as they are
+    (LightGBM reads them exactly; no float64 copy)."""
+    import lightgbm as lgb
+
+    X = np.asarray(X)
+    rows = X if X.dtype in (np.float32, np.float64) else X.astype(np.float64)
+    label = np.asarray(y, dtype=np.float64)
+    built: list[Any] = []   # [Dataset, weighted?] once built
+
+    def fit(version: str, weight: np.ndarray | None = None) -> TreeChurnModel:
+        if not built or (weight is None and built[1]):   # weights once set cannot be unset
+            built[:] = [lgb.Dataset(rows, label=label, weight=weight, feature_name=list(FEATURE_NAMES),
+                                    free_raw_data=True, params=LGBM_PARAMS).construct(), weight is not None]
+        elif weight is not None:
+            built[0].set_weight(weight)
+            built[1] = True
+        booster = lgb.train(LGBM_PARAMS, built[0], num_boost_round=LGBM_ROUNDS)
+        return TreeChurnModel(version, FEATURE_NAMES, booster)
+    return fit
 
 
 def _fit_lightgbm(X: np.ndarray, y: np.ndarray, version: str, weight: np.ndarray | None = None) -> TreeChurnModel:
-    import lightgbm as lgb
-
-    data = lgb.Dataset(np.asarray(X, dtype=np.float64), label=y.astype(np.float64), weight=weight,
-                       feature_name=list(FEATURE_NAMES), free_raw_data=True)
-    booster = lgb.train(LGBM_PARAMS, data, num_boost_round=LGBM_ROUNDS)
-    return TreeChurnModel(version, FEATURE_NAMES, booster)
+    return _lightgbm_fitter(X, y)(version, weight)
 
 
 def fit_platt(raw: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -271,8 +326,14 @@ def train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_
     act_val = still_active(X[val], horizon_days)
     judge = act_val if 0 < np.sum(y[val][act_val]) < np.sum(act_val) else np.ones(len(act_val), dtype=bool)
     rows = np.flatnonzero(tr)
-    stride = max(1, math.ceil(len(rows) / SELECTION_MAX_ROWS))
+    stride = max(1, math.ceil(len(rows) / (LGBM_SELECTION_ROWS if kind == "lightgbm" else SELECTION_MAX_ROWS)))
     sub = rows[::stride]
+    X_sub, y_sub = X[sub], y[sub]
+    fit_sub = (_lightgbm_fitter(X_sub, y_sub) if kind == "lightgbm"   # the candidates' rows binned once
+               else lambda v, w: fit(X_sub, y_sub, v, w))
+    judged = np.flatnonzero(val)[judge]
+    judged = judged[::max(1, math.ceil(len(judged) / JUDGE_MAX_ROWS))]
+    X_judge, y_judge = X[judged], y[judged]
     best: tuple[float, float | None, Any] | None = None
     selection: dict[str, float | None] = {}
     for multiple in RECENCY_HALF_LIVES:
@@ -280,19 +341,23 @@ def train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_
         weight = recency_weights(t[tr], half_life)
         if weight is not None and (weight @ y[tr] < MIN_POSITIVES or weight @ ~y[tr] < MIN_NEGATIVES):
             continue   # too short a memory for this history: fewer weighted rows than a cold start allows
-        candidate = fit(X[sub], y[sub], version, recency_weights(t[sub], half_life) if weight is not None else None)
-        score = auc(y[val][judge], candidate.raw(X[val][judge]))
+        candidate = fit_sub(version, recency_weights(t[sub], half_life) if weight is not None else None)
+        score = auc(y_judge, candidate.raw(X_judge))
         selection["none" if half_life is None else f"{half_life:g}"] = score
         if score is not None and (best is None or score > best[0]):
             best = (score, half_life, candidate)
     half_life, model = (best[1], best[2]) if best is not None else (None, None)
     if model is None or stride > 1:
-        model = fit(X[tr], y[tr], version, recency_weights(t[tr], half_life))
-    model.platt = fit_platt(model.raw(X[cal]), y[cal])
+        final = rows if kind != "lightgbm" else rows[::max(1, math.ceil(len(rows) / LGBM_MAX_ROWS))]
+        model = fit(X[final], y[final], version, recency_weights(t[final], half_life))
+    calibrating = np.flatnonzero(cal)
+    calibrating = calibrating[::max(1, math.ceil(len(calibrating) / JUDGE_MAX_ROWS))]
+    model.platt = fit_platt(model.raw(X[calibrating]), y[calibrating])
 
     yv = y[val]
-    pv = model.predict(X[val])
-    uncal = _sigmoid(model.raw(X[val]))
+    raw_val = model.raw(X[val])
+    pv = _sigmoid(model.platt[0] * raw_val + model.platt[1])   # = model.predict(X[val])
+    uncal = _sigmoid(raw_val)
     share = float(yv.mean()) if len(yv) else math.nan
     act = still_active(X[val], horizon_days)
     auc_active = auc(yv[act], pv[act])

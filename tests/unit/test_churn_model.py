@@ -282,6 +282,46 @@ def test_recency_half_life_is_chosen_on_the_latest_rows_when_the_drivers_change(
     assert chosen > card.selection["none"] + 0.02
 
 
+
+def test_lightgbm_candidates_reuse_one_binned_dataset_and_fit_as_a_fresh_one_would():
+    import lightgbm as lgb
+
+    X, y, t = synthetic(n_per_t=150, instants=20)
+    rng = np.random.default_rng(4)
+    weights = [None, rng.random(len(y)), None, recency_weights(t, 7.5)]   # "none" again after a weighted fit
+    fit = churn_trainer._lightgbm_fitter(X, y)
+    for w in weights:
+        fresh = lgb.train(churn_trainer.LGBM_PARAMS, lgb.Dataset(X.astype(np.float64), label=y.astype(np.float64), weight=w,
+                                                                 feature_name=list(FEATURE_NAMES)),
+                          num_boost_round=churn_trainer.LGBM_ROUNDS)
+        assert np.array_equal(fit("v", w).raw(X), fresh.predict(X.astype(np.float64), raw_score=True))
+
+
+def test_lightgbm_selects_on_a_subsample_and_fits_the_winner_on_at_most_the_row_cap(monkeypatch):
+    """A large history: the candidates are fitted on a strided subsample, judged on a strided part
+    of the validation rows, the winner refitted on at most LGBM_MAX_ROWS rows; the recency choice
+    still finds the changed driver and the card counts every row."""
+    monkeypatch.setattr(churn_trainer, "LGBM_SELECTION_ROWS", 3000)
+    monkeypatch.setattr(churn_trainer, "LGBM_MAX_ROWS", 6000)
+    monkeypatch.setattr(churn_trainer, "JUDGE_MAX_ROWS", 2000)
+    fitted: list[int] = []
+    real_fitter = churn_trainer._lightgbm_fitter
+    monkeypatch.setattr(churn_trainer, "_lightgbm_fitter", lambda X, y: fitted.append(len(X)) or real_fitter(X, y))
+    rng = np.random.default_rng(5)
+    n_per_t, instants = 400, 60
+    X = rng.normal(size=(n_per_t * instants, len(FEATURE_NAMES))).astype(np.float32)
+    t = np.repeat(np.arange(instants) * DAY, n_per_t).astype(float)
+    i_q, i_o = FEATURE_NAMES.index("quiet_logit"), FEATURE_NAMES.index("orders")
+    z = -1.5 + np.where(t >= 30 * DAY, 1.6 * X[:, i_o], 1.6 * X[:, i_q])
+    y = rng.random(len(z)) < 1 / (1 + np.exp(-z))
+    m = train(X, y, t, version="v", trained_at=t.max(), horizon_days=30, kind="lightgbm")
+    card = m.card
+    assert card.rows_train + card.rows_calibration + card.rows_validation == len(y)
+    assert 2500 < fitted[0] <= 3000 and 5000 < fitted[1] <= 6000 and len(fitted) == 2   # candidates' rows binned once
+    assert card.half_life_days is not None
+    assert card.selection[f"{card.half_life_days:g}"] > card.selection["none"] + 0.02
+    assert card.auc_validation > 0.75
+
 def test_recency_weights_halve_per_half_life_and_short_memories_need_enough_rows():
     t = np.array([0.0, 10.0, 20.0]) * DAY
     assert recency_weights(t, 10.0) == pytest.approx([0.25, 0.5, 1.0])
@@ -307,6 +347,30 @@ def test_fit_platt_recovers_a_known_scale():
     a, b = fit_platt(raw_, y)
     assert a == pytest.approx(0.5, abs=0.05) and b == pytest.approx(-1.0, abs=0.08)
 
+
+
+def test_standardise_in_slices_equals_the_whole_array_computation(monkeypatch):
+    # the trainer standardises slice by slice (no full float64 copies); the result must be what
+    # the one-shot computation gives: non-finite values imputed with the finite mean, a never-known
+    # feature centred on 0, a constant one scaled by 1
+    monkeypatch.setattr(churn_trainer, "ROW_SLICE", 7)   # many slices and a ragged last one
+    rng = np.random.default_rng(3)
+    X = (rng.normal(size=(101, 5)) * [1.0, 300.0, 1e-3, 1.0, 1.0] + [0.0, 1e4, 2.0, 0.0, 0.0]).astype(np.float32)
+    X[rng.random(X.shape) < 0.2] = np.nan
+    X[:, 3] = np.nan
+    X[:, 4] = 7.0
+    X[2, 0], X[5, 1] = np.inf, -np.inf
+    Z, mean, scale = churn_trainer.standardise(X)
+    X64 = np.where(np.isfinite(X), X.astype(np.float64), np.nan)
+    expect_mean = np.array([np.nanmean(c) if np.isfinite(c).any() else 0.0 for c in X64.T])
+    filled = np.where(np.isnan(X64), expect_mean, X64)
+    expect_scale = filled.std(axis=0)
+    expect_scale[3:] = 1.0
+    assert mean == pytest.approx(expect_mean, rel=1e-12)
+    assert scale == pytest.approx(expect_scale, rel=1e-12)
+    assert Z.dtype == np.float64
+    assert np.allclose(Z, (filled - expect_mean) / expect_scale, rtol=1e-12, atol=1e-12)
+    assert Z[2, 0] == 0.0 and Z[5, 1] == 0.0 and not Z[:, 3].any() and not Z[:, 4].any()
 
 # ----------------------------------------------------------------------------- drivers
 
