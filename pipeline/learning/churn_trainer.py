@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from pipeline.domain.churn_features import FEATURE_NAMES
+from pipeline.domain.churn_features import FEATURE_DIRECTION, FEATURE_NAMES
 
 TRAIN_SHARE, CALIBRATION_SHARE = 0.70, 0.15
 # Cold start: the learned model may serve only once the labelled history holds this many
@@ -171,8 +171,12 @@ def enough_history(positives: int, negatives: int, leavers: int) -> bool:
     return positives >= MIN_POSITIVES and negatives >= MIN_NEGATIVES and leavers >= MIN_LEAVERS
 
 
-def _fit_logistic(X: np.ndarray, y: np.ndarray, version: str, weight: np.ndarray | None = None) -> LinearChurnModel:
-    from sklearn.linear_model import LogisticRegression
+def _fit_logistic(X: np.ndarray, y: np.ndarray, version: str, weight: np.ndarray | None = None,
+                  directions: Sequence[int] = FEATURE_DIRECTION) -> LinearChurnModel:
+    """L2-regularised logistic regression (sklearn's objective: C · Σ w · log-loss + ½ ‖β‖²,
+    the intercept unpenalised) whose weights keep the sign of the domain's prior
+    (`Feature.direction`: ≥ 0 for +1, ≤ 0 for −1, free for 0), by L-BFGS-B with bounds."""
+    from scipy.optimize import minimize
 
     X = np.asarray(X, dtype=np.float64)
     X = np.where(np.isfinite(X), X, np.nan)
@@ -181,10 +185,27 @@ def _fit_logistic(X: np.ndarray, y: np.ndarray, version: str, weight: np.ndarray
     Xi = np.where(np.isnan(X), mean, X)
     scale = Xi.std(axis=0)
     scale = np.where(scale > 1e-9, scale, 1.0)
-    clf = LogisticRegression(C=L2_C, max_iter=1000)
-    clf.fit((Xi - mean) / scale, y, sample_weight=weight)
-    return LinearChurnModel(version, FEATURE_NAMES, mean, scale, clf.coef_[0].astype(np.float64),
-                            float(clf.intercept_[0]))
+    Z = (Xi - mean) / scale
+    target = np.asarray(y, dtype=np.float64)
+    w = np.ones(len(target)) if weight is None else np.asarray(weight, dtype=np.float64)
+    k = Z.shape[1]
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        z = Z @ theta[:k] + theta[k]
+        loss = float(w @ (np.logaddexp(0.0, z) - target * z))
+        r = w * (_sigmoid(z) - target)
+        grad = np.empty(k + 1)
+        grad[:k] = L2_C * (Z.T @ r) + theta[:k]
+        grad[k] = L2_C * r.sum()
+        return L2_C * loss + 0.5 * float(theta[:k] @ theta[:k]), grad
+
+    bounds = [(0.0, None) if d > 0 else (None, 0.0) if d < 0 else (None, None) for d in directions] + [(None, None)]
+    if len(bounds) != k + 1:
+        raise ValueError(f"{len(directions)} feature directions for {k} features")
+    fit = minimize(objective, np.zeros(k + 1), jac=True, method="L-BFGS-B", bounds=bounds,
+                   options={"maxiter": 1000, "gtol": 1e-6})
+    theta = np.asarray(fit.x, dtype=np.float64)   # L-BFGS-B keeps every iterate within the bounds
+    return LinearChurnModel(version, FEATURE_NAMES, mean, scale, theta[:k].copy(), float(theta[k]))
 
 
 # Shallow trees (depth ≤ 4): TreeSHAP costs O(trees × leaves × depth²) per customer — 0.6 ms
@@ -201,7 +222,9 @@ def _fit_lightgbm(X: np.ndarray, y: np.ndarray, version: str, weight: np.ndarray
 
     data = lgb.Dataset(np.asarray(X, dtype=np.float64), label=y.astype(np.float64), weight=weight,
                        feature_name=list(FEATURE_NAMES), free_raw_data=True)
-    booster = lgb.train(LGBM_PARAMS, data, num_boost_round=LGBM_ROUNDS)
+    # the domain's prior on each feature's direction (`Feature.direction`), as for the linear model
+    params = {**LGBM_PARAMS, "monotone_constraints": list(FEATURE_DIRECTION)}
+    booster = lgb.train(params, data, num_boost_round=LGBM_ROUNDS)
     return TreeChurnModel(version, FEATURE_NAMES, booster)
 
 
