@@ -10,6 +10,11 @@ Two model kinds (measured in docs/evaluation.md, "The learned churn model"):
   features (NaN → the training mean). Exact additive explanations are weight × (value −
   mean); scoring one customer is one dot product (microseconds, no batching needed).
 - "lightgbm": gradient-boosted trees; explanations by TreeSHAP (`pred_contrib=True`).
+Both keep each feature's sign prior (`Feature.direction`, pipeline/domain/churn_features.py):
+the logistic weights by L-BFGS-B bounds, the trees by LightGBM's `monotone_constraints`. A
+history in which long silences came back (or incidents were collinear with engagement) would
+otherwise teach a negative weight for a silence or incident feature, and the model would rank
+customers silent for weeks below active ones (measured in docs/evaluation.md §7, "Sign prior").
 
 Recency weighting, chosen on the stream's own history: a training row of age a days (before
 the latest training instant) weighs 0.5 ** (a / half-life). The half-life is picked among
