@@ -35,58 +35,65 @@ class Feature:
     name: str
     factor: ChurnFactor
     meaning: str
+    # the domain's prior on the sign of the feature's effect on the risk, which a learned model
+    # must respect (pipeline/learning/churn_trainer.py): +1 more of it never lowers the risk
+    # (silence, incidents, the hand-set model's factor units), −1 more of it never raises the
+    # risk (recent activity, experience levels), 0 no prior (volume, tenure, value, tier)
+    direction: int = 0
 
 
 _F = ChurnFactor
+UP, DOWN = 1, -1
 # the incident factors the core counts as they happen (state.FACTOR_KEY; SLA breaches are
 # read from the complaint records instead)
 INCIDENT_COUNTED = (_F.failed_recovery, _F.late_fulfilment, _F.detractor, _F.low_ratings, _F.refunds_returns,
                     _F.high_effort)
 FEATURES: tuple[Feature, ...] = (
     # inactivity: silence against the customer's own rhythm and the population's
-    Feature("quiet_logit", _F.inactivity, "logit of 1 − P(active within H) from the MBG/NBD fit"),
-    Feature("gone_logit", _F.inactivity, "logit of 1 − P(alive) from the MBG/NBD fit"),
-    Feature("silence_days", _F.inactivity, "log(1 + days since the last active day)"),
-    Feature("silence_vs_own_gap", _F.inactivity, "log((1 + silence) / own mean gap between active days); NaN with one active day"),
-    Feature("silence_vs_population_gap", _F.inactivity, "log((1 + silence) / the population's mean gap α/r)"),
+    Feature("quiet_logit", _F.inactivity, "logit of 1 − P(active within H) from the MBG/NBD fit", UP),
+    Feature("gone_logit", _F.inactivity, "logit of 1 − P(alive) from the MBG/NBD fit", UP),
+    Feature("silence_days", _F.inactivity, "log(1 + days since the last active day)", UP),
+    Feature("silence_vs_own_gap", _F.inactivity, "log((1 + silence) / own mean gap between active days); NaN with one active day", UP),
+    Feature("silence_vs_population_gap", _F.inactivity, "log((1 + silence) / the population's mean gap α/r)", UP),
     Feature("active_days", _F.inactivity, "log(1 + distinct active days)"),
     Feature("tenure_days", _F.inactivity, "log(1 + days since the first active day)"),
     # declining_frequency: purchase and visit frequency and its trend
-    Feature("declining_frequency", _F.declining_frequency, "unit: doublings of the recent purchase gap over the usual one"),
+    Feature("declining_frequency", _F.declining_frequency, "unit: doublings of the recent purchase gap over the usual one", UP),
     Feature("orders", _F.declining_frequency, "log(1 + purchases)"),
-    Feature("purchase_gap_open", _F.declining_frequency, "log((1 + days since the last purchase) / usual purchase gap); NaN below two purchases"),
-    Feature("recent_active_vs_usual", _F.declining_frequency, "log((1 + active days in the last H) / (1 + H × own active-day rate))"),
+    Feature("purchase_gap_open", _F.declining_frequency, "log((1 + days since the last purchase) / usual purchase gap); NaN below two purchases", UP),
+    Feature("recent_active_vs_usual", _F.declining_frequency, "log((1 + active days in the last H) / (1 + H × own active-day rate))", DOWN),
     # declining_spend: monetary value and its trend (tier is a revenue class)
-    Feature("declining_spend", _F.declining_spend, "unit: halvings of the recent basket against the usual one"),
+    Feature("declining_spend", _F.declining_spend, "unit: halvings of the recent basket against the usual one", UP),
     Feature("revenue_365d", _F.declining_spend, "log(1 + net revenue of the trailing 12 months)"),
     Feature("basket", _F.declining_spend, "log(1 + mean paid amount per purchase); NaN without a purchase"),
     Feature("revenue_trend", _F.declining_spend, "log((1 + revenue of the last 3 months) / (1 + a third of the 9 before))"),
     Feature("tier", _F.declining_spend, "tier rank 0–3 (standard … platinum)"),
     # complaints and service recovery
-    Feature("unresolved_complaints", _F.unresolved_complaints, "unit: open complaints (double when past resolution target)"),
-    Feature("sla_breaches", _F.sla_breaches, "unit: complaints that breached an SLA (incl. folded)"),
-    Feature("open_past_sla", _F.sla_breaches, "open complaints past an SLA deadline now"),
-    Feature("failed_recovery", _F.failed_recovery, "unit: decayed count of reopened / unsatisfied resolutions"),
+    Feature("unresolved_complaints", _F.unresolved_complaints, "unit: open complaints (double when past resolution target)", UP),
+    Feature("sla_breaches", _F.sla_breaches, "unit: complaints that breached an SLA (incl. folded)", UP),
+    Feature("open_past_sla", _F.sla_breaches, "open complaints past an SLA deadline now", UP),
+    Feature("failed_recovery", _F.failed_recovery, "unit: decayed count of reopened / unsatisfied resolutions", UP),
     # incidents against the customer's own chances (population rate × own chances subtracted)
-    Feature("late_fulfilment", _F.late_fulfilment, "unit: late deliveries above the usual rate for own deliveries"),
-    Feature("detractor", _F.detractor, "unit: detractor answers above the usual rate for own NPS answers"),
-    Feature("low_ratings", _F.low_ratings, "unit: low ratings above the usual rate for own rated answers"),
-    Feature("refunds_returns", _F.refunds_returns, "unit: refunds/returns above the usual rate for own orders"),
-    Feature("high_effort", _F.high_effort, "unit: effortful contacts above the usual rate for own contacts"),
+    Feature("late_fulfilment", _F.late_fulfilment, "unit: late deliveries above the usual rate for own deliveries", UP),
+    Feature("detractor", _F.detractor, "unit: detractor answers above the usual rate for own NPS answers", UP),
+    Feature("low_ratings", _F.low_ratings, "unit: low ratings above the usual rate for own rated answers", UP),
+    Feature("refunds_returns", _F.refunds_returns, "unit: refunds/returns above the usual rate for own orders", UP),
+    Feature("high_effort", _F.high_effort, "unit: effortful contacts above the usual rate for own contacts", UP),
     # the same incidents as plain counts over two windows: a 45-day and a one-week half-life
-    *(Feature(f"{f.value}_{w}", f, f"{f.value.replace('_', ' ')} incidents, decayed count, {span} half-life")
-      for f in INCIDENT_COUNTED for w, span in (("count", "45-day"), ("week", "7-day"))),
+    *(Feature(f"{f.value}_{w}", f, f"{f.value.replace('_', ' ')} incidents, decayed count, {span} half-life",
+      UP) for f in INCIDENT_COUNTED for w, span in (("count", "45-day"), ("week", "7-day"))),
     # experience: levels and their recent change
-    Feature("experience_drop", _F.experience_drop, "unit: points of recent perceived experience below the long-run"),
-    Feature("cxi", _F.experience_drop, "CXI 0–100; NaN without evidence"),
-    Feature("cxi_change", _F.experience_drop, "CXI minus its slow baseline"),
-    *(Feature(d, _F.experience_drop, f"{d} score 0–100; NaN without evidence") for d in DIMENSIONS),
-    *(Feature(f"{d}_change", _F.experience_drop, f"{d} score minus its slow baseline") for d in DIMENSIONS),
-    Feature("csat", _F.experience_drop, "share of 4–5 CSAT answers, percent"),
-    Feature("nps", _F.experience_drop, "rolling NPS of the customer's answers"),
+    Feature("experience_drop", _F.experience_drop, "unit: points of recent perceived experience below the long-run", UP),
+    Feature("cxi", _F.experience_drop, "CXI 0–100; NaN without evidence", DOWN),
+    Feature("cxi_change", _F.experience_drop, "CXI minus its slow baseline", DOWN),
+    *(Feature(d, _F.experience_drop, f"{d} score 0–100; NaN without evidence", DOWN) for d in DIMENSIONS),
+    *(Feature(f"{d}_change", _F.experience_drop, f"{d} score minus its slow baseline", DOWN) for d in DIMENSIONS),
+    Feature("csat", _F.experience_drop, "share of 4–5 CSAT answers, percent", DOWN),
+    Feature("nps", _F.experience_drop, "rolling NPS of the customer's answers", DOWN),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 FEATURE_FACTOR: dict[str, str] = {f.name: f.factor.value for f in FEATURES}
+FEATURE_DIRECTION: tuple[int, ...] = tuple(f.direction for f in FEATURES)
 assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
 
 

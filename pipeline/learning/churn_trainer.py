@@ -10,6 +10,11 @@ Two model kinds (measured in docs/evaluation.md, "The learned churn model"):
   features (NaN → the training mean). Exact additive explanations are weight × (value −
   mean); scoring one customer is one dot product (microseconds, no batching needed).
 - "lightgbm": gradient-boosted trees; explanations by TreeSHAP (`pred_contrib=True`).
+Both keep each feature's sign prior (`Feature.direction`, pipeline/domain/churn_features.py):
+the logistic weights by L-BFGS-B bounds, the trees by LightGBM's `monotone_constraints`. A
+history in which long silences came back (or incidents were collinear with engagement) would
+otherwise teach a negative weight for a silence or incident feature, and the model would rank
+customers silent for weeks below active ones (measured in docs/evaluation.md §7, "Sign prior").
 
 Recency weighting, chosen on the stream's own history: a training row of age a days (before
 the latest training instant) weighs 0.5 ** (a / half-life). The half-life is picked among
@@ -31,7 +36,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from pipeline.domain.churn_features import FEATURE_NAMES
+from pipeline.domain.churn_features import FEATURE_DIRECTION, FEATURE_NAMES
 
 TRAIN_SHARE, CALIBRATION_SHARE = 0.70, 0.15
 # Cold start: the learned model may serve only once the labelled history holds this many
@@ -202,14 +207,34 @@ def standardise(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return Z, mean, scale
 
 
-def _fit_logistic(X: np.ndarray, y: np.ndarray, version: str, weight: np.ndarray | None = None) -> LinearChurnModel:
-    from sklearn.linear_model import LogisticRegression
+def _fit_logistic(X: np.ndarray, y: np.ndarray, version: str, weight: np.ndarray | None = None,
+                  directions: Sequence[int] = FEATURE_DIRECTION) -> LinearChurnModel:
+    """L2-regularised logistic regression (sklearn's objective: C · Σ w · log-loss + ½ ‖β‖²,
+    the intercept unpenalised) whose weights keep the sign of the domain's prior
+    (`Feature.direction`: ≥ 0 for +1, ≤ 0 for −1, free for 0), by L-BFGS-B with bounds."""
+    from scipy.optimize import minimize
 
     Z, mean, scale = standardise(X)
-    clf = LogisticRegression(C=L2_C, max_iter=1000)
-    clf.fit(Z, y, sample_weight=weight)
-    return LinearChurnModel(version, FEATURE_NAMES, mean, scale, clf.coef_[0].astype(np.float64),
-                            float(clf.intercept_[0]))
+    target = np.asarray(y, dtype=np.float64)
+    w = np.ones(len(target)) if weight is None else np.asarray(weight, dtype=np.float64)
+    k = Z.shape[1]
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        z = Z @ theta[:k] + theta[k]
+        loss = float(w @ (np.logaddexp(0.0, z) - target * z))
+        r = w * (_sigmoid(z) - target)
+        grad = np.empty(k + 1)
+        grad[:k] = L2_C * (Z.T @ r) + theta[:k]
+        grad[k] = L2_C * r.sum()
+        return L2_C * loss + 0.5 * float(theta[:k] @ theta[:k]), grad
+
+    bounds = [(0.0, None) if d > 0 else (None, 0.0) if d < 0 else (None, None) for d in directions] + [(None, None)]
+    if len(bounds) != k + 1:
+        raise ValueError(f"{len(directions)} feature directions for {k} features")
+    fit = minimize(objective, np.zeros(k + 1), jac=True, method="L-BFGS-B", bounds=bounds,
+                   options={"maxiter": 1000, "gtol": 1e-6})
+    theta = np.asarray(fit.x, dtype=np.float64)   # L-BFGS-B keeps every iterate within the bounds
+    return LinearChurnModel(version, FEATURE_NAMES, mean, scale, theta[:k].copy(), float(theta[k]))
 
 
 # Shallow trees (depth ≤ 4): TreeSHAP costs O(trees × leaves × depth²) per customer — 0.6 ms
@@ -217,7 +242,9 @@ def _fit_logistic(X: np.ndarray, y: np.ndarray, version: str, weight: np.ndarray
 # strongly correlated (the same customers day after day), so large leaves guard against fitting them.
 LGBM_PARAMS = {"objective": "binary", "learning_rate": 0.05, "num_leaves": 15, "max_depth": 4, "min_data_in_leaf": 100,
                "feature_fraction": 0.9, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
-               "verbose": -1, "num_threads": 1, "seed": 1, "deterministic": True, "force_row_wise": True}
+               "verbose": -1, "num_threads": 1, "seed": 1, "deterministic": True, "force_row_wise": True,
+               # the domain's prior on each feature's direction (`Feature.direction`), as for the linear model
+               "monotone_constraints": list(FEATURE_DIRECTION)}
 LGBM_ROUNDS = 200
 # Trees cost per boosting round a pass over every training row (gradients, bagging draw, score
 # update), whatever the bagging fraction: above these many training rows LightGBM fits the

@@ -12,7 +12,7 @@ import pytest
 from pipeline.domain.churn import DAY, PopulationParams
 from pipeline.bootstrap import build_core
 from pipeline.config import Settings
-from pipeline.domain.churn_features import FEATURE_FACTOR, FEATURE_NAMES, FEATURES, churn_features
+from pipeline.domain.churn_features import FEATURE_DIRECTION, FEATURE_FACTOR, FEATURE_NAMES, FEATURES, churn_features
 from pipeline.domain.churn_model import drivers_from, factor_contributions, learned_profile
 from pipeline.domain.churn_snapshots import SnapshotBook, churned_after, sample_key
 from pipeline.learning import churn_trainer
@@ -252,6 +252,83 @@ def test_trainer_learns_the_signal_and_explains_exactly(kind):
     i_q = FEATURE_NAMES.index("quiet_logit")
     top = np.argsort(-np.abs(m.contributions(X[:300])[0]).mean(axis=0))[:2]
     assert i_q in top
+
+
+def test_every_feature_carries_the_sign_prior_of_its_meaning():
+    assert len(FEATURE_DIRECTION) == len(FEATURE_NAMES) and set(FEATURE_DIRECTION) <= {-1, 0, 1}
+    direction = dict(zip(FEATURE_NAMES, FEATURE_DIRECTION))
+    # silence against any rhythm, and every unit of the hand-set model, never lower the risk
+    for name in ("quiet_logit", "gone_logit", "silence_days", "silence_vs_own_gap", "silence_vs_population_gap",
+                 "purchase_gap_open", "failed_recovery", "failed_recovery_count", "open_past_sla"):
+        assert direction[name] == 1, name
+    for f in FEATURES:
+        if f.meaning.startswith("unit:"):
+            assert f.direction == 1, f.name
+    # recent activity and experience levels never raise it; volume, tenure and value have no prior
+    assert direction["recent_active_vs_usual"] == direction["cxi"] == direction["nps"] == -1
+    assert direction["orders"] == direction["tenure_days"] == direction["basket"] == 0
+
+
+def _collinear_silence(seed: int = 2, n_per_t: int = 300, instants: int = 20):
+    """Rows where the past says little about silence: two collinear silence features whose
+    best unconstrained weights have opposite signs (quiet_logit up, gone_logit down), as a
+    history whose long silences mostly came back teaches a free fit (docs/evaluation.md)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n_per_t * instants, len(FEATURE_NAMES)))
+    t = np.repeat(np.arange(instants) * DAY, n_per_t).astype(float)
+    i_q, i_g, i_o = (FEATURE_NAMES.index(n) for n in ("quiet_logit", "gone_logit", "orders"))
+    X[:, i_g] = 0.9 * X[:, i_q] + 0.45 * X[:, i_g]
+    z = -1.5 + 1.6 * X[:, i_q] - 1.4 * X[:, i_g] - 0.8 * X[:, i_o]
+    y = rng.random(len(z)) < 1 / (1 + np.exp(-z))
+    return X.astype(np.float32), y, t
+
+
+def _moved(X: np.ndarray, by: float) -> np.ndarray:
+    """Each feature moved `by` standard units in the direction its prior says raises the risk."""
+    return X + by * np.asarray(FEATURE_DIRECTION, dtype=np.float32) * X.std(axis=0)
+
+
+@pytest.mark.parametrize("kind", ["logistic", "lightgbm"])
+def test_learned_risk_never_falls_with_more_silence_or_incidents(kind):
+    """The domain's sign prior holds for a learned model whatever the history: longer
+    silence, more incidents, worse experience never lower the risk — also far outside the
+    range the history held (the default generator's leavers, silent for weeks at the end,
+    were scored below its stayers by a free fit with a negative gone_logit weight)."""
+    X, y, t = _collinear_silence()
+    m = train(X, y, t, version="v", trained_at=t.max(), kind=kind)
+    rows = X[:500]
+    base = m.predict(rows)
+    for by in (0.5, 3.0, 10.0):
+        assert np.all(m.predict(_moved(rows, by)) >= base - 1e-12), by
+    # one feature at a time, far beyond the history: gone_logit alone
+    i_g = FEATURE_NAMES.index("gone_logit")
+    far = rows.copy()
+    far[:, i_g] = X[:, i_g].max() + 10 * X[:, i_g].std()
+    assert np.all(m.predict(far) >= base - 1e-12)
+    if kind == "logistic":
+        signs = np.asarray(FEATURE_DIRECTION)
+        assert np.all(signs * m.coef >= 0)
+        assert m.coef[FEATURE_NAMES.index("quiet_logit")] > 0   # the signal that agrees with the prior is kept
+
+
+def test_bounded_logistic_without_priors_is_plain_l2_logistic_regression():
+    """The bounded solver minimises sklearn's objective: with no prior it finds sklearn's
+    solution; with the priors only the weights whose free sign contradicts them change."""
+    from sklearn.linear_model import LogisticRegression
+
+    X, y, _ = synthetic()
+    m = churn_trainer._fit_logistic(X, y, "v", directions=[0] * len(FEATURE_NAMES))
+    Z = (X - m.mean) / m.scale
+    ref = LogisticRegression(C=churn_trainer.L2_C, max_iter=1000).fit(Z, y)
+    assert m.coef == pytest.approx(ref.coef_[0], abs=2e-3)
+    assert m.intercept == pytest.approx(float(ref.intercept_[0]), abs=2e-3)
+    bounded = churn_trainer._fit_logistic(X, y, "v")
+    signs = np.asarray(FEATURE_DIRECTION)
+    assert np.all(signs * bounded.coef >= 0)
+    # the planted signals agree with their priors (quiet_logit up; orders has none) and stay
+    for name in ("quiet_logit", "orders"):
+        i = FEATURE_NAMES.index(name)
+        assert bounded.coef[i] == pytest.approx(m.coef[i], abs=0.05)
 
 
 def test_calibration_improves_brier_on_held_out_rows():
