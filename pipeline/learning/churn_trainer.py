@@ -114,8 +114,7 @@ class LinearChurnModel:
         return (X - self.mean) / self.scale
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        a, b = self.platt
-        return _sigmoid(a * self.raw(X) + b)
+        return calibrated(self.platt, self.raw(X))
 
     def explain(self, features: Sequence[float]) -> tuple[float, float, list[float]]:
         a, b = self.platt
@@ -143,8 +142,7 @@ class TreeChurnModel:
         return self.booster.predict(np.asarray(X, dtype=np.float64), raw_score=True)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        a, b = self.platt
-        return _sigmoid(a * self.raw(X) + b)
+        return calibrated(self.platt, self.raw(X))
 
     def contributions(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         a, b = self.platt
@@ -158,6 +156,12 @@ class TreeChurnModel:
 
 def _sigmoid(z):
     return 1.0 / (1.0 + np.exp(-np.clip(z, -700, 700)))
+
+
+def calibrated(platt: tuple[float, float], raw: np.ndarray) -> np.ndarray:
+    """Platt's map of a model's raw log-odds to probabilities: σ(a · raw + b)."""
+    a, b = platt
+    return _sigmoid(a * raw + b)
 
 
 def time_split(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -368,7 +372,7 @@ def train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_
         weight = recency_weights(t[tr], half_life)
         if weight is not None and (weight @ y[tr] < MIN_POSITIVES or weight @ ~y[tr] < MIN_NEGATIVES):
             continue   # too short a memory for this history: fewer weighted rows than a cold start allows
-        candidate = fit_sub(version, recency_weights(t[sub], half_life) if weight is not None else None)
+        candidate = fit_sub(version, recency_weights(t[sub], half_life))
         score = auc(y_judge, candidate.raw(X_judge))
         selection["none" if half_life is None else f"{half_life:g}"] = score
         if score is not None and (best is None or score > best[0]):
@@ -383,7 +387,7 @@ def train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_
 
     yv = y[val]
     raw_val = model.raw(X[val])
-    pv = _sigmoid(model.platt[0] * raw_val + model.platt[1])   # = model.predict(X[val])
+    pv = calibrated(model.platt, raw_val)   # model.predict(X[val]), from the raw scores computed once
     uncal = _sigmoid(raw_val)
     share = float(yv.mean()) if len(yv) else math.nan
     act = still_active(X[val], horizon_days)
