@@ -9,7 +9,7 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -106,6 +106,14 @@ class Settings(BaseSettings):
                                             "id pattern for all id fields, e.g. ^[A-Za-z0-9-]{1,36}$); empty = the contract's pattern only")
     max_open_complaints: int = Field(
         100, ge=1, description="open complaints kept per customer; one more is dead-lettered too_many_open_complaints")
+
+    @model_validator(mode="after")
+    def _learnable_horizon(self) -> "Settings":
+        if self.learn_churn:
+            from pipeline.domain.churn_snapshots import check_horizon
+
+            check_horizon(self.churn_horizon_days)
+        return self
 
     @field_validator("time_floor")
     @classmethod

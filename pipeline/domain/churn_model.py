@@ -68,4 +68,5 @@ def learned_profile(state: CustomerState, p: Profile, model: ChurnModel | None, 
     hand-set assessment either way."""
     if model is None:
         return p
-    return replace(p, churn=assess_learned(model, churn_features(state, p, pop), p.churn.p_alive))
+    features = churn_features(state, p, pop)
+    return replace(p, churn=assess_learned(model, features, p.churn.p_alive), churn_features=features)

@@ -102,6 +102,22 @@ def churned_after(state: CustomerState | None, t: float, horizon_days: float) ->
 
 
 LABEL_DELAY_HORIZONS = 2   # a snapshot's label is known 2H after it
+MAX_HORIZON_DAYS = 64      # each label window is read from the 64-day activity bitmap as it closes
+
+
+class HorizonTooLong(ValueError):
+    """The churn horizon is longer than the snapshots can be labelled for."""
+
+
+def check_horizon(horizon_days: float) -> None:
+    """Refuse a horizon the labels cannot be read for: beyond 64 days the bitmap no longer
+    reaches back to a window's first day, and labelling would keep only the customers who
+    were never seen again (a training set of almost only leavers, silently)."""
+    if not 0 < horizon_days <= MAX_HORIZON_DAYS:
+        raise HorizonTooLong(
+            f"the learned churn model labels its snapshots from the customers' {MAX_HORIZON_DAYS}-day activity "
+            f"bitmap, so the churn horizon (CXPULSE_CHURN_HORIZON_DAYS) must be above 0 and at most "
+            f"{MAX_HORIZON_DAYS} days to learn; it is {horizon_days:g}. The hand-set model serves any horizon.")
 
 
 def sample_key(customer_id: str, t: float) -> int:
@@ -115,6 +131,9 @@ class SnapshotBook:
     max_per_snapshot: int = MAX_PER_SNAPSHOT
     pending: list[Snapshot] = field(default_factory=list)
     labelled: list[Snapshot] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        check_horizon(self.horizon_days)
 
     def add(self, t: float, rows: Sequence[tuple[str, Sequence[float], float]]) -> Snapshot:
         """Snapshot at `t`: (customer id, features, reference risk) per customer. Order

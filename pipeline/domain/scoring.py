@@ -474,6 +474,7 @@ class Profile:
     baseline_dims: dict[str, float | None] = field(default_factory=dict)
     churn_units: dict[str, float] = field(default_factory=dict)   # factor units (pipeline.domain.churn.factor_units), for the learned model's features
     churn_hand_set: ChurnAssessment | None = None   # the hand-set model's assessment (= churn when no learned model serves)
+    churn_features: list[float] | None = None       # the learned model's features of this profile, when one scored it
 
 
 def _cxi(dims: dict[str, float | None], weights: tuple[float, ...]) -> float | None:

@@ -85,6 +85,8 @@ class ChurnLearner:
 
     _rows: list = field(default_factory=list)
     _population: PopulationParams = field(default_factory=PopulationParams)
+    _keep: list[str] = field(default_factory=list)        # this tick's sample (SnapshotBook.sampled)
+    _keeping: set[str] | None = None                       # the same as a set; None: every customer
 
     # --- one tick in three steps, around the sweep that already views every customer ----
     def begin_tick(self, now: float, states: Mapping[str, CustomerState], core) -> None:
@@ -92,12 +94,18 @@ class ChurnLearner:
         self.book.label_due(now, states.get)
         self._rows = []
         self._population = core.population
+        # the customers the book keeps of this snapshot: the sweep views everyone, only these are observed
+        self._keep = self.book.sampled(now, [cid for cid, state in states.items() if state.n])
+        self._keeping = set(self._keep) if len(self._keep) < len(states) else None
 
     def observe(self, state: CustomerState, p) -> None:
         """One customer's profile at the tick (from `Core.sweep`): its features, and the
         hand-set model's risk (every trained model is judged against it)."""
+        if self._keeping is not None and state.customer_id not in self._keeping:
+            return   # not in this snapshot's sample: `SnapshotBook.add` would drop the row
         reference = p.churn_hand_set if p.churn_hand_set is not None else p.churn
-        self._rows.append((state.customer_id, churn_features(state, p, self._population), reference.risk))
+        features = p.churn_features if p.churn_features is not None else churn_features(state, p, self._population)
+        self._rows.append((state.customer_id, features, reference.risk))
 
     def end_tick(self, now: float, core) -> None:
         self.close_tick(now)
@@ -117,7 +125,7 @@ class ChurnLearner:
         training: the worker's tick (its sweep runs on wall time and trains off the loop)."""
         self.begin_tick(now, states, core)
         # only the customers the book keeps (its sample): the same rows, 20 times less work at 100k
-        for cid in self.book.sampled(now, [cid for cid, state in states.items() if state.n]):
+        for cid in self._keep:
             state = states[cid]
             if state.n:
                 self.observe(state, learned_profile(state, profile(state, now, core.params, core.population, core.rates),

@@ -824,6 +824,11 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, (BrokerError, TopicLayoutError, WorkerError, TimeoutError)):
             print(f"cxpulse {args.command}: {exc}", file=sys.stderr)
             return 1
+        from pipeline.domain.churn_snapshots import HorizonTooLong
+
+        if isinstance(exc, HorizonTooLong):
+            print(f"cxpulse {args.command}: {exc}", file=sys.stderr)
+            return 2
         raise
 
 

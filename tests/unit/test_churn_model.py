@@ -184,6 +184,59 @@ def test_snapshot_sample_is_deterministic_and_bounded():
     assert SnapshotBook(30, max_per_snapshot=100).sampled(DAY, list(reversed(ids))) == sorted(ids)
 
 
+def test_a_horizon_the_bitmap_cannot_label_is_refused_with_the_setting_to_fix():
+    from pydantic import ValidationError
+
+    from pipeline.domain.churn_snapshots import HorizonTooLong
+
+    assert SnapshotBook(64).horizon_days == 64
+    with pytest.raises(HorizonTooLong, match="CXPULSE_CHURN_HORIZON_DAYS"):
+        SnapshotBook(90)
+    with pytest.raises(HorizonTooLong):
+        ChurnLearner(90)
+    with pytest.raises(ValidationError, match="at most 64 days"):
+        Settings(learn_churn=True, churn_horizon_days=90)
+    assert Settings(churn_horizon_days=90).churn_horizon_days == 90   # the hand-set model serves any horizon
+
+
+@pytest.mark.parametrize("serving", ["hand-set", "learned"])
+def test_the_sweep_observes_only_the_sample_and_gives_the_snapshot_the_worker_takes(serving):
+    """A replay tick (the sweep views every customer) and the worker's tick (`snapshot`:
+    only the sample) store the same rows; the sweep computes features for the sample only,
+    and reuses those the learned model computed to score a customer."""
+    from pipeline.service.replay import replay
+
+    evs = [order(customer=f"c{i % 40}", when=at(hours=i * 5.3)) for i in range(400)]
+    evs += [complaint(customer=f"c{i % 9}", when=at(hours=13 + 31 * i)) for i in range(30)]
+    evs.sort(key=lambda e: e["occurred_at"])
+    states = replay([raw(e) for e in evs], build_core(Settings()), clock=lambda: T0 + 400 * DAY).states
+    now = (int(max(s.wm for s in states.values()) // DAY) + 1) * DAY
+    core = build_core(Settings())
+    if serving == "learned":
+        trained, _ = _learner_with(rows=6000, leavers=400)
+        core.churn_model = trained.fit(30 * DAY, trained.training_set(30 * DAY))
+    by_sweep = ChurnLearner(30, book=SnapshotBook(30, max_per_snapshot=12))
+    by_sweep.begin_tick(now, states, core)
+    computed = []
+    import pipeline.service.churn_learning as learning
+    real = learning.churn_features
+    learning.churn_features = lambda *a: computed.append(a[0].customer_id) or real(*a)
+    try:
+        core.sweep(states.values(), now, observe=by_sweep.observe)
+    finally:
+        learning.churn_features = real
+    assert len(states) == 40 and len(by_sweep._rows) == 12
+    # features computed by the learner: the sample's only, none when the learned model computed them
+    assert sorted(computed) == ([] if serving == "learned" else by_sweep._keep)
+    by_sweep.close_tick(now)
+    by_tick = ChurnLearner(30, book=SnapshotBook(30, max_per_snapshot=12))
+    by_tick.snapshot(now, states, core)
+    a, b = by_sweep.book.pending[0], by_tick.book.pending[0]
+    assert a.customer_ids == b.customer_ids and len(a.customer_ids) == 12
+    assert np.array_equal(a.features, b.features, equal_nan=True)
+    assert np.array_equal(a.reference, b.reference)
+
+
 def test_replay_snapshot_features_do_not_see_events_after_the_tick():
     """The features snapshot at a tick equal those of a replay cut at that tick: later
     events (even ones that arrive before the tick runs, within the lateness bound) are

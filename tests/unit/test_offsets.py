@@ -170,6 +170,24 @@ def test_guard_stall_watchdog_and_revocation():
     assert g.to_commit() == {"a": 10}
 
 
+def test_a_partition_quiet_for_a_while_is_not_stalled_by_its_next_record():
+    """Caught up (log end at `next`) is progress: the first record after a quiet spell gets
+    `stall_seconds` to be applied before the watchdog seeks back."""
+    clock = Clock()
+    g = OffsetGuard(clock=clock)
+    g.start("a", 0)
+    g.advance({"a": 10})
+    for t in (2, 4, 6, 8, 30):           # the watchdog's ticks while nothing is produced to a
+        clock.t = t
+        assert g.stalled({"a": 10}, stall_seconds=5) == {}
+    clock.t = 31                         # a record arrives
+    assert g.stalled({"a": 11}, stall_seconds=5) == {}
+    clock.t = 34
+    assert g.stalled({"a": 11}, stall_seconds=5) == {}
+    clock.t = 35                         # ... and is not applied within stall_seconds
+    assert g.stalled({"a": 11}, stall_seconds=5) == {"a": 10}
+
+
 def test_a_state_knows_which_input_partitions_feed_it():
     """After a rebalance the worker's in-memory table still holds customers of partitions it
     gave away; `fed_from` tells its own (the sweep and the population fit use only those)."""
