@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     sla_warning_share: float = Field(0.75, ge=0, lt=1, description="`sla_at_risk` once this share of the time to a complaint deadline has passed unanswered (0 = no warnings)")
     population_file: Path | None = Field(None, description="churn population parameters (JSON); default: built-in priors, re-fitted in-stream")
     churn_control_share: float = Field(0.0, ge=0, le=1, description="share of churn_risk alerts kept as a control group (`control: true`, no recommended action) to measure whether the actions work; a business decision, 0 = none")
-    churn_horizon_days: float = Field(30.0, ge=0, description="churn = gone, or no activity within this many days")
+    churn_horizon_days: float = Field(30.0, ge=0, description="churn = gone, or no activity within this many days (at most 64 when the churn model learns: its labels are read from a 64-day activity bitmap)")
     refit_seconds: float = Field(3600.0, gt=0, description="wall-clock seconds between population re-fits in the worker (not when it learns: then at its daily event-time ticks)")
     learn_churn: bool = Field(False, description="the worker learns the churn model as `cxpulse replay --learn-churn` does (daily event-time snapshots, weekly training off the event loop) and publishes it on `topic_models`; records after the next midnight (UTC, event time) wait up to the lateness bound for it. One learning worker: with several, each learns from its own customers only")
     backtest_seconds: float = Field(3600.0, gt=0, description="wall-clock seconds between live backtests of churn_risk in the worker (Prometheus gauges)")
