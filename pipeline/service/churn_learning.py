@@ -86,7 +86,7 @@ class ChurnLearner:
     _rows: list = field(default_factory=list)
     _population: PopulationParams = field(default_factory=PopulationParams)
     _keep: list[str] = field(default_factory=list)        # this tick's sample (SnapshotBook.sampled)
-    _keeping: set[str] | None = None                       # the same as a set; None: every customer
+    _keeping: set[str] | None = None                       # the same as a set; None before the first tick
 
     # --- one tick in three steps, around the sweep that already views every customer ----
     def begin_tick(self, now: float, states: Mapping[str, CustomerState], core) -> None:
@@ -96,7 +96,7 @@ class ChurnLearner:
         self._population = core.population
         # the customers the book keeps of this snapshot: the sweep views everyone, only these are observed
         self._keep = self.book.sampled(now, [cid for cid, state in states.items() if state.n])
-        self._keeping = set(self._keep) if len(self._keep) < len(states) else None
+        self._keeping = set(self._keep)
 
     def observe(self, state: CustomerState, p) -> None:
         """One customer's profile at the tick (from `Core.sweep`): its features, and the
