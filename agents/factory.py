@@ -153,7 +153,9 @@ def create_app(settings: Settings, *, core: Core | None = None) -> WorkerApp:
         records come a fetch at a time from the batching consumer (agents/faust_internals.py,
         "Batch intake"), not through the stream: a micro-batch is what is queued, up to
         `batch_max` records, with no wait for more (adaptive batches)."""
-        batches = app.consumer.input_batches
+        consumer = app.consumer
+        assert isinstance(consumer, faust_internals.BatchingConsumer)   # WorkerApp._new_transport
+        batches = consumer.input_batches
         while True:
             messages = faust_internals.take_input_batch(batches, await batches.get(), settings.batch_max)
             # Records fetched under an older consumer generation or for partitions no longer
