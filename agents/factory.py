@@ -157,7 +157,7 @@ def create_app(settings: Settings, *, core: Core | None = None) -> WorkerApp:
         assert isinstance(consumer, faust_internals.BatchingConsumer)   # WorkerApp._new_transport
         batches = consumer.input_batches
         while True:
-            messages = faust_internals.take_input_batch(batches, await batches.get(), settings.batch_max)
+            messages = await batches.take(settings.batch_max)
             # Records fetched under an older consumer generation or for partitions no longer
             # assigned are dropped (Faust seeks every assigned partition back to its committed
             # offset after a rebalance, so they come again).

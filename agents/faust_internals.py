@@ -39,8 +39,8 @@ topics need none of it: the worker decodes, orders and acknowledges their record
 (pipeline/service/worker_loop.py). `BatchingConsumer._drain_messages` keeps Faust's loop for
 every other topic (changelogs, actions, erasures) and collects the records of the input
 topics (`WorkerApp.batch_topics`) of one fetch in a list, put as one item on
-`input_batches` (a bounded queue, the stream buffer's role: a full queue holds the
-fetcher). As in Faust's loop, the put gives up when the flow is suspended (a rebalance):
+`input_batches` (`InputBatches`: at most 10,000 records, the stream buffer's role; a full
+buffer holds the fetcher). As in Faust's loop, the put gives up when the flow is suspended (a rebalance):
 those records are of the old generation, which the worker drops anyway, and Faust seeks
 every assigned partition back to its committed offset. The agent of the input topics
 (agents/factory.py) still subscribes the consumer to them, and takes the batches from
@@ -77,6 +77,7 @@ JoinGroup) is unchanged. Remove once aiokafka keeps the member id itself.
 from __future__ import annotations
 
 import asyncio
+import collections
 import importlib.metadata
 import logging
 import time
@@ -225,18 +226,60 @@ def highwater(consumer: Any, tp: Any) -> int | None:
 
 
 # --- batch intake ------------------------------------------------------------------------------
-INPUT_BATCHES_MAX = 8   # fetches waiting for the worker loop (each at most what one getmany returned)
+INPUT_BATCHES_RECORDS = 10_000   # fetched input records waiting for the worker loop, at most (the stream buffer's role)
+
+
+class InputBatches:
+    """Fetched records of the input topics waiting for the worker loop, a fetch per item,
+    at most `max_records` of them: a full buffer holds the fetcher (one producer, the drain
+    loop; one consumer, the input agent). The bound is in records, not fetches: while the loop
+    waits for a ClickHouse write, a paced stream's fetches are a few records each, and a bound
+    of a few fetches held the fetcher with a few dozen records buffered, so micro-batches
+    stayed small and the worker fell behind at half its catch-up rate."""
+
+    def __init__(self, max_records: int = INPUT_BATCHES_RECORDS) -> None:
+        self.max_records = max_records
+        self._fetches: collections.deque[list] = collections.deque()
+        self._records = 0
+        self._changed = asyncio.Event()
+
+    def __len__(self) -> int:
+        """Records buffered."""
+        return self._records
+
+    async def put(self, fetch: list) -> None:
+        """Add one fetch's records; waits while the buffer is full."""
+        while self._records >= self.max_records:
+            self._changed.clear()
+            await self._changed.wait()
+        self._fetches.append(fetch)
+        self._records += len(fetch)
+        self._changed.set()
+
+    async def take(self, most: int) -> list:
+        """The buffered fetches, oldest first, until `most` records are taken (a fetch is never
+        split): waits only while nothing is buffered (adaptive micro-batches)."""
+        while not self._fetches:
+            self._changed.clear()
+            await self._changed.wait()
+        taken: list = []
+        while self._fetches and len(taken) < most:
+            fetch = self._fetches.popleft()
+            taken.extend(fetch)
+            self._records -= len(fetch)
+        self._changed.set()
+        return taken
 
 
 class BatchingConsumer(faust_aiokafka.Consumer):
     """The aiokafka driver's consumer, handing the records of `app.batch_topics` to
     `input_batches` a fetch at a time (module docstring, "Batch intake")."""
 
-    input_batches: asyncio.Queue
+    input_batches: InputBatches
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.input_batches = asyncio.Queue(maxsize=INPUT_BATCHES_MAX)
+        self.input_batches = InputBatches()
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover  (exercised by make faults / bench)
         # A copy of faust.transport.consumer.Consumer._drain_messages (faust-streaming 0.15.3):
@@ -312,15 +355,6 @@ class BatchingTransport(faust_aiokafka.Transport):
     """The aiokafka transport with the batching consumer."""
 
     Consumer = BatchingConsumer
-
-
-def take_input_batch(batches: asyncio.Queue, first: list, most: int) -> list:
-    """`first` and the fetches already queued behind it, while under `most` records: one
-    micro-batch of what is there, never a wait for more (adaptive batches)."""
-    taken = list(first)
-    while len(taken) < most and not batches.empty():
-        taken.extend(batches.get_nowait())
-    return taken
 
 
 # --- table recovery ------------------------------------------------------------------------

@@ -171,7 +171,7 @@ def test_create_app_builds_the_batching_consumer_for_the_input_topics(tmp_path):
     assert app.batch_topics == frozenset(settings.input_topics)
     assert isinstance(app.transport, faust_internals.BatchingTransport)
     assert isinstance(app.consumer, faust_internals.BatchingConsumer)
-    assert app.consumer.input_batches.maxsize == faust_internals.INPUT_BATCHES_MAX
+    assert app.consumer.input_batches.max_records == faust_internals.INPUT_BATCHES_RECORDS
 
 
 class _Flag:
@@ -203,7 +203,7 @@ class _DrainStub:
         self.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: False),
                                    batch_topics=frozenset(batch_topics))
         self.transport = SimpleNamespace(app=SimpleNamespace(should_stop=False))
-        self.input_batches = asyncio.Queue()
+        self.input_batches = faust_internals.InputBatches()
         self.suspend_flow = asyncio.Event()
         self.called = []
         self.log = SimpleNamespace(exception=lambda *a: None, info=lambda *a: None)
@@ -245,8 +245,14 @@ def test_the_drain_hands_a_fetch_of_input_records_over_as_one_batch_and_the_rest
     stub = _DrainStub([[(a0.tp, a0), (c0.tp, c0), (b0.tp, b0), (a1.tp, a1)],
                        [(old.tp, old), (second.tp, second)]],
                       batch_topics={"cx.touchpoints", "cx.orders"})
-    asyncio.run(faust_internals.BatchingConsumer._drain_messages(stub, stub.fetcher))
-    batches = [stub.input_batches.get_nowait() for _ in range(stub.input_batches.qsize())]
+    async def run():
+        await faust_internals.BatchingConsumer._drain_messages(stub, stub.fetcher)
+        batches = []
+        while len(stub.input_batches):
+            batches.append(await stub.input_batches.take(1))   # a fetch is never split
+        return batches
+
+    batches = asyncio.run(run())
     # one item per fetch, in fetch order; the record already read (offset below the read offset) is dropped
     assert batches == [[a0, b0, a1], [second]]
     assert stub.called == [c0]   # other topics: Faust's per-record callback, as before
@@ -259,28 +265,51 @@ def test_a_batch_is_given_up_when_the_flow_is_suspended_for_a_rebalance():
     async def run():
         a0 = _msg("cx.touchpoints", 0, 0)
         stub = _DrainStub([[(a0.tp, a0)]], batch_topics={"cx.touchpoints"})
-        stub.input_batches = asyncio.Queue(maxsize=1)
-        stub.input_batches.put_nowait(["earlier fetch, not taken yet"])   # full: the put waits
+        stub.input_batches = faust_internals.InputBatches(max_records=1)
+        await stub.input_batches.put(["earlier fetch, not taken yet"])   # full: the put waits
         stub.suspend_flow.set()
         await asyncio.wait_for(faust_internals.BatchingConsumer._drain_messages(stub, stub.fetcher), 1.0)
-        return [stub.input_batches.get_nowait() for _ in range(stub.input_batches.qsize())]
+        return len(stub.input_batches), await stub.input_batches.take(10)
 
-    assert asyncio.run(run()) == [["earlier fetch, not taken yet"]]
+    assert asyncio.run(run()) == (1, ["earlier fetch, not taken yet"])
 
 
-def test_a_micro_batch_takes_the_queued_fetches_up_to_batch_max_and_never_waits():
+def test_a_micro_batch_takes_the_buffered_fetches_up_to_batch_max_and_waits_only_when_empty():
     import asyncio
 
     async def run():
-        batches: asyncio.Queue = asyncio.Queue()
-        for fetch in ([2, 3], [4], [5, 6, 7], [8]):
-            batches.put_nowait(fetch)
-        first = faust_internals.take_input_batch(batches, [1], 4)
-        second = faust_internals.take_input_batch(batches, await batches.get(), 4)
-        third = faust_internals.take_input_batch(batches, [9], 4)
-        return first, second, third
+        batches = faust_internals.InputBatches()
+        for fetch in ([1], [2, 3], [4], [5, 6, 7], [8]):
+            await batches.put(fetch)
+        first = await batches.take(4)
+        second = await batches.take(4)
+        waiting = asyncio.ensure_future(batches.take(4))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()           # nothing buffered: it waits
+        await batches.put([9])
+        return first, second, await asyncio.wait_for(waiting, 1.0), len(batches)
 
-    first, second, third = asyncio.run(run())
+    first, second, third, left = asyncio.run(run())
     assert first == [1, 2, 3, 4]        # stops once at batch_max
-    assert second == [5, 6, 7, 8]       # what is queued, no more
-    assert third == [9]                 # nothing queued: no wait
+    assert second == [5, 6, 7, 8]       # what is buffered, no more
+    assert third == [9] and left == 0
+
+
+def test_the_buffer_holds_the_fetcher_by_records_not_fetches():
+    """Many small fetches (a paced stream) are buffered up to the record bound: a micro-batch
+    then takes them all, instead of the fetcher stopping after a few fetches."""
+    import asyncio
+
+    async def run():
+        batches = faust_internals.InputBatches(max_records=100)
+        for i in range(50):
+            await asyncio.wait_for(batches.put([i, i]), 1.0)   # 50 fetches of 2: room for all
+        held = asyncio.ensure_future(batches.put(["more"]))
+        await asyncio.sleep(0.01)
+        assert not held.done()              # 100 records: the fetcher waits
+        taken = await batches.take(1000)
+        await asyncio.wait_for(held, 1.0)   # room again: it goes on
+        return taken, await batches.take(1000)
+
+    taken, rest = asyncio.run(run())
+    assert len(taken) == 100 and rest == ["more"]
