@@ -20,7 +20,8 @@ _UTC = timezone.utc
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CXPULSE_", extra="ignore", frozen=True)
+    # env_parse_none_str: `none` unsets an optional setting (CXPULSE_SWEEP_RECHECK_SECONDS=none)
+    model_config = SettingsConfigDict(env_prefix="CXPULSE_", extra="ignore", frozen=True, env_parse_none_str="none")
 
     # --- broker -------------------------------------------------------------------
     kafka_bootstrap: str = Field("", description="bootstrap servers; empty = the embedded broker on kafka_host:kafka_port")
@@ -56,9 +57,10 @@ class Settings(BaseSettings):
     align_ahead_seconds: float = Field(600.0, gt=0, description="event-time alignment: a partition buffered this far ahead of its group is paused until the others catch up")
     sweep_seconds: float = Field(5.0, gt=0, description="wall-clock seconds between timer sweeps (SLA, silence)")
     sweep_recheck_seconds: float | None = Field(
-        None, gt=0, description="unset: each sweep re-evaluates the next 5,000 stored customers round-robin; "
-                                "set: the sweep index — only customers with an SLA/escalation deadline due, and each "
-                                "customer's churn drift re-checked this many seconds after its last evaluation")
+        3600.0, gt=0, description="the sweep index: a sweep evaluates only customers with an SLA/escalation deadline due, "
+                                  "and re-checks each customer's churn drift this many seconds (stream time) after its "
+                                  "last evaluation; unset: each sweep re-evaluates the next 5,000 stored customers "
+                                  "round-robin (CXPULSE_SWEEP_RECHECK_SECONDS=none)")
     log_level: str = Field("info", description="worker log level")
 
     # --- scoring ------------------------------------------------------------------
