@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     app_id: str = Field("cxpulse", description="Faust app id = consumer group")
     web_port: int = Field(6066, description="worker HTTP port (/metrics, /healthz, /customers/{id})")
     web_host: str = Field("127.0.0.1", description="worker HTTP listen address (0.0.0.0 in containers)")
-    batch_max: int = Field(5000, ge=1, description="micro-batch size (stream.take_events); also the ClickHouse insert unit")
+    batch_max: int = Field(5000, ge=1, description="micro-batch size, at most (what the consumer fetched and is buffered, up to this); also the ClickHouse insert unit")
     batch_within: float = Field(0.2, gt=0, description="records held for event-time alignment go by timer once no micro-batch came for this long (seconds)")
     commit_interval: float = Field(1.0, gt=0, description="seconds between Kafka offset commits")
     align_idle_seconds: float = Field(0.2, ge=0, description="event-time alignment: how long an empty, caught-up input partition holds back the other topics' partitions of its number (like Kafka Streams' max.task.idle.ms)")
