@@ -5,7 +5,8 @@ anything about records, offsets or states; the Faust handlers below only transla
 callbacks into loop calls.
 
 One agent consumes the three co-partitioned input topics (key = customer_id) in
-micro-batches (`stream.take_events`) and hands each to `WorkerLoop.deliver`, which applies
+micro-batches (a fetch at a time from the batching consumer, agents/faust_internals.py) and
+hands each to `WorkerLoop.deliver`, which applies
 them in event-time order across the three topics' partitions of the same number
 (pipeline/service/event_time_merge.py). Input offsets are committed by the loop, not by
 Faust's acks (see pipeline/service/offset_guard.py for why). Two more agents take operator
@@ -23,6 +24,7 @@ import time
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import datetime
+from typing import Any
 
 import faust
 from aiohttp.web import Response
@@ -45,6 +47,12 @@ class WorkerApp(faust.App):
 
     settings: Settings
     worker_loop: WorkerLoop | None = None
+    # topics whose records the consumer hands over a fetch at a time (faust_internals.BatchingConsumer)
+    batch_topics: frozenset[str] = frozenset()
+
+    def _new_transport(self) -> Any:
+        """The aiokafka transport with the batching consumer (agents/faust_internals.py)."""
+        return faust_internals.BatchingTransport(self.conf.broker_consumer, self)
 
     async def on_stop(self) -> None:
         """Finish the micro-batch in flight before Faust stops the consumer, the tables and
@@ -103,6 +111,7 @@ def create_app(settings: Settings, *, core: Core | None = None) -> WorkerApp:
     # (Faust acks records it skipped during rebalances, which let commits pass records that
     # were never applied, and froze commits on gaps: docs/fault-tolerance.md).
     inputs = raw_topic(*settings.input_topics, acks=False)
+    app.batch_topics = frozenset(settings.input_topics)
     outputs = TopicOutputs(app, raw_topic(settings.topic_scores), raw_topic(settings.topic_alerts),
                            raw_topic(settings.topic_deadletter))
     erasures = raw_topic(settings.topic_erasures)
@@ -140,17 +149,23 @@ def create_app(settings: Settings, *, core: Core | None = None) -> WorkerApp:
     # --- agents ---------------------------------------------------------------------------
     @app.agent(inputs, name="agents.app.score_events")
     async def score_events(stream):
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_within):
-            # Events fetched under an older consumer generation or for partitions no longer
+        """The input topics. The agent's stream subscribes the consumer to them, but their
+        records come a fetch at a time from the batching consumer (agents/faust_internals.py,
+        "Batch intake"), not through the stream: a micro-batch is what is queued, up to
+        `batch_max` records, with no wait for more (adaptive batches)."""
+        consumer = app.consumer
+        assert isinstance(consumer, faust_internals.BatchingConsumer)   # WorkerApp._new_transport
+        batches = consumer.input_batches
+        while True:
+            messages = await batches.take(settings.batch_max)
+            # Records fetched under an older consumer generation or for partitions no longer
             # assigned are dropped (Faust seeks every assigned partition back to its committed
             # offset after a rebalance, so they come again).
             generation, assignment = app.consumer_generation_id, app.consumer.assignment()
-            current = [e for e in events if e.message.generation_id == generation and e.message.tp in assignment]
+            current = [m for m in messages if m.generation_id == generation and m.tp in assignment]
             await loop.deliver(
-                [Delivered(e.message.tp, RawRecord(e.message.topic, e.message.partition, e.message.offset,
-                                                   e.key, e.value))
-                 for e in current],
-                stale=len(events) - len(current))
+                [Delivered(m.tp, RawRecord(m.topic, m.partition, m.offset, m.key, m.value)) for m in current],
+                stale=len(messages) - len(current))
 
     @app.agent(actions, name="agents.app.apply_actions")
     async def apply_actions(stream):

@@ -23,6 +23,28 @@ The uses:
   fetches (not an int before the first fetch of a partition).
 - `RecoveryWatchdog`: the table recovery's progress (`Recovery._recovery_started_at`,
   `Recovery._active_events_received_at`).
+- `BatchingConsumer` / `BatchingTransport` (batch intake, below): a subclass of the aiokafka
+  driver's `Consumer` whose `_drain_messages` (a copy of `faust.transport.consumer.Consumer.
+  _drain_messages` with one change) hands the records of the input topics over a fetch at a
+  time; the app creates it through `App._new_transport`.
+
+## Batch intake (the hot path, #18)
+
+Faust delivers every fetched record on its own: `Consumer._drain_messages` runs
+`wait_first(callback(message), suspend_flow.wait())` per record (four tasks and an
+`asyncio.wait`), the conductor puts it in the agent's stream, and the stream hands it out
+through its chain of async iterators, with sensors and acks per record — about half the
+event loop's work per input event in `make bench` (bench/results/profile.txt). The input
+topics need none of it: the worker decodes, orders and acknowledges their records itself
+(pipeline/service/worker_loop.py). `BatchingConsumer._drain_messages` keeps Faust's loop for
+every other topic (changelogs, actions, erasures) and collects the records of the input
+topics (`WorkerApp.batch_topics`) of one fetch in a list, put as one item on
+`input_batches` (`InputBatches`: at most 10,000 records, the stream buffer's role; a full
+buffer holds the fetcher). As in Faust's loop, the put gives up when the flow is suspended (a rebalance):
+those records are of the old generation, which the worker drops anyway, and Faust seeks
+every assigned partition back to its committed offset. The agent of the input topics
+(agents/factory.py) still subscribes the consumer to them, and takes the batches from
+`input_batches` instead of its stream.
 
 ## aiokafka 0.14.0: keep the member id on ILLEGAL_GENERATION (as the Java client and kafka-python do).
 
@@ -55,11 +77,14 @@ JoinGroup) is unchanged. Remove once aiokafka keeps the member id itself.
 from __future__ import annotations
 
 import asyncio
+import collections
 import importlib.metadata
 import logging
 import time
 from typing import Any, Awaitable, Callable, Iterable, Mapping
 
+from faust.transport import consumer as faust_consumer   # the module Faust's drain loop lives in
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from pipeline.service import recovery_check
 
 log = logging.getLogger("cxpulse.kafka_compat")
@@ -198,6 +223,138 @@ def highwater(consumer: Any, tp: Any) -> int | None:
     except Exception:   # not assigned (any more)
         return None
     return end if isinstance(end, int) and end >= 0 else None
+
+
+# --- batch intake ------------------------------------------------------------------------------
+INPUT_BATCHES_RECORDS = 10_000   # fetched input records waiting for the worker loop, at most (the stream buffer's role)
+
+
+class InputBatches:
+    """Fetched records of the input topics waiting for the worker loop, a fetch per item,
+    at most `max_records` of them: a full buffer holds the fetcher (one producer, the drain
+    loop; one consumer, the input agent). The bound is in records, not fetches: while the loop
+    waits for a ClickHouse write, a paced stream's fetches are a few records each, and a bound
+    of a few fetches held the fetcher with a few dozen records buffered, so micro-batches
+    stayed small and the worker fell behind at half its catch-up rate."""
+
+    def __init__(self, max_records: int = INPUT_BATCHES_RECORDS) -> None:
+        self.max_records = max_records
+        self._fetches: collections.deque[list] = collections.deque()
+        self._records = 0
+        self._changed = asyncio.Event()
+
+    def __len__(self) -> int:
+        """Records buffered."""
+        return self._records
+
+    async def put(self, fetch: list) -> None:
+        """Add one fetch's records; waits while the buffer is full."""
+        while self._records >= self.max_records:
+            self._changed.clear()
+            await self._changed.wait()
+        self._fetches.append(fetch)
+        self._records += len(fetch)
+        self._changed.set()
+
+    async def take(self, most: int) -> list:
+        """The buffered fetches, oldest first, until `most` records are taken (a fetch is never
+        split): waits only while nothing is buffered (adaptive micro-batches)."""
+        while not self._fetches:
+            self._changed.clear()
+            await self._changed.wait()
+        taken: list = []
+        while self._fetches and len(taken) < most:
+            fetch = self._fetches.popleft()
+            taken.extend(fetch)
+            self._records -= len(fetch)
+        self._changed.set()
+        return taken
+
+
+class BatchingConsumer(faust_aiokafka.Consumer):
+    """The aiokafka driver's consumer, handing the records of `app.batch_topics` to
+    `input_batches` a fetch at a time (module docstring, "Batch intake")."""
+
+    input_batches: InputBatches
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.input_batches = InputBatches()
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover  (exercised by make faults / bench)
+        # A copy of faust.transport.consumer.Consumer._drain_messages (faust-streaming 0.15.3):
+        # records of the batch topics are collected per fetch instead of `callback(message)`.
+        callback = self.callback
+        getmany = self.getmany
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        flag_consumer_fetching = faust_consumer.CONSUMER_FETCHING
+        set_flag = self.diag.set_flag
+        unset_flag = self.diag.unset_flag
+        commit_every = self._commit_every
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        batch_topics = frozenset(getattr(self.app, "batch_topics", ()))
+        put_batch = self.input_batches.put
+
+        yield_every = 100
+        num_since_yield = 0
+        sleep = asyncio.sleep
+
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                set_flag(flag_consumer_fetching)
+                ait = getmany(timeout=1.0)
+                await self.sleep(0)
+                if not self.should_stop:
+                    batch: list = []
+                    async for tp, message in ait:
+                        offset = message.offset
+                        r_offset = get_read_offset(tp)
+                        if r_offset is None or offset >= r_offset:
+                            if message.topic in batch_topics:
+                                batch.append(message)
+                                set_read_offset(tp, offset)
+                                continue
+                            num_since_yield += 1
+                            if num_since_yield > yield_every:
+                                await sleep(0)
+                                num_since_yield = 0
+                            gap = offset - (r_offset or 0)
+                            if gap > 1 and r_offset:
+                                if acks_enabled_for(message.topic):
+                                    await self._add_gap(tp, r_offset + 1, offset)
+                            if commit_every is not None:
+                                if self._n_acked >= commit_every:
+                                    self._n_acked = 0
+                                    await self.commit()
+                            await self.wait_first(callback(message), self.suspend_flow.wait())
+                            set_read_offset(tp, offset)
+                    if batch:
+                        await self.wait_first(put_batch(batch), self.suspend_flow.wait())
+                    unset_flag(flag_consumer_fetching)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            unset_flag(flag_consumer_fetching)
+
+
+class BatchingTransport(faust_aiokafka.Transport):
+    """The aiokafka transport with the batching consumer."""
+
+    Consumer = BatchingConsumer
 
 
 # --- table recovery ------------------------------------------------------------------------

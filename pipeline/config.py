@@ -20,7 +20,8 @@ _UTC = timezone.utc
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CXPULSE_", extra="ignore", frozen=True)
+    # env_parse_none_str: `none` unsets an optional setting (CXPULSE_SWEEP_RECHECK_SECONDS=none)
+    model_config = SettingsConfigDict(env_prefix="CXPULSE_", extra="ignore", frozen=True, env_parse_none_str="none")
 
     # --- broker -------------------------------------------------------------------
     kafka_bootstrap: str = Field("", description="bootstrap servers; empty = the embedded broker on kafka_host:kafka_port")
@@ -48,17 +49,18 @@ class Settings(BaseSettings):
     app_id: str = Field("cxpulse", description="Faust app id = consumer group")
     web_port: int = Field(6066, description="worker HTTP port (/metrics, /healthz, /customers/{id})")
     web_host: str = Field("127.0.0.1", description="worker HTTP listen address (0.0.0.0 in containers)")
-    batch_max: int = Field(5000, ge=1, description="micro-batch size (stream.take_events); also the ClickHouse insert unit")
-    batch_within: float = Field(0.2, gt=0, description="micro-batch wait (seconds)")
+    batch_max: int = Field(5000, ge=1, description="micro-batch size, at most (what the consumer fetched and is buffered, up to this); also the ClickHouse insert unit")
+    batch_within: float = Field(0.2, gt=0, description="records held for event-time alignment go by timer once no micro-batch came for this long (seconds)")
     commit_interval: float = Field(1.0, gt=0, description="seconds between Kafka offset commits")
     align_idle_seconds: float = Field(0.2, ge=0, description="event-time alignment: how long an empty, caught-up input partition holds back the other topics' partitions of its number (like Kafka Streams' max.task.idle.ms)")
     align_fetch_wait_seconds: float = Field(300.0, ge=0, description="event-time alignment: how long an empty input partition that has records not fetched yet holds back its group")
     align_ahead_seconds: float = Field(600.0, gt=0, description="event-time alignment: a partition buffered this far ahead of its group is paused until the others catch up")
     sweep_seconds: float = Field(5.0, gt=0, description="wall-clock seconds between timer sweeps (SLA, silence)")
     sweep_recheck_seconds: float | None = Field(
-        None, gt=0, description="unset: each sweep re-evaluates the next 5,000 stored customers round-robin; "
-                                "set: the sweep index — only customers with an SLA/escalation deadline due, and each "
-                                "customer's churn drift re-checked this many seconds after its last evaluation")
+        3600.0, gt=0, description="the sweep index: a sweep evaluates only customers with an SLA/escalation deadline due, "
+                                  "and re-checks each customer's churn drift this many seconds (stream time) after its "
+                                  "last evaluation; unset: each sweep re-evaluates the next 5,000 stored customers "
+                                  "round-robin (CXPULSE_SWEEP_RECHECK_SECONDS=none)")
     log_level: str = Field("info", description="worker log level")
 
     # --- scoring ------------------------------------------------------------------

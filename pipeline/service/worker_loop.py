@@ -97,7 +97,7 @@ class LoopConfig:
 
     topic_for_type: Mapping[str, str]      # event type -> input topic
     batch_max: int = 1000                  # records per micro-batch
-    batch_within: float = 0.2              # the agent's micro-batch window (seconds)
+    batch_within: float = 0.2              # held records go by timer once no micro-batch came for this long (seconds)
     align_idle_seconds: float = 0.2        # EventTimeMerge: a caught-up empty partition holds its group this long
     align_fetch_wait_seconds: float = 30.0  # ... one with records not fetched yet, this long
     align_ahead_seconds: float = 600.0     # ... a partition this far ahead in event time is paused

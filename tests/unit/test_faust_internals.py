@@ -2,6 +2,7 @@
 agents.app builds objects or patches aiokafka at import, and what create_app wires."""
 from __future__ import annotations
 
+import collections
 import subprocess
 import sys
 
@@ -158,3 +159,157 @@ def test_pause_and_resume_keep_only_faust_tps_in_the_active_set(tmp_path):
     active = consumer._get_active_partitions()   # asserts every member is a TP
     assert active == {a} and all(type(tp) is TP for tp in active)
     assert all(type(tp) is TP for tp in consumer._buffered_partitions)
+
+
+# --- batch intake ------------------------------------------------------------------------------
+def test_create_app_builds_the_batching_consumer_for_the_input_topics(tmp_path):
+    from agents.factory import create_app
+    from pipeline.config import Settings
+
+    settings = Settings(data_dir=tmp_path)
+    app = create_app(settings)
+    assert app.batch_topics == frozenset(settings.input_topics)
+    assert isinstance(app.transport, faust_internals.BatchingTransport)
+    assert isinstance(app.consumer, faust_internals.BatchingConsumer)
+    assert app.consumer.input_batches.max_records == faust_internals.INPUT_BATCHES_RECORDS
+
+
+class _Flag:
+    def __init__(self) -> None:
+        self.set_ = False
+
+    def is_set(self) -> bool:
+        return self.set_
+
+
+class _DrainStub:
+    """What BatchingConsumer._drain_messages reads of its consumer, with fetches given as lists
+    of (tp, message); the fetcher stops after the last one."""
+
+    consumer_stopped_errors = ()
+    should_stop = False
+
+    def __init__(self, fetches, batch_topics):
+        import asyncio
+        from types import SimpleNamespace
+
+        self.fetches = list(fetches)
+        self.fetcher = SimpleNamespace(_stopped=_Flag())
+        self._stopped = _Flag()
+        self._read_offset = collections.defaultdict(lambda: None)   # as Faust keeps it
+        self._commit_every = None
+        self._n_acked = 0
+        self.diag = SimpleNamespace(set_flag=lambda flag: None, unset_flag=lambda flag: None)
+        self.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: False),
+                                   batch_topics=frozenset(batch_topics))
+        self.transport = SimpleNamespace(app=SimpleNamespace(should_stop=False))
+        self.input_batches = faust_internals.InputBatches()
+        self.suspend_flow = asyncio.Event()
+        self.called = []
+        self.log = SimpleNamespace(exception=lambda *a: None, info=lambda *a: None)
+
+    async def callback(self, message):
+        self.called.append(message)
+
+    async def getmany(self, timeout):
+        fetch = self.fetches.pop(0)
+        if not self.fetches:
+            self.fetcher._stopped.set_ = True
+        for tp, message in fetch:
+            yield tp, message
+
+    async def sleep(self, seconds):
+        pass
+
+    async def wait_first(self, *coros):
+        import asyncio
+
+        tasks = [asyncio.ensure_future(c) for c in coros]
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in pending:
+            t.cancel()
+
+
+def _msg(topic, partition, offset):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(topic=topic, partition=partition, offset=offset, tp=(topic, partition))
+
+
+def test_the_drain_hands_a_fetch_of_input_records_over_as_one_batch_and_the_rest_one_by_one():
+    import asyncio
+
+    a0, a1, b0 = _msg("cx.touchpoints", 0, 0), _msg("cx.touchpoints", 0, 1), _msg("cx.orders", 1, 7)
+    c0, old = _msg("cx.actions", 0, 3), _msg("cx.touchpoints", 0, 0)
+    second = _msg("cx.touchpoints", 0, 2)
+    stub = _DrainStub([[(a0.tp, a0), (c0.tp, c0), (b0.tp, b0), (a1.tp, a1)],
+                       [(old.tp, old), (second.tp, second)]],
+                      batch_topics={"cx.touchpoints", "cx.orders"})
+    async def run():
+        await faust_internals.BatchingConsumer._drain_messages(stub, stub.fetcher)
+        batches = []
+        while len(stub.input_batches):
+            batches.append(await stub.input_batches.take(1))   # a fetch is never split
+        return batches
+
+    batches = asyncio.run(run())
+    # one item per fetch, in fetch order; the record already read (offset below the read offset) is dropped
+    assert batches == [[a0, b0, a1], [second]]
+    assert stub.called == [c0]   # other topics: Faust's per-record callback, as before
+    assert stub._read_offset == {a0.tp: 2, b0.tp: 7, c0.tp: 3}
+
+
+def test_a_batch_is_given_up_when_the_flow_is_suspended_for_a_rebalance():
+    import asyncio
+
+    async def run():
+        a0 = _msg("cx.touchpoints", 0, 0)
+        stub = _DrainStub([[(a0.tp, a0)]], batch_topics={"cx.touchpoints"})
+        stub.input_batches = faust_internals.InputBatches(max_records=1)
+        await stub.input_batches.put(["earlier fetch, not taken yet"])   # full: the put waits
+        stub.suspend_flow.set()
+        await asyncio.wait_for(faust_internals.BatchingConsumer._drain_messages(stub, stub.fetcher), 1.0)
+        return len(stub.input_batches), await stub.input_batches.take(10)
+
+    assert asyncio.run(run()) == (1, ["earlier fetch, not taken yet"])
+
+
+def test_a_micro_batch_takes_the_buffered_fetches_up_to_batch_max_and_waits_only_when_empty():
+    import asyncio
+
+    async def run():
+        batches = faust_internals.InputBatches()
+        for fetch in ([1], [2, 3], [4], [5, 6, 7], [8]):
+            await batches.put(fetch)
+        first = await batches.take(4)
+        second = await batches.take(4)
+        waiting = asyncio.ensure_future(batches.take(4))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()           # nothing buffered: it waits
+        await batches.put([9])
+        return first, second, await asyncio.wait_for(waiting, 1.0), len(batches)
+
+    first, second, third, left = asyncio.run(run())
+    assert first == [1, 2, 3, 4]        # stops once at batch_max
+    assert second == [5, 6, 7, 8]       # what is buffered, no more
+    assert third == [9] and left == 0
+
+
+def test_the_buffer_holds_the_fetcher_by_records_not_fetches():
+    """Many small fetches (a paced stream) are buffered up to the record bound: a micro-batch
+    then takes them all, instead of the fetcher stopping after a few fetches."""
+    import asyncio
+
+    async def run():
+        batches = faust_internals.InputBatches(max_records=100)
+        for i in range(50):
+            await asyncio.wait_for(batches.put([i, i]), 1.0)   # 50 fetches of 2: room for all
+        held = asyncio.ensure_future(batches.put(["more"]))
+        await asyncio.sleep(0.01)
+        assert not held.done()              # 100 records: the fetcher waits
+        taken = await batches.take(1000)
+        await asyncio.wait_for(held, 1.0)   # room again: it goes on
+        return taken, await batches.take(1000)
+
+    taken, rest = asyncio.run(run())
+    assert len(taken) == 100 and rest == ["more"]
