@@ -313,3 +313,19 @@ def test_the_buffer_holds_the_fetcher_by_records_not_fetches():
 
     taken, rest = asyncio.run(run())
     assert len(taken) == 100 and rest == ["more"]
+
+
+def test_the_worker_sweeps_by_the_index_unless_told_none(tmp_path, monkeypatch):
+    """The sweep index is the default (a tick touches only customers with something due);
+    CXPULSE_SWEEP_RECHECK_SECONDS=none brings back the round-robin sweep."""
+    from agents.factory import create_app
+    from pipeline.config import Settings
+
+    app = create_app(Settings(data_dir=tmp_path))
+    assert app.worker_loop is not None and app.worker_loop.sweep_index is not None
+    assert app.worker_loop.config.sweep_recheck_seconds == 3600.0
+    monkeypatch.setenv("CXPULSE_SWEEP_RECHECK_SECONDS", "none")
+    settings = Settings(data_dir=tmp_path / "rr")
+    assert settings.sweep_recheck_seconds is None
+    app = create_app(settings)
+    assert app.worker_loop is not None and app.worker_loop.sweep_index is None
