@@ -21,6 +21,8 @@ The uses:
   partitions it keeps in a rebalance (the worker resumes everything it paused when
   partitions are revoked). `Consumer.highwater` is the log end offset Faust keeps from its
   fetches (not an int before the first fetch of a partition).
+- `kafka_producer()`: the aiokafka producer inside Faust's (`Producer._ensure_producer()`),
+  which the worker's outputs are sent with (agents/ports.py `TopicOutputs`).
 - `RecoveryWatchdog`: the table recovery's progress (`Recovery._recovery_started_at`,
   `Recovery._active_events_received_at`).
 - `BatchingConsumer` / `BatchingTransport` (batch intake, below): a subclass of the aiokafka
@@ -359,6 +361,12 @@ class BatchingTransport(faust_aiokafka.Transport):
 
 # --- table recovery ------------------------------------------------------------------------
 RECOVERY_STALL_SECONDS = 3.0
+
+
+def kafka_producer(app: Any) -> Any:
+    """The app's aiokafka producer (started with the app), for sends that skip Faust's
+    per-message path (agents/ports.py `TopicOutputs`)."""
+    return app.producer._ensure_producer()
 
 
 async def flush_producer(producer: Any) -> None:

@@ -18,7 +18,9 @@ One run, on the embedded broker (or CXPULSE_KAFKA_BOOTSTRAP) and chDB:
 5. latency: with the worker caught up, the stream's events (moved to fresh customers,
    fresh event ids) are produced paced at half the measured pipeline rate; the j-th event
    of a customer is scored by the first cx.scores message of that customer counting ≥ j
-   events: latency = its record timestamp − wall clock at send();
+   events: latency = its record timestamp − wall clock at send(); then again "live", each
+   event's time set to its send time (the replayed events are weeks behind the stream time,
+   so their customers are also re-evaluated by the sweep at once: a load no live stream makes);
 6. memory: the worker's VmRSS before and after two bursts of M new customers (one event
    each) into the warm worker; the growth over both bursts, scaled to 100k customers (all
    the worker grows by per customer, not only the state table);
@@ -43,6 +45,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
@@ -61,7 +64,7 @@ EVENTS_PER_CUSTOMER = 30      # the generator yields about 30 events per custome
 DAYS = 60
 
 JSON_KEYS = ("raw_events_per_s", "pipeline_events_per_s", "p50_latency_s", "p99_latency_s",
-             "rss_bytes_per_100k_customers", "quix_events_per_s")
+             "p50_live_latency_s", "p99_live_latency_s", "rss_bytes_per_100k_customers", "quix_events_per_s")
 
 
 class BenchError(RuntimeError):
@@ -586,8 +589,24 @@ def latencies(sent: list[tuple[str, float]], scores) -> tuple[list[float], int]:
     return sorted(out), missing
 
 
-def paced_produce(settings: Settings, records: list[tuple[str, bytes, bytes]], rate: float) -> list[tuple[str, float]]:
-    """Send at `rate` events/s; return (customer_id, wall-clock time of send()) in order."""
+def live_value(value: bytes, sent_at: float) -> bytes:
+    """The event as if it happened at `sent_at`: `occurred_at` is the send time, and the
+    order's `promised_at` / `fulfilled_at` move with it (their spacing from it kept)."""
+    obj = orjson.loads(value)
+    original = datetime.fromisoformat(obj["occurred_at"].replace("Z", "+00:00"))
+    now = datetime.fromtimestamp(sent_at, timezone.utc)
+    delta = now - original
+    obj["occurred_at"] = now.isoformat()
+    for name in ("promised_at", "fulfilled_at"):
+        if obj.get(name):
+            obj[name] = (datetime.fromisoformat(obj[name].replace("Z", "+00:00")) + delta).isoformat()
+    return orjson.dumps(obj)
+
+
+def paced_produce(settings: Settings, records: list[tuple[str, bytes, bytes]], rate: float,
+                  live: bool = False) -> list[tuple[str, float]]:
+    """Send at `rate` events/s; return (customer_id, wall-clock time of send()) in order.
+    `live`: each event's time is its send time (`live_value`)."""
     from kafka import KafkaProducer
 
     topic_for = settings.topic_for_type
@@ -601,7 +620,10 @@ def paced_produce(settings: Settings, records: list[tuple[str, bytes, bytes]], r
             delay = due - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            sent.append((key.decode(), time.time()))
+            at = time.time()
+            if live:
+                value = live_value(value, at)
+            sent.append((key.decode(), at))
             futures.append(p.send(topic_for[kind], key=key, value=value))
         p.flush()
         for f in futures:
@@ -609,6 +631,22 @@ def paced_produce(settings: Settings, records: list[tuple[str, bytes, bytes]], r
     finally:
         p.close()
     return sent
+
+
+def latency_phase(s: Settings, records: list, rate: float, count: int, prefix: str, live: bool,
+                  alive=lambda: True) -> tuple[list[float], int]:
+    """Paced events to fresh customers (`prefix`), then the sorted latencies and how many got no score."""
+    from pipeline.adapters.kafka import kafka_io
+
+    sent = paced_produce(s, rekeyed(records, count, prefix), rate, live=live)
+    watch = OffsetWatch(s, s.app_id, input_end_offsets(s))
+    try:
+        watch.wait(300, alive=alive)
+    finally:
+        watch.close()
+    key = prefix.encode()
+    scores = [m for m in kafka_io.read_topic(s, s.topic_scores, timeout=300) if m.key and m.key.startswith(key)]
+    return latencies(sent, scores)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -734,15 +772,7 @@ def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, l
         rate = max(1.0, pipe_rate / 2)
         count = max(50, int(rate * latency_seconds))
         say(quiet, f"latency   {count:,} paced events at {rate:,.0f}/s (half the pipeline rate)")
-        sent = paced_produce(s, rekeyed(records, count, f"L{tag}-"), rate)
-        watch = OffsetWatch(s, s.app_id, input_end_offsets(s))
-        try:
-            watch.wait(300, alive=lambda: worker.alive)
-        finally:
-            watch.close()
-        prefix = f"L{tag}-".encode()
-        lat_scores = [m for m in kafka_io.read_topic(s, s.topic_scores, timeout=300) if m.key and m.key.startswith(prefix)]
-        lats, missing = latencies(sent, lat_scores)
+        lats, missing = latency_phase(s, records, rate, count, f"L{tag}-", live=False, alive=lambda: worker.alive)
         if not lats:
             raise BenchError("no score was published for the paced events")
         result.update({
@@ -753,6 +783,19 @@ def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, l
         })
         say(quiet, f"latency   p50 {result['p50_latency_s'] * 1000:,.0f} ms, p99 {result['p99_latency_s'] * 1000:,.0f} ms "
                    f"({missing:,} of {count:,} without a score)")
+        # the same, live: each event's time is its send time (a live stream; above, the replayed
+        # events are weeks behind the stream time, so each one's customer is also swept at once)
+        say(quiet, f"latency   {count:,} paced events at {rate:,.0f}/s, event time = send time (live)")
+        lats, missing = latency_phase(s, records, rate, count, f"V{tag}-", live=True, alive=lambda: worker.alive)
+        if not lats:
+            raise BenchError("no score was published for the live paced events")
+        result.update({
+            "live_latency_unscored": missing,
+            "p50_live_latency_s": round(quantile(lats, 0.50), 4), "p99_live_latency_s": round(quantile(lats, 0.99), 4),
+            "max_live_latency_s": round(lats[-1], 4),
+        })
+        say(quiet, f"latency   live: p50 {result['p50_live_latency_s'] * 1000:,.0f} ms, "
+                   f"p99 {result['p99_live_latency_s'] * 1000:,.0f} ms ({missing:,} of {count:,} without a score)")
 
         # -- memory -----------------------------------------------------------------
         # Two bursts of M new customers (one event each) into the warm worker (ClickHouse
@@ -840,6 +883,8 @@ def print_table(r: dict) -> None:
     t.add_row(f"latency p50 at {num(r.get('latency_rate_events_per_s'))} events/s",
               num(r.get("p50_latency_s"), "{:.3f} s"))
     t.add_row("latency p99", num(r.get("p99_latency_s"), "{:.3f} s"))
+    t.add_row("latency p50, live (event time = send time)", num(r.get("p50_live_latency_s"), "{:.3f} s"))
+    t.add_row("latency p99, live", num(r.get("p99_live_latency_s"), "{:.3f} s"))
     t.add_row("sweep tick with nothing due, 100k customers", num(r.get("sweep_idle_tick_ms_100k"), "{:.3f} ms"))
     t.add_row("worker RSS per 100k customers", num((r.get("rss_bytes_per_100k_customers") or 0) / 2**20, "{:,.0f} MiB"))
     t.add_row("bench wall time", num(r.get("seconds_total"), "{:.0f} s"))

@@ -29,9 +29,10 @@ def test_quick_bench_writes_every_figure(tmp_path):
         assert key in result, key
     assert result["N"] == bench.QUICK_EVENTS
     for key in ("raw_events_per_s", "pipeline_events_per_s", "p50_latency_s", "p99_latency_s",
-                "rss_bytes_per_100k_customers"):
+                "p50_live_latency_s", "p99_live_latency_s", "rss_bytes_per_100k_customers"):
         assert positive(result[key]), (key, result[key])
     assert result["p50_latency_s"] <= result["p99_latency_s"] < 60
+    assert result["p50_live_latency_s"] <= result["p99_live_latency_s"] < 60
     # the limit is the fastest client measured; kafka-python and aiokafka always run
     by_client = result["raw_events_per_s_by_client"]
     assert {"kafka-python", "aiokafka"} <= by_client.keys() and all(positive(v) for v in by_client.values())
@@ -41,7 +42,7 @@ def test_quick_bench_writes_every_figure(tmp_path):
     assert positive(result["worker_cpu_us_per_event"])
     assert 0 < result["worker_cpu_cores"] <= result["machine"]["nproc"] + 0.5
     assert result["pipeline_events_per_s"] < result["raw_events_per_s"] * 10
-    assert result["latency_unscored"] == 0
+    assert result["latency_unscored"] == 0 and result["live_latency_unscored"] == 0
     # The peer either ran or says why not.
     if result["quix_events_per_s"] is None:
         assert isinstance(result["quix_error"], str) and result["quix_error"]

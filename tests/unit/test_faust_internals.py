@@ -329,3 +329,95 @@ def test_the_worker_sweeps_by_the_index_unless_told_none(tmp_path, monkeypatch):
     assert settings.sweep_recheck_seconds is None
     app = create_app(settings)
     assert app.worker_loop is not None and app.worker_loop.sweep_index is None
+
+
+# --- outputs sent by aiokafka itself ----------------------------------------------------------
+class _FakeKafkaProducer:
+    """aiokafka's `send`: a coroutine returning the message's delivery future."""
+
+    def __init__(self, fail_on: bytes | None = None):
+        self.sent: list = []
+        self.futures: list = []
+        self.fail_on = fail_on
+
+    async def send(self, topic, value, key=None):
+        import asyncio
+
+        self.sent.append((topic, key, value))
+        fut = asyncio.get_running_loop().create_future()
+        self.futures.append((fut, value))
+        return fut
+
+    def deliver(self):
+        for fut, value in self.futures:
+            if not fut.done():
+                if value == self.fail_on:
+                    fut.set_exception(RuntimeError("broker said no"))
+                else:
+                    fut.set_result("metadata")
+
+
+def _outputs(kafka):
+    from types import SimpleNamespace
+
+    import faust
+
+    from agents.ports import TopicOutputs
+
+    app = faust.App("outputs-test", broker="kafka://localhost:1")
+
+    class FaustProducer:   # Faust's producer: its buffer (the changelog) and aiokafka's flush
+        buffer = SimpleNamespace(size=0)
+        flushed = 0
+
+        def _ensure_producer(self):
+            return kafka
+
+        async def flush(self):
+            FaustProducer.flushed += 1
+            kafka.deliver()
+
+    app.producer = FaustProducer()
+    raw = dict(key_serializer="raw", value_serializer="raw")
+    return TopicOutputs(app, app.topic("cx.scores", **raw), app.topic("cx.alerts", **raw),
+                        app.topic("cx.deadletter", **raw)), FaustProducer
+
+
+def test_outputs_go_to_aiokafka_in_order_and_flush_waits_for_their_delivery():
+    import asyncio
+
+    kafka = _FakeKafkaProducer()
+
+    async def run():
+        outputs, faust_producer = _outputs(kafka)
+        outputs.send("score", b"a", b"s1")
+        outputs.send("alert", b"a", b"a1")
+        outputs.send("deadletter", None, b"d1")
+        outputs.send("score", b"b", b"s2")
+        await outputs.flush()
+        return faust_producer.flushed
+
+    flushed = asyncio.run(run())
+    assert kafka.sent == [("cx.scores", b"a", b"s1"), ("cx.alerts", b"a", b"a1"),
+                          ("cx.deadletter", None, b"d1"), ("cx.scores", b"b", b"s2")]
+    assert flushed == 1 and all(fut.done() for fut, _ in kafka.futures)
+
+
+def test_a_message_the_broker_refused_fails_the_flush():
+    """A batch whose outputs did not reach the broker must not store its states: the flush
+    before the store raises (Faust's send_soon only logged the failure)."""
+    import asyncio
+
+    kafka = _FakeKafkaProducer(fail_on=b"s2")
+
+    async def run():
+        outputs, _ = _outputs(kafka)
+        for i in range(3):
+            outputs.send("score", b"k", b"s%d" % i)
+        with pytest.raises(RuntimeError, match="broker said no"):
+            await outputs.flush()
+        outputs.send("score", b"k", b"s3")   # the next flush starts clean
+        await outputs.flush()
+
+    asyncio.run(run())
+    assert [v for _, _, v in kafka.sent] == [b"s0", b"s1", b"s2", b"s3"]
