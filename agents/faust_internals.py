@@ -359,10 +359,7 @@ class BatchingTransport(faust_aiokafka.Transport):
     Consumer = BatchingConsumer
 
 
-# --- table recovery ------------------------------------------------------------------------
-RECOVERY_STALL_SECONDS = 3.0
-
-
+# --- the producer --------------------------------------------------------------------------
 def kafka_producer(app: Any) -> Any:
     """The app's aiokafka producer (started with the app), for sends that skip Faust's
     per-message path (agents/ports.py `TopicOutputs`)."""
@@ -373,12 +370,17 @@ async def flush_producer(producer: Any) -> None:
     """Put every buffered message on the broker. Faust's `Producer.flush` drains its
     `ProducerBuffer` with `flush_atmost(None)`, which returns as soon as no message was sent
     within 0.1 s — with messages still buffered (faust/transport/producer.py) — and then
-    flushes only what aiokafka already holds. Under load a commit could then go before
-    outputs sent with `send_soon`: a crash after it would lose them. So flush until the
-    buffer is empty (while the broker is unreachable this waits, as a commit must)."""
+    flushes only what aiokafka already holds. Under load a commit could then go before the
+    changelog records the state table sent with `send_soon`: a crash after it would lose
+    them. So flush until the buffer is empty (while the broker is unreachable this waits, as
+    a commit must)."""
     while producer.buffer.size:
         await producer.buffer.flush()
     await producer.flush()
+
+
+# --- table recovery ------------------------------------------------------------------------
+RECOVERY_STALL_SECONDS = 3.0
 
 
 class RecoveryWatchdog:

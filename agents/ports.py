@@ -88,8 +88,8 @@ class TopicOutputs:
     def __init__(self, app: faust.App, scores: faust.TopicT, alerts: faust.TopicT, deadletter: faust.TopicT) -> None:
         self.app = app
         self.scores = scores
-        self.topic_of = {"score": scores, "alert": alerts, "deadletter": deadletter}
-        self.topic_name = {kind: topic.get_topic_name() for kind, topic in self.topic_of.items()}
+        topic_of = {"score": scores, "alert": alerts, "deadletter": deadletter}
+        self.topic_name = {kind: topic.get_topic_name() for kind, topic in topic_of.items()}
         self._queued: list[tuple[str, bytes | None, bytes]] = []
         self._sent: list[asyncio.Future] = []
         self._sending: asyncio.Task | None = None
