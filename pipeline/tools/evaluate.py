@@ -361,9 +361,15 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
     return result
 
 
+HINDSIGHT = "ceiling: fit on these labels (5-fold)"
+
+
 def _purchase_scores(before: Sequence[tuple], cut: datetime, ids: list[str], labels: list[bool],
                      risk: list[float], resamples: int, window_days: float) -> dict[str, dict]:
-    """ROC AUC with a bootstrap 95 % interval of churn_risk and the three purchase baselines."""
+    """ROC AUC with a bootstrap 95 % interval of churn_risk, the three purchase baselines and
+    the hindsight ceiling (`HINDSIGHT`: a logistic regression fitted, out of fold, on these
+    very labels from the purchase-history features; not a model anyone could serve, the mark
+    of how far the evidence ranks the label)."""
     from pipeline.tools import purchase_baselines as pb
     from pipeline.tools.transactions import occurred_at
 
@@ -378,6 +384,9 @@ def _purchase_scores(before: Sequence[tuple], cut: datetime, ids: list[str], lab
         "bgnbd (1 - P(alive))": [1.0 - pb.bgnbd_p_alive(params, *xs) for xs in inputs],
         "bgnbd P(no purchase in window)": [pb.bgnbd_p_no_purchase(params, *xs, window_days) for xs in inputs],
     }
+    if min(sum(labels), len(labels) - sum(labels)) >= 5:   # five folds, each with both classes
+        features = pb.hindsight_features(((c, occurred_at(w), float(a)) for c, w, a in before), cut, ids)
+        columns[HINDSIGHT] = pb.hindsight_ceiling(features, labels)
     out: dict[str, dict] = {}
     for name, col in columns.items():
         auc = _safe_auc(labels, col)

@@ -130,3 +130,49 @@ def bgnbd_p_no_purchase(p: BgNbdParams, x: int, t_x: float, T: float, horizon: f
     1 − P(alive) · (1 − ((α+T)/(α+T+h))^(r+x))."""
     quiet = math.exp((p.r + x) * (math.log(p.alpha + T) - math.log(p.alpha + T + horizon)))
     return 1.0 - bgnbd_p_alive(p, x, t_x, T) * (1.0 - quiet)
+
+
+# ----------------------------------------------------------------------------- the hindsight ceiling
+
+HINDSIGHT_WINDOWS = (30, 90, 180)   # days before the cutoff whose purchase days are counted
+
+
+def hindsight_features(purchases: Iterable[tuple[str, datetime, float]], cutoff: datetime,
+                       ids: list[str]) -> list[list[float]]:
+    """Per customer of `ids` (each with a purchase at or before the cutoff), the purchase-history
+    features any model of this history has: log(1 + ·) of the days since the last purchase
+    day, the purchase days, the days since the first, the spend per purchase day, the mean
+    days between purchase days, and the purchase days within each of `HINDSIGHT_WINDOWS`."""
+    days: dict[str, set[int]] = {}
+    spend: dict[str, float] = {}
+    limit = cutoff.timestamp()
+    for cid, when, amount in purchases:
+        ts = when.timestamp()
+        if ts <= limit:
+            days.setdefault(cid, set()).add(int(ts // DAY))
+            spend[cid] = spend.get(cid, 0.0) + float(amount)
+    now = limit / DAY
+    rows = []
+    for cid in ids:
+        d = sorted(days[cid])
+        gap = (d[-1] - d[0]) / (len(d) - 1) if len(d) > 1 else now - d[0]
+        rows.append([math.log1p(max(v, 0.0)) for v in (
+            now - d[-1], len(d), now - d[0], spend[cid] / len(d), gap,
+            *(sum(1 for x in d if x > now - w) for w in HINDSIGHT_WINDOWS))])
+    return rows
+
+
+def hindsight_ceiling(features: list[list[float]], labels: list[bool], folds: int = 5, seed: int = 0) -> list[float]:
+    """Out-of-fold P(churn) of a logistic regression fitted on the evaluation's own labels
+    (`folds`-fold, stratified): a ranking that learned from the answer, which no model
+    trained before the cutoff can have. Its AUC marks how far this purchase history's
+    features can rank the label at all: the ceiling to read every other score against
+    (docs/evaluation.md §4)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return [float(p) for p in cross_val_predict(model, features, labels, cv=split, method="predict_proba")[:, 1]]

@@ -206,14 +206,15 @@ def test_bootstrap_auc_interval_brackets_the_auc_and_narrows_with_data():
         bootstrap_auc_interval([1, 1], [0.2, 0.3])
 
 
-def test_run_transactions_evaluate_reports_four_scores_with_intervals(settings, tmp_path):
+def test_run_transactions_evaluate_reports_the_scores_and_the_ceiling_with_intervals(settings, tmp_path):
     from pipeline.tools.evaluate import run_transactions_evaluate
     from pipeline.tools.transactions import write_sample_csv
     log = write_sample_csv(tmp_path / "tx.csv", customers=150, days=365, end=date(2024, 12, 31))
     r = run_transactions_evaluate(settings, log.path, cutoff="2024-09-30", window_days=90, resamples=100)
     scores = r["scores"]
     assert set(scores) == {"churn_risk", "days_since_last_purchase", "rfm (1 - percentile score)",
-                           "bgnbd (1 - P(alive))", "bgnbd P(no purchase in window)"}
+                           "bgnbd (1 - P(alive))", "bgnbd P(no purchase in window)",
+                           "ceiling: fit on these labels (5-fold)"}
     assert scores["churn_risk"]["auc"] == r["auc"]
     assert scores["days_since_last_purchase"]["auc"] == r["auc_recency_baseline"]
     for name, f in scores.items():

@@ -96,3 +96,33 @@ def test_fit_bgnbd_recovers_the_parameters_it_was_simulated_with():
     assert fit.alpha == pytest.approx(true["alpha"], rel=0.25)
     assert fit.a == pytest.approx(true["a"], rel=0.3)
     assert fit.b == pytest.approx(true["b"], rel=0.4)
+
+
+def test_hindsight_features_hand_computed():
+    rows = [("a", _at(100.5), 10.0), ("a", _at(20.5), 20.0), ("a", _at(20.2), 5.0), ("a", _at(2.5), 15.0),
+            ("a", CUT + timedelta(days=3), 99.0),                                   # after the cutoff: ignored
+            ("b", _at(200.5), 8.0)]
+    a, b = pb.hindsight_features(rows, CUT, ["a", "b"])
+    # a: purchase days 101, 21 and 3 days before the cut starts; 50 spent; gaps of 80 and 18 days
+    assert [math.expm1(v) for v in a] == pytest.approx([3, 3, 101, 50 / 3, 49, 2, 2, 3])
+    # b: one purchase: its gap is its tenure, no purchase day in any window
+    assert [math.expm1(v) for v in b] == pytest.approx([201, 1, 201, 8, 201, 0, 0, 0])
+
+
+def test_hindsight_ceiling_ranks_what_the_features_hold_and_no_more():
+    rng = random.Random(5)
+    rows, quiet_for = [], {}
+    for i in range(600):
+        cid = f"c{i}"
+        quiet_for[cid] = rng.uniform(1, 150)          # days since the last purchase
+        for k in range(rng.randint(1, 6)):
+            rows.append((cid, _at(quiet_for[cid] + 30 * k), rng.uniform(5, 50)))
+    ids = sorted(quiet_for)
+    features = pb.hindsight_features(rows, CUT, ids)
+    from pipeline.domain.prediction_metrics import roc_auc
+    # a label the history explains (long quiet = gone): the out-of-fold fit ranks it well
+    gone = [quiet_for[c] + rng.gauss(0, 20) > 75 for c in ids]
+    assert roc_auc(gone, pb.hindsight_ceiling(features, gone)) > 0.85
+    # a label the history does not explain: out of fold, the fit cannot learn the answer itself
+    coin = [rng.random() < 0.5 for _ in ids]
+    assert 0.4 < roc_auc(coin, pb.hindsight_ceiling(features, coin)) < 0.6
