@@ -93,11 +93,20 @@ class TopicOutputs:
         self._queued: list[tuple[str, bytes | None, bytes]] = []
         self._sent: list[asyncio.Future] = []
         self._sending: asyncio.Task | None = None
+        self._failure: BaseException | None = None
 
     def send(self, kind: str, key: bytes | None, value: bytes) -> None:
+        """Queue a message. One task at a time hands the queue to aiokafka, so messages go in
+        the order they were sent, also while a `flush` waits (a second task could overtake
+        the first one's rest, and a customer's older score land last on the compacted topic)."""
         self._queued.append((self.topic_name[kind], key, value))
         if self._sending is None or self._sending.done():
             self._sending = asyncio.get_running_loop().create_task(self._send_queued())
+            self._sending.add_done_callback(self._sending_done)
+
+    def _sending_done(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()   # the next flush raises it
 
     async def _send_queued(self) -> None:
         producer = faust_internals.kafka_producer(self.app)
@@ -108,9 +117,11 @@ class TopicOutputs:
                 sent.append(await producer.send(topic, value, key=key))
 
     async def flush(self) -> None:
-        if self._sending is not None:
-            sending, self._sending = self._sending, None
-            await sending   # raises what sending raised
+        while self._sending is not None and not self._sending.done():
+            await asyncio.wait([self._sending])   # sends during the wait go on in the same task
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
         await faust_internals.flush_producer(self.app.producer)
         sent, self._sent = self._sent, []
         for delivered in sent:

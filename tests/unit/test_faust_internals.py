@@ -421,3 +421,68 @@ def test_a_message_the_broker_refused_fails_the_flush():
 
     asyncio.run(run())
     assert [v for _, _, v in kafka.sent] == [b"s0", b"s1", b"s2", b"s3"]
+
+
+class _SlowKafkaProducer(_FakeKafkaProducer):
+    """aiokafka's `send` when its batch is full: it waits (here for `room`) before taking a
+    message; `refuse` makes a send raise (a message too large, an unknown topic)."""
+
+    def __init__(self, refuse: bytes | None = None):
+        super().__init__()
+        import asyncio
+        self.room = asyncio.Event()
+        self.refuse = refuse
+
+    async def send(self, topic, value, key=None):
+        if value == self.refuse:
+            raise ValueError("message refused by the client")
+        import asyncio
+        await self.room.wait()
+        await asyncio.sleep(0)   # a send that suspends: another task could run in between
+        return await super().send(topic, value, key=key)
+
+
+def test_messages_sent_while_a_flush_waits_keep_their_order():
+    """A batch's outputs go out while the batch before is flushed (pipeline/service/
+    worker_loop.py `_emit`): they must not overtake the messages still being handed to
+    aiokafka, or a customer's older score would land last on the compacted topic."""
+    import asyncio
+
+    async def run():
+        kafka = _SlowKafkaProducer()
+        outputs, _ = _outputs(kafka)
+        for i in range(3):
+            outputs.send("score", b"k", b"s%d" % i)
+        flush = asyncio.create_task(outputs.flush())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        outputs.send("score", b"k", b"s3")     # the next batch, during the flush
+        outputs.send("score", b"k", b"s4")
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not flush.done() and kafka.sent == []
+        kafka.room.set()
+        await flush
+        await outputs.flush()
+        return kafka.sent
+
+    assert [v for _, _, v in asyncio.run(run())] == [b"s0", b"s1", b"s2", b"s3", b"s4"]
+
+
+def test_a_send_that_raised_fails_the_next_flush_even_after_more_sends():
+    import asyncio
+
+    async def run():
+        kafka = _SlowKafkaProducer(refuse=b"bad")
+        kafka.room.set()
+        outputs, _ = _outputs(kafka)
+        outputs.send("score", b"k", b"bad")
+        for _ in range(5):
+            await asyncio.sleep(0)              # the sending task failed ...
+        outputs.send("score", b"k", b"good")    # ... and a later send starts another one
+        with pytest.raises(ValueError, match="refused"):
+            await outputs.flush()
+        await outputs.flush()                   # raised once: the next flush starts clean
+        return kafka.sent
+
+    assert [v for _, _, v in asyncio.run(run())] == [b"good"]
