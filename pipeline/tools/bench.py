@@ -16,7 +16,7 @@ One run, on the embedded broker (or CXPULSE_KAFKA_BOOTSTRAP) and chDB:
    (record timestamp of the earliest cx.scores message of this run) to the moment its
    committed offsets reach the end offsets (committed = durable), polled every 0.1 s;
 5. latency: with the worker caught up, the stream's events (moved to fresh customers,
-   fresh event ids) are produced paced at half the measured pipeline rate; the j-th event
+   fresh event ids) are produced paced at half the measured pipeline rate (`--latency-share`); the j-th event
    of a customer is scored by the first cx.scores message of that customer counting ≥ j
    events: latency = its record timestamp − wall clock at send(); then again "live", each
    event's time set to its send time (the replayed events are weeks behind the stream time,
@@ -81,6 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--latency-seconds", type=float, default=None,
                         help="duration of the paced latency run (default 30; --quick 6)")
+    parser.add_argument("--latency-share", type=float, default=0.5,
+                        help="the paced latency runs' rate as a share of the measured pipeline rate (default 0.5: "
+                             "half load); lower shares show where latency stops being queueing")
     parser.add_argument("--no-peer", action="store_true", help="skip the Quix Streams peer")
     parser.add_argument("--profile", action="store_true",
                         help="also profile a worker with py-spy; top frames to bench/results/profile.txt")
@@ -93,10 +96,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(settings: Settings, args: argparse.Namespace) -> int:
     events = args.events or (QUICK_EVENTS if args.quick else DEFAULT_EVENTS)
     latency_seconds = args.latency_seconds or (6.0 if args.quick else 30.0)
+    if not 0.0 < args.latency_share <= 1.0:
+        print(f"cxpulse bench: --latency-share must be in (0, 1], not {args.latency_share}", file=sys.stderr)
+        return 2
     try:
         result = run_bench(settings, events=events, seed=args.seed, latency_seconds=latency_seconds,
                            peer=not args.no_peer, profile=args.profile, work_dir=args.work_dir,
-                           quiet=args.quiet, quick=args.quick)
+                           quiet=args.quiet, quick=args.quick, latency_share=args.latency_share)
     except BenchError as exc:
         print(f"cxpulse bench: {exc}", file=sys.stderr)
         return 1
@@ -654,7 +660,7 @@ def latency_phase(s: Settings, records: list, rate: float, count: int, prefix: s
 
 def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, latency_seconds: float = 30.0,
               peer: bool = True, profile: bool = False, work_dir: Path = RESULTS_DIR / "tmp",
-              quiet: bool = False, quick: bool = False) -> dict:
+              quiet: bool = False, quick: bool = False, latency_share: float = 0.5) -> dict:
     from pipeline.adapters.kafka import kafka_io, topics
     from pipeline.adapters.kafka.broker import EmbeddedBroker
     from pipeline.adapters.kafka.worker_process import WorkerProcess
@@ -769,14 +775,14 @@ def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, l
                    f"worker CPU {result['worker_cpu_us_per_event']:,.0f} µs/event ({result['worker_cpu_cores']:.2f} cores)")
 
         # -- latency ----------------------------------------------------------------
-        rate = max(1.0, pipe_rate / 2)
+        rate = max(1.0, pipe_rate * latency_share)
         count = max(50, int(rate * latency_seconds))
-        say(quiet, f"latency   {count:,} paced events at {rate:,.0f}/s (half the pipeline rate)")
+        say(quiet, f"latency   {count:,} paced events at {rate:,.0f}/s ({latency_share:g} of the pipeline rate)")
         lats, missing = latency_phase(s, records, rate, count, f"L{tag}-", live=False, alive=lambda: worker.alive)
         if not lats:
             raise BenchError("no score was published for the paced events")
         result.update({
-            "latency_rate_events_per_s": round(rate, 1), "latency_events": count, "latency_unscored": missing,
+            "latency_rate_events_per_s": round(rate, 1), "latency_share": latency_share, "latency_events": count, "latency_unscored": missing,
             "p50_latency_s": round(quantile(lats, 0.50), 4), "p99_latency_s": round(quantile(lats, 0.99), 4),
             "max_latency_s": round(lats[-1], 4),
             "latency_quantiles_s": {f"p{q}": round(quantile(lats, q / 100), 4) for q in (1, 10, 25, 50, 75, 90, 99)},
