@@ -33,6 +33,9 @@ def test_quick_bench_writes_every_figure(tmp_path):
         assert positive(result[key]), (key, result[key])
     assert result["p50_latency_s"] <= result["p99_latency_s"] < 60
     assert result["p50_live_latency_s"] <= result["p99_live_latency_s"] < 60
+    # the live phase without its first third (6 s phase): a subset of its events
+    assert result["live_settle_seconds"] == 2.0
+    assert 0 < result["p99_live_latency_settled_s"] <= result["max_live_latency_s"]
     # the limit is the fastest client measured; kafka-python and aiokafka always run
     by_client = result["raw_events_per_s_by_client"]
     assert {"kafka-python", "aiokafka"} <= by_client.keys() and all(positive(v) for v in by_client.values())
@@ -66,6 +69,9 @@ def test_latencies_match_events_to_the_score_that_counts_them():
     assert missing == 0
     assert lats == pytest.approx([0.4, 0.5, 0.6])
     assert bench.latencies([("c", 1.0)], scores) == ([], 1)
+    # `since`: the events sent from then on only (a's second event still counts as a's 2nd)
+    lats, missing = bench.latencies(sent, scores, since=2.0)
+    assert missing == 0 and lats == pytest.approx([0.4, 0.6])
 
 
 def test_quantile_and_profile_summary():
