@@ -14,18 +14,11 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 def main() -> None:
@@ -59,11 +52,11 @@ def main() -> None:
     try:
         burst("W-", 2000)   # warm-up: imports, caches, the engine's first parts
         gc.collect()
-        rss = [rss_bytes()]
+        rss = [bench.rss_bytes(os.getpid())]
         for j in range(args.bursts):
             burst(f"M{j}-", args.customers)
             gc.collect()
-            rss.append(rss_bytes())
+            rss.append(bench.rss_bytes(os.getpid()))
     finally:
         if sink is not None:
             sink.close()
