@@ -385,7 +385,7 @@ def _purchase_scores(before: Sequence[tuple], cut: datetime, ids: list[str], lab
         "bgnbd P(no purchase in window)": [pb.bgnbd_p_no_purchase(params, *xs, window_days) for xs in inputs],
     }
     if min(sum(labels), len(labels) - sum(labels)) >= 5:   # five folds, each with both classes
-        features = pb.hindsight_features(((c, occurred_at(w), float(a)) for c, w, a in before), cut, ids)
+        features = pb.hindsight_features(summaries, cut, ids)
         columns[HINDSIGHT] = pb.hindsight_ceiling(features, labels)
     out: dict[str, dict] = {}
     for name, col in columns.items():

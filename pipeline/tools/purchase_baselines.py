@@ -30,6 +30,7 @@ class PurchaseSummary:
     first_day: float         # days since the epoch (UTC) of the first / last purchase day
     last_day: float
     spend: float             # total spend up to the cutoff
+    days: tuple[int, ...] = ()   # the purchase days themselves (days since the epoch), ascending
 
 
 def summarise(purchases: Iterable[tuple[str, datetime, float]], cutoff: datetime) -> dict[str, PurchaseSummary]:
@@ -43,7 +44,8 @@ def summarise(purchases: Iterable[tuple[str, datetime, float]], cutoff: datetime
             continue
         days.setdefault(cid, set()).add(int(ts // DAY))
         spend[cid] = spend.get(cid, 0.0) + float(amount)
-    return {cid: PurchaseSummary(len(d), float(min(d)), float(max(d)), spend[cid]) for cid, d in days.items()}
+    return {cid: PurchaseSummary(len(d), float(min(d)), float(max(d)), spend[cid], tuple(sorted(d)))
+            for cid, d in days.items()}
 
 
 def recency_days(summary: PurchaseSummary, cutoff: datetime) -> float:
@@ -137,28 +139,22 @@ def bgnbd_p_no_purchase(p: BgNbdParams, x: int, t_x: float, T: float, horizon: f
 HINDSIGHT_WINDOWS = (30, 90, 180)   # days before the cutoff whose purchase days are counted
 
 
-def hindsight_features(purchases: Iterable[tuple[str, datetime, float]], cutoff: datetime,
+def hindsight_features(summaries: Mapping[str, PurchaseSummary], cutoff: datetime,
                        ids: list[str]) -> list[list[float]]:
-    """Per customer of `ids` (each with a purchase at or before the cutoff), the purchase-history
-    features any model of this history has: log(1 + ·) of the days since the last purchase
-    day, the purchase days, the days since the first, the spend per purchase day, the mean
-    days between purchase days, and the purchase days within each of `HINDSIGHT_WINDOWS`."""
-    days: dict[str, set[int]] = {}
-    spend: dict[str, float] = {}
-    limit = cutoff.timestamp()
-    for cid, when, amount in purchases:
-        ts = when.timestamp()
-        if ts <= limit:
-            days.setdefault(cid, set()).add(int(ts // DAY))
-            spend[cid] = spend.get(cid, 0.0) + float(amount)
-    now = limit / DAY
+    """Per customer of `ids` (their `summarise` summaries), the purchase-history features any
+    model of this history has: log(1 + ·) of the days since the last purchase day, the
+    purchase days, the days since the first, the spend per purchase day, the mean days
+    between purchase days (a single purchase: its days to the cutoff), and the purchase days
+    within each of `HINDSIGHT_WINDOWS`."""
+    now = cutoff.timestamp() / DAY
     rows = []
     for cid in ids:
-        d = sorted(days[cid])
-        gap = (d[-1] - d[0]) / (len(d) - 1) if len(d) > 1 else now - d[0]
+        s = summaries[cid]
+        n = s.purchase_days
+        gap = (s.last_day - s.first_day) / (n - 1) if n > 1 else now - s.first_day
         rows.append([math.log1p(max(v, 0.0)) for v in (
-            now - d[-1], len(d), now - d[0], spend[cid] / len(d), gap,
-            *(sum(1 for x in d if x > now - w) for w in HINDSIGHT_WINDOWS))])
+            recency_days(s, cutoff), n, now - s.first_day, s.spend / n, gap,
+            *(sum(1 for x in s.days if x > now - w) for w in HINDSIGHT_WINDOWS))])
     return rows
 
 

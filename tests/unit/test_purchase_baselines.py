@@ -102,7 +102,7 @@ def test_hindsight_features_hand_computed():
     rows = [("a", _at(100.5), 10.0), ("a", _at(20.5), 20.0), ("a", _at(20.2), 5.0), ("a", _at(2.5), 15.0),
             ("a", CUT + timedelta(days=3), 99.0),                                   # after the cutoff: ignored
             ("b", _at(200.5), 8.0)]
-    a, b = pb.hindsight_features(rows, CUT, ["a", "b"])
+    a, b = pb.hindsight_features(pb.summarise(rows, CUT), CUT, ["a", "b"])
     # a: purchase days 101, 21 and 3 days before the cut starts; 50 spent; gaps of 80 and 18 days
     assert [math.expm1(v) for v in a] == pytest.approx([3, 3, 101, 50 / 3, 49, 2, 2, 3])
     # b: one purchase: its gap is its tenure, no purchase day in any window
@@ -118,7 +118,7 @@ def test_hindsight_ceiling_ranks_what_the_features_hold_and_no_more():
         for k in range(rng.randint(1, 6)):
             rows.append((cid, _at(quiet_for[cid] + 30 * k), rng.uniform(5, 50)))
     ids = sorted(quiet_for)
-    features = pb.hindsight_features(rows, CUT, ids)
+    features = pb.hindsight_features(pb.summarise(rows, CUT), CUT, ids)
     from pipeline.domain.prediction_metrics import roc_auc
     # a label the history explains (long quiet = gone): the out-of-fold fit ranks it well
     gone = [quiet_for[c] + rng.gauss(0, 20) > 75 for c in ids]
