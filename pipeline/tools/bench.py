@@ -85,6 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-share", type=float, default=0.5,
                         help="the paced latency runs' rate as a share of the measured pipeline rate (default 0.5: "
                              "half load); lower shares show where latency stops being queueing")
+    parser.add_argument("--latency-rate", type=float, default=None,
+                        help="the paced latency runs' rate in events/s, instead of a share of the measured "
+                             "pipeline rate: the same load in every run (A/B comparisons across runs)")
     parser.add_argument("--no-peer", action="store_true", help="skip the Quix Streams peer")
     parser.add_argument("--profile", action="store_true",
                         help="also profile a worker with py-spy; top frames to bench/results/profile.txt")
@@ -100,10 +103,14 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
     if not 0.0 < args.latency_share <= 1.0:
         print(f"cxpulse bench: --latency-share must be in (0, 1], not {args.latency_share}", file=sys.stderr)
         return 2
+    if args.latency_rate is not None and not args.latency_rate > 0.0:
+        print(f"cxpulse bench: --latency-rate must be positive, not {args.latency_rate}", file=sys.stderr)
+        return 2
     try:
         result = run_bench(settings, events=events, seed=args.seed, latency_seconds=latency_seconds,
                            peer=not args.no_peer, profile=args.profile, work_dir=args.work_dir,
-                           quiet=args.quiet, quick=args.quick, latency_share=args.latency_share)
+                           quiet=args.quiet, quick=args.quick, latency_share=args.latency_share,
+                           latency_rate=args.latency_rate)
     except BenchError as exc:
         print(f"cxpulse bench: {exc}", file=sys.stderr)
         return 1
@@ -670,7 +677,8 @@ def latency_phase(s: Settings, records: list, rate: float, count: int, prefix: s
 
 def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, latency_seconds: float = 30.0,
               peer: bool = True, profile: bool = False, work_dir: Path = RESULTS_DIR / "tmp",
-              quiet: bool = False, quick: bool = False, latency_share: float = 0.5) -> dict:
+              quiet: bool = False, quick: bool = False, latency_share: float = 0.5,
+              latency_rate: float | None = None) -> dict:
     from pipeline.adapters.kafka import kafka_io, topics
     from pipeline.adapters.kafka.broker import EmbeddedBroker
     from pipeline.adapters.kafka.worker_process import WorkerProcess
@@ -785,14 +793,18 @@ def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, l
                    f"worker CPU {result['worker_cpu_us_per_event']:,.0f} µs/event ({result['worker_cpu_cores']:.2f} cores)")
 
         # -- latency ----------------------------------------------------------------
-        rate = max(1.0, pipe_rate * latency_share)
+        rate = latency_rate if latency_rate is not None else max(1.0, pipe_rate * latency_share)
         count = max(50, int(rate * latency_seconds))
-        say(quiet, f"latency   {count:,} paced events at {rate:,.0f}/s ({latency_share:g} of the pipeline rate)")
+        say(quiet, f"latency   {count:,} paced events at {rate:,.0f}/s ("
+                   + (f"{rate / pipe_rate:.2f} of the pipeline rate, fixed)" if latency_rate is not None
+                      else f"{latency_share:g} of the pipeline rate)"))
         lats, missing, _ = latency_phase(s, records, rate, count, f"L{tag}-", live=False, alive=lambda: worker.alive)
         if not lats:
             raise BenchError("no score was published for the paced events")
         result.update({
-            "latency_rate_events_per_s": round(rate, 1), "latency_share": latency_share, "latency_events": count, "latency_unscored": missing,
+            "latency_rate_events_per_s": round(rate, 1), "latency_rate_fixed": latency_rate is not None,
+            "latency_share": round(rate / pipe_rate, 4) if latency_rate is not None else latency_share,
+            "latency_events": count, "latency_unscored": missing,
             "p50_latency_s": round(quantile(lats, 0.50), 4), "p99_latency_s": round(quantile(lats, 0.99), 4),
             "max_latency_s": round(lats[-1], 4),
             "latency_quantiles_s": {f"p{q}": round(quantile(lats, q / 100), 4) for q in (1, 10, 25, 50, 75, 90, 99)},

@@ -88,3 +88,13 @@ def test_quantile_and_profile_summary():
     assert s["top"]["areas"][main]["cxpulse core (pipeline/)"] == 1.0
     assert s["top"]["areas"]["ClickHouse sink thread (executor)"]["chDB (ClickHouse engine)"] == 1.0
     assert "apply (pipeline/domain/scoring.py)" in s["text"]
+
+
+@pytest.mark.parametrize("flag", [["--latency-share", "0"], ["--latency-rate", "0"], ["--latency-rate", "-5"]])
+def test_a_latency_load_that_is_not_positive_is_refused_before_anything_runs(tmp_path, flag, capsys):
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--quick", "--quiet", "--work-dir", str(tmp_path / "work"), *flag])
+    assert bench.main(Settings(data_dir=tmp_path / "data"), args) == 2
+    assert flag[0] in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()
