@@ -24,7 +24,14 @@ first:
   partition gets after the confirmation was produced at least `idle_seconds` after it
   (producer batching and latency stay below that): not earlier in event time when the
   producers send in event-time order. `unconfirmed()` names the partitions to ask about;
-  a partition with no traffic then costs one end-offset request per wait, not a stall;
+  a partition with no traffic then costs one end-offset request per wait, not a stall.
+  No wait at all, though, for a record no later than `in_order_slack_seconds` after the
+  last record the empty partition delivered: under the same premise its records still to
+  come are not earlier than that one, so applying the record first reorders them by at
+  most the slack, which the worker sets below the lateness bound (half of it): none of them
+  can become `too_late` through it. A live stream, whose partitions all carry recent event
+  times, then goes without the idle wait and the broker round trip; a backfill, days of
+  event time per second, keeps them;
 - a partition whose buffer runs ahead of its group's next release by more than
   `ahead_seconds` of event time, or holds `max_buffered` records, is paused (the caller
   stops fetching it) and resumed once the others have caught up (bounded memory);
@@ -77,9 +84,10 @@ class Released(Generic[TP, T]):
 class EventTimeMerge(Generic[TP, T]):
     def __init__(self, group_of: Callable[[TP], Hashable], *, idle_seconds: float = 0.2,
                  fetch_wait_seconds: float = 300.0, ahead_seconds: float = 600.0, max_buffered: int = 5000,
-                 clock: Callable[[], float] = time.monotonic):
+                 in_order_slack_seconds: float = 0.0, clock: Callable[[], float] = time.monotonic):
         self.group_of = group_of
         self.idle_seconds = idle_seconds
+        self.in_order_slack_seconds = in_order_slack_seconds
         self.fetch_wait_seconds = fetch_wait_seconds
         self.ahead_seconds = ahead_seconds
         self.max_buffered = max_buffered
@@ -182,11 +190,13 @@ class EventTimeMerge(Generic[TP, T]):
             heads = [p.buf[0] for p in parts if p.buf]
             if not heads:
                 continue
-            received = min(heads, key=lambda h: h[1])[3]
+            head = min(heads, key=lambda h: h[1])
+            received = head[3]
             if now < received + self.idle_seconds:
                 continue
             for tp, part in zip(members, parts):
-                if not part.buf and not self._lagging(part) and not self._confirmed(part, received):
+                if (not part.buf and not self._lagging(part) and not self._confirmed(part, received)
+                        and not self._in_order(part, head[1])):
                     out.add(tp)
         return out
 
@@ -206,7 +216,7 @@ class EventTimeMerge(Generic[TP, T]):
                 for tp, part in zip(members, parts):
                     if part.buf and (best is None or part.buf[0][1] < best[1].buf[0][1]):
                         best = (tp, part)
-                if best is None or any(self._blocks(part, now, best[1].buf[0][3]) for part in parts if not part.buf):
+                if best is None or any(self._blocks(part, now, best[1].buf[0]) for part in parts if not part.buf):
                     break
                 tp, part = best
                 offset, t, item, _ = part.buf.popleft()
@@ -283,9 +293,15 @@ class EventTimeMerge(Generic[TP, T]):
         record was received at `received`."""
         return part.confirmed_at is not None and part.confirmed_at >= received + self.idle_seconds
 
-    def _blocks(self, part: _Part, now: float, received: float) -> bool:
-        """Whether an empty partition holds back its group's next record (received at `received`) now."""
+    def _in_order(self, part: _Part, event_time: float) -> bool:
+        """Whether a record of `event_time` is at most `in_order_slack_seconds` after the last
+        record `part` delivered (its records still to come are not earlier than that one)."""
+        return event_time <= part.last_time + self.in_order_slack_seconds
+
+    def _blocks(self, part: _Part, now: float, head: tuple) -> bool:
+        """Whether an empty partition holds back its group's next record (`head`: offset, event
+        time, item, received at) now."""
         if self._lagging(part):
             since = max(part.empty_since, part.lag_since if part.lag_since is not None else part.empty_since)
             return now - since < self.fetch_wait_seconds
-        return not self._confirmed(part, received)
+        return not self._in_order(part, head[1]) and not self._confirmed(part, head[3])

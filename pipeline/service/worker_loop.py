@@ -28,7 +28,9 @@ Invariants it owns (docs/fault-tolerance.md tells why each exists):
   producer is flushed.
 - **Event-time alignment** (pipeline/service/event_time_merge.py): delivered records wait in
   the merge until they are the lowest in event time among the input partitions with the same
-  number; partitions that run ahead are paused. Offsets advance only for applied records.
+  number (a record within half the lateness bound of the last one an empty partition
+  delivered goes without waiting for it); partitions that run ahead are paused. Offsets
+  advance only for applied records.
 - **Ownership.** The state store keeps the customers of partitions given away in a rebalance;
   the sweep and the population fit take only customers fed from partitions assigned to this
   worker (`CustomerState.fed_from`).
@@ -154,6 +156,9 @@ class WorkerLoop:
             lambda tp: tp.partition,   # an input partition has .partition
             idle_seconds=config.align_idle_seconds, fetch_wait_seconds=config.align_fetch_wait_seconds,
             ahead_seconds=config.align_ahead_seconds, max_buffered=max(1000, config.batch_max),
+            # a record within half the lateness bound of what an empty partition delivered last
+            # does not wait for it: none of its records to come can be made `too_late` by it
+            in_order_slack_seconds=core.params.lateness_seconds / 2,
             clock=clock.monotonic)
         self.stream_clock = StreamClock()
         self.lock = asyncio.Lock()

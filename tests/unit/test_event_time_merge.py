@@ -374,3 +374,35 @@ def test_timer_rules_are_held_back_to_the_slowest_group_catching_up():
     ask(m, clock)
     m.release(100)
     assert m.hold_back(700.0) == 700.0
+
+
+def test_a_record_within_the_slack_of_an_empty_partitions_last_record_does_not_wait_for_it():
+    """A live stream: the empty partition delivered a record a moment (of event time) before
+    the one waiting, so its records still to come are not earlier than that (producers send
+    in event-time order); the waiting record goes without the idle wait or the broker's word.
+    One further after the empty partition's last record than the slack waits as before."""
+    clock = Clock()
+    m = merge(clock, in_order_slack_seconds=60.0)
+    m.start(("tp", 0), 0)
+    m.start(("cp", 0), 0)
+    feed(m, ("cp", 0), 0, [100.0])
+    feed(m, ("tp", 0), 0, [101.0, 160.0, 161.0])
+    assert times(m.release(100)) == [100.0, 101.0, 160.0]   # cp ran empty at 100: up to 160 goes
+    assert m.unconfirmed() == set()
+    clock.t += 0.5                                          # 161 waits as without the slack ...
+    assert times(m.release(100)) == []
+    assert ask(m, clock) == {("cp", 0)} and times(m.release(100)) == [161.0]   # ... for the broker's word
+    feed(m, ("cp", 0), 1, [130.0])                          # a record of the slack's span comes late:
+    assert times(m.release(100)) == [130.0]                 # applied after 160, which it precedes by < 60 s
+
+
+def test_the_slack_does_not_let_a_partition_that_delivered_nothing_yet_be_overtaken():
+    clock = Clock()
+    m = merge(clock, in_order_slack_seconds=60.0)
+    m.start(("tp", 0), 0)
+    m.start(("cp", 0), 0)
+    m.observe_end(("cp", 0), 0)
+    feed(m, ("tp", 0), 0, [1.0])
+    assert times(m.release(100)) == []                      # nothing from cp yet: its last time is unknown
+    clock.t += 0.5
+    assert ask(m, clock) == {("cp", 0)} and times(m.release(100)) == [1.0]

@@ -423,6 +423,29 @@ def test_a_held_record_goes_with_the_idle_timer_once_its_wait_is_over():
     assert w.rows.written == ["a"] and w.loop.guard.next[TP(TOPIC["touchpoint"], 0)] == 1
 
 
+def test_a_live_record_does_not_wait_for_an_empty_partition_that_delivered_just_before_it():
+    """A live stream: the order and complaint partitions delivered records a minute or two (of
+    event time) before the touchpoint, so the touchpoint goes at once (within half the lateness
+    bound of their last records), not after align_idle_seconds; one two lateness bounds later
+    waits for the idle timer."""
+    w = World(align_idle_seconds=0.5)
+    assert w.loop.merge.in_order_slack_seconds == w.core.params.lateness_seconds / 2
+    w.ends.update({tp: 0 for tp in w.inputs.assigned})
+    w.loop.on_assigned(w.inputs.assignment())
+    run(w.loop.watch_stalls())
+    w.deliver(w.records([complaint("c", when=at()), order("b", when=at(hours=1 / 60)),
+                         touchpoint("a", when=at(hours=2 / 60))]))
+    assert w.rows.written == ["c", "b", "a"]                    # each within the slack of the others' last
+    w.deliver(w.records([touchpoint("a", when=at(hours=3 / 60))]))
+    assert w.rows.written == ["c", "b", "a", "a"]               # orders and complaints ran empty: no wait
+    lateness = w.core.params.lateness_seconds
+    w.deliver(w.records([touchpoint("a", when=at(hours=3 / 60 + 2 * lateness / 3600))]))
+    assert w.rows.written == ["c", "b", "a", "a"]               # far after their last records: the idle wait
+    w.clock.mono += 0.6
+    run(w.loop.release_idle())
+    assert w.rows.written == ["c", "b", "a", "a", "a"]
+
+
 def test_the_stall_watchdog_skips_its_tick_while_a_batch_is_in_flight():
     async def scenario():
         w = World(stall_seconds=0.0)
