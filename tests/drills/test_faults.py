@@ -216,10 +216,32 @@ def accepted_ids(stream: GeneratedStream) -> set[str]:
     return {orjson.loads(r.value)["event_id"] for r in stream.records if r.valid}
 
 
-def check_clickhouse(dsns: list[str], stream: GeneratedStream) -> dict:
+def where_missing(settings: Settings, dsns: list[str], missing: set[str]) -> str:
+    """Where the events missing from ClickHouse sat in the input topics (partition: offsets),
+    and the parts ClickHouse set aside (`detached/`) in each chDB store: what a diagnosis of
+    a loss starts from."""
+    at: dict[str, list[int]] = {}
+    for topic in settings.input_topics:
+        for m in kafka_io.read_topic(settings, topic):
+            try:
+                event_id = orjson.loads(m.value).get("event_id")
+            except Exception:
+                continue
+            if event_id in missing:
+                at.setdefault(f"{topic}/{m.partition}", []).append(m.offset)
+    detached = []
+    for dsn in dsns:
+        if dsn.startswith("chdb://"):
+            root = Path(dsn[len("chdb://"):])
+            detached += [str(p.relative_to(root)) for p in root.glob("**/detached/*")]
+    return f"input offsets {dict(sorted((k, sorted(v)) for k, v in at.items()))}; detached parts {detached or 'none'}"
+
+
+def check_clickhouse(dsns: list[str], stream: GeneratedStream, settings: Settings) -> dict:
     """Each accepted event is in ClickHouse, logically once (FINAL) per store; with several
     stores (one per worker), in the union of them (a shared ClickHouse would collapse an
-    event written by both workers, as ReplacingMergeTree collapses any re-delivery)."""
+    event written by both workers, as ReplacingMergeTree collapses any re-delivery). A loss
+    is reported with where the missing events were (`where_missing`)."""
     want = accepted_ids(stream)
     physical: Counter = Counter()
     union: set[str] = set()
@@ -233,7 +255,9 @@ def check_clickhouse(dsns: list[str], stream: GeneratedStream) -> dict:
         union |= set(ids)
     assert double == 0, f"cx_events FINAL counts {double} events more than there are distinct ids (double count)"
     assert not union - want, "events in ClickHouse that were never accepted"
-    assert len(union) == len(want), f"{len(want - union)} accepted events missing from ClickHouse (lost)"
+    if len(union) != len(want):
+        lost = want - union
+        pytest.fail(f"{len(lost)} accepted events missing from ClickHouse (lost); {where_missing(settings, dsns, lost)}")
     out = {"ch_events_final": len(union), "ch_rows_physical": sum(physical.values()),
            "ch_redelivered_rows": sum(physical.values()) - len(union), "lost": len(want - union), "double": double}
     if len(dsns) > 1:
@@ -322,7 +346,7 @@ def test_kill_9_mid_stream_and_restart(make_settings, start_worker, tmp_path):
     wait_all(settings, worker)
     out = check_outputs(settings, stream)
     worker.stop()
-    ch = check_clickhouse([settings.dsn], stream)
+    ch = check_clickhouse([settings.dsn], stream, settings)
     assert ch["ch_events_final"] == out["accepted"] == total - stream.n_invalid - stream.n_duplicates
     agg = check_aggregates(settings, stream, tmp_path)
     figures("kill -9", records=total, invalid=stream.n_invalid, duplicates_planted=stream.n_duplicates,
@@ -360,7 +384,7 @@ def test_second_worker_joins_and_leaves(make_settings, start_worker, tmp_path):
     wait_all(settings, first)
     out = check_outputs(settings, stream)
     first.stop()
-    ch = check_clickhouse([settings.dsn, other.dsn], stream)   # per store: [first, second]
+    ch = check_clickhouse([settings.dsn, other.dsn], stream, settings)   # per store: [first, second]
     assert ch["ch_events_final"] == out["accepted"] == total - stream.n_invalid - stream.n_duplicates
     stored = set().union(*(set(event_ids(dsn)[0]) for dsn in (settings.dsn, other.dsn)))
     near = {orjson.loads(stream.records[i].value)["event_id"] for i in around_leave if stream.records[i].valid}
@@ -440,7 +464,7 @@ def test_broker_restart(tmp_path: Path, start_worker):
         out = check_outputs(settings, stream)
         assert worker.alive
         worker.stop()
-        ch = check_clickhouse([settings.dsn], stream)
+        ch = check_clickhouse([settings.dsn], stream, settings)
         assert ch["ch_events_final"] == out["accepted"]
         figures("broker restart", records=len(records), invalid=stream.n_invalid,
                 duplicates_planted=stream.n_duplicates, **out, **ch)
