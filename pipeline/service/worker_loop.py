@@ -14,10 +14,13 @@ Invariants it owns (docs/fault-tolerance.md tells why each exists):
 - **Overlapped write.** The agent's batches do not wait for their ClickHouse write: batch N's
   write runs in the sink's thread while N+1 is taken and processed. N+1 loads N's states
   from the overlay of pending states (pipeline/service/pending_states.py), so it computes
-  exactly what the serial order computes; N+1's outputs go out, and its write starts, only
-  after N is complete (states stored, offsets advanced): one batch in flight at a time, and
-  a write that fails stops every later batch (`settle`). Sweeps, erasures, learning ticks and
-  the drain wait for the batch in flight first.
+  exactly what the serial order computes. N+1's outputs go out at once (a score does not wait
+  for the write before its batch); N+1's write starts, and its states are stored, only after
+  N is complete (states stored, offsets advanced): one batch in flight at a time. A write
+  that fails stops every later batch (`settle`); the outputs of the one batch processed
+  meanwhile went out and are repeated when both are delivered again. Erasures, learning
+  ticks and the drain wait for the batch in flight first; sweep slices are emitted like
+  batches.
 - **One lock.** Batches, actions, the sweep and erasures read-modify-write the state store
   across awaits (states are stored last), so they take turns on one asyncio lock.
 - **Poison records** (pipeline/service/emit_guard.py): a record that cannot be applied, turned
@@ -35,7 +38,8 @@ Invariants it owns (docs/fault-tolerance.md tells why each exists):
   the sweep and the population fit take only customers fed from partitions assigned to this
   worker (`CustomerState.fed_from`).
 - **Bounded sweeps.** Each sweep evaluates at most `sweep_max` customers; a cursor walks the
-  store so every customer is visited within ceil(n / sweep_max) ticks.
+  store so every customer is visited within ceil(n / sweep_max) ticks. It goes in slices of
+  `sweep_slice`, the lock free between them, so batches wait for a slice, not a sweep.
 - **Learning ticks** (with a `learner`; pipeline/service/tick_gate.py): the event-time ticks
   of `cxpulse replay`; records later than the next tick wait for it (no offset committed at or
   past them); at a tick the population is re-fitted and the churn model's snapshot taken, a
@@ -81,6 +85,7 @@ log = logging.getLogger("cxpulse.worker")
 TP = Hashable
 
 SWEEP_MAX = 5000       # customers re-evaluated per timer tick (bounded cost per sweep)
+SWEEP_SLICE = 500      # ... in slices of this many, the lock released between them (~0.2 s each)
 DRAIN_SECONDS = 15.0   # at most this long for the batch in flight at shutdown (a ClickHouse outage may hold it)
 STALL_SECONDS = 5.0    # an input partition behind its log end with no progress this long is sought back
 # A learning tick loads (decodes) every owned state on the event loop and gives the loop a
@@ -107,6 +112,7 @@ class LoopConfig:
     tick_seconds: float = 86400.0          # event time between learning ticks (as `cxpulse replay`)
     tick_quiet_seconds: float = 60.0       # a quiet stream: no records this long, then the stream time runs ticks
     sweep_max: int = SWEEP_MAX
+    sweep_slice: int = SWEEP_SLICE   # customers evaluated per hold of the lock: batches go between slices
     # The sweep index (pipeline/service/sweep_index.py): None sweeps the store round-robin,
     # `sweep_max` customers per tick; a number sweeps only the customers with a deadline due,
     # and re-checks each one's churn drift this many seconds (stream time) after its last evaluation.
@@ -530,12 +536,16 @@ class WorkerLoop:
         """
         prepared = prepared or prepare(result, self.rows.build_rows)
         self._track_past_sla(result)
-        await self.settle()
-        m = self.metrics
+        if self.writing is not None and self.writing.done():
+            await self.settle()   # raises what completing the batch before raised: nothing of this one goes out
         # Buffered sends, no await per record: the flush in `_complete` (or the commit's
         # flush) puts them on the broker before the states are stored / the inputs count as done.
+        # They go while the batch before is still being written (its rows, flush and states):
+        # a score waits for its own batch, not for the write before it.
         for msg in prepared.messages:
             self.outputs.send(msg.kind, msg.key, msg.value)
+        await self.settle()
+        m = self.metrics
         for score in result.scores:
             m.churn_risk(score["churn_risk"], score["tier"])
         for alert in result.alerts:
@@ -767,15 +777,7 @@ class WorkerLoop:
             self.sweep_cursor = list(self.store.keys())
         n = self.config.sweep_max
         chunk, self.sweep_cursor = self.sweep_cursor[:n], self.sweep_cursor[n:]
-        async with self.lock:
-            await self.settle()   # the store holds every batch's states
-            loaded = self.owned_states(chunk)
-            if loaded:
-                result = self.core.sweep(loaded, self.merge.hold_back(self.now()))   # not ahead of a group catching up
-                if result.scores or result.alerts:
-                    await self._emit(result)
-                else:
-                    self._track_past_sla(result)
+        await self._sweep_slices(chunk, self.merge.hold_back(self.now()))   # not ahead of a group catching up
 
     async def _sweep_indexed(self) -> None:
         """Index mode: the customers whose next check is due (at most `sweep_max`), plus a slice
@@ -788,18 +790,28 @@ class WorkerLoop:
             self._rescan_in = self.config.sweep_rescan_ticks
         self._rescan_in -= 1
         chunk, self.sweep_cursor = self.sweep_cursor[:n], self.sweep_cursor[n:]
-        async with self.lock:
-            await self.settle()   # the store holds every batch's states
-            now = self.merge.hold_back(self.now())   # not ahead of a group catching up
-            customers = list(dict.fromkeys(index.due(now, limit=n) + chunk))
-            loaded = self.owned_states(customers)
-            if loaded:
+        now = self.merge.hold_back(self.now())   # not ahead of a group catching up
+        await self._sweep_slices(list(dict.fromkeys(index.due(now, limit=n) + chunk)), now)
+
+    async def _sweep_slices(self, customers: list[str], now: float) -> None:
+        """Evaluate `customers` at stream time `now`, `sweep_slice` at a time, each slice under
+        the lock and emitted like a batch (its write overlapped): between slices the lock is
+        free, so a sweep with thousands due (the stream time jumping, a refit) delays the
+        agent's batches by one slice at a time, not by the whole sweep and its write. A slice
+        loads the latest states (those of a batch in flight from the pending overlay)."""
+        size = max(1, self.config.sweep_slice)
+        for start in range(0, len(customers), size):
+            async with self.lock:
+                loaded = self.owned_states(customers[start:start + size])
+                if not loaded:
+                    continue
                 result = self.core.sweep(loaded, now)
                 if result.scores or result.alerts:
-                    await self._emit(result)
+                    await self._emit(result, overlap=True)
                 else:
                     self._track_past_sla(result)
                     self._schedule(result)
+            await asyncio.sleep(0)   # let a woken agent reach the lock (asyncio.Lock is fair: it goes next)
 
     def refit_population(self) -> None:
         """Re-fit the churn model's population parameters from this worker's customers (on

@@ -35,11 +35,11 @@ from pipeline.domain.state import CustomerState
 from pipeline.service.emit_guard import guarded_batch
 from pipeline.service.live_states import LiveStates
 from pipeline.service.processor import BatchResult, Core, RawRecord
+from pipeline.service.worker_loop import SWEEP_MAX
 
 PARTITIONS = 4
 BATCH = 500
 SWEEP_EVERY = 10     # batches between sweeps
-SWEEP_MAX = 5000     # customers per sweep (pipeline/service/worker_loop.py SWEEP_MAX)
 END = datetime(2026, 11, 1, tzinfo=timezone.utc)   # the stream's end: fixed, so the digest is too
 
 

@@ -288,19 +288,19 @@ def test_outputs_then_rows_then_flush_then_states():
     w.ends[TP(TOPIC["order"], 0)] = 2
     w.deliver(batch)
 
-    kinds = [entry[0] for entry in w.log]
-    # one or more micro-batches (event-time alignment may release them apart); each is
-    # sends, then its rows, then the flush, then its states
-    batches: list[list[str]] = [[]]
-    for i, k in enumerate(kinds):
-        if k != "state" and batches[-1] and batches[-1][-1] == "state":
-            batches.append([])
-        batches[-1].append(k)
-    for b in batches:
-        sends = [i for i, k in enumerate(b) if k in ("score", "alert", "deadletter")]
-        states = [i for i, k in enumerate(b) if k == "state"]
-        assert sends and states and b.count("rows") == 1 and b.count("flush") == 1, w.log
-        assert max(sends) < b.index("rows") < b.index("flush") < min(states), w.log
+    # one or more micro-batches (event-time alignment may release them apart; a batch's sends
+    # may go while the batch before is written); each state is stored after its customer's
+    # score was sent, then rows with the customer written, then the producer flushed
+    log = w.log
+    kinds = [entry[0] for entry in log]
+    assert kinds.count("rows") == kinds.count("flush") >= 1, log
+    for i, entry in enumerate(log):
+        if entry[0] != "state":
+            continue
+        cid = entry[1]
+        rows = max(j for j in range(i) if log[j][0] == "rows" and cid in log[j][1])
+        assert any(log[j] == ("score", cid) for j in range(rows)), log
+        assert any(log[j][0] == "flush" for j in range(rows, i)), log
     assert {entry[1] for entry in w.log if entry[0] == "state"} == {"a", "b"}
     assert [d["reason"] for d in w.outputs.dead_letters] == ["invalid_json"]
     assert w.state("a").n == 2 and w.state("b").n == 2
@@ -530,6 +530,36 @@ def test_the_sweep_visits_every_owned_customer_in_bounded_chunks():
     assert len(swept[-1]) == 2 and swept[-1] == swept[0]
 
 
+def test_a_sweep_goes_in_slices_and_a_batch_waiting_for_the_lock_goes_between_them():
+    class SliceSpyCore(Core):
+        def sweep(self, states, now, *args, **kwargs):
+            states = list(states)
+            self.__dict__["log"].append(("sweep", tuple(s.customer_id for s in states)))
+            return super().sweep(states, now, *args, **kwargs)
+
+        def process(self, records, load, *args, **kwargs):
+            records = list(records)
+            self.__dict__["log"].append(("process", tuple(r.key.decode() for r in records)))
+            return super().process(records, load, *args, **kwargs)
+
+    async def scenario():
+        w = World(SliceSpyCore, sweep_max=10, sweep_slice=2)
+        await w.loop.deliver(w.records([touchpoint(c) for c in ("c0", "c1", "c2", "c3", "c4")]))
+        await w.loop.settle()
+        sweep = asyncio.create_task(w.loop.sweep())
+        await asyncio.sleep(0)                  # the first slice is evaluated ...
+        batch = asyncio.create_task(w.loop.deliver(w.records([touchpoint("c9", when=at(hours=1))])))
+        await asyncio.gather(sweep, batch)      # ... the batch waits for the lock, not for the sweep
+        await w.loop.settle()
+        return [e for e in w.log if e[0] in ("sweep", "process")]
+
+    log = run(scenario())
+    sweeps = [e[1] for e in log if e[0] == "sweep"]
+    assert sweeps == [("c0", "c1"), ("c2", "c3"), ("c4",)]
+    c9 = log.index(("process", ("c9",)))
+    assert log.index(("sweep", ("c0", "c1"))) < c9 < log.index(("sweep", ("c4",)))
+
+
 def test_the_sweep_warns_before_a_deadline_passes():
     w = World()
     run(w.loop.deliver(w.records([complaint("a", when=at(0))])))    # 09:00 Monday, due 18:00
@@ -611,8 +641,9 @@ def _kinds_after(log: list, i: int) -> list[str]:
 
 def test_the_next_batch_is_processed_while_the_write_is_in_flight_and_waits_for_it_to_complete():
     """Batch 1's write is held: `deliver` returns with it in flight, batch 2 is processed (from
-    batch 1's states) meanwhile; nothing of batch 1 is stored or committed, and nothing of batch
-    2 sent, stored or committed, until batch 1's write completes; then both complete in order."""
+    batch 1's states) and its outputs sent meanwhile; nothing of batch 1 is stored or committed,
+    and nothing of batch 2 written, stored or committed, until batch 1's write completes; then
+    both complete in order."""
     events = [[touchpoint("a"), touchpoint("b")], [touchpoint("a", when=at(hours=1)), touchpoint("c", when=at(hours=1))]]
 
     async def scenario():
@@ -632,16 +663,17 @@ def test_the_next_batch_is_processed_while_the_write_is_in_flight_and_waits_for_
         assert w.loop.guard.next[tp] == 0
         await w.loop.commit_completed_inputs()
         assert w.inputs.commits == []
-        assert [s["customer_id"] for s in w.outputs.scores] == ["a", "b"]   # batch 2's not sent yet
+        # batch 2's scores went out: a score does not wait for the write before its batch
+        assert [s["customer_id"] for s in w.outputs.scores] == ["a", "b", "a", "c"]
 
         w.rows.gate.set()
         await later
         await w.loop.settle()
         kinds = [e[0] for e in w.log]
         rows1, rows2 = [i for i, k in enumerate(kinds) if k == "rows"]
-        # batch 1: rows, flush, states; only then batch 2's scores, rows, flush, states
+        # batch 1: rows, flush, states; only then batch 2's rows, flush, states
         assert _kinds_after(w.log, rows1)[:4] == ["rows", "flush", "state", "state"]
-        assert kinds[rows1 + 4:rows2] == ["score", "score"]
+        assert rows2 == rows1 + 4
         assert _kinds_after(w.log, rows2) == ["rows", "flush", "state", "state"]
         assert w.loop.guard.next[tp] == 4
         await w.loop.commit_completed_inputs()
@@ -677,6 +709,32 @@ def test_a_failed_write_stops_every_later_batch():
         assert len(w.outputs.scores) == sent                        # nothing of the later batches went out
         assert w.store.raw == {} and ("rows failed",) in w.log and not [e for e in w.log if e[0] == "rows"]
         assert w.loop.guard.next[tp] == 0
+        await w.loop.drain()
+        assert w.inputs.commits == []
+
+    run(scenario())
+
+
+def test_a_write_failing_under_the_next_batch_leaves_its_outputs_to_be_repeated():
+    """Batch 2's outputs went out while batch 1 was written; batch 1's write then fails: batch 2
+    fails too, and neither's states are stored nor offsets advanced. Both are delivered again
+    after the restart and their outputs repeated (the at-least-once repeat the compacted score
+    topic and the consumers absorb; docs/fault-tolerance.md)."""
+    async def scenario():
+        w = World()
+        tp = TP(TOPIC["touchpoint"], 0)
+        w.rows.gate = asyncio.Event()
+        w.rows.error = RuntimeError("sink closed during insert cx_events")
+        await w.loop.deliver(w.records([touchpoint("a")]))
+        await w.rows.entered.wait()
+        later = asyncio.create_task(w.loop.deliver(w.records([touchpoint("b", when=at(hours=1))])))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert [s["customer_id"] for s in w.outputs.scores] == ["a", "b"]
+        w.rows.gate.set()
+        with pytest.raises(RuntimeError, match="sink closed"):
+            await later
+        assert w.store.raw == {} and w.loop.guard.next[tp] == 0
         await w.loop.drain()
         assert w.inputs.commits == []
 
