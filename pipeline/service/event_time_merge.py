@@ -191,12 +191,10 @@ class EventTimeMerge(Generic[TP, T]):
             if not heads:
                 continue
             head = min(heads, key=lambda h: h[1])
-            received = head[3]
-            if now < received + self.idle_seconds:
+            if now < head[3] + self.idle_seconds:
                 continue
             for tp, part in zip(members, parts):
-                if (not part.buf and not self._lagging(part) and not self._confirmed(part, received)
-                        and not self._in_order(part, head[1])):
+                if not part.buf and not self._lagging(part) and self._blocks(part, now, head):
                     out.add(tp)
         return out
 
