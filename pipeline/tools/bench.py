@@ -48,6 +48,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -188,6 +189,10 @@ class CpuTrace:
         return s[-1][1]
 
 
+def per_event_us(seconds: float) -> float | None:
+    return None if math.isnan(seconds) else round(seconds * 1e6, 1)
+
+
 def quantile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank quantile of sorted values."""
     if not sorted_values:
@@ -216,15 +221,19 @@ def machine() -> dict:
             "platform": platform.platform()}
 
 
+def installed_version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def versions() -> dict:
     out: dict[str, str | None] = {"python": platform.python_version()}
     for key, dist in (("faust", "faust-streaming"), ("kafka-python", "kafka-python"), ("chdb", "chdb"),
                       ("aiokafka", "aiokafka"), ("noida-db", "noida-db"), ("orjson", "orjson"),
                       ("confluent-kafka", "confluent-kafka")):
-        try:
-            out[key] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[key] = None
+        out[key] = installed_version(dist)
     return out
 
 
@@ -620,16 +629,79 @@ def live_value(value: bytes, sent_at: float) -> bytes:
     return orjson.dumps(obj)
 
 
-def paced_produce(settings: Settings, records: list[tuple[str, bytes, bytes]], rate: float,
-                  live: bool = False) -> list[tuple[str, float]]:
-    """Send at `rate` events/s; return (customer_id, wall-clock time of send()) in order.
-    `live`: each event's time is its send time (`live_value`)."""
-    from kafka import KafkaProducer
+class PacedProducer:
+    """The paced phases' load generator: confluent-kafka (librdkafka, in the `test` extra)
+    when installed, else kafka-python. On this 2-core machine the generator shares the CPUs
+    with the worker and the broker: kafka-python costs 280–480 µs of CPU per record sent at
+    linger 0 (about one core at 3,700 records/s, more than the worker spends per event),
+    librdkafka 30–60 µs. Both partition keys with murmur2 (the Java client's partitioner), so
+    a customer's records land in the same partition number on every input topic."""
 
+    def __init__(self, settings: Settings, client_id: str = "cxpulse-bench-lat"):
+        self.errors: list[str] = []
+        self.client = self.client_name()
+        self._futures: list = []
+        self._ck: Any = None   # confluent_kafka.Producer
+        self._kp: Any = None   # kafka.KafkaProducer
+        if self.client.startswith("confluent-kafka"):
+            import confluent_kafka
+            self._ck = confluent_kafka.Producer({
+                "bootstrap.servers": settings.bootstrap, "acks": "all", "linger.ms": 0,
+                "partitioner": "murmur2_random", "client.id": client_id})
+        else:
+            from kafka import KafkaProducer
+            self._kp = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=0, client_id=client_id)
+
+    @staticmethod
+    def client_name() -> str:
+        try:
+            import confluent_kafka
+        except ImportError:
+            return f"kafka-python {installed_version('kafka-python')}"
+        return f"confluent-kafka {installed_version('confluent-kafka')}"
+
+    def _delivered(self, err, _msg) -> None:
+        if err is not None:
+            self.errors.append(str(err))
+
+    def send(self, topic: str, key: bytes, value: bytes) -> None:
+        if self._ck is not None:
+            while True:
+                try:
+                    self._ck.produce(topic, key=key, value=value, on_delivery=self._delivered)
+                    break
+                except BufferError:   # the local queue is full: serve deliveries, then again
+                    self._ck.poll(0.05)
+            self._ck.poll(0)
+        else:
+            self._futures.append(self._kp.send(topic, key=key, value=value))
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Every record acknowledged, or BenchError."""
+        if self._ck is not None:
+            left = self._ck.flush(timeout)
+            if left:
+                self.errors.append(f"{left} records not delivered in {timeout:g} s")
+        else:
+            try:
+                self._kp.flush()
+                for f in self._futures:
+                    f.get(timeout=timeout)
+            finally:
+                self._kp.close()
+        if self.errors:
+            raise BenchError(f"paced produce ({self.client}): {len(self.errors)} failed: {self.errors[0]}")
+
+
+def paced_produce(settings: Settings, records: list[tuple[str, bytes, bytes]], rate: float,
+                  live: bool = False, mark_after: float = math.inf,
+                  mark=lambda: None) -> list[tuple[str, float]]:
+    """Send at `rate` events/s; return (customer_id, wall-clock time of send()) in order.
+    `live`: each event's time is its send time (`live_value`). `mark()` is called once, just
+    before the first send `mark_after` seconds or more after the first."""
     topic_for = settings.topic_for_type
-    p = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=0, client_id="cxpulse-bench-lat")
+    p = PacedProducer(settings)
     sent: list[tuple[str, float]] = []
-    futures = []
     try:
         start = time.perf_counter()
         for i, (kind, key, value) in enumerate(records):
@@ -638,13 +710,13 @@ def paced_produce(settings: Settings, records: list[tuple[str, bytes, bytes]], r
             if delay > 0:
                 time.sleep(delay)
             at = time.time()
+            if sent and at - sent[0][1] >= mark_after:
+                mark()
+                mark_after = math.inf
             if live:
                 value = live_value(value, at)
             sent.append((key.decode(), at))
-            futures.append(p.send(topic_for[kind], key=key, value=value))
-        p.flush()
-        for f in futures:
-            f.get(timeout=30)
+            p.send(topic_for[kind], key, value)
     finally:
         p.close()
     return sent
@@ -654,22 +726,30 @@ SETTLE_SECONDS = 10.0   # the live phase's first seconds (a third of a shorter p
 
 
 def latency_phase(s: Settings, records: list, rate: float, count: int, prefix: str, live: bool,
-                  alive=lambda: True, settle: float = SETTLE_SECONDS) -> tuple[list[float], int, list[float]]:
+                  alive=lambda: True, settle: float = SETTLE_SECONDS,
+                  worker_cpu=lambda: math.nan) -> tuple[list[float], int, list[float], float]:
     """Paced events to fresh customers (`prefix`), then the sorted latencies, how many got no
-    score, and the sorted latencies of the events sent `settle` seconds or more into the phase."""
+    score, the sorted latencies of the events sent `settle` seconds or more into the phase,
+    and the worker's CPU seconds (`worker_cpu()`) per event of those, from their first send
+    until the worker has committed the phase's last event."""
     from pipeline.adapters.kafka import kafka_io
 
-    sent = paced_produce(s, rekeyed(records, count, prefix), rate, live=live)
+    cpu_at_settle: list[float] = []
+    sent = paced_produce(s, rekeyed(records, count, prefix), rate, live=live, mark_after=settle,
+                         mark=lambda: cpu_at_settle.append(worker_cpu()))
     watch = OffsetWatch(s, s.app_id, input_end_offsets(s))
     try:
         watch.wait(300, alive=alive)
     finally:
         watch.close()
+    cpu_end = worker_cpu()
     key = prefix.encode()
     scores = [m for m in kafka_io.read_topic(s, s.topic_scores, timeout=300) if m.key and m.key.startswith(key)]
     lats, missing = latencies(sent, scores)
     settled, _ = latencies(sent, scores, since=sent[0][1] + settle) if sent else ([], 0)
-    return lats, missing, settled
+    after = sum(1 for _, t in sent if t >= sent[0][1] + settle) if sent else 0
+    cpu = (cpu_end - cpu_at_settle[0]) / after if cpu_at_settle and after else math.nan
+    return lats, missing, settled, cpu
 
 
 # ----------------------------------------------------------------------------- the run
@@ -798,29 +878,35 @@ def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, l
         say(quiet, f"latency   {count:,} paced events at {rate:,.0f}/s ("
                    + (f"{rate / pipe_rate:.2f} of the pipeline rate, fixed)" if latency_rate is not None
                       else f"{latency_share:g} of the pipeline rate)"))
-        lats, missing, _ = latency_phase(s, records, rate, count, f"L{tag}-", live=False, alive=lambda: worker.alive)
+        settle = min(SETTLE_SECONDS, latency_seconds / 3)
+        lats, missing, _, cpu_s = latency_phase(s, records, rate, count, f"L{tag}-", live=False, alive=lambda: worker.alive,
+                                                settle=settle, worker_cpu=lambda: cpu_seconds(worker.pid))
         if not lats:
             raise BenchError("no score was published for the paced events")
         result.update({
             "latency_rate_events_per_s": round(rate, 1), "latency_rate_fixed": latency_rate is not None,
+            "latency_producer": PacedProducer.client_name(),
             "latency_share": round(rate / pipe_rate, 4) if latency_rate is not None else latency_share,
             "latency_events": count, "latency_unscored": missing,
+            "latency_worker_cpu_us_per_event": per_event_us(cpu_s),
             "p50_latency_s": round(quantile(lats, 0.50), 4), "p99_latency_s": round(quantile(lats, 0.99), 4),
             "max_latency_s": round(lats[-1], 4),
             "latency_quantiles_s": {f"p{q}": round(quantile(lats, q / 100), 4) for q in (1, 10, 25, 50, 75, 90, 99)},
         })
         say(quiet, f"latency   p50 {result['p50_latency_s'] * 1000:,.0f} ms, p99 {result['p99_latency_s'] * 1000:,.0f} ms "
-                   f"({missing:,} of {count:,} without a score)")
+                   f"({missing:,} of {count:,} without a score); worker CPU after the first {settle:g} s: "
+                   f"{result['latency_worker_cpu_us_per_event'] or math.nan:,.0f} µs/event")
         # the same, live: each event's time is its send time (a live stream; above, the replayed
         # events are weeks behind the stream time, so each one's customer is also swept at once)
         say(quiet, f"latency   {count:,} paced events at {rate:,.0f}/s, event time = send time (live)")
-        settle = min(SETTLE_SECONDS, latency_seconds / 3)
-        lats, missing, settled = latency_phase(s, records, rate, count, f"V{tag}-", live=True,
-                                               alive=lambda: worker.alive, settle=settle)
+        lats, missing, settled, cpu_s = latency_phase(s, records, rate, count, f"V{tag}-", live=True,
+                                                      alive=lambda: worker.alive, settle=settle,
+                                                      worker_cpu=lambda: cpu_seconds(worker.pid))
         if not lats:
             raise BenchError("no score was published for the live paced events")
         result.update({
             "live_latency_unscored": missing,
+            "live_worker_cpu_us_per_event": per_event_us(cpu_s),
             "p50_live_latency_s": round(quantile(lats, 0.50), 4), "p99_live_latency_s": round(quantile(lats, 0.99), 4),
             "max_live_latency_s": round(lats[-1], 4),
             # without the phase's first seconds: the worker's stream time jumps from the replayed
@@ -829,7 +915,8 @@ def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, l
             "p99_live_latency_settled_s": round(quantile(settled, 0.99), 4) if settled else None,
         })
         say(quiet, f"latency   live: p50 {result['p50_live_latency_s'] * 1000:,.0f} ms, "
-                   f"p99 {result['p99_live_latency_s'] * 1000:,.0f} ms ({missing:,} of {count:,} without a score)")
+                   f"p99 {result['p99_live_latency_s'] * 1000:,.0f} ms ({missing:,} of {count:,} without a score); "
+                   f"worker CPU after the first {settle:g} s: {result['live_worker_cpu_us_per_event'] or math.nan:,.0f} µs/event")
 
         # -- memory -----------------------------------------------------------------
         # Two bursts of M new customers (one event each) into the warm worker (ClickHouse
@@ -921,6 +1008,8 @@ def print_table(r: dict) -> None:
     t.add_row("latency p99, live", num(r.get("p99_live_latency_s"), "{:.3f} s"))
     t.add_row(f"latency p99, live, after its first {r.get('live_settle_seconds', SETTLE_SECONDS):g} s",
               num(r.get("p99_live_latency_settled_s"), "{:.3f} s"))
+    t.add_row(f"worker CPU per live event, after its first {r.get('live_settle_seconds', SETTLE_SECONDS):g} s",
+              num(r.get("live_worker_cpu_us_per_event"), "{:,.0f} µs"))
     t.add_row("sweep tick with nothing due, 100k customers", num(r.get("sweep_idle_tick_ms_100k"), "{:.3f} ms"))
     t.add_row("worker RSS per 100k customers", num((r.get("rss_bytes_per_100k_customers") or 0) / 2**20, "{:,.0f} MiB"))
     t.add_row("bench wall time", num(r.get("seconds_total"), "{:.0f} s"))

@@ -46,6 +46,11 @@ def test_quick_bench_writes_every_figure(tmp_path):
     assert 0 < result["worker_cpu_cores"] <= result["machine"]["nproc"] + 0.5
     assert result["pipeline_events_per_s"] < result["raw_events_per_s"] * 10
     assert result["latency_unscored"] == 0 and result["live_latency_unscored"] == 0
+    # the worker's CPU over each paced phase, per event: some, and no more than all the cores
+    # for the phase's length (at least the sending time) spread over its events
+    for key in ("latency_worker_cpu_us_per_event", "live_worker_cpu_us_per_event"):
+        assert 0 < result[key] < result["machine"]["nproc"] * 1e6 / result["latency_rate_events_per_s"] * 20, key
+    assert result["latency_producer"].split(" ")[0] in ("confluent-kafka", "kafka-python")
     # The peer either ran or says why not.
     if result["quix_events_per_s"] is None:
         assert isinstance(result["quix_error"], str) and result["quix_error"]
@@ -98,3 +103,25 @@ def test_a_latency_load_that_is_not_positive_is_refused_before_anything_runs(tmp
     assert bench.main(Settings(data_dir=tmp_path / "data"), args) == 2
     assert flag[0] in capsys.readouterr().err
     assert not (tmp_path / "work").exists()
+
+
+def test_paced_producer_keeps_each_customer_in_the_partition_the_java_partitioner_picks(make_settings):
+    """The paced phases send with librdkafka when installed: its default partitioner
+    (consistent_random, CRC32) would put a customer's records in other partitions than the
+    generator's kafka-python producer (murmur2), splitting its events across the worker's
+    partition numbers. Every record lands where kafka-python's partitioner puts its key."""
+    from kafka.partitioner.default import murmur2
+
+    from pipeline.adapters.kafka import kafka_io
+
+    s = make_settings()   # two partitions per input topic
+    customers = [f"C{i:04d}".encode() for i in range(60)]
+    sent = bench.paced_produce(s, [("order", c, b'{"x": 1}') for c in customers]
+                               + [("complaint", c, b'{"x": 2}') for c in customers], rate=5_000)
+    assert [cid for cid, _ in sent] == [c.decode() for c in customers] * 2
+    got = {(m.topic, m.key): m.partition for t in (s.topic_orders, s.topic_complaints)
+           for m in kafka_io.read_topic(s, t, timeout=30)}
+    assert len(got) == 120
+    for (topic, key), partition in got.items():
+        assert partition == (murmur2(key) & 0x7FFFFFFF) % 2, (topic, key)
+    assert len(set(got.values())) == 2
