@@ -41,7 +41,8 @@ class Settings(BaseSettings):
     # --- storage ------------------------------------------------------------------
     data_dir: Path = Field(PROJECT_ROOT / "data", description="project-local data (broker, chDB, worker state)")
     clickhouse_dsn: str = Field("", description="chdb:///abs/path or http(s)://user:pass@host:8123/db; empty = chDB under data_dir")
-    sink_batch_rows: int = Field(5000, ge=1, description="backfill (`replay --to-clickhouse`): rows per insert; the worker inserts once per micro-batch")
+    sink_batch_rows: int = Field(5000, ge=1, description="backfill (`replay --to-clickhouse`): rows per insert; the worker inserts per write (CXPULSE_WRITE_GROUP_ROWS)")
+    write_group_rows: int = Field(40_000, ge=0, description="worker: rows (all tables) of the micro-batches processed while a ClickHouse write is in flight that wait to go in the next write together; a batch beyond it waits for the write (0: one write per micro-batch)")
     sink_flush_seconds: float = Field(1.0, gt=0, description="backfill: longest wait before buffered rows are inserted")
     sink_max_queue_rows: int = Field(200_000, ge=1, description="backfill: rows buffered at most (backpressure)")
 
@@ -49,7 +50,7 @@ class Settings(BaseSettings):
     app_id: str = Field("cxpulse", description="Faust app id = consumer group")
     web_port: int = Field(6066, description="worker HTTP port (/metrics, /healthz, /customers/{id})")
     web_host: str = Field("127.0.0.1", description="worker HTTP listen address (0.0.0.0 in containers)")
-    batch_max: int = Field(5000, ge=1, description="micro-batch size, at most (what the consumer fetched and is buffered, up to this); also the ClickHouse insert unit")
+    batch_max: int = Field(5000, ge=1, description="micro-batch size, at most (what the consumer fetched and is buffered, up to this)")
     batch_within: float = Field(0.2, gt=0, description="records held for event-time alignment go by timer once no micro-batch came for this long (seconds)")
     commit_interval: float = Field(1.0, gt=0, description="seconds between Kafka offset commits")
     align_idle_seconds: float = Field(0.2, ge=0, description="event-time alignment: how long an empty, caught-up input partition holds back the other topics' partitions of its number (like Kafka Streams' max.task.idle.ms); not a record within half the lateness bound of its last record")

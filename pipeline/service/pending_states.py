@@ -15,7 +15,10 @@ hold what N computed whatever happens to the object later; a second load of the 
 write completes, `release` hands back each entry's bytes, with the object only if nobody
 took it (the store keeps it live; a taken one may have changed since it was encoded).
 
-One batch at a time: the loop completes N (its states stored) before N+1 is held here.
+The loop keeps two overlays: the states of the write in flight, and those of the batches
+emitted while it was in flight, which wait to be written together next (`add` merges a later
+batch's states over an earlier one's). When the write in flight completes, its overlay is
+released and the waiting one takes its place.
 """
 from __future__ import annotations
 
@@ -34,8 +37,13 @@ class PendingStates(Generic[S]):
         """The states of the batch whose write starts now (encoded here)."""
         if self._entries:
             raise RuntimeError("a pending batch's states are held already (complete it first)")
+        self.add(states)
+
+    def add(self, states: Mapping[str, S]) -> None:
+        """The states of one more batch, written with those held already (encoded here): a
+        customer's entry is replaced by the later batch's state."""
         encode = self._encode
-        self._entries = {cid: (encode(state), state) for cid, state in states.items()}
+        self._entries.update({cid: (encode(state), state) for cid, state in states.items()})
 
     def __contains__(self, customer_id: str) -> bool:
         return customer_id in self._entries

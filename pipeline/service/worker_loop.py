@@ -15,12 +15,14 @@ Invariants it owns (docs/fault-tolerance.md tells why each exists):
   write runs in the sink's thread while N+1 is taken and processed. N+1 loads N's states
   from the overlay of pending states (pipeline/service/pending_states.py), so it computes
   exactly what the serial order computes. N+1's outputs go out at once (a score does not wait
-  for the write before its batch); N+1's write starts, and its states are stored, only after
-  N is complete (states stored, offsets advanced): one batch in flight at a time. A write
-  that fails stops every later batch (`settle`); the outputs of the one batch processed
-  meanwhile went out and are repeated when both are delivered again. Erasures, learning
-  ticks and the drain wait for the batch in flight first; sweep slices are emitted like
-  batches.
+  for the write before its batch). One write is in flight at a time: the batches emitted
+  while it runs wait (their states in a second overlay, up to `write_group_rows` rows; a
+  batch beyond that waits for the write) and go in the next write together, one insert per
+  table however many batches they are. A batch's states are stored, and its offsets advance,
+  only after its own write (and so every write before it) is complete. A write that fails
+  stops every later batch (`settle`); the outputs of the batches processed meanwhile went out
+  and are repeated when they are delivered again. Erasures, learning ticks and the drain wait
+  for every batch written or waiting first; sweep slices are emitted like batches.
 - **One lock.** Batches, actions, the sweep and erasures read-modify-write the state store
   across awaits (states are stored last), so they take turns on one asyncio lock.
 - **Poison records** (pipeline/service/emit_guard.py): a record that cannot be applied, turned
@@ -120,6 +122,10 @@ class LoopConfig:
     sweep_rescan_ticks: int = 60   # index mode: every this many ticks, stored customers not indexed are walked
     drain_seconds: float = DRAIN_SECONDS
     stall_seconds: float = STALL_SECONDS
+    # Rows (all tables) of the batches emitted while a write is in flight that wait to go in
+    # the next write together; a batch that would pass it waits for the write (0: every batch
+    # is written on its own, after the one before).
+    write_group_rows: int = 40_000
 
     @property
     def input_topics(self) -> frozenset[str]:
@@ -168,9 +174,14 @@ class WorkerLoop:
             clock=clock.monotonic)
         self.stream_clock = StreamClock()
         self.lock = asyncio.Lock()
-        # The batch whose ClickHouse write is in flight: its states (served to loads before the
-        # store's) and the task that completes it (stores them, advances its offsets).
+        # The batches whose ClickHouse write is in flight: their states (served to loads before
+        # the store's) and the task that completes them (stores them, advances their offsets),
+        # then writes the batches emitted meanwhile (`queue`, their states in `waiting`,
+        # served before both) and completes them in turn.
         self.pending: PendingStates[CustomerState] = PendingStates(store.encode, store.decode)
+        self.waiting: PendingStates[CustomerState] = PendingStates(store.encode, store.decode)
+        self.queue: list[tuple[BatchResult, PreparedBatch, dict | None, int]] = []
+        self._queued_rows = 0
         self.writing: asyncio.Task | None = None
         self._generation = 0   # a revocation bumps it: a batch in flight across it advances no offsets
         self.past_sla: dict[str, tuple[str, int]] = {}   # customers with open complaints past SLA -> (tier, n)
@@ -196,7 +207,10 @@ class WorkerLoop:
 
     # --- states ------------------------------------------------------------------------
     def load_state(self, customer_id: str) -> CustomerState | None:
-        """The latest state: the pending batch's (its write in flight), else the stored one."""
+        """The latest state: a batch's waiting for the next write, else the one's whose write is
+        in flight, else the stored one."""
+        if customer_id in self.waiting:
+            return self.waiting.load(customer_id)
         if customer_id in self.pending:
             return self.pending.load(customer_id)
         return self.store.load(customer_id)
@@ -544,7 +558,11 @@ class WorkerLoop:
         # a score waits for its own batch, not for the write before it.
         for msg in prepared.messages:
             self.outputs.send(msg.kind, msg.key, msg.value)
-        await self.settle()
+        rows = sum(len(table_rows) for table_rows in prepared.rows.values())
+        grouped = (overlap and self.write_in_flight()
+                   and self._queued_rows + rows <= self.config.write_group_rows)
+        if not grouped:
+            await self.settle()
         m = self.metrics
         for score in result.scores:
             m.churn_risk(score["churn_risk"], score["tier"])
@@ -556,33 +574,49 @@ class WorkerLoop:
         for dl in result.dead_letters:
             m.deadlettered(dl["source_topic"], dl["reason"])
         m.scores_published(len(result.scores))
+        if grouped:   # the write in flight writes it next, with the others waiting
+            self.waiting.add(result.states)
+            self.queue.append((result, prepared, cursor, self._generation))
+            self._queued_rows += rows
+            return
         self.pending.hold(result.states)
-        task = asyncio.get_running_loop().create_task(self._complete(result, prepared, cursor, self._generation))
+        task = asyncio.get_running_loop().create_task(self._complete([(result, prepared, cursor, self._generation)]))
         task.add_done_callback(self._completed)
         self.writing = task
         if not overlap:
             await self.settle()
 
-    async def _complete(self, result: BatchResult, prepared: PreparedBatch, cursor: dict | None,
-                        generation: int) -> None:
-        """The rest of `_emit`, in order: the rows written (durable; refused ones dead-lettered),
-        the producer flushed, the states stored, the offsets advanced."""
+    async def _complete(self, batches: list[tuple[BatchResult, PreparedBatch, dict | None, int]]) -> None:
+        """The rest of `_emit` for `batches` (result, prepared, offset cursor, generation), in
+        order: their rows written in one insert per table (durable; refused ones
+        dead-lettered), the producer flushed, their states stored, their offsets advanced.
+        Then the same for the batches emitted meanwhile, until none waits."""
         m = self.metrics
-        unstorable = []
-        if any(prepared.rows.values()):
-            unstorable = await self.rows.write(prepared.rows)
-            for msg in messages_of(BatchResult(dead_letters=unstorable)):
-                self.outputs.send(msg.kind, msg.key, msg.value)
-            for dl in unstorable:
-                m.deadlettered(dl["source_topic"], dl["reason"])
-        if len(self.pending):
-            if prepared.messages or unstorable:
-                await self.outputs.flush()
-            for cid, raw, state in self.pending.release():
-                self.store.put(cid, raw, state)
-        if cursor and generation == self._generation:   # after a revocation the next owner reads them again
-            self.guard.advance(cursor)
-        self._schedule(result)
+        while True:
+            rows: dict[str, list] = {}
+            for _, prepared, _, _ in batches:
+                for table, table_rows in prepared.rows.items():
+                    rows.setdefault(table, []).extend(table_rows)
+            unstorable = []
+            if any(rows.values()):
+                unstorable = await self.rows.write(rows)
+                for msg in messages_of(BatchResult(dead_letters=unstorable)):
+                    self.outputs.send(msg.kind, msg.key, msg.value)
+                for dl in unstorable:
+                    m.deadlettered(dl["source_topic"], dl["reason"])
+            if len(self.pending):
+                if unstorable or any(prepared.messages for _, prepared, _, _ in batches):
+                    await self.outputs.flush()
+                for cid, raw, state in self.pending.release():
+                    self.store.put(cid, raw, state)
+            for result, _, cursor, generation in batches:
+                if cursor and generation == self._generation:   # after a revocation the next owner reads them again
+                    self.guard.advance(cursor)
+                self._schedule(result)
+            if not self.queue:
+                return
+            batches, self.queue, self._queued_rows = self.queue, [], 0
+            self.pending, self.waiting = self.waiting, self.pending   # the released overlay waits for the next
 
     def _completed(self, task: asyncio.Task) -> None:
         if task.cancelled():

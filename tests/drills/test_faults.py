@@ -333,15 +333,19 @@ def test_kill_9_mid_stream_and_restart(make_settings, start_worker, tmp_path):
     feed = Feed(settings, stream, waves=30, pause=0.15)
     worker = start_worker(settings)
     feed.start()
-    kills = 0
+    kills = evicted = 0
     for share in (0.2, 0.45, 0.7):
         wait_committed(settings, int(total * share))
         time.sleep(0.1)          # land inside a micro-batch rather than right after a commit
         assert worker.alive, worker.log_tail()
         worker.kill()
         kills += 1
-        assert evict_dead_members(settings), "the killed worker should still be listed in its group"
+        # The killed worker is listed unless it was killed while re-joining (the offsets a write
+        # group commits can pass the next share right after a restart, while Faust still settles
+        # its group): evict what is listed; the next worker must then get its partitions.
+        evicted += len(evict_dead_members(settings))
         worker = start_worker(settings)
+        assert wait_in_group(worker), worker.log_tail()
     feed.join()
     wait_all(settings, worker)
     out = check_outputs(settings, stream)
@@ -350,7 +354,7 @@ def test_kill_9_mid_stream_and_restart(make_settings, start_worker, tmp_path):
     assert ch["ch_events_final"] == out["accepted"] == total - stream.n_invalid - stream.n_duplicates
     agg = check_aggregates(settings, stream, tmp_path)
     figures("kill -9", records=total, invalid=stream.n_invalid, duplicates_planted=stream.n_duplicates,
-            kills=kills, **out, **ch, **agg)
+            kills=kills, dead_members_evicted=evicted, **out, **ch, **agg)
 
 
 def test_second_worker_joins_and_leaves(make_settings, start_worker, tmp_path):
@@ -542,18 +546,18 @@ def test_catch_up_after_an_outage_drops_nothing(make_settings, start_worker):
 
 
 def test_two_workers_joining_during_the_catch_up_drop_nothing(make_settings, start_worker, tmp_path):
-    """A 6.5-hour outage backlog (twice the events of the one above), and a second worker of the
-    group joins while the first is still catching up: the group rebalances in the middle of the
-    event-time-aligned catch-up (buffered records are dropped and read again by the new owner).
-    Nothing is `too_late` (default lateness bound), every event is applied once, and the final
-    scores equal replay's. The second worker is started as soon as the first has its partitions
-    (its start-up takes seconds of the first's catch-up): started only once the first had
-    committed 500 of 12,000 events, it joined after a fast machine had caught up (11,500
-    committed; the second applied nothing)."""
+    """A 6.5-hour outage backlog (six times the events of the one above), and a second worker of
+    the group joins while the first is still catching up: the group rebalances in the middle of
+    the event-time-aligned catch-up (buffered records are dropped and read again by the new
+    owner). Nothing is `too_late` (default lateness bound), every event is applied once, and the
+    final scores equal replay's. The second worker is started as soon as the first has its
+    partitions; its start-up and join take about 6 s of the first's catch-up. The backlog must
+    outlast them: 24,000 events were all applied before the join once the first worker grouped
+    its ClickHouse writes (session 13, about 15,000 events/s)."""
     settings = make_settings(batch_max=500, sweep_seconds=3600, refit_seconds=3600)   # lateness: the 1 h default
     assert settings.lateness_seconds == 3600
     other = settings.model_copy(update={"web_port": free_port(), "data_dir": tmp_path / f"b-{uuid.uuid4().hex[:6]}"})
-    backlog = live_backlog(customers=800, events=24_000, hours=6.5, seed=19)
+    backlog = live_backlog(customers=2_400, events=72_000, hours=6.5, seed=19)
     topic_for = settings.topic_for_type
     kafka_io.produce(settings, [(topic_for[k], key, value) for k, key, value in backlog])
     started = time.monotonic()
@@ -561,16 +565,21 @@ def test_two_workers_joining_during_the_catch_up_drop_nothing(make_settings, sta
     assert wait_in_group(first), first.log_tail()
     second = start_worker(other)                          # while the first catches up
     assert wait_in_group(second, timeout=60), f"second worker:\n{second.log_tail()}\nfirst:\n{first.log_tail()}"
-    committed_at_join = committed_total(settings)
-    assert 0 < committed_at_join < len(backlog), (
-        f"the second worker should join during the catch-up ({committed_at_join} of {len(backlog)} committed)")
+    joined_after_s = time.monotonic() - started
+    committed_at_join, applied_at_join = committed_total(settings), applied_total(first)
+    # applied, not committed: the offsets of a write group (up to CXPULSE_WRITE_GROUP_ROWS rows)
+    # are committed when its write completes, so none may be committed yet a while into it
+    assert 0 < applied_at_join < len(backlog), (
+        f"the second worker should join during the catch-up ({applied_at_join} of {len(backlog)} applied)")
     wait_all(settings, first, timeout=300)
     caught_up_s = time.monotonic() - started
     assert first.alive and second.alive
     late = too_late(settings)
     applied = (applied_total(first), applied_total(second))
     figures("two workers joining during the catch-up", events=len(backlog), too_late=late,
-            committed_when_the_second_joined=committed_at_join, applied_by_worker=applied,
+            committed_when_the_second_joined=committed_at_join, applied_when_the_second_joined=applied_at_join,
+            second_joined_after_s=round(joined_after_s, 1),
+            applied_by_worker=applied,
             caught_up_s=round(caught_up_s, 1))
     assert late == 0, f"{late} of {len(backlog)} events dead-lettered too_late"
     assert applied[1] > 0, "the second worker took over partitions"
