@@ -41,6 +41,11 @@ from pipeline.service.processor import Core, RawRecord
 from pipeline.service.worker_loop import Delivered, LoopConfig, WorkerLoop
 from pipeline.tools.erasure import requested_at as erasure_requested_at
 
+# aiokafka keeps one batch per partition open and, once it is full, waits for the one being
+# sent: with Faust's 16 KiB default (about a dozen scores or states), a live worker's
+# scores and changelog writes queued behind the broker's round trips (bench/README.md).
+PRODUCER_MAX_BATCH_BYTES = 512 * 1024
+
 
 class WorkerApp(faust.App):
     """The Faust app with the settings it was built from and its WorkerLoop (set by create_app)."""
@@ -68,7 +73,7 @@ def loop_config(settings: Settings) -> LoopConfig:
         topic_for_type=settings.topic_for_type, batch_max=settings.batch_max, batch_within=settings.batch_within,
         align_idle_seconds=settings.align_idle_seconds, align_fetch_wait_seconds=settings.align_fetch_wait_seconds,
         align_ahead_seconds=settings.align_ahead_seconds, churn_horizon_days=settings.churn_horizon_days,
-        sweep_recheck_seconds=settings.sweep_recheck_seconds)
+        sweep_recheck_seconds=settings.sweep_recheck_seconds, write_group_rows=settings.write_group_rows)
 
 
 def create_app(settings: Settings, *, core: Core | None = None) -> WorkerApp:
@@ -100,6 +105,7 @@ def create_app(settings: Settings, *, core: Core | None = None) -> WorkerApp:
         broker_heartbeat_interval=3.0,
         broker_rebalance_timeout=20.0,
         producer_linger_ms=5,
+        producer_max_batch_size=PRODUCER_MAX_BATCH_BYTES,
         stream_buffer_maxsize=max(4096, settings.batch_max * 2),
         table_standby_replicas=0,
     )

@@ -53,7 +53,7 @@ def test_importing_the_worker_modules_builds_nothing_and_patches_nothing():
 def test_create_app_wires_a_worker_loop_to_faust(tmp_path):
     from aiokafka.consumer.group_coordinator import GroupCoordinator
 
-    from agents.factory import create_app
+    from agents.factory import PRODUCER_MAX_BATCH_BYTES, create_app
     from agents.ports import TableStates
     from pipeline.config import Settings
 
@@ -65,7 +65,11 @@ def test_create_app_wires_a_worker_loop_to_faust(tmp_path):
     assert isinstance(loop.store, TableStates) and loop.store.table is app.tables["customer-state"]
     assert loop.config.input_topics == set(settings.input_topics)
     assert loop.config.batch_max == settings.batch_max
+    assert loop.config.write_group_rows == settings.write_group_rows
     assert GroupCoordinator._cxpulse_patched
+    # the producer's per-partition batch: Faust's 16 KiB default held a live worker's scores
+    # behind the broker's round trips; aiokafka gets the larger one
+    assert app.producer._settings_default()["max_batch_size"] == PRODUCER_MAX_BATCH_BYTES > 16384
 
 
 def test_flush_producer_waits_until_faust_buffer_is_empty():
