@@ -832,7 +832,8 @@ class WorkerLoop:
         the lock and emitted like a batch (its write overlapped): between slices the lock is
         free, so a sweep with thousands due (the stream time jumping, a refit) delays the
         agent's batches by one slice at a time, not by the whole sweep and its write. A slice
-        loads the latest states (those of a batch in flight from the pending overlay)."""
+        loads the latest states (`load_state`: those of batches waiting for a write or being
+        written come from their overlays)."""
         size = max(1, self.config.sweep_slice)
         for start in range(0, len(customers), size):
             async with self.lock:

@@ -746,8 +746,11 @@ def latency_phase(s: Settings, records: list, rate: float, count: int, prefix: s
     key = prefix.encode()
     scores = [m for m in kafka_io.read_topic(s, s.topic_scores, timeout=300) if m.key and m.key.startswith(key)]
     lats, missing = latencies(sent, scores)
-    settled, _ = latencies(sent, scores, since=sent[0][1] + settle) if sent else ([], 0)
-    after = sum(1 for _, t in sent if t >= sent[0][1] + settle) if sent else 0
+    if not sent:
+        return lats, missing, [], math.nan
+    since = sent[0][1] + settle
+    settled, _ = latencies(sent, scores, since=since)
+    after = sum(1 for _, t in sent if t >= since)
     cpu = (cpu_end - cpu_at_settle[0]) / after if cpu_at_settle and after else math.nan
     return lats, missing, settled, cpu
 
