@@ -203,19 +203,24 @@ class ExecutorRowSink:
     def is_open(self) -> bool:
         return self._open
 
-    async def write(self, rows: Rows) -> list[DeadLetterDict]:
-        """Write rows in the sink's thread; opens (and migrates) ClickHouse on first use."""
-        loop = asyncio.get_running_loop()
+    async def _ensure_open(self) -> None:
+        """Open (and migrate) ClickHouse on first use, in the sink's thread."""
         if not self._open:
             self._opening = self._opening or asyncio.Lock()
             async with self._opening:
                 if not self._open:
-                    await loop.run_in_executor(self.executor, self.sink.open)
+                    await asyncio.get_running_loop().run_in_executor(self.executor, self.sink.open)
                     self._open = True
-        await loop.run_in_executor(self.executor, self.sink.write, rows)
+
+    async def write(self, rows: Rows) -> list[DeadLetterDict]:
+        """Write rows in the sink's thread; opens (and migrates) ClickHouse on first use."""
+        await self._ensure_open()
+        await asyncio.get_running_loop().run_in_executor(self.executor, self.sink.write, rows)
         return sink_dead_letters(self.sink.take_rejected(), time.time())
 
     async def run(self, fn: Callable[..., R], *args: Any) -> R:
+        """`fn(*args)` in the sink's thread; opens (and migrates) ClickHouse on first use."""
+        await self._ensure_open()
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     def close(self) -> None:

@@ -191,6 +191,20 @@ class SnapshotBook:
             self.labelled.pop(0)
         return labelled
 
+    def forget(self, customer_id: str) -> int:
+        """Drop a customer's rows from every snapshot (erasure); returns how many."""
+        dropped = 0
+        for snaps in (self.pending, self.labelled):
+            for i, snap in enumerate(snaps):
+                if customer_id not in snap.customer_ids:
+                    continue
+                keep = np.array([c != customer_id for c in snap.customer_ids], dtype=bool)
+                dropped += int((~keep).sum())
+                snaps[i] = Snapshot(snap.t, [c for c, k in zip(snap.customer_ids, keep) if k], snap.features[keep],
+                                    snap.reference[keep], None if snap.labels is None else snap.labels[keep],
+                                    None if snap.within is None else [w for w, k in zip(snap.within, keep) if k])
+        return dropped
+
     @property
     def rows(self) -> int:
         return sum(s.rows for s in self.labelled)

@@ -172,8 +172,13 @@ class Core:
 
     @property
     def population(self) -> PopulationParams:
-        """The churn model's population parameters in use (changed only by `refit_population`)."""
+        """The churn model's population parameters in use (changed by `refit_population`, or
+        `use_population`)."""
         return self._population
+
+    def use_population(self, params: PopulationParams) -> None:
+        """Use `params` from now on (a restarted learning worker: those of its last re-fit)."""
+        self._population = params
 
     def refit_population(self, states: Iterable[CustomerState], as_of: float) -> PopulationParams:
         """Re-fit the population parameters from these customers' states as of `as_of`

@@ -53,6 +53,12 @@ class TickGate(Generic[T]):
         if self.next_tick is None:
             self.next_tick = (ts // self.step + 1) * self.step
 
+    def resume_after(self, tick: float) -> None:
+        """A restarted worker whose last tick was `tick` (its history): the next tick is the one
+        after it, whatever event time comes first (records applied before the restart are not
+        delivered again, so the first one seen may be days past it)."""
+        self.next_tick = tick + self.step
+
     def ticks(self, until: float) -> Iterator[float]:
         """The ticks at or before `until`, in order; `next_tick` already points past each tick
         when it is yielded, so `release()` in the loop body frees what the tick let through."""

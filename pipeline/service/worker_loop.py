@@ -46,7 +46,8 @@ Invariants it owns (docs/fault-tolerance.md tells why each exists):
   of `cxpulse replay`; records later than the next tick wait for it (no offset committed at or
   past them); at a tick the population is re-fitted and the churn model's snapshot taken, a
   retraining runs in `train_executor` and its decision goes out on the models channel, which
-  every worker installs from (`install_model`).
+  every worker installs from (`install_model`). What a tick changed goes to the `history`
+  (ClickHouse), read back before the first batch after a restart (`read_history`).
 - **Drain on stop.** Stopping waits (bounded) for the batch in flight, commits the offsets it
   completed and keeps the lock, so no batch, sweep or erasure starts afterwards.
 
@@ -67,6 +68,7 @@ from pipeline.domain.scoring import profile, score_record
 from pipeline.domain.state import CustomerState
 from pipeline.domain.stream_clock import StreamClock
 from pipeline.learning.churn_model_codec import decode_model
+from pipeline.service.churn_history import TickRecord, mark, restore_book, tick_changes
 from pipeline.service.churn_learning import ChurnLearner, TrainingSet, fit_model
 from pipeline.service.emit_guard import PreparedBatch, guarded_batch, messages_of, prepare
 from pipeline.service.event_time_merge import EventTimeMerge
@@ -78,7 +80,7 @@ from pipeline.service.sweep_index import SweepIndex
 from pipeline.service.processor import OFFSET_SLOT, BatchResult, Core, RawRecord, dead_letter, event_time
 from pipeline.service.tick_gate import REFIT_EVERY, TickGate
 from pipeline.service.worker_ports import (
-    Clock, InputPartitions, ModelChannel, OutputsPublisher, RowSink, StateStore, WorkerMetrics,
+    ChurnHistory, Clock, InputPartitions, ModelChannel, OutputsPublisher, RowSink, StateStore, WorkerMetrics,
 )
 from schemas.records import ScoreDict
 
@@ -151,7 +153,8 @@ class WorkerLoop:
     def __init__(self, core: Core, config: LoopConfig, *, store: StateStore, outputs: OutputsPublisher,
                  rows: RowSink, inputs: InputPartitions, clock: Clock, metrics: WorkerMetrics,
                  fetch_backtest_rows: FetchRows | None = None, learner: ChurnLearner | None = None,
-                 models: ModelChannel | None = None, train_executor: Executor | None = None) -> None:
+                 models: ModelChannel | None = None, train_executor: Executor | None = None,
+                 history: ChurnHistory | None = None) -> None:
         self.core = core
         self.config = config
         self.store = store
@@ -193,7 +196,7 @@ class WorkerLoop:
         self.agent_batch_at = 0.0   # when the agent last applied what it could (the idle timer covers silences only)
         self._slot_of_topic = config.slot_of_topic
         self._input_topics = config.input_topics
-        # Learning the churn model (docs/churn-model.md, "In the worker"): event-time ticks as
+        # Learning the churn model (docs/evaluation.md §7, "In the worker"): event-time ticks as
         # in `cxpulse replay`; records later than the next tick wait in `gate` for it.
         self.learner = learner
         self.models = models
@@ -201,6 +204,10 @@ class WorkerLoop:
         self.gate: TickGate[tuple[TP, int, RawRecord]] | None = (
             TickGate(config.tick_seconds, core.params.lateness_seconds) if learner is not None else None)
         self.last_refit = float("-inf")
+        # where a learning worker's history is kept across restarts (pipeline/service/churn_history.py),
+        # read back before the first batch
+        self.history = history
+        self.history_read = history is None
         self.progress: dict[TP, float] = {}       # input partition -> latest event time released from it
         self.training_lock = asyncio.Lock()       # trainings run one after the other, off the event loop
         self.trainings: set[asyncio.Task] = set()
@@ -237,6 +244,8 @@ class WorkerLoop:
         before, of an older generation or a revoked partition). The records that continue
         their partitions exactly go into the event-time merge; partitions that skipped
         records are sought back; then what the merge releases is applied."""
+        if not self.history_read:
+            await self.read_history()
         selection = await self.select_in_order(delivered, stale)
         for d in selection.accepted:
             self.merge.add(d.tp, d.record.offset, event_time(d.record.value), d.record)
@@ -358,11 +367,16 @@ class WorkerLoop:
         gc.disable()   # no collection walks the states decoded for the tick (TICK_LOAD_TURN_SECONDS)
         try:
             states = await self._owned_states_in_slices()
-            data = await asyncio.get_running_loop().run_in_executor(None, self._learn_at, now, states)
+            data, record = await asyncio.get_running_loop().run_in_executor(None, self._learn_at, now, states)
             await self._drop_in_slices(states)
         finally:
             if collecting:
                 gc.enable()
+        if self.history is not None:
+            try:
+                await self.rows.run(self.history.save, record)
+            except Exception:   # the book in memory is whole; a restart would take this tick again
+                log.exception("churn history of the tick at %s not written", now)
         if data is not None:
             task = asyncio.get_running_loop().create_task(self._train(now, data))   # not awaited: batches go on
             self.trainings.add(task)
@@ -396,15 +410,47 @@ class WorkerLoop:
                 await asyncio.sleep(0)
                 turn_at = self.clock.monotonic() + TICK_LOAD_TURN_SECONDS
 
-    def _learn_at(self, now: float, states: dict[str, CustomerState]) -> TrainingSet | None:
+    def _learn_at(self, now: float, states: dict[str, CustomerState]) -> tuple[TrainingSet | None, TickRecord]:
         """The tick's computation (in a thread): re-fit, snapshot, and the training set when a
-        retraining is due (a copy of the labelled history at this tick)."""
+        retraining is due (a copy of the labelled history at this tick); with what the tick
+        changed, for the history."""
         assert self.learner is not None
+        before = mark(self.learner.book)
+        refit = None
         if now - self.last_refit >= REFIT_EVERY:
-            self.core.refit_population(states.values(), as_of=now)
+            refit = self.core.refit_population(states.values(), as_of=now)
             self.last_refit = now
         self.learner.snapshot(now, states, self.core)
-        return self.learner.training_set(now) if self.learner.retrain_due(now) else None
+        retrain = self.learner.retrain_due(now)
+        data = self.learner.training_set(now) if retrain else None
+        return data, tick_changes(before, self.learner.book, now, refit=refit, retrain=retrain)
+
+    async def read_history(self) -> None:
+        """Once, before the first batch: read the learning worker's history back (a restart):
+        its snapshot book, population parameters and retraining schedule."""
+        self.history_read = True
+        if self.history is None or self.learner is None:
+            return
+        learner = self.learner
+        try:
+            restored = await self.rows.run(self.history.load, learner.horizon_days, learner.book.max_rows)
+        except Exception:
+            log.exception("churn history not read: the snapshot book starts anew")
+            return
+        if restored is None:
+            log.info("churn history: none for this horizon and feature set, the snapshot book starts anew")
+            return
+        p = restored.progress
+        restore_book(learner.book, restored.ticks, restored.rows, p.last_tick)
+        learner.last_train, self.last_refit = p.last_train, p.last_refit
+        if self.gate is not None:   # no tick at or before the last one runs again
+            self.gate.resume_after(p.last_tick)
+        if p.population is not None:
+            self.core.use_population(p.population)
+        pos, neg, leavers = learner.book.counts()
+        log.info("churn history read back to the tick at %s: %d snapshots pending, %d labelled (%d leaving / %d "
+                 "staying rows from %d leavers)", p.last_tick, len(learner.book.pending), len(learner.book.labelled),
+                 pos, neg, leavers)
 
     async def _train(self, now: float, data: TrainingSet) -> None:
         """Train in `train_executor` (another process in the worker: no share of the event
@@ -447,7 +493,7 @@ class WorkerLoop:
         not have been produced to yet (a backfill), and its events decide the ticks
         (`_apply_gated`). The caller skips it during a rebalance."""
         gate = self.gate
-        if gate is None or gate.next_tick is None or self.lock.locked():
+        if gate is None or gate.next_tick is None or self.lock.locked() or not self.history_read:
             return
         if self.clock.monotonic() - self.agent_batch_at < self.config.tick_quiet_seconds:
             return
@@ -874,6 +920,8 @@ class WorkerLoop:
             cid = key.decode()
             state = self.load_state(cid) or CustomerState(customer_id=cid)
             self.store.store(cid, state.erasure_marker(requested_at))
+            if self.learner is not None:   # nor is the customer kept in the churn model's snapshots
+                self.learner.book.forget(cid)
         await self.outputs.delete_score(key)
         log.info("erased customer state (%d-byte key)", len(key))
 

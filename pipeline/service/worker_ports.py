@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, Hashable, Iterable, Mapping, Protocol, TypeVar
 
 from pipeline.domain.state import CustomerState
+from pipeline.service.churn_history import Restored, TickRecord
 from pipeline.service.processor import BatchResult
 from schemas.records import DeadLetterDict
 
@@ -63,7 +64,8 @@ class RowSink(Protocol):
     @property
     def is_open(self) -> bool: ...
     async def run(self, fn: Callable[..., R], *args: Any) -> R:
-        """Run `fn(*args)` where the sink's client lives (its thread), e.g. the live backtest."""
+        """Run `fn(*args)` where the sink's client lives (its thread), e.g. the live backtest
+        (opening the store on first use, as `write`)."""
 
 
 class InputPartitions(Protocol):
@@ -98,6 +100,16 @@ class ModelChannel(Protocol):
     async def publish(self, model: Any, card: Any) -> None:
         """Publish `model` (a learned churn model, or None: the hand-set model serves) with the
         card of the latest trained model, awaited until the broker has it."""
+
+
+class ChurnHistory(Protocol):
+    """Where a learning worker keeps what each tick changed, across restarts
+    (pipeline/service/churn_history.py; ClickHouse in the worker). Called in the row sink's
+    thread (`RowSink.run`)."""
+
+    def save(self, record: TickRecord) -> None: ...
+    def load(self, horizon_days: float, max_rows: int) -> Restored | None:
+        """The history a learner of `horizon_days` restores (None: none for it)."""
 
 
 class Clock(Protocol):

@@ -168,6 +168,8 @@ def written_counts(batches: list[dict[str, list[dict]]]) -> dict[str, int]:
         "cx_alerts": lambda r: (r["alert_id"], r["status"]),
         "cx_complaints": lambda r: (r["customer_id"], r["complaint_id"]),
         "cx_case_events": lambda r: (r["customer_id"], r["alert_id"], r["action_id"]),
+        "cx_churn_snapshots": lambda r: (r["snapshot_at"], r["customer_id"]),
+        "cx_churn_labels": lambda r: (r["snapshot_at"], r["customer_id"], r["stage"]),
     }
     out = {t: len({k(r) for b in batches for r in b.get(t, [])}) for t, k in keys.items()}
     out["cx_scores_latest"] = len({r["customer_id"] for b in batches for r in b["cx_scores_history"]})
@@ -571,6 +573,13 @@ def test_erase_removes_the_customer_everywhere(sink):
     rows = [r for b in batches for rs in b.values() for r in rs]
     victim = max({r["customer_id"] for r in rows if "complaint_id" in r and r.get("complaint_id")
                   and any(a.get("alert_id") and a["customer_id"] == r["customer_id"] for a in rows)})
+    # a learning worker's churn history (migration 007): the victim's snapshot rows and labels, and another's
+    day = datetime(2026, 5, 1, tzinfo=timezone.utc)
+    sink.write({"cx_churn_snapshots": [{"snapshot_at": day, "customer_id": c, "features": [0.5, float("nan")],
+                                        "reference": 0.2, "feature_set": "f"} for c in (victim, "someone-else")],
+                "cx_churn_labels": [{"snapshot_at": day, "customer_id": c, "stage": stage, "within": True,
+                                     "churned": None if stage == 1 else False}
+                                    for c in (victim, "someone-else") for stage in (1, 2)]})
     before = {t: sink.client.command(f"SELECT count() FROM {t} WHERE customer_id = '{victim}'") for t in BASE_TABLES}
     # (cx_case_events holds no rows here; its erasure is tested in tests/integration/test_case_analytics.py)
     assert all(n for t, n in before.items() if t != "cx_case_events"), before
@@ -652,3 +661,43 @@ def test_queries_on_a_known_dataset(sink):
     k = queries.kpis(sink.client)
     assert k["events"] == 6 and k["customers"] == 4 and k["csat"] == 50.0 and k["churn_alerts_firing"] == 2
     assert k["sla_compliance"] == 0.5 and k["avg_cxi"] is None and k["scored_customers"] == 0
+
+
+# --- the learning worker's churn history (migration 007) -------------------------------------
+
+def test_the_churn_history_reads_back_from_clickhouse_what_was_written(sink):
+    """A learning worker (in-memory ports) over a 250-customer, 75-day stream writes each tick
+    to ClickHouse and to the in-memory history of the unit tests at once: both read back the
+    same progress, ticks and rows (features bit for bit, NaN included), with the book's default
+    row bound and with one that drops the oldest labelled snapshots."""
+    import asyncio
+
+    import numpy as np
+
+    from pipeline.adapters.clickhouse.churn_history import ClickHouseChurnHistory
+    from tests.unit.test_worker_learning import HORIZON_DAYS, History, _run_worker, _stream
+
+    class Both:
+        def __init__(self, *targets) -> None:
+            self.targets = targets
+
+        def save(self, record) -> None:
+            for target in self.targets:
+                target.save(record)
+
+    memory, clickhouse = History(), ClickHouseChurnHistory(sink)
+    values, keys, topics = _stream()
+    loop, learner, _, _ = asyncio.run(_run_worker(values, keys, topics, history=Both(memory, clickhouse)))
+    assert learner.book.labelled and any(np.isnan(s.features).any() for s in learner.book.labelled)
+    for max_rows in (500_000, 5_000):
+        want, got = memory.load(HORIZON_DAYS, max_rows), clickhouse.load(HORIZON_DAYS, max_rows)
+        assert want is not None and got is not None
+        assert got.progress == want.progress and got.ticks == want.ticks
+        assert got.progress.last_tick == learner.book.pending[-1].t and got.progress.population == loop.core.population
+        assert len(got.rows) == len(want.rows) > 0
+        for a, b in zip(got.rows, want.rows):
+            assert (a.t, a.customer_id, a.within, a.read, a.label) == (b.t, b.customer_id, b.within, b.read, b.label)
+            assert np.array_equal(np.asarray(a.features, np.float32), np.asarray(b.features, np.float32), equal_nan=True)
+            assert np.float32(a.reference) == np.float32(b.reference)
+    assert len(clickhouse.load(HORIZON_DAYS, 5_000).ticks) < len(clickhouse.load(HORIZON_DAYS, 500_000).ticks)
+    assert clickhouse.load(HORIZON_DAYS * 2, 500_000) is None   # another horizon: a new book

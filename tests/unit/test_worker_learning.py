@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import gc
+import json
 import zlib
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 
 import numpy as np
@@ -21,6 +23,8 @@ from pipeline.config import Settings
 from pipeline.learning import churn_trainer
 from pipeline.learning.churn_model_codec import decode_model, encode_model
 from pipeline.service import shared_training_set
+from pipeline.domain.churn import PopulationParams
+from pipeline.service.churn_history import FEATURE_SET, progress_of, read_history, record_rows
 from pipeline.service.churn_learning import ChurnLearner, TrainingSet
 from pipeline.service.shared_training_set import share
 from pipeline.service.processor import RawRecord
@@ -63,7 +67,7 @@ def _stream():
     return [r.value for r in stream.records], [r.key for r in stream.records], [TOPIC[r.kind] for r in stream.records]
 
 
-async def _run_worker(values, keys, topics, chunk: int = 400, train_executor=None):
+async def _run_worker(values, keys, topics, chunk: int = 400, train_executor=None, history=None):
     settings = Settings()
     log: list = []
     ends: dict = {}
@@ -73,7 +77,8 @@ async def _run_worker(values, keys, topics, chunk: int = 400, train_executor=Non
     core = build_core(settings)
     loop = WorkerLoop(core, LoopConfig(topic_for_type=settings.topic_for_type, align_idle_seconds=0.0),
                       store=Store(log), outputs=Outputs(log), rows=Rows(log), inputs=inputs, clock=Clock(NOW),
-                      metrics=Metrics(), learner=learner, models=models, train_executor=train_executor)
+                      metrics=Metrics(), learner=learner, models=models, train_executor=train_executor,
+                      history=history)
     delivered = []
     for value, key, topic in zip(values, keys, topics):
         tp = TP(topic, zlib.crc32(key) % 2)
@@ -292,3 +297,144 @@ def test_a_training_set_goes_to_another_process_through_shared_memory_unchanged(
     assert (back.leavers, back.horizon_days) == (17, 30.0)
     with pytest.raises(FileNotFoundError):   # the creator unlinked the block
         shared.load()
+
+
+class History:
+    """The ChurnHistory port in memory: the rows ClickHouse holds (a row written twice counts once)."""
+
+    def __init__(self) -> None:
+        self.snaps: list = []
+        self.labels: list = []
+        self.ticks: list = []
+        self.restored = None   # what the last `load` gave
+
+    def save(self, record) -> None:
+        snaps, labels, tick = record_rows(record)
+        self.snaps += snaps
+        self.labels += labels
+        self.ticks.append(tick)
+
+    def load(self, horizon_days: float, max_rows: int):
+        def counts():
+            return sorted(Counter(t for t, _ in {(r[0], r[1]) for r in self.snaps}).items())
+
+        def rows_since(since: float):
+            return [r for r in self.snaps if r[0] >= since], [r for r in self.labels if r[0] >= since]
+        self.restored = read_history(self.ticks, counts, rows_since, horizon_days, max_rows)
+        return self.restored
+
+
+class Resumed(Inputs):
+    """The input partitions of a restarted worker: it starts at the committed offsets."""
+
+    def __init__(self, log: list, ends: dict, committed: dict) -> None:
+        super().__init__(log, ends)
+        self.committed = committed
+
+    async def start_offset(self, tp) -> int:
+        return self.committed.get(tp, 0)
+
+
+async def _run_with_restart(values, keys, topics, history: History, restart_at: float, chunk: int = 400):
+    """A learning worker over the first `restart_at` of the stream, stopped once its trainings
+    are done and its offsets committed; a new one (new core, new learner) over the same state
+    store and history, fed from the committed offsets on (what was applied but not committed
+    comes again)."""
+    settings = Settings()
+    log: list = []
+    ends: dict = {}
+    store = Store(log)
+    delivered = []
+    for value, key, topic in zip(values, keys, topics):
+        tp = TP(topic, zlib.crc32(key) % 2)
+        offset = ends.get(tp, 0)
+        ends[tp] = offset + 1
+        delivered.append(Delivered(tp, RawRecord(tp.topic, tp.partition, offset, key, value)))
+
+    def worker(inputs):
+        learner, models = ChurnLearner(HORIZON_DAYS), Models()
+        loop = WorkerLoop(build_core(settings), LoopConfig(topic_for_type=settings.topic_for_type, align_idle_seconds=0.0),
+                          store=store, outputs=Outputs(log), rows=Rows(log), inputs=inputs, clock=Clock(NOW),
+                          metrics=Metrics(), learner=learner, models=models, history=history)
+        return loop, learner, models
+
+    first, first_learner, first_models = worker(Inputs(log, ends))
+    cut = int(len(delivered) * restart_at)
+    for i in range(0, cut, chunk):
+        await first.deliver(delivered[i:min(i + chunk, cut)])
+    while first.trainings:
+        await asyncio.gather(*list(first.trainings))
+    await first.commit_completed_inputs()
+    committed = first.inputs.commits[-1]
+    second, second_learner, second_models = worker(Resumed(log, ends, committed))
+    rest = [d for d in delivered if d.record.offset >= committed.get(d.tp, 0)]
+    assert len(rest) > len(delivered) - cut   # some records applied before the restart come again
+    for i in range(0, len(rest), chunk):
+        await second.deliver(rest[i:i + chunk])
+    while second.trainings:
+        await asyncio.gather(*list(second.trainings))
+    return first, first_learner, first_models, second, second_learner, second_models
+
+
+@pytest.mark.parametrize("restart_at", [0.45, 0.8])
+def test_a_restarted_learning_worker_reads_its_history_back_and_trains_what_replay_trains(small_minimums, restart_at):
+    """Stopped part-way (after some trainings at 0.8, before the first at 0.45) and started again
+    with a new core and learner over the same states and history: the book, the population
+    parameters and the retraining schedule come back, and the two workers' trainings together
+    are replay's, down to the model served at the end."""
+    values, keys, topics = _stream()
+    r_learner = ChurnLearner(HORIZON_DAYS)
+    r_core = build_core(Settings())
+    replay(values, r_core, clock=lambda: NOW, learner=r_learner)
+
+    history = History()
+    first, first_learner, _, second, second_learner, second_models = asyncio.run(
+        _run_with_restart(values, keys, topics, history, restart_at))
+    # read back to the first worker's last tick
+    assert history.restored is not None and history.restored.progress.last_tick == first_learner.book.pending[-1].t
+    assert [s.t for s in second_learner.book.labelled] == [s.t for s in r_learner.book.labelled]
+    for a, b in zip(second_learner.book.labelled + second_learner.book.pending,
+                    r_learner.book.labelled + r_learner.book.pending):
+        assert a.t == b.t and a.customer_ids == b.customer_ids
+        assert np.array_equal(a.features, b.features, equal_nan=True) and np.array_equal(a.reference, b.reference)
+        assert (a.labels is None and b.labels is None) or np.array_equal(a.labels, b.labels)
+        assert a.within == b.within
+    assert second.core.population == r_core.population
+    cards = [c.to_dict() for c in first_learner.cards + second_learner.cards]
+    assert cards == [c.to_dict() for c in r_learner.cards] and len(second_learner.cards) >= 1
+    assert second.core.churn_model is not None and second.core.churn_model.version == r_core.churn_model.version
+    assert np.array_equal(second.core.churn_model.coef, r_core.churn_model.coef)
+
+
+def test_without_its_history_a_restarted_learning_worker_starts_a_new_book(small_minimums):
+    """The contrast: the same restart with the history lost trains other models than replay."""
+    values, keys, topics = _stream()
+    r_learner = ChurnLearner(HORIZON_DAYS)
+    replay(values, build_core(Settings()), clock=lambda: NOW, learner=r_learner)
+    history = History()
+    history.load = lambda horizon_days, max_rows: None   # type: ignore[method-assign]
+    _, first_learner, _, _, second_learner, _ = asyncio.run(_run_with_restart(values, keys, topics, history, 0.8))
+    assert [c.to_dict() for c in first_learner.cards + second_learner.cards] != [c.to_dict() for c in r_learner.cards]
+    assert len(second_learner.book.labelled) < len(r_learner.book.labelled)
+
+
+def test_history_of_another_horizon_or_feature_set_is_not_read():
+    tick = (10 * DAY, HORIZON_DAYS, FEATURE_SET, True, True, json.dumps(asdict(PopulationParams(r=1.5))))
+    progress = progress_of([tick], HORIZON_DAYS)
+    assert progress is not None and progress.population == PopulationParams(r=1.5)
+    assert progress.last_tick == progress.last_train == progress.last_refit == 10 * DAY
+    assert progress_of([tick], 30.0) is None
+    assert progress_of([(11 * DAY, HORIZON_DAYS, "another build", False, False, "")] + [tick], HORIZON_DAYS) is None
+    assert progress_of([], HORIZON_DAYS) is None
+
+
+def test_an_erased_customer_leaves_the_churn_models_snapshots():
+    loop, inputs, store, records = _learning_world()
+    asyncio.run(loop.watch_stalls())
+    asyncio.run(loop.deliver(records([touchpoint("a"), touchpoint("c", when=at(hours=2)),
+                                      touchpoint("d", when=at(hours=17))])))   # past midnight + 1 h: the tick ran
+    [snap] = loop.learner.book.pending
+    assert snap.customer_ids == ["a", "c"]
+    asyncio.run(loop.erase(b"a", T0.timestamp() + 18 * 3600))
+    [snap] = loop.learner.book.pending
+    assert snap.customer_ids == ["c"] and snap.features.shape[0] == 1 and len(snap.reference) == 1

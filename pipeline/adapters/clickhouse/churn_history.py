@@ -1,0 +1,62 @@
+"""The learning worker's churn-model history in ClickHouse (migration 007): what each tick
+changed, written through the sink (its retries and dedup tokens), and read back by a restarted
+worker (pipeline/service/churn_history.py says what and why). Called in the sink's thread."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from pipeline.adapters.clickhouse.sink import ClickHouseSink
+from pipeline.adapters.clickhouse.tables import CHURN_LABELS, CHURN_SNAPSHOTS, CHURN_TICKS
+from pipeline.service.churn_history import (
+    FEATURE_SET, LabelRow, Restored, SnapshotRow, TickRecord, TickRow, read_history, record_rows)
+
+
+def _dt(t: float) -> datetime:
+    return datetime.fromtimestamp(t, timezone.utc)
+
+
+_MS = "toUnixTimestamp64Milli({col}) / 1000"
+
+
+class ClickHouseChurnHistory:
+    def __init__(self, sink: ClickHouseSink) -> None:
+        self.sink = sink
+
+    def save(self, record: TickRecord) -> None:
+        """Write the tick's rows, its tick row last (a tick is done once its row is stored)."""
+        snaps, labels, tick = record_rows(record)
+        self.sink.write({
+            CHURN_SNAPSHOTS: [{"snapshot_at": _dt(t), "customer_id": cid, "features": f, "reference": ref,
+                               "feature_set": record.feature_set} for t, cid, f, ref in snaps],
+            CHURN_LABELS: [{"snapshot_at": _dt(t), "customer_id": cid, "stage": stage, "within": w, "churned": y}
+                           for t, cid, stage, w, y in labels],
+        })
+        t, horizon, feature_set, refit, retrain, population = tick
+        self.sink.write({CHURN_TICKS: [{"tick_at": _dt(t), "horizon_days": horizon, "feature_set": feature_set,
+                                        "refit": refit, "retrain": retrain, "population": population}]})
+
+    def load(self, horizon_days: float, max_rows: int) -> Restored | None:
+        client = self.sink.client
+        ticks: list[TickRow] = [
+            (float(t), float(h), str(fs), bool(refit), bool(retrain), str(pop))
+            for t, h, fs, refit, retrain, pop in client.query(
+                f"SELECT {_MS.format(col='tick_at')}, horizon_days, feature_set, refit, retrain, population "
+                f"FROM {CHURN_TICKS} FINAL").result_rows]
+
+        def counts() -> list[tuple[float, int]]:
+            return [(float(t), int(n)) for t, n in client.query(
+                f"SELECT {_MS.format(col='snapshot_at')} AS t, count() FROM {CHURN_SNAPSHOTS} FINAL "
+                "WHERE feature_set = {fs:String} GROUP BY t", parameters={"fs": FEATURE_SET}).result_rows]
+
+        def rows_since(since: float) -> tuple[list[SnapshotRow], list[LabelRow]]:
+            bound = {"fs": FEATURE_SET, "since": _dt(max(since, 0.0))}
+            snaps = [(float(t), cid, list(f), float(ref)) for t, cid, f, ref in client.query(
+                f"SELECT {_MS.format(col='snapshot_at')}, customer_id, features, reference FROM {CHURN_SNAPSHOTS} "
+                "FINAL WHERE feature_set = {fs:String} AND snapshot_at >= {since:DateTime64(3, 'UTC')}",
+                parameters=bound).result_rows]
+            labels = [(float(t), cid, int(stage), w, y) for t, cid, stage, w, y in client.query(
+                f"SELECT {_MS.format(col='snapshot_at')}, customer_id, stage, within, churned FROM {CHURN_LABELS} "
+                "FINAL WHERE snapshot_at >= {since:DateTime64(3, 'UTC')}", parameters=bound).result_rows]
+            return snaps, labels
+
+        return read_history(ticks, counts, rows_since, horizon_days, max_rows)
