@@ -375,7 +375,8 @@ class WorkerLoop:
         if self.history is not None:
             try:
                 await self.rows.run(self.history.save, record)
-            except Exception:   # the book in memory is whole; a restart would take this tick again
+            except Exception:   # the book in memory is whole; after a restart the history goes on
+                # from the last tick written, and this one is taken again from the states then
                 log.exception("churn history of the tick at %s not written", now)
         if data is not None:
             task = asyncio.get_running_loop().create_task(self._train(now, data))   # not awaited: batches go on
