@@ -67,10 +67,23 @@ def _stream():
     return [r.value for r in stream.records], [r.key for r in stream.records], [TOPIC[r.kind] for r in stream.records]
 
 
+def _delivered(values, keys, topics) -> tuple[list[Delivered], dict]:
+    """The stream's records on two partitions per topic (by a hash of the key), with the log
+    end offsets they make."""
+    ends: dict = {}
+    delivered = []
+    for value, key, topic in zip(values, keys, topics):
+        tp = TP(topic, zlib.crc32(key) % 2)
+        offset = ends.get(tp, 0)
+        ends[tp] = offset + 1
+        delivered.append(Delivered(tp, RawRecord(tp.topic, tp.partition, offset, key, value)))
+    return delivered, ends
+
+
 async def _run_worker(values, keys, topics, chunk: int = 400, train_executor=None, history=None):
     settings = Settings()
     log: list = []
-    ends: dict = {}
+    delivered, ends = _delivered(values, keys, topics)
     inputs = Inputs(log, ends)
     models = Models()
     learner = ChurnLearner(HORIZON_DAYS)
@@ -79,12 +92,6 @@ async def _run_worker(values, keys, topics, chunk: int = 400, train_executor=Non
                       store=Store(log), outputs=Outputs(log), rows=Rows(log), inputs=inputs, clock=Clock(NOW),
                       metrics=Metrics(), learner=learner, models=models, train_executor=train_executor,
                       history=history)
-    delivered = []
-    for value, key, topic in zip(values, keys, topics):
-        tp = TP(topic, zlib.crc32(key) % 2)
-        offset = ends.get(tp, 0)
-        ends[tp] = offset + 1
-        delivered.append(Delivered(tp, RawRecord(tp.topic, tp.partition, offset, key, value)))
     for i in range(0, len(delivered), chunk):
         await loop.deliver(delivered[i:i + chunk])
     while loop.trainings:
@@ -342,14 +349,8 @@ async def _run_with_restart(values, keys, topics, history: History, restart_at: 
     comes again)."""
     settings = Settings()
     log: list = []
-    ends: dict = {}
     store = Store(log)
-    delivered = []
-    for value, key, topic in zip(values, keys, topics):
-        tp = TP(topic, zlib.crc32(key) % 2)
-        offset = ends.get(tp, 0)
-        ends[tp] = offset + 1
-        delivered.append(Delivered(tp, RawRecord(tp.topic, tp.partition, offset, key, value)))
+    delivered, ends = _delivered(values, keys, topics)
 
     def worker(inputs):
         learner, models = ChurnLearner(HORIZON_DAYS), Models()
