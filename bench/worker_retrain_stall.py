@@ -55,6 +55,15 @@ class Store:
     def store(self, cid, state):
         self.states[cid] = state
 
+    def encode(self, state):
+        return encode_state(state)
+
+    def decode(self, cid, raw):
+        return decode_state(raw, cid)
+
+    def put(self, cid, raw, state):
+        self.states[cid] = state if state is not None else decode_state(raw, cid)
+
     def keys(self):
         return list(self.states)
 
@@ -70,9 +79,20 @@ class EncodedStore:
         return self.live.load(cid, self.table.get(cid))
 
     def store(self, cid, state):
-        raw = encode_state(state)
+        self.put(cid, encode_state(state), state)
+
+    def encode(self, state):
+        return encode_state(state)
+
+    def decode(self, cid, raw):
+        return decode_state(raw, cid)
+
+    def put(self, cid, raw, state):
         self.table[cid] = raw
-        self.live.stored(cid, raw, state)
+        if state is None:
+            self.live.forget(cid)
+        else:
+            self.live.stored(cid, raw, state)
 
     def keys(self):
         return list(self.table)
