@@ -245,23 +245,50 @@ def mbgnbd_log_likelihood(params, x, t_x, T):
     return common + np.logaddexp(alive, dropped)
 
 
+POPULATION_MAX_CUSTOMERS = 20_000   # customers a population fit reads (the first by customer id)
+
+
+@dataclass(frozen=True)
+class PopulationInput:
+    """One customer's share of a population fit: its activity summary as of the fit and its
+    decayed incident counts and chances (count, chances per incident factor, in
+    OPPORTUNITY_KEY's order). Detached from the state: the worker gathers them on its event
+    loop a slice at a time and fits in a thread (pipeline/service/worker_loop.py)."""
+    customer_id: str
+    activity: tuple[int, float, float] | None
+    incidents: tuple[float, ...]
+
+
+def population_input(state: CustomerState, as_of: float) -> PopulationInput:
+    return PopulationInput(state.customer_id, activity_summary(state, as_of),
+                           tuple(v for name, key in OPPORTUNITY_KEY.items()
+                                 for v in (state.acc.get(FACTOR_KEY[name], 0.0), state.acc.get(key, 0.0))))
+
+
 def fit_population(states: Iterable[CustomerState], prior: PopulationParams | None = None,
                    as_of: float | None = None, min_customers: int = 50,
-                   max_customers: int = 20_000) -> PopulationParams:
+                   max_customers: int = POPULATION_MAX_CUSTOMERS) -> PopulationParams:
     """Maximum-likelihood MBG/NBD fit on up to `max_customers` purchase summaries as of
-    `as_of` (default: the latest event seen). Keeps the prior when too few customers
-    have purchased, or when the optimiser does not converge."""
+    `as_of` (default: the latest event seen), the customers first by id
+    (`fit_population_inputs`). Keeps the prior when too few customers have purchased, or when
+    the optimiser does not converge."""
+    # customer-id order: the same customers and the same sums whatever order they arrived in
+    states = sorted(states, key=lambda s: s.customer_id)
+    if as_of is None:
+        as_of = max((s.wm for s in states), default=0.0)
+    return fit_population_inputs([population_input(s, as_of) for s in states[:max_customers]], prior, min_customers)
+
+
+def fit_population_inputs(inputs: list[PopulationInput], prior: PopulationParams | None = None,
+                          min_customers: int = 50) -> PopulationParams:
+    """`fit_population` on the customers' inputs (in customer-id order)."""
     import numpy as np
     from scipy.optimize import minimize
 
     prior = prior or PopulationParams()
-    # customer-id order: the same customers and the same sums whatever order they arrived in
-    states = sorted(states, key=lambda s: s.customer_id)
-    incident_rates = fit_incident_rates(states[:max_customers], prior.incident_rates)
+    incident_rates = _incident_rates(inputs, prior.incident_rates)
     prior = replace(prior, incident_rates=incident_rates)
-    if as_of is None:
-        as_of = max((s.wm for s in states), default=0.0)
-    rows = [row for s in states[:max_customers] if (row := activity_summary(s, as_of)) is not None]
+    rows = [i.activity for i in inputs if i.activity is not None]
     if len(rows) < min_customers:
         return prior
     x, t_x, T = (np.array(col, dtype=float) for col in zip(*rows))
@@ -292,11 +319,16 @@ def fit_incident_rates(states: Iterable[CustomerState], prior: dict[str, float])
     """The population's incidents per chance for each incident factor (pooled decayed
     counts over pooled decayed chances); a factor keeps its prior until the population
     has had MIN_CHANCES chances."""
-    counts = dict.fromkeys(OPPORTUNITY_KEY, 0.0)
-    chances = dict.fromkeys(OPPORTUNITY_KEY, 0.0)
-    for s in states:
-        for name, key in OPPORTUNITY_KEY.items():
-            counts[name] += s.acc.get(FACTOR_KEY[name], 0.0)
-            chances[name] += s.acc.get(key, 0.0)
+    return _incident_rates([population_input(s, 0.0) for s in states], prior)
+
+
+def _incident_rates(inputs: Iterable[PopulationInput], prior: dict[str, float]) -> dict[str, float]:
+    names = list(OPPORTUNITY_KEY)
+    counts = dict.fromkeys(names, 0.0)
+    chances = dict.fromkeys(names, 0.0)
+    for i in inputs:
+        for n, name in enumerate(names):
+            counts[name] += i.incidents[2 * n]
+            chances[name] += i.incidents[2 * n + 1]
     return {name: round(min(1.0, counts[name] / chances[name]), 6) if chances[name] >= MIN_CHANCES else prior[name]
-            for name in OPPORTUNITY_KEY}
+            for name in names}

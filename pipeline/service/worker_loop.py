@@ -64,6 +64,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Hashable, Mapping, Sequence
 
+from pipeline.domain.churn import POPULATION_MAX_CUSTOMERS, PopulationInput, fit_population_inputs, population_input
 from pipeline.domain.scoring import profile, score_record
 from pipeline.domain.state import CustomerState
 from pipeline.domain.stream_clock import StreamClock
@@ -204,6 +205,7 @@ class WorkerLoop:
         self.gate: TickGate[tuple[TP, int, RawRecord]] | None = (
             TickGate(config.tick_seconds, core.params.lateness_seconds) if learner is not None else None)
         self.last_refit = float("-inf")
+        self.refitting = False   # a wall-clock re-fit is gathering its inputs or fitting
         # where a learning worker's history is kept across restarts (pipeline/service/churn_history.py),
         # read back before the first batch
         self.history = history
@@ -895,12 +897,36 @@ class WorkerLoop:
                     self._schedule(result)
             await asyncio.sleep(0)   # let a woken agent reach the lock (asyncio.Lock is fair: it goes next)
 
-    def refit_population(self) -> None:
+    async def refit_population(self) -> None:
         """Re-fit the churn model's population parameters from this worker's customers (on
-        the wall-clock timer; a learning worker re-fits at its event-time ticks instead)."""
-        if self.gate is not None:
+        the wall-clock timer, and once after start-up; a learning worker re-fits at its
+        event-time ticks instead). The fit reads the first POPULATION_MAX_CUSTOMERS owned
+        customers by id (as `fit_population` does): their inputs are gathered on the event loop
+        a slice at a time (TICK_LOAD_TURN_SECONDS), batches going on between slices, and the
+        fit runs in a thread. At 100k customers the old way decoded every state in one go and
+        held the loop for 6-7 s."""
+        if self.gate is not None or self.refitting:
             return
-        self.core.refit_population(self.owned_states(list(self.store.keys())), as_of=self.now())
+        self.refitting = True
+        try:
+            as_of = self.now()
+            owned = self._owned_slots()
+            inputs: list[PopulationInput] = []
+            turn_at = self.clock.monotonic() + TICK_LOAD_TURN_SECONDS
+            for cid in sorted(self.store.keys()):
+                if len(inputs) >= POPULATION_MAX_CUSTOMERS:
+                    break
+                state = self.load_state(cid)
+                if state is not None and state.fed_from(owned):
+                    inputs.append(population_input(state, as_of))
+                if self.clock.monotonic() >= turn_at:
+                    await asyncio.sleep(0)
+                    turn_at = self.clock.monotonic() + TICK_LOAD_TURN_SECONDS
+            params = await asyncio.get_running_loop().run_in_executor(
+                None, fit_population_inputs, inputs, self.core.population)
+        finally:
+            self.refitting = False
+        self.core.use_population(params)
         if self.sweep_index is not None:   # everyone's risk moved: everyone is due
             self.sweep_index.schedule_all(self.now())
         log.info("population re-fitted: %s", self.core.population)

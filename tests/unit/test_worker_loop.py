@@ -6,6 +6,7 @@ erasure and drain on stop."""
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timezone
 from typing import NamedTuple
 
 import orjson
@@ -17,6 +18,7 @@ from pipeline.bootstrap import build_core
 from pipeline.config import Settings
 from pipeline.domain.state import CustomerState
 from pipeline.service.processor import BatchResult, Core, RawRecord
+from pipeline.service import worker_loop
 from pipeline.service.worker_loop import Delivered, LoopConfig, WorkerLoop
 from tests.factories import RECEIVED_AT, T0, at, complaint, order, raw, touchpoint
 
@@ -484,8 +486,12 @@ def test_sweep_and_fit_skip_customers_given_away():
     assert ("state", gone) not in w.log and w.store.states[gone] is gone_state
 
     fitted = []
-    w.core.refit_population = lambda states, as_of: fitted.append([s.customer_id for s in states])  # type: ignore[method-assign]
-    w.loop.refit_population()
+    original = worker_loop.fit_population_inputs
+    worker_loop.fit_population_inputs = lambda inputs, prior: fitted.append([i.customer_id for i in inputs]) or prior
+    try:
+        run(w.loop.refit_population())
+    finally:
+        worker_loop.fit_population_inputs = original
     assert fitted == [[mine]]
 
 
@@ -873,3 +879,43 @@ def test_drain_gives_up_on_a_stuck_batch_without_committing_it():
         batch.cancel()
 
     run(scenario())
+
+
+def test_the_wall_clock_population_refit_is_the_fit_of_the_owned_customers_gathered_in_slices(monkeypatch):
+    """The worker's re-fit gathers the first customers by id a slice at a time (the loop turns
+    between slices) and fits in a thread: the same parameters as `fit_population` over every
+    owned state at once, with the customer bound applied the same way."""
+    from pipeline.domain import churn
+    from pipeline.tools.generator import generate
+
+    w = World()
+    stream = generate(customers=120, days=40, seed=2, invalid_ratio=0.0, duplicate_ratio=0.0,
+                      end=datetime.fromtimestamp(RECEIVED_AT, timezone.utc))
+    delivered = []
+    for r in stream.records:
+        tp = TP(TOPIC[r.kind], 0)
+        offset = w.ends.get(tp, 0)
+        w.ends[tp] = offset + 1
+        delivered.append(Delivered(tp, RawRecord(tp.topic, 0, offset, r.key, r.value)))
+    w.deliver(delivered)
+    owned = w.loop.owned_states(list(w.store.keys()))
+    assert len(owned) == 120
+
+    def ticking() -> float:   # each state gathered takes 5 ms: a slice is a few customers
+        w.clock.mono += 0.005
+        return w.clock.mono
+    monkeypatch.setattr(w.clock, "monotonic", ticking)
+    turns = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay, *args, **kwargs):
+        turns.append(delay)
+        return await real_sleep(delay, *args, **kwargs)
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    for bound in (churn.POPULATION_MAX_CUSTOMERS, 80):
+        monkeypatch.setattr(worker_loop, "POPULATION_MAX_CUSTOMERS", bound)
+        prior = w.core.population
+        want = churn.fit_population(owned, prior, as_of=w.loop.now(), max_customers=bound)
+        run(w.loop.refit_population())
+        assert w.core.population == want and want.fitted_on > 0 and want != prior
+    assert len(turns) >= 20   # the loop had turns while the inputs were gathered
