@@ -81,8 +81,8 @@ def tick_changes(before: BookMark, book: SnapshotBook, t: float, *, refit: Popul
     return TickRecord(
         t, book.horizon_days, snapshot,
         within=[s for s in book.pending if s.t in before.unread and s.within is not None],
-        # a snapshot labelled at this tick may already have been dropped by the row bound: it is
-        # still written (the next restore applies the same bound)
+        # (a snapshot labelled and at once dropped by the row bound is not in the book: its labels
+        # are not written, and a restore keeps it as a labelled snapshot of no rows)
         labelled=[s for s in book.labelled if s.t > before.labelled_until],
         refit=refit, retrain=retrain)
 
