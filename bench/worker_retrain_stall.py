@@ -2,6 +2,7 @@
 (issue #16: "training … does not stall the event loop").
 
     .venv/bin/python bench/worker_retrain_stall.py [--customers 100000] [--rows 500000] [--kind logistic]
+    .venv/bin/python bench/worker_retrain_stall.py --wall-clock-refit [--customers 100000]
 
 A WorkerLoop (pipeline/service/worker_loop.py, the production code) with in-memory ports holds
 `--customers` customer states (the states of a generated stream, cloned under new ids), stored
@@ -13,6 +14,8 @@ as the worker runs it when an event passes midnight + the lateness bound: the st
 loaded, the population re-fit and the snapshot computed in a thread, the training scheduled
 off the loop. The garbage collector is set as in the worker (pipeline/bootstrap.py tune_gc). Meanwhile a probe task sleeps 5 ms at a time on the event loop and records
 how late it wakes: the longest lateness is the longest stall of the loop. Figures, no asserts.
+`--wall-clock-refit` measures the same for the population re-fit of a worker that does not learn
+(every CXPULSE_REFIT_SECONDS) over the same store.
 """
 from __future__ import annotations
 
@@ -173,7 +176,9 @@ async def idle_stall(seconds: float = 3.0) -> float:
     return worst
 
 
-async def measure(loop: WorkerLoop, now: float) -> tuple[float, float, float, int, float]:
+async def measure(action, settle=None) -> tuple[float, float, float, int, float]:
+    """The longest stall of the event loop while `action()` runs (then `settle()`, e.g. the
+    training it started): (stall, action seconds, total seconds, probes, stall's offset)."""
     worst = 0.0
     worst_at = 0.0
     wakes = 0
@@ -193,15 +198,40 @@ async def measure(loop: WorkerLoop, now: float) -> tuple[float, float, float, in
     task = asyncio.create_task(probe())
     await asyncio.sleep(0.05)
     started = time.perf_counter()
-    async with loop.lock:
-        await loop._tick(now)
-    tick = time.perf_counter() - started
-    while loop.trainings:
-        await asyncio.gather(*list(loop.trainings))
+    await action()
+    first = time.perf_counter() - started
+    if settle is not None:
+        await settle()
     total = time.perf_counter() - started
     running = False
     await task
-    return worst, tick, total, wakes, worst_at
+    return worst, first, total, wakes, worst_at
+
+
+async def learning_tick(loop: WorkerLoop, now: float) -> None:
+    async with loop.lock:
+        await loop._tick(now)
+
+
+async def trainings_done(loop: WorkerLoop) -> None:
+    while loop.trainings:
+        await asyncio.gather(*list(loop.trainings))
+
+
+def wall_clock_refit(store, settings: Settings) -> None:
+    """`--wall-clock-refit`: the stall of a worker that does not learn, during its population
+    re-fit on the wall-clock timer (CXPULSE_REFIT_SECONDS) over the same store."""
+    core = build_core(settings)
+    loop = WorkerLoop(core, LoopConfig(topic_for_type=settings.topic_for_type), store=store, outputs=Nothing(),
+                      rows=Nothing(), inputs=Inputs(sorted(set(settings.topic_for_type.values()))), clock=Clock(),
+                      metrics=Nothing())
+    tune_gc()
+    noise = asyncio.run(idle_stall())
+    for _ in range(2):
+        worst, seconds, _, wakes, worst_at = asyncio.run(measure(loop.refit_population))
+        print(f"wall-clock population re-fit over {len(store.keys()):,} stored customers: {seconds:.2f} s, "
+              f"longest event-loop stall {worst * 1000:.0f} ms ({worst_at:.2f} s into it) over {wakes:,} probes of "
+              f"5 ms (idle machine noise: {noise * 1000:.0f} ms); fitted on {core.population.fitted_on:,} customers")
 
 
 def main() -> None:
@@ -211,12 +241,17 @@ def main() -> None:
     ap.add_argument("--kind", default="logistic", choices=("logistic", "lightgbm"))
     ap.add_argument("--thread", action="store_true", help="train in a thread instead of a process (the worker's way)")
     ap.add_argument("--decoded", action="store_true", help="a store of decoded states (no decoding on load)")
+    ap.add_argument("--wall-clock-refit", action="store_true",
+                    help="instead: the stall during the population re-fit of a worker that does not learn")
     args = ap.parse_args()
     settings = Settings()
     states = states_of(args.customers)
     store = Store(states) if args.decoded else EncodedStore(states)
     if not args.decoded:
         del states   # the worker's table holds bytes: no decoded state outlives a load
+    if args.wall_clock_refit:
+        wall_clock_refit(store, settings)
+        return
     learner = ChurnLearner(settings.churn_horizon_days, kind=args.kind)
     now = (END.timestamp() // DAY + 1) * DAY
     book_rows(learner, args.rows, now)
@@ -231,7 +266,8 @@ def main() -> None:
     noise = asyncio.run(idle_stall())
     pauses = GcPauses()
     gc.callbacks.append(pauses)
-    worst, tick, total, wakes, worst_at = asyncio.run(measure(loop, now))
+    worst, tick, total, wakes, worst_at = asyncio.run(measure(lambda: learning_tick(loop, now),
+                                                              lambda: trainings_done(loop)))
     gc.callbacks.remove(pauses)
     if loop.train_executor is not None:
         loop.train_executor.shutdown()
