@@ -226,14 +226,6 @@ def create_app(settings: Settings, *, core: Core | None = None) -> WorkerApp:
     async def refit_population() -> None:
         await loop.refit_population()
 
-    @app.task
-    async def first_refit() -> None:
-        """The population fit once the first records are applied after start-up (the table is
-        recovered by then), not an interval later: until it runs, scores use the priors."""
-        while loop.agent_batch_at == 0.0:
-            await asyncio.sleep(1.0)
-        await loop.refit_population()
-
     @app.timer(interval=settings.backtest_seconds, name="agents.app.live_backtest")
     async def live_backtest() -> None:
         await loop.live_backtest()

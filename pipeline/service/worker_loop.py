@@ -899,8 +899,7 @@ class WorkerLoop:
 
     async def refit_population(self) -> None:
         """Re-fit the churn model's population parameters from this worker's customers (on
-        the wall-clock timer, and once after start-up; a learning worker re-fits at its
-        event-time ticks instead). The fit reads the first POPULATION_MAX_CUSTOMERS owned
+        the wall-clock timer; a learning worker re-fits at its event-time ticks instead). The fit reads the first POPULATION_MAX_CUSTOMERS owned
         customers by id (as `fit_population` does): their inputs are gathered on the event loop
         a slice at a time (TICK_LOAD_TURN_SECONDS), batches going on between slices, and the
         fit runs in a thread. At 100k customers the old way decoded every state in one go and
