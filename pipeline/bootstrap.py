@@ -11,10 +11,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import orjson
 
 from pipeline.config import Settings
-from pipeline.domain.churn import PopulationParams
+from pipeline.domain.churn import PopulationParams, population_of_json
 from pipeline.domain.plausible_time import PlausibleWindow
 from pipeline.domain.scoring import ScoringParams
 from pipeline.service.processor import Core
@@ -41,7 +40,7 @@ def read_population(path: Path | None) -> PopulationParams:
     priors when no file is given or it does not exist."""
     if path is None or not Path(path).exists():
         return PopulationParams()
-    return PopulationParams(**orjson.loads(Path(path).read_bytes()))
+    return population_of_json(Path(path).read_bytes())
 
 
 def population(settings: Settings) -> PopulationParams:

@@ -37,8 +37,9 @@ open complaint is its symptom, not a second reason.
 """
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Iterable
 
 from pipeline.domain.state import FACTOR_KEY, OPPORTUNITY_KEY, CustomerState
@@ -65,6 +66,15 @@ class PopulationParams:
     # the population's usual incidents per chance (late deliveries per delivery, ...):
     # churn counts a customer's incidents above this rate; re-fitted with (r, α, a, b)
     incident_rates: dict[str, float] = field(default_factory=lambda: dict(PRIOR_INCIDENT_RATES))
+
+
+def population_json(params: PopulationParams) -> str:
+    """The parameters as JSON (`PopulationParams` fields): a population file, a stored fit."""
+    return json.dumps(asdict(params), sort_keys=True)
+
+
+def population_of_json(text: str | bytes) -> PopulationParams:
+    return PopulationParams(**json.loads(text))
 
 
 # log-odds per unit of each factor, and the cap on units (one table).

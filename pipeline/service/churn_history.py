@@ -25,13 +25,12 @@ read: the book starts anew, and the log says so.
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from pipeline.domain.churn import DAY, PopulationParams
+from pipeline.domain.churn import DAY, PopulationParams, population_json, population_of_json
 from pipeline.domain.churn_features import FEATURE_NAMES
 from pipeline.domain.churn_snapshots import LABEL_DELAY_HORIZONS, Snapshot, SnapshotBook
 
@@ -157,7 +156,7 @@ def record_rows(record: TickRecord) -> tuple[list[SnapshotRow], list[LabelRow], 
     for s in record.labelled:
         assert s.labels is not None
         labels += [(s.t, cid, STAGE_LABELLED, None, bool(y)) for cid, y in zip(s.customer_ids, s.labels)]
-    population = json.dumps(asdict(record.refit)) if record.refit is not None else ""
+    population = population_json(record.refit) if record.refit is not None else ""
     return snaps, labels, (record.t, record.horizon_days, record.feature_set, record.refit is not None,
                            record.retrain, population)
 
@@ -177,7 +176,7 @@ def progress_of(ticks: list[TickRow], horizon_days: float, feature_set: str = FE
         last_tick=last[0],
         last_train=max((r[0] for r in ordered if r[4]), default=float("-inf")),
         last_refit=refits[-1][0] if refits else float("-inf"),
-        population=PopulationParams(**json.loads(refits[-1][5])) if refits else None)
+        population=population_of_json(refits[-1][5]) if refits else None)
 
 
 def oldest_needed(snapshot_counts: list[tuple[float, int]], last_tick: float, horizon_days: float,
