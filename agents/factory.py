@@ -37,6 +37,7 @@ from pipeline.adapters.observability.metrics import METRICS, render
 from pipeline.bootstrap import build_core, build_sink
 from pipeline.config import Settings
 from pipeline.adapters.clickhouse.churn_history import ClickHouseChurnHistory
+from pipeline.adapters.clickhouse.population import ClickHousePopulation
 from pipeline.service.churn_learning import ChurnLearner
 from pipeline.service.processor import Core, RawRecord
 from pipeline.service.worker_loop import Delivered, LoopConfig, WorkerLoop
@@ -144,6 +145,7 @@ def create_app(settings: Settings, *, core: Core | None = None) -> WorkerApp:
         clock=SystemClock(), metrics=METRICS, fetch_backtest_rows=fetch_backtest_rows,
         learner=ChurnLearner(settings.churn_horizon_days) if settings.learn_churn else None,
         history=ClickHouseChurnHistory(clickhouse) if settings.learn_churn else None,
+        populations=None if settings.learn_churn else ClickHousePopulation(clickhouse),
         models=TopicModels(raw_topic(settings.topic_models)),
         # trainings in a process of their own: a thread shares the interpreter lock with the
         # event loop (bench/worker_retrain_stall.py measures both)

@@ -61,7 +61,7 @@ import asyncio
 import gc
 import logging
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Hashable, Mapping, Sequence
 
 from pipeline.domain.churn import POPULATION_MAX_CUSTOMERS, PopulationInput, fit_population_inputs, population_input
@@ -81,7 +81,8 @@ from pipeline.service.sweep_index import SweepIndex
 from pipeline.service.processor import OFFSET_SLOT, BatchResult, Core, RawRecord, dead_letter, event_time
 from pipeline.service.tick_gate import REFIT_EVERY, TickGate
 from pipeline.service.worker_ports import (
-    ChurnHistory, Clock, InputPartitions, ModelChannel, OutputsPublisher, RowSink, StateStore, WorkerMetrics,
+    ChurnHistory, Clock, InputPartitions, ModelChannel, OutputsPublisher, PopulationStore, RowSink, StateStore,
+    WorkerMetrics,
 )
 from schemas.records import ScoreDict
 
@@ -155,7 +156,7 @@ class WorkerLoop:
                  rows: RowSink, inputs: InputPartitions, clock: Clock, metrics: WorkerMetrics,
                  fetch_backtest_rows: FetchRows | None = None, learner: ChurnLearner | None = None,
                  models: ModelChannel | None = None, train_executor: Executor | None = None,
-                 history: ChurnHistory | None = None) -> None:
+                 history: ChurnHistory | None = None, populations: PopulationStore | None = None) -> None:
         self.core = core
         self.config = config
         self.store = store
@@ -210,6 +211,10 @@ class WorkerLoop:
         # read back before the first batch
         self.history = history
         self.history_read = history is None
+        # where the wall-clock re-fits' parameters are kept (a worker that does not learn), the
+        # latest read back before the first batch after a restart
+        self.populations = populations
+        self.population_read = populations is None
         self.progress: dict[TP, float] = {}       # input partition -> latest event time released from it
         self.training_lock = asyncio.Lock()       # trainings run one after the other, off the event loop
         self.trainings: set[asyncio.Task] = set()
@@ -248,6 +253,8 @@ class WorkerLoop:
         records are sought back; then what the merge releases is applied."""
         if not self.history_read:
             await self.read_history()
+        if not self.population_read:
+            await self.read_population()
         selection = await self.select_in_order(delivered, stale)
         for d in selection.accepted:
             self.merge.add(d.tp, d.record.offset, event_time(d.record.value), d.record)
@@ -929,6 +936,27 @@ class WorkerLoop:
         if self.sweep_index is not None:   # everyone's risk moved: everyone is due
             self.sweep_index.schedule_all(self.now())
         log.info("population re-fitted: %s", self.core.population)
+        if self.populations is not None and params.fitted_on:
+            try:
+                await self.rows.run(self.populations.save, params, self.clock.time())
+            except Exception:   # the parameters serve; only a restart before the next re-fit misses them
+                log.exception("population parameters not stored")
+
+    async def read_population(self) -> None:
+        """Once, before the first batch (a worker that does not learn): the parameters of the
+        latest stored re-fit, so a restarted worker does not score with the priors until its
+        next re-fit (an interval after start-up). The configured horizon stays."""
+        self.population_read = True
+        if self.populations is None or self.gate is not None:
+            return
+        try:
+            params = await self.rows.run(self.populations.load)
+        except Exception:
+            log.exception("stored population parameters not read: the starting ones serve")
+            return
+        if params is not None:
+            self.core.use_population(replace(params, horizon_days=self.core.population.horizon_days))
+            log.info("population read back from the latest re-fit: %s", self.core.population)
 
     async def live_backtest(self) -> None:
         """Export the live backtest of churn_risk (pipeline/service/live_backtest.py), in the

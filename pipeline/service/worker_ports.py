@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Hashable, Iterable, Mapping, Protocol, TypeVar
 
+from pipeline.domain.churn import PopulationParams
 from pipeline.domain.state import CustomerState
 from pipeline.service.churn_history import Restored, TickRecord
 from pipeline.service.processor import BatchResult
@@ -110,6 +111,14 @@ class ChurnHistory(Protocol):
     def save(self, record: TickRecord) -> None: ...
     def load(self, horizon_days: float, max_rows: int) -> Restored | None:
         """The history a learner of `horizon_days` restores (None: none for it)."""
+
+
+class PopulationStore(Protocol):
+    """Where the worker keeps the population parameters of its wall-clock re-fits, the latest
+    read back after a restart (ClickHouse in the worker). Called in the row sink's thread."""
+
+    def save(self, params: PopulationParams, fitted_at: float) -> None: ...
+    def load(self) -> PopulationParams | None: ...
 
 
 class Clock(Protocol):

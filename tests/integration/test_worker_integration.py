@@ -463,3 +463,33 @@ def test_a_restarted_learning_worker_goes_on_from_its_churn_history(make_setting
     assert [tuple(c[k] for k in key) for c in got] == [tuple(c[k] for k in key) for c in want]
     for a, b in zip(got, want):
         assert abs(a["auc_validation"] - b["auc_validation"]) <= 0.01, (a, b)
+
+
+def test_a_restarted_worker_reads_its_last_population_refit_back(make_settings, start_worker):
+    """A worker that does not learn stores each re-fit's parameters in ClickHouse (cx_population,
+    migration 008); started again, it scores with the latest from its first batch on, not with
+    the priors until its next re-fit."""
+    settings = make_settings(refit_seconds=2.0)
+    stream = generate(customers=150, days=30, seed=6, invalid_ratio=0.0)
+    records = [(settings.topic_for_type[r.kind], r.key, r.value) for r in stream.records]
+    worker = start_worker(settings)
+    kafka_io.produce(settings, records[:-20])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(
+            "population re-fitted" in ln and "fitted_on=0," not in ln for ln in worker.log_tail(400_000).splitlines()):
+        time.sleep(1)
+    assert worker.stop() == 0
+    with ClickHouseSink(settings.dsn) as sink:
+        stored = sink.client.query("SELECT params FROM cx_population FINAL ORDER BY fitted_at DESC LIMIT 1").result_rows
+    assert stored, "a re-fit on 150 customers is stored"
+    params = orjson.loads(stored[0][0])
+    assert params["fitted_on"] > 0
+
+    settings = settings.model_copy(update={"refit_seconds": 3600.0})   # no re-fit of its own in this test
+    worker = start_worker(settings)
+    kafka_io.produce(settings, records[-20:])
+    deadline = time.monotonic() + 60
+    while "population read back" not in worker.log_tail(400_000) and time.monotonic() < deadline:
+        time.sleep(1)
+    line = next(ln for ln in worker.log_tail(400_000).splitlines() if "population read back" in ln)
+    assert f"r={params['r']}," in line and f"alpha={params['alpha']}," in line

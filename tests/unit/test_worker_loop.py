@@ -919,3 +919,57 @@ def test_the_wall_clock_population_refit_is_the_fit_of_the_owned_customers_gathe
         run(w.loop.refit_population())
         assert w.core.population == want and want.fitted_on > 0 and want != prior
     assert len(turns) >= 20   # the loop had turns while the inputs were gathered
+
+
+class Populations:
+    """The PopulationStore port in memory."""
+
+    def __init__(self) -> None:
+        self.saved: list = []
+
+    def save(self, params, fitted_at: float) -> None:
+        self.saved.append((fitted_at, params))
+
+    def load(self):
+        return max(self.saved, key=lambda s: s[0])[1] if self.saved else None
+
+
+def test_a_restarted_worker_scores_with_its_last_refit_not_the_priors():
+    """A re-fit's parameters are stored; a new worker over the same store reads the latest
+    back before its first batch (its configured horizon stays), where it used to serve the
+    priors until its first re-fit an interval after start-up."""
+    from dataclasses import replace as replaced
+
+    from pipeline.tools.generator import generate
+
+    w = World()
+    populations = Populations()
+    w.loop.populations, w.loop.population_read = populations, True
+    stream = generate(customers=120, days=40, seed=2, invalid_ratio=0.0, duplicate_ratio=0.0,
+                      end=datetime.fromtimestamp(RECEIVED_AT, timezone.utc))
+    delivered = []
+    for r in stream.records:
+        tp = TP(TOPIC[r.kind], 0)
+        offset = w.ends.get(tp, 0)
+        w.ends[tp] = offset + 1
+        delivered.append(Delivered(tp, RawRecord(tp.topic, 0, offset, r.key, r.value)))
+    w.deliver(delivered[:-1])
+    run(w.loop.refit_population())
+    fitted = w.core.population
+    assert fitted.fitted_on > 0 and [p for _, p in populations.saved] == [fitted]
+
+    restarted = World()
+    restarted.loop.populations, restarted.loop.population_read = populations, False
+    restarted.core.use_population(replaced(restarted.core.population, horizon_days=14.0))
+    assert restarted.core.population.r != fitted.r
+    restarted.deliver(delivered[-1:])
+    assert restarted.core.population == replaced(fitted, horizon_days=14.0)
+
+
+def test_a_refit_that_kept_the_priors_is_not_stored():
+    w = World()
+    populations = Populations()
+    w.loop.populations = populations
+    w.deliver(w.records([complaint("a"), touchpoint("b")]))   # too few customers to fit
+    run(w.loop.refit_population())
+    assert w.core.population.fitted_on == 0 and populations.saved == []
