@@ -881,14 +881,11 @@ def test_drain_gives_up_on_a_stuck_batch_without_committing_it():
     run(scenario())
 
 
-def test_the_wall_clock_population_refit_is_the_fit_of_the_owned_customers_gathered_in_slices(monkeypatch):
-    """The worker's re-fit gathers the first customers by id a slice at a time (the loop turns
-    between slices) and fits in a thread: the same parameters as `fit_population` over every
-    owned state at once, with the customer bound applied the same way."""
-    from pipeline.domain import churn
+def generated_records(w: World) -> list[Delivered]:
+    """A generated stream of 120 customers over 40 days (ending at the processing clock) as
+    records of partition 0 of the World's logs."""
     from pipeline.tools.generator import generate
 
-    w = World()
     stream = generate(customers=120, days=40, seed=2, invalid_ratio=0.0, duplicate_ratio=0.0,
                       end=datetime.fromtimestamp(RECEIVED_AT, timezone.utc))
     delivered = []
@@ -897,6 +894,17 @@ def test_the_wall_clock_population_refit_is_the_fit_of_the_owned_customers_gathe
         offset = w.ends.get(tp, 0)
         w.ends[tp] = offset + 1
         delivered.append(Delivered(tp, RawRecord(tp.topic, 0, offset, r.key, r.value)))
+    return delivered
+
+
+def test_the_wall_clock_population_refit_is_the_fit_of_the_owned_customers_gathered_in_slices(monkeypatch):
+    """The worker's re-fit gathers the first customers by id a slice at a time (the loop turns
+    between slices) and fits in a thread: the same parameters as `fit_population` over every
+    owned state at once, with the customer bound applied the same way."""
+    from pipeline.domain import churn
+
+    w = World()
+    delivered = generated_records(w)
     w.deliver(delivered)
     owned = w.loop.owned_states(list(w.store.keys()))
     assert len(owned) == 120
@@ -940,19 +948,10 @@ def test_a_restarted_worker_scores_with_its_last_refit_not_the_priors():
     priors until its first re-fit an interval after start-up."""
     from dataclasses import replace as replaced
 
-    from pipeline.tools.generator import generate
-
     w = World()
     populations = Populations()
     w.loop.populations, w.loop.population_read = populations, True
-    stream = generate(customers=120, days=40, seed=2, invalid_ratio=0.0, duplicate_ratio=0.0,
-                      end=datetime.fromtimestamp(RECEIVED_AT, timezone.utc))
-    delivered = []
-    for r in stream.records:
-        tp = TP(TOPIC[r.kind], 0)
-        offset = w.ends.get(tp, 0)
-        w.ends[tp] = offset + 1
-        delivered.append(Delivered(tp, RawRecord(tp.topic, 0, offset, r.key, r.value)))
+    delivered = generated_records(w)
     w.deliver(delivered[:-1])
     run(w.loop.refit_population())
     fitted = w.core.population
