@@ -62,7 +62,7 @@ import gc
 import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
-from typing import Hashable, Mapping, Sequence
+from typing import AsyncIterator, Hashable, Iterable, Mapping, Sequence, TypeVar
 
 from pipeline.domain.churn import POPULATION_MAX_CUSTOMERS, PopulationInput, fit_population_inputs, population_input
 from pipeline.domain.scoring import profile, score_record
@@ -89,6 +89,7 @@ from schemas.records import ScoreDict
 log = logging.getLogger("cxpulse.worker")
 
 TP = Hashable
+T = TypeVar("T")
 
 SWEEP_MAX = 5000       # customers re-evaluated per timer tick (bounded cost per sweep)
 SWEEP_SLICE = 500      # ... in slices of this many, the lock released between them (~0.2 s each)
@@ -207,14 +208,12 @@ class WorkerLoop:
             TickGate(config.tick_seconds, core.params.lateness_seconds) if learner is not None else None)
         self.last_refit = float("-inf")
         self.refitting = False   # a wall-clock re-fit is gathering its inputs or fitting
-        # where a learning worker's history is kept across restarts (pipeline/service/churn_history.py),
-        # read back before the first batch
+        # What survives a restart, read back before the first batch (`read_back`): a learning
+        # worker's history (pipeline/service/churn_history.py), and the parameters of the
+        # wall-clock re-fits (a worker that does not learn).
         self.history = history
-        self.history_read = history is None
-        # where the wall-clock re-fits' parameters are kept (a worker that does not learn), the
-        # latest read back before the first batch after a restart
         self.populations = populations
-        self.population_read = populations is None
+        self.read_back_done = history is None and populations is None
         self.progress: dict[TP, float] = {}       # input partition -> latest event time released from it
         self.training_lock = asyncio.Lock()       # trainings run one after the other, off the event loop
         self.trainings: set[asyncio.Task] = set()
@@ -251,10 +250,8 @@ class WorkerLoop:
         before, of an older generation or a revoked partition). The records that continue
         their partitions exactly go into the event-time merge; partitions that skipped
         records are sought back; then what the merge releases is applied."""
-        if not self.history_read:
-            await self.read_history()
-        if not self.population_read:
-            await self.read_population()
+        if not self.read_back_done:
+            await self.read_back()
         selection = await self.select_in_order(delivered, stale)
         for d in selection.accepted:
             self.merge.add(d.tp, d.record.offset, event_time(d.record.value), d.record)
@@ -392,6 +389,16 @@ class WorkerLoop:
             self.trainings.add(task)
             task.add_done_callback(self.trainings.discard)
 
+    async def _in_slices(self, items: Iterable[T]) -> AsyncIterator[T]:
+        """`items` one by one, with a turn of the event loop after each
+        `TICK_LOAD_TURN_SECONDS` of the caller's work on them."""
+        turn_at = self.clock.monotonic() + TICK_LOAD_TURN_SECONDS
+        for item in items:
+            yield item
+            if self.clock.monotonic() >= turn_at:
+                await asyncio.sleep(0)
+                turn_at = self.clock.monotonic() + TICK_LOAD_TURN_SECONDS
+
     async def _owned_states_in_slices(self) -> dict[str, CustomerState]:
         """Every state this worker owns (`owned_states` of every stored customer), loaded on
         the event loop (the store and its cache of decoded states belong to the loop's thread),
@@ -400,25 +407,17 @@ class WorkerLoop:
         those `owned_states` gives at once."""
         owned = self._owned_slots()
         states: dict[str, CustomerState] = {}
-        turn_at = self.clock.monotonic() + TICK_LOAD_TURN_SECONDS
-        for cid in list(self.store.keys()):
+        async for cid in self._in_slices(list(self.store.keys())):
             state = self.load_state(cid)
             if state is not None and state.fed_from(owned):
                 states[state.customer_id] = state
-            if self.clock.monotonic() >= turn_at:
-                await asyncio.sleep(0)
-                turn_at = self.clock.monotonic() + TICK_LOAD_TURN_SECONDS
         return states
 
     async def _drop_in_slices(self, states: dict[str, CustomerState]) -> None:
         """Free the tick's decoded states a slice at a time (freeing 100,000 at once, when the
         dict goes, is one long deallocation that holds the interpreter)."""
-        turn_at = self.clock.monotonic() + TICK_LOAD_TURN_SECONDS
-        for cid in list(states):
+        async for cid in self._in_slices(list(states)):
             del states[cid]
-            if self.clock.monotonic() >= turn_at:
-                await asyncio.sleep(0)
-                turn_at = self.clock.monotonic() + TICK_LOAD_TURN_SECONDS
 
     def _learn_at(self, now: float, states: dict[str, CustomerState]) -> tuple[TrainingSet | None, TickRecord]:
         """The tick's computation (in a thread): re-fit, snapshot, and the training set when a
@@ -435,10 +434,15 @@ class WorkerLoop:
         data = self.learner.training_set(now) if retrain else None
         return data, tick_changes(before, self.learner.book, now, refit=refit, retrain=retrain)
 
+    async def read_back(self) -> None:
+        """Once, before the first batch: what a restarted worker goes on from."""
+        self.read_back_done = True
+        await self.read_history()
+        await self.read_population()
+
     async def read_history(self) -> None:
-        """Once, before the first batch: read the learning worker's history back (a restart):
-        its snapshot book, population parameters and retraining schedule."""
-        self.history_read = True
+        """The learning worker's history (a restart): its snapshot book, population parameters
+        and retraining schedule."""
         if self.history is None or self.learner is None:
             return
         learner = self.learner
@@ -503,7 +507,7 @@ class WorkerLoop:
         not have been produced to yet (a backfill), and its events decide the ticks
         (`_apply_gated`). The caller skips it during a rebalance."""
         gate = self.gate
-        if gate is None or gate.next_tick is None or self.lock.locked() or not self.history_read:
+        if gate is None or gate.next_tick is None or self.lock.locked() or not self.read_back_done:
             return
         if self.clock.monotonic() - self.agent_batch_at < self.config.tick_quiet_seconds:
             return
@@ -906,11 +910,11 @@ class WorkerLoop:
 
     async def refit_population(self) -> None:
         """Re-fit the churn model's population parameters from this worker's customers (on
-        the wall-clock timer; a learning worker re-fits at its event-time ticks instead). The fit reads the first POPULATION_MAX_CUSTOMERS owned
-        customers by id (as `fit_population` does): their inputs are gathered on the event loop
-        a slice at a time (TICK_LOAD_TURN_SECONDS), batches going on between slices, and the
-        fit runs in a thread. At 100k customers the old way decoded every state in one go and
-        held the loop for 6-7 s."""
+        the wall-clock timer; a learning worker re-fits at its event-time ticks instead). The
+        fit reads the first POPULATION_MAX_CUSTOMERS owned customers by id (as `fit_population`
+        does): their inputs are gathered on the event loop a slice at a time
+        (TICK_LOAD_TURN_SECONDS), batches going on between slices, and the fit runs in a thread.
+        At 100k customers the old way decoded every state in one go and held the loop for 6-7 s."""
         if self.gate is not None or self.refitting:
             return
         self.refitting = True
@@ -918,16 +922,12 @@ class WorkerLoop:
             as_of = self.now()
             owned = self._owned_slots()
             inputs: list[PopulationInput] = []
-            turn_at = self.clock.monotonic() + TICK_LOAD_TURN_SECONDS
-            for cid in sorted(self.store.keys()):
+            async for cid in self._in_slices(sorted(self.store.keys())):
                 if len(inputs) >= POPULATION_MAX_CUSTOMERS:
                     break
                 state = self.load_state(cid)
                 if state is not None and state.fed_from(owned):
                     inputs.append(population_input(state, as_of))
-                if self.clock.monotonic() >= turn_at:
-                    await asyncio.sleep(0)
-                    turn_at = self.clock.monotonic() + TICK_LOAD_TURN_SECONDS
             params = await asyncio.get_running_loop().run_in_executor(
                 None, fit_population_inputs, inputs, self.core.population)
         finally:
@@ -943,10 +943,9 @@ class WorkerLoop:
                 log.exception("population parameters not stored")
 
     async def read_population(self) -> None:
-        """Once, before the first batch (a worker that does not learn): the parameters of the
-        latest stored re-fit, so a restarted worker does not score with the priors until its
-        next re-fit (an interval after start-up). The configured horizon stays."""
-        self.population_read = True
+        """A worker that does not learn: the parameters of the latest stored re-fit, so a
+        restarted worker does not score with the priors until its next re-fit (an interval
+        after start-up). The configured horizon stays."""
         if self.populations is None or self.gate is not None:
             return
         try:

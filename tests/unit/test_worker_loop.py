@@ -950,7 +950,7 @@ def test_a_restarted_worker_scores_with_its_last_refit_not_the_priors():
 
     w = World()
     populations = Populations()
-    w.loop.populations, w.loop.population_read = populations, True
+    w.loop.populations = populations   # nothing stored yet: no read-back for this one
     delivered = generated_records(w)
     w.deliver(delivered[:-1])
     run(w.loop.refit_population())
@@ -958,7 +958,7 @@ def test_a_restarted_worker_scores_with_its_last_refit_not_the_priors():
     assert fitted.fitted_on > 0 and [p for _, p in populations.saved] == [fitted]
 
     restarted = World()
-    restarted.loop.populations, restarted.loop.population_read = populations, False
+    restarted.loop.populations, restarted.loop.read_back_done = populations, False
     restarted.core.use_population(replaced(restarted.core.population, horizon_days=14.0))
     assert restarted.core.population.r != fitted.r
     restarted.deliver(delivered[-1:])
