@@ -362,6 +362,13 @@ def test_worker_equals_replay_in_every_field_across_a_restart(make_settings, sta
             assert not bad, f"{table}: {len(bad)} values differ from replay, e.g. {bad[:5]}"
 
 
+# The learning streams end at noon (yesterday, UTC), whenever the test runs. A stream that
+# starts within the lateness bound of a midnight makes the first tick depend on which
+# partition's record comes first (replay takes the file's first), and with it the 7-day
+# training schedule: the cards then differ from replay's by a day (seen at 23:05 UTC).
+LEARNING_END = datetime.now(timezone.utc).replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=1)
+
+
 def test_the_learning_worker_publishes_the_models_replay_trains(make_settings, start_worker):
     """CXPULSE_LEARN_CHURN: a worker fed a stream through the broker trains at the same
     event-time ticks as `cxpulse replay --learn-churn` on the same events and publishes on
@@ -372,7 +379,7 @@ def test_the_learning_worker_publishes_the_models_replay_trains(make_settings, s
 
     # a 7-day horizon: enough labelled leavers for the default cold-start minimums in 60 days
     settings = make_settings(learn_churn=True, churn_horizon_days=7, batch_max=500)
-    stream = generate(customers=250, days=60, seed=4, invalid_ratio=0.0)
+    stream = generate(customers=250, days=60, seed=4, invalid_ratio=0.0, end=LEARNING_END)
     learner = ChurnLearner(settings.churn_horizon_days)
     core = build_core(settings)
     replay([r.value for r in stream.records], core, clock=time.time, learner=learner)
@@ -406,7 +413,7 @@ def test_a_restarted_learning_worker_goes_on_from_its_churn_history(make_setting
     from pipeline.service.processor import event_time
 
     settings = make_settings(learn_churn=True, churn_horizon_days=7, batch_max=500)
-    stream = generate(customers=250, days=60, seed=4, invalid_ratio=0.0)
+    stream = generate(customers=250, days=60, seed=4, invalid_ratio=0.0, end=LEARNING_END)
     learner = ChurnLearner(settings.churn_horizon_days)
     replay([r.value for r in stream.records], build_core(settings), clock=time.time, learner=learner)
     # split by event time, not by position: a tick runs once the stream has passed it, and a
