@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     batch_max: int = Field(5000, ge=1, description="micro-batch size, at most (what the consumer fetched and is buffered, up to this)")
     batch_within: float = Field(0.2, gt=0, description="records held for event-time alignment go by timer once no micro-batch came for this long (seconds)")
     commit_interval: float = Field(1.0, gt=0, description="seconds between Kafka offset commits")
-    align_idle_seconds: float = Field(0.2, ge=0, description="event-time alignment: how long an empty, caught-up input partition holds back the other topics' partitions of its number (like Kafka Streams' max.task.idle.ms); not a record within half the lateness bound of its last record")
+    align_idle_seconds: float = Field(0.2, ge=0, description="event-time alignment: how long an empty, caught-up input partition holds back the other topics' partitions of its number (like Kafka Streams' max.task.idle.ms); not a record within half the lateness bound of its last record. A learning worker's event-time tick waits as long for such a partition of any number")
     align_fetch_wait_seconds: float = Field(300.0, ge=0, description="event-time alignment: how long an empty input partition that has records not fetched yet holds back its group")
     align_ahead_seconds: float = Field(600.0, gt=0, description="event-time alignment: a partition buffered this far ahead of its group is paused until the others catch up")
     sweep_seconds: float = Field(5.0, gt=0, description="wall-clock seconds between timer sweeps (SLA, silence)")

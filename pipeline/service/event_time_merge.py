@@ -278,6 +278,12 @@ class EventTimeMerge(Generic[TP, T]):
         part = self._parts.get(tp)
         return part is not None and not part.buf and not self._lagging(part)
 
+    def confirmed_at(self, tp: TP) -> float | None:
+        """When (this merge's clock) the latest end offset asked from the broker that showed `tp`
+        caught up was asked (`observe_end` with `asked_at`); None: never."""
+        part = self._parts.get(tp)
+        return None if part is None else part.confirmed_at
+
     def buffered(self) -> int:
         return sum(len(p.buf) for p in self._parts.values())
 

@@ -62,7 +62,7 @@ import gc
 import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
-from typing import AsyncIterator, Hashable, Iterable, Mapping, Sequence, TypeVar
+from typing import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Mapping, Sequence, TypeVar
 
 from pipeline.domain.churn import POPULATION_MAX_CUSTOMERS, PopulationInput, fit_population_inputs, population_input
 from pipeline.domain.scoring import profile, score_record
@@ -215,6 +215,9 @@ class WorkerLoop:
         self.populations = populations
         self.read_back_done = history is None and populations is None
         self.progress: dict[TP, float] = {}       # input partition -> latest event time released from it
+        # (the merge's clock, event time): when records first let the ticks run up to that event
+        # time, one entry per midnight crossed, from the next tick on (`_tick_bound`)
+        self.tick_frontier: list[tuple[float, float]] = []
         self.training_lock = asyncio.Lock()       # trainings run one after the other, off the event loop
         self.trainings: set[asyncio.Task] = set()
 
@@ -270,6 +273,8 @@ class WorkerLoop:
         while max_batches is None or batches < max_batches:
             batches += 1
             await self.confirm_ends()
+            if self.ticks_waiting():
+                await self.resume_ticks()
             started = self.clock.monotonic()
             async with self.lock:
                 released = self.merge.release(self.config.batch_max)
@@ -292,6 +297,8 @@ class WorkerLoop:
         """Ask the broker for the log ends of the empty partitions whose records others wait for
         (EventTimeMerge.unconfirmed): the consumer's copies from its fetches may be old."""
         tps = self.merge.unconfirmed()
+        if self.ticks_waiting():
+            tps |= self._quiet_partitions_to_confirm()
         if tps:
             asked = self.merge.clock()
             try:
@@ -329,7 +336,6 @@ class WorkerLoop:
         results: list[BatchResult] = []
         pending: list[RawRecord] = []
         progress = self.progress
-        behind = [tp for tp in self._assigned_inputs() if not self.merge.caught_up(tp)]
 
         async def flush() -> None:
             for i in range(0, len(pending), self.config.batch_max):
@@ -344,14 +350,7 @@ class WorkerLoop:
                 gate.start(ts)
                 progress[tp] = max(ts, progress.get(tp, ts))
                 if gate.due(ts):
-                    # Partitions of other numbers are not aligned with this one (the merge aligns
-                    # only the topics' partitions of one number): the stream's event time is the
-                    # lowest progress among the input partitions with records still to come.
-                    until = min([ts] + [progress.get(b, float("-inf")) for b in behind]) - lateness
-                    for now in gate.ticks(until):
-                        await flush()   # the tick sees every record up to it (those the last tick released too)
-                        await self._tick(now)
-                        pending.extend(r for _, _, r in gate.release())
+                    await self._run_ticks(ts - lateness, pending, flush)
             key = (rec.key, rec.topic)
             if gate.holds(ts, key):
                 gate.hold(ts, (tp, offset, rec), key)
@@ -359,6 +358,90 @@ class WorkerLoop:
                 pending.append(rec)
         await flush()
         return results
+
+    async def _run_ticks(self, until: float, pending: list[RawRecord], flush: Callable[[], Awaitable[None]]) -> None:
+        """Run the ticks a record lets run up to event time `until` (under the lock) as far as
+        the other input partitions allow (`_tick_bound`), each after `flush` has applied what
+        is `pending`; what a tick releases joins `pending`. Ticks left waiting for quiet
+        partitions run once the broker has confirmed them (`resume_ticks`)."""
+        gate = self.gate
+        assert gate is not None
+        frontier = self.tick_frontier
+        step = gate.step
+        if not frontier or until // step > frontier[-1][1] // step:
+            frontier.append((self.merge.clock(), until))
+        elif until > frontier[-1][1]:   # the same ticks: the time they were first let run stays
+            frontier[-1] = (frontier[-1][0], until)
+        for now in gate.ticks(self._tick_bound(until)):
+            await flush()   # the tick sees every record up to it (those the last tick released too)
+            await self._tick(now)
+            pending.extend(r for _, _, r in gate.release())
+        nxt = gate.next_tick if gate.next_tick is not None else float("inf")
+        while frontier and frontier[0][1] < nxt:   # what let the ticks run that have run
+            frontier.pop(0)
+
+    def _passed(self, tp: TP) -> float:
+        """The event time up to which input partition `tp` lets the ticks run (`_tick_bound`)."""
+        passed = self.progress.get(tp, float("-inf")) - self.core.params.lateness_seconds
+        if self.merge.caught_up(tp):
+            confirmed = self.merge.confirmed_at(tp)
+            if confirmed is not None:
+                seen = confirmed - self.config.align_idle_seconds
+                passed = max([passed] + [u for t, u in self.tick_frontier if t <= seen])
+        return passed
+
+    def _tick_bound(self, until: float) -> float:
+        """How far the ticks a record lets run up to `until` may go. Partitions of other numbers
+        are not aligned with the record's (the merge aligns only the topics' partitions of one
+        number), so the stream's event time is the lowest progress (minus the lateness bound)
+        among the input partitions with records still to come; one with records fetched but not
+        received yet is behind. One that looks caught up may not be: during a backfill a
+        producer's last batch to a partition can land after another partition's later records
+        have been read, and a tick run then misses their events (the restart test of
+        tests/integration/test_worker_integration.py, 2 runs in 4). So, as the merge does within
+        a group (Kafka Streams' `max.task.idle.ms`), a partition that looks caught up passes a
+        tick only once the broker has confirmed it caught up with an end offset asked
+        `align_idle_seconds` or more after a record first let that tick run (`tick_frontier`;
+        `confirm_ends` asks): what was produced before that record has landed by then (the
+        merge's premise: producers send in event-time order, their batching stays below the
+        idle wait). A live stream pays one end-offset request and the idle wait a day."""
+        return min([until] + [self._passed(tp) for tp in self._assigned_inputs()])
+
+    def ticks_waiting(self) -> bool:
+        """Whether records have let a tick run that waits for other input partitions."""
+        gate = self.gate
+        return (gate is not None and gate.next_tick is not None and bool(self.tick_frontier)
+                and self.tick_frontier[-1][1] >= gate.next_tick)
+
+    def _quiet_partitions_to_confirm(self) -> set:
+        """The caught-up input partitions that hold back the next tick, once the idle wait
+        after the first record that let it run is over (`_tick_bound`)."""
+        gate = self.gate
+        assert gate is not None and gate.next_tick is not None
+        first = next(t for t, u in self.tick_frontier if u >= gate.next_tick)
+        if self.merge.clock() < first + self.config.align_idle_seconds:
+            return set()
+        return {tp for tp in self._assigned_inputs()
+                if self.merge.caught_up(tp) and self._passed(tp) < gate.next_tick}
+
+    async def resume_ticks(self) -> None:
+        """Run the ticks that wait for quiet partitions as far as the broker's confirmations now
+        allow (`_tick_bound`), and apply what they release."""
+        if not self.ticks_waiting() or self.lock.locked():
+            return
+        started = self.clock.monotonic()
+        results: list[BatchResult] = []
+        pending: list[RawRecord] = []
+
+        async def flush() -> None:
+            for i in range(0, len(pending), self.config.batch_max):
+                results.append(await self._apply_batch(pending[i:i + self.config.batch_max]))
+            pending.clear()
+
+        async with self.lock:
+            await self._run_ticks(self.tick_frontier[-1][1], pending, flush)
+            await flush()
+        self._count(results, sum(sum(r.consumed.values()) for r in results), started)
 
     async def _tick(self, now: float) -> None:
         """A learning tick at event time `now` (states hold exactly the events up to it; under
@@ -560,7 +643,7 @@ class WorkerLoop:
         records arrive to carry them with the agent's next micro-batch (one micro-batch per
         tick: a ClickHouse insert per batch, so the timer does not split the agent's batches).
         The caller skips the tick during a rebalance."""
-        if (self.merge.buffered() and not self.lock.locked()
+        if ((self.merge.buffered() or self.ticks_waiting()) and not self.lock.locked()
                 and self.clock.monotonic() - self.agent_batch_at >= self.config.batch_within):
             await self.apply_released(max_batches=1)
 

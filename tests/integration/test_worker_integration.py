@@ -459,11 +459,12 @@ def test_a_restarted_learning_worker_goes_on_from_its_churn_history(make_setting
     while time.monotonic() < deadline and worker.alive and len(cards()) < len(learner.cards):
         time.sleep(2)
     assert f"churn history read back to the tick at {last_tick}" in worker.log_tail(400_000)
-    # The schedule, the windows and the labelled rows of every training are replay's. The
-    # figures may differ in the last digits: a customer's records of one topic stay in offset
-    # order, so a record before a tick but behind a held later one can miss that tick's
-    # snapshot where replay has it (docs/evaluation.md §7, "In the worker", point 2), and which
-    # records wait depends on when the ticks run against the deliveries.
+    # The schedule, the windows and the labelled rows of every training are replay's (the
+    # second part is produced while the worker reads: a tick waits for the broker to confirm a
+    # partition that looks caught up, WorkerLoop._tick_bound; without that, 2 runs in 4 failed
+    # here). The figures may differ in the last digits: a customer's records of one topic stay
+    # in offset order, so a record before a tick but behind a held later one can miss that
+    # tick's snapshot where replay has it (docs/evaluation.md §7, "In the worker", point 2).
     key = ("version", "trained_at", "window", "rows_train", "rows_calibration", "rows_validation", "positives",
            "leavers")
     got, want = cards(), [c.to_dict() for c in learner.cards]

@@ -140,13 +140,13 @@ def _learning_world():
                       store=store, outputs=Outputs(log), rows=Rows(log), inputs=inputs, clock=Clock(RECEIVED_AT),
                       metrics=Metrics(), learner=ChurnLearner(HORIZON_DAYS), models=Models())
 
-    def records(events):
+    def records(events, partition: int = 0):
         out = []
         for e in events:
-            tp = TP(TOPIC[e["type"]], 0)
+            tp = TP(TOPIC[e["type"]], partition)
             offset = ends.get(tp, 0)
             ends[tp] = offset + 1
-            out.append(Delivered(tp, RawRecord(tp.topic, 0, offset, e["customer_id"].encode(), raw(e))))
+            out.append(Delivered(tp, RawRecord(tp.topic, partition, offset, e["customer_id"].encode(), raw(e))))
         return out
     return loop, inputs, store, records
 
@@ -175,6 +175,33 @@ def test_a_record_after_the_next_tick_waits_for_it_and_its_offset_is_not_committ
     assert store.load("b").n == 2 and store.load("d").n == 1 and not loop.gate.held()
     asyncio.run(loop.commit_completed_inputs())
     assert inputs.commits[-1] == {tp: 6}
+
+
+def test_a_tick_waits_until_the_broker_confirms_a_partition_that_looks_caught_up():
+    """A backfill: partition 1 looks caught up (the consumer's copy of its log end, from its
+    last fetch, is old) while its producer's last batch, e's event before midnight, lands only
+    after partition 0's event at 02:00 has been read. That event lets the midnight tick run;
+    the tick waits for the broker to confirm partition 1 caught up, which it does not while
+    e's record is still to be received. e's event then makes the tick's snapshot, as in
+    replay; the tick runs once the broker confirms partition 1 at its end. Before, the tick
+    ran at once and its snapshot missed e."""
+    loop, inputs, store, records = _learning_world()
+    asyncio.run(loop.watch_stalls())   # the assigned partitions and their (empty) logs are known
+    fetched = dict(inputs.ends)   # the consumer's copies of the log ends, as of its last fetches
+    inputs.log_end = fetched.get
+    p1 = TP(TOPIC["touchpoint"], 1)
+    first = records([touchpoint("a")]) + records([touchpoint("b", when=at(hours=1))], partition=1)
+    fetched.update(inputs.ends)
+    asyncio.run(loop.deliver(first))
+    late = records([touchpoint("e", when=at(hours=14.9))], partition=1)   # produced, not yet fetched
+    loop.clock.mono += 1.0   # the confirmations so far were asked before d's record came
+    asyncio.run(loop.deliver(records([touchpoint("d", when=at(hours=17))])))
+    assert not loop.learner.book.pending and store.load("d") is None   # the tick and d wait
+    assert loop.ticks_waiting() and not loop.merge.caught_up(p1)          # the broker showed e's record
+    asyncio.run(loop.deliver(late))
+    [snap] = loop.learner.book.pending
+    assert snap.t == (T0.timestamp() // DAY + 1) * DAY and snap.customer_ids == ["a", "b", "e"]
+    assert store.load("d").n == 1 and not loop.gate.held() and not loop.ticks_waiting()
 
 
 def test_the_model_channel_round_trips_both_kinds_and_the_hand_set_handover():
