@@ -10,7 +10,8 @@ see the state-size tests). Format 1 grew one optional field (`offs`, source offs
 states written before it read as "no offsets known" and fall back to the event-id window.
 It grew a second one, `erased` (see `erasure_marker`); states written before it have none;
 and `spent` (paid amount over all purchases): states written before it judge spend from the
-purchases they keep; and `cases` (what operators did about each alert): none before it.
+purchases they keep; and `cases` (what operators did about each alert): none before it;
+and `skip` (held source offsets below the last applied one, see `redelivered`): none before it.
 Event-id dedup moved from the last 32 ids as 32-bit fingerprints
 (stored as `ids`) to every id within the lateness bound as 64-bit fingerprints with the
 event second (stored as `sid`, see `seen`): a state written before reads its 32-bit ids
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pipeline.domain.vocabulary import DIMENSIONS
@@ -161,6 +163,7 @@ class CustomerState:
     alerts: dict[str, list] = field(default_factory=dict)   # key -> [alert_id, severity, started_at]
     pub: list[float] = field(default_factory=list)          # last published [churn_risk, sla_breaches, open]
     offs: list[int] = field(default_factory=list)           # per input slot: [partition, last applied offset] * 3
+    skip: list[int] = field(default_factory=list)           # [slot, offset] * k: below the last applied, not applied yet
     erased: float | None = None                             # events up to this time are erased (`cxpulse erase`)
     cases: dict[str, dict] = field(default_factory=dict)    # alert id -> case (pipeline/domain/case.py)
 
@@ -172,7 +175,7 @@ class CustomerState:
         applied (redeliveries stay duplicates), and the score version (a later profile
         continues it, so a newer score always carries a higher version)."""
         return CustomerState(customer_id=self.customer_id, version=self.version, offs=list(self.offs),
-                             erased=max(requested_at, self.erased or requested_at))
+                             skip=list(self.skip), erased=max(requested_at, self.erased or requested_at))
 
     def is_erased_event(self, occurred_at: float) -> bool:
         return self.erased is not None and occurred_at <= self.erased
@@ -182,14 +185,38 @@ class CustomerState:
     # input topic sit in one partition at increasing offsets. The worker applies them in
     # offset order, so a record at or below the last applied offset of its slot is a
     # redelivery, however far back it reaches (the id window below covers the lateness bound).
+    # One exception: a learning worker holds a record later than the next event-time tick
+    # and applies the records after it that are before the tick (pipeline/service/tick_gate.py).
+    # The held offsets below an applied one are kept in `skip` until they are applied, so
+    # they are not taken for redeliveries (after a restart too: no input offset is committed
+    # at or past a held record). A held record that ends not applied (too late, a duplicate
+    # id) leaves its entry; 16 bytes stored each.
     def redelivered(self, slot: int, partition: int, offset: int) -> bool:
         i = 2 * slot
-        return i < len(self.offs) and self.offs[i] == partition and offset <= self.offs[i + 1]
+        if not (i < len(self.offs) and self.offs[i] == partition and offset <= self.offs[i + 1]):
+            return False
+        return not (self.skip and self._skipped(slot, offset))
 
-    def applied_at(self, slot: int, partition: int, offset: int) -> None:
+    def _skipped(self, slot: int, offset: int) -> bool:
+        skip = self.skip
+        return any(skip[j] == slot and skip[j + 1] == offset for j in range(0, len(skip), 2))
+
+    def applied_at(self, slot: int, partition: int, offset: int, held: Iterable[int] = ()) -> None:
+        """The record at `offset` of the slot's partition is applied. `held`: offsets of this
+        customer's records of the slot that are held, not applied yet (those below `offset`
+        stay new until they are)."""
         i = 2 * slot
         if len(self.offs) <= i:
             self.offs.extend([-1] * (i + 2 - len(self.offs)))
+        if self.offs[i] == partition and offset <= self.offs[i + 1]:   # a skipped record, applied now
+            skip = self.skip
+            self.skip = [x for j in range(0, len(skip), 2) if (skip[j], skip[j + 1]) != (slot, offset)
+                         for x in skip[j:j + 2]]
+            return
+        last = self.offs[i + 1] if self.offs[i] == partition else -1
+        for held_offset in held:
+            if last < held_offset < offset and not self._skipped(slot, held_offset):
+                self.skip += [slot, held_offset]
         self.offs[i:i + 2] = [partition, offset]
 
     def fed_from(self, assigned: set[tuple[int, int]]) -> bool:

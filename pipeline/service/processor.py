@@ -223,7 +223,8 @@ class Core:
     # --- micro-batches ------------------------------------------------------------------
     def process(self, records: Iterable[RawRecord], load: Callable[[str], CustomerState | None],
                 expected_type: Callable[[RawRecord], str | None] | None = None, *,
-                received_at: float, source_offsets: bool = False) -> BatchResult:
+                received_at: float, source_offsets: bool = False,
+                held: Callable[[RawRecord], Iterable[int]] | None = None) -> BatchResult:
         """Apply a micro-batch received at wall-clock `received_at` (the time stamped on its
         dead letters). `load(customer_id)` returns the stored state (or None).
         Scores are coalesced: one per touched customer, as of its latest event.
@@ -234,6 +235,8 @@ class Core:
         redelivery and counts as a duplicate, however many events ago it was applied.
         Replay and tests feed synthetic offsets and leave it off. Records from Kafka must
         carry their customer_id as key: with `source_offsets` a null key is `wrong_key`.
+        `held(record)`: the offsets of the held records (not applied yet) of the record's
+        customer and topic (a learning worker's tick gate); they stay new for the dedup.
 
         `received_at` is also the processing clock (epoch seconds; the worker: the wall
         clock of the batch; replay: its `clock`): timestamps later than it plus the allowed
@@ -261,7 +264,7 @@ class Core:
                 # letter either, which would keep the record's bytes)
                 out.erased_by_topic[rec.topic] = out.erased_by_topic.get(rec.topic, 0) + 1
                 if source_offsets:
-                    state.applied_at(slot, rec.partition, rec.offset)
+                    state.applied_at(slot, rec.partition, rec.offset, held(rec) if held else ())
                 touched[cid] = state
                 continue
             else:
@@ -284,7 +287,7 @@ class Core:
                 touched[cid] = state
                 continue
             if source_offsets:
-                state.applied_at(slot, rec.partition, rec.offset)
+                state.applied_at(slot, rec.partition, rec.offset, held(rec) if held else ())
             touched[cid] = state
             out.applied += 1
             out.applied_by_topic[rec.topic] = out.applied_by_topic.get(rec.topic, 0) + 1

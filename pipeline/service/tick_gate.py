@@ -14,9 +14,11 @@ order within the lateness bound (the core is order-invariant within it). So:
 - a gap of years runs at most `max_ticks` ticks for one advance, then jumps to the last
   tick before it (a bounded number of sweeps).
 
-`key`: records of one key are released in arrival order (a record whose key has a held
-record is held behind it). The worker keys by (customer, input topic): the per-customer
-source-offset dedup needs each customer's records of a topic applied in offset order.
+`key`: the held records are looked up by key (`held_of`). The worker keys by (customer,
+input topic): a customer's record applied while an earlier one of the same topic is held
+records the held offsets as not applied yet (`CustomerState.applied_at`), so the
+per-customer source-offset dedup takes them when they come. A record before the tick is
+never held behind a later one: the tick sees exactly the events up to it, as in replay.
 Replay feeds synthetic offsets and needs no key.
 
 Pure bookkeeping: no clock, no I/O. A held record is not applied yet: the worker commits
@@ -47,6 +49,7 @@ class TickGate(Generic[T]):
     max_ticks: int = MAX_TICKS_PER_STEP
     next_tick: float | None = None     # the next tick to run; None before the first event time
     _held: list[_Held[T]] = field(default_factory=list)
+    _by_key: dict[Hashable, list[T]] = field(default_factory=dict)   # the held records of each key
 
     def start(self, ts: float) -> None:
         """The first event time seen fixes the first tick (the next multiple of `step`)."""
@@ -75,42 +78,44 @@ class TickGate(Generic[T]):
         """Does an event at `ts` let a tick run?"""
         return self.next_tick is not None and self.next_tick <= ts - self.lateness
 
-    def holds(self, ts: float | None, key: Hashable | None = None) -> bool:
+    def holds(self, ts: float | None) -> bool:
         """Must a record at `ts` (None: no readable event time) wait for the next tick?"""
-        if key is not None and any(h.key == key for h in self._held):
-            return True
         return ts is not None and self.next_tick is not None and ts > self.next_tick
 
     def hold(self, ts: float | None, item: T, key: Hashable | None = None) -> None:
         self._held.append(_Held(float("-inf") if ts is None else ts, key, item))
+        if key is not None:
+            self._by_key.setdefault(key, []).append(item)
+
+    def held_of(self, key: Hashable) -> list[T]:
+        """The held records of `key`, in arrival order."""
+        return self._by_key.get(key, [])
 
     def release(self, upto: float | None = None) -> list[T]:
-        """The held records up to `upto` (default: the next tick), in arrival order, each
-        behind any held record of its key."""
+        """The held records up to `upto` (default: the next tick), in arrival order."""
         limit = self.next_tick if upto is None else upto
-        out: list[T] = []
-        keep: list[_Held[T]] = []
-        blocked: set = set()
-        for h in self._held:
-            if (h.key is not None and h.key in blocked) or (limit is not None and h.ts > limit):
-                keep.append(h)
-                if h.key is not None:
-                    blocked.add(h.key)
-            else:
-                out.append(h.item)
-        self._held = keep
+        out = [h.item for h in self._held if limit is None or h.ts <= limit]
+        if out:
+            self._keep([h for h in self._held if limit is not None and h.ts > limit])
         return out
 
     def release_all(self) -> list[T]:
         out = [h.item for h in self._held]
-        self._held = []
+        self._keep([])
         return out
 
     def drop(self, keep: Callable[[T], bool]) -> int:
         """Forget held records `keep` refuses (e.g. of revoked partitions); returns how many."""
         before = len(self._held)
-        self._held = [h for h in self._held if keep(h.item)]
+        self._keep([h for h in self._held if keep(h.item)])
         return before - len(self._held)
+
+    def _keep(self, held: list[_Held[T]]) -> None:
+        self._held = held
+        self._by_key = {}
+        for h in held:
+            if h.key is not None:
+                self._by_key.setdefault(h.key, []).append(h.item)
 
     def held(self) -> list[T]:
         return [h.item for h in self._held]

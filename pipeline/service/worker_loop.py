@@ -326,8 +326,9 @@ class WorkerLoop:
         """Apply released records through the tick gate (under the lock), as `cxpulse replay`
         does (pipeline/service/replay.py): an event whose time minus the lateness bound
         passes the next tick runs the ticks first (`_tick`); records later than the next tick
-        are held until it has run. Keyed by (customer, topic): a customer's records of a topic
-        stay in offset order (the source-offset dedup needs it)."""
+        are held until it has run, by (customer, topic): a customer's record applied while an
+        earlier one of its topic is held keeps that offset new for the source-offset dedup
+        (`_held_offsets`)."""
         gate = self.gate
         assert gate is not None
         lateness = self.core.params.lateness_seconds
@@ -351,9 +352,8 @@ class WorkerLoop:
                 progress[tp] = max(ts, progress.get(tp, ts))
                 if gate.due(ts):
                     await self._run_ticks(ts - lateness, pending, flush)
-            key = (rec.key, rec.topic)
-            if gate.holds(ts, key):
-                gate.hold(ts, (tp, offset, rec), key)
+            if gate.holds(ts):
+                gate.hold(ts, (tp, offset, rec), (rec.key, rec.topic))
             else:
                 pending.append(rec)
         await flush()
@@ -629,14 +629,20 @@ class WorkerLoop:
         With the batch's offset `cursor` the write is overlapped: it returns with the write in
         flight, and the offsets advance when it completes; without, it returns complete."""
         now = self.clock.time()   # received_at, the processing clock: the plausible window ends at it + the allowed skew
+        held = self._held_offsets if self.gate is not None and len(self.gate) else None
         prepared = guarded_batch(
-            records, lambda recs, load: self.core.process(recs, load, received_at=now, source_offsets=True),
+            records, lambda recs, load: self.core.process(recs, load, received_at=now, source_offsets=True, held=held),
             self.load_state, now, self.rows.build_rows)
         result = prepared.result
         if result.latest_event_time:
             self.stream_clock.observe(result.latest_event_time, self.clock.time())
         await self._emit(result, prepared, cursor=cursor, overlap=cursor is not None)
         return result
+
+    def _held_offsets(self, rec: RawRecord) -> list[int]:
+        """The offsets of the records the tick gate holds of `rec`'s customer and topic."""
+        assert self.gate is not None
+        return [offset for _, offset, _ in self.gate.held_of((rec.key, rec.topic))]
 
     async def release_idle(self) -> None:
         """Records held for an empty partition of their group go once its wait is over, when no

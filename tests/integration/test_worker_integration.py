@@ -459,18 +459,10 @@ def test_a_restarted_learning_worker_goes_on_from_its_churn_history(make_setting
     while time.monotonic() < deadline and worker.alive and len(cards()) < len(learner.cards):
         time.sleep(2)
     assert f"churn history read back to the tick at {last_tick}" in worker.log_tail(400_000)
-    # The schedule, the windows and the labelled rows of every training are replay's (the
-    # second part is produced while the worker reads: a tick waits for the broker to confirm a
-    # partition that looks caught up, WorkerLoop._tick_bound; without that, 2 runs in 4 failed
-    # here). The figures may differ in the last digits: a customer's records of one topic stay
-    # in offset order, so a record before a tick but behind a held later one can miss that
-    # tick's snapshot where replay has it (docs/evaluation.md §7, "In the worker", point 2).
-    key = ("version", "trained_at", "window", "rows_train", "rows_calibration", "rows_validation", "positives",
-           "leavers")
-    got, want = cards(), [c.to_dict() for c in learner.cards]
-    assert [tuple(c[k] for k in key) for c in got] == [tuple(c[k] for k in key) for c in want]
-    for a, b in zip(got, want):
-        assert abs(a["auc_validation"] - b["auc_validation"]) <= 0.01, (a, b)
+    # Every training's card is replay's, down to its validation figures (the second part is
+    # produced while the worker reads: a tick waits for the broker to confirm a partition
+    # that looks caught up, WorkerLoop._tick_bound; without that, 2 runs in 4 failed here).
+    assert cards() == [c.to_dict() for c in learner.cards]
 
 
 def test_a_restarted_worker_reads_its_last_population_refit_back(make_settings, start_worker):

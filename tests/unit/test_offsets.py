@@ -69,6 +69,25 @@ def test_offsets_are_per_topic_and_partition():
     assert decode_state(encode_state(state), "c1").offs == state.offs
 
 
+def test_a_held_offset_below_an_applied_one_stays_new_until_it_is_applied():
+    """A learning worker holds a record for the next tick and applies a later record of the
+    same customer and topic first (pipeline/service/tick_gate.py): the held offset is not a
+    redelivery until it has been applied, also once stored and read back."""
+    core = build_core(SETTINGS)
+    recs = records_of([touchpoint("c1", at(hours=i)) for i in range(4)])
+    held = {recs[1].offset, recs[2].offset}   # offsets 1 and 2 held when offset 3 comes
+    states, applied, _ = run(core, [[recs[0]], [recs[3]]], source_offsets=True, held=lambda rec: sorted(held))
+    state = decode_state(encode_state(states["c1"]), "c1")
+    assert applied == 2 and state.offs == [0, 3] and state.skip == [0, 1, 0, 2]
+    assert not state.redelivered(0, 0, 1) and not state.redelivered(0, 0, 2) and state.redelivered(0, 0, 3)
+    states = {"c1": state}
+    out = core.process([recs[1], recs[3], recs[1]], states.get, source_offsets=True, received_at=RECEIVED_AT)
+    assert out.applied == 1 and out.duplicates == 2   # offset 1 once; offset 3 and 1 again are redeliveries
+    state = out.states["c1"]
+    assert state.n == 3 and state.offs == [0, 3] and state.skip == [0, 2]
+    assert state.erasure_marker(0.0).skip == [0, 2]   # an erased customer's held records stay new too
+
+
 def test_state_without_offsets_still_reads():
     """States stored before the field existed decode as 'no offsets known'."""
     old = encode_state(CustomerState(customer_id="c1", n=3))

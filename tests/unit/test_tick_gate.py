@@ -36,19 +36,20 @@ def test_records_after_the_next_tick_wait_for_it_and_go_in_arrival_order():
     assert g.release_all() == ["c"] and len(g) == 0
 
 
-def test_a_key_stays_in_arrival_order_behind_its_held_record():
+def test_a_record_before_the_tick_is_not_held_behind_a_later_one_of_its_key():
     g: TickGate[str] = TickGate(DAY, 3600.0)
     g.start(0.5 * DAY)
     g.hold(DAY + 10, "a1", key="a")
-    assert g.holds(0.9 * DAY, key="a")           # before the tick, but behind a1
-    assert g.holds(None, key="a")                # no event time: still behind a1
-    assert not g.holds(0.9 * DAY, key="b")
-    g.hold(0.9 * DAY, "a2", key="a")
+    assert not g.holds(0.9 * DAY)                # before the tick: applied, though a1 of its key is held
+    assert not g.holds(None)                     # no event time: the core dead-letters it
     g.hold(3 * DAY, "a3", key="a")
-    g.hold(DAY + 20, "a4", key="a")
+    g.hold(DAY + 20, "b1", key="b")
+    g.hold(DAY + 30, "a4", key="a")
+    assert g.held_of("a") == ["a1", "a3", "a4"] and g.held_of("b") == ["b1"] and g.held_of("c") == []
     list(g.ticks(DAY))
-    assert g.release() == ["a1", "a2"]           # a4 stays behind a3 (after the next tick)
-    assert g.held() == ["a3", "a4"]
+    assert g.release() == ["a1", "b1", "a4"]     # up to the next tick, in arrival order
+    assert g.held() == ["a3"] and g.held_of("a") == ["a3"] and g.held_of("b") == []
+    assert g.drop(lambda item: item != "a3") == 1 and g.held_of("a") == []
 
 
 def test_a_gap_of_years_runs_a_bounded_number_of_ticks():

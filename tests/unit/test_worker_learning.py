@@ -153,28 +153,52 @@ def _learning_world():
 
 def test_a_record_after_the_next_tick_waits_for_it_and_its_offset_is_not_committed():
     """T0 is 09:00; the first tick is midnight (+15 h). b's event after midnight waits; b's
-    next record waits behind it although it is before midnight (a customer's records of one
-    topic stay in offset order: the source-offset dedup needs it; such a record misses the
-    tick's snapshot, which replay would include); a's and c's are applied. Commits stop below
-    the first held offset until the tick has run."""
+    next record is applied although it comes behind it, since it is before midnight (the
+    tick's snapshot has it, as replay's does), and b's state keeps the held offset new for
+    the source-offset dedup; a's and c's are applied. Commits stop below the first held
+    offset until the tick has run."""
     loop, inputs, store, records = _learning_world()
     asyncio.run(loop.watch_stalls())   # the assigned partitions and their (empty) logs are known
     tp = TP(TOPIC["touchpoint"], 0)
     first = records([touchpoint("a"), touchpoint("b", when=at(hours=15.5)), touchpoint("c", when=at(hours=14.9)),
                      touchpoint("b", when=at(hours=14.95)), touchpoint("a", when=at(hours=1))])
     asyncio.run(loop.deliver(first))
-    assert store.load("a").n == 2 and store.load("c").n == 1 and store.load("b") is None
-    assert [off for _, off, _ in loop.gate.held()] == [1, 3]
+    assert store.load("a").n == 2 and store.load("c").n == 1 and store.load("b").n == 1
+    assert store.load("b").skip == [0, 1]                # slot 0 (touchpoints), offset 1: held, not applied
+    assert [off for _, off, _ in loop.gate.held()] == [1]
     asyncio.run(loop.commit_completed_inputs())
     assert inputs.commits[-1] == {tp: 1}                 # not past b's held record
     assert not loop.learner.book.pending                  # no tick yet
     # an event at 02:00: the tick (midnight + the 1-hour lateness bound) has passed
     asyncio.run(loop.deliver(records([touchpoint("d", when=at(hours=17))])))
     [snap] = loop.learner.book.pending
-    assert snap.t == (T0.timestamp() // DAY + 1) * DAY and snap.customer_ids == ["a", "c"]
-    assert store.load("b").n == 2 and store.load("d").n == 1 and not loop.gate.held()
+    assert snap.t == (T0.timestamp() // DAY + 1) * DAY and snap.customer_ids == ["a", "b", "c"]
+    assert store.load("b").n == 2 and store.load("b").skip == [] and store.load("d").n == 1
+    assert not loop.gate.held()
     asyncio.run(loop.commit_completed_inputs())
     assert inputs.commits[-1] == {tp: 6}
+
+
+def test_a_held_record_applied_after_a_later_offset_is_applied_once_after_a_restart():
+    """b's record at offset 1 is held for the tick, its record at offset 3 applied; the worker
+    stops before the tick. A new one, over the same store, reads the partition again (from
+    its start: the fake consumer's start offset): b's held record is applied (its offset was
+    kept new), b's offset 3 and a's and c's records are redeliveries. Every event counts once."""
+    loop, inputs, store, records = _learning_world()
+    asyncio.run(loop.watch_stalls())
+    first = records([touchpoint("a"), touchpoint("b", when=at(hours=15.5)), touchpoint("c", when=at(hours=14.9)),
+                     touchpoint("b", when=at(hours=14.95)), touchpoint("a", when=at(hours=1))])
+    asyncio.run(loop.deliver(first))
+    asyncio.run(loop.commit_completed_inputs())
+    assert inputs.commits[-1] == {TP(TOPIC["touchpoint"], 0): 1} and store.load("b").n == 1
+    settings = Settings()
+    again = WorkerLoop(build_core(settings), LoopConfig(topic_for_type=settings.topic_for_type, align_idle_seconds=0.0),
+                       store=store, outputs=Outputs([]), rows=Rows([]), inputs=inputs, clock=Clock(RECEIVED_AT),
+                       metrics=Metrics(), learner=ChurnLearner(HORIZON_DAYS), models=Models())
+    asyncio.run(again.watch_stalls())
+    asyncio.run(again.deliver(first + records([touchpoint("d", when=at(hours=17))])))
+    assert {c: store.load(c).n for c in "abcd"} == {"a": 2, "b": 2, "c": 1, "d": 1}
+    assert store.load("b").skip == []
 
 
 def test_a_tick_waits_until_the_broker_confirms_a_partition_that_looks_caught_up():
