@@ -130,13 +130,14 @@ def replay(values: Iterable[bytes], core: Core, *, clock: Callable[[], float], a
             return
         for now in gate.ticks(until):
             flush()   # the tick sees every record up to it (those the last tick released too)
-            refit(now)
-            if learner is None:
-                collect(core.sweep(states.values(), now))
-            else:
-                learner.begin_tick(now, states, core)
-                collect(core.sweep(states.values(), now, observe=learner.observe))
-                learner.end_tick(now, core)
+            if any(state.n for state in states.values()):   # else a tick before every event (TickGate.start)
+                refit(now)
+                if learner is None:
+                    collect(core.sweep(states.values(), now))
+                else:
+                    learner.begin_tick(now, states, core)
+                    collect(core.sweep(states.values(), now, observe=learner.observe))
+                    learner.end_tick(now, core)
             add(gate.release())
 
     for offset, value in enumerate(values):

@@ -6,7 +6,10 @@ A tick at `t` must see states holding exactly the events up to `t`, whatever the
 order within the lateness bound (the core is order-invariant within it). So:
 
 - ticks fall on multiples of `step` (daily: midnight UTC); the first is the first multiple
-  after the first event time seen (`start`);
+  after the first event time seen minus the lateness bound (`start`): whichever event of the
+  first lateness bound comes first, the same tick, or an empty one before it (a tick before
+  every event; the callers skip it: no re-fit, no snapshot), so the ticks and the schedules
+  counted from them do not depend on arrival order;
 - a tick runs once an event arrives whose time minus `lateness` has passed it (`ticks`):
   no event at or before the tick can still come within the lateness bound;
 - a record later than the next tick is held back (`holds`) until that tick has run, then
@@ -52,9 +55,10 @@ class TickGate(Generic[T]):
     _by_key: dict[Hashable, list[T]] = field(default_factory=dict)   # the held records of each key
 
     def start(self, ts: float) -> None:
-        """The first event time seen fixes the first tick (the next multiple of `step`)."""
+        """The first event time seen fixes the first tick: the next multiple of `step` after
+        it minus the lateness bound (the earliest event time that may still come)."""
         if self.next_tick is None:
-            self.next_tick = (ts // self.step + 1) * self.step
+            self.next_tick = ((ts - self.lateness) // self.step + 1) * self.step
 
     def resume_after(self, tick: float) -> None:
         """A restarted worker whose last tick was `tick` (its history): the next tick is the one

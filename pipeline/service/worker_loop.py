@@ -456,6 +456,8 @@ class WorkerLoop:
         gc.disable()   # no collection walks the states decoded for the tick (TICK_LOAD_TURN_SECONDS)
         try:
             states = await self._owned_states_in_slices()
+            if not any(state.n for state in states.values()):
+                return   # a tick before every event (TickGate.start): no re-fit, no snapshot
             data, record = await asyncio.get_running_loop().run_in_executor(None, self._learn_at, now, states)
             await self._drop_in_slices(states)
         finally:

@@ -362,11 +362,14 @@ def test_worker_equals_replay_in_every_field_across_a_restart(make_settings, sta
             assert not bad, f"{table}: {len(bad)} values differ from replay, e.g. {bad[:5]}"
 
 
-# The learning streams end at noon (yesterday, UTC), whenever the test runs. A stream that
-# starts within the lateness bound of a midnight makes the first tick depend on which
-# partition's record comes first (replay takes the file's first), and with it the 7-day
-# training schedule: the cards then differ from replay's by a day (seen at 23:05 UTC).
-LEARNING_END = datetime.now(timezone.utc).replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=1)
+# The learning streams end at 23:20 (yesterday, UTC), whenever the test runs: their first
+# events fall either side of a midnight (23:53, 00:04, 00:36 of the first day), so the
+# partitions' first records come in an order replay's file does not have. The first tick
+# once followed the first event seen (a day apart here), and with it the 7-day training
+# schedule: the cards then differed from replay's by a day (seen at 23:05 UTC, when the
+# streams ended at the wall clock). TickGate.start counts from the first event time minus
+# the lateness bound; the unit test is tests/unit/test_worker_learning.py.
+LEARNING_END = datetime.now(timezone.utc).replace(hour=23, minute=20, second=0, microsecond=0) - timedelta(days=1)
 
 
 def test_the_learning_worker_publishes_the_models_replay_trains(make_settings, start_worker):

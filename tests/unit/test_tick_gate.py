@@ -6,11 +6,17 @@ from pipeline.service.tick_gate import TickGate
 DAY = 86400.0
 
 
-def test_first_tick_is_the_next_multiple_after_the_first_event():
+def test_first_tick_is_the_next_multiple_after_the_first_event_minus_the_lateness_bound():
     g: TickGate[str] = TickGate(DAY, 3600.0)
-    g.start(10 * DAY + 5)
+    g.start(10 * DAY + 7200)
     g.start(3 * DAY)            # only the first event time counts
     assert g.next_tick == 11 * DAY
+    # an event within the lateness bound after midnight may come after one before it: the tick
+    # at that midnight comes either way (empty if nothing is before it)
+    for first in (10 * DAY + 5, 10 * DAY - 600):
+        g = TickGate(DAY, 3600.0)
+        g.start(first)
+        assert g.next_tick == 10 * DAY
 
 
 def test_a_tick_runs_only_once_the_lateness_bound_has_passed_it():

@@ -131,6 +131,28 @@ def test_the_worker_trains_and_publishes_the_model_replay_trains(small_minimums)
     assert installed.explain(x) == want.explain(x)
 
 
+def test_the_first_tick_and_the_trainings_do_not_depend_on_which_event_around_a_midnight_comes_first(small_minimums):
+    """Two events 10 minutes either side of a midnight, in either order (both within the
+    lateness bound), then the stream: the same ticks, snapshots and trainings. The first
+    tick once followed the first event seen (that midnight, or the next), and with it the
+    retraining schedule."""
+    from pipeline.service.processor import event_time
+
+    values, _, _ = _stream()
+    midnight = (min(event_time(v) for v in values) // DAY) * DAY
+    around = [raw(touchpoint(c, when=datetime.fromtimestamp(midnight + d, timezone.utc).isoformat()))
+              for c, d in (("x", -600.0), ("y", 600.0))]
+    learners = []
+    for first in (around, around[::-1]):
+        learner = ChurnLearner(HORIZON_DAYS)
+        replay(first + values, build_core(Settings()), clock=lambda: NOW, learner=learner)
+        learners.append(learner)
+    a, b = learners
+    assert a.cards and [c.to_dict() for c in a.cards] == [c.to_dict() for c in b.cards]
+    snaps = [[(s.t, s.customer_ids) for s in lr.book.labelled + lr.book.pending] for lr in learners]
+    assert snaps[0] == snaps[1] and snaps[0][0] == (midnight, ["x"])
+
+
 def _learning_world():
     settings = Settings()
     log: list = []
