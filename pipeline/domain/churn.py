@@ -270,9 +270,12 @@ class PopulationInput:
 
 
 def population_input(state: CustomerState, as_of: float) -> PopulationInput:
-    return PopulationInput(state.customer_id, activity_summary(state, as_of),
-                           tuple(v for name, key in OPPORTUNITY_KEY.items()
-                                 for v in (state.acc.get(FACTOR_KEY[name], 0.0), state.acc.get(key, 0.0))))
+    return PopulationInput(state.customer_id, activity_summary(state, as_of), _incidents(state))
+
+
+def _incidents(state: CustomerState) -> tuple[float, ...]:
+    return tuple(v for name, key in OPPORTUNITY_KEY.items()
+                 for v in (state.acc.get(FACTOR_KEY[name], 0.0), state.acc.get(key, 0.0)))
 
 
 def fit_population(states: Iterable[CustomerState], prior: PopulationParams | None = None,
@@ -329,7 +332,7 @@ def fit_incident_rates(states: Iterable[CustomerState], prior: dict[str, float])
     """The population's incidents per chance for each incident factor (pooled decayed
     counts over pooled decayed chances); a factor keeps its prior until the population
     has had MIN_CHANCES chances."""
-    return _incident_rates([population_input(s, 0.0) for s in states], prior)
+    return _incident_rates([PopulationInput(s.customer_id, None, _incidents(s)) for s in states], prior)
 
 
 def _incident_rates(inputs: Iterable[PopulationInput], prior: dict[str, float]) -> dict[str, float]:

@@ -62,7 +62,7 @@ import gc
 import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
-from typing import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Mapping, Sequence, TypeVar
+from typing import AsyncIterator, Hashable, Iterable, Mapping, Sequence, TypeVar
 
 from pipeline.domain.churn import POPULATION_MAX_CUSTOMERS, PopulationInput, fit_population_inputs, population_input
 from pipeline.domain.scoring import profile, score_record
@@ -337,12 +337,6 @@ class WorkerLoop:
         results: list[BatchResult] = []
         pending: list[RawRecord] = []
         progress = self.progress
-
-        async def flush() -> None:
-            for i in range(0, len(pending), self.config.batch_max):
-                results.append(await self._apply_batch(pending[i:i + self.config.batch_max]))
-            pending.clear()
-
         for tp, offset, rec in items:
             ts = event_time(rec.value)
             if ts is not None and not (window.floor <= ts <= ceiling):
@@ -351,19 +345,27 @@ class WorkerLoop:
                 gate.start(ts)
                 progress[tp] = max(ts, progress.get(tp, ts))
                 if gate.due(ts):
-                    await self._run_ticks(ts - lateness, pending, flush)
+                    await self._run_ticks(ts - lateness, pending, results)
             if gate.holds(ts):
                 gate.hold(ts, (tp, offset, rec), (rec.key, rec.topic))
             else:
                 pending.append(rec)
-        await flush()
+        await self._apply_pending(pending, results)
         return results
 
-    async def _run_ticks(self, until: float, pending: list[RawRecord], flush: Callable[[], Awaitable[None]]) -> None:
+    async def _apply_pending(self, pending: list[RawRecord], results: list[BatchResult]) -> None:
+        """Apply `pending` in micro-batches (under the lock), their results into `results`,
+        and empty it."""
+        for i in range(0, len(pending), self.config.batch_max):
+            results.append(await self._apply_batch(pending[i:i + self.config.batch_max]))
+        pending.clear()
+
+    async def _run_ticks(self, until: float, pending: list[RawRecord], results: list[BatchResult]) -> None:
         """Run the ticks a record lets run up to event time `until` (under the lock) as far as
-        the other input partitions allow (`_tick_bound`), each after `flush` has applied what
-        is `pending`; what a tick releases joins `pending`. Ticks left waiting for quiet
-        partitions run once the broker has confirmed them (`resume_ticks`)."""
+        the other input partitions allow (`_tick_bound`), each after what is `pending` has been
+        applied (`_apply_pending`, into `results`); what a tick releases joins `pending`. Ticks
+        left waiting for quiet partitions run once the broker has confirmed them
+        (`resume_ticks`)."""
         gate = self.gate
         assert gate is not None
         frontier = self.tick_frontier
@@ -373,7 +375,7 @@ class WorkerLoop:
         elif until > frontier[-1][1]:   # the same ticks: the time they were first let run stays
             frontier[-1] = (frontier[-1][0], until)
         for now in gate.ticks(self._tick_bound(until)):
-            await flush()   # the tick sees every record up to it (those the last tick released too)
+            await self._apply_pending(pending, results)   # the tick sees every record up to it (those the last tick released too)
             await self._tick(now)
             pending.extend(r for _, _, r in gate.release())
         nxt = gate.next_tick if gate.next_tick is not None else float("inf")
@@ -432,15 +434,9 @@ class WorkerLoop:
         started = self.clock.monotonic()
         results: list[BatchResult] = []
         pending: list[RawRecord] = []
-
-        async def flush() -> None:
-            for i in range(0, len(pending), self.config.batch_max):
-                results.append(await self._apply_batch(pending[i:i + self.config.batch_max]))
-            pending.clear()
-
         async with self.lock:
-            await self._run_ticks(self.tick_frontier[-1][1], pending, flush)
-            await flush()
+            await self._run_ticks(self.tick_frontier[-1][1], pending, results)
+            await self._apply_pending(pending, results)
         self._count(results, sum(sum(r.consumed.values()) for r in results), started)
 
     async def _tick(self, now: float) -> None:
