@@ -19,6 +19,12 @@ What is written at a tick at `t`:
 - the tick itself: whether the population was re-fitted (and the parameters) and whether a
   retraining was due.
 
+And once a retraining due at a tick has ended (trained and published, or nothing to train),
+its `TrainingRow`. The training runs after its tick, off the event loop; a worker that dies
+meanwhile has the tick's row written and not the training's. A restarted worker then trains
+it again (`Restored.lost`): from the book as it stood at that tick, read back from the same
+rows, so the model is the one that was lost.
+
 A history written by a build with other features (`feature_set`) or another horizon is not
 read: the book starts anew, and the log says so.
 """
@@ -26,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -44,6 +50,7 @@ class LearnerProgress:
     """Where the learner stood at its last tick: no tick at or before `last_tick` runs again."""
     last_tick: float
     last_train: float            # the last tick a retraining was due (trained, or cold start)
+    last_trained: float          # the last tick whose retraining ended (its TrainingRow written)
     last_refit: float            # the last population re-fit
     population: PopulationParams | None   # the parameters of that re-fit
 
@@ -139,6 +146,7 @@ def restore_book(book: SnapshotBook, ticks: list[float], rows: list[StoredRow], 
 SnapshotRow = tuple[float, str, list[float], float]                  # t, customer id, features, reference
 LabelRow = tuple[float, str, int, "bool | None", "bool | None"]      # t, customer id, stage, within, label
 TickRow = tuple[float, float, str, bool, bool, str]   # t, horizon, feature set, refit, retrain, population JSON
+TrainingRow = tuple[float, float, str, str, str]      # t, horizon, feature set, version trained ("": none), serving
 STAGE_WITHIN, STAGE_LABELLED = 1, 2
 
 
@@ -161,9 +169,18 @@ def record_rows(record: TickRecord) -> tuple[list[SnapshotRow], list[LabelRow], 
                            record.retrain, population)
 
 
-def progress_of(ticks: list[TickRow], horizon_days: float, feature_set: str = FEATURE_SET) -> LearnerProgress | None:
-    """Where the learner stood, from its tick rows (any order); None when the latest tick was
-    written with another horizon or feature set (or there is none): the book starts anew."""
+def training_row(t: float, horizon_days: float, version: str | None, serving: str | None) -> TrainingRow:
+    """The row of a retraining due at `t` that has ended: the version trained (None: nothing
+    trained, a cold start or a history that cannot train one) and the version serving after
+    it (None: the hand-set model)."""
+    return (t, horizon_days, FEATURE_SET, version or "", serving or "hand-set")
+
+
+def progress_of(ticks: list[TickRow], horizon_days: float, feature_set: str = FEATURE_SET,
+                trainings: Sequence[TrainingRow] = ()) -> LearnerProgress | None:
+    """Where the learner stood, from its tick rows (any order) and the rows of the retrainings
+    that ended; None when the latest tick was written with another horizon or feature set (or
+    there is none): the book starts anew."""
     if not ticks:
         return None
     ordered = sorted(ticks)
@@ -175,6 +192,8 @@ def progress_of(ticks: list[TickRow], horizon_days: float, feature_set: str = FE
     return LearnerProgress(
         last_tick=last[0],
         last_train=max((r[0] for r in ordered if r[4]), default=float("-inf")),
+        last_trained=max((r[0] for r in trainings if r[1] == horizon_days and r[2] == feature_set),
+                         default=float("-inf")),
         last_refit=refits[-1][0] if refits else float("-inf"),
         population=population_of_json(refits[-1][5]) if refits else None)
 
@@ -211,24 +230,45 @@ def stored_rows(snaps: list[SnapshotRow], labels: list[LabelRow]) -> list[Stored
 
 
 @dataclass(frozen=True)
+class BookRows:
+    """The rows a book is restored from (`restore_book`): the tick times to restore, from the
+    oldest needed, and their snapshot rows."""
+    ticks: list[float]
+    rows: list[StoredRow]
+
+
+@dataclass(frozen=True)
 class Restored:
     """What a restarted learner reads back: where it stood, and its book's snapshots."""
     progress: LearnerProgress
     ticks: list[float]          # the ticks (snapshot times) to restore, from the oldest needed
     rows: list[StoredRow]
+    # a retraining due at `progress.last_train` that never ended (the worker died while it ran):
+    # the rows of the book as it stood at that tick, to train it again. None: nothing was lost.
+    lost: BookRows | None = None
 
 
 def read_history(ticks: list[TickRow], snapshot_counts: Callable[[], list[tuple[float, int]]],
                  rows_since: Callable[[float], tuple[list[SnapshotRow], list[LabelRow]]],
-                 horizon_days: float, max_rows: int) -> Restored | None:
+                 horizon_days: float, max_rows: int, trainings: Sequence[TrainingRow] = ()) -> Restored | None:
     """The history a store holds (its tick rows; the snapshot row counts per snapshot; the
-    snapshot and label rows from an instant on), read as a learner of `horizon_days` restores
-    it: None when there is none for this horizon and feature set."""
-    progress = progress_of(ticks, horizon_days)
+    snapshot and label rows from an instant on; the rows of the retrainings that ended), read
+    as a learner of `horizon_days` restores it: None when there is none for this horizon and
+    feature set."""
+    progress = progress_of(ticks, horizon_days, trainings=trainings)
     if progress is None:
         return None
-    since = oldest_needed(snapshot_counts(), progress.last_tick, horizon_days, max_rows)
-    snaps, labels = rows_since(since)
-    return Restored(progress, sorted(r[0] for r in ticks if since <= r[0] <= progress.last_tick
-                                     and r[1] == horizon_days and r[2] == FEATURE_SET),
-                    stored_rows(snaps, labels))
+    counts = snapshot_counts()
+
+    def book_rows(as_of: float) -> BookRows:
+        since = oldest_needed(counts, as_of, horizon_days, max_rows)
+        snaps, labels = rows_since(since)
+        return BookRows(sorted(r[0] for r in ticks if since <= r[0] <= as_of
+                               and r[1] == horizon_days and r[2] == FEATURE_SET),
+                        stored_rows(snaps, labels))
+
+    book = book_rows(progress.last_tick)
+    lost = None
+    if progress.last_trained < progress.last_train:
+        lost = book if progress.last_train == progress.last_tick else book_rows(progress.last_train)
+    return Restored(progress, book.ticks, book.rows, lost)

@@ -150,18 +150,20 @@ class ChurnLearner:
         self.adopt(model, core)
         return model.card
 
-    def training_set(self, now: float) -> TrainingSet | None:
+    def training_set(self, now: float, book: SnapshotBook | None = None) -> TrainingSet | None:
         """The labelled history at `now` as arrays (a copy: later ticks do not change it), or
-        None while the history is too small (cold start)."""
+        None while the history is too small (cold start). `book`: another book than the
+        learner's (a restarted worker's book as it stood at a retraining that was lost)."""
         self.last_train = now
-        pos, neg, leavers = self.book.counts()
+        book = self.book if book is None else book
+        pos, neg, leavers = book.counts()
         if not enough_history(pos, neg, leavers):
             if not self._cold_logged:
                 log.info("churn model: cold start, the hand-set model serves (labelled history: %d leaving / %d "
                          "staying rows from %d leavers)", pos, neg, leavers)
                 self._cold_logged = True
             return None
-        X, y, t, ref = self.book.training_data()
+        X, y, t, ref = book.training_data()
         return TrainingSet(X, y, t, ref, leavers, self.horizon_days)
 
     def fit(self, now: float, data: TrainingSet):

@@ -65,11 +65,12 @@ from dataclasses import dataclass, replace
 from typing import AsyncIterator, Hashable, Iterable, Mapping, Sequence, TypeVar
 
 from pipeline.domain.churn import POPULATION_MAX_CUSTOMERS, PopulationInput, fit_population_inputs, population_input
+from pipeline.domain.churn_snapshots import SnapshotBook
 from pipeline.domain.scoring import profile, score_record
 from pipeline.domain.state import CustomerState
 from pipeline.domain.stream_clock import StreamClock
 from pipeline.learning.churn_model_codec import decode_model
-from pipeline.service.churn_history import TickRecord, mark, restore_book, tick_changes
+from pipeline.service.churn_history import TickRecord, mark, restore_book, tick_changes, training_row
 from pipeline.service.churn_learning import ChurnLearner, TrainingSet, fit_model
 from pipeline.service.emit_guard import PreparedBatch, guarded_batch, messages_of, prepare
 from pipeline.service.event_time_merge import EventTimeMerge
@@ -466,9 +467,25 @@ class WorkerLoop:
                 # from the last tick written, and this one is taken again from the states then
                 log.exception("churn history of the tick at %s not written", now)
         if data is not None:
-            task = asyncio.get_running_loop().create_task(self._train(now, data))   # not awaited: batches go on
-            self.trainings.add(task)
-            task.add_done_callback(self.trainings.discard)
+            self._start_training(now, data)
+        elif record.retrain:
+            await self._trained(now, None)   # a cold start: nothing to train, and nothing to redo after a restart
+
+    def _start_training(self, now: float, data: TrainingSet) -> None:
+        task = asyncio.get_running_loop().create_task(self._train(now, data))   # not awaited: batches go on
+        self.trainings.add(task)
+        task.add_done_callback(self.trainings.discard)
+
+    async def _trained(self, now: float, version: str | None) -> None:
+        """Record that the retraining due at `now` has ended (a restarted worker trains it
+        again otherwise: pipeline/service/churn_history.py)."""
+        if self.history is None or self.learner is None:
+            return
+        serving = self.core.churn_model.version if self.core.churn_model is not None else None
+        try:
+            await self.rows.run(self.history.trained, training_row(now, self.learner.horizon_days, version, serving))
+        except Exception:   # a restart would train it once more: the same model
+            log.exception("churn history: the end of the training at %s not written", now)
 
     async def _in_slices(self, items: Iterable[T]) -> AsyncIterator[T]:
         """`items` one by one, with a turn of the event loop after each
@@ -546,6 +563,19 @@ class WorkerLoop:
         log.info("churn history read back to the tick at %s: %d snapshots pending, %d labelled (%d leaving / %d "
                  "staying rows from %d leavers)", p.last_tick, len(learner.book.pending), len(learner.book.labelled),
                  pos, neg, leavers)
+        if restored.lost is not None:
+            # the retraining due at the last retraining tick never ended (the worker died while
+            # it ran): train it again, on the book as it stood at that tick
+            log.info("churn history: the training at %s did not end before the restart; training it again",
+                     p.last_train)
+            book = restore_book(SnapshotBook(learner.horizon_days, learner.book.max_rows,
+                                             learner.book.max_per_snapshot),
+                                restored.lost.ticks, restored.lost.rows, p.last_train)
+            data = learner.training_set(p.last_train, book)
+            if data is not None:
+                self._start_training(p.last_train, data)
+            else:
+                await self._trained(p.last_train, None)
 
     async def _train(self, now: float, data: TrainingSet) -> None:
         """Train in `train_executor` (another process in the worker: no share of the event
@@ -558,13 +588,16 @@ class WorkerLoop:
                 started = self.clock.monotonic()
                 model = await self._fit(learner.kind, now, data)
                 if model is None:
+                    await self._trained(now, None)
                     return
                 learner.train_seconds.append(self.clock.monotonic() - started)
                 served = learner.adopt(model, self.core)
                 if self.models is not None:
                     await self.models.publish(served, model.card)
-            except Exception:   # a failed training leaves the serving model as it is
+            except Exception:   # a failed training leaves the serving model as it is (a restart tries it again)
                 log.exception("churn model training at %s failed", now)
+                return
+            await self._trained(now, model.card.version)
 
     async def _fit(self, kind: str, now: float, data: TrainingSet):
         """`fit_model` in a thread, or in `train_executor` with the arrays handed over in shared

@@ -11,7 +11,7 @@ from typing import Any, Callable, Hashable, Iterable, Mapping, Protocol, TypeVar
 
 from pipeline.domain.churn import PopulationParams
 from pipeline.domain.state import CustomerState
-from pipeline.service.churn_history import Restored, TickRecord
+from pipeline.service.churn_history import Restored, TickRecord, TrainingRow
 from pipeline.service.processor import BatchResult
 from schemas.records import DeadLetterDict
 
@@ -109,6 +109,8 @@ class ChurnHistory(Protocol):
     thread (`RowSink.run`)."""
 
     def save(self, record: TickRecord) -> None: ...
+    def trained(self, row: TrainingRow) -> None:
+        """A retraining due at a tick has ended (`training_row`)."""
     def load(self, horizon_days: float, max_rows: int) -> Restored | None:
         """The history a learner of `horizon_days` restores (None: none for it)."""
 

@@ -685,6 +685,10 @@ def test_the_churn_history_reads_back_from_clickhouse_what_was_written(sink):
             for target in self.targets:
                 target.save(record)
 
+        def trained(self, row) -> None:
+            for target in self.targets:
+                target.trained(row)
+
     memory, clickhouse = History(), ClickHouseChurnHistory(sink)
     values, keys, topics = _stream()
     loop, learner, _, _ = asyncio.run(_run_worker(values, keys, topics, history=Both(memory, clickhouse)))
@@ -701,3 +705,14 @@ def test_the_churn_history_reads_back_from_clickhouse_what_was_written(sink):
             assert np.float32(a.reference) == np.float32(b.reference)
     assert len(clickhouse.load(HORIZON_DAYS, 5_000).ticks) < len(clickhouse.load(HORIZON_DAYS, 500_000).ticks)
     assert clickhouse.load(HORIZON_DAYS * 2, 500_000) is None   # another horizon: a new book
+    # every retraining ended: none to train again; without the last one's row (the worker died
+    # while it ran), both read back the rows of the book as it stood at that tick
+    assert len([r for r in memory.trainings if r[3]]) == len(learner.cards) > 0
+    assert clickhouse.load(HORIZON_DAYS, 500_000).lost is None
+    last = memory.trainings.pop()
+    sink.client.command("ALTER TABLE cx_churn_trainings DELETE WHERE toUnixTimestamp64Milli(trained_at) = "
+                        f"{int(last[0] * 1000)}", settings={"mutations_sync": 2})
+    want, got = memory.load(HORIZON_DAYS, 500_000), clickhouse.load(HORIZON_DAYS, 500_000)
+    assert want.lost is not None and got.lost is not None and got.progress == want.progress
+    assert got.progress.last_train == last[0] and got.lost.ticks == want.lost.ticks
+    assert [(r.t, r.customer_id, r.label) for r in got.lost.rows] == [(r.t, r.customer_id, r.label) for r in want.lost.rows]

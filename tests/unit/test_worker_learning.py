@@ -386,6 +386,7 @@ class History:
         self.snaps: list = []
         self.labels: list = []
         self.ticks: list = []
+        self.trainings: list = []
         self.restored = None   # what the last `load` gave
 
     def save(self, record) -> None:
@@ -394,13 +395,16 @@ class History:
         self.labels += labels
         self.ticks.append(tick)
 
+    def trained(self, row) -> None:
+        self.trainings.append(row)
+
     def load(self, horizon_days: float, max_rows: int):
         def counts():
             return sorted(Counter(t for t, _ in {(r[0], r[1]) for r in self.snaps}).items())
 
         def rows_since(since: float):
             return [r for r in self.snaps if r[0] >= since], [r for r in self.labels if r[0] >= since]
-        self.restored = read_history(self.ticks, counts, rows_since, horizon_days, max_rows)
+        self.restored = read_history(self.ticks, counts, rows_since, horizon_days, max_rows, self.trainings)
         return self.restored
 
 
@@ -415,11 +419,13 @@ class Resumed(Inputs):
         return self.committed.get(tp, 0)
 
 
-async def _run_with_restart(values, keys, topics, history: History, restart_at: float, chunk: int = 400):
+async def _run_with_restart(values, keys, topics, history: History, restart_at: float, chunk: int = 400,
+                            dies_training: float | None = None):
     """A learning worker over the first `restart_at` of the stream, stopped once its trainings
     are done and its offsets committed; a new one (new core, new learner) over the same state
     store and history, fed from the committed offsets on (what was applied but not committed
-    comes again)."""
+    comes again). `dies_training`: the first worker's training at that tick never ends (it is
+    stopped while the training runs)."""
     settings = Settings()
     log: list = []
     store = Store(log)
@@ -433,11 +439,25 @@ async def _run_with_restart(values, keys, topics, history: History, restart_at: 
         return loop, learner, models
 
     first, first_learner, first_models = worker(Inputs(log, ends))
+    hung = asyncio.Event()
+    if dies_training is not None:
+        fit = first._fit
+
+        async def dying_fit(kind, now, data):
+            if now == dies_training:
+                hung.set()
+                await asyncio.Event().wait()   # the worker is stopped before this training ends
+            return await fit(kind, now, data)
+        first._fit = dying_fit   # type: ignore[method-assign]
     cut = int(len(delivered) * restart_at)
     for i in range(0, cut, chunk):
         await first.deliver(delivered[i:min(i + chunk, cut)])
-    while first.trainings:
-        await asyncio.gather(*list(first.trainings))
+    while first.trainings and not (hung.is_set() and len(first.trainings) == 1):
+        await asyncio.wait(list(first.trainings), timeout=0.05)
+    assert hung.is_set() == (dies_training is not None)
+    for task in list(first.trainings):   # the worker dies: the training in flight is lost
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
     await first.commit_completed_inputs()
     committed = first.inputs.commits[-1]
     second, second_learner, second_models = worker(Resumed(log, ends, committed))
@@ -478,6 +498,55 @@ def test_a_restarted_learning_worker_reads_its_history_back_and_trains_what_repl
     assert cards == [c.to_dict() for c in r_learner.cards] and len(second_learner.cards) >= 1
     assert second.core.churn_model is not None and second.core.churn_model.version == r_core.churn_model.version
     assert np.array_equal(second.core.churn_model.coef, r_core.churn_model.coef)
+
+
+def test_a_training_in_flight_when_the_worker_dies_is_trained_again_after_the_restart(small_minimums):
+    """The first worker is stopped while its last training runs: its tick is written, the
+    training never ends. The restarted worker trains it again, from the book as it stood at
+    that tick, before its own trainings: the two workers' cards together are still replay's.
+    (Before, the lost training's card was missing, and the served model stayed the previous
+    one until the next retraining, a week of event time later.)"""
+    values, keys, topics = _stream()
+    r_learner = ChurnLearner(HORIZON_DAYS)
+    r_core = build_core(Settings())
+    replay(values, r_core, clock=lambda: NOW, learner=r_learner)
+    _, whole, *_ = asyncio.run(_run_with_restart(values, keys, topics, History(), 0.8))
+    lost = whole.cards[-1].trained_at   # the first worker's last training
+    assert lost > whole.cards[0].trained_at
+
+    history = History()
+    first, first_learner, _, second, second_learner, second_models = asyncio.run(
+        _run_with_restart(values, keys, topics, history, 0.8, dies_training=lost))
+    assert [c.trained_at for c in first_learner.cards] == [c.trained_at for c in whole.cards[:-1]]
+    assert history.restored is not None and history.restored.progress.last_train == lost
+    assert history.restored.lost is not None and history.restored.progress.last_trained < lost
+    assert history.restored.progress.last_tick > lost   # ticks went on while it ran: the book of that tick is read again
+    assert second_learner.cards[0].trained_at == lost
+    cards = [c.to_dict() for c in first_learner.cards + second_learner.cards]
+    assert cards == [c.to_dict() for c in r_learner.cards]
+    assert second.core.churn_model is not None and second.core.churn_model.version == r_core.churn_model.version
+    # every retraining's end is recorded: a second restart would train none again
+    # (the earlier rows are the cold starts: nothing trained)
+    trained = [row for row in history.trainings if row[3]]
+    assert [(row[0], row[3]) for row in trained] == [(c["trained_at"], c["version"]) for c in cards]
+    assert all(row[0] < trained[0][0] and row[4] == "hand-set" for row in history.trainings if not row[3])
+    assert history.load(HORIZON_DAYS, second_learner.book.max_rows).lost is None
+
+
+def test_a_cold_start_retraining_is_recorded_as_ended():
+    """A retraining due while the history is too small trains nothing; it is recorded as ended
+    at once, so a restart does not take it again."""
+    history = History()
+    restored = read_history([(10 * DAY, HORIZON_DAYS, FEATURE_SET, False, True, "")], lambda: [],
+                            lambda since: ([], []), HORIZON_DAYS, 1000)
+    assert restored is not None and restored.lost is not None and restored.lost.rows == []
+    loop, inputs, store, records = _learning_world()
+    loop.history = history
+    asyncio.run(loop.watch_stalls())
+    asyncio.run(loop.deliver(records([touchpoint("a"), touchpoint("d", when=at(hours=17))])))   # the first tick ran
+    assert [t[4] for t in history.ticks] == [True]   # a retraining was due at the first tick: a cold start
+    assert [(row[0], row[3], row[4]) for row in history.trainings] == [(history.ticks[0][0], "", "hand-set")]
+    assert history.load(HORIZON_DAYS, 1000).lost is None
 
 
 def test_without_its_history_a_restarted_learning_worker_starts_a_new_book(small_minimums):

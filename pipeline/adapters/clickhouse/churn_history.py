@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from pipeline.adapters.clickhouse.sink import ClickHouseSink
-from pipeline.adapters.clickhouse.tables import CHURN_LABELS, CHURN_SNAPSHOTS, CHURN_TICKS
+from pipeline.adapters.clickhouse.tables import CHURN_LABELS, CHURN_SNAPSHOTS, CHURN_TICKS, CHURN_TRAININGS
 from pipeline.service.churn_history import (
-    FEATURE_SET, LabelRow, Restored, SnapshotRow, TickRecord, TickRow, read_history, record_rows)
+    FEATURE_SET, LabelRow, Restored, SnapshotRow, TickRecord, TickRow, TrainingRow, read_history, record_rows)
 
 
 def _dt(t: float) -> datetime:
@@ -35,8 +35,18 @@ class ClickHouseChurnHistory:
         self.sink.write({CHURN_TICKS: [{"tick_at": _dt(t), "horizon_days": horizon, "feature_set": feature_set,
                                         "refit": refit, "retrain": retrain, "population": population}]})
 
+    def trained(self, row: TrainingRow) -> None:
+        t, horizon, feature_set, version, serving = row
+        self.sink.write({CHURN_TRAININGS: [{"trained_at": _dt(t), "horizon_days": horizon, "feature_set": feature_set,
+                                            "version": version, "serving": serving}]})
+
     def load(self, horizon_days: float, max_rows: int) -> Restored | None:
         client = self.sink.client
+        trainings: list[TrainingRow] = [
+            (float(t), float(h), str(fs), str(version), str(serving))
+            for t, h, fs, version, serving in client.query(
+                f"SELECT {_MS.format(col='trained_at')}, horizon_days, feature_set, version, serving "
+                f"FROM {CHURN_TRAININGS} FINAL").result_rows]
         ticks: list[TickRow] = [
             (float(t), float(h), str(fs), bool(refit), bool(retrain), str(pop))
             for t, h, fs, refit, retrain, pop in client.query(
@@ -59,4 +69,4 @@ class ClickHouseChurnHistory:
                 "FINAL WHERE snapshot_at >= {since:DateTime64(3, 'UTC')}", parameters=bound).result_rows]
             return snaps, labels
 
-        return read_history(ticks, counts, rows_since, horizon_days, max_rows)
+        return read_history(ticks, counts, rows_since, horizon_days, max_rows, trainings)

@@ -15,13 +15,14 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from pipeline.adapters.clickhouse.tables import ALERT_FACTS, CHURN_TICKS, CUSTOMER_TABLES, POPULATION, TABLES
+from pipeline.adapters.clickhouse.tables import (
+    ALERT_FACTS, CHURN_TICKS, CHURN_TRAININGS, CUSTOMER_TABLES, POPULATION, TABLES)
 from pipeline.domain.backtest import BacktestRow
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 FAR_FUTURE = datetime(2200, 1, 1, tzinfo=timezone.utc)
 
-_REPLACING = set(CUSTOMER_TABLES) | {ALERT_FACTS, CHURN_TICKS, POPULATION}
+_REPLACING = set(CUSTOMER_TABLES) | {ALERT_FACTS, CHURN_TICKS, CHURN_TRAININGS, POPULATION}
 
 # Logical row counts: FINAL on ReplacingMergeTree tables (duplicates collapsed),
 # physical rows for the others (aggregate tables fold rows lazily; their count varies).

@@ -10,16 +10,17 @@ EVENTS, SCORES_HISTORY, SCORES_LATEST, ALERTS, COMPLAINTS, CASE_EVENTS, ERASURES
 ALERT_FACTS = "cx_alert_facts"
 # The learning worker's churn-model history (migration 007; pipeline/service/churn_history.py).
 CHURN_SNAPSHOTS, CHURN_LABELS, CHURN_TICKS = "cx_churn_snapshots", "cx_churn_labels", "cx_churn_ticks"
+CHURN_TRAININGS = "cx_churn_trainings"   # the retrainings that ended (migration 009)
 # The population parameters each wall-clock re-fit gave (migration 008; no customer data).
 POPULATION = "cx_population"
 AGGREGATES = ("cx_agg_hourly", "cx_quality_channel", "cx_quality_staff")   # views aggregated at query time (migration 004)
 
 # Every table, in the order `cxpulse demo` and `queries.table_counts` list them.
 TABLES = (EVENTS, SCORES_HISTORY, SCORES_LATEST, ALERTS, COMPLAINTS, CASE_EVENTS, ERASURES, ALERT_FACTS, *AGGREGATES,
-          CHURN_SNAPSHOTS, CHURN_LABELS, CHURN_TICKS, POPULATION)
+          CHURN_SNAPSHOTS, CHURN_LABELS, CHURN_TICKS, CHURN_TRAININGS, POPULATION)
 # Tables holding customer ids: erasure deletes from all of them. The aggregates are keyed
 # by time/channel/stage/tier/staff only and stay. They are ReplacingMergeTree tables.
 CUSTOMER_TABLES = (EVENTS, SCORES_HISTORY, SCORES_LATEST, ALERTS, COMPLAINTS, CASE_EVENTS, CHURN_SNAPSHOTS, CHURN_LABELS)
 # Tables the sink inserts into (cx_scores_latest and the aggregates are filled by views).
 SINK_TABLES = (EVENTS, SCORES_HISTORY, ALERTS, COMPLAINTS, CASE_EVENTS, ERASURES, ALERT_FACTS,
-               CHURN_SNAPSHOTS, CHURN_LABELS, CHURN_TICKS, POPULATION)
+               CHURN_SNAPSHOTS, CHURN_LABELS, CHURN_TICKS, CHURN_TRAININGS, POPULATION)
