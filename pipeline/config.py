@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     churn_control_share: float = Field(0.0, ge=0, le=1, description="share of churn_risk alerts kept as a control group (`control: true`, no recommended action) to measure whether the actions work; a business decision, 0 = none")
     churn_horizon_days: float = Field(30.0, ge=0, description="churn = gone, or no activity within this many days (at most 64 when the churn model learns: its labels are read from a 64-day activity bitmap)")
     refit_seconds: float = Field(3600.0, gt=0, description="wall-clock seconds between population re-fits in the worker (not when it learns: then at its daily event-time ticks)")
-    learn_churn: bool = Field(False, description="the worker learns the churn model as `cxpulse replay --learn-churn` does (daily event-time snapshots, weekly training off the event loop) and publishes it on `topic_models`; records after the next midnight (UTC, event time) wait up to the lateness bound for it. One learning worker: with several, each learns from its own customers only")
+    learn_churn: bool = Field(False, description="the worker learns the churn model as `cxpulse replay --learn-churn` does (daily event-time snapshots, weekly training off the event loop) and publishes it on `topic_models`; records after the next midnight (UTC, event time) wait up to the lateness bound for it. With several learning workers only the owner of input partition 0 trains and publishes, from its own customers")
     backtest_seconds: float = Field(3600.0, gt=0, description="wall-clock seconds between live backtests of churn_risk in the worker (Prometheus gauges)")
     tier_thresholds: tuple[float, float, float] = Field(
         (500.0, 2000.0, 10000.0), description="trailing-365-day revenue for silver, gold, platinum"

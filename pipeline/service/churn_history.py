@@ -27,12 +27,19 @@ rows, so the model is the one that was lost.
 
 A history written by a build with other features (`feature_set`) or another horizon is not
 read: the book starts anew, and the log says so.
+
+Several learning workers (issue #16 item 6) share the tables: each writes the rows of its own
+customers, and its tick rows and snapshot rows carry its scope, the input partition numbers it
+owned at the tick ("0,1,2"). A restarted worker reads back only the rows of its scope: its own
+book, progress and population, not another worker's. When its partitions changed (a rebalance
+that did not give them back), no rows have its scope and its book starts anew. Rows written
+before scopes (migration 010) have the scope "", read by any scope: a single worker's history.
 """
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -66,6 +73,7 @@ class TickRecord:
     refit: PopulationParams | None = None                      # the population re-fitted at this tick
     retrain: bool = False                                      # a retraining was due at this tick
     feature_set: str = FEATURE_SET
+    scope: str = ""                                            # the writer's input partitions ("0,1")
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,7 @@ def mark(book: SnapshotBook) -> BookMark:
 
 
 def tick_changes(before: BookMark, book: SnapshotBook, t: float, *, refit: PopulationParams | None,
-                 retrain: bool) -> TickRecord:
+                 retrain: bool, scope: str = "") -> TickRecord:
     """The record of the tick at `t`, from the book before (`mark`) and after it."""
     snapshot = book.pending[-1] if book.pending and book.pending[-1].t == t else None
     return TickRecord(
@@ -90,7 +98,7 @@ def tick_changes(before: BookMark, book: SnapshotBook, t: float, *, refit: Popul
         # (a snapshot labelled and at once dropped by the row bound is not in the book: its labels
         # are not written, and a restore keeps it as a labelled snapshot of no rows)
         labelled=[s for s in book.labelled if s.t > before.labelled_until],
-        refit=refit, retrain=retrain)
+        refit=refit, retrain=retrain, scope=scope)
 
 
 @dataclass(frozen=True)
@@ -145,7 +153,7 @@ def restore_book(book: SnapshotBook, ticks: list[float], rows: list[StoredRow], 
 
 SnapshotRow = tuple[float, str, list[float], float]                  # t, customer id, features, reference
 LabelRow = tuple[float, str, int, "bool | None", "bool | None"]      # t, customer id, stage, within, label
-TickRow = tuple[float, float, str, bool, bool, str]   # t, horizon, feature set, refit, retrain, population JSON
+TickRow = tuple[float, float, str, bool, bool, str, str]   # t, horizon, feature set, refit, retrain, population JSON, scope
 TrainingRow = tuple[float, float, str, str, str]      # t, horizon, feature set, version trained ("": none), serving
 STAGE_WITHIN, STAGE_LABELLED = 1, 2
 
@@ -166,7 +174,17 @@ def record_rows(record: TickRecord) -> tuple[list[SnapshotRow], list[LabelRow], 
         labels += [(s.t, cid, STAGE_LABELLED, None, bool(y)) for cid, y in zip(s.customer_ids, s.labels)]
     population = population_json(record.refit) if record.refit is not None else ""
     return snaps, labels, (record.t, record.horizon_days, record.feature_set, record.refit is not None,
-                           record.retrain, population)
+                           record.retrain, population, record.scope)
+
+
+def scope_of(partitions: Iterable[int]) -> str:
+    """A worker's scope: the input partition numbers it owns, "0,1,2"."""
+    return ",".join(str(p) for p in sorted(set(partitions)))
+
+
+def in_scope(row_scope: str, scope: str) -> bool:
+    """A row of `row_scope` belongs to a worker of `scope` (rows from before scopes: any)."""
+    return row_scope == scope or row_scope == ""
 
 
 def training_row(t: float, horizon_days: float, version: str | None, serving: str | None) -> TrainingRow:
@@ -177,10 +195,11 @@ def training_row(t: float, horizon_days: float, version: str | None, serving: st
 
 
 def progress_of(ticks: list[TickRow], horizon_days: float, feature_set: str = FEATURE_SET,
-                trainings: Sequence[TrainingRow] = ()) -> LearnerProgress | None:
-    """Where the learner stood, from its tick rows (any order) and the rows of the retrainings
-    that ended; None when the latest tick was written with another horizon or feature set (or
-    there is none): the book starts anew."""
+                trainings: Sequence[TrainingRow] = (), scope: str = "") -> LearnerProgress | None:
+    """Where the learner of `scope` stood, from the tick rows (any order) of its scope and the
+    rows of the retrainings that ended; None when its latest tick was written with another
+    horizon or feature set (or there is none): the book starts anew."""
+    ticks = [r for r in ticks if in_scope(r[6], scope)]
     if not ticks:
         return None
     ordered = sorted(ticks)
@@ -250,12 +269,13 @@ class Restored:
 
 def read_history(ticks: list[TickRow], snapshot_counts: Callable[[], list[tuple[float, int]]],
                  rows_since: Callable[[float], tuple[list[SnapshotRow], list[LabelRow]]],
-                 horizon_days: float, max_rows: int, trainings: Sequence[TrainingRow] = ()) -> Restored | None:
-    """The history a store holds (its tick rows; the snapshot row counts per snapshot; the
-    snapshot and label rows from an instant on; the rows of the retrainings that ended), read
-    as a learner of `horizon_days` restores it: None when there is none for this horizon and
-    feature set."""
-    progress = progress_of(ticks, horizon_days, trainings=trainings)
+                 horizon_days: float, max_rows: int, trainings: Sequence[TrainingRow] = (),
+                 scope: str = "") -> Restored | None:
+    """The history a store holds (its tick rows; the snapshot row counts per snapshot and the
+    snapshot and label rows from an instant on, both of `scope`; the rows of the retrainings
+    that ended), read as a learner of `horizon_days` and `scope` restores it: None when there
+    is none for this horizon, feature set and scope."""
+    progress = progress_of(ticks, horizon_days, trainings=trainings, scope=scope)
     if progress is None:
         return None
     counts = snapshot_counts()
@@ -263,8 +283,8 @@ def read_history(ticks: list[TickRow], snapshot_counts: Callable[[], list[tuple[
     def book_rows(as_of: float) -> BookRows:
         since = oldest_needed(counts, as_of, horizon_days, max_rows)
         snaps, labels = rows_since(since)
-        return BookRows(sorted(r[0] for r in ticks if since <= r[0] <= as_of
-                               and r[1] == horizon_days and r[2] == FEATURE_SET),
+        return BookRows(sorted({r[0] for r in ticks if since <= r[0] <= as_of and in_scope(r[6], scope)
+                                and r[1] == horizon_days and r[2] == FEATURE_SET}),
                         stored_rows(snaps, labels))
 
     book = book_rows(progress.last_tick)

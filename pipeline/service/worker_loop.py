@@ -70,7 +70,7 @@ from pipeline.domain.scoring import profile, score_record
 from pipeline.domain.state import CustomerState
 from pipeline.domain.stream_clock import StreamClock
 from pipeline.learning.churn_model_codec import decode_model
-from pipeline.service.churn_history import TickRecord, mark, restore_book, tick_changes, training_row
+from pipeline.service.churn_history import TickRecord, mark, restore_book, scope_of, tick_changes, training_row
 from pipeline.service.churn_learning import ChurnLearner, TrainingSet, fit_model
 from pipeline.service.emit_guard import PreparedBatch, guarded_batch, messages_of, prepare
 from pipeline.service.event_time_merge import EventTimeMerge
@@ -452,10 +452,13 @@ class WorkerLoop:
         collecting = gc.isenabled()
         gc.disable()   # no collection walks the states decoded for the tick (TICK_LOAD_TURN_SECONDS)
         try:
+            scope = self._scope()   # the assignment `_owned_states_in_slices` reads (under the lock)
             states = await self._owned_states_in_slices()
             if not any(state.n for state in states.values()):
                 return   # a tick before every event (TickGate.start): no re-fit, no snapshot
-            data, record = await asyncio.get_running_loop().run_in_executor(None, self._learn_at, now, states)
+            trains = self._trains()
+            data, record = await asyncio.get_running_loop().run_in_executor(
+                None, self._learn_at, now, states, scope, trains)
             await self._drop_in_slices(states)
         finally:
             if collecting:
@@ -468,8 +471,19 @@ class WorkerLoop:
                 log.exception("churn history of the tick at %s not written", now)
         if data is not None:
             self._start_training(now, data)
-        elif record.retrain:
+        elif record.retrain and trains:
             await self._trained(now, None)   # a cold start: nothing to train, and nothing to redo after a restart
+
+    def _scope(self) -> str:
+        """The input partition numbers this worker owns ("0,1,2"): the scope of its churn history."""
+        return scope_of(tp.partition for tp in self._assigned_inputs())
+
+    def _trains(self) -> bool:
+        """Whether this learning worker trains and publishes the churn model: the owner of input
+        partition 0 (one trainer among several learning workers; a single worker owns them all).
+        Each learns from its own customers: those of its partitions, a sample of all by a hash of
+        their id (pipeline/service/churn_history.py)."""
+        return any(tp.partition == 0 for tp in self._assigned_inputs())
 
     def _start_training(self, now: float, data: TrainingSet) -> None:
         task = asyncio.get_running_loop().create_task(self._train(now, data))   # not awaited: batches go on
@@ -517,10 +531,11 @@ class WorkerLoop:
         async for cid in self._in_slices(list(states)):
             del states[cid]
 
-    def _learn_at(self, now: float, states: dict[str, CustomerState]) -> tuple[TrainingSet | None, TickRecord]:
+    def _learn_at(self, now: float, states: dict[str, CustomerState], scope: str,
+                  trains: bool) -> tuple[TrainingSet | None, TickRecord]:
         """The tick's computation (in a thread): re-fit, snapshot, and the training set when a
-        retraining is due (a copy of the labelled history at this tick); with what the tick
-        changed, for the history."""
+        retraining is due and this worker `trains` (a copy of the labelled history at this tick);
+        with what the tick changed, for the history of `scope`."""
         assert self.learner is not None
         before = mark(self.learner.book)
         refit = None
@@ -529,8 +544,12 @@ class WorkerLoop:
             self.last_refit = now
         self.learner.snapshot(now, states, self.core)
         retrain = self.learner.retrain_due(now)
-        data = self.learner.training_set(now) if retrain else None
-        return data, tick_changes(before, self.learner.book, now, refit=refit, retrain=retrain)
+        data = None
+        if retrain and trains:
+            data = self.learner.training_set(now)
+        elif retrain:
+            self.learner.last_train = now   # the schedule goes on; the trainer trains (`_trains`)
+        return data, tick_changes(before, self.learner.book, now, refit=refit, retrain=retrain, scope=scope)
 
     async def read_back(self) -> None:
         """Once, before the first batch: what a restarted worker goes on from."""
@@ -545,12 +564,14 @@ class WorkerLoop:
             return
         learner = self.learner
         try:
-            restored = await self.rows.run(self.history.load, learner.horizon_days, learner.book.max_rows)
+            restored = await self.rows.run(self.history.load, learner.horizon_days, learner.book.max_rows,
+                                           self._scope())
         except Exception:
             log.exception("churn history not read: the snapshot book starts anew")
             return
         if restored is None:
-            log.info("churn history: none for this horizon and feature set, the snapshot book starts anew")
+            log.info("churn history: none for this horizon, feature set and scope (input partitions %s), the "
+                     "snapshot book starts anew", self._scope() or "none")
             return
         p = restored.progress
         restore_book(learner.book, restored.ticks, restored.rows, p.last_tick)
@@ -563,7 +584,7 @@ class WorkerLoop:
         log.info("churn history read back to the tick at %s: %d snapshots pending, %d labelled (%d leaving / %d "
                  "staying rows from %d leavers)", p.last_tick, len(learner.book.pending), len(learner.book.labelled),
                  pos, neg, leavers)
-        if restored.lost is not None:
+        if restored.lost is not None and self._trains():
             # the retraining due at the last retraining tick never ended (the worker died while
             # it ran): train it again, on the book as it stood at that tick
             log.info("churn history: the training at %s did not end before the restart; training it again",

@@ -111,8 +111,9 @@ class ChurnHistory(Protocol):
     def save(self, record: TickRecord) -> None: ...
     def trained(self, row: TrainingRow) -> None:
         """A retraining due at a tick has ended (`training_row`)."""
-    def load(self, horizon_days: float, max_rows: int) -> Restored | None:
-        """The history a learner of `horizon_days` restores (None: none for it)."""
+    def load(self, horizon_days: float, max_rows: int, scope: str) -> Restored | None:
+        """The history a learner of `horizon_days` and `scope` (`scope_of` its input partitions)
+        restores (None: none for it)."""
 
 
 class PopulationStore(Protocol):

@@ -675,7 +675,7 @@ def test_the_churn_history_reads_back_from_clickhouse_what_was_written(sink):
     import numpy as np
 
     from pipeline.adapters.clickhouse.churn_history import ClickHouseChurnHistory
-    from tests.unit.test_worker_learning import HORIZON_DAYS, History, _run_worker, _stream
+    from tests.unit.test_worker_learning import HORIZON_DAYS, SCOPE, History, _run_worker, _stream
 
     class Both:
         def __init__(self, *targets) -> None:
@@ -694,7 +694,7 @@ def test_the_churn_history_reads_back_from_clickhouse_what_was_written(sink):
     loop, learner, _, _ = asyncio.run(_run_worker(values, keys, topics, history=Both(memory, clickhouse)))
     assert learner.book.labelled and any(np.isnan(s.features).any() for s in learner.book.labelled)
     for max_rows in (500_000, 5_000):
-        want, got = memory.load(HORIZON_DAYS, max_rows), clickhouse.load(HORIZON_DAYS, max_rows)
+        want, got = memory.load(HORIZON_DAYS, max_rows, SCOPE), clickhouse.load(HORIZON_DAYS, max_rows, SCOPE)
         assert want is not None and got is not None
         assert got.progress == want.progress and got.ticks == want.ticks
         assert got.progress.last_tick == learner.book.pending[-1].t and got.progress.population == loop.core.population
@@ -703,16 +703,17 @@ def test_the_churn_history_reads_back_from_clickhouse_what_was_written(sink):
             assert (a.t, a.customer_id, a.within, a.read, a.label) == (b.t, b.customer_id, b.within, b.read, b.label)
             assert np.array_equal(np.asarray(a.features, np.float32), np.asarray(b.features, np.float32), equal_nan=True)
             assert np.float32(a.reference) == np.float32(b.reference)
-    assert len(clickhouse.load(HORIZON_DAYS, 5_000).ticks) < len(clickhouse.load(HORIZON_DAYS, 500_000).ticks)
-    assert clickhouse.load(HORIZON_DAYS * 2, 500_000) is None   # another horizon: a new book
+    assert len(clickhouse.load(HORIZON_DAYS, 5_000, SCOPE).ticks) < len(clickhouse.load(HORIZON_DAYS, 500_000, SCOPE).ticks)
+    assert clickhouse.load(HORIZON_DAYS * 2, 500_000, SCOPE) is None   # another horizon: a new book
+    assert clickhouse.load(HORIZON_DAYS, 500_000, "1") is None   # another worker's partitions: not its history
     # every retraining ended: none to train again; without the last one's row (the worker died
     # while it ran), both read back the rows of the book as it stood at that tick
     assert len([r for r in memory.trainings if r[3]]) == len(learner.cards) > 0
-    assert clickhouse.load(HORIZON_DAYS, 500_000).lost is None
+    assert clickhouse.load(HORIZON_DAYS, 500_000, SCOPE).lost is None
     last = memory.trainings.pop()
     sink.client.command("ALTER TABLE cx_churn_trainings DELETE WHERE toUnixTimestamp64Milli(trained_at) = "
                         f"{int(last[0] * 1000)}", settings={"mutations_sync": 2})
-    want, got = memory.load(HORIZON_DAYS, 500_000), clickhouse.load(HORIZON_DAYS, 500_000)
+    want, got = memory.load(HORIZON_DAYS, 500_000, SCOPE), clickhouse.load(HORIZON_DAYS, 500_000, SCOPE)
     assert want.lost is not None and got.lost is not None and got.progress == want.progress
     assert got.progress.last_train == last[0] and got.lost.ticks == want.lost.ticks
     assert [(r.t, r.customer_id, r.label) for r in got.lost.rows] == [(r.t, r.customer_id, r.label) for r in want.lost.rows]

@@ -24,7 +24,7 @@ from pipeline.learning import churn_trainer
 from pipeline.learning.churn_model_codec import decode_model, encode_model
 from pipeline.service import shared_training_set
 from pipeline.domain.churn import PopulationParams
-from pipeline.service.churn_history import FEATURE_SET, progress_of, read_history, record_rows
+from pipeline.service.churn_history import FEATURE_SET, in_scope, progress_of, read_history, record_rows
 from pipeline.service.churn_learning import ChurnLearner, TrainingSet
 from pipeline.service.shared_training_set import share
 from pipeline.service.processor import RawRecord
@@ -50,6 +50,7 @@ class Models:
 
 # labels come 2H after a snapshot (gone, or no activity within H): a 75-day stream needs a short H
 HORIZON_DAYS = 14.0
+SCOPE = "0,1"   # the input partitions of the fake worker (tests/unit/test_worker_loop.py Inputs)
 
 
 @pytest.fixture
@@ -391,20 +392,22 @@ class History:
 
     def save(self, record) -> None:
         snaps, labels, tick = record_rows(record)
-        self.snaps += snaps
+        self.snaps += [(*row, record.scope) for row in snaps]
         self.labels += labels
         self.ticks.append(tick)
 
     def trained(self, row) -> None:
         self.trainings.append(row)
 
-    def load(self, horizon_days: float, max_rows: int):
+    def load(self, horizon_days: float, max_rows: int, scope: str):
+        snaps = [r[:4] for r in self.snaps if in_scope(r[4], scope)]
+
         def counts():
-            return sorted(Counter(t for t, _ in {(r[0], r[1]) for r in self.snaps}).items())
+            return sorted(Counter(t for t, _ in {(r[0], r[1]) for r in snaps}).items())
 
         def rows_since(since: float):
-            return [r for r in self.snaps if r[0] >= since], [r for r in self.labels if r[0] >= since]
-        self.restored = read_history(self.ticks, counts, rows_since, horizon_days, max_rows, self.trainings)
+            return [r for r in snaps if r[0] >= since], [r for r in self.labels if r[0] >= since]
+        self.restored = read_history(self.ticks, counts, rows_since, horizon_days, max_rows, self.trainings, scope)
         return self.restored
 
 
@@ -530,15 +533,82 @@ def test_a_training_in_flight_when_the_worker_dies_is_trained_again_after_the_re
     trained = [row for row in history.trainings if row[3]]
     assert [(row[0], row[3]) for row in trained] == [(c["trained_at"], c["version"]) for c in cards]
     assert all(row[0] < trained[0][0] and row[4] == "hand-set" for row in history.trainings if not row[3])
-    assert history.load(HORIZON_DAYS, second_learner.book.max_rows).lost is None
+    assert history.load(HORIZON_DAYS, second_learner.book.max_rows, SCOPE).lost is None
+
+
+async def _two_workers(values, keys, topics, history: History, models: Models, restart_second_at: float | None = None,
+                       chunk: int = 400):
+    """Two learning workers sharing the history and the models channel: the first owns input
+    partition 0 of every topic, the second partition 1. The second is stopped at
+    `restart_second_at` of its records and started again over its store from its committed
+    offsets, with a new core and learner."""
+    settings = Settings()
+    log: list = []
+    delivered, ends = _delivered(values, keys, topics)
+
+    def worker(partition: int, store, inputs):
+        inputs.assigned = {TP(topic, partition) for topic in TOPIC.values()}
+        return WorkerLoop(build_core(settings), LoopConfig(topic_for_type=settings.topic_for_type, align_idle_seconds=0.0),
+                          store=store, outputs=Outputs(log), rows=Rows(log), inputs=inputs, clock=Clock(NOW),
+                          metrics=Metrics(), learner=ChurnLearner(HORIZON_DAYS), models=models, history=history)
+
+    mine = [[d for d in delivered if d.tp.partition == p] for p in (0, 1)]
+    first, second_store = worker(0, Store(log), Inputs(log, ends)), Store(log)
+    second = worker(1, second_store, Inputs(log, ends))
+    cut = len(mine[1]) if restart_second_at is None else int(len(mine[1]) * restart_second_at)
+    for i in range(0, max(len(mine[0]), cut), chunk):
+        await first.deliver(mine[0][i:i + chunk])
+        await second.deliver(mine[1][i:min(i + chunk, cut)])
+    stopped = second
+    if restart_second_at is not None:
+        await second.commit_completed_inputs()
+        committed = second.inputs.commits[-1]
+        second = worker(1, second_store, Resumed(log, ends, committed))
+        rest = [d for d in mine[1] if d.record.offset >= committed.get(d.tp, 0)]
+        for i in range(0, len(rest), chunk):
+            await second.deliver(rest[i:i + chunk])
+    for loop in (first, second):
+        while loop.trainings:
+            await asyncio.gather(*list(loop.trainings))
+    return first, stopped, second
+
+
+def test_with_two_learning_workers_the_owner_of_partition_0_trains_and_each_restores_its_own_history(small_minimums):
+    """Two learning workers share the ClickHouse history and the models channel. Only the owner
+    of input partition 0 trains and publishes (before, both trained on their own customers and
+    published in turn on the one channel). Each writes its own rows under its scope, and the
+    second, stopped and started again, reads back its own book, population and schedule, not the
+    first's: it ends with the book it has without the restart (before, it read the first worker's
+    rows and ticks as its own)."""
+    values, keys, topics = _stream()
+    models, history = Models(), History()
+    first, _, second = asyncio.run(_two_workers(values, keys, topics, history, models))
+    assert first.learner.cards and not second.learner.cards
+    assert len(models.published) == len(first.learner.cards)
+    assert [row[3] for row in history.trainings if row[3]] == [c.version for c in first.learner.cards]
+    for loop, partition in ((first, 0), (second, 1)):
+        owned = {k.decode() for k, tp in zip(keys, _delivered(values, keys, topics)[0]) if tp.tp.partition == partition}
+        assert all(set(s.customer_ids) <= owned for s in loop.learner.book.labelled + loop.learner.book.pending)
+    assert {t[6] for t in history.ticks} == {"0", "1"}
+
+    restarted_history = History()
+    _, stopped, again = asyncio.run(_two_workers(values, keys, topics, restarted_history, Models(), restart_second_at=0.8))
+    restored = restarted_history.restored
+    assert restored is not None and restored.progress.last_tick == stopped.learner.book.pending[-1].t
+    a, b = again.learner.book, second.learner.book
+    assert [s.t for s in a.labelled] == [s.t for s in b.labelled] and [s.t for s in a.pending] == [s.t for s in b.pending]
+    for x, y in zip(a.labelled + a.pending, b.labelled + b.pending):
+        assert x.customer_ids == y.customer_ids and np.array_equal(x.features, y.features, equal_nan=True)
+        assert (x.labels is None and y.labels is None) or np.array_equal(x.labels, y.labels)
+    assert again.core.population == second.core.population
 
 
 def test_a_cold_start_retraining_is_recorded_as_ended():
     """A retraining due while the history is too small trains nothing; it is recorded as ended
     at once, so a restart does not take it again."""
     history = History()
-    restored = read_history([(10 * DAY, HORIZON_DAYS, FEATURE_SET, False, True, "")], lambda: [],
-                            lambda since: ([], []), HORIZON_DAYS, 1000)
+    restored = read_history([(10 * DAY, HORIZON_DAYS, FEATURE_SET, False, True, "", SCOPE)], lambda: [],
+                            lambda since: ([], []), HORIZON_DAYS, 1000, scope=SCOPE)
     assert restored is not None and restored.lost is not None and restored.lost.rows == []
     loop, inputs, store, records = _learning_world()
     loop.history = history
@@ -546,7 +616,7 @@ def test_a_cold_start_retraining_is_recorded_as_ended():
     asyncio.run(loop.deliver(records([touchpoint("a"), touchpoint("d", when=at(hours=17))])))   # the first tick ran
     assert [t[4] for t in history.ticks] == [True]   # a retraining was due at the first tick: a cold start
     assert [(row[0], row[3], row[4]) for row in history.trainings] == [(history.ticks[0][0], "", "hand-set")]
-    assert history.load(HORIZON_DAYS, 1000).lost is None
+    assert history.load(HORIZON_DAYS, 1000, SCOPE).lost is None
 
 
 def test_without_its_history_a_restarted_learning_worker_starts_a_new_book(small_minimums):
@@ -555,20 +625,28 @@ def test_without_its_history_a_restarted_learning_worker_starts_a_new_book(small
     r_learner = ChurnLearner(HORIZON_DAYS)
     replay(values, build_core(Settings()), clock=lambda: NOW, learner=r_learner)
     history = History()
-    history.load = lambda horizon_days, max_rows: None   # type: ignore[method-assign]
+    history.load = lambda horizon_days, max_rows, scope: None   # type: ignore[method-assign]
     _, first_learner, _, _, second_learner, _ = asyncio.run(_run_with_restart(values, keys, topics, history, 0.8))
     assert [c.to_dict() for c in first_learner.cards + second_learner.cards] != [c.to_dict() for c in r_learner.cards]
     assert len(second_learner.book.labelled) < len(r_learner.book.labelled)
 
 
-def test_history_of_another_horizon_or_feature_set_is_not_read():
-    tick = (10 * DAY, HORIZON_DAYS, FEATURE_SET, True, True, json.dumps(asdict(PopulationParams(r=1.5))))
-    progress = progress_of([tick], HORIZON_DAYS)
+def test_history_of_another_horizon_feature_set_or_scope_is_not_read():
+    tick = (10 * DAY, HORIZON_DAYS, FEATURE_SET, True, True, json.dumps(asdict(PopulationParams(r=1.5))), SCOPE)
+    progress = progress_of([tick], HORIZON_DAYS, scope=SCOPE)
     assert progress is not None and progress.population == PopulationParams(r=1.5)
     assert progress.last_tick == progress.last_train == progress.last_refit == 10 * DAY
-    assert progress_of([tick], 30.0) is None
-    assert progress_of([(11 * DAY, HORIZON_DAYS, "another build", False, False, "")] + [tick], HORIZON_DAYS) is None
-    assert progress_of([], HORIZON_DAYS) is None
+    assert progress_of([tick], 30.0, scope=SCOPE) is None
+    assert progress_of([(11 * DAY, HORIZON_DAYS, "another build", False, False, "", SCOPE)] + [tick], HORIZON_DAYS,
+                       scope=SCOPE) is None
+    assert progress_of([], HORIZON_DAYS, scope=SCOPE) is None
+    # another worker's ticks (scope "2,3") are not this worker's progress; rows from before
+    # scopes ("") are read by any scope
+    other = (12 * DAY, HORIZON_DAYS, FEATURE_SET, False, True, "", "2,3")
+    assert progress_of([tick, other], HORIZON_DAYS, scope=SCOPE).last_tick == 10 * DAY
+    assert progress_of([tick, other], HORIZON_DAYS, scope="0") is None
+    legacy = (*tick[:6], "")
+    assert progress_of([legacy], HORIZON_DAYS, scope="0") == progress
 
 
 def test_an_erased_customer_leaves_the_churn_models_snapshots():

@@ -27,20 +27,21 @@ class ClickHouseChurnHistory:
         snaps, labels, tick = record_rows(record)
         self.sink.write({
             CHURN_SNAPSHOTS: [{"snapshot_at": _dt(t), "customer_id": cid, "features": f, "reference": ref,
-                               "feature_set": record.feature_set} for t, cid, f, ref in snaps],
+                               "feature_set": record.feature_set, "scope": record.scope} for t, cid, f, ref in snaps],
             CHURN_LABELS: [{"snapshot_at": _dt(t), "customer_id": cid, "stage": stage, "within": w, "churned": y}
                            for t, cid, stage, w, y in labels],
         })
-        t, horizon, feature_set, refit, retrain, population = tick
+        t, horizon, feature_set, refit, retrain, population, scope = tick
         self.sink.write({CHURN_TICKS: [{"tick_at": _dt(t), "horizon_days": horizon, "feature_set": feature_set,
-                                        "refit": refit, "retrain": retrain, "population": population}]})
+                                        "refit": refit, "retrain": retrain, "population": population,
+                                        "scope": scope}]})
 
     def trained(self, row: TrainingRow) -> None:
         t, horizon, feature_set, version, serving = row
         self.sink.write({CHURN_TRAININGS: [{"trained_at": _dt(t), "horizon_days": horizon, "feature_set": feature_set,
                                             "version": version, "serving": serving}]})
 
-    def load(self, horizon_days: float, max_rows: int) -> Restored | None:
+    def load(self, horizon_days: float, max_rows: int, scope: str) -> Restored | None:
         client = self.sink.client
         trainings: list[TrainingRow] = [
             (float(t), float(h), str(fs), str(version), str(serving))
@@ -48,25 +49,27 @@ class ClickHouseChurnHistory:
                 f"SELECT {_MS.format(col='trained_at')}, horizon_days, feature_set, version, serving "
                 f"FROM {CHURN_TRAININGS} FINAL").result_rows]
         ticks: list[TickRow] = [
-            (float(t), float(h), str(fs), bool(refit), bool(retrain), str(pop))
-            for t, h, fs, refit, retrain, pop in client.query(
-                f"SELECT {_MS.format(col='tick_at')}, horizon_days, feature_set, refit, retrain, population "
+            (float(t), float(h), str(fs), bool(refit), bool(retrain), str(pop), str(sc))
+            for t, h, fs, refit, retrain, pop, sc in client.query(
+                f"SELECT {_MS.format(col='tick_at')}, horizon_days, feature_set, refit, retrain, population, scope "
                 f"FROM {CHURN_TICKS} FINAL").result_rows]
 
         def counts() -> list[tuple[float, int]]:
             return [(float(t), int(n)) for t, n in client.query(
                 f"SELECT {_MS.format(col='snapshot_at')} AS t, count() FROM {CHURN_SNAPSHOTS} FINAL "
-                "WHERE feature_set = {fs:String} GROUP BY t", parameters={"fs": FEATURE_SET}).result_rows]
+                "WHERE feature_set = {fs:String} AND scope IN ({scope:String}, '') GROUP BY t",
+                parameters={"fs": FEATURE_SET, "scope": scope}).result_rows]
 
         def rows_since(since: float) -> tuple[list[SnapshotRow], list[LabelRow]]:
-            bound = {"fs": FEATURE_SET, "since": _dt(max(since, 0.0))}
+            bound = {"fs": FEATURE_SET, "since": _dt(max(since, 0.0)), "scope": scope}
             snaps = [(float(t), cid, list(f), float(ref)) for t, cid, f, ref in client.query(
                 f"SELECT {_MS.format(col='snapshot_at')}, customer_id, features, reference FROM {CHURN_SNAPSHOTS} "
-                "FINAL WHERE feature_set = {fs:String} AND snapshot_at >= {since:DateTime64(3, 'UTC')}",
+                "FINAL WHERE feature_set = {fs:String} AND scope IN ({scope:String}, '') "
+                "AND snapshot_at >= {since:DateTime64(3, 'UTC')}",
                 parameters=bound).result_rows]
             labels = [(float(t), cid, int(stage), w, y) for t, cid, stage, w, y in client.query(
                 f"SELECT {_MS.format(col='snapshot_at')}, customer_id, stage, within, churned FROM {CHURN_LABELS} "
                 "FINAL WHERE snapshot_at >= {since:DateTime64(3, 'UTC')}", parameters=bound).result_rows]
             return snaps, labels
 
-        return read_history(ticks, counts, rows_since, horizon_days, max_rows, trainings)
+        return read_history(ticks, counts, rows_since, horizon_days, max_rows, trainings, scope)
