@@ -75,7 +75,8 @@ def loop_config(settings: Settings) -> LoopConfig:
         topic_for_type=settings.topic_for_type, batch_max=settings.batch_max, batch_within=settings.batch_within,
         align_idle_seconds=settings.align_idle_seconds, align_fetch_wait_seconds=settings.align_fetch_wait_seconds,
         align_ahead_seconds=settings.align_ahead_seconds, churn_horizon_days=settings.churn_horizon_days,
-        sweep_recheck_seconds=settings.sweep_recheck_seconds, write_group_rows=settings.write_group_rows)
+        sweep_recheck_seconds=settings.sweep_recheck_seconds, write_group_rows=settings.write_group_rows,
+        partitions=settings.partitions, pool_wait_seconds=settings.churn_pool_wait_seconds)
 
 
 def create_app(settings: Settings, *, core: Core | None = None) -> WorkerApp:

@@ -279,16 +279,28 @@ def read_history(ticks: list[TickRow], snapshot_counts: Callable[[], list[tuple[
     if progress is None:
         return None
     counts = snapshot_counts()
-
-    def book_rows(as_of: float) -> BookRows:
-        since = oldest_needed(counts, as_of, horizon_days, max_rows)
-        snaps, labels = rows_since(since)
-        return BookRows(sorted({r[0] for r in ticks if since <= r[0] <= as_of and in_scope(r[6], scope)
-                                and r[1] == horizon_days and r[2] == FEATURE_SET}),
-                        stored_rows(snaps, labels))
-
-    book = book_rows(progress.last_tick)
+    book = book_rows(ticks, counts, rows_since, horizon_days, max_rows, progress.last_tick, scope)
     lost = None
     if progress.last_trained < progress.last_train:
-        lost = book if progress.last_train == progress.last_tick else book_rows(progress.last_train)
+        lost = book if progress.last_train == progress.last_tick else book_rows(
+            ticks, counts, rows_since, horizon_days, max_rows, progress.last_train, scope)
     return Restored(progress, book.ticks, book.rows, lost)
+
+
+def book_rows(ticks: list[TickRow], snapshot_counts: list[tuple[float, int]],
+              rows_since: Callable[[float], tuple[list[SnapshotRow], list[LabelRow]]],
+              horizon_days: float, max_rows: int, as_of: float, scope: str | None) -> BookRows:
+    """The rows of the book as it stood after the tick at `as_of`, of `scope` (None: of every
+    scope, the pooled book of several workers; the counts and rows given are of the same)."""
+    since = oldest_needed(snapshot_counts, as_of, horizon_days, max_rows)
+    snaps, labels = rows_since(since)
+    return BookRows(sorted({r[0] for r in ticks if since <= r[0] <= as_of and (scope is None or in_scope(r[6], scope))
+                            and r[1] == horizon_days and r[2] == FEATURE_SET}),
+                    stored_rows(snaps, labels))
+
+
+def covered(ticks: list[TickRow], t: float, horizon_days: float) -> set[int]:
+    """The input partitions whose tick at `t` is stored: the partitions of the scopes of the
+    tick rows at `t` (a pooled training waits for all of them)."""
+    return {int(p) for r in ticks if r[0] == t and r[1] == horizon_days and r[2] == FEATURE_SET
+            for p in r[6].split(",") if p}

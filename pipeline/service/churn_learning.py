@@ -153,9 +153,11 @@ class ChurnLearner:
     def training_set(self, now: float, book: SnapshotBook | None = None) -> TrainingSet | None:
         """The labelled history at `now` as arrays (a copy: later ticks do not change it), or
         None while the history is too small (cold start). `book`: another book than the
-        learner's (a restarted worker's book as it stood at a retraining that was lost)."""
-        self.last_train = now
-        book = self.book if book is None else book
+        learner's, as it stood at `now` (the book of several workers' rows, or of a retraining
+        lost in a restart); the schedule is the learner's own and does not move then."""
+        if book is None:
+            self.last_train = now
+            book = self.book
         pos, neg, leavers = book.counts()
         if not enough_history(pos, neg, leavers):
             if not self._cold_logged:

@@ -70,7 +70,8 @@ from pipeline.domain.scoring import profile, score_record
 from pipeline.domain.state import CustomerState
 from pipeline.domain.stream_clock import StreamClock
 from pipeline.learning.churn_model_codec import decode_model
-from pipeline.service.churn_history import TickRecord, mark, restore_book, scope_of, tick_changes, training_row
+from pipeline.service.churn_history import (
+    BookRows, TickRecord, mark, restore_book, scope_of, tick_changes, training_row)
 from pipeline.service.churn_learning import ChurnLearner, TrainingSet, fit_model
 from pipeline.service.emit_guard import PreparedBatch, guarded_batch, messages_of, prepare
 from pipeline.service.event_time_merge import EventTimeMerge
@@ -132,6 +133,12 @@ class LoopConfig:
     # the next write together; a batch that would pass it waits for the write (0: every batch
     # is written on its own, after the one before).
     write_group_rows: int = 40_000
+    # Learning with several workers: the input topics' partitions (None: unknown, the trainer
+    # trains on its own book), how long a pooled training waits for the other workers' tick
+    # (wall seconds) and how often it looks.
+    partitions: int | None = None
+    pool_wait_seconds: float = 3600.0
+    pool_poll_seconds: float = 5.0
 
     @property
     def input_topics(self) -> frozenset[str]:
@@ -457,8 +464,9 @@ class WorkerLoop:
             if not any(state.n for state in states.values()):
                 return   # a tick before every event (TickGate.start): no re-fit, no snapshot
             trains = self._trains()
+            pools = trains and not self._owns_all()
             data, record = await asyncio.get_running_loop().run_in_executor(
-                None, self._learn_at, now, states, scope, trains)
+                None, self._learn_at, now, states, scope, trains and not pools)
             await self._drop_in_slices(states)
         finally:
             if collecting:
@@ -469,7 +477,7 @@ class WorkerLoop:
             except Exception:   # the book in memory is whole; after a restart the history goes on
                 # from the last tick written, and this one is taken again from the states then
                 log.exception("churn history of the tick at %s not written", now)
-        if data is not None:
+        if data is not None or (record.retrain and pools):
             self._start_training(now, data)
         elif record.retrain and trains:
             await self._trained(now, None)   # a cold start: nothing to train, and nothing to redo after a restart
@@ -485,7 +493,44 @@ class WorkerLoop:
         their id (pipeline/service/churn_history.py)."""
         return any(tp.partition == 0 for tp in self._assigned_inputs())
 
-    def _start_training(self, now: float, data: TrainingSet) -> None:
+    def _owns_all(self) -> bool:
+        """Whether this worker owns every input partition (its book is the whole book), or
+        cannot pool (no shared history, partitions unknown)."""
+        if self.config.partitions is None or self.history is None:
+            return True
+        return {tp.partition for tp in self._assigned_inputs()} >= set(range(self.config.partitions))
+
+    async def _pooled_training_set(self, now: float) -> TrainingSet | None:
+        """The training set at tick `now` from every worker's rows: once every input partition's
+        tick at `now` is stored (or `pool_wait_seconds` have passed: then from the rows there
+        are, with a warning), the book of all scopes as it stood after that tick, read back from
+        the history. Each worker labels its own customers; their rows together are the book a
+        single worker would hold (its population re-fits aside: each worker fits its own)."""
+        assert self.learner is not None and self.history is not None and self.config.partitions is not None
+        learner, history = self.learner, self.history
+        wanted = set(range(self.config.partitions))
+        deadline = self.clock.monotonic() + self.config.pool_wait_seconds
+        while True:
+            have = await self.rows.run(history.covered, now, learner.horizon_days)
+            if wanted <= have:
+                break
+            if self.clock.monotonic() >= deadline:
+                log.warning("churn model training at %s: input partitions %s have not stored that tick after %.0f s; "
+                            "training on the rows stored", now, sorted(wanted - have), self.config.pool_wait_seconds)
+                break
+            await asyncio.sleep(self.config.pool_poll_seconds)
+        rows = await self.rows.run(history.pooled, learner.horizon_days, learner.book.max_rows, now)
+        return learner.training_set(now, self._book_of(rows, now))
+
+    def _book_of(self, rows: BookRows, as_of: float) -> SnapshotBook:
+        """A book like the learner's, restored from `rows` as it stood after the tick at `as_of`."""
+        assert self.learner is not None
+        book = self.learner.book
+        return restore_book(SnapshotBook(book.horizon_days, book.max_rows, book.max_per_snapshot), rows.ticks, rows.rows,
+                            as_of)
+
+    def _start_training(self, now: float, data: TrainingSet | None) -> None:
+        """Train at tick `now` on `data`, or on every worker's rows (None: `_pooled_training_set`)."""
         task = asyncio.get_running_loop().create_task(self._train(now, data))   # not awaited: batches go on
         self.trainings.add(task)
         task.add_done_callback(self.trainings.discard)
@@ -589,23 +634,29 @@ class WorkerLoop:
             # it ran): train it again, on the book as it stood at that tick
             log.info("churn history: the training at %s did not end before the restart; training it again",
                      p.last_train)
-            book = restore_book(SnapshotBook(learner.horizon_days, learner.book.max_rows,
-                                             learner.book.max_per_snapshot),
-                                restored.lost.ticks, restored.lost.rows, p.last_train)
-            data = learner.training_set(p.last_train, book)
+            if not self._owns_all():
+                self._start_training(p.last_train, None)   # every worker's rows (the others passed it long ago)
+                return
+            data = learner.training_set(p.last_train, self._book_of(restored.lost, p.last_train))
             if data is not None:
                 self._start_training(p.last_train, data)
             else:
                 await self._trained(p.last_train, None)
 
-    async def _train(self, now: float, data: TrainingSet) -> None:
+    async def _train(self, now: float, data: TrainingSet | None) -> None:
         """Train in `train_executor` (another process in the worker: no share of the event
         loop's interpreter; a thread by default), then decide what serves and
-        publish it on the models channel, which every worker installs from."""
+        publish it on the models channel, which every worker installs from. `data` None:
+        every worker's rows (`_pooled_training_set`)."""
         assert self.learner is not None
         learner = self.learner
         async with self.training_lock:
             try:
+                if data is None:
+                    data = await self._pooled_training_set(now)
+                    if data is None:   # a cold start
+                        await self._trained(now, None)
+                        return
                 started = self.clock.monotonic()
                 model = await self._fit(learner.kind, now, data)
                 if model is None:

@@ -11,7 +11,7 @@ from typing import Any, Callable, Hashable, Iterable, Mapping, Protocol, TypeVar
 
 from pipeline.domain.churn import PopulationParams
 from pipeline.domain.state import CustomerState
-from pipeline.service.churn_history import Restored, TickRecord, TrainingRow
+from pipeline.service.churn_history import BookRows, Restored, TickRecord, TrainingRow
 from pipeline.service.processor import BatchResult
 from schemas.records import DeadLetterDict
 
@@ -114,6 +114,11 @@ class ChurnHistory(Protocol):
     def load(self, horizon_days: float, max_rows: int, scope: str) -> Restored | None:
         """The history a learner of `horizon_days` and `scope` (`scope_of` its input partitions)
         restores (None: none for it)."""
+    def covered(self, t: float, horizon_days: float) -> set[int]:
+        """The input partitions whose tick at `t` is stored, by any worker (`covered`)."""
+    def pooled(self, horizon_days: float, max_rows: int, as_of: float) -> BookRows:
+        """The rows of every worker's book as it stood after the tick at `as_of` (`book_rows`
+        of no scope): a pooled training's."""
 
 
 class PopulationStore(Protocol):

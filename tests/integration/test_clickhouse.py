@@ -706,6 +706,14 @@ def test_the_churn_history_reads_back_from_clickhouse_what_was_written(sink):
     assert len(clickhouse.load(HORIZON_DAYS, 5_000, SCOPE).ticks) < len(clickhouse.load(HORIZON_DAYS, 500_000, SCOPE).ticks)
     assert clickhouse.load(HORIZON_DAYS * 2, 500_000, SCOPE) is None   # another horizon: a new book
     assert clickhouse.load(HORIZON_DAYS, 500_000, "1") is None   # another worker's partitions: not its history
+    # a pooled training's reads (every scope): the partitions whose tick is stored, the book's rows
+    last = learner.book.pending[-1].t
+    assert clickhouse.covered(last, HORIZON_DAYS) == memory.covered(last, HORIZON_DAYS) == {0, 1}
+    assert clickhouse.covered(last + 86400.0, HORIZON_DAYS) == set()
+    at = learner.cards[-1].trained_at
+    want, got = memory.pooled(HORIZON_DAYS, 5_000, at), clickhouse.pooled(HORIZON_DAYS, 5_000, at)
+    assert got.ticks == want.ticks and len(got.rows) == len(want.rows) > 0
+    assert [(r.t, r.customer_id, r.label) for r in got.rows] == [(r.t, r.customer_id, r.label) for r in want.rows]
     # every retraining ended: none to train again; without the last one's row (the worker died
     # while it ran), both read back the rows of the book as it stood at that tick
     assert len([r for r in memory.trainings if r[3]]) == len(learner.cards) > 0

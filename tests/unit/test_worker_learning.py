@@ -24,7 +24,8 @@ from pipeline.learning import churn_trainer
 from pipeline.learning.churn_model_codec import decode_model, encode_model
 from pipeline.service import shared_training_set
 from pipeline.domain.churn import PopulationParams
-from pipeline.service.churn_history import FEATURE_SET, in_scope, progress_of, read_history, record_rows
+from pipeline.service.churn_history import (
+    FEATURE_SET, book_rows, covered, in_scope, progress_of, read_history, record_rows)
 from pipeline.service.churn_learning import ChurnLearner, TrainingSet
 from pipeline.service.shared_training_set import share
 from pipeline.service.processor import RawRecord
@@ -399,15 +400,24 @@ class History:
     def trained(self, row) -> None:
         self.trainings.append(row)
 
+    def _snaps(self, scope: str | None):
+        return [r[:4] for r in self.snaps if scope is None or in_scope(r[4], scope)]
+
+    def _counts(self, scope: str | None):
+        return sorted(Counter(t for t, _ in {(r[0], r[1]) for r in self._snaps(scope)}).items())
+
+    def _rows_since(self, scope: str | None):
+        return lambda since: ([r for r in self._snaps(scope) if r[0] >= since], [r for r in self.labels if r[0] >= since])
+
+    def covered(self, t: float, horizon_days: float):
+        return covered(self.ticks, t, horizon_days)
+
+    def pooled(self, horizon_days: float, max_rows: int, as_of: float):
+        return book_rows(self.ticks, self._counts(None), self._rows_since(None), horizon_days, max_rows, as_of, None)
+
     def load(self, horizon_days: float, max_rows: int, scope: str):
-        snaps = [r[:4] for r in self.snaps if in_scope(r[4], scope)]
-
-        def counts():
-            return sorted(Counter(t for t, _ in {(r[0], r[1]) for r in snaps}).items())
-
-        def rows_since(since: float):
-            return [r for r in snaps if r[0] >= since], [r for r in self.labels if r[0] >= since]
-        self.restored = read_history(self.ticks, counts, rows_since, horizon_days, max_rows, self.trainings, scope)
+        self.restored = read_history(self.ticks, lambda: self._counts(scope), self._rows_since(scope), horizon_days,
+                                     max_rows, self.trainings, scope)
         return self.restored
 
 
@@ -548,9 +558,11 @@ async def _two_workers(values, keys, topics, history: History, models: Models, r
 
     def worker(partition: int, store, inputs):
         inputs.assigned = {TP(topic, partition) for topic in TOPIC.values()}
-        return WorkerLoop(build_core(settings), LoopConfig(topic_for_type=settings.topic_for_type, align_idle_seconds=0.0),
-                          store=store, outputs=Outputs(log), rows=Rows(log), inputs=inputs, clock=Clock(NOW),
-                          metrics=Metrics(), learner=ChurnLearner(HORIZON_DAYS), models=models, history=history)
+        config = LoopConfig(topic_for_type=settings.topic_for_type, align_idle_seconds=0.0, partitions=2,
+                            pool_poll_seconds=0.0)
+        return WorkerLoop(build_core(settings), config, store=store, outputs=Outputs(log), rows=Rows(log), inputs=inputs,
+                          clock=Clock(NOW), metrics=Metrics(), learner=ChurnLearner(HORIZON_DAYS), models=models,
+                          history=history)
 
     mine = [[d for d in delivered if d.tp.partition == p] for p in (0, 1)]
     first, second_store = worker(0, Store(log), Inputs(log, ends)), Store(log)
@@ -568,15 +580,16 @@ async def _two_workers(values, keys, topics, history: History, models: Models, r
         for i in range(0, len(rest), chunk):
             await second.deliver(rest[i:i + chunk])
     for loop in (first, second):
-        while loop.trainings:
-            await asyncio.gather(*list(loop.trainings))
+        while loop.trainings:   # a pooled training waits for the other worker's tick: not forever here
+            await asyncio.wait_for(asyncio.gather(*list(loop.trainings)), timeout=120)
     return first, stopped, second
 
 
 def test_with_two_learning_workers_the_owner_of_partition_0_trains_and_each_restores_its_own_history(small_minimums):
     """Two learning workers share the ClickHouse history and the models channel. Only the owner
-    of input partition 0 trains and publishes (before, both trained on their own customers and
-    published in turn on the one channel). Each writes its own rows under its scope, and the
+    of input partition 0 trains and publishes, from the rows of both (before, both trained on
+    their own customers and published in turn on the one channel). Each writes its own rows
+    under its scope, and the
     second, stopped and started again, reads back its own book, population and schedule, not the
     first's: it ends with the book it has without the restart (before, it read the first worker's
     rows and ticks as its own)."""
@@ -601,6 +614,27 @@ def test_with_two_learning_workers_the_owner_of_partition_0_trains_and_each_rest
         assert x.customer_ids == y.customer_ids and np.array_equal(x.features, y.features, equal_nan=True)
         assert (x.labels is None and y.labels is None) or np.array_equal(x.labels, y.labels)
     assert again.core.population == second.core.population
+
+
+def test_two_learning_workers_train_on_the_rows_of_both_what_replay_trains(small_minimums, monkeypatch):
+    """The trainer waits at each retraining for the other worker's tick and trains on the rows
+    of both, read back from the history: with the population re-fits off (each worker fits its
+    own population, replay one for all) its models are replay's, card for card."""
+    monkeypatch.setattr("pipeline.service.replay.REFIT_EVERY", float("inf"))
+    monkeypatch.setattr("pipeline.service.worker_loop.REFIT_EVERY", float("inf"))
+    values, keys, topics = _stream()
+    r_learner = ChurnLearner(HORIZON_DAYS)
+    r_core = build_core(Settings())
+    replay(values, r_core, clock=lambda: NOW, learner=r_learner)
+    assert len(r_learner.cards) >= 2
+    models, history = Models(), History()
+    first, _, second = asyncio.run(_two_workers(values, keys, topics, history, models))
+    assert [c.to_dict() for c in first.learner.cards] == [c.to_dict() for c in r_learner.cards]
+    assert not second.learner.cards and len(models.published) == len(r_learner.cards)
+    assert first.core.churn_model is not None and np.array_equal(first.core.churn_model.coef, r_core.churn_model.coef)
+    # each worker's own book is half of it
+    rows = sum(len(s.customer_ids) for s in first.learner.book.labelled)
+    assert 0 < rows < sum(len(s.customer_ids) for s in r_learner.book.labelled)
 
 
 def test_a_cold_start_retraining_is_recorded_as_ended():

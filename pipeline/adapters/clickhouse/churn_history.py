@@ -8,7 +8,8 @@ from datetime import datetime, timezone
 from pipeline.adapters.clickhouse.sink import ClickHouseSink
 from pipeline.adapters.clickhouse.tables import CHURN_LABELS, CHURN_SNAPSHOTS, CHURN_TICKS, CHURN_TRAININGS
 from pipeline.service.churn_history import (
-    FEATURE_SET, LabelRow, Restored, SnapshotRow, TickRecord, TickRow, TrainingRow, read_history, record_rows)
+    FEATURE_SET, BookRows, LabelRow, Restored, SnapshotRow, TickRecord, TickRow, TrainingRow, book_rows, covered,
+    read_history, record_rows)
 
 
 def _dt(t: float) -> datetime:
@@ -48,28 +49,43 @@ class ClickHouseChurnHistory:
             for t, h, fs, version, serving in client.query(
                 f"SELECT {_MS.format(col='trained_at')}, horizon_days, feature_set, version, serving "
                 f"FROM {CHURN_TRAININGS} FINAL").result_rows]
-        ticks: list[TickRow] = [
-            (float(t), float(h), str(fs), bool(refit), bool(retrain), str(pop), str(sc))
-            for t, h, fs, refit, retrain, pop, sc in client.query(
-                f"SELECT {_MS.format(col='tick_at')}, horizon_days, feature_set, refit, retrain, population, scope "
-                f"FROM {CHURN_TICKS} FINAL").result_rows]
+        return read_history(self._ticks(), lambda: self._counts(scope), lambda since: self._rows_since(since, scope),
+                            horizon_days, max_rows, trainings, scope)
 
-        def counts() -> list[tuple[float, int]]:
-            return [(float(t), int(n)) for t, n in client.query(
-                f"SELECT {_MS.format(col='snapshot_at')} AS t, count() FROM {CHURN_SNAPSHOTS} FINAL "
-                "WHERE feature_set = {fs:String} AND scope IN ({scope:String}, '') GROUP BY t",
-                parameters={"fs": FEATURE_SET, "scope": scope}).result_rows]
+    def covered(self, t: float, horizon_days: float) -> set[int]:
+        return covered(self._ticks(t), t, horizon_days)
 
-        def rows_since(since: float) -> tuple[list[SnapshotRow], list[LabelRow]]:
-            bound = {"fs": FEATURE_SET, "since": _dt(max(since, 0.0)), "scope": scope}
-            snaps = [(float(t), cid, list(f), float(ref)) for t, cid, f, ref in client.query(
-                f"SELECT {_MS.format(col='snapshot_at')}, customer_id, features, reference FROM {CHURN_SNAPSHOTS} "
-                "FINAL WHERE feature_set = {fs:String} AND scope IN ({scope:String}, '') "
-                "AND snapshot_at >= {since:DateTime64(3, 'UTC')}",
-                parameters=bound).result_rows]
-            labels = [(float(t), cid, int(stage), w, y) for t, cid, stage, w, y in client.query(
-                f"SELECT {_MS.format(col='snapshot_at')}, customer_id, stage, within, churned FROM {CHURN_LABELS} "
-                "FINAL WHERE snapshot_at >= {since:DateTime64(3, 'UTC')}", parameters=bound).result_rows]
-            return snaps, labels
+    def pooled(self, horizon_days: float, max_rows: int, as_of: float) -> BookRows:
+        return book_rows(self._ticks(), self._counts(None), lambda since: self._rows_since(since, None),
+                         horizon_days, max_rows, as_of, None)
 
-        return read_history(ticks, counts, rows_since, horizon_days, max_rows, trainings, scope)
+    # --- the queries (scope None: every scope) --------------------------------------------
+    def _ticks(self, at: float | None = None) -> list[TickRow]:
+        where = "" if at is None else " WHERE tick_at = {at:DateTime64(3, 'UTC')}"
+        return [(float(t), float(h), str(fs), bool(refit), bool(retrain), str(pop), str(sc))
+                for t, h, fs, refit, retrain, pop, sc in self.sink.client.query(
+                    f"SELECT {_MS.format(col='tick_at')}, horizon_days, feature_set, refit, retrain, population, scope "
+                    f"FROM {CHURN_TICKS} FINAL{where}",
+                    parameters=None if at is None else {"at": _dt(at)}).result_rows]
+
+    @staticmethod
+    def _of_scope(scope: str | None) -> str:
+        return "" if scope is None else " AND scope IN ({scope:String}, '')"
+
+    def _counts(self, scope: str | None) -> list[tuple[float, int]]:
+        return [(float(t), int(n)) for t, n in self.sink.client.query(
+            f"SELECT {_MS.format(col='snapshot_at')} AS t, count() FROM {CHURN_SNAPSHOTS} FINAL "
+            f"WHERE feature_set = {{fs:String}}{self._of_scope(scope)} GROUP BY t",
+            parameters={"fs": FEATURE_SET, "scope": scope or ""}).result_rows]
+
+    def _rows_since(self, since: float, scope: str | None) -> tuple[list[SnapshotRow], list[LabelRow]]:
+        client = self.sink.client
+        bound = {"fs": FEATURE_SET, "since": _dt(max(since, 0.0)), "scope": scope or ""}
+        snaps = [(float(t), cid, list(f), float(ref)) for t, cid, f, ref in client.query(
+            f"SELECT {_MS.format(col='snapshot_at')}, customer_id, features, reference FROM {CHURN_SNAPSHOTS} "
+            f"FINAL WHERE feature_set = {{fs:String}}{self._of_scope(scope)} "
+            "AND snapshot_at >= {since:DateTime64(3, 'UTC')}", parameters=bound).result_rows]
+        labels = [(float(t), cid, int(stage), w, y) for t, cid, stage, w, y in client.query(
+            f"SELECT {_MS.format(col='snapshot_at')}, customer_id, stage, within, churned FROM {CHURN_LABELS} "
+            "FINAL WHERE snapshot_at >= {since:DateTime64(3, 'UTC')}", parameters=bound).result_rows]
+        return snaps, labels
