@@ -130,7 +130,7 @@ _SHORT = {"v": "v", "customer_id": "c", "version": "ver", "n": "n", "wm": "wm", 
           "nps_last": "nps", "nps_t": "npt", "complaints": "cp", "alerts": "al", "pub": "pub",
           "offs": "of", "skip": "sk", "erased": "er", "cases": "cs"}
 _SHORT_C = {"id": "id", "channel": "ch", "category": "cat", "severity": "sev", "opened": "op", "first_seen": "fs",
-            "ack": "ack", "resolved": "res", "status": "s", "status_t": "st", "satisfied": "sat",
+            "ack": "ack", "resolved": "res", "status": "s", "status_t": "st", "satisfied": "sat", "satisfied_by": "sby",
             "compensation": "cmp", "reopened": "ro", "version": "ver"}
 assert set(_SHORT) == set(_FIELDS) and set(_SHORT_C) == set(_COMPLAINT_FIELDS)
 assert len(set(_SHORT.values())) == len(_SHORT) and len(set(_SHORT_C.values())) == len(_SHORT_C)

@@ -323,8 +323,13 @@ def _apply_complaint(state: CustomerState, ev: Complaint, t: float, params: Scor
         rec.severity = ev.severity.value
     if (t, STATUS_RANK[status]) >= (rec.status_t, STATUS_RANK[rec.status]):
         rec.status, rec.status_t = status, t
-        if ev.satisfied is not None:
-            rec.satisfied = ev.satisfied
+    if ev.satisfied is not None:
+        # the customer's verdict of the latest event that gave one (by event time, then status;
+        # at a tie a dissatisfied one): not the status winner's, which may carry none, so that
+        # any arrival order of the same events gives the same verdict
+        by = [t, STATUS_RANK[status], 0 if ev.satisfied else 1]
+        if rec.satisfied_by is None or by >= rec.satisfied_by:
+            rec.satisfied, rec.satisfied_by = ev.satisfied, by
     if ev.compensation is not None:
         rec.compensation = max(rec.compensation, float(ev.compensation))
     if status == "opened":

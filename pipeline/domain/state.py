@@ -108,6 +108,9 @@ class ComplaintRec:
     status: str = "opened"           # status of the latest event by event time
     status_t: float = 0.0
     satisfied: bool | None = None
+    # which event `satisfied` came from: [event time, status rank, 1 if dissatisfied] (the
+    # greatest wins, whatever the arrival order); None in states written before it was kept
+    satisfied_by: list | None = None
     compensation: float = 0.0
     reopened: int = 0
     version: int = 0

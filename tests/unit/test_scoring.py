@@ -81,6 +81,34 @@ def test_repeat_contacts_count_the_same_in_any_arrival_order_with_ties(order):
     assert s.acc["f.he"] == pytest.approx(2.0, rel=0.01)
 
 
+@pytest.mark.parametrize("order", [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)])
+def test_a_complaints_verdict_is_the_latest_given_in_any_arrival_order(order):
+    """`satisfied` is the verdict of the latest event that gave one (event time, then status),
+    not the status winner's: resolved satisfied at 10 h, resolved dissatisfied at 12 h, closed
+    with no verdict at 13 h leave the customer dissatisfied however they arrive. Arriving closed
+    first used to leave the verdict of whichever resolution came next (the order-invariance
+    property test found it with an `opened` and an `acknowledged` event at one instant)."""
+    events = [complaint(status="resolved", satisfied=True, when=at(10), event_id="k1"),
+              complaint(status="resolved", satisfied=False, when=at(12), event_id="k2"),
+              complaint(status="closed", when=at(13), event_id="k3")]
+    s, p, _ = run(complaint(when=at(0), event_id="k0"), *(events[i] for i in order))
+    [rec] = s.complaints
+    assert rec.satisfied is False and rec.status == "closed" and rec.recovery_failure_stands
+    assert decode_state(encode_state(s)).complaints == s.complaints   # the verdict's source is stored
+
+
+@pytest.mark.parametrize("first", ["opened", "acknowledged"])
+def test_two_verdicts_at_one_instant_and_status_leave_the_dissatisfied_one(first):
+    tie = [complaint(status="opened", satisfied=False, event_id="k1"), complaint(status="acknowledged", event_id="k2")]
+    s, _, _ = run(*(tie if first == "opened" else tie[::-1]))
+    assert s.complaints[0].satisfied is False and s.complaints[0].status == "acknowledged"
+    both = [complaint(status="resolved", satisfied=True, event_id="k3", when=at(1)),
+            complaint(status="resolved", satisfied=False, event_id="k4", when=at(1))]
+    a, _, _ = run(*both)
+    b, _, _ = run(*both[::-1])
+    assert a.complaints[0].satisfied is False and b.complaints[0].satisfied is False
+
+
 def test_assurance_and_category_from_complaints_and_escalation():
     _, p, _ = run(complaint(severity="critical", category="tangibles"),
                   complaint(status="escalated", when=at(1)))
