@@ -37,6 +37,7 @@ from pipeline.adapters.observability.metrics import METRICS, render
 from pipeline.bootstrap import build_core, build_sink
 from pipeline.config import Settings
 from pipeline.adapters.clickhouse.churn_history import ClickHouseChurnHistory
+from pipeline.adapters.clickhouse.dsn import chdb_path
 from pipeline.adapters.clickhouse.population import ClickHousePopulation
 from pipeline.service.churn_learning import ChurnLearner
 from pipeline.service.processor import Core, RawRecord
@@ -76,7 +77,9 @@ def loop_config(settings: Settings) -> LoopConfig:
         align_idle_seconds=settings.align_idle_seconds, align_fetch_wait_seconds=settings.align_fetch_wait_seconds,
         align_ahead_seconds=settings.align_ahead_seconds, churn_horizon_days=settings.churn_horizon_days,
         sweep_recheck_seconds=settings.sweep_recheck_seconds, write_group_rows=settings.write_group_rows,
-        partitions=settings.partitions, pool_wait_seconds=settings.churn_pool_wait_seconds)
+        # an embedded chDB store is one process's: learning workers share no history, so none pools
+        partitions=None if chdb_path(settings.dsn) else settings.partitions,
+        pool_wait_seconds=settings.churn_pool_wait_seconds)
 
 
 def create_app(settings: Settings, *, core: Core | None = None) -> WorkerApp:

@@ -693,3 +693,13 @@ def test_an_erased_customer_leaves_the_churn_models_snapshots():
     asyncio.run(loop.erase(b"a", T0.timestamp() + 18 * 3600))
     [snap] = loop.learner.book.pending
     assert snap.customer_ids == ["c"] and snap.features.shape[0] == 1 and len(snap.reference) == 1
+
+
+def test_learning_workers_pool_only_over_a_shared_clickhouse():
+    """Each worker process holds its embedded chDB store alone: the trainer does not wait for
+    partitions whose rows it can never read. A ClickHouse server is shared: it pools."""
+    from agents.factory import loop_config
+
+    assert loop_config(Settings(clickhouse_dsn="chdb:///tmp/cx/clickhouse")).partitions is None
+    assert loop_config(Settings()).partitions is None   # the default: chDB under the data dir
+    assert loop_config(Settings(clickhouse_dsn="http://default:@ch:8123/cx", partitions=6)).partitions == 6
