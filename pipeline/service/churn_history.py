@@ -299,6 +299,17 @@ def book_rows(ticks: list[TickRow], snapshot_counts: list[tuple[float, int]],
                     stored_rows(snaps, labels))
 
 
+def pooled_rows(ticks: list[TickRow], snapshot_counts: list[tuple[float, int]],
+                rows_between: Callable[[float, float], tuple[list[SnapshotRow], list[LabelRow]]],
+                horizon_days: float, max_rows: int, as_of: float) -> BookRows:
+    """A pooled training's rows: every worker's book as it stood after the tick at `as_of`,
+    its labelled snapshots only (a training reads no other; the pending ones restore empty).
+    `rows_between(since, until)`: the snapshot and label rows of every scope in that window."""
+    until = as_of - LABEL_DELAY_HORIZONS * horizon_days * DAY
+    return book_rows(ticks, snapshot_counts, lambda since: rows_between(since, until), horizon_days, max_rows, as_of,
+                     None)
+
+
 def covered(ticks: list[TickRow], t: float, horizon_days: float) -> set[int]:
     """The input partitions whose tick at `t` is stored: the partitions of the scopes of the
     tick rows at `t` (a pooled training waits for all of them)."""

@@ -519,8 +519,11 @@ class WorkerLoop:
                             "training on the rows stored", now, sorted(wanted - have), self.config.pool_wait_seconds)
                 break
             await asyncio.sleep(self.config.pool_poll_seconds)
-        rows = await self.rows.run(history.pooled, learner.horizon_days, learner.book.max_rows, now)
-        return learner.training_set(now, self._book_of(rows, now))
+
+        def read() -> TrainingSet | None:   # seconds at 500,000 rows: neither on the loop nor in the sink's thread
+            return learner.training_set(now, self._book_of(history.pooled(learner.horizon_days, learner.book.max_rows,
+                                                                          now), now))
+        return await asyncio.get_running_loop().run_in_executor(None, read)
 
     def _book_of(self, rows: BookRows, as_of: float) -> SnapshotBook:
         """A book like the learner's, restored from `rows` as it stood after the tick at `as_of`."""

@@ -117,8 +117,8 @@ class ChurnHistory(Protocol):
     def covered(self, t: float, horizon_days: float) -> set[int]:
         """The input partitions whose tick at `t` is stored, by any worker (`covered`)."""
     def pooled(self, horizon_days: float, max_rows: int, as_of: float) -> BookRows:
-        """The rows of every worker's book as it stood after the tick at `as_of` (`book_rows`
-        of no scope): a pooled training's."""
+        """A pooled training's rows: every worker's labelled snapshots as the book stood after
+        the tick at `as_of` (`pooled_rows`). Called in a thread of its own, not the sink's."""
 
 
 class PopulationStore(Protocol):

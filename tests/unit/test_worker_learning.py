@@ -25,7 +25,7 @@ from pipeline.learning.churn_model_codec import decode_model, encode_model
 from pipeline.service import shared_training_set
 from pipeline.domain.churn import PopulationParams
 from pipeline.service.churn_history import (
-    FEATURE_SET, book_rows, covered, in_scope, progress_of, read_history, record_rows)
+    FEATURE_SET, covered, in_scope, pooled_rows, progress_of, read_history, record_rows)
 from pipeline.service.churn_learning import ChurnLearner, TrainingSet
 from pipeline.service.shared_training_set import share
 from pipeline.service.processor import RawRecord
@@ -406,14 +406,16 @@ class History:
     def _counts(self, scope: str | None):
         return sorted(Counter(t for t, _ in {(r[0], r[1]) for r in self._snaps(scope)}).items())
 
-    def _rows_since(self, scope: str | None):
-        return lambda since: ([r for r in self._snaps(scope) if r[0] >= since], [r for r in self.labels if r[0] >= since])
+    def _rows_since(self, scope: str | None, until: float = float("inf")):
+        return lambda since: ([r for r in self._snaps(scope) if since <= r[0] <= until],
+                              [r for r in self.labels if since <= r[0] <= until])
 
     def covered(self, t: float, horizon_days: float):
         return covered(self.ticks, t, horizon_days)
 
     def pooled(self, horizon_days: float, max_rows: int, as_of: float):
-        return book_rows(self.ticks, self._counts(None), self._rows_since(None), horizon_days, max_rows, as_of, None)
+        return pooled_rows(self.ticks, self._counts(None), lambda since, until: self._rows_since(None, until)(since),
+                           horizon_days, max_rows, as_of)
 
     def load(self, horizon_days: float, max_rows: int, scope: str):
         self.restored = read_history(self.ticks, lambda: self._counts(scope), self._rows_since(scope), horizon_days,
