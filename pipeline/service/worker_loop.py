@@ -488,9 +488,8 @@ class WorkerLoop:
 
     def _trains(self) -> bool:
         """Whether this learning worker trains and publishes the churn model: the owner of input
-        partition 0 (one trainer among several learning workers; a single worker owns them all).
-        Each learns from its own customers: those of its partitions, a sample of all by a hash of
-        their id (pipeline/service/churn_history.py)."""
+        partition 0 (one trainer among several learning workers, on the rows of all:
+        `_pooled_training_set`; a single worker owns every partition and trains its own book)."""
         return any(tp.partition == 0 for tp in self._assigned_inputs())
 
     def _owns_all(self) -> bool:

@@ -549,11 +549,13 @@ def test_a_training_in_flight_when_the_worker_dies_is_trained_again_after_the_re
 
 
 async def _two_workers(values, keys, topics, history: History, models: Models, restart_second_at: float | None = None,
-                       chunk: int = 400):
+                       first_dies_training: float | None = None, chunk: int = 400):
     """Two learning workers sharing the history and the models channel: the first owns input
     partition 0 of every topic, the second partition 1. The second is stopped at
     `restart_second_at` of its records and started again over its store from its committed
-    offsets, with a new core and learner."""
+    offsets, with a new core and learner. `first_dies_training`: the first worker's training at
+    that tick never ends; it is stopped then and started again the same way. Returns the two
+    workers at the end and the ones stopped (or the same)."""
     settings = Settings()
     log: list = []
     delivered, ends = _delivered(values, keys, topics)
@@ -566,25 +568,47 @@ async def _two_workers(values, keys, topics, history: History, models: Models, r
                           clock=Clock(NOW), metrics=Metrics(), learner=ChurnLearner(HORIZON_DAYS), models=models,
                           history=history)
 
+    async def restart(loop, partition: int, store, records):
+        await loop.commit_completed_inputs()
+        committed = loop.inputs.commits[-1]
+        again = worker(partition, store, Resumed(log, ends, committed))
+        rest = [d for d in records if d.record.offset >= committed.get(d.tp, 0)]
+        for i in range(0, len(rest), chunk):
+            await again.deliver(rest[i:i + chunk])
+        if not again.read_back_done:
+            await again.read_back()
+        return again
+
     mine = [[d for d in delivered if d.tp.partition == p] for p in (0, 1)]
-    first, second_store = worker(0, Store(log), Inputs(log, ends)), Store(log)
-    second = worker(1, second_store, Inputs(log, ends))
+    first_store, second_store = Store(log), Store(log)
+    first, second = worker(0, first_store, Inputs(log, ends)), worker(1, second_store, Inputs(log, ends))
+    hung = asyncio.Event()
+    if first_dies_training is not None:
+        fit = first._fit
+
+        async def dying_fit(kind, now, data):
+            if now == first_dies_training:
+                hung.set()
+                await asyncio.Event().wait()   # the worker is stopped before this training ends
+            return await fit(kind, now, data)
+        first._fit = dying_fit   # type: ignore[method-assign]
     cut = len(mine[1]) if restart_second_at is None else int(len(mine[1]) * restart_second_at)
     for i in range(0, max(len(mine[0]), cut), chunk):
         await first.deliver(mine[0][i:i + chunk])
         await second.deliver(mine[1][i:min(i + chunk, cut)])
-    stopped = second
+    stopped_first, stopped_second = first, second
     if restart_second_at is not None:
-        await second.commit_completed_inputs()
-        committed = second.inputs.commits[-1]
-        second = worker(1, second_store, Resumed(log, ends, committed))
-        rest = [d for d in mine[1] if d.record.offset >= committed.get(d.tp, 0)]
-        for i in range(0, len(rest), chunk):
-            await second.deliver(rest[i:i + chunk])
+        second = await restart(second, 1, second_store, mine[1])
+    if first_dies_training is not None:
+        await asyncio.wait_for(hung.wait(), timeout=120)
+        for task in list(first.trainings):   # the worker dies: the training in flight is lost
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        first = await restart(first, 0, first_store, mine[0])
     for loop in (first, second):
         while loop.trainings:   # a pooled training waits for the other worker's tick: not forever here
             await asyncio.wait_for(asyncio.gather(*list(loop.trainings)), timeout=120)
-    return first, stopped, second
+    return first, second, stopped_first, stopped_second
 
 
 def test_with_two_learning_workers_the_owner_of_partition_0_trains_and_each_restores_its_own_history(small_minimums):
@@ -597,7 +621,7 @@ def test_with_two_learning_workers_the_owner_of_partition_0_trains_and_each_rest
     rows and ticks as its own)."""
     values, keys, topics = _stream()
     models, history = Models(), History()
-    first, _, second = asyncio.run(_two_workers(values, keys, topics, history, models))
+    first, second, _, _ = asyncio.run(_two_workers(values, keys, topics, history, models))
     assert first.learner.cards and not second.learner.cards
     assert len(models.published) == len(first.learner.cards)
     assert [row[3] for row in history.trainings if row[3]] == [c.version for c in first.learner.cards]
@@ -607,7 +631,8 @@ def test_with_two_learning_workers_the_owner_of_partition_0_trains_and_each_rest
     assert {t[6] for t in history.ticks} == {"0", "1"}
 
     restarted_history = History()
-    _, stopped, again = asyncio.run(_two_workers(values, keys, topics, restarted_history, Models(), restart_second_at=0.8))
+    _, again, _, stopped = asyncio.run(_two_workers(values, keys, topics, restarted_history, Models(),
+                                                   restart_second_at=0.8))
     restored = restarted_history.restored
     assert restored is not None and restored.progress.last_tick == stopped.learner.book.pending[-1].t
     a, b = again.learner.book, second.learner.book
@@ -630,13 +655,21 @@ def test_two_learning_workers_train_on_the_rows_of_both_what_replay_trains(small
     replay(values, r_core, clock=lambda: NOW, learner=r_learner)
     assert len(r_learner.cards) >= 2
     models, history = Models(), History()
-    first, _, second = asyncio.run(_two_workers(values, keys, topics, history, models))
+    first, second, _, _ = asyncio.run(_two_workers(values, keys, topics, history, models))
     assert [c.to_dict() for c in first.learner.cards] == [c.to_dict() for c in r_learner.cards]
     assert not second.learner.cards and len(models.published) == len(r_learner.cards)
     assert first.core.churn_model is not None and np.array_equal(first.core.churn_model.coef, r_core.churn_model.coef)
     # each worker's own book is half of it
     rows = sum(len(s.customer_ids) for s in first.learner.book.labelled)
     assert 0 < rows < sum(len(s.customer_ids) for s in r_learner.book.labelled)
+
+    # the trainer dies during its last training: started again, it trains it on the rows of both
+    lost = r_learner.cards[-1].trained_at
+    history = History()
+    first, _, dead, _ = asyncio.run(_two_workers(values, keys, topics, history, Models(), first_dies_training=lost))
+    assert [c.trained_at for c in dead.learner.cards] == [c.trained_at for c in r_learner.cards[:-1]]
+    assert history.restored is not None and history.restored.lost is not None
+    assert [c.to_dict() for c in dead.learner.cards + first.learner.cards] == [c.to_dict() for c in r_learner.cards]
 
 
 def test_a_cold_start_retraining_is_recorded_as_ended():
