@@ -434,6 +434,22 @@ class Resumed(Inputs):
         return self.committed.get(tp, 0)
 
 
+def _dies_training(loop: WorkerLoop, tick: float | None) -> asyncio.Event:
+    """Make `loop`'s training at `tick` never end (its worker is stopped while it runs); the
+    event is set once that training has started."""
+    started = asyncio.Event()
+    if tick is not None:
+        fit = loop._fit
+
+        async def dying_fit(kind, now, data):
+            if now == tick:
+                started.set()
+                await asyncio.Event().wait()
+            return await fit(kind, now, data)
+        loop._fit = dying_fit   # type: ignore[method-assign]
+    return started
+
+
 async def _run_with_restart(values, keys, topics, history: History, restart_at: float, chunk: int = 400,
                             dies_training: float | None = None):
     """A learning worker over the first `restart_at` of the stream, stopped once its trainings
@@ -454,16 +470,7 @@ async def _run_with_restart(values, keys, topics, history: History, restart_at: 
         return loop, learner, models
 
     first, first_learner, first_models = worker(Inputs(log, ends))
-    hung = asyncio.Event()
-    if dies_training is not None:
-        fit = first._fit
-
-        async def dying_fit(kind, now, data):
-            if now == dies_training:
-                hung.set()
-                await asyncio.Event().wait()   # the worker is stopped before this training ends
-            return await fit(kind, now, data)
-        first._fit = dying_fit   # type: ignore[method-assign]
+    hung = _dies_training(first, dies_training)
     cut = int(len(delivered) * restart_at)
     for i in range(0, cut, chunk):
         await first.deliver(delivered[i:min(i + chunk, cut)])
@@ -582,16 +589,7 @@ async def _two_workers(values, keys, topics, history: History, models: Models, r
     mine = [[d for d in delivered if d.tp.partition == p] for p in (0, 1)]
     first_store, second_store = Store(log), Store(log)
     first, second = worker(0, first_store, Inputs(log, ends)), worker(1, second_store, Inputs(log, ends))
-    hung = asyncio.Event()
-    if first_dies_training is not None:
-        fit = first._fit
-
-        async def dying_fit(kind, now, data):
-            if now == first_dies_training:
-                hung.set()
-                await asyncio.Event().wait()   # the worker is stopped before this training ends
-            return await fit(kind, now, data)
-        first._fit = dying_fit   # type: ignore[method-assign]
+    hung = _dies_training(first, first_dies_training)
     cut = len(mine[1]) if restart_second_at is None else int(len(mine[1]) * restart_second_at)
     for i in range(0, max(len(mine[0]), cut), chunk):
         await first.deliver(mine[0][i:i + chunk])
