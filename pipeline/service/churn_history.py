@@ -38,6 +38,7 @@ before scopes (migration 010) have the scope "", read by any scope: a single wor
 from __future__ import annotations
 
 import hashlib
+import heapq
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -45,7 +46,7 @@ import numpy as np
 
 from pipeline.domain.churn import DAY, PopulationParams, population_json, population_of_json
 from pipeline.domain.churn_features import FEATURE_NAMES
-from pipeline.domain.churn_snapshots import LABEL_DELAY_HORIZONS, Snapshot, SnapshotBook
+from pipeline.domain.churn_snapshots import LABEL_DELAY_HORIZONS, Snapshot, SnapshotBook, sample_key
 
 # Which features a snapshot row holds, in which order: a build with other features cannot
 # read another's rows.
@@ -301,13 +302,25 @@ def book_rows(ticks: list[TickRow], snapshot_counts: list[tuple[float, int]],
 
 def pooled_rows(ticks: list[TickRow], snapshot_counts: list[tuple[float, int]],
                 rows_between: Callable[[float, float], tuple[list[SnapshotRow], list[LabelRow]]],
-                horizon_days: float, max_rows: int, as_of: float) -> BookRows:
+                horizon_days: float, max_rows: int, as_of: float, max_per_snapshot: int) -> BookRows:
     """A pooled training's rows: every worker's book as it stood after the tick at `as_of`,
     its labelled snapshots only (a training reads no other; the pending ones restore empty).
-    `rows_between(since, until)`: the snapshot and label rows of every scope in that window."""
+    `rows_between(since, until)`: the snapshot and label rows of every scope in that window.
+
+    Each worker kept at most `max_per_snapshot` of its customers per snapshot, those of the
+    smallest sampling keys (`SnapshotBook.add`); the customers a single book keeps of all are
+    among them, so keeping the smallest keys of the union gives exactly that book's sample
+    (before the rows without a label are dropped, as a single book does)."""
     until = as_of - LABEL_DELAY_HORIZONS * horizon_days * DAY
-    return book_rows(ticks, snapshot_counts, lambda since: rows_between(since, until), horizon_days, max_rows, as_of,
-                     None)
+    capped = [(t, min(n, max_per_snapshot)) for t, n in snapshot_counts]   # what a snapshot keeps, at most
+    rows = book_rows(ticks, capped, lambda since: rows_between(since, until), horizon_days, max_rows, as_of, None)
+    by_t: dict[float, list[StoredRow]] = {}
+    for row in rows.rows:
+        by_t.setdefault(row.t, []).append(row)
+    kept = [row for t, part in by_t.items()
+            for row in (part if len(part) <= max_per_snapshot else
+                        heapq.nsmallest(max_per_snapshot, part, key=lambda r: (sample_key(r.customer_id, t), r.customer_id)))]
+    return BookRows(rows.ticks, sorted(kept, key=lambda r: (r.t, r.customer_id)))
 
 
 def covered(ticks: list[TickRow], t: float, horizon_days: float) -> set[int]:

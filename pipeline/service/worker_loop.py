@@ -520,8 +520,9 @@ class WorkerLoop:
             await asyncio.sleep(self.config.pool_poll_seconds)
 
         def read() -> TrainingSet | None:   # seconds at 500,000 rows: neither on the loop nor in the sink's thread
-            return learner.training_set(now, self._book_of(history.pooled(learner.horizon_days, learner.book.max_rows,
-                                                                          now), now))
+            book = learner.book
+            return learner.training_set(now, self._book_of(
+                history.pooled(learner.horizon_days, book.max_rows, now, book.max_per_snapshot), now))
         return await asyncio.get_running_loop().run_in_executor(None, read)
 
     def _book_of(self, rows: BookRows, as_of: float) -> SnapshotBook:

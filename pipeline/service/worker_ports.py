@@ -116,7 +116,7 @@ class ChurnHistory(Protocol):
         restores (None: none for it)."""
     def covered(self, t: float, horizon_days: float) -> set[int]:
         """The input partitions whose tick at `t` is stored, by any worker (`covered`)."""
-    def pooled(self, horizon_days: float, max_rows: int, as_of: float) -> BookRows:
+    def pooled(self, horizon_days: float, max_rows: int, as_of: float, max_per_snapshot: int) -> BookRows:
         """A pooled training's rows: every worker's labelled snapshots as the book stood after
         the tick at `as_of` (`pooled_rows`). Called in a thread of its own, not the sink's."""
 

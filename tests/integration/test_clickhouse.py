@@ -711,7 +711,7 @@ def test_the_churn_history_reads_back_from_clickhouse_what_was_written(sink):
     assert clickhouse.covered(last, HORIZON_DAYS) == memory.covered(last, HORIZON_DAYS) == {0, 1}
     assert clickhouse.covered(last + 86400.0, HORIZON_DAYS) == set()
     at = learner.cards[-1].trained_at
-    want, got = memory.pooled(HORIZON_DAYS, 5_000, at), clickhouse.pooled(HORIZON_DAYS, 5_000, at)
+    want, got = memory.pooled(HORIZON_DAYS, 5_000, at, 60), clickhouse.pooled(HORIZON_DAYS, 5_000, at, 60)
     assert got.ticks == want.ticks and len(got.rows) == len(want.rows) > 0
     assert [(r.t, r.customer_id, r.label) for r in got.rows] == [(r.t, r.customer_id, r.label) for r in want.rows]
     # every retraining ended: none to train again; without the last one's row (the worker died

@@ -27,6 +27,7 @@ from pipeline.domain.churn import PopulationParams
 from pipeline.service.churn_history import (
     FEATURE_SET, covered, in_scope, pooled_rows, progress_of, read_history, record_rows)
 from pipeline.service.churn_learning import ChurnLearner, TrainingSet
+from pipeline.domain.churn_snapshots import MAX_PER_SNAPSHOT, SnapshotBook
 from pipeline.service.shared_training_set import share
 from pipeline.service.processor import RawRecord
 from pipeline.service.replay import replay
@@ -413,9 +414,9 @@ class History:
     def covered(self, t: float, horizon_days: float):
         return covered(self.ticks, t, horizon_days)
 
-    def pooled(self, horizon_days: float, max_rows: int, as_of: float):
+    def pooled(self, horizon_days: float, max_rows: int, as_of: float, max_per_snapshot: int):
         return pooled_rows(self.ticks, self._counts(None), lambda since, until: self._rows_since(None, until)(since),
-                           horizon_days, max_rows, as_of)
+                           horizon_days, max_rows, as_of, max_per_snapshot)
 
     def load(self, horizon_days: float, max_rows: int, scope: str):
         self.restored = read_history(self.ticks, lambda: self._counts(scope), self._rows_since(scope), horizon_days,
@@ -556,7 +557,7 @@ def test_a_training_in_flight_when_the_worker_dies_is_trained_again_after_the_re
 
 
 async def _two_workers(values, keys, topics, history: History, models: Models, restart_second_at: float | None = None,
-                       first_dies_training: float | None = None, chunk: int = 400):
+                       first_dies_training: float | None = None, per_snapshot: int = MAX_PER_SNAPSHOT, chunk: int = 400):
     """Two learning workers sharing the history and the models channel: the first owns input
     partition 0 of every topic, the second partition 1. The second is stopped at
     `restart_second_at` of its records and started again over its store from its committed
@@ -571,9 +572,9 @@ async def _two_workers(values, keys, topics, history: History, models: Models, r
         inputs.assigned = {TP(topic, partition) for topic in TOPIC.values()}
         config = LoopConfig(topic_for_type=settings.topic_for_type, align_idle_seconds=0.0, partitions=2,
                             pool_poll_seconds=0.0)
+        learner = ChurnLearner(HORIZON_DAYS, book=SnapshotBook(HORIZON_DAYS, max_per_snapshot=per_snapshot))
         return WorkerLoop(build_core(settings), config, store=store, outputs=Outputs(log), rows=Rows(log), inputs=inputs,
-                          clock=Clock(NOW), metrics=Metrics(), learner=ChurnLearner(HORIZON_DAYS), models=models,
-                          history=history)
+                          clock=Clock(NOW), metrics=Metrics(), learner=learner, models=models, history=history)
 
     async def restart(loop, partition: int, store, records):
         await loop.commit_completed_inputs()
@@ -641,19 +642,22 @@ def test_with_two_learning_workers_the_owner_of_partition_0_trains_and_each_rest
     assert again.core.population == second.core.population
 
 
-def test_two_learning_workers_train_on_the_rows_of_both_what_replay_trains(small_minimums, monkeypatch):
+@pytest.mark.parametrize("per_snapshot", [MAX_PER_SNAPSHOT, 60])
+def test_two_learning_workers_train_on_the_rows_of_both_what_replay_trains(small_minimums, monkeypatch, per_snapshot):
     """The trainer waits at each retraining for the other worker's tick and trains on the rows
     of both, read back from the history: with the population re-fits off (each worker fits its
-    own population, replay one for all) its models are replay's, card for card."""
+    own population, replay one for all) its models are replay's, card for card. With 60 rows a
+    snapshot (fewer than the customers), each worker keeps 60 of its own and the trainer keeps
+    the 60 of the union replay keeps."""
     monkeypatch.setattr("pipeline.service.replay.REFIT_EVERY", float("inf"))
     monkeypatch.setattr("pipeline.service.worker_loop.REFIT_EVERY", float("inf"))
     values, keys, topics = _stream()
-    r_learner = ChurnLearner(HORIZON_DAYS)
+    r_learner = ChurnLearner(HORIZON_DAYS, book=SnapshotBook(HORIZON_DAYS, max_per_snapshot=per_snapshot))
     r_core = build_core(Settings())
     replay(values, r_core, clock=lambda: NOW, learner=r_learner)
     assert len(r_learner.cards) >= 2
     models, history = Models(), History()
-    first, second, _, _ = asyncio.run(_two_workers(values, keys, topics, history, models))
+    first, second, _, _ = asyncio.run(_two_workers(values, keys, topics, history, models, per_snapshot=per_snapshot))
     assert [c.to_dict() for c in first.learner.cards] == [c.to_dict() for c in r_learner.cards]
     assert not second.learner.cards and len(models.published) == len(r_learner.cards)
     assert first.core.churn_model is not None and np.array_equal(first.core.churn_model.coef, r_core.churn_model.coef)
@@ -661,6 +665,11 @@ def test_two_learning_workers_train_on_the_rows_of_both_what_replay_trains(small
     rows = sum(len(s.customer_ids) for s in first.learner.book.labelled)
     assert 0 < rows < sum(len(s.customer_ids) for s in r_learner.book.labelled)
 
+    if per_snapshot != MAX_PER_SNAPSHOT:
+        # each kept up to 60 of its own: together more than replay's 60, cut to replay's sample
+        both = zip(first.learner.book.labelled, second.learner.book.labelled)
+        assert any(len(a.customer_ids) + len(b.customer_ids) > per_snapshot for a, b in both)
+        return
     # the trainer dies during its last training: started again, it trains it on the rows of both
     lost = r_learner.cards[-1].trained_at
     history = History()

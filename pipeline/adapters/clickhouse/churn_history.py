@@ -59,7 +59,7 @@ class ClickHouseChurnHistory:
     def covered(self, t: float, horizon_days: float) -> set[int]:
         return covered(self._ticks(self.sink.client, t), t, horizon_days)
 
-    def pooled(self, horizon_days: float, max_rows: int, as_of: float) -> BookRows:
+    def pooled(self, horizon_days: float, max_rows: int, as_of: float, max_per_snapshot: int) -> BookRows:
         """Every worker's labelled rows as of `as_of` (only the snapshots labelled by then: a
         training reads no others). Called in a thread of its own, not the sink's (seconds at
         500,000 rows): over a server it reads with a client of its own while the sink writes;
@@ -67,7 +67,7 @@ class ClickHouseChurnHistory:
         client = self._reader()
         return pooled_rows(self._ticks(client), self._counts(client, None),
                            lambda since, until: self._rows_since(client, since, None, until),
-                           horizon_days, max_rows, as_of)
+                           horizon_days, max_rows, as_of, max_per_snapshot)
 
     def _reader(self) -> Client:
         if chdb_path(self.sink.dsn) is not None:
