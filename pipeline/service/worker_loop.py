@@ -518,6 +518,7 @@ class WorkerLoop:
                             "training on the rows stored", now, sorted(wanted - have), self.config.pool_wait_seconds)
                 break
             await asyncio.sleep(self.config.pool_poll_seconds)
+        self.metrics.churn_pool_missing(len(wanted - have))
 
         def read() -> TrainingSet | None:   # seconds at 500,000 rows: neither on the loop nor in the sink's thread
             book = learner.book

@@ -557,13 +557,15 @@ def test_a_training_in_flight_when_the_worker_dies_is_trained_again_after_the_re
 
 
 async def _two_workers(values, keys, topics, history: History, models: Models, restart_second_at: float | None = None,
-                       first_dies_training: float | None = None, per_snapshot: int = MAX_PER_SNAPSHOT, chunk: int = 400):
+                       first_dies_training: float | None = None, per_snapshot: int = MAX_PER_SNAPSHOT,
+                       second_absent: bool = False, chunk: int = 400):
     """Two learning workers sharing the history and the models channel: the first owns input
     partition 0 of every topic, the second partition 1. The second is stopped at
     `restart_second_at` of its records and started again over its store from its committed
     offsets, with a new core and learner. `first_dies_training`: the first worker's training at
-    that tick never ends; it is stopped then and started again the same way. Returns the two
-    workers at the end and the ones stopped (or the same)."""
+    that tick never ends; it is stopped then and started again the same way. `second_absent`:
+    the second gets no records (its worker is down), and the first waits for it not at all.
+    Returns the two workers at the end and the ones stopped (or the same)."""
     settings = Settings()
     log: list = []
     delivered, ends = _delivered(values, keys, topics)
@@ -571,7 +573,7 @@ async def _two_workers(values, keys, topics, history: History, models: Models, r
     def worker(partition: int, store, inputs):
         inputs.assigned = {TP(topic, partition) for topic in TOPIC.values()}
         config = LoopConfig(topic_for_type=settings.topic_for_type, align_idle_seconds=0.0, partitions=2,
-                            pool_poll_seconds=0.0)
+                            pool_poll_seconds=0.0, pool_wait_seconds=0.0 if second_absent else 3600.0)
         learner = ChurnLearner(HORIZON_DAYS, book=SnapshotBook(HORIZON_DAYS, max_per_snapshot=per_snapshot))
         return WorkerLoop(build_core(settings), config, store=store, outputs=Outputs(log), rows=Rows(log), inputs=inputs,
                           clock=Clock(NOW), metrics=Metrics(), learner=learner, models=models, history=history)
@@ -588,6 +590,8 @@ async def _two_workers(values, keys, topics, history: History, models: Models, r
         return again
 
     mine = [[d for d in delivered if d.tp.partition == p] for p in (0, 1)]
+    if second_absent:
+        mine[1] = []
     first_store, second_store = Store(log), Store(log)
     first, second = worker(0, first_store, Inputs(log, ends)), worker(1, second_store, Inputs(log, ends))
     hung = _dies_training(first, first_dies_training)
@@ -661,6 +665,8 @@ def test_two_learning_workers_train_on_the_rows_of_both_what_replay_trains(small
     assert [c.to_dict() for c in first.learner.cards] == [c.to_dict() for c in r_learner.cards]
     assert not second.learner.cards and len(models.published) == len(r_learner.cards)
     assert first.core.churn_model is not None and np.array_equal(first.core.churn_model.coef, r_core.churn_model.coef)
+    pooled = [args for name, args in first.metrics.calls if name == "churn_pool_missing"]   # cold starts too
+    assert set(pooled) == {(0,)} and len(pooled) >= len(r_learner.cards)
     # each worker's own book is half of it
     rows = sum(len(s.customer_ids) for s in first.learner.book.labelled)
     assert 0 < rows < sum(len(s.customer_ids) for s in r_learner.book.labelled)
@@ -735,6 +741,15 @@ def test_an_erased_customer_leaves_the_churn_models_snapshots():
     asyncio.run(loop.erase(b"a", T0.timestamp() + 18 * 3600))
     [snap] = loop.learner.book.pending
     assert snap.customer_ids == ["c"] and snap.features.shape[0] == 1 and len(snap.reference) == 1
+
+
+def test_a_trainer_whose_other_worker_is_down_trains_on_the_rows_stored_and_says_so(small_minimums):
+    """The second worker never stores a tick: once the wait is over (none here) the trainer trains
+    on its own rows and exports how many input partitions it went without."""
+    values, keys, topics = _stream()
+    first, second, _, _ = asyncio.run(_two_workers(values, keys, topics, History(), Models(), second_absent=True))
+    assert first.learner.cards and not second.learner.cards
+    assert {args for name, args in first.metrics.calls if name == "churn_pool_missing"} == {(1,)}
 
 
 def test_learning_workers_pool_only_over_a_shared_clickhouse():
