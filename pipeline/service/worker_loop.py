@@ -105,6 +105,7 @@ STALL_SECONDS = 5.0    # an input partition behind its log end with no progress 
 # 2.2 s while the snapshot was computed in its thread. They are freed by reference counting
 # (a slice at a time, too) when the tick ends, and collections resume.
 TICK_LOAD_TURN_SECONDS = 0.02
+POOL_FREE_SLICE = 20_000   # rows of a pooled training's read freed at once (_pooled_training_set)
 
 
 @dataclass(frozen=True)
@@ -522,9 +523,21 @@ class WorkerLoop:
 
         def read() -> TrainingSet | None:   # seconds at 500,000 rows: neither on the loop nor in the sink's thread
             book = learner.book
-            return learner.training_set(now, self._book_of(
-                history.pooled(learner.horizon_days, book.max_rows, now, book.max_per_snapshot), now))
-        return await asyncio.get_running_loop().run_in_executor(None, read)
+            rows = history.pooled(learner.horizon_days, book.max_rows, now, book.max_per_snapshot)
+            data = learner.training_set(now, self._book_of(rows, now))
+            while rows.rows:   # freed a slice at a time: one deallocation of them all holds the interpreter
+                del rows.rows[-POOL_FREE_SLICE:]
+            return data
+
+        # The garbage collector is off meanwhile, as during a tick: collections walking the
+        # millions of objects the read makes held the event loop up to 2.2 s (chDB, 500,000 rows)
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, read)
+        finally:
+            if collecting:
+                gc.enable()
 
     def _book_of(self, rows: BookRows, as_of: float) -> SnapshotBook:
         """A book like the learner's, restored from `rows` as it stood after the tick at `as_of`."""
