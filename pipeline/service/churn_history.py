@@ -195,6 +195,11 @@ def training_row(t: float, horizon_days: float, version: str | None, serving: st
     return (t, horizon_days, FEATURE_SET, version or "", serving or "hand-set")
 
 
+def _of_learner(row: TickRow | TrainingRow, horizon_days: float, feature_set: str = FEATURE_SET) -> bool:
+    """A tick or training row written by a learner of this horizon and feature list."""
+    return row[1] == horizon_days and row[2] == feature_set
+
+
 def progress_of(ticks: list[TickRow], horizon_days: float, feature_set: str = FEATURE_SET,
                 trainings: Sequence[TrainingRow] = (), scope: str = "") -> LearnerProgress | None:
     """Where the learner of `scope` stood, from the tick rows (any order) of its scope and the
@@ -205,15 +210,14 @@ def progress_of(ticks: list[TickRow], horizon_days: float, feature_set: str = FE
         return None
     ordered = sorted(ticks)
     last = ordered[-1]
-    if last[1] != horizon_days or last[2] != feature_set:
+    if not _of_learner(last, horizon_days, feature_set):
         return None
-    ordered = [r for r in ordered if r[1] == horizon_days and r[2] == feature_set]
+    ordered = [r for r in ordered if _of_learner(r, horizon_days, feature_set)]
     refits = [r for r in ordered if r[3]]
     return LearnerProgress(
         last_tick=last[0],
         last_train=max((r[0] for r in ordered if r[4]), default=float("-inf")),
-        last_trained=max((r[0] for r in trainings if r[1] == horizon_days and r[2] == feature_set),
-                         default=float("-inf")),
+        last_trained=max((r[0] for r in trainings if _of_learner(r, horizon_days, feature_set)), default=float("-inf")),
         last_refit=refits[-1][0] if refits else float("-inf"),
         population=population_of_json(refits[-1][5]) if refits else None)
 
@@ -296,7 +300,7 @@ def book_rows(ticks: list[TickRow], snapshot_counts: list[tuple[float, int]],
     since = oldest_needed(snapshot_counts, as_of, horizon_days, max_rows)
     snaps, labels = rows_since(since)
     return BookRows(sorted({r[0] for r in ticks if since <= r[0] <= as_of and (scope is None or in_scope(r[6], scope))
-                            and r[1] == horizon_days and r[2] == FEATURE_SET}),
+                            and _of_learner(r, horizon_days)}),
                     stored_rows(snaps, labels))
 
 
@@ -326,5 +330,4 @@ def pooled_rows(ticks: list[TickRow], snapshot_counts: list[tuple[float, int]],
 def covered(ticks: list[TickRow], t: float, horizon_days: float) -> set[int]:
     """The input partitions whose tick at `t` is stored: the partitions of the scopes of the
     tick rows at `t` (a pooled training waits for all of them)."""
-    return {int(p) for r in ticks if r[0] == t and r[1] == horizon_days and r[2] == FEATURE_SET
-            for p in r[6].split(",") if p}
+    return {int(p) for r in ticks if r[0] == t and _of_learner(r, horizon_days) for p in r[6].split(",") if p}

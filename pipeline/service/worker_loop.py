@@ -483,22 +483,26 @@ class WorkerLoop:
         elif record.retrain and trains:
             await self._trained(now, None)   # a cold start: nothing to train, and nothing to redo after a restart
 
+    def _input_partitions(self) -> set[int]:
+        """The input partition numbers this worker owns (the three topics are co-partitioned)."""
+        return {tp.partition for tp in self._assigned_inputs()}
+
     def _scope(self) -> str:
         """The input partition numbers this worker owns ("0,1,2"): the scope of its churn history."""
-        return scope_of(tp.partition for tp in self._assigned_inputs())
+        return scope_of(self._input_partitions())
 
     def _trains(self) -> bool:
         """Whether this learning worker trains and publishes the churn model: the owner of input
         partition 0 (one trainer among several learning workers, on the rows of all:
         `_pooled_training_set`; a single worker owns every partition and trains its own book)."""
-        return any(tp.partition == 0 for tp in self._assigned_inputs())
+        return 0 in self._input_partitions()
 
     def _owns_all(self) -> bool:
         """Whether this worker owns every input partition (its book is the whole book), or
         cannot pool (no shared history, partitions unknown)."""
         if self.config.partitions is None or self.history is None:
             return True
-        return {tp.partition for tp in self._assigned_inputs()} >= set(range(self.config.partitions))
+        return self._input_partitions() >= set(range(self.config.partitions))
 
     async def _pooled_training_set(self, now: float) -> TrainingSet | None:
         """The training set at tick `now` from every worker's rows: once every input partition's
@@ -594,10 +598,10 @@ class WorkerLoop:
             del states[cid]
 
     def _learn_at(self, now: float, states: dict[str, CustomerState], scope: str,
-                  trains: bool) -> tuple[TrainingSet | None, TickRecord]:
+                  own_book: bool) -> tuple[TrainingSet | None, TickRecord]:
         """The tick's computation (in a thread): re-fit, snapshot, and the training set when a
-        retraining is due and this worker `trains` (a copy of the labelled history at this tick);
-        with what the tick changed, for the history of `scope`."""
+        retraining is due and this worker trains on its `own_book` (a copy of the labelled
+        history at this tick); with what the tick changed, for the history of `scope`."""
         assert self.learner is not None
         before = mark(self.learner.book)
         refit = None
@@ -607,10 +611,10 @@ class WorkerLoop:
         self.learner.snapshot(now, states, self.core)
         retrain = self.learner.retrain_due(now)
         data = None
-        if retrain and trains:
+        if retrain and own_book:
             data = self.learner.training_set(now)
         elif retrain:
-            self.learner.last_train = now   # the schedule goes on; the trainer trains (`_trains`)
+            self.learner.last_train = now   # the schedule goes on: another worker trains, or this one on every worker's rows
         return data, tick_changes(before, self.learner.book, now, refit=refit, retrain=retrain, scope=scope)
 
     async def read_back(self) -> None:
