@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
+from kafka import KafkaProducer
 
 from pipeline.adapters.kafka import kafka_io, topics
 from pipeline.adapters.clickhouse import queries
@@ -397,6 +398,23 @@ def _send(settings: Settings, records: list[tuple[dict, bytes | None | str]]) ->
                                         orjson.dumps(d)) for d, k in records])
 
 
+def _send_as_one_batch(settings: Settings, records: list[tuple[dict, str]]) -> None:
+    """Send customer-keyed records so that each partition's records form one record batch:
+    a fetch returns whole record batches, so the consumer gets them in one piece. (`_send`'s
+    20 ms linger cut a history sent on a busy machine into batches that came in two fetches:
+    then the worker applied it in two micro-batches.)"""
+    t = wire(settings)
+    p = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=60_000, delivery_timeout_ms=120_000,
+                      batch_size=4 * 1024 * 1024, max_request_size=8 * 1024 * 1024)
+    try:
+        futures = [p.send(t[d["type"]], key=d["customer_id"].encode(), value=orjson.dumps(d)) for d, _ in records]
+        p.flush()
+        for f in futures:
+            f.get(timeout=30)
+    finally:
+        p.close()
+
+
 @pytest.mark.integration
 def test_a_poison_pill_and_a_101_month_batch_do_not_stop_the_worker(make_settings, start_worker):
     """The order whose fulfilled_at is 9999-12-31T23:00:00-12:00 crashed `emit` (rows), and a
@@ -411,8 +429,11 @@ def test_a_poison_pill_and_a_101_month_batch_do_not_stop_the_worker(make_setting
                      promised_at=(now - timedelta(hours=1)).isoformat(), fulfilled_at="9999-12-31T23:00:00-12:00"),
               "customer")
     null_key = (_tp("nk-1", now - timedelta(hours=1), "null-key"), None)
-    # All sent before the worker starts: its first micro-batch holds more than 100 months.
-    sent = _send(settings, [poison, null_key] + history)
+    # All sent before the worker starts, the history as one record batch per partition: the
+    # worker applies a partition's history in one micro-batch, over more than 100 months.
+    sent = _send(settings, [poison, null_key])
+    _send_as_one_batch(settings, history)
+    sent += len(history)
     worker = start_worker(settings)
     topics.wait_caught_up(settings, settings.app_id, list(settings.input_topics), timeout=180,
                           alive=lambda: worker.alive)
