@@ -268,25 +268,33 @@ class Restored:
     ticks: list[float]          # the ticks (snapshot times) to restore, from the oldest needed
     rows: list[StoredRow]
     # a retraining due at `progress.last_train` that never ended (the worker died while it ran):
-    # the rows of the book as it stood at that tick, to train it again. None: nothing was lost.
+    # the rows of the book as it stood at that tick, to train it again. None: nothing was lost,
+    # or they were not asked for (`read_history`'s `lost_book`).
     lost: BookRows | None = None
+
+    @property
+    def training_lost(self) -> bool:
+        """The retraining due at `progress.last_train` never ended."""
+        return self.progress.last_trained < self.progress.last_train
 
 
 def read_history(ticks: list[TickRow], snapshot_counts: Callable[[], list[tuple[float, int]]],
                  rows_since: Callable[[float], tuple[list[SnapshotRow], list[LabelRow]]],
                  horizon_days: float, max_rows: int, trainings: Sequence[TrainingRow] = (),
-                 scope: str = "") -> Restored | None:
+                 scope: str = "", lost_book: bool = True) -> Restored | None:
     """The history a store holds (its tick rows; the snapshot row counts per snapshot and the
     snapshot and label rows from an instant on, both of `scope`; the rows of the retrainings
     that ended), read as a learner of `horizon_days` and `scope` restores it: None when there
-    is none for this horizon, feature set and scope."""
+    is none for this horizon, feature set and scope. `lost_book`: also read the book of a lost
+    training (`Restored.lost`); a worker that would not train it from its own book does not
+    ask (a book of up to `max_rows` rows)."""
     progress = progress_of(ticks, horizon_days, trainings=trainings, scope=scope)
     if progress is None:
         return None
     counts = snapshot_counts()
     book = book_rows(ticks, counts, rows_since, horizon_days, max_rows, progress.last_tick, scope)
     lost = None
-    if progress.last_trained < progress.last_train:
+    if lost_book and progress.last_trained < progress.last_train:
         lost = book if progress.last_train == progress.last_tick else book_rows(
             ticks, counts, rows_since, horizon_days, max_rows, progress.last_train, scope)
     return Restored(progress, book.ticks, book.rows, lost)

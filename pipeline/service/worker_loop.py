@@ -629,9 +629,12 @@ class WorkerLoop:
         if self.history is None or self.learner is None:
             return
         learner = self.learner
+        # a lost training is trained again from this worker's own book only by a trainer that
+        # owns every input partition: the others do not read that book (`_start_training`)
+        own_book = self._trains() and self._owns_all()
         try:
             restored = await self.rows.run(self.history.load, learner.horizon_days, learner.book.max_rows,
-                                           self._scope())
+                                           self._scope(), own_book)
         except Exception:
             log.exception("churn history not read: the snapshot book starts anew")
             return
@@ -650,14 +653,15 @@ class WorkerLoop:
         log.info("churn history read back to the tick at %s: %d snapshots pending, %d labelled (%d leaving / %d "
                  "staying rows from %d leavers)", p.last_tick, len(learner.book.pending), len(learner.book.labelled),
                  pos, neg, leavers)
-        if restored.lost is not None and self._trains():
+        if restored.training_lost and self._trains():
             # the retraining due at the last retraining tick never ended (the worker died while
             # it ran): train it again, on the book as it stood at that tick
             log.info("churn history: the training at %s did not end before the restart; training it again",
                      p.last_train)
-            if not self._owns_all():
+            if not own_book:
                 self._start_training(p.last_train, None)   # every worker's rows (the others passed it long ago)
                 return
+            assert restored.lost is not None
             data = learner.training_set(p.last_train, self._book_of(restored.lost, p.last_train))
             if data is not None:
                 self._start_training(p.last_train, data)

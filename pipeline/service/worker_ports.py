@@ -111,9 +111,9 @@ class ChurnHistory(Protocol):
     def save(self, record: TickRecord) -> None: ...
     def trained(self, row: TrainingRow) -> None:
         """A retraining due at a tick has ended (`training_row`)."""
-    def load(self, horizon_days: float, max_rows: int, scope: str) -> Restored | None:
+    def load(self, horizon_days: float, max_rows: int, scope: str, lost_book: bool = True) -> Restored | None:
         """The history a learner of `horizon_days` and `scope` (`scope_of` its input partitions)
-        restores (None: none for it)."""
+        restores (None: none for it); `lost_book`: with the book of a lost training (`read_history`)."""
     def covered(self, t: float, horizon_days: float) -> set[int]:
         """The input partitions whose tick at `t` is stored, by any worker (`covered`)."""
     def pooled(self, horizon_days: float, max_rows: int, as_of: float, max_per_snapshot: int) -> BookRows:

@@ -725,3 +725,6 @@ def test_the_churn_history_reads_back_from_clickhouse_what_was_written(sink):
     assert want.lost is not None and got.lost is not None and got.progress == want.progress
     assert got.progress.last_train == last[0] and got.lost.ticks == want.lost.ticks
     assert [(r.t, r.customer_id, r.label) for r in got.lost.rows] == [(r.t, r.customer_id, r.label) for r in want.lost.rows]
+    # a worker that trains on every worker's rows (or does not train) does not ask for that book
+    unasked = clickhouse.load(HORIZON_DAYS, 500_000, SCOPE, lost_book=False)
+    assert unasked is not None and unasked.training_lost and unasked.lost is None

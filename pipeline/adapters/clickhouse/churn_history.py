@@ -46,7 +46,7 @@ class ClickHouseChurnHistory:
         self.sink.write({CHURN_TRAININGS: [{"trained_at": _dt(t), "horizon_days": horizon, "feature_set": feature_set,
                                             "version": version, "serving": serving}]})
 
-    def load(self, horizon_days: float, max_rows: int, scope: str) -> Restored | None:
+    def load(self, horizon_days: float, max_rows: int, scope: str, lost_book: bool = True) -> Restored | None:
         client = self.sink.client
         trainings: list[TrainingRow] = [
             (float(t), float(h), str(fs), str(version), str(serving))
@@ -54,7 +54,8 @@ class ClickHouseChurnHistory:
                 f"SELECT {_MS.format(col='trained_at')}, horizon_days, feature_set, version, serving "
                 f"FROM {CHURN_TRAININGS} FINAL").result_rows]
         return read_history(self._ticks(client), lambda: self._counts(client, scope),
-                            lambda since: self._rows_since(client, since, scope), horizon_days, max_rows, trainings, scope)
+                            lambda since: self._rows_since(client, since, scope), horizon_days, max_rows, trainings, scope,
+                            lost_book)
 
     def covered(self, t: float, horizon_days: float) -> set[int]:
         return covered(self._ticks(self.sink.client, t), t, horizon_days)
