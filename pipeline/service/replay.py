@@ -28,7 +28,7 @@ from pydantic import TypeAdapter
 
 from pipeline.service.processor import BatchResult, Core, RawRecord
 from pipeline.service.churn_learning import ChurnLearner
-from pipeline.service.tick_gate import MAX_TICKS_PER_STEP, REFIT_EVERY, TickGate  # noqa: F401  (MAX_TICKS_PER_STEP: re-exported)
+from pipeline.service.tick_gate import MAX_TICKS_PER_STEP, REFIT_EVERY, TickGate, before_every_event  # noqa: F401  (MAX_TICKS_PER_STEP: re-exported)
 from pipeline.domain.state import CustomerState
 from schemas.events import Timestamp
 from schemas.records import AlertDict, DeadLetterDict, ScoreDict
@@ -130,7 +130,7 @@ def replay(values: Iterable[bytes], core: Core, *, clock: Callable[[], float], a
             return
         for now in gate.ticks(until):
             flush()   # the tick sees every record up to it (those the last tick released too)
-            if any(state.n for state in states.values()):   # else a tick before every event (TickGate.start)
+            if not before_every_event(states.values()):
                 refit(now)
                 if learner is None:
                     collect(core.sweep(states.values(), now))

@@ -8,7 +8,7 @@ order within the lateness bound (the core is order-invariant within it). So:
 - ticks fall on multiples of `step` (daily: midnight UTC); the first is the first multiple
   after the first event time seen minus the lateness bound (`start`): whichever event of the
   first lateness bound comes first, the same tick, or an empty one before it (a tick before
-  every event; the callers skip it: no re-fit, no snapshot), so the ticks and the schedules
+  every event; the callers skip it, `before_every_event`: no re-fit, no snapshot), so the ticks and the schedules
   counted from them do not depend on arrival order;
 - a tick runs once an event arrives whose time minus `lateness` has passed it (`ticks`):
   no event at or before the tick can still come within the lateness bound;
@@ -30,12 +30,20 @@ no input offset at or past the lowest held one of a partition (`held()`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Generic, Hashable, Iterator, TypeVar
+from typing import Callable, Generic, Hashable, Iterable, Iterator, TypeVar
+
+from pipeline.domain.state import CustomerState
 
 T = TypeVar("T")
 
 REFIT_EVERY = 7 * 86400.0   # event-time seconds between population re-fits (at ticks)
 MAX_TICKS_PER_STEP = 400    # ticks run for one advance of event time at most (then the ticks jump ahead)
+
+
+def before_every_event(states: Iterable[CustomerState]) -> bool:
+    """Whether a tick's states hold no event yet (a tick before every event, `TickGate.start`):
+    the tick re-fits nothing and snapshots nothing."""
+    return not any(state.n for state in states)
 
 
 @dataclass

@@ -81,7 +81,7 @@ from pipeline.service.pending_states import PendingStates
 from pipeline.service.shared_training_set import fit_shared, share
 from pipeline.service.sweep_index import SweepIndex
 from pipeline.service.processor import OFFSET_SLOT, BatchResult, Core, RawRecord, dead_letter, event_time
-from pipeline.service.tick_gate import REFIT_EVERY, TickGate
+from pipeline.service.tick_gate import REFIT_EVERY, TickGate, before_every_event
 from pipeline.service.worker_ports import (
     ChurnHistory, Clock, InputPartitions, ModelChannel, OutputsPublisher, PopulationStore, RowSink, StateStore,
     WorkerMetrics,
@@ -462,8 +462,8 @@ class WorkerLoop:
         try:
             scope = self._scope()   # the assignment `_owned_states_in_slices` reads (under the lock)
             states = await self._owned_states_in_slices()
-            if not any(state.n for state in states.values()):
-                return   # a tick before every event (TickGate.start): no re-fit, no snapshot
+            if before_every_event(states.values()):
+                return
             trains = self._trains()
             pools = trains and not self._owns_all()
             data, record = await asyncio.get_running_loop().run_in_executor(

@@ -1,7 +1,10 @@
 """pipeline/service/tick_gate.py: the event-time ticks `cxpulse replay` and the worker share."""
 from __future__ import annotations
 
-from pipeline.service.tick_gate import TickGate
+from pipeline.domain.scoring import ScoringParams, apply
+from pipeline.domain.state import CustomerState
+from pipeline.service.tick_gate import TickGate, before_every_event
+from tests.factories import ev, touchpoint
 
 DAY = 86400.0
 
@@ -72,3 +75,12 @@ def test_drop_forgets_held_records_of_revoked_partitions():
     g.hold(2 * DAY, (0, "x"))
     g.hold(2 * DAY, (1, "y"))
     assert g.drop(lambda item: item[0] != 1) == 1 and g.held() == [(0, "x")]
+
+
+def test_a_tick_whose_states_hold_no_event_is_one_before_every_event():
+    """Replay and the worker skip such a tick (no re-fit, no snapshot): the first tick may come
+    before every event (the first event time minus the lateness bound)."""
+    assert before_every_event([]) and before_every_event([CustomerState(customer_id="c1")])
+    state = CustomerState(customer_id="c1")
+    apply(state, ev(touchpoint("c1")), ScoringParams())
+    assert not before_every_event([CustomerState(customer_id="c0"), state])
