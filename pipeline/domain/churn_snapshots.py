@@ -78,6 +78,12 @@ def active_between(state: CustomerState | None, first: int, last: int) -> bool |
     return bool(state.day_mask & mask)
 
 
+def _active(state: CustomerState | None, first: int, last: int) -> bool | None:
+    """`active_between` for a snapshot's customer, who had a state at the snapshot: None (not
+    readable) when the state is not given any more."""
+    return None if state is None else active_between(state, first, last)
+
+
 def _window(t: float, horizon_days: float, part: int) -> tuple[int, int]:
     """The UTC days of the label's first (part 0: t's day … + H − 1) or second window
     (part 1: the H days after those); t on a day boundary."""
@@ -165,13 +171,15 @@ class SnapshotBook:
         window has closed (t + H ≤ now), and label those whose second window has closed too
         (t + 2H ≤ now), from the customers' states at `now`; returns the rows labelled.
         Each window is read from the bitmap within 64 days of its start. A row whose label
-        can no longer be read (see `active_between`) is dropped."""
+        can no longer be read (see `active_between`) is dropped, and so is a row whose customer
+        `state_of` no longer gives (None: in the worker, a customer of a partition given away
+        in a rebalance, whose new owner has the state) unless a window read earlier decided it."""
         h = self.horizon_days * DAY
         for snap in self.pending:
             if snap.t + h > now:
                 break
             if snap.within is None:
-                snap.within = [active_between(state_of(cid), *_window(snap.t, self.horizon_days, 0))
+                snap.within = [_active(state_of(cid), *_window(snap.t, self.horizon_days, 0))
                                for cid in snap.customer_ids]
         labelled = 0
         while self.pending and self.pending[0].t + LABEL_DELAY_HORIZONS * h <= now:
@@ -179,7 +187,7 @@ class SnapshotBook:
             assert snap.within is not None   # read above: its first window closed before its second
             labels: list[bool | None] = []
             for cid, within in zip(snap.customer_ids, snap.within):
-                after = active_between(state_of(cid), *_window(snap.t, self.horizon_days, 1))
+                after = _active(state_of(cid), *_window(snap.t, self.horizon_days, 1))
                 labels.append(True if within is False or after is False
                               else None if within is None or after is None else False)
             keep = np.array([y is not None for y in labels], dtype=bool)

@@ -151,6 +151,28 @@ def test_snapshot_book_labels_only_after_the_horizon_and_bounds_memory():
         book.add(100 * DAY, [])
 
 
+def test_a_snapshot_row_whose_state_is_no_longer_given_is_dropped_unless_its_label_is_known():
+    """`state_of` None (in the worker: the customer's partition was given away) is not "no
+    activity": the row cannot be labelled and is dropped, unless its first window, read while
+    the state was there, already decided it (no activity within H: churned)."""
+    book = SnapshotBook(horizon_days=2)
+    daily, quiet = CustomerState(customer_id="daily", n=1), CustomerState(customer_id="quiet", n=1)
+    quiet.last_day, quiet.day_mask, quiet.first_day, quiet.n_days = 99, 1, 99, 1   # gone before the snapshot
+    states = {"daily": daily, "quiet": quiet, "moved": CustomerState(customer_id="moved", n=1)}
+    for d in range(5):
+        for c in ("daily", "moved")[:2 if "moved" in states else 1]:
+            s = states[c]
+            s.last_day, s.day_mask = 100 + d, (s.day_mask << 1 | 1) & ((1 << 64) - 1)
+            s.first_day, s.n_days = 100, d + 1
+        if d == 3:   # after the first window of day 100's snapshot was read (day 102)
+            del states["moved"], states["quiet"]
+        book.label_due((100 + d) * DAY, states.get)
+        if d == 0:
+            book.add(100 * DAY, [(c, [0.0], 0.5) for c in ("daily", "moved", "quiet")])
+    [snap] = book.labelled
+    assert dict(zip(snap.customer_ids, snap.labels.tolist())) == {"daily": False, "quiet": True}
+
+
 def test_snapshot_book_labels_horizons_longer_than_half_the_bitmap():
     """H = 45: 2H = 90 days is beyond the 64-day bitmap; the book reads the first window as
     it closes, the second as it closes, and loses no row."""

@@ -780,3 +780,39 @@ def test_learning_workers_pool_only_over_a_shared_clickhouse():
     assert loop_config(Settings(clickhouse_dsn="chdb:///tmp/cx/clickhouse")).partitions is None
     assert loop_config(Settings()).partitions is None   # the default: chDB under the data dir
     assert loop_config(Settings(clickhouse_dsn="http://default:@ch:8123/cx", partitions=6)).partitions == 6
+
+
+def test_a_learning_worker_does_not_label_the_customers_of_a_partition_it_gave_away():
+    """After a rebalance takes a partition away, the worker's ticks no longer see the states of
+    its customers (another worker owns them now), so their snapshots still pending cannot be
+    labelled here: their rows are dropped. (Before, a state not seen read as no activity at
+    all: every such row was labelled churned, false leavers in the training rows.)"""
+    loop, inputs, store, records = _learning_world()
+    asyncio.run(loop.watch_stalls())
+    sent: list[Delivered] = []
+    for day in range(60):
+        events = records([touchpoint("mine", when=at(days=day))], partition=0)
+        if day < 10:
+            events += records([touchpoint("theirs", when=at(days=day))], partition=1)
+        elif day == 10:   # a rebalance (eager, as Faust's): all revoked, partition 0 assigned again
+            asyncio.run(loop.commit_completed_inputs())
+            committed = inputs.commits[-1]
+            loop.on_revoked(set(inputs.assigned))
+            inputs.assigned = {TP(t, 0) for t in TOPIC.values()}
+            loop.on_assigned(inputs.assignment())
+
+            async def start_offset(tp) -> int:
+                return committed.get(tp, 0)
+            inputs.start_offset = start_offset
+            asyncio.run(loop.watch_stalls())
+            # what was not committed comes again from the committed offsets
+            events = [d for d in sent if d.tp in inputs.assigned and d.record.offset >= committed.get(d.tp, 0)] + events
+        sent += events
+        asyncio.run(loop.deliver(events))
+    book = loop.learner.book
+    snapshotted = {c for s in book.pending + book.labelled for c in s.customer_ids}
+    labelled = [(c, bool(y)) for s in book.labelled for c, y in zip(s.customer_ids, s.labels)]
+    assert ("mine", False) in labelled and all(not y for c, y in labelled if c == "mine")   # daily: never churned
+    assert "theirs" not in {c for c, _ in labelled}
+    assert "theirs" not in snapshotted
+    assert store.load("theirs").n == 10   # the store keeps the state of the partition given away (the new owner's now)
