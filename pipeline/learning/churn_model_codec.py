@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.domain.churn_features import FEATURE_NAMES
 from pipeline.learning.churn_trainer import LinearChurnModel, ModelCard, TreeChurnModel
 
 FORMAT = 1
@@ -45,9 +46,13 @@ def encode_model(model: LinearChurnModel | TreeChurnModel | None, card: ModelCar
 
 def decode_model(value: bytes) -> tuple[LinearChurnModel | TreeChurnModel | None, ModelCard | None]:
     """(the model to serve or None for the hand-set model, the card). Raises ValueError on a
-    document this build cannot read."""
+    document this build cannot read or serve: not a model document, or a model of other
+    features than this build computes (one published by another build: scoring with it would
+    fail for every customer)."""
     try:
         doc = json.loads(value)
+        if not isinstance(doc, dict):
+            raise ValueError(f"a churn model document is a JSON object, not {type(doc).__name__}")
         if doc.get("format") != FORMAT:
             raise ValueError(f"churn model format {doc.get('format')!r}, this build reads {FORMAT}")
         card = None
@@ -59,18 +64,28 @@ def decode_model(value: bytes) -> tuple[LinearChurnModel | TreeChurnModel | None
         if body is None:
             return None, card
         names = tuple(body["feature_names"])
+        if names != FEATURE_NAMES:
+            raise ValueError(f"churn model {body.get('version')!r} was trained on other features than this build "
+                             f"computes ({len(names)} against {len(FEATURE_NAMES)})")
         a, b = body["platt"]
         if body["kind"] == "logistic":
+            mean, scale, coef = (np.array(body[k], dtype=np.float64) for k in ("mean", "scale", "coef"))
+            if not mean.shape == scale.shape == coef.shape == (len(names),):
+                raise ValueError(f"churn model {body['version']!r}: mean, scale and coef are not one value a feature")
             model: LinearChurnModel | TreeChurnModel = LinearChurnModel(
-                body["version"], names, np.array(body["mean"]), np.array(body["scale"]), np.array(body["coef"]),
-                float(body["intercept"]), (float(a), float(b)), card)
+                body["version"], names, mean, scale, coef, float(body["intercept"]), (float(a), float(b)), card)
         elif body["kind"] == "lightgbm":
             import lightgbm as lgb
 
-            model = TreeChurnModel(body["version"], names, lgb.Booster(model_str=body["booster"]),
-                                   (float(a), float(b)), card)
+            try:
+                booster = lgb.Booster(model_str=body["booster"])
+            except lgb.basic.LightGBMError as exc:
+                raise ValueError(f"churn model {body['version']!r}: unreadable trees: {exc}") from exc
+            if booster.num_feature() != len(names):
+                raise ValueError(f"churn model {body['version']!r}: trees of {booster.num_feature()} features")
+            model = TreeChurnModel(body["version"], names, booster, (float(a), float(b)), card)
         else:
             raise ValueError(f"unknown churn model kind {body['kind']!r}")
         return model, card
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
         raise ValueError(f"unreadable churn model document: {type(exc).__name__}: {exc}") from exc

@@ -271,6 +271,46 @@ def test_the_model_channel_round_trips_both_kinds_and_the_hand_set_handover():
         decode_model(b'{"format": 99}')
 
 
+def test_a_model_record_this_build_cannot_serve_is_refused_and_the_served_model_stays():
+    """The compacted models channel can hold what this build cannot serve: a model published
+    by a build with other features (an upgrade), or a record that is no model document. Such
+    a record is refused with a clear error, and scoring goes on with the model serving. (A
+    model of other features was installed, and every event was then dead-lettered
+    `processing_error`; a JSON value that is no object raised AttributeError in the feed.)"""
+    rng = np.random.default_rng(2)
+    n = 3000
+    X = rng.normal(size=(n, len(churn_trainer.FEATURE_NAMES)))
+    y = X[:, 0] + rng.normal(size=n) > 0.5
+    t = np.repeat(np.arange(30) * DAY, n // 30)
+    good = churn_trainer.train(X, y, t, version="lr-good", trained_at=float(t[-1]))
+    doc = json.loads(encode_model(good, good.card))
+    older = json.loads(json.dumps(doc))
+    older["model"].update(version="lr-older", feature_names=doc["model"]["feature_names"][:-1],
+                          mean=doc["model"]["mean"][:-1], scale=doc["model"]["scale"][:-1],
+                          coef=doc["model"]["coef"][:-1])
+    short = json.loads(json.dumps(doc))
+    short["model"]["coef"] = doc["model"]["coef"][:-1]
+    trees = json.loads(encode_model(churn_trainer.train(X, y, t, version="gbt-1", trained_at=float(t[-1]),
+                                                        kind="lightgbm"), None))
+    trees["model"]["booster"] = "not a tree"
+    refused = [b"null", b"[]", b'"x"', b"1", b"\xff\x00garbage", json.dumps(older).encode(),
+               json.dumps(short).encode(), json.dumps(trees).encode()]
+    for value in refused:
+        with pytest.raises(ValueError):
+            decode_model(value)
+
+    loop, inputs, store, records = _learning_world()
+    loop.install_model(encode_model(good, good.card))
+    for value in refused:
+        loop.install_model(value)
+    assert loop.core.churn_model is not None and loop.core.churn_model.version == "lr-good"
+    asyncio.run(loop.watch_stalls())
+    asyncio.run(loop.deliver(records([touchpoint("a", when=at(hours=1)), touchpoint("b", when=at(hours=2))])))
+    outputs = loop.outputs
+    assert isinstance(outputs, Outputs) and outputs.dead_letters == []
+    assert [(s["customer_id"], s["churn_model"]) for s in outputs.scores] == [("a", "lr-good"), ("b", "lr-good")]
+
+
 def test_a_quiet_stream_runs_its_ticks_by_the_stream_time_once_quiet():
     """No record comes after b's (after midnight): the tick runs once the stream time (the
     latest event time advancing with the wall clock) is past midnight + the lateness bound
