@@ -192,8 +192,9 @@ def create_app(settings: Settings, *, core: Core | None = None) -> WorkerApp:
     async def erase_customers(stream):
         """Erasure requests (`cxpulse erase`), co-partitioned with the state."""
         async for event in stream.events():
-            if event.key:
-                await loop.erase(event.key, erasure_requested_at(event.value, time.time()))
+            m = event.message
+            await loop.erase_request(RawRecord(m.topic, m.partition, m.offset, event.key, event.value),
+                                     erasure_requested_at(event.value, time.time()))
 
     @app.task
     async def follow_models() -> None:

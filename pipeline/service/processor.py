@@ -344,6 +344,22 @@ class Core:
             return dead_letter(rec, "wrong_key", "message key differs from customer_id (records must be keyed by customer_id)", received_at)
         return a
 
+    @staticmethod
+    def erasure_of(rec: RawRecord, *, received_at: float) -> str | DeadLetterDict:
+        """The customer id an erasure request (cx.erasures, keyed by it) erases, or a dead-letter
+        record saying why it erases nothing: no key (`wrong_key`), or a key that is no UTF-8
+        text (`invalid_id`: no customer id is, so no state has it). Any other key is erased as
+        given, whatever the id pattern says: a state may hold an id from before a narrower
+        pattern, and its erasure must not be refused."""
+        if not rec.key:
+            return dead_letter(rec, "wrong_key", "erasure request without a key (the key is the customer id to "
+                                                 "erase: `cxpulse erase`)", received_at)
+        try:
+            return rec.key.decode()
+        except UnicodeDecodeError:
+            return dead_letter(rec, "invalid_id", "erasure request whose key is not UTF-8 text (no customer id is)",
+                               received_at)
+
     def process_actions(self, records: Iterable[RawRecord],
                         load: Callable[[str], CustomerState | None], *, received_at: float) -> BatchResult:
         """Apply operator actions to the cases of their alerts. A bad record, an unknown alert

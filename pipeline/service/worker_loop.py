@@ -1182,6 +1182,19 @@ class WorkerLoop:
                                 self.config.churn_horizon_days, self.clock.time())
 
     # --- erasure and lookups -------------------------------------------------------------
+    async def erase_request(self, rec: RawRecord, requested_at: float) -> None:
+        """A record of the erasure topic (`cxpulse erase`): the customer of its key is erased
+        (`erase`), or, when the key names none (`Core.erasure_of`), the record is dead-lettered
+        with the reason and nothing is erased. (A null key used to be skipped silently, and a
+        key not UTF-8 raised in the erasure agent.)"""
+        cid = self.core.erasure_of(rec, received_at=self.clock.time())
+        if isinstance(cid, dict):
+            log.error("erasure request %s/%d@%d refused: %s", rec.topic, rec.partition, rec.offset, cid["error"])
+            async with self.lock:
+                await self._emit(BatchResult(dead_letters=[cid]))
+            return
+        await self.erase(cid.encode(), requested_at)
+
     async def erase(self, key: bytes, requested_at: float) -> None:
         """Replace the customer's state by an erasure marker (no personal data; events that
         occurred up to the request and arrive later are dropped) and tombstone its score."""

@@ -455,6 +455,37 @@ def test_a_poison_pill_and_a_101_month_batch_do_not_stop_the_worker(make_setting
                                    "history_events": len(history), "stored_recent": stored}).decode())
 
 
+@pytest.mark.integration
+def test_erasure_requests_that_name_no_customer_do_not_stop_the_worker(make_settings, start_worker):
+    """The erasure topic is an input too. A request without a key, or whose key is no UTF-8
+    text, names no customer: it is dead-lettered with the reason and erases nothing, and the
+    requests after it are applied. (The null key was skipped silently; the key not UTF-8
+    raised in the erasure agent.)"""
+    settings = make_settings()
+    now = datetime.now(timezone.utc)
+    _send(settings, [(_tp("er-1", now - timedelta(minutes=5), "er1"), "customer"),
+                     (_tp("er-2", now - timedelta(minutes=5), "er2"), "customer")])
+    worker = start_worker(settings)
+    topics.wait_caught_up(settings, settings.app_id, list(settings.input_topics), timeout=120,
+                          alive=lambda: worker.alive)
+    body = orjson.dumps({"requested_at": now.isoformat()})
+    kafka_io.produce(settings, [(settings.topic_erasures, None, body), (settings.topic_erasures, b"\xff\xfe", body)])
+    kafka_io.produce(settings, [(settings.topic_erasures, b"er-1", body)])
+    topics.wait_caught_up(settings, settings.app_id, [settings.topic_erasures], timeout=60, alive=lambda: worker.alive)
+    deadline = time.monotonic() + 30   # committed: the tombstone is sent (flushed) by then
+    while (scores := [m for m in kafka_io.read_topic(settings, settings.topic_scores) if m.key == b"er-1"]) \
+            and scores[-1].value is not None:
+        assert time.monotonic() < deadline, "the erasure after the bad requests was not applied"
+        time.sleep(0.5)
+    dead = [orjson.loads(m.value) for m in kafka_io.read_topic(settings, settings.topic_deadletter)]
+    assert sorted((d["reason"], d["source_topic"], d["key_b64"]) for d in dead) == \
+        [("invalid_id", settings.topic_erasures, base64.b64encode(b"\xff\xfe").decode()),
+         ("wrong_key", settings.topic_erasures, None)]
+    assert worker.alive and "Traceback" not in worker.log_tail(200_000)
+    er2 = [m for m in kafka_io.read_topic(settings, settings.topic_scores) if m.key == b"er-2"]
+    assert er2 and er2[-1].value is not None   # nobody else was erased
+
+
 def hostile_values(now: datetime) -> tuple[list[tuple[dict, bytes | None | str]], Counter, int]:
     """Valid-looking hostile records: (records with their keys, expected dead letters by
     reason, events expected to be applied)."""

@@ -630,6 +630,22 @@ def test_erasure_stores_a_marker_and_tombstones_the_score():
     assert w.loop.customer_score("a") is None
 
 
+def test_an_erasure_request_whose_key_names_no_customer_is_dead_lettered_and_erases_nothing():
+    """A null or empty key, or a key that is no UTF-8 text, names no customer: the request is
+    dead-lettered with the reason (a null key used to be skipped silently, a key not UTF-8
+    raised in the erasure agent). Any other key is erased as given."""
+    w = World()
+    w.deliver(w.records([touchpoint("a")]))
+    for key in (None, b"", b"\xff\xfe"):
+        run(w.loop.erase_request(RawRecord("cx.erasures", 0, 7, key, b'{"requested_at": "2026-03-02T09:01:00+00:00"}'),
+                                 T0.timestamp() + 60))
+    assert [(d["reason"], d["source_topic"], d["offset"]) for d in w.outputs.dead_letters] == \
+        [("wrong_key", "cx.erasures", 7), ("wrong_key", "cx.erasures", 7), ("invalid_id", "cx.erasures", 7)]
+    assert w.state("a").n == 1 and w.outputs.deleted == [] and set(w.store.states) == {"a"}
+    run(w.loop.erase_request(RawRecord("cx.erasures", 0, 8, b"a", b"{}"), T0.timestamp() + 60))
+    assert w.state("a").n == 0 and w.outputs.deleted == [b"a"] and len(w.outputs.dead_letters) == 3
+
+
 def test_the_live_backtest_runs_in_the_sink_only_once_it_is_open():
     w = World()
     w.rows.is_open = False
