@@ -8,8 +8,8 @@ order within the lateness bound (the core is order-invariant within it). So:
 - ticks fall on multiples of `step` (daily: midnight UTC); the first is the first multiple
   after the first event time seen minus the lateness bound (`start`): whichever event of the
   first lateness bound comes first, the same tick, or an empty one before it (a tick before
-  every event; the callers skip it, `before_every_event`: no re-fit, no snapshot), so the ticks and the schedules
-  counted from them do not depend on arrival order;
+  every event; the callers skip it, `before_every_event`: no re-fit, no snapshot), so the
+  ticks and the schedules counted from them do not depend on arrival order;
 - a tick runs once an event arrives whose time minus `lateness` has passed it (`ticks`):
   no event at or before the tick can still come within the lateness bound;
 - a record later than the next tick is held back (`holds`) until that tick has run, then
