@@ -77,7 +77,6 @@ def loop_config(settings: Settings) -> LoopConfig:
         align_idle_seconds=settings.align_idle_seconds, align_fetch_wait_seconds=settings.align_fetch_wait_seconds,
         align_ahead_seconds=settings.align_ahead_seconds, churn_horizon_days=settings.churn_horizon_days,
         sweep_recheck_seconds=settings.sweep_recheck_seconds, write_group_rows=settings.write_group_rows,
-        write_interval_seconds=settings.write_interval_seconds,
         # an embedded chDB store is one process's: learning workers share no history, so none pools
         partitions=None if chdb_path(settings.dsn) else settings.partitions,
         pool_wait_seconds=settings.churn_pool_wait_seconds)

@@ -43,7 +43,6 @@ class Settings(BaseSettings):
     clickhouse_dsn: str = Field("", description="chdb:///abs/path or http(s)://user:pass@host:8123/db; empty = chDB under data_dir")
     sink_batch_rows: int = Field(5000, ge=1, description="backfill (`replay --to-clickhouse`): rows per insert; the worker inserts per write (CXPULSE_WRITE_GROUP_ROWS)")
     write_group_rows: int = Field(40_000, ge=0, description="worker: rows (all tables) of the micro-batches processed while a ClickHouse write is in flight that wait to go in the next write together; a batch beyond it waits for the write (0: one write per micro-batch)")
-    write_interval_seconds: float = Field(0.5, ge=0, description="worker: seconds from the start of one ClickHouse write to the start of the next while micro-batches wait for it (they go in it together: fewer, larger inserts at live rates, as ClickHouse recommends); at once when the waiting batches hold half of write_group_rows (catch-up); 0: each write starts when the one before is complete")
     sink_flush_seconds: float = Field(1.0, gt=0, description="backfill: longest wait before buffered rows are inserted")
     sink_max_queue_rows: int = Field(200_000, ge=1, description="backfill: rows buffered at most (backpressure)")
 

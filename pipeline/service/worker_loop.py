@@ -18,10 +18,7 @@ Invariants it owns (docs/fault-tolerance.md tells why each exists):
   for the write before its batch). One write is in flight at a time: the batches emitted
   while it runs wait (their states in a second overlay, up to `write_group_rows` rows; a
   batch beyond that waits for the write) and go in the next write together, one insert per
-  table however many batches they are. The next write starts `write_interval_seconds` after
-  the one before started at the earliest (sooner once the waiting batches hold half of
-  `write_group_rows`): at live rates writes starting back to back were small inserts, each
-  with the engine's fixed cost. A batch's states are stored, and its offsets advance,
+  table however many batches they are. A batch's states are stored, and its offsets advance,
   only after its own write (and so every write before it) is complete. A write that fails
   stops every later batch (`settle`); the outputs of the batches processed meanwhile went out
   and are repeated when they are delivered again. Erasures, learning ticks and the drain wait
@@ -137,11 +134,6 @@ class LoopConfig:
     # the next write together; a batch that would pass it waits for the write (0: every batch
     # is written on its own, after the one before).
     write_group_rows: int = 40_000
-    # Seconds from the start of one write to the start of the next while batches wait for it:
-    # the batches emitted meanwhile join that write (fewer, larger inserts at live rates). Once
-    # the waiting batches hold half of `write_group_rows` the write starts at once (catch-up).
-    # 0: the next write starts as soon as the one before is complete.
-    write_interval_seconds: float = 0.0
     # Learning with several workers: the input topics' partitions (None: unknown, the trainer
     # trains on its own book), how long a pooled training waits for the other workers' tick
     # (wall seconds) and how often it looks.
@@ -205,10 +197,6 @@ class WorkerLoop:
         self.waiting: PendingStates[CustomerState] = PendingStates(store.encode, store.decode)
         self.queue: list[tuple[BatchResult, PreparedBatch, dict | None, int]] = []
         self._queued_rows = 0
-        # the write interval ends early (`_write_interval`): the waiting batches hold half of
-        # `write_group_rows`, or something waits for the write (`settle`, counted in `_settling`)
-        self._write_woken = asyncio.Event()
-        self._settling = 0
         self.writing: asyncio.Task | None = None
         self._generation = 0   # a revocation bumps it: a batch in flight across it advances no offsets
         self.past_sla: dict[str, tuple[str, int]] = {}   # customers with open complaints past SLA -> (tier, n)
@@ -867,8 +855,6 @@ class WorkerLoop:
             self.waiting.add(result.states)
             self.queue.append((result, prepared, cursor, self._generation))
             self._queued_rows += rows
-            if self._queued_rows >= self.config.write_group_rows // 2:
-                self._write_woken.set()
             return
         self.pending.hold(result.states)
         task = asyncio.get_running_loop().create_task(self._complete([(result, prepared, cursor, self._generation)]))
@@ -883,7 +869,6 @@ class WorkerLoop:
         dead-lettered), the producer flushed, their states stored, their offsets advanced.
         Then the same for the batches emitted meanwhile, until none waits."""
         m = self.metrics
-        started = self.clock.monotonic()
         while True:
             rows: dict[str, list] = {}
             for _, prepared, _, _ in batches:
@@ -907,24 +892,8 @@ class WorkerLoop:
                 self._schedule(result)
             if not self.queue:
                 return
-            await self._write_interval(started)
-            started = self.clock.monotonic()
             batches, self.queue, self._queued_rows = self.queue, [], 0
             self.pending, self.waiting = self.waiting, self.pending   # the released overlay waits for the next
-
-    async def _write_interval(self, started: float) -> None:
-        """Before the next write: wait until `write_interval_seconds` after the write before
-        started, while more batches join the waiting ones; at once when those hold half of
-        `write_group_rows` (a catch-up is not slowed) or something waits for the write (`settle`:
-        a batch beyond `write_group_rows`, a tick, an erasure, the drain)."""
-        wait = started + self.config.write_interval_seconds - self.clock.monotonic()
-        if wait <= 0 or self._settling or self._queued_rows >= self.config.write_group_rows // 2:
-            return
-        self._write_woken.clear()
-        try:
-            await asyncio.wait_for(self._write_woken.wait(), wait)
-        except asyncio.TimeoutError:
-            pass
 
     def _completed(self, task: asyncio.Task) -> None:
         if task.cancelled():
@@ -946,12 +915,7 @@ class WorkerLoop:
         task = self.writing
         if task is None:
             return
-        self._settling += 1   # whoever waits for the write does not wait for the write interval too
-        self._write_woken.set()
-        try:
-            await asyncio.shield(task)
-        finally:
-            self._settling -= 1
+        await asyncio.shield(task)
         if self.writing is task:
             self.writing = None
 

@@ -703,45 +703,6 @@ def test_batches_emitted_while_a_write_is_in_flight_go_together_in_the_next_writ
     assert grouped.state("a").n == 3
 
 
-def test_the_next_write_waits_for_the_write_interval_and_takes_the_batches_emitted_meanwhile():
-    """Live rates: the write after the one in flight starts `write_interval_seconds` after it at
-    the earliest, and the batches emitted meanwhile join it (one insert per table, not one per
-    batch). It goes at once when the waiting batches hold half of `write_group_rows` (a
-    catch-up) or something waits for it (`settle`). Outputs and stored states are the serial
-    order's either way."""
-    events = [[touchpoint("a")], [touchpoint("b", when=at(hours=1))], [touchpoint("a", when=at(hours=2))],
-              [touchpoint("c", when=at(hours=3))]]
-
-    async def scenario(**config) -> World:
-        w = World(**config)
-        batches = [w.records(b) for b in events]
-        await w.loop.deliver(batches[0])         # its write starts
-        await w.loop.deliver(batches[1])         # waits for it
-        for _ in range(5):
-            await asyncio.sleep(0)               # the first write is complete; the next goes, or waits
-        await w.loop.deliver(batches[2])
-        await w.loop.deliver(batches[3])
-        await w.loop.settle()                    # ends a wait at once
-        assert not w.loop.write_in_flight() and not w.loop.queue
-        return w
-
-    def writes(w: World) -> list[tuple]:
-        return [e[1] for e in w.log if e[0] == "rows"]
-
-    serial = World()
-    for batch in events:
-        serial.deliver(serial.records(batch))
-    back_to_back = asyncio.run(scenario())
-    assert writes(back_to_back) == [("a",), ("b",), ("a",), ("c",)]
-    spaced = asyncio.run(scenario(write_interval_seconds=30.0))
-    assert writes(spaced) == [("a",), ("b", "a", "c")]
-    catch_up = asyncio.run(scenario(write_interval_seconds=30.0, write_group_rows=2))   # 1 row: half of it
-    assert writes(catch_up) == [("a",), ("b",), ("a",), ("c",)]
-    for w in (back_to_back, spaced, catch_up):
-        assert w.outputs.sent == serial.outputs.sent and w.store.raw == serial.store.raw
-        assert w.loop.guard.next[TP(TOPIC["touchpoint"], 0)] == 4
-
-
 def test_a_failed_write_stores_and_commits_nothing_of_the_batches_waiting_for_the_next():
     """Batch 1's write fails while batch 2 waits to be written after it: neither's states are
     stored nor offsets advanced, and the next batch raises instead of going out."""
