@@ -5,9 +5,12 @@ sets) are the data nobody here tuned the scores to; this turns them into the inp
 contract so they can be replayed through the very same core.
 
 CSV layout: three columns, in the order customer id, date, amount; or a header row that
-names them (any order, extra columns ignored), e.g. `customer_id,date,amount`. The date is
-an ISO date (`2024-05-01`) or an ISO datetime (`2024-05-01T10:15:00+02:00`; without an
-offset it is taken as UTC). Comma, semicolon or tab separated. Errors name the line.
+names them (any order, extra columns ignored), e.g. `customer_id,date,amount`. Without a
+header row a file must have exactly three columns: with more, which one is the amount is a
+guess (CDNOW's master file has the quantity before it), so it is refused with the fix. The
+date is an ISO date (`2024-05-01`, or compact `20240501`) or an ISO datetime
+(`2024-05-01T10:15:00+02:00`; without an offset it is taken as UTC). Comma, semicolon or tab
+separated, or columns separated by spaces (as CDNOW's master file). Errors name the line.
 """
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ Row = tuple[str, "date | datetime", Decimal]
 _NAMES = {
     "customer": ("customer_id", "customer", "customerid", "customer id", "client_id", "user_id", "id"),
     "date": ("date", "occurred_at", "timestamp", "datetime", "invoicedate", "invoice_date", "order_date", "time"),
-    "amount": ("amount", "value", "total", "revenue", "price", "sales"),
+    "amount": ("amount", "value", "total", "revenue", "price", "sales", "dollar_value", "order_value",
+               "order_total", "sales_amount", "net_amount"),
 }
 
 
@@ -36,7 +40,7 @@ class TransactionError(ValueError):
 
 def _parse_date(text: str) -> date | datetime:
     s = text.strip()
-    if len(s) == 10:
+    if len(s) == 10 or (len(s) == 8 and s.isdigit()):   # 2024-05-01, 20240501
         return date.fromisoformat(s)
     dt = datetime.fromisoformat(s.replace("Z", "+00:00") if s.endswith("Z") else s)
     return dt if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)
@@ -47,6 +51,10 @@ def _parse_amount(text: str) -> Decimal:
     if not a.is_finite():
         raise InvalidOperation
     return a
+
+
+def _accepted_names() -> str:
+    return "; ".join("/".join(names[:3]) + "/…" for names in _NAMES.values())
 
 
 def _header_map(cells: list[str]) -> dict[str, int] | None:
@@ -93,20 +101,36 @@ def read_transactions(csv_path: str | Path) -> list[Row]:
         text = fh.read()
     if not text.strip():
         raise TransactionError(f"{path}: empty file, expected columns customer_id,date,amount")
-    first = text.splitlines()[0]
+    lines = text.splitlines()
+    first = lines[0]
     delim = max((",", ";", "\t"), key=first.count)
+    cells_of: Iterable[list[str]]
+    if not first.count(delim) and len(first.split()) >= 3:   # columns separated by spaces
+        cells_of = (line.split() for line in lines)
+    else:
+        cells_of = csv.reader(lines, delimiter=delim)
     rows: list[Row] = []
     cols = (0, 1, 2)
-    for n, cells in enumerate(csv.reader(text.splitlines(), delimiter=delim), start=1):
+    for n, cells in enumerate(cells_of, start=1):
         if not cells or all(not c.strip() for c in cells):
             continue
-        if n == 1 and not _looks_like_data(cells):
-            hm = _header_map(cells)
-            if hm is None and len(cells) >= 3 and not any(_is_value(c) for c in cells):
+        if n == 1:
+            data = _looks_like_data(cells)
+            hm = None if data else _header_map(cells)
+            if hm is None and len(cells) == 3 and not any(_is_value(c) for c in cells):
                 hm = {"customer": 0, "date": 1, "amount": 2}   # a header with other names: positional
             if hm is not None:
                 cols = (hm["customer"], hm["date"], hm["amount"])
                 continue
+            if len(cells) > 3 and data:
+                raise TransactionError(
+                    f"{path}:1: {len(cells)} columns and no header row naming them: which one is the amount "
+                    f"would be a guess. Add a header row naming the customer id, date and amount columns "
+                    f"({_accepted_names()}; other columns are ignored), e.g. `customer_id date quantity amount`")
+            if len(cells) > 3 and not any(_is_value(c) for c in cells):
+                raise TransactionError(
+                    f"{path}:1: the header row does not name a customer id, a date and an amount column "
+                    f"({_accepted_names()}; other columns are ignored)")
         if len(cells) <= max(cols):
             raise TransactionError(f"{path}:{n}: expected at least {max(cols) + 1} columns, got {len(cells)}")
         cid, d, a = (cells[i].strip() for i in cols)

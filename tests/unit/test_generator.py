@@ -246,6 +246,30 @@ def test_read_transactions_with_and_without_header(tmp_path):
     assert read_transactions(c) == [("C9", date(2024, 1, 31), Decimal("7.00"))]
 
 
+def test_read_transactions_in_cdnows_own_layout(tmp_path):
+    """CDNOW's master file as `lifetimes` ships it: columns separated by spaces, compact dates,
+    the quantity before the amount (`dollar_value`). It reads as is. Without its header row
+    which column is the amount would be a guess (the third is the quantity): refused, with
+    the fix; so is a header row that names no amount column."""
+    body = " 00001 19970101  1   11.77\n 00002 19970112  2   12.00\n"
+    want = [("00001", date(1997, 1, 1), Decimal("11.77")), ("00002", date(1997, 1, 12), Decimal("12.00"))]
+    p = tmp_path / "CDNOW_master.txt"
+    p.write_text(" customer_id  date number_of_cds  dollar_value\n" + body)
+    assert read_transactions(p) == want
+    p.write_text(body)
+    with pytest.raises(TransactionError) as e:
+        read_transactions(p)
+    assert "CDNOW_master.txt:1: 4 columns and no header row" in str(e.value) and "customer_id date quantity amount" in str(e.value)
+    p.write_text("customer_id date quantity amount\n" + body)
+    assert read_transactions(p) == want
+    p.write_text("customer_id date quantity paid\n" + body)
+    with pytest.raises(TransactionError, match="CDNOW_master.txt:1: the header row does not name"):
+        read_transactions(p)
+    q = tmp_path / "compact.csv"
+    q.write_text("C1,20240501,3.5\n")   # a compact date is a date (noon UTC), as 2024-05-01
+    assert read_transactions(q) == [("C1", date(2024, 5, 1), Decimal("3.5"))]
+
+
 @pytest.mark.parametrize("body, line, words", [
     ("customer_id,date,amount\nC1,2024-05-01,1\nC2,2024-13-01,2\n", 3, "bad date"),
     ("C1,2024-05-01,1\nC2,2024-05-02,abc\n", 2, "bad amount"),
