@@ -58,11 +58,13 @@ def request_record(customer_id: str, requested_at: datetime) -> bytes:
 
 def requested_at(value: bytes | None, default: float) -> float:
     """The request time (epoch seconds) of an erasure request record; `default` (the time
-    it was consumed) when the record carries none or cannot be read."""
+    it was consumed) when the record carries none or cannot be read, and at most that: a
+    request is not made after it is read, and a time in the future (a wrong clock, a typo
+    in the year) would drop every later event of the customer as erased, up to that time."""
     if value is None:
         return default
     try:
-        return datetime.fromisoformat(orjson.loads(value)["requested_at"]).timestamp()
+        return min(default, datetime.fromisoformat(orjson.loads(value)["requested_at"]).timestamp())
     except (TypeError, ValueError, KeyError, orjson.JSONDecodeError):
         return default
 

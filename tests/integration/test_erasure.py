@@ -80,9 +80,14 @@ def test_erasure_marker_keeps_the_latest_request_and_round_trips():
 
 def test_request_time_from_the_request_record():
     when = datetime(2026, 5, 1, 12, tzinfo=timezone.utc)
-    assert requested_at(request_record("c1", when), 0.0) == when.timestamp()
+    read = when.timestamp() + 60.0   # when the worker reads it
+    assert requested_at(request_record("c1", when), read) == when.timestamp()
     for bad in (None, b"", b"not json", b"[]", b'{"customer_id": "c1"}', b'{"requested_at": "yesterday"}'):
         assert requested_at(bad, 42.0) == 42.0
+    # a request time after the request was read (a wrong clock, a typo in the year) is the time
+    # it was read: else every event of the customer up to year 9999 would be dropped as erased
+    for future in (datetime(9999, 12, 31, tzinfo=timezone.utc), datetime(2026, 5, 2, tzinfo=timezone.utc)):
+        assert requested_at(request_record("c1", future), read) == read
 
 
 @pytest.mark.integration
