@@ -253,12 +253,16 @@ def test_a_tick_waits_until_the_broker_confirms_a_partition_that_looks_caught_up
     assert store.load("d").n == 1 and not loop.gate.held() and not loop.ticks_waiting()
 
 
-def test_the_model_channel_round_trips_both_kinds_and_the_hand_set_handover():
-    rng = np.random.default_rng(1)
-    n = 3000
+def _training_rows(seed: int, n: int = 3000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows a model trains on (X, y, t): the label follows the first feature, over 30 days."""
+    rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, len(churn_trainer.FEATURE_NAMES)))
-    y = (X[:, 0] + rng.normal(size=n) > 0.5)
-    t = np.repeat(np.arange(30) * DAY, n // 30)
+    y = X[:, 0] + rng.normal(size=n) > 0.5
+    return X, y, np.repeat(np.arange(30) * DAY, n // 30)
+
+
+def test_the_model_channel_round_trips_both_kinds_and_the_hand_set_handover():
+    X, y, t = _training_rows(1)
     for kind in ("logistic", "lightgbm"):
         model = churn_trainer.train(X, y, t, version=f"{kind}-1", trained_at=float(t[-1]), kind=kind)
         back, card = decode_model(encode_model(model, model.card))
@@ -277,11 +281,7 @@ def test_a_model_record_this_build_cannot_serve_is_refused_and_the_served_model_
     a record is refused with a clear error, and scoring goes on with the model serving. (A
     model of other features was installed, and every event was then dead-lettered
     `processing_error`; a JSON value that is no object raised AttributeError in the feed.)"""
-    rng = np.random.default_rng(2)
-    n = 3000
-    X = rng.normal(size=(n, len(churn_trainer.FEATURE_NAMES)))
-    y = X[:, 0] + rng.normal(size=n) > 0.5
-    t = np.repeat(np.arange(30) * DAY, n // 30)
+    X, y, t = _training_rows(2)
     good = churn_trainer.train(X, y, t, version="lr-good", trained_at=float(t[-1]))
     doc = json.loads(encode_model(good, good.card))
     older = json.loads(json.dumps(doc))
