@@ -631,7 +631,8 @@ class WorkerLoop:
         learner = self.learner
         # a lost training is trained again from this worker's own book only by a trainer that
         # owns every input partition: the others do not read that book (`_start_training`)
-        own_book = self._trains() and self._owns_all()
+        trains = self._trains()
+        own_book = trains and self._owns_all()
         try:
             restored = await self.rows.run(self.history.load, learner.horizon_days, learner.book.max_rows,
                                            self._scope(), own_book)
@@ -653,7 +654,7 @@ class WorkerLoop:
         log.info("churn history read back to the tick at %s: %d snapshots pending, %d labelled (%d leaving / %d "
                  "staying rows from %d leavers)", p.last_tick, len(learner.book.pending), len(learner.book.labelled),
                  pos, neg, leavers)
-        if restored.training_lost and self._trains():
+        if restored.training_lost and trains:
             # the retraining due at the last retraining tick never ended (the worker died while
             # it ran): train it again, on the book as it stood at that tick
             log.info("churn history: the training at %s did not end before the restart; training it again",

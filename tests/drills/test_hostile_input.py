@@ -22,7 +22,6 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
-from kafka import KafkaProducer
 
 from pipeline.adapters.kafka import kafka_io, topics
 from pipeline.adapters.clickhouse import queries
@@ -391,28 +390,11 @@ def _complaint(cid: str, when: datetime | str, eid: str, **kw) -> dict:
             "severity": "high", **kw}
 
 
-def _send(settings: Settings, records: list[tuple[dict, bytes | None | str]]) -> int:
+def _send(settings: Settings, records: list[tuple[dict, bytes | None | str]], linger_ms: int = 20) -> int:
     """Send records; key "customer" = the record's customer_id (as producers must)."""
     t = wire(settings)
     return kafka_io.produce(settings, [(t[d["type"]], d["customer_id"].encode() if k == "customer" else k,
-                                        orjson.dumps(d)) for d, k in records])
-
-
-def _send_as_one_batch(settings: Settings, records: list[tuple[dict, str]]) -> None:
-    """Send customer-keyed records so that each partition's records form one record batch:
-    a fetch returns whole record batches, so the consumer gets them in one piece. (`_send`'s
-    20 ms linger cut a history sent on a busy machine into batches that came in two fetches:
-    then the worker applied it in two micro-batches.)"""
-    t = wire(settings)
-    p = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=60_000, delivery_timeout_ms=120_000,
-                      batch_size=4 * 1024 * 1024, max_request_size=8 * 1024 * 1024)
-    try:
-        futures = [p.send(t[d["type"]], key=d["customer_id"].encode(), value=orjson.dumps(d)) for d, _ in records]
-        p.flush()
-        for f in futures:
-            f.get(timeout=30)
-    finally:
-        p.close()
+                                        orjson.dumps(d)) for d, k in records], linger_ms=linger_ms)
 
 
 @pytest.mark.integration
@@ -431,9 +413,9 @@ def test_a_poison_pill_and_a_101_month_batch_do_not_stop_the_worker(make_setting
     null_key = (_tp("nk-1", now - timedelta(hours=1), "null-key"), None)
     # All sent before the worker starts, the history as one record batch per partition: the
     # worker applies a partition's history in one micro-batch, over more than 100 months.
-    sent = _send(settings, [poison, null_key])
-    _send_as_one_batch(settings, history)
-    sent += len(history)
+    # (with the default 20 ms linger a busy machine cut it into batches that came in two
+    # fetches, and the worker applied it in two micro-batches)
+    sent = _send(settings, [poison, null_key]) + _send(settings, history, linger_ms=60_000)
     worker = start_worker(settings)
     topics.wait_caught_up(settings, settings.app_id, list(settings.input_topics), timeout=180,
                           alive=lambda: worker.alive)

@@ -9,17 +9,21 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from pipeline.config import Settings
 
 
-def producer(settings: Settings) -> KafkaProducer:
+def producer(settings: Settings, linger_ms: int = 20) -> KafkaProducer:
     # Default partitioner = murmur2 on the key, the same as Java clients and Faust's
     # aiokafka producer, so a customer's events and state share a partition.
-    return KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=20,
+    return KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=linger_ms,
+                         delivery_timeout_ms=max(120_000, linger_ms + 60_000),
                          batch_size=256 * 1024, max_request_size=4 * 1024 * 1024, client_id="cxpulse-tools")
 
 
 def produce(settings: Settings, records: Iterable[tuple[str, bytes | None, bytes | None]],
-            on_sent: Callable[[int], None] | None = None) -> int:
-    """Send (topic, key, value) records; return how many were acknowledged."""
-    p = producer(settings)
+            on_sent: Callable[[int], None] | None = None, linger_ms: int = 20) -> int:
+    """Send (topic, key, value) records; return how many were acknowledged. `linger_ms`: how
+    long a partition's record batch waits for more records before it is sent (the flush at the
+    end sends every batch at once: a long linger puts up to 256 KiB of a partition's records
+    in one record batch, which a consumer's fetch never splits)."""
+    p = producer(settings, linger_ms)
     n = 0
     futures = []
     try:
