@@ -744,6 +744,7 @@ class WorkerLoop:
             model, card = decode_model(value)
         except ValueError as exc:
             log.error("churn model record ignored: %s", exc)
+            self.metrics.churn_model_refused()
             return
         previous = self.core.churn_model.version if self.core.churn_model is not None else "hand-set"
         self.core.churn_model = model

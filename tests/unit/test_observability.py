@@ -318,7 +318,8 @@ def test_scrape_config_targets_the_workers():
 
 REQUIRED_ALERTS = {"CxpulsePipelineDown", "CxpulseConsumerLagGrowing", "CxpulseDeadLetterRatioHigh",
                    "CxpulseSinkFailing", "CxpulseSlaBreachesRising", "CxpulseHighTierComplaintsAtRisk",
-                   "CxpulseHighTierChurnAlertsSpiking", "CxpulseChurnTrainingIncomplete"}
+                   "CxpulseHighTierChurnAlertsSpiking", "CxpulseChurnTrainingIncomplete",
+                   "CxpulseChurnModelRefused"}
 
 
 def test_alert_rules_have_severity_summary_and_runbook():

@@ -304,6 +304,9 @@ def test_a_model_record_this_build_cannot_serve_is_refused_and_the_served_model_
     for value in refused:
         loop.install_model(value)
     assert loop.core.churn_model is not None and loop.core.churn_model.version == "lr-good"
+    # each refusal is counted (cxpulse_churn_model_records_refused_total, alert CxpulseChurnModelRefused)
+    assert [name for name, _ in loop.metrics.calls if name.startswith("churn_model")] == (
+        ["churn_model"] + ["churn_model_refused"] * len(refused))
     asyncio.run(loop.watch_stalls())
     asyncio.run(loop.deliver(records([touchpoint("a", when=at(hours=1)), touchpoint("b", when=at(hours=2))])))
     outputs = loop.outputs

@@ -104,6 +104,7 @@ CXPULSE_METRIC_NAMES: tuple[str, ...] = (
     "cxpulse_churn_model_validation_auc",
     "cxpulse_churn_model_validation_brier",
     "cxpulse_churn_model_pool_missing_partitions",
+    "cxpulse_churn_model_records_refused_total",
     "cxpulse_sink_rows_total",
     "cxpulse_sink_flushes_total",
     "cxpulse_sink_flush_duration_seconds",
@@ -201,6 +202,9 @@ class Metrics:
                                 "ROC AUC of the serving churn model on its held-out latest snapshots", registry=r)
         self._model_brier = Gauge("cxpulse_churn_model_validation_brier",
                                   "Brier score of the serving churn model on its held-out latest snapshots", registry=r)
+        self._model_refused = Counter("cxpulse_churn_model_records_refused",
+                                      "Records of the models topic this build cannot serve (a model of another "
+                                      "build's features, or no model document): the serving model stays", registry=r)
         self._pool_missing = Gauge("cxpulse_churn_model_pool_missing_partitions",
                                    "Input partitions whose rows the trainer's last pooled training went without "
                                    "(their workers had not stored its tick within CXPULSE_CHURN_POOL_WAIT_SECONDS)",
@@ -412,6 +416,10 @@ class Metrics:
             self._model_trained_at.set(card.trained_at)
             self._model_auc.set(card.auc_validation if card.auc_validation is not None else math.nan)
             self._model_brier.set(card.brier_validation if card.brier_validation is not None else math.nan)
+
+    def churn_model_refused(self) -> None:
+        """A record of the models topic was refused (this build cannot serve it)."""
+        self._model_refused.inc()
 
     def churn_pool_missing(self, partitions: int) -> None:
         self._pool_missing.set(partitions)
