@@ -192,8 +192,8 @@ class CustomerState:
     # and applies the records after it that are before the tick (pipeline/service/tick_gate.py).
     # The held offsets below an applied one are kept in `skip` until they are applied, so
     # they are not taken for redeliveries (after a restart too: no input offset is committed
-    # at or past a held record). A held record that ends not applied (too late, a duplicate
-    # id) leaves its entry; 16 bytes stored each.
+    # at or past a held record), or until they end not applied (a duplicate id, too late:
+    # `settled`).
     def redelivered(self, slot: int, partition: int, offset: int) -> bool:
         i = 2 * slot
         if not (i < len(self.offs) and self.offs[i] == partition and offset <= self.offs[i + 1]):
@@ -212,15 +212,28 @@ class CustomerState:
         if len(self.offs) <= i:
             self.offs.extend([-1] * (i + 2 - len(self.offs)))
         if self.offs[i] == partition and offset <= self.offs[i + 1]:   # a skipped record, applied now
-            skip = self.skip
-            self.skip = [x for j in range(0, len(skip), 2) if (skip[j], skip[j + 1]) != (slot, offset)
-                         for x in skip[j:j + 2]]
+            self._unskip(slot, offset)
             return
         last = self.offs[i + 1] if self.offs[i] == partition else -1
         for held_offset in held:
             if last < held_offset < offset and not self._skipped(slot, held_offset):
                 self.skip += [slot, held_offset]
         self.offs[i:i + 2] = [partition, offset]
+
+    def settled(self, slot: int, partition: int, offset: int) -> bool:
+        """A record that is no redelivery ended not applied (a duplicate id, too late): if it
+        was a held one below the last applied offset, its skip entry goes (it is done with;
+        a redelivery of it is one from now on). True when an entry went."""
+        i = 2 * slot
+        if not (self.skip and i < len(self.offs) and self.offs[i] == partition and offset <= self.offs[i + 1]):
+            return False
+        self._unskip(slot, offset)
+        return True
+
+    def _unskip(self, slot: int, offset: int) -> None:
+        skip = self.skip
+        self.skip = [x for j in range(0, len(skip), 2) if (skip[j], skip[j + 1]) != (slot, offset)
+                     for x in skip[j:j + 2]]
 
     def fed_from(self, assigned: set[tuple[int, int]]) -> bool:
         """Whether this customer's input partitions are among `assigned` ((slot, partition)

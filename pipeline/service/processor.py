@@ -245,6 +245,7 @@ class Core:
         touched: dict[str, CustomerState] = out.states
         complaint_ids: dict[str, set[str]] = {}
         applied_events: list[Event] = []
+        settled: dict[str, CustomerState] = {}   # stored, not scored: a held record ended not applied
         for rec in records:
             out.consumed[rec.topic] = out.consumed.get(rec.topic, 0) + 1
             ev = self.decode(rec, expected_type(rec) if expected_type else None, received_at=received_at,
@@ -253,7 +254,7 @@ class Core:
                 out.dead_letters.append(ev)
                 continue
             cid = ev.customer_id
-            state = touched.get(cid)
+            state = touched.get(cid) or settled.get(cid)
             if state is None:
                 state = load(cid) or CustomerState(customer_id=cid)
             slot = OFFSET_SLOT[ev.type]
@@ -269,6 +270,9 @@ class Core:
                 continue
             else:
                 outcome = apply(state, ev, self.params, self.rates)
+                if (outcome in ("duplicate", "too_late", "too_many_open_complaints") and source_offsets
+                        and state.settled(slot, rec.partition, rec.offset) and cid not in touched):
+                    settled[cid] = state
             if outcome == "duplicate":
                 out.duplicates += 1
                 out.duplicates_by_topic[rec.topic] = out.duplicates_by_topic.get(rec.topic, 0) + 1
@@ -302,6 +306,8 @@ class Core:
             tiers[cid] = p.tier
             out.latest_event_time = max(out.latest_event_time, state.wm)
         out.events = [(ev, tiers[ev.customer_id]) for ev in applied_events]
+        for cid, state in settled.items():
+            touched.setdefault(cid, state)
         return out
 
     def publish(self, state: CustomerState, as_of: float, out: BatchResult, *, force: bool,

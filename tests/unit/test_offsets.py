@@ -88,6 +88,25 @@ def test_a_held_offset_below_an_applied_one_stays_new_until_it_is_applied():
     assert state.erasure_marker(0.0).skip == [0, 2]   # an erased customer's held records stay new too
 
 
+def test_a_held_record_that_ends_not_applied_leaves_no_skip_entry():
+    """A held record below an applied offset that is then not applied (here a duplicate
+    event id: the producer sent it twice) is done with: its skip entry goes, the state is
+    stored without it, and no score is published for a batch that applied nothing."""
+    core = build_core(SETTINGS)
+    first = touchpoint("c1", at(hours=0))
+    recs = records_of([first, touchpoint("c1", at(hours=1)), dict(first), touchpoint("c1", at(hours=3))])
+    held = {recs[1].offset, recs[2].offset}   # offsets 1 and 2 held when offset 3 comes
+    states, applied, _ = run(core, [[recs[0]], [recs[3]]], source_offsets=True, held=lambda rec: sorted(held))
+    assert applied == 2 and states["c1"].skip == [0, 1, 0, 2]
+    out = core.process([recs[1]], states.get, source_offsets=True, received_at=RECEIVED_AT)
+    assert out.applied == 1 and out.states["c1"].skip == [0, 2]
+    states.update(out.states)
+    out = core.process([recs[2]], states.get, source_offsets=True, received_at=RECEIVED_AT)
+    assert out.applied == 0 and out.duplicates == 1 and out.scores == []
+    state = decode_state(encode_state(out.states["c1"]), "c1")   # stored without its entry
+    assert state.skip == [] and state.n == 3 and state.offs == [0, 3] and state.redelivered(0, 0, 2)
+
+
 def test_state_without_offsets_still_reads():
     """States stored before the field existed decode as 'no offsets known'."""
     old = encode_state(CustomerState(customer_id="c1", n=3))
