@@ -366,6 +366,9 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     print(f"read {result.read:,} records in {elapsed:.2f} s ({result.read / max(elapsed, 1e-9):,.0f} events/s): "
           f"applied {result.applied:,}, duplicates {result.duplicates:,}, dead-lettered {len(result.dead_letters):,}, "
           f"after --as-of {result.after_as_of:,}; customers {len(result.scores):,}; alerts {len(result.alerts):,}")
+    if args.as_of is not None and result.after_as_of and not result.scores:
+        _err("replay", f"every event read is after --as-of {args.as_of.isoformat()}: no customer to score as of "
+                       "then (without --as-of, each customer keeps its last score of the stream)")
     if learner is not None:
         served = learner.served.version if learner.served is not None else None
         pos, neg, leavers = learner.book.counts()

@@ -36,3 +36,19 @@ def test_replay_writes_one_score_per_customer_as_of_and_backfills_clickhouse(tmp
             parameters={"t": as_of}).result_rows[0][0]
     assert counts["cx_scores_latest"] == len(scores)
     assert counts["cx_events"] > 0 and latest_after == 0   # nothing after --as-of was applied
+
+
+def test_replay_as_of_before_every_event_says_so(tmp_path, monkeypatch, capsys):
+    """An --as-of earlier than the whole file (a date copied from an example) scores nobody:
+    the replay says why on stderr instead of only printing zero customers."""
+    stream = generate(customers=10, days=7, seed=5, invalid_ratio=0.0)
+    events = tmp_path / "events.jsonl"
+    write_jsonl(stream, events)
+    monkeypatch.setenv("CXPULSE_DATA_DIR", str(tmp_path / "data"))
+    before = stream.end - timedelta(days=30)
+    assert main(["replay", str(events), "--as-of", before.isoformat(), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "customers 0" in captured.out
+    assert "every event read is after --as-of" in captured.err and "without --as-of" in captured.err
+    assert main(["replay", str(events), "--quiet"]) == 0
+    assert "--as-of" not in capsys.readouterr().err
