@@ -6,7 +6,7 @@ import importlib
 import importlib.util
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable
 
@@ -310,7 +310,6 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
-    from datetime import timedelta
 
     import orjson
 
@@ -746,6 +745,10 @@ def _live_backtest(settings: Settings, args: argparse.Namespace) -> dict:
     print(f"live backtest: churn_risk published {horizon:g} days before {result['as_of']} against activity since")
     for k, v in result.items():
         print(f"  {k:<20} {round(v, 4) if isinstance(v, float) else v}")
+    if not result.get("customers"):
+        since = datetime.fromisoformat(result["as_of"]) - timedelta(days=horizon)
+        print(f"no churn_risk stored was published at or before {since.isoformat()}: the backtest needs more than "
+              f"{horizon:g} days of stored scores (a shorter window: --backtest-days N; another instant: --as-of T)")
     return result
 
 

@@ -53,6 +53,27 @@ def test_cli_live_on_an_empty_clickhouse(tmp_path, capsys):
     assert "no events stored in ClickHouse" in capsys.readouterr().out
 
 
+def test_cli_live_says_when_no_stored_score_is_a_horizon_old(monkeypatch, capsys):
+    """Events are stored but none of the scores is a horizon old (a history shorter than H):
+    the figures are all empty, and the command says why and what to change."""
+    import contextlib
+
+    from pipeline.adapters.clickhouse import queries, sink
+    from pipeline.tools.cli import main
+
+    class NoEngine(contextlib.nullcontext):
+        client = None
+
+    monkeypatch.setattr(sink, "ClickHouseSink", lambda dsn: NoEngine(NoEngine()))
+    as_of = datetime(2026, 12, 2, tzinfo=timezone.utc)
+    monkeypatch.setattr(queries, "live_backtest_rows", lambda client, horizon, at: (as_of, []))
+    assert main(["evaluate", "--live", "--clickhouse", "chdb:///nowhere"]) == 0
+    out = capsys.readouterr().out
+    assert "customers            0" in out
+    assert "no churn_risk stored was published at or before 2026-11-02T00:00:00+00:00" in out
+    assert "--backtest-days N" in out
+
+
 @pytest.fixture(scope="module")
 def filled(tmp_path_factory):
     """A replay of a generated stream through the real core, every batch's rows written to
