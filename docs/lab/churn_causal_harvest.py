@@ -5,8 +5,13 @@ driver, the oracle's own drivers) to /tmp/churn/h_<hazard>_<seed>.pkl for
 docs/lab/churn_causal_models.py. 2,000 customers, 180 days, cut at day 150, end 2026-11-30.
 
     .venv/bin/python docs/lab/churn_causal_harvest.py strong 3
+
+Another setting: a name "PRESET+TAG" and the overrides in the environment, e.g.
+    HZR=late_fulfilment=3,detractor=2.2 HZB=0.0007 HZD=45 .venv/bin/python docs/lab/churn_causal_harvest.py weak+H4 43
+(HZR: hazard ratios, HZB: baseline hazard, HZD: decay days; saved as /tmp/churn/h_weak+H4_43.pkl).
 """
-import sys, pickle, time
+import os, sys, pickle, time
+from pipeline.tools.hazard_model import parse_ratios
 from datetime import datetime, timedelta, timezone
 import numpy as np
 from pipeline.bootstrap import build_core
@@ -23,7 +28,9 @@ import math
 hz, seed = sys.argv[1], int(sys.argv[2])
 days, cut_day, customers = 180, 150, 2000
 settings = Settings()
-model = hazard_model(hz)
+model = hazard_model(hz.split("+")[0], parse_ratios(os.environ["HZR"]) if os.environ.get("HZR") else None,
+                     float(os.environ["HZB"]) if os.environ.get("HZB") else None,
+                     float(os.environ["HZD"]) if os.environ.get("HZD") else None)
 end = datetime(2026, 11, 30, tzinfo=timezone.utc)
 stream = generate(customers=customers, days=days, seed=seed, end=end, model=model)
 truth = stream.causal
@@ -33,7 +40,7 @@ core = build_core(settings)
 t0 = time.time()
 res = replay(stream.values(), core, clock=lambda: cut.timestamp(), as_of=cut, learner=learner,
              topic_of=_fresh_topic_of(stream, settings.topic_for_type))
-import os; os.makedirs("/tmp/churn", exist_ok=True)
+os.makedirs("/tmp/churn", exist_ok=True)
 print("replay", time.time() - t0, file=sys.stderr)
 book = learner.book
 X, y, t, ref = book.training_data()
