@@ -137,8 +137,8 @@ class TopicModels:
     def __init__(self, topic: faust.TopicT) -> None:
         self.topic = topic
 
-    async def publish(self, model: Any, card: Any) -> None:
-        await self.topic.send(key=MODEL_KEY, value=encode_model(model, card))
+    async def publish(self, model: Any, card: Any, early_warning: Any = None) -> None:
+        await self.topic.send(key=MODEL_KEY, value=encode_model(model, card, early_warning))
 
 
 class ConsumerInputs:

@@ -67,6 +67,10 @@ class ScoreRecord(BaseModel):
     events: Annotated[int, Field(ge=0)] = Field(description="events applied to this profile")
     churn_model: str | None = Field(None, description="version of the learned churn model that scored churn_risk; "
                                                       "null: the hand-set model (cold start)")
+    early_warning: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        None, description="learned early warning: the probability that the customer, if still a customer now, "
+                          "leaves within the churn horizon (no activity after the next horizon); null until "
+                          "the learning loop has trained an early-warning model (CXPULSE_LEARN_CHURN)")
 
 
 class AlertType(str, Enum):

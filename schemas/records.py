@@ -45,6 +45,7 @@ class ScoreDict(TypedDict):
     revenue_at_risk: float
     events: int
     churn_model: str | None   # version of the learned model that scored churn_risk; None: hand-set
+    early_warning: float | None   # P(leaves within H | still here); None: no early-warning model yet
 
 
 class _AlertFields(TypedDict):

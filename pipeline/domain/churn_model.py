@@ -62,11 +62,20 @@ def assess_learned(model: ChurnModel, features: Sequence[float], p_alive: float)
     return ChurnAssessment(risk, p_alive, drivers_from(contributions, risk, baseline), model.version)
 
 
-def learned_profile(state: CustomerState, p: Profile, model: ChurnModel | None, pop: PopulationParams) -> Profile:
+def learned_profile(state: CustomerState, p: Profile, model: ChurnModel | None, pop: PopulationParams,
+                    early_warning: ChurnModel | None = None) -> Profile:
     """`p` (the hand-set model's profile) with churn_risk and its drivers from `model`, a
-    learned model; `p` unchanged without one (cold start). `p.churn_hand_set` keeps the
-    hand-set assessment either way."""
-    if model is None:
+    learned model, and `early_warning` from the early-warning model (P(leaves within H |
+    still here), pipeline/learning/churn_trainer.py `train_early_warning`); `p` unchanged
+    without either (cold start). `p.churn_hand_set` keeps the hand-set assessment either way."""
+    if model is None and early_warning is None:
         return p
     features = churn_features(state, p, pop)
-    return replace(p, churn=assess_learned(model, features, p.churn.p_alive), churn_features=features)
+    if model is not None:
+        p = replace(p, churn=assess_learned(model, features, p.churn.p_alive))
+    if early_warning is not None:
+        if tuple(early_warning.feature_names) != FEATURE_NAMES:
+            raise ValueError(f"early-warning model {early_warning.version} was trained on other features than "
+                             "this build computes")
+        p = replace(p, early_warning=early_warning.explain(features)[0])
+    return replace(p, churn_features=features)

@@ -56,7 +56,7 @@ class Snapshot:
     features: np.ndarray          # (n, features) float32
     reference: np.ndarray         # (n,) float32: the risk the serving model gave at t (comparison)
     labels: np.ndarray | None = None   # (n,) bool churned, once labelled
-    within: list[bool | None] | None = None   # active within H (read at t + H), until labelled
+    within: list[bool | None] | None = None   # active within H (read at t + H; None: unread)
 
     @property
     def rows(self) -> int:
@@ -192,7 +192,8 @@ class SnapshotBook:
                               else None if within is None or after is None else False)
             keep = np.array([y is not None for y in labels], dtype=bool)
             snap = Snapshot(snap.t, [c for c, k in zip(snap.customer_ids, keep) if k], snap.features[keep],
-                            snap.reference[keep], np.array([bool(y) for y in labels if y is not None], dtype=bool))
+                            snap.reference[keep], np.array([bool(y) for y in labels if y is not None], dtype=bool),
+                            [w for w, k in zip(snap.within, keep) if k])
             self.labelled.append(snap)
             labelled += snap.rows
         while self.labelled and self.rows > self.max_rows:
@@ -226,6 +227,16 @@ class SnapshotBook:
             pos += int(s.labels.sum())
             leavers.update(c for c, y in zip(s.customer_ids, s.labels) if y)
         return pos, self.rows - pos, len(leavers)
+
+    def still_here(self) -> np.ndarray:
+        """Per labelled row (in `training_data`'s order): the customer was active within H after
+        the snapshot, so was still there at it. On those rows the label says whether the
+        customer left within H (no active day in the H days after the first H): the early-warning
+        model's training rows (pipeline/learning/churn_trainer.py `train_early_warning`)."""
+        if not self.labelled:
+            return np.zeros(0, bool)
+        return np.concatenate([np.array([w is True for w in s.within], dtype=bool) if s.within is not None
+                               else np.zeros(s.rows, bool) for s in self.labelled])
 
     def training_data(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(features, labels, snapshot times, reference risks) of the labelled rows, in

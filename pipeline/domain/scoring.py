@@ -480,6 +480,7 @@ class Profile:
     churn_units: dict[str, float] = field(default_factory=dict)   # factor units (pipeline.domain.churn.factor_units), for the learned model's features
     churn_hand_set: ChurnAssessment | None = None   # the hand-set model's assessment (= churn when no learned model serves)
     churn_features: list[float] | None = None       # the learned model's features of this profile, when one scored it
+    early_warning: float | None = None              # P(leaves within H | still here), when an early-warning model serves
 
 
 def _cxi(dims: dict[str, float | None], weights: tuple[float, ...]) -> float | None:
@@ -608,6 +609,7 @@ def score_record(state: CustomerState, p: Profile) -> ScoreDict:
         "churn_risk": round(p.churn.risk, 4),
         "churn_drivers": [{"factor": f, "contribution": round(c, 4)} for f, c in p.churn.drivers],
         "churn_model": p.churn.model_version,
+        "early_warning": _r(p.early_warning, 4),
         "revenue_at_risk": revenue_at_risk,
         "events": state.n,
     })

@@ -26,22 +26,54 @@ def _floats(a: Any) -> list[float]:
     return [float(v) for v in np.asarray(a, dtype=np.float64).ravel()]
 
 
-def encode_model(model: LinearChurnModel | TreeChurnModel | None, card: ModelCard | None) -> bytes:
-    """The decision to publish: `model` serves (None: the hand-set model serves); `card` is
-    the card of the latest trained model (`model.card` when it serves)."""
-    body: dict[str, Any] | None
+def _body(model: LinearChurnModel | TreeChurnModel | None) -> dict[str, Any] | None:
     if model is None:
-        body = None
-    elif isinstance(model, LinearChurnModel):
-        body = {"kind": "logistic", "version": model.version, "feature_names": list(model.feature_names),
+        return None
+    if isinstance(model, LinearChurnModel):
+        return {"kind": "logistic", "version": model.version, "feature_names": list(model.feature_names),
                 "mean": _floats(model.mean), "scale": _floats(model.scale), "coef": _floats(model.coef),
                 "intercept": float(model.intercept), "platt": [float(v) for v in model.platt]}
-    else:
-        body = {"kind": "lightgbm", "version": model.version, "feature_names": list(model.feature_names),
-                "booster": model.booster.model_to_string(), "platt": [float(v) for v in model.platt]}
-    doc = {"format": FORMAT, "serves": model.version if model is not None else HAND_SET,
-           "card": card.to_dict() if card is not None else None, "model": body}
+    return {"kind": "lightgbm", "version": model.version, "feature_names": list(model.feature_names),
+            "booster": model.booster.model_to_string(), "platt": [float(v) for v in model.platt]}
+
+
+def encode_model(model: LinearChurnModel | TreeChurnModel | None, card: ModelCard | None,
+                 early_warning: LinearChurnModel | None = None) -> bytes:
+    """The decision to publish: `model` serves (None: the hand-set model serves); `card` is
+    the card of the latest trained model (`model.card` when it serves); `early_warning` the
+    early-warning model that serves with it (None: none; a document without the key reads
+    as none)."""
+    doc: dict[str, Any] = {"format": FORMAT, "serves": model.version if model is not None else HAND_SET,
+                           "card": card.to_dict() if card is not None else None, "model": _body(model)}
+    if early_warning is not None:
+        doc["early_warning"] = {**(_body(early_warning) or {}),
+                                "card": early_warning.card.to_dict() if early_warning.card is not None else None}
     return json.dumps(doc, sort_keys=True).encode()
+
+
+def decode_early_warning(value: bytes) -> LinearChurnModel | None:
+    """The early-warning model a models document carries (None: none). Raises ValueError as
+    `decode_model` does."""
+    try:
+        doc = json.loads(value)
+        body = doc.get("early_warning") if isinstance(doc, dict) else None
+        if body is None:
+            return None
+        card = _card(body.get("card"))
+        model = _model(body, card)
+        if not isinstance(model, LinearChurnModel):
+            raise ValueError(f"early-warning model {body.get('version')!r} is not a logistic model")
+        return model
+    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"unreadable early-warning model: {type(exc).__name__}: {exc}") from exc
+
+
+def _card(c: dict | None) -> ModelCard | None:
+    if c is None:
+        return None
+    c = dict(c)
+    c["window"] = tuple(c["window"])
+    return ModelCard(**c)
 
 
 def decode_model(value: bytes) -> tuple[LinearChurnModel | TreeChurnModel | None, ModelCard | None]:
@@ -55,37 +87,38 @@ def decode_model(value: bytes) -> tuple[LinearChurnModel | TreeChurnModel | None
             raise ValueError(f"a churn model document is a JSON object, not {type(doc).__name__}")
         if doc.get("format") != FORMAT:
             raise ValueError(f"churn model format {doc.get('format')!r}, this build reads {FORMAT}")
-        card = None
-        if doc.get("card") is not None:
-            c = dict(doc["card"])
-            c["window"] = tuple(c["window"])
-            card = ModelCard(**c)
+        card = _card(doc.get("card"))
         body = doc.get("model")
         if body is None:
             return None, card
-        names = tuple(body["feature_names"])
-        if names != FEATURE_NAMES:
-            raise ValueError(f"churn model {body.get('version')!r} was trained on other features than this build "
-                             f"computes ({len(names)} against {len(FEATURE_NAMES)})")
-        a, b = body["platt"]
-        if body["kind"] == "logistic":
-            mean, scale, coef = (np.array(body[k], dtype=np.float64) for k in ("mean", "scale", "coef"))
-            if not mean.shape == scale.shape == coef.shape == (len(names),):
-                raise ValueError(f"churn model {body['version']!r}: mean, scale and coef are not one value a feature")
-            model: LinearChurnModel | TreeChurnModel = LinearChurnModel(
-                body["version"], names, mean, scale, coef, float(body["intercept"]), (float(a), float(b)), card)
-        elif body["kind"] == "lightgbm":
-            import lightgbm as lgb
-
-            try:
-                booster = lgb.Booster(model_str=body["booster"])
-            except lgb.basic.LightGBMError as exc:
-                raise ValueError(f"churn model {body['version']!r}: unreadable trees: {exc}") from exc
-            if booster.num_feature() != len(names):
-                raise ValueError(f"churn model {body['version']!r}: trees of {booster.num_feature()} features")
-            model = TreeChurnModel(body["version"], names, booster, (float(a), float(b)), card)
-        else:
-            raise ValueError(f"unknown churn model kind {body['kind']!r}")
-        return model, card
+        return _model(body, card), card
     except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
         raise ValueError(f"unreadable churn model document: {type(exc).__name__}: {exc}") from exc
+
+
+def _model(body: dict, card: ModelCard | None) -> LinearChurnModel | TreeChurnModel:
+    """A model body of this build's features (ValueError otherwise)."""
+    names = tuple(body["feature_names"])
+    if names != FEATURE_NAMES:
+        raise ValueError(f"churn model {body.get('version')!r} was trained on other features than this build "
+                         f"computes ({len(names)} against {len(FEATURE_NAMES)})")
+    a, b = body["platt"]
+    if body["kind"] == "logistic":
+        mean, scale, coef = (np.array(body[k], dtype=np.float64) for k in ("mean", "scale", "coef"))
+        if not mean.shape == scale.shape == coef.shape == (len(names),):
+            raise ValueError(f"churn model {body['version']!r}: mean, scale and coef are not one value a feature")
+        model: LinearChurnModel | TreeChurnModel = LinearChurnModel(
+            body["version"], names, mean, scale, coef, float(body["intercept"]), (float(a), float(b)), card)
+    elif body["kind"] == "lightgbm":
+        import lightgbm as lgb
+
+        try:
+            booster = lgb.Booster(model_str=body["booster"])
+        except lgb.basic.LightGBMError as exc:
+            raise ValueError(f"churn model {body['version']!r}: unreadable trees: {exc}") from exc
+        if booster.num_feature() != len(names):
+            raise ValueError(f"churn model {body['version']!r}: trees of {booster.num_feature()} features")
+        model = TreeChurnModel(body["version"], names, booster, (float(a), float(b)), card)
+    else:
+        raise ValueError(f"unknown churn model kind {body['kind']!r}")
+    return model

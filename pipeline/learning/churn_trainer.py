@@ -104,6 +104,8 @@ class LinearChurnModel:
     intercept: float
     platt: tuple[float, float] = (1.0, 0.0)
     card: ModelCard | None = None
+    # the early-warning model trained with it on the same history (`train_early_warning`)
+    early_warning: "LinearChurnModel | None" = None
 
     def raw(self, X: np.ndarray) -> np.ndarray:
         return self._z(X) @ self.coef + self.intercept
@@ -137,6 +139,7 @@ class TreeChurnModel:
     booster: Any   # lightgbm.Booster
     platt: tuple[float, float] = (1.0, 0.0)
     card: ModelCard | None = None
+    early_warning: "LinearChurnModel | None" = None
 
     def raw(self, X: np.ndarray) -> np.ndarray:
         return self.booster.predict(np.asarray(X, dtype=np.float64), raw_score=True)
@@ -411,6 +414,33 @@ def train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_
         auc_reference_active=auc(yv[act], reference[val][act]) if reference is not None else None,
         half_life_days=half_life, selection=selection, auc_tolerance=tolerance,
     )
+    return model
+
+
+def train_early_warning(X: np.ndarray, y: np.ndarray, t: np.ndarray, here: np.ndarray, *, version: str,
+                        trained_at: float, leavers: int = 0, horizon_days: float = 30.0) -> LinearChurnModel | None:
+    """The early-warning model: P(the customer leaves within H | still here at the snapshot),
+    on the rows whose customer was active within H after the snapshot (`here`: it was still
+    there), where the churn label says whether it then left (no active day in the next H
+    days). churn_risk's event also counts the customers already gone, whom silence reveals;
+    among the customers still there silence means the opposite, so churn_risk ranks *them*
+    by how soon they leave no better than its silence allows (docs/evaluation.md §7, "Where
+    the remaining gap to the oracle is"). Logistic with the sign prior, the same `train`,
+    for exact additive explanations. None while those rows are too few (the cold-start
+    minimums) or when its validation AUC is not above chance."""
+    here = np.asarray(here, dtype=bool)
+    labels = np.asarray(y, dtype=bool)[here]
+    positives = int(labels.sum())
+    if not enough_history(positives, len(labels) - positives, leavers):
+        return None
+    try:
+        model = train(np.asarray(X)[here], labels, np.asarray(t)[here], version=version, trained_at=trained_at,
+                      leavers=leavers, kind="logistic", horizon_days=horizon_days)
+    except ValueError:
+        return None
+    assert isinstance(model, LinearChurnModel) and model.card is not None
+    if model.card.auc_validation is None or model.card.auc_validation <= 0.5:
+        return None
     return model
 
 

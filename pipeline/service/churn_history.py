@@ -93,13 +93,15 @@ def tick_changes(before: BookMark, book: SnapshotBook, t: float, *, refit: Popul
                  retrain: bool, scope: str = "") -> TickRecord:
     """The record of the tick at `t`, from the book before (`mark`) and after it."""
     snapshot = book.pending[-1] if book.pending and book.pending[-1].t == t else None
+    # (a snapshot labelled and at once dropped by the row bound is not in the book: its labels
+    # are not written, and a restore keeps it as a labelled snapshot of no rows)
+    labelled = [s for s in book.labelled if s.t > before.labelled_until]
     return TickRecord(
         t, book.horizon_days, snapshot,
-        within=[s for s in book.pending if s.t in before.unread and s.within is not None],
-        # (a snapshot labelled and at once dropped by the row bound is not in the book: its labels
-        # are not written, and a restore keeps it as a labelled snapshot of no rows)
-        labelled=[s for s in book.labelled if s.t > before.labelled_until],
-        refit=refit, retrain=retrain, scope=scope)
+        # first windows read at this tick, also of a snapshot labelled at once (a tick more than H
+        # after the one before): a restore reads `within` back for labelled rows too (`still_here`)
+        within=[s for s in (*book.pending, *labelled) if s.t in before.unread and s.within is not None],
+        labelled=labelled, refit=refit, retrain=retrain, scope=scope)
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,7 @@ def restore_book(book: SnapshotBook, ticks: list[float], rows: list[StoredRow], 
                         np.array([r.reference for r in part], dtype=np.float32))
         if labelled:
             snap.labels = np.array([bool(r.label) for r in part], dtype=bool)
+            snap.within = [r.within if r.read else None for r in part]
             book.labelled.append(snap)
         else:
             if t + h <= last_tick:

@@ -4,6 +4,10 @@ snapshot every customer's features, and on the retraining schedule train a model
 labelled history and hand it to the core if it beats the hand-set model on the latest
 rows (AUC and Brier); a retraining that does not hands scoring back to the hand-set model.
 
+Each training also fits the early-warning model on the rows whose customer was still there
+(`train_early_warning`), which serves as trained, whichever model scores churn_risk
+(`Core.early_warning`, the `early_warning` of the score records).
+
 Cold start: until the history holds MIN_POSITIVES / MIN_NEGATIVES labelled rows from
 MIN_LEAVERS leavers (pipeline/learning/churn_trainer.py says why), the hand-set model of
 pipeline/domain/churn.py serves. Every switch is logged and reported to `on_switch` (the worker
@@ -29,7 +33,7 @@ from pipeline.domain.churn import DAY, PopulationParams
 from pipeline.domain.churn_features import churn_features
 from pipeline.domain.churn_model import learned_profile
 from pipeline.domain.churn_snapshots import SnapshotBook
-from pipeline.learning.churn_trainer import ModelCard, better_than_reference, enough_history, train
+from pipeline.learning.churn_trainer import ModelCard, better_than_reference, enough_history, train, train_early_warning
 from pipeline.domain.scoring import profile
 from pipeline.domain.state import CustomerState
 
@@ -45,14 +49,21 @@ def model_version(kind: str, trained_at: float) -> str:
 
 def fit_model(kind: str, now: float, data: "TrainingSet"):
     """Train and calibrate a model of `kind` on `data` at event time `now`, or None when the
-    history cannot train one. Deterministic, and touches nothing shared: the worker runs it in
-    another process (pickled arguments and result) so the event loop is not slowed."""
+    history cannot train one; with it, as its `early_warning`, the early-warning model of the
+    same history (None while that cannot be trained). Deterministic, and touches nothing
+    shared: the worker runs it in another process (pickled arguments and result) so the
+    event loop is not slowed."""
     try:
-        return train(data.X, data.y, data.t, version=model_version(kind, now), trained_at=now,
-                     reference=data.reference, leavers=data.leavers, kind=kind, horizon_days=data.horizon_days)
+        model = train(data.X, data.y, data.t, version=model_version(kind, now), trained_at=now,
+                      reference=data.reference, leavers=data.leavers, kind=kind, horizon_days=data.horizon_days)
     except ValueError as exc:
         log.warning("churn model: training at %s skipped: %s", now, exc)
         return None
+    if data.here is not None:
+        model.early_warning = train_early_warning(
+            data.X, data.y, data.t, data.here, version="ew-" + model_version(kind, now).split("-", 1)[1],
+            trained_at=now, leavers=data.leavers, horizon_days=data.horizon_days)
+    return model
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,7 @@ class TrainingSet:
     reference: np.ndarray
     leavers: int
     horizon_days: float   # the label's horizon H (the trainer judges still-active rows by it)
+    here: np.ndarray | None = None   # per row: active within H after the snapshot (still there at it)
 
 
 @dataclass
@@ -129,7 +141,7 @@ class ChurnLearner:
             state = states[cid]
             if state.n:
                 self.observe(state, learned_profile(state, profile(state, now, core.params, core.population, core.rates),
-                                                    core.churn_model, core.population))
+                                                    core.churn_model, core.population, core.early_warning))
         self.close_tick(now)
 
     def on_tick(self, now: float, states: Mapping[str, CustomerState], core) -> None:
@@ -166,7 +178,7 @@ class ChurnLearner:
                 self._cold_logged = True
             return None
         X, y, t, ref = book.training_data()
-        return TrainingSet(X, y, t, ref, leavers, self.horizon_days)
+        return TrainingSet(X, y, t, ref, leavers, self.horizon_days, book.still_here())
 
     def fit(self, now: float, data: TrainingSet):
         """Train and calibrate (`fit_model`; the wall time is kept in `train_seconds`)."""
@@ -182,6 +194,8 @@ class ChurnLearner:
         in `core` and returns it (the worker also publishes it to every worker)."""
         card = model.card
         self.cards.append(card)
+        # the early-warning model serves as trained, whichever model scores churn_risk (None: none yet)
+        core.early_warning = model.early_warning
         previous = core.churn_model.version if core.churn_model is not None else "hand-set"
         if not better_than_reference(card):
             log.info("churn model %s not served: validation AUC %s (still active: %s) / Brier %s vs the hand-set "

@@ -169,6 +169,9 @@ class Core:
         # the learned churn model that scores churn_risk (pipeline/domain/churn_model.py);
         # None: the hand-set model serves (cold start). Set by the learning loop.
         self.churn_model: ChurnModel | None = None
+        # the early-warning model (P(leaves within H | still here)) trained with the latest
+        # learned model; None: no early_warning in the score records
+        self.early_warning: ChurnModel | None = None
 
     @property
     def population(self) -> PopulationParams:
@@ -315,7 +318,7 @@ class Core:
         """View the state at `as_of`, evaluate alerts, and add a score when forced or when
         something an operator would see changed (alerts, breaches, open complaints, risk ±0.05)."""
         p = learned_profile(state, profile(state, as_of, self.params, self.population, self.rates),
-                            self.churn_model, self.population)
+                            self.churn_model, self.population, self.early_warning)
         out.past_sla[state.customer_id] = (p.tier, sum(
             1 for rec in state.complaints if rec.is_open and p.slas[rec.id].breached))
         changes = alerts.update_alerts(state, p, self.params.control_share)

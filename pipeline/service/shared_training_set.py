@@ -22,7 +22,7 @@ import numpy as np
 from pipeline.service.churn_learning import TrainingSet, fit_model
 
 SLICE_BYTES = 4 << 20   # copied between two turns of the event loop (a few ms)
-_ARRAYS = ("X", "y", "t", "reference")
+_ARRAYS = ("X", "y", "t", "reference", "here")
 
 
 @dataclass(frozen=True)
@@ -42,13 +42,14 @@ class SharedTrainingSet:
         finally:
             block.close()
         return TrainingSet(arrays["X"], arrays["y"], arrays["t"], arrays["reference"], self.leavers,
-                           self.horizon_days)
+                           self.horizon_days, arrays.get("here"))
 
 
 async def share(data: TrainingSet) -> tuple[SharedTrainingSet, shared_memory.SharedMemory]:
     """Copy `data`'s arrays into a new shared-memory block, a slice at a time with a turn of
     the event loop between slices. The caller closes and unlinks the block when done."""
-    arrays = [(field, np.ascontiguousarray(getattr(data, field))) for field in _ARRAYS]
+    arrays = [(field, np.ascontiguousarray(getattr(data, field))) for field in _ARRAYS
+              if getattr(data, field) is not None]
     layout = []
     offset = 0
     for field, a in arrays:

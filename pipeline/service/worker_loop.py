@@ -69,7 +69,7 @@ from pipeline.domain.churn_snapshots import SnapshotBook
 from pipeline.domain.scoring import profile, score_record
 from pipeline.domain.state import CustomerState
 from pipeline.domain.stream_clock import StreamClock
-from pipeline.learning.churn_model_codec import decode_model
+from pipeline.learning.churn_model_codec import decode_early_warning, decode_model
 from pipeline.service.churn_history import (
     BookRows, TickRecord, mark, restore_book, scope_of, tick_changes, training_row)
 from pipeline.service.churn_learning import ChurnLearner, TrainingSet, fit_model
@@ -691,7 +691,7 @@ class WorkerLoop:
                 learner.train_seconds.append(self.clock.monotonic() - started)
                 served = learner.adopt(model, self.core)
                 if self.models is not None:
-                    await self.models.publish(served, model.card)
+                    await self.models.publish(served, model.card, model.early_warning)
             except Exception:   # a failed training leaves the serving model as it is (a restart tries it again)
                 log.exception("churn model training at %s failed", now)
                 return
@@ -742,10 +742,12 @@ class WorkerLoop:
         """A record of the models channel: the model to serve (every worker, the trainer too)."""
         try:
             model, card = decode_model(value)
+            early_warning = decode_early_warning(value)
         except ValueError as exc:
             log.error("churn model record ignored: %s", exc)
             self.metrics.churn_model_refused()
             return
+        self.core.early_warning = early_warning
         previous = self.core.churn_model.version if self.core.churn_model is not None else "hand-set"
         self.core.churn_model = model
         now = model.version if model is not None else "hand-set"

@@ -98,9 +98,10 @@ class InputPartitions(Protocol):
 class ModelChannel(Protocol):
     """The compacted `cx.models` topic: the churn model every worker serves."""
 
-    async def publish(self, model: Any, card: Any) -> None:
+    async def publish(self, model: Any, card: Any, early_warning: Any = None) -> None:
         """Publish `model` (a learned churn model, or None: the hand-set model serves) with the
-        card of the latest trained model, awaited until the broker has it."""
+        card of the latest trained model and the early-warning model trained with it (None:
+        none), awaited until the broker has it."""
 
 
 class ChurnHistory(Protocol):

@@ -78,6 +78,12 @@ def run_causal_evaluate(settings: Settings, model: HazardModel, customers: int =
         per[d] += 1
         hits[d] += d in ns[:2]
     calib = _calibration(labels, risk)
+    # the early warning, P(leaves within H | still here), where an early-warning model served at the cut
+    early = [(y, p) for c, y in zip(ids, labels) if (p := res.scores[c].get("early_warning")) is not None]
+    ew_labels, ew_risk = [y for y, _ in early], [p for _, p in early]
+    ew_auc = _safe_auc(ew_labels, ew_risk) if early else None
+    ew_share = (lift_share(ew_auc, auc_oracle) if ew_auc is not None and auc_oracle is not None and auc_oracle > 0.5
+                else None)
     result = {
         "mode": "causal", "hazard": model.to_json(), "customers": customers, "days": days, "seed": seed,
         "cut_day": cut_day, "cut": cut.isoformat(), "records": len(stream.records),
@@ -91,6 +97,11 @@ def run_causal_evaluate(settings: Settings, model: HazardModel, customers: int =
         "driver_top2": _r(top_k_share(planted, named, 2)) if leavers else None,
         "driver_top2_by_driver": {d: f"{hits[d]}/{per[d]}" for d in sorted(per)},
         "driver_top2_oracle": _r(top_k_share(planted, oracle_named, 2)) if leavers else None,
+        "early_warning_customers": len(early),
+        "auc_early_warning": _r(ew_auc), "lift_share_early_warning": _r(ew_share),
+        "brier_early_warning": _r(brier_score(ew_labels, ew_risk)) if early else None,
+        "brier_base_rate_early_warning": _r(brier_score(ew_labels, [sum(ew_labels) / len(ew_labels)] * len(early)))
+        if early else None,
         "churn_model": _model_summary(res),
     }
     _print(say, result)
@@ -100,11 +111,13 @@ def run_causal_evaluate(settings: Settings, model: HazardModel, customers: int =
 def summary_table(results: list[dict]) -> list[str]:
     """One line per run: hazard, seed, AUC, oracle AUC, lift share, top-2, Brier vs base rate."""
     lines = [f"{'hazard':<14} {'seed':>4} {'present':>7} {'leave':>5} {'auc':>6} {'oracle':>6} {'lift':>6} "
-             f"{'top2':>6} {'top2 oracle':>11} {'brier':>6} {'base':>6}"]
+             f"{'top2':>6} {'top2 oracle':>11} {'brier':>6} {'base':>6} {'ew auc':>6} {'ew lift':>7} {'ew brier':>8}"]
     for r in results:
         lines.append(f"{r['hazard']['name']:<14} {r['seed']:>4} {r['present_at_cut']:>7} {r['leave_within_30d']:>5} "
                      f"{_fmt(r['auc_early'])} {_fmt(r['auc_oracle'])} {_fmt(r['lift_share'])} "
-                     f"{_fmt(r['driver_top2'])} {_fmt(r.get('driver_top2_oracle')):>11} {_fmt(r['brier_early'])} {_fmt(r['brier_base_rate_early'])}")
+                     f"{_fmt(r['driver_top2'])} {_fmt(r.get('driver_top2_oracle')):>11} {_fmt(r['brier_early'])} "
+                     f"{_fmt(r['brier_base_rate_early'])} {_fmt(r.get('auc_early_warning'))} "
+                     f"{_fmt(r.get('lift_share_early_warning')):>7} {_fmt(r.get('brier_early_warning')):>8}")
     return lines
 
 

@@ -347,7 +347,8 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         with bar("replay", None, quiet) as b:
-            result = replay(read_lines(args.events), build_core(settings), clock=clock, as_of=args.as_of,
+            core = build_core(settings)
+            result = replay(read_lines(args.events), core, clock=clock, as_of=args.as_of,
                             tick=timedelta(hours=args.tick_hours) if args.tick_hours > 0 else None,
                             on_progress=lambda n: b.update(completed=n), on_batch=on_batch, learner=learner)
         if sink is not None:
@@ -372,7 +373,8 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         served = learner.served.version if learner.served is not None else None
         pos, neg, leavers = learner.book.counts()
         print(f"churn model: {len(learner.cards)} trained on up to {pos + neg:,} labelled snapshots "
-              f"({pos:,} leaving, {leavers:,} leavers); serving: {served or 'the hand-set model (cold start)'}")
+              f"({pos:,} leaving, {leavers:,} leavers); serving: {served or 'the hand-set model (cold start)'}; "
+              f"early warning: {getattr(core.early_warning, 'version', None) or 'none yet'}")
     if args.scores_out:
         print(f"scores written to {args.scores_out}")
     return 0
@@ -582,8 +584,10 @@ def print_score(score: dict) -> None:
     risk = float(score.get("churn_risk") or 0.0)
     console.print(f"[bold]customer {score.get('customer_id')}[/bold]  tier {score.get('tier')}  "
                   f"stage {score.get('stage') or '-'}  as of {score.get('as_of')} (version {score.get('version')})")
+    early = score.get("early_warning")
     console.print(f"CXI {_fmt(score.get('cxi'))}   churn risk {risk:.2f}   "
-                  f"revenue at risk {_fmt(score.get('revenue_at_risk'), 2)}   events {score.get('events')}")
+                  + (f"early warning {float(early):.2f}   " if early is not None else "")
+                  + f"revenue at risk {_fmt(score.get('revenue_at_risk'), 2)}   events {score.get('events')}")
     dims = Table(show_header=True, header_style="bold", title="experience")
     columns = (*DIMENSIONS, "csat", "nps")
     for col in columns:

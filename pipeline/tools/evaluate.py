@@ -281,6 +281,11 @@ def _print(say: Callable[[str], object], result: dict) -> None:
         "auc_oracle": "ROC AUC of the oracle (same customers)",
         "lift_share": "share of the oracle's lift over 0.5 captured",
         "brier_oracle": "Brier score of the oracle",
+        "early_warning_customers": "customers with an early_warning at the cut",
+        "auc_early_warning": "ROC AUC of early_warning at the early cutoff",
+        "lift_share_early_warning": "share of the oracle's lift captured by early_warning",
+        "brier_early_warning": "Brier score of early_warning at the early cutoff",
+        "brier_base_rate_early_warning": "Brier score of the churn share (those customers)",
     }
     for k, v in result.items():
         if k.startswith("reliability"):

@@ -193,6 +193,54 @@ def test_snapshot_book_labels_horizons_longer_than_half_the_bitmap():
     assert [bool(v) for v in y] == [False, True] * 10
 
 
+def test_the_early_warning_model_learns_who_leaves_among_the_customers_still_there():
+    """Rows whose customer was active within H after the snapshot (`still_here`) are the
+    early-warning model's: among them the label is "left within H after that". Here silence
+    marks the customers already gone (churned, not here) while among those still there the
+    incidents decide: churn_risk's model weights silence, the early-warning model does not
+    need it and ranks the ones still there by their incidents."""
+    rng = np.random.default_rng(4)
+    n, k = 6000, len(FEATURE_NAMES)
+    X = np.zeros((n, k))
+    silence, incidents = FEATURE_NAMES.index("silence_days"), FEATURE_NAMES.index("failed_recovery_count")
+    gone = rng.random(n) < 0.3
+    X[:, silence] = np.where(gone, rng.uniform(2.5, 4.0, n), rng.uniform(0.0, 3.0, n))
+    X[:, incidents] = rng.exponential(1.0, n)
+    leaves = ~gone & (X[:, incidents] + rng.normal(0, 0.7, n) > 1.8)
+    y, here = gone | leaves, ~gone
+    t = np.repeat(np.arange(30) * DAY, n // 30)
+    ew = churn_trainer.train_early_warning(X, y, t, here, version="ew-1", trained_at=float(t[-1]), leavers=500)
+    direct = train(X[here], y[here], t[here], version="ew-1", trained_at=float(t[-1]), leavers=500)
+    assert ew is not None and np.array_equal(ew.coef, direct.coef) and ew.card == direct.card
+    from sklearn.metrics import roc_auc_score
+    whole = train(X, y, t, version="lr-1", trained_at=float(t[-1]), leavers=500)
+    assert roc_auc_score(leaves[here], ew.predict(X[here])) > roc_auc_score(leaves[here], whole.predict(X[here])) + 0.05
+    # too few rows still there: no early-warning model (the cold-start minimums)
+    assert churn_trainer.train_early_warning(X, y, t, here & (np.arange(n) < 150), version="ew-2",
+                                             trained_at=float(t[-1]), leavers=500) is None
+
+
+def test_the_book_tells_which_labelled_rows_were_still_there():
+    """`still_here`: active within H after the snapshot (the first label window), per labelled row."""
+    book = SnapshotBook(horizon_days=2)
+    states = {c: CustomerState(customer_id=c, n=1) for c in ("a", "b", "c")}
+    for d in range(6):
+        for c, s in states.items():
+            active = c == "a" or (c == "c" and d == 1)   # a daily; c once the day after the first snapshot; b never
+            if active:
+                s.day_mask = ((s.day_mask << (100 + d - (s.last_day or 100 + d))) | 1) & ((1 << 64) - 1)
+                s.last_day, s.first_day = 100 + d, s.first_day or 100 + d
+        book.label_due((100 + d) * DAY, states.get)
+        book.add((100 + d) * DAY, [(c, [float(d)], 0.5) for c in states])
+    X, y, t, _ = book.training_data()
+    here = book.still_here()
+    rows = {(float(x[0]), cid): (bool(h), bool(lab)) for x, h, lab, cid in
+            zip(X, here, y, [c for s in book.labelled for c in s.customer_ids])}
+    assert rows[(0.0, "a")] == (True, False)     # there, and still coming
+    assert rows[(0.0, "c")] == (True, True)      # there (came on day 1), then gone: left within H
+    assert (0.0, "b") not in rows or rows[(0.0, "b")] == (False, True)
+
+
 def test_snapshot_sample_is_deterministic_and_bounded():
     rows = [(f"c{i}", [float(i)], 0.1) for i in range(50)]
     a = SnapshotBook(30, max_per_snapshot=10).add(DAY, rows)

@@ -21,7 +21,7 @@ import pytest
 from pipeline.bootstrap import build_core
 from pipeline.config import Settings
 from pipeline.learning import churn_trainer
-from pipeline.learning.churn_model_codec import decode_model, encode_model
+from pipeline.learning.churn_model_codec import decode_early_warning, decode_model, encode_model
 from pipeline.service import shared_training_set
 from pipeline.domain.churn import PopulationParams
 from pipeline.service.churn_history import (
@@ -46,8 +46,8 @@ class Models:
     def __init__(self) -> None:
         self.published: list[bytes] = []
 
-    async def publish(self, model, card) -> None:
-        self.published.append(encode_model(model, card))
+    async def publish(self, model, card, early_warning=None) -> None:
+        self.published.append(encode_model(model, card, early_warning))
 
 
 # labels come 2H after a snapshot (gone, or no activity within H): a 75-day stream needs a short H
@@ -132,6 +132,11 @@ def test_the_worker_trains_and_publishes_the_model_replay_trains(small_minimums)
     assert installed.card.to_dict() == want.card.to_dict()
     x = np.linspace(0.1, 3.0, len(want.feature_names))
     assert installed.explain(x) == want.explain(x)
+    # and the early-warning model trained with it, which every worker installs as well
+    ew, want_ew = other.core.early_warning, r_core.early_warning
+    assert want_ew is not None and want_ew.version.startswith("ew-") and ew is not None
+    assert ew.version == want_ew.version and np.array_equal(ew.coef, want_ew.coef)
+    assert ew.card.to_dict() == want_ew.card.to_dict() and ew.explain(x) == want_ew.explain(x)
 
 
 def test_the_first_tick_and_the_trainings_do_not_depend_on_which_event_around_a_midnight_comes_first(small_minimums):
@@ -273,6 +278,23 @@ def test_the_model_channel_round_trips_both_kinds_and_the_hand_set_handover():
     assert served is None and card == model.card
     with pytest.raises(ValueError):
         decode_model(b'{"format": 99}')
+
+
+def test_the_model_channel_carries_the_early_warning_model_also_when_the_hand_set_model_serves():
+    X, y, t = _training_rows(3)
+    ew = churn_trainer.train(X, y, t, version="ew-1", trained_at=float(t[-1]))
+    assert isinstance(ew, churn_trainer.LinearChurnModel)
+    for served in (None, churn_trainer.train(X, ~y, t, version="lr-1", trained_at=float(t[-1]))):
+        value = encode_model(served, ew.card, ew)
+        back = decode_early_warning(value)
+        assert back is not None and back.version == "ew-1" and back.card == ew.card
+        assert back.explain(X[3]) == ew.explain(X[3])
+        assert (decode_model(value)[0] is None) == (served is None)
+    assert decode_early_warning(encode_model(None, None)) is None   # a record of a build before it: none
+    doc = json.loads(encode_model(None, None, ew))
+    doc["early_warning"]["feature_names"] = doc["early_warning"]["feature_names"][:-1]
+    with pytest.raises(ValueError, match="other features"):
+        decode_early_warning(json.dumps(doc).encode())
 
 
 def test_a_model_record_this_build_cannot_serve_is_refused_and_the_served_model_stays():
@@ -564,6 +586,10 @@ def test_a_restarted_learning_worker_reads_its_history_back_and_trains_what_repl
     assert cards == [c.to_dict() for c in r_learner.cards] and len(second_learner.cards) >= 1
     assert second.core.churn_model is not None and second.core.churn_model.version == r_core.churn_model.version
     assert np.array_equal(second.core.churn_model.coef, r_core.churn_model.coef)
+    # the early-warning model too: its rows (`still_here`) come back with the labelled snapshots
+    assert r_core.early_warning is not None and second.core.early_warning is not None
+    assert second.core.early_warning.card.to_dict() == r_core.early_warning.card.to_dict()
+    assert np.array_equal(second.core.early_warning.coef, r_core.early_warning.coef)
 
 
 def test_a_training_in_flight_when_the_worker_dies_is_trained_again_after_the_restart(small_minimums):
