@@ -748,6 +748,7 @@ class WorkerLoop:
             self.metrics.churn_model_refused()
             return
         self.core.early_warning = early_warning
+        self.metrics.churn_early_warning(early_warning.card if early_warning is not None else None)
         previous = self.core.churn_model.version if self.core.churn_model is not None else "hand-set"
         self.core.churn_model = model
         now = model.version if model is not None else "hand-set"

@@ -154,6 +154,8 @@ class WorkerMetrics(Protocol):
     def churn_backtest(self, figures: Mapping[str, object], horizon_days: float, at: float) -> None: ...
     def churn_model(self, card: Any) -> None:
         """The serving churn model changed (its ModelCard; None: the hand-set model)."""
+    def churn_early_warning(self, card: Any) -> None:
+        """The early-warning model installed (its ModelCard; None: none serves)."""
     def churn_model_refused(self) -> None:
         """A record of the models topic this build cannot serve was refused (the model serving stays)."""
     def churn_pool_missing(self, partitions: int) -> None:

@@ -137,6 +137,7 @@ def test_the_worker_trains_and_publishes_the_model_replay_trains(small_minimums)
     assert want_ew is not None and want_ew.version.startswith("ew-") and ew is not None
     assert ew.version == want_ew.version and np.array_equal(ew.coef, want_ew.coef)
     assert ew.card.to_dict() == want_ew.card.to_dict() and ew.explain(x) == want_ew.explain(x)
+    assert [args for name, args in other.metrics.calls if name == "churn_early_warning"] == [(ew.card,)]
 
 
 def test_the_first_tick_and_the_trainings_do_not_depend_on_which_event_around_a_midnight_comes_first(small_minimums):

@@ -105,6 +105,8 @@ CXPULSE_METRIC_NAMES: tuple[str, ...] = (
     "cxpulse_churn_model_validation_brier",
     "cxpulse_churn_model_pool_missing_partitions",
     "cxpulse_churn_model_records_refused_total",
+    "cxpulse_churn_early_warning_trained",
+    "cxpulse_churn_early_warning_validation_auc",
     "cxpulse_sink_rows_total",
     "cxpulse_sink_flushes_total",
     "cxpulse_sink_flush_duration_seconds",
@@ -202,6 +204,11 @@ class Metrics:
                                 "ROC AUC of the serving churn model on its held-out latest snapshots", registry=r)
         self._model_brier = Gauge("cxpulse_churn_model_validation_brier",
                                   "Brier score of the serving churn model on its held-out latest snapshots", registry=r)
+        self._ew_trained = Gauge("cxpulse_churn_early_warning_trained",
+                                 "1 when an early-warning model (P(leaves within the horizon | still here)) fills "
+                                 "early_warning in the score records, 0 while none is trained", registry=r)
+        self._ew_auc = Gauge("cxpulse_churn_early_warning_validation_auc",
+                             "ROC AUC of the serving early-warning model on its held-out latest snapshots", registry=r)
         self._model_refused = Counter("cxpulse_churn_model_records_refused",
                                       "Records of the models topic this build cannot serve (a model of another "
                                       "build's features, or no model document): the serving model stays", registry=r)
@@ -416,6 +423,12 @@ class Metrics:
             self._model_trained_at.set(card.trained_at)
             self._model_auc.set(card.auc_validation if card.auc_validation is not None else math.nan)
             self._model_brier.set(card.brier_validation if card.brier_validation is not None else math.nan)
+
+    def churn_early_warning(self, card) -> None:
+        """The early-warning model installed (its ModelCard; None: none serves)."""
+        self._ew_trained.set(0 if card is None else 1)
+        if card is not None:
+            self._ew_auc.set(card.auc_validation if card.auc_validation is not None else math.nan)
 
     def churn_model_refused(self) -> None:
         """A record of the models topic was refused (this build cannot serve it)."""
