@@ -58,7 +58,6 @@ Where new behaviour goes: intake of delivered records in `deliver`; per-batch pr
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
@@ -73,6 +72,7 @@ from pipeline.learning.churn_model_codec import decode_early_warning, decode_mod
 from pipeline.service.churn_history import (
     BookRows, TickRecord, mark, restore_book, scope_of, tick_changes, training_row)
 from pipeline.service.churn_learning import ChurnLearner, TrainingSet, fit_model
+from pipeline.service.gc_pause import gc_paused
 from pipeline.service.emit_guard import PreparedBatch, guarded_batch, messages_of, prepare
 from pipeline.service.event_time_merge import EventTimeMerge
 from pipeline.service.live_backtest import FetchRows, refresh_live_backtest
@@ -457,9 +457,7 @@ class WorkerLoop:
         loaded and freed on the loop a slice at a time, with the garbage collector off meanwhile
         (TICK_LOAD_TURN_SECONDS): the loop keeps its turns at 100k customers."""
         await self.settle()   # the batch in flight is stored: the store holds every state
-        collecting = gc.isenabled()
-        gc.disable()   # no collection walks the states decoded for the tick (TICK_LOAD_TURN_SECONDS)
-        try:
+        with gc_paused():   # no collection walks the states decoded for the tick (TICK_LOAD_TURN_SECONDS)
             scope = self._scope()   # the assignment `_owned_states_in_slices` reads (under the lock)
             states = await self._owned_states_in_slices()
             if before_every_event(states.values()):
@@ -469,9 +467,6 @@ class WorkerLoop:
             data, record = await asyncio.get_running_loop().run_in_executor(
                 None, self._learn_at, now, states, scope, trains and not pools)
             await self._drop_in_slices(states)
-        finally:
-            if collecting:
-                gc.enable()
         if self.history is not None:
             try:
                 await self.rows.run(self.history.save, record)
@@ -535,13 +530,8 @@ class WorkerLoop:
 
         # The garbage collector is off meanwhile, as during a tick: collections walking the
         # millions of objects the read makes held the event loop up to 2.2 s (chDB, 500,000 rows)
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
+        with gc_paused():   # (pipeline/service/gc_pause.py: a tick ending meanwhile leaves it off)
             return await asyncio.get_running_loop().run_in_executor(None, read)
-        finally:
-            if collecting:
-                gc.enable()
 
     def _book_of(self, rows: BookRows, as_of: float) -> SnapshotBook:
         """A book like the learner's, restored from `rows` as it stood after the tick at `as_of`."""

@@ -29,8 +29,10 @@ def test_quick_bench_writes_every_figure(tmp_path):
         assert key in result, key
     assert result["N"] == bench.QUICK_EVENTS
     for key in ("raw_events_per_s", "pipeline_events_per_s", "p50_latency_s", "p99_latency_s",
-                "p50_live_latency_s", "p99_live_latency_s", "rss_bytes_per_100k_customers"):
+                "p50_live_latency_s", "p99_live_latency_s"):
         assert positive(result[key]), (key, result[key])
+    # the RSS growth over the bursts can read 0: the allocator may reuse memory freed before them
+    assert result["rss_bytes_per_100k_customers"] >= 0 and len(result["rss_bytes"]) == 3
     assert result["p50_latency_s"] <= result["p99_latency_s"] < 60
     assert result["p50_live_latency_s"] <= result["p99_live_latency_s"] < 60
     # the live phase without its first third (6 s phase): a subset of its events
