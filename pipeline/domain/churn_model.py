@@ -55,10 +55,16 @@ def drivers_from(contributions: Sequence[float], risk: float, baseline: float) -
     return [(f, c) for f, c in shares if c >= MIN_CONTRIBUTION][:MAX_DRIVERS]
 
 
-def assess_learned(model: ChurnModel, features: Sequence[float], p_alive: float) -> ChurnAssessment:
+def explained(model: ChurnModel, features: Sequence[float], what: str = "churn model") -> tuple[float, float, list[float]]:
+    """`model.explain(features)`; ValueError when `model` was trained on other features than
+    this build computes (`what` names it in the message)."""
     if tuple(model.feature_names) != FEATURE_NAMES:
-        raise ValueError(f"churn model {model.version} was trained on other features than this build computes")
-    risk, baseline, contributions = model.explain(features)
+        raise ValueError(f"{what} {model.version} was trained on other features than this build computes")
+    return model.explain(features)
+
+
+def assess_learned(model: ChurnModel, features: Sequence[float], p_alive: float) -> ChurnAssessment:
+    risk, baseline, contributions = explained(model, features)
     return ChurnAssessment(risk, p_alive, drivers_from(contributions, risk, baseline), model.version)
 
 
@@ -74,8 +80,5 @@ def learned_profile(state: CustomerState, p: Profile, model: ChurnModel | None, 
     if model is not None:
         p = replace(p, churn=assess_learned(model, features, p.churn.p_alive))
     if early_warning is not None:
-        if tuple(early_warning.feature_names) != FEATURE_NAMES:
-            raise ValueError(f"early-warning model {early_warning.version} was trained on other features than "
-                             "this build computes")
-        p = replace(p, early_warning=early_warning.explain(features)[0])
+        p = replace(p, early_warning=explained(early_warning, features, "early-warning model")[0])
     return replace(p, churn_features=features)

@@ -11,7 +11,7 @@ never do; a drift does), and its card is the model that was trained and not serv
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -51,23 +51,6 @@ def encode_model(model: LinearChurnModel | TreeChurnModel | None, card: ModelCar
     return json.dumps(doc, sort_keys=True).encode()
 
 
-def decode_early_warning(value: bytes) -> LinearChurnModel | None:
-    """The early-warning model a models document carries (None: none). Raises ValueError as
-    `decode_model` does."""
-    try:
-        doc = json.loads(value)
-        body = doc.get("early_warning") if isinstance(doc, dict) else None
-        if body is None:
-            return None
-        card = _card(body.get("card"))
-        model = _model(body, card)
-        if not isinstance(model, LinearChurnModel):
-            raise ValueError(f"early-warning model {body.get('version')!r} is not a logistic model")
-        return model
-    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"unreadable early-warning model: {type(exc).__name__}: {exc}") from exc
-
-
 def _card(c: dict | None) -> ModelCard | None:
     if c is None:
         return None
@@ -76,11 +59,19 @@ def _card(c: dict | None) -> ModelCard | None:
     return ModelCard(**c)
 
 
-def decode_model(value: bytes) -> tuple[LinearChurnModel | TreeChurnModel | None, ModelCard | None]:
-    """(the model to serve or None for the hand-set model, the card). Raises ValueError on a
-    document this build cannot read or serve: not a model document, or a model of other
-    features than this build computes (one published by another build: scoring with it would
-    fail for every customer)."""
+class Published(NamedTuple):
+    """What one models record says: the model to serve (None: the hand-set model), the card
+    of the latest trained model, and the early-warning model that serves with it (None: none)."""
+    model: LinearChurnModel | TreeChurnModel | None
+    card: ModelCard | None
+    early_warning: LinearChurnModel | None
+
+
+def decode_published(value: bytes) -> Published:
+    """The models record `value`, parsed once. Raises ValueError on a document this build
+    cannot read or serve: not a model document, or a model of other features than this build
+    computes (one published by another build: scoring with it would fail for every customer).
+    A document without the `early_warning` key (a build before it) carries none."""
     try:
         doc = json.loads(value)
         if not isinstance(doc, dict):
@@ -89,9 +80,15 @@ def decode_model(value: bytes) -> tuple[LinearChurnModel | TreeChurnModel | None
             raise ValueError(f"churn model format {doc.get('format')!r}, this build reads {FORMAT}")
         card = _card(doc.get("card"))
         body = doc.get("model")
-        if body is None:
-            return None, card
-        return _model(body, card), card
+        model = _model(body, card) if body is not None else None
+        ew_body = doc.get("early_warning")
+        early_warning = None
+        if ew_body is not None:
+            ew = _model(ew_body, _card(ew_body.get("card")))
+            if not isinstance(ew, LinearChurnModel):
+                raise ValueError(f"early-warning model {ew_body.get('version')!r} is not a logistic model")
+            early_warning = ew
+        return Published(model, card, early_warning)
     except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
         raise ValueError(f"unreadable churn model document: {type(exc).__name__}: {exc}") from exc
 

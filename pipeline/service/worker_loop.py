@@ -68,7 +68,7 @@ from pipeline.domain.churn_snapshots import SnapshotBook
 from pipeline.domain.scoring import profile, score_record
 from pipeline.domain.state import CustomerState
 from pipeline.domain.stream_clock import StreamClock
-from pipeline.learning.churn_model_codec import decode_early_warning, decode_model
+from pipeline.learning.churn_model_codec import decode_published
 from pipeline.service.churn_history import (
     BookRows, TickRecord, mark, restore_book, scope_of, tick_changes, training_row)
 from pipeline.service.churn_learning import ChurnLearner, TrainingSet, fit_model
@@ -731,8 +731,7 @@ class WorkerLoop:
     def install_model(self, value: bytes) -> None:
         """A record of the models channel: the model to serve (every worker, the trainer too)."""
         try:
-            model, card = decode_model(value)
-            early_warning = decode_early_warning(value)
+            model, _card, early_warning = decode_published(value)
         except ValueError as exc:
             log.error("churn model record ignored: %s", exc)
             self.metrics.churn_model_refused()

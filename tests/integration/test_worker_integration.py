@@ -377,7 +377,7 @@ def test_the_learning_worker_publishes_the_models_replay_trains(make_settings, s
     event-time ticks as `cxpulse replay --learn-churn` on the same events and publishes on
     cx.models the same decisions with the same model cards (version, window, row counts,
     validation figures), in the same order."""
-    from pipeline.learning.churn_model_codec import decode_model
+    from pipeline.learning.churn_model_codec import decode_published
     from pipeline.service.churn_learning import ChurnLearner
 
     # a 7-day horizon: enough labelled leavers for the default cold-start minimums in 60 days
@@ -393,12 +393,12 @@ def test_the_learning_worker_publishes_the_models_replay_trains(make_settings, s
     deadline = time.monotonic() + 600
     published: list = []
     while time.monotonic() < deadline and worker.alive:
-        published = [decode_model(m.value) for m in kafka_io.read_topic(settings, settings.topic_models, timeout=5)]
+        published = [decode_published(m.value) for m in kafka_io.read_topic(settings, settings.topic_models, timeout=5)]
         if len(published) >= len(learner.cards):
             break
         time.sleep(2)
-    assert [card.to_dict() for _, card in published] == [c.to_dict() for c in learner.cards]
-    served, _ = published[-1]
+    assert [p.card.to_dict() for p in published] == [c.to_dict() for c in learner.cards]
+    served = published[-1].model
     want = core.churn_model
     assert (served.version if served else None) == (want.version if want else None)
     if want is not None:
@@ -411,7 +411,7 @@ def test_a_restarted_learning_worker_goes_on_from_its_churn_history(make_setting
     and schedule back from ClickHouse (cx_churn_*, migration 007) from its last tick on, and
     the trainings on cx.models, before and after the restart, are replay's on the same events
     (the exact equality of a restart with replay: tests/unit/test_worker_learning.py)."""
-    from pipeline.learning.churn_model_codec import decode_model
+    from pipeline.learning.churn_model_codec import decode_published
     from pipeline.service.churn_learning import ChurnLearner
     from pipeline.service.processor import event_time
 
@@ -428,8 +428,8 @@ def test_a_restarted_learning_worker_goes_on_from_its_churn_history(make_setting
     second_part = [r for r in records if (event_time(r[2]) or 0.0) > split]
 
     def cards() -> list[dict]:
-        return [card.to_dict() for _, card in
-                (decode_model(m.value) for m in kafka_io.read_topic(settings, settings.topic_models, timeout=5))]
+        return [decode_published(m.value).card.to_dict()
+                for m in kafka_io.read_topic(settings, settings.topic_models, timeout=5)]
 
     def applied(worker) -> float:
         with urllib.request.urlopen(worker.url + "/metrics", timeout=5) as r:

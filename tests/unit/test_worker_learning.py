@@ -21,7 +21,7 @@ import pytest
 from pipeline.bootstrap import build_core
 from pipeline.config import Settings
 from pipeline.learning import churn_trainer
-from pipeline.learning.churn_model_codec import decode_early_warning, decode_model, encode_model
+from pipeline.learning.churn_model_codec import decode_published, encode_model
 from pipeline.service import shared_training_set
 from pipeline.domain.churn import PopulationParams
 from pipeline.service.churn_history import (
@@ -271,14 +271,14 @@ def test_the_model_channel_round_trips_both_kinds_and_the_hand_set_handover():
     X, y, t = _training_rows(1)
     for kind in ("logistic", "lightgbm"):
         model = churn_trainer.train(X, y, t, version=f"{kind}-1", trained_at=float(t[-1]), kind=kind)
-        back, card = decode_model(encode_model(model, model.card))
+        back, card = decode_published(encode_model(model, model.card))[:2]
         assert back is not None and back.version == model.version and card == model.card
         assert np.array_equal(back.predict(X[:50]), model.predict(X[:50]))
         assert back.explain(X[7]) == model.explain(X[7])
-    served, card = decode_model(encode_model(None, model.card))
+    served, card = decode_published(encode_model(None, model.card))[:2]
     assert served is None and card == model.card
     with pytest.raises(ValueError):
-        decode_model(b'{"format": 99}')
+        decode_published(b'{"format": 99}')
 
 
 def test_the_model_channel_carries_the_early_warning_model_also_when_the_hand_set_model_serves():
@@ -287,15 +287,15 @@ def test_the_model_channel_carries_the_early_warning_model_also_when_the_hand_se
     assert isinstance(ew, churn_trainer.LinearChurnModel)
     for served in (None, churn_trainer.train(X, ~y, t, version="lr-1", trained_at=float(t[-1]))):
         value = encode_model(served, ew.card, ew)
-        back = decode_early_warning(value)
+        back = decode_published(value).early_warning
         assert back is not None and back.version == "ew-1" and back.card == ew.card
         assert back.explain(X[3]) == ew.explain(X[3])
-        assert (decode_model(value)[0] is None) == (served is None)
-    assert decode_early_warning(encode_model(None, None)) is None   # a record of a build before it: none
+        assert (decode_published(value).model is None) == (served is None)
+    assert decode_published(encode_model(None, None)).early_warning is None   # a record of a build before it: none
     doc = json.loads(encode_model(None, None, ew))
     doc["early_warning"]["feature_names"] = doc["early_warning"]["feature_names"][:-1]
     with pytest.raises(ValueError, match="other features"):
-        decode_early_warning(json.dumps(doc).encode())
+        decode_published(json.dumps(doc).encode())
 
 
 def test_a_model_record_this_build_cannot_serve_is_refused_and_the_served_model_stays():
@@ -320,7 +320,7 @@ def test_a_model_record_this_build_cannot_serve_is_refused_and_the_served_model_
                json.dumps(short).encode(), json.dumps(trees).encode()]
     for value in refused:
         with pytest.raises(ValueError):
-            decode_model(value)
+            decode_published(value)
 
     loop, inputs, store, records = _learning_world()
     loop.install_model(encode_model(good, good.card))
