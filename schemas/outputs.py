@@ -71,6 +71,10 @@ class ScoreRecord(BaseModel):
         None, description="learned early warning: the probability that the customer, if still a customer now, "
                           "leaves within the churn horizon (no activity after the next horizon); null until "
                           "the learning loop has trained an early-warning model (CXPULSE_LEARN_CHURN)")
+    early_warning_drivers: list[ChurnDriver] = Field(
+        default_factory=list, description="why early_warning is above the early-warning model's baseline: the "
+                                          "factors that raise it, largest first, as churn_drivers explain churn_risk; "
+                                          "empty while early_warning is null")
 
 
 class AlertType(str, Enum):

@@ -46,6 +46,7 @@ class ScoreDict(TypedDict):
     events: int
     churn_model: str | None   # version of the learned model that scored churn_risk; None: hand-set
     early_warning: float | None   # P(leaves within H | still here); None: no early-warning model yet
+    early_warning_drivers: list[ChurnDriverDict]   # why early_warning is above its baseline; [] while it is None
 
 
 class _AlertFields(TypedDict):

@@ -480,7 +480,7 @@ class Profile:
     churn_units: dict[str, float] = field(default_factory=dict)   # factor units (pipeline.domain.churn.factor_units), for the learned model's features
     churn_hand_set: ChurnAssessment | None = None   # the hand-set model's assessment (= churn when no learned model serves)
     churn_features: list[float] | None = None       # the learned model's features of this profile, when one scored it
-    early_warning: float | None = None              # P(leaves within H | still here), when an early-warning model serves
+    early_warning: ChurnAssessment | None = None    # P(leaves within H | still here) and its drivers, when an early-warning model serves
 
 
 def _cxi(dims: dict[str, float | None], weights: tuple[float, ...]) -> float | None:
@@ -609,7 +609,9 @@ def score_record(state: CustomerState, p: Profile) -> ScoreDict:
         "churn_risk": round(p.churn.risk, 4),
         "churn_drivers": [{"factor": f, "contribution": round(c, 4)} for f, c in p.churn.drivers],
         "churn_model": p.churn.model_version,
-        "early_warning": _r(p.early_warning, 4),
+        "early_warning": round(p.early_warning.risk, 4) if p.early_warning is not None else None,
+        "early_warning_drivers": [{"factor": f, "contribution": round(c, 4)}
+                                  for f, c in (p.early_warning.drivers if p.early_warning is not None else ())],
         "revenue_at_risk": revenue_at_risk,
         "events": state.n,
     })

@@ -6,7 +6,8 @@ still present at the cut (not departed before it, and seen at least once), the l
 "leaves within the next 30 days". Figures: ROC AUC of churn_risk, the oracle's AUC on the
 same customers (the best achievable probability from the incidents known at the cut), the
 share of the oracle's lift over chance the model captures, Brier and the reliability table,
-and the share of recent leavers whose planted driver is among the top two churn_drivers.
+and the share of recent leavers whose planted driver is among the top two churn_drivers; the
+same of early_warning and its early_warning_drivers where an early-warning model served.
 """
 from __future__ import annotations
 
@@ -82,6 +83,9 @@ def run_causal_evaluate(settings: Settings, model: HazardModel, customers: int =
     early = [(y, p) for c, y in zip(ids, labels) if (p := res.scores[c].get("early_warning")) is not None]
     ew_labels, ew_risk = [y for y, _ in early], [p for _, p in early]
     ew_auc = _safe_auc(ew_labels, ew_risk) if early else None
+    ew_named = [[d["factor"] for d in res.scores[c].get("early_warning_drivers", [])] for c, _ in leavers]
+    ew_leavers = [(d, ns) for (c, _), d, ns in zip(leavers, planted, ew_named)
+                  if res.scores[c].get("early_warning") is not None]
     ew_share = (lift_share(ew_auc, auc_oracle) if ew_auc is not None and auc_oracle is not None and auc_oracle > 0.5
                 else None)
     result = {
@@ -99,6 +103,8 @@ def run_causal_evaluate(settings: Settings, model: HazardModel, customers: int =
         "driver_top2_oracle": _r(top_k_share(planted, oracle_named, 2)) if leavers else None,
         "early_warning_customers": len(early),
         "auc_early_warning": _r(ew_auc), "lift_share_early_warning": _r(ew_share),
+        "driver_top2_early_warning": _r(top_k_share([d for d, _ in ew_leavers], [ns for _, ns in ew_leavers], 2))
+        if ew_leavers else None,
         "brier_early_warning": _r(brier_score(ew_labels, ew_risk)) if early else None,
         "brier_base_rate_early_warning": _r(brier_score(ew_labels, [sum(ew_labels) / len(ew_labels)] * len(early)))
         if early else None,
@@ -111,13 +117,14 @@ def run_causal_evaluate(settings: Settings, model: HazardModel, customers: int =
 def summary_table(results: list[dict]) -> list[str]:
     """One line per run: hazard, seed, AUC, oracle AUC, lift share, top-2, Brier vs base rate."""
     lines = [f"{'hazard':<14} {'seed':>4} {'present':>7} {'leave':>5} {'auc':>6} {'oracle':>6} {'lift':>6} "
-             f"{'top2':>6} {'top2 oracle':>11} {'brier':>6} {'base':>6} {'ew auc':>6} {'ew lift':>7} {'ew brier':>8}"]
+             f"{'top2':>6} {'top2 oracle':>11} {'brier':>6} {'base':>6} {'ew auc':>6} {'ew lift':>7} {'ew top2':>7} {'ew brier':>8}"]
     for r in results:
         lines.append(f"{r['hazard']['name']:<14} {r['seed']:>4} {r['present_at_cut']:>7} {r['leave_within_30d']:>5} "
                      f"{_fmt(r['auc_early'])} {_fmt(r['auc_oracle'])} {_fmt(r['lift_share'])} "
                      f"{_fmt(r['driver_top2'])} {_fmt(r.get('driver_top2_oracle')):>11} {_fmt(r['brier_early'])} "
                      f"{_fmt(r['brier_base_rate_early'])} {_fmt(r.get('auc_early_warning'))} "
-                     f"{_fmt(r.get('lift_share_early_warning')):>7} {_fmt(r.get('brier_early_warning')):>8}")
+                     f"{_fmt(r.get('lift_share_early_warning')):>7} {_fmt(r.get('driver_top2_early_warning')):>7} "
+                     f"{_fmt(r.get('brier_early_warning')):>8}")
     return lines
 
 

@@ -596,16 +596,23 @@ def print_score(score: dict) -> None:
     console.print(dims)
     console.print(f"revenue 365d {_fmt(score.get('revenue_365d'), 2)}   open complaints {score.get('open_complaints')}"
                   f"   SLA breaches {score.get('sla_breaches')}   NPS class {score.get('nps_class') or '-'}")
-    drivers = score.get("churn_drivers") or []
-    table = Table(show_header=True, header_style="bold", title="churn drivers")
+    _print_drivers(console, "churn drivers", score.get("churn_drivers") or [])
+    if early is not None:
+        _print_drivers(console, "early-warning drivers", score.get("early_warning_drivers") or [])
+
+
+def _print_drivers(console, title: str, drivers: list[dict]) -> None:
+    from rich.table import Table
+
+    if not drivers:
+        console.print(f"{title}: none")
+        return
+    table = Table(show_header=True, header_style="bold", title=title)
     table.add_column("driver")
     table.add_column("contribution", justify="right")
     for d in drivers:
         table.add_row(str(d.get("factor")), f"{float(d.get('contribution') or 0.0):.2f}")
-    if drivers:
-        console.print(table)
-    else:
-        console.print("churn drivers: none")
+    console.print(table)
 
 
 def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:

@@ -284,6 +284,7 @@ def _print(say: Callable[[str], object], result: dict) -> None:
         "early_warning_customers": "customers with an early_warning at the cut",
         "auc_early_warning": "ROC AUC of early_warning at the early cutoff",
         "lift_share_early_warning": "share of the oracle's lift captured by early_warning",
+        "driver_top2_early_warning": "planted driver among the top-2 early_warning_drivers",
         "brier_early_warning": "Brier score of early_warning at the early cutoff",
         "brier_base_rate_early_warning": "Brier score of the churn share (those customers)",
     }

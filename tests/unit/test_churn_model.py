@@ -13,7 +13,7 @@ from pipeline.domain.churn import DAY, PopulationParams
 from pipeline.bootstrap import build_core
 from pipeline.config import Settings
 from pipeline.domain.churn_features import FEATURE_DIRECTION, FEATURE_FACTOR, FEATURE_NAMES, FEATURES, churn_features
-from pipeline.domain.churn_model import drivers_from, factor_contributions, learned_profile
+from pipeline.domain.churn_model import customer_baseline, drivers_from, factor_contributions, learned_profile
 from pipeline.domain.churn_snapshots import SnapshotBook, churned_after, sample_key
 from pipeline.learning import churn_trainer
 from pipeline.learning.churn_trainer import (
@@ -369,8 +369,11 @@ def test_trainer_learns_the_signal_and_explains_exactly(kind):
     assert risk == pytest.approx(float(m.predict(X[:1])[0]), abs=1e-9)
     logit = lambda p: math.log(p / (1 - p))
     assert logit(risk) == pytest.approx(logit(base) + sum(contrib), abs=1e-6)
+    # the factors' sums and the customer's own baseline (the features with no sign prior)
+    # account for every contribution
     by_factor = factor_contributions(contrib)
-    assert sum(by_factor.values()) == pytest.approx(sum(contrib))
+    own = customer_baseline(contrib, base)
+    assert sum(by_factor.values()) + logit(own) - logit(base) == pytest.approx(sum(contrib), abs=1e-6)
     # the planted features carry the largest weight
     i_q = FEATURE_NAMES.index("quiet_logit")
     top = np.argsort(-np.abs(m.contributions(X[:300])[0]).mean(axis=0))[:2]
@@ -585,6 +588,19 @@ def test_drivers_are_positive_factors_summing_to_the_lift():
     assert sum(c for _, c in d) == pytest.approx(0.4)
     assert d[0][1] == pytest.approx(0.4 * 1.2 / 1.5)
     assert drivers_from(contrib, risk=0.1, baseline=0.2) == []
+    # a feature with no sign prior (orders, tenure, value, tier) names no driver: it moves the
+    # customer's own baseline, and the drivers share the risk above that
+    assert FEATURE_DIRECTION[FEATURE_NAMES.index("orders")] == 0
+    contrib[FEATURE_NAMES.index("orders")] = 2.0
+    own = customer_baseline(contrib, 0.2)
+    assert own == pytest.approx(1 / (1 + math.exp(-(math.log(0.2 / 0.8) + 2.0))))
+    d = drivers_from(contrib, risk=0.75, baseline=0.2)
+    assert "declining_frequency" not in [f for f, _ in d]
+    assert [f for f, _ in d] == ["failed_recovery", "inactivity"]
+    assert sum(c for _, c in d) == pytest.approx(0.75 - own)
+    contrib[FEATURE_NAMES.index("orders")] = -2.0              # and one below the average lowers it
+    assert sum(c for _, c in drivers_from(contrib, risk=0.3, baseline=0.2)) == pytest.approx(
+        0.3 - customer_baseline(contrib, 0.2))
 
 
 def _three_failed_recoveries(customer: str = "c9") -> list[dict]:
@@ -624,7 +640,9 @@ def test_a_customer_with_three_failed_recoveries_gets_failed_recovery_first():
     assert p.churn.drivers[0][0] == "failed_recovery"
     risk, base, _ = model.explain(churn_features(s, profile(s, s.wm + DAY, PARAMS, POP), POP))
     assert p.churn.risk == pytest.approx(risk)
-    assert sum(c for _, c in p.churn.drivers) == pytest.approx(risk - base, abs=0.006 * len(p.churn.drivers))
+    contributions = model.explain(churn_features(s, profile(s, s.wm + DAY, PARAMS, POP), POP))[2]
+    assert sum(c for _, c in p.churn.drivers) == pytest.approx(risk - customer_baseline(contributions, base),
+                                                               abs=0.006 * len(p.churn.drivers))
     # the evidence changes, the drivers change: the same customer without the complaints
     quiet = state_of([e for e in _three_failed_recoveries() if e["type"] == "order"])
     pq = learned_profile(quiet, profile(quiet, quiet.wm + DAY, PARAMS, POP), model, POP)
@@ -632,6 +650,20 @@ def test_a_customer_with_three_failed_recoveries_gets_failed_recovery_first():
     record = score_record(s, p)
     assert record["churn_model"] == "lr-test"
     ScoreRecord.model_validate({**record, "version": 1})
+    # served as the early-warning model, it names early_warning's drivers by the same rule
+    # (early_warning_drivers), whichever model scores churn_risk (here the hand-set one)
+    pe = learned_profile(s, profile(s, s.wm + DAY, PARAMS, POP), None, POP, early_warning=model)
+    assert pe.churn.model_version is None and pe.early_warning is not None
+    assert pe.early_warning.risk == pytest.approx(risk) and pe.early_warning.drivers == p.churn.drivers
+    pqe = learned_profile(quiet, profile(quiet, quiet.wm + DAY, PARAMS, POP), None, POP, early_warning=model)
+    assert pqe.early_warning is not None and "failed_recovery" not in [f for f, _ in pqe.early_warning.drivers]
+    ew_record = score_record(s, pe)
+    assert ew_record["early_warning"] == round(risk, 4)
+    assert [d["factor"] for d in ew_record["early_warning_drivers"]][0] == "failed_recovery"
+    assert ew_record["churn_drivers"] == score_record(s, profile(s, s.wm + DAY, PARAMS, POP))["churn_drivers"]
+    ScoreRecord.model_validate({**ew_record, "version": 1})
+    # no early-warning model: null and no drivers
+    assert record["early_warning"] is None and record["early_warning_drivers"] == []
 
 
 # ----------------------------------------------------------------------------- cold start, handover
