@@ -169,9 +169,10 @@ def _declining_spend(state: CustomerState) -> float:
     return max(0.0, -_log2_ratio(sum(amounts[-2:]) / 2.0, usual))
 
 
-def assess_churn(state: CustomerState, as_of: float, pop: PopulationParams, *, factors: dict[str, float],
-                 chances: dict[str, float], experience_drop: float, open_complaints: int,
-                 sla_breaches: int) -> ChurnAssessment:
+def assess_churn(state: CustomerState, as_of: float, pop: PopulationParams, *, units: dict[str, float],
+                 open_complaints: int) -> ChurnAssessment:
+    """The hand-set model's assessment from the customer's `factor_units` (`units`) and the
+    open complaints counted for churn."""
     summary = activity_summary(state, as_of)
     repeat, t_x, T = summary if summary is not None else (0, 0.0, 0.0)
     alive = p_alive(repeat, t_x, T - t_x, pop)
@@ -181,8 +182,6 @@ def assess_churn(state: CustomerState, as_of: float, pop: PopulationParams, *, f
         quiet = ((pop.alpha + T) / (pop.alpha + T + pop.horizon_days)) ** (pop.r + repeat)
         alive = alive * (1.0 - quiet)
         base_p = 1.0 - (1.0 - base_p) * (1.0 - quiet)
-    units = factor_units(state, pop, factors=factors, chances=chances, experience_drop=experience_drop,
-                         open_complaints=open_complaints, sla_breaches=sla_breaches)
     z = {"inactivity": max(0.0, _logit(1.0 - alive) - _logit(base_p))}
     for name, amount in units.items():
         weight, cap = FACTOR_WEIGHTS[name]

@@ -87,12 +87,18 @@ def _add(state: CustomerState, key: str, t: float, amount: float, rates: dict[st
     state.acc[key] = state.acc.get(key, 0.0) + amount * f
 
 
+# the accumulator keys of each dimension's (weight, weighted score) sums, per prefix: the
+# recent ("d") and the slow baseline ("b") one
+_DIM_ACC_KEYS = {prefix: {dim: (f"{prefix}.{DIM_KEY[dim]}.w", f"{prefix}.{DIM_KEY[dim]}.s") for dim in DIMENSIONS}
+                 for prefix in ("d", "b")}
+
+
 def _evidence(state: CustomerState, t: float, evidence: list[signals.Evidence], rates: dict[str, float]) -> None:
     for dim, score, weight in evidence:
-        k = DIM_KEY[dim]
         for prefix in ("d", "b"):
-            _add(state, f"{prefix}.{k}.w", t, weight, rates)
-            _add(state, f"{prefix}.{k}.s", t, weight * score, rates)
+            w_key, s_key = _DIM_ACC_KEYS[prefix][dim]
+            _add(state, w_key, t, weight, rates)
+            _add(state, s_key, t, weight * score, rates)
 
 
 def _factor(state: CustomerState, name: str, t: float, rates: dict[str, float], amount: float = 1.0) -> None:
@@ -512,10 +518,11 @@ def profile(state: CustomerState, as_of: float, params: ScoringParams,
     for prefix, out in (("d", dims), ("b", base)):
         rate = rates[prefix]
         lag = math.exp(-rate * (as_of - state.wm))
+        keys = _DIM_ACC_KEYS[prefix]
         for dim in DIMENSIONS:
-            k = DIM_KEY[dim]
-            w = acc.get(f"{prefix}.{k}.w", 0.0) * lag
-            s = acc.get(f"{prefix}.{k}.s", 0.0) * lag
+            w_key, s_key = keys[dim]
+            w = acc.get(w_key, 0.0) * lag
+            s = acc.get(s_key, 0.0) * lag
             for t, evidence in virtual:
                 f = math.exp(-rate * max(0.0, as_of - t))
                 for d, score, weight in evidence:
@@ -546,10 +553,9 @@ def profile(state: CustomerState, as_of: float, params: ScoringParams,
     factors = {name: acc.get(k, 0.0) * f_lag for k, name in FACTOR_OF_KEY.items()}
     chances = {name: acc.get(k, 0.0) * f_lag for name, k in OPPORTUNITY_KEY.items()}
     drop = experience_drop(state)
-    churn = assess_churn(state, as_of, population, factors=factors, chances=chances, experience_drop=drop,
-                         open_complaints=churn_open + overdue_open, sla_breaches=churn_breaches - overdue_open)
     units = factor_units(state, population, factors=factors, chances=chances, experience_drop=drop,
                          open_complaints=churn_open + overdue_open, sla_breaches=churn_breaches - overdue_open)
+    churn = assess_churn(state, as_of, population, units=units, open_complaints=churn_open + overdue_open)
     return Profile(as_of, dims, cxi, baseline, csat, nps, tier, revenue, open_complaints, breaches, slas, churn,
                    base, units, churn)
 
