@@ -164,7 +164,7 @@ class CustomerState:
     nps_t: float = 0.0
     complaints: list[ComplaintRec] = field(default_factory=list)
     alerts: dict[str, list] = field(default_factory=dict)   # key -> [alert_id, severity, started_at]
-    pub: list[float] = field(default_factory=list)          # last published [churn_risk, sla_breaches, open]
+    pub: list[float] = field(default_factory=list)          # last published [churn_risk, sla_breaches, open(, early_warning)]
     offs: list[int] = field(default_factory=list)           # per input slot: [partition, last applied offset] * 3
     skip: list[int] = field(default_factory=list)           # [slot, offset] * k: below the last applied, not applied yet
     erased: float | None = None                             # events up to this time are erased (`cxpulse erase`)

@@ -316,7 +316,8 @@ class Core:
     def publish(self, state: CustomerState, as_of: float, out: BatchResult, *, force: bool,
                 complaint_ids: AbstractSet[str] = frozenset()) -> Profile:
         """View the state at `as_of`, evaluate alerts, and add a score when forced or when
-        something an operator would see changed (alerts, breaches, open complaints, risk ±0.05)."""
+        something an operator or a subscriber would see changed (alerts, breaches, open
+        complaints, churn_risk ±0.05, early_warning ±0.05 or its first value)."""
         p = learned_profile(state, profile(state, as_of, self.params, self.population, self.rates),
                             self.churn_model, self.population, self.early_warning)
         out.past_sla[state.customer_id] = (p.tier, sum(
@@ -327,7 +328,10 @@ class Core:
         prune_cases(state.cases, p.as_of)
         out.deadlines[state.customer_id] = (next_deadline(state, p, self.params.escalate_after_seconds), p.as_of)
         summary = [round(p.churn.risk, 4), p.sla_breaches, p.open_complaints]
-        moved = (not state.pub or abs(summary[0] - state.pub[0]) >= 0.05 or summary[1:] != state.pub[1:])
+        if p.early_warning is not None:
+            summary.append(round(p.early_warning.risk, 4))
+        moved = (not state.pub or abs(summary[0] - state.pub[0]) >= 0.05 or summary[1:3] != state.pub[1:3]
+                 or _early_warning_moved(summary[3:], state.pub[3:]))
         if force or changes or moved:
             state.version += 1
             state.pub = summary
@@ -415,6 +419,14 @@ class Core:
                 if observe is not None:
                     observe(state, p)
         return out
+
+
+def _early_warning_moved(now: list[float], published: list[float]) -> bool:
+    """Whether early_warning (a one-element list, empty without one) moved enough since the last
+    published record to publish again: by 0.05 as churn_risk, or it appeared or went."""
+    if not now or not published:
+        return bool(now) != bool(published)
+    return abs(now[0] - published[0]) >= 0.05
 
 
 def complaint_row(state: CustomerState, rec, p: Profile) -> dict:

@@ -24,7 +24,7 @@ from pipeline.domain.scoring import ScoringParams, apply, profile, score_record
 from pipeline.service.churn_learning import ChurnLearner
 from pipeline.domain.state import CustomerState
 from schemas.outputs import ChurnFactor, ScoreRecord
-from tests.factories import at, complaint, ev, order, raw, touchpoint
+from tests.factories import RECEIVED_AT, at, complaint, ev, order, raw, touchpoint
 
 PARAMS = ScoringParams()
 POP = PopulationParams()
@@ -841,3 +841,46 @@ def test_drift_hands_scoring_back_to_the_hand_set_model():
     s = state_of([order(customer="c1")])
     core.publish(s, s.wm, out, force=True)
     assert out.scores[0]["churn_model"] is None
+
+
+class _SetWarning:
+    """An early-warning model whose risk the test sets."""
+    version = "ew-set"
+    feature_names = FEATURE_NAMES
+
+    def __init__(self, risk: float):
+        self.risk = risk
+
+    def explain(self, features):
+        return self.risk, 0.05, [0.0] * len(FEATURE_NAMES)
+
+
+def test_the_sweep_republishes_when_early_warning_alone_moves_by_a_step():
+    """A subscriber reads early_warning from the latest record: between events the sweep
+    publishes again when it moves by 0.05 (as churn_risk) or appears or goes, and not for less.
+    (Before, only churn_risk, breaches, open complaints and alerts did: a warning that rose with
+    a new model or fell as an incident aged stayed as first published.)"""
+    settings = Settings()
+    core = build_core(settings)
+    warning = _SetWarning(0.20)
+    core.early_warning = warning
+    events = [order(customer="w1", when=at(days=d)) for d in (0, 5, 10)]
+    recs = [RawRecord(settings.topic_for_type["order"], 0, i, b"w1", raw(e)) for i, e in enumerate(events)]
+    out = core.process(recs, {}.get, received_at=RECEIVED_AT)
+    state = out.states["w1"]
+    assert [s["early_warning"] for s in out.scores] == [0.2]
+    later = state.wm + 600.0    # ten minutes on: churn_risk and the alerts stay where they were
+
+    def swept(risk: float | None) -> list:
+        core.early_warning = warning if risk is not None else None
+        if risk is not None:
+            warning.risk = risk
+        return [s["early_warning"] for s in core.sweep([state], later).scores]
+
+    assert swept(0.24) == []             # less than a step
+    assert swept(0.26) == [0.26]         # a step from the 0.20 published
+    assert swept(0.22) == []             # less than a step from 0.26
+    assert swept(0.20) == [0.2]
+    assert swept(None) == [None]         # no early-warning model any more: the record says so
+    assert swept(None) == []
+    assert swept(0.21) == [0.21]         # one again
