@@ -274,6 +274,15 @@ GROUP BY factor
 ORDER BY customers DESC, factor
 """
 
+EARLY_WARNING_SQL = """
+SELECT customer_id, tier, round(early_warning, 3) AS early_warning, round(churn_risk, 3) AS churn_risk,
+       arrayStringConcat(early_warning_factors, ', ') AS why, revenue_365d, as_of AS last_scored
+FROM cx_scores_latest FINAL
+WHERE early_warning IS NOT NULL AND tier IN (${tier:singlequote})
+ORDER BY early_warning DESC, revenue_365d DESC
+LIMIT 100
+"""
+
 CHURN_RISK_DISTRIBUTION_SQL = """
 SELECT toString(least(floor(churn_risk * 10) / 10, 0.9)) AS risk_from, tier, count() AS customers
 FROM cx_scores_latest FINAL
@@ -342,6 +351,12 @@ def cx_overview() -> dict[str, Any]:
                        "columnField": "tier", "rowField": "risk_from", "valueField": "customers"}}]), 8, 7)
     L.add(table("Firing churn alerts (highest revenue at risk first)", [ch_target(FIRING_CHURN_ALERTS_SQL)],
                 description="Pseudonymous customer ids only; reasons name the churn drivers."), 24, 9)
+    L.add(table("Early warning: customers likely to leave next (highest first)", [ch_target(EARLY_WARNING_SQL)],
+                description="The learned early warning of each customer's latest score: the probability that a "
+                            "customer who is still a customer leaves within the churn horizon, and the factors "
+                            "that raise it (early_warning_drivers). Empty until a learning worker "
+                            "(CXPULSE_LEARN_CHURN=true) has trained the model. Pseudonymous customer ids only."),
+          24, 9)
 
     L.row("Complaints and the sunset rule")
     L.add(table("SLA compliance by channel", [ch_target(grafana_sql(Q.SLA_COMPLIANCE_BY_CHANNEL_SQL))],

@@ -219,6 +219,43 @@ def test_migrations_apply_in_order_and_are_idempotent(sink):
     assert apply_migrations(sink.client) == versions
 
 
+def test_the_score_model_columns_migrate_a_store_that_holds_scores(tmp_path, monkeypatch):
+    """Migration 011 adds the learned models' columns to a store written by the build before
+    it: the rows already there read as the hand-set model without an early warning, and the
+    view that feeds cx_scores_latest carries the new columns from then on."""
+    import shutil
+
+    from pipeline.adapters.clickhouse import sink as sink_module
+
+    before = tmp_path / "before"
+    before.mkdir()
+    for path in migration_files():
+        if path.stem < "011_":
+            shutil.copy(path, before / path.name)
+    monkeypatch.setattr(sink_module, "apply_migrations", lambda client: apply_migrations(client, before))
+    s = open_sink(tmp_path)
+    try:
+        t0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=1)
+        score = ScoreRecord(customer_id="c1", as_of=t0, version=1, cxi=70.0, tangibles=None, reliability=None,
+                            responsiveness=None, assurance=None, empathy=None, csat=None, nps=None,
+                            nps_class=None, tier="standard", stage=None, revenue_365d=10.0, open_complaints=0,
+                            sla_breaches=0, churn_risk=0.2, churn_drivers=[], revenue_at_risk=2.0, events=1,
+                            churn_model="lr-1", early_warning=0.4,
+                            early_warning_drivers=[{"factor": "detractor", "contribution": 0.3}])
+        old = {k: v for k, v in score_row(score.model_dump()).items()
+               if k not in ("churn_model", "early_warning", "early_warning_factors", "early_warning_contributions")}
+        s.write({"cx_scores_history": [old]})
+        assert apply_migrations(s.client) == ["011_score_models"]
+        read = "SELECT churn_model, early_warning, early_warning_factors FROM {} FINAL WHERE customer_id = 'c1'"
+        for table in ("cx_scores_history", "cx_scores_latest"):
+            assert s.client.query(read.format(table)).result_rows == [("", None, [])], table
+        new = score_row(score.model_copy(update={"version": 2}).model_dump())
+        s.write({"cx_scores_history": [new]})
+        assert s.client.query(read.format("cx_scores_latest")).result_rows == [("lr-1", 0.4, ["detractor"])]
+    finally:
+        s.close()
+
+
 def test_no_personal_data_columns(sink):
     cols = {r[0] for r in sink.client.query(
         "SELECT name FROM system.columns WHERE database = currentDatabase() AND table LIKE 'cx_%'").result_rows}
@@ -254,9 +291,16 @@ def test_rows_round_trip(sink):
         tier="gold", stage="usage", revenue_365d=2500.0, open_complaints=1, sla_breaches=0,
         churn_risk=0.42, churn_drivers=[{"factor": "detractor", "contribution": 0.3},
                                         {"factor": "inactivity", "contribution": 0.1}],
-        revenue_at_risk=1050.0, events=12)
+        revenue_at_risk=1050.0, events=12, churn_model="lr-2026-11-30T0000", early_warning=0.31,
+        early_warning_drivers=[{"factor": "failed_recovery", "contribution": 0.2}])
     srow = score_row(score.model_dump())
     assert srow["driver_factors"] == ["detractor", "inactivity"] and srow["driver_contributions"] == [0.3, 0.1]
+    assert srow["churn_model"] == "lr-2026-11-30T0000" and srow["early_warning"] == 0.31
+    assert srow["early_warning_factors"] == ["failed_recovery"] and srow["early_warning_contributions"] == [0.2]
+    # a score of the hand-set model without an early warning: '' / NULL / []
+    hand_set = score_row(score.model_copy(update={"churn_model": None, "early_warning": None,
+                                                  "early_warning_drivers": []}).model_dump())
+    assert (hand_set["churn_model"], hand_set["early_warning"], hand_set["early_warning_factors"]) == ("", None, [])
     assert tuple(srow) == SCORE_COLUMNS
     alert = AlertRecord(alert_id="a1", type="churn_risk", status="firing", severity="critical",
                         customer_id="c1", tier="gold", as_of=t0, churn_risk=0.9, revenue_at_risk=1050.0,

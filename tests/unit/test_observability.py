@@ -578,10 +578,11 @@ INSERT INTO cx_events (event_id, event_type, customer_id, occurred_at, channel, 
 INSERT INTO cx_events (event_id, event_type, customer_id, occurred_at, channel, tier, order_id, status, amount, currency)
  VALUES ('e3', 'order', 'c2', now64(3) - INTERVAL 3 HOUR, 'web', 'standard', 'o1', 'paid', 120.5, 'EUR');
 INSERT INTO cx_scores_history (customer_id, as_of, version, cxi, tier, stage, revenue_365d, open_complaints,
-    sla_breaches, churn_risk, driver_factors, driver_contributions, revenue_at_risk, events) VALUES
+    sla_breaches, churn_risk, driver_factors, driver_contributions, revenue_at_risk, events, churn_model,
+    early_warning, early_warning_factors, early_warning_contributions) VALUES
  ('c1', now64(3) - INTERVAL 2 HOUR, 1, 41.5, 'gold', 'usage', 3000, 1, 1, 0.72,
-  ['sla_breaches', 'low_ratings'], [0.6, 0.4], 2160, 5),
- ('c2', now64(3) - INTERVAL 2 HOUR, 1, 88, 'standard', 'purchase', 120.5, 0, 0, 0.08, [], [], 0, 2);
+  ['sla_breaches', 'low_ratings'], [0.6, 0.4], 2160, 5, 'lr-2026-11-30T0000', 0.41, ['sla_breaches'], [0.3]),
+ ('c2', now64(3) - INTERVAL 2 HOUR, 1, 88, 'standard', 'purchase', 120.5, 0, 0, 0.08, [], [], 0, 2, '', NULL, [], []);
 INSERT INTO cx_alerts (alert_id, type, status, severity, customer_id, tier, as_of, churn_risk, revenue_at_risk,
     reasons, recommended_action) VALUES
  ('a1', 'churn_risk', 'firing', 'critical', 'c1', 'gold', now64(3) - INTERVAL 2 HOUR, 0.72, 2160,

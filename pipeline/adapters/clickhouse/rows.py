@@ -39,6 +39,7 @@ SCORE_COLUMNS = (
     "customer_id", "as_of", "version", "cxi", *DIMENSIONS, "csat", "nps", "nps_class", "tier",
     "stage", "revenue_365d", "open_complaints", "sla_breaches", "churn_risk",
     "driver_factors", "driver_contributions", "revenue_at_risk", "events",
+    "churn_model", "early_warning", "early_warning_factors", "early_warning_contributions",
 )
 ALERT_COLUMNS = (
     "alert_id", "type", "status", "severity", "customer_id", "tier", "as_of", "churn_risk",
@@ -125,9 +126,12 @@ def score_row(score: Mapping[str, Any]) -> dict[str, Any]:
     """`ScoreRecord.model_dump()` -> a `cx_scores_history` row.
 
     churn_drivers (largest first) is flattened into two parallel arrays
-    driver_factors / driver_contributions, order preserved.
+    driver_factors / driver_contributions, order preserved; early_warning_drivers the same into
+    early_warning_factors / early_warning_contributions. churn_model None (the hand-set model)
+    is ''.
     """
     drivers = score.get("churn_drivers") or []
+    warning_drivers = score.get("early_warning_drivers") or []
     return {
         "customer_id": score["customer_id"],
         "as_of": _utc(score["as_of"]),
@@ -147,6 +151,10 @@ def score_row(score: Mapping[str, Any]) -> dict[str, Any]:
         "driver_contributions": [float(d["contribution"]) for d in drivers],
         "revenue_at_risk": float(score.get("revenue_at_risk") or 0.0),
         "events": int(score.get("events") or 0),
+        "churn_model": _s(score.get("churn_model")),
+        "early_warning": _f(score.get("early_warning")),
+        "early_warning_factors": [_s(d["factor"]) for d in warning_drivers],
+        "early_warning_contributions": [float(d["contribution"]) for d in warning_drivers],
     }
 
 
