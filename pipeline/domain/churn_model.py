@@ -13,11 +13,10 @@ no driver (`customer_baseline`).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import Protocol, Sequence
 
-from pipeline.domain.churn import MAX_DRIVERS, MIN_CONTRIBUTION, ChurnAssessment
+from pipeline.domain.churn import MAX_DRIVERS, MIN_CONTRIBUTION, ChurnAssessment, _logit, _sigmoid
 from pipeline.domain.churn import PopulationParams
 from pipeline.domain.churn_features import FEATURE_DIRECTION, FEATURE_FACTOR, FEATURE_NAMES, churn_features
 from pipeline.domain.scoring import Profile
@@ -55,8 +54,7 @@ def customer_baseline(contributions: Sequence[float], baseline: float) -> float:
     moved by the contributions of the features with no sign prior — the risk of a customer
     like this one (orders, tenure, value, tier) to whom nothing in particular happened."""
     own = sum(c for c, profile_only in zip(contributions, _PROFILE) if profile_only)
-    b = min(max(baseline, 1e-12), 1 - 1e-12)
-    return 1.0 / (1.0 + math.exp(-(math.log(b / (1 - b)) + own)))
+    return _sigmoid(_logit(baseline) + own)
 
 
 def drivers_from(contributions: Sequence[float], risk: float, baseline: float) -> list[tuple[str, float]]:

@@ -27,7 +27,7 @@ from pipeline.domain.state import (
     OPPORTUNITY_KEY, RECENT_FACTOR_KEY, REVENUE_MONTHS, ComplaintRec, CustomerState, fingerprint, legacy_fingerprint,
 )
 from schemas.events import Complaint, Order, Touchpoint
-from schemas.records import ScoreDict
+from schemas.records import ChurnDriverDict, ScoreDict
 
 DAY = 86400.0
 FACTOR_HALF_LIFE_DAYS = 45.0      # churn-factor counters (late deliveries, refunds, ...)
@@ -592,6 +592,11 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _driver_dicts(drivers: list[tuple[str, float]]) -> list[ChurnDriverDict]:
+    """An assessment's drivers as the score record carries them (churn_drivers, early_warning_drivers)."""
+    return [{"factor": f, "contribution": round(c, 4)} for f, c in drivers]
+
+
 def score_record(state: CustomerState, p: Profile) -> ScoreDict:
     """The `cx.scores` record (JSON-ready dict, fields of schemas.outputs.ScoreRecord)."""
     revenue_at_risk = round(p.churn.risk * p.revenue_365d, 2)
@@ -613,11 +618,10 @@ def score_record(state: CustomerState, p: Profile) -> ScoreDict:
         "open_complaints": p.open_complaints,
         "sla_breaches": p.sla_breaches,
         "churn_risk": round(p.churn.risk, 4),
-        "churn_drivers": [{"factor": f, "contribution": round(c, 4)} for f, c in p.churn.drivers],
+        "churn_drivers": _driver_dicts(p.churn.drivers),
         "churn_model": p.churn.model_version,
-        "early_warning": round(p.early_warning.risk, 4) if p.early_warning is not None else None,
-        "early_warning_drivers": [{"factor": f, "contribution": round(c, 4)}
-                                  for f, c in (p.early_warning.drivers if p.early_warning is not None else ())],
+        "early_warning": _r(p.early_warning.risk if p.early_warning is not None else None, 4),
+        "early_warning_drivers": _driver_dicts(p.early_warning.drivers if p.early_warning is not None else []),
         "revenue_at_risk": revenue_at_risk,
         "events": state.n,
     })

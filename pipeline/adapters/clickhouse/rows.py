@@ -122,6 +122,11 @@ def event_row(event: Touchpoint | Order | Complaint, tier: str) -> dict[str, Any
     return row
 
 
+def _driver_columns(drivers: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[float]]:
+    """A score's drivers (largest first) as two parallel arrays: factors, contributions."""
+    return [_s(d["factor"]) for d in drivers], [float(d["contribution"]) for d in drivers]
+
+
 def score_row(score: Mapping[str, Any]) -> dict[str, Any]:
     """`ScoreRecord.model_dump()` -> a `cx_scores_history` row.
 
@@ -130,8 +135,8 @@ def score_row(score: Mapping[str, Any]) -> dict[str, Any]:
     early_warning_factors / early_warning_contributions. churn_model None (the hand-set model)
     is ''.
     """
-    drivers = score.get("churn_drivers") or []
-    warning_drivers = score.get("early_warning_drivers") or []
+    factors, contributions = _driver_columns(score.get("churn_drivers") or [])
+    warning_factors, warning_contributions = _driver_columns(score.get("early_warning_drivers") or [])
     return {
         "customer_id": score["customer_id"],
         "as_of": _utc(score["as_of"]),
@@ -147,14 +152,14 @@ def score_row(score: Mapping[str, Any]) -> dict[str, Any]:
         "open_complaints": int(score.get("open_complaints") or 0),
         "sla_breaches": int(score.get("sla_breaches") or 0),
         "churn_risk": float(score["churn_risk"]),
-        "driver_factors": [_s(d["factor"]) for d in drivers],
-        "driver_contributions": [float(d["contribution"]) for d in drivers],
+        "driver_factors": factors,
+        "driver_contributions": contributions,
         "revenue_at_risk": float(score.get("revenue_at_risk") or 0.0),
         "events": int(score.get("events") or 0),
         "churn_model": _s(score.get("churn_model")),
         "early_warning": _f(score.get("early_warning")),
-        "early_warning_factors": [_s(d["factor"]) for d in warning_drivers],
-        "early_warning_contributions": [float(d["contribution"]) for d in warning_drivers],
+        "early_warning_factors": warning_factors,
+        "early_warning_contributions": warning_contributions,
     }
 
 
