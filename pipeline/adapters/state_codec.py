@@ -48,11 +48,12 @@ def encode_state(state: CustomerState) -> bytes:
     """Compact JSON: fields equal to their default are left out. (orjson serializes the
     containers as they are; no deep copy as dataclasses.asdict would make.)"""
     d: dict[str, object] = {}
-    for name in _FIELDS:
+    for name, short, default, default_type in _STORED:
         v = getattr(state, name)
-        if name == "customer_id" or (name != "v" and _is_default(v, _DEFAULTS[name])):
-            continue   # customer_id is the table's key: decode_state(raw, customer_id) restores it
-        d[_SHORT[name]] = v
+        # _is_default, inline (once per field of every stored state)
+        if default_type is not type(v) or v != default:
+            if not (default_type is float and type(v) is int and v == 0):
+                d[short] = v
     if state.ids:
         d[_SHORT["ids"]] = base64.b64encode(state.ids).decode()
     if state.acc:
@@ -92,14 +93,21 @@ def _is_default(value: object, default: object) -> bool:
 
 def _pack_acc(acc: dict[str, float]) -> str:
     """Exact and compact: a little-endian u64 mask of the non-zero slots, then their float64s."""
-    unknown = acc.keys() - _ACC_INDEX.keys()
-    if unknown:
-        raise ValueError(f"accumulators without a slot in ACC_SLOTS: {sorted(unknown)}")
-    present = sorted((_ACC_INDEX[k], v) for k, v in acc.items() if v)
     mask = 0
-    for i, _ in present:
-        mask |= 1 << i
-    return base64.b64encode(struct.pack(f"<Q{len(present)}d", mask, *(v for _, v in present))).decode()
+    values = []
+    known = 0
+    get = acc.get
+    for i, key in enumerate(ACC_SLOTS):   # slot order: the values go in the mask's bit order
+        v = get(key)
+        if v is not None:
+            known += 1
+            if v:
+                mask |= 1 << i
+                values.append(v)
+    if known != len(acc):
+        unknown = acc.keys() - _ACC_INDEX.keys()
+        raise ValueError(f"accumulators without a slot in ACC_SLOTS: {sorted(unknown)}")
+    return base64.b64encode(struct.pack(f"<Q{len(values)}d", mask, *values)).decode()
 
 
 def _unpack_acc(stored: str | list[float] | tuple[()]) -> dict[str, float]:
@@ -133,6 +141,11 @@ _SHORT_C = {"id": "id", "channel": "ch", "category": "cat", "severity": "sev", "
             "ack": "ack", "resolved": "res", "status": "s", "status_t": "st", "satisfied": "sat", "satisfied_by": "sby",
             "compensation": "cmp", "reopened": "ro", "version": "ver"}
 assert set(_SHORT) == set(_FIELDS) and set(_SHORT_C) == set(_COMPLAINT_FIELDS)
+# (field, stored name, default, its type) of the fields encode_state writes unless at their
+# default, in field order (the stored key order); customer_id is the table's key
+# (decode_state(raw, customer_id) restores it); `v` is always written (no default type).
+_STORED = tuple((name, _SHORT[name], _DEFAULTS[name], type(_DEFAULTS[name]) if name != "v" else None)
+                for name in _FIELDS if name != "customer_id")
 assert len(set(_SHORT.values())) == len(_SHORT) and len(set(_SHORT_C.values())) == len(_SHORT_C)
 _LONG = {v: k for k, v in _SHORT.items()} | {"ids": "ids32"}   # "ids": the 32-bit ids of older states
 _LONG_C = {v: k for k, v in _SHORT_C.items()}

@@ -129,9 +129,10 @@ def _active_days_within(state: "CustomerState", as_of: float, days: int) -> int:
 
 
 def _revenue_trend(state: "CustomerState", as_of: float) -> float:
-    from pipeline.domain.scoring import _month_index, _month_of   # the month arithmetic of the state's buckets
+    from pipeline.domain.scoring import _month_index   # the month arithmetic of the state's buckets
+    from pipeline.domain.utc_month import month_of
 
-    now = _month_of(as_of)
+    now = month_of(as_of)
     recent = prior = 0.0
     for key, amount in state.revenue.items():
         age = now - _month_index(key)

@@ -10,7 +10,6 @@ timer sweep (as of now); `cxpulse replay --as-of` calls the very same function.
 from __future__ import annotations
 
 import math
-import time
 from bisect import bisect_right
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -21,6 +20,7 @@ from pipeline.domain import signals
 from pipeline.domain.churn import ChurnAssessment, PopulationParams, assess_churn, factor_units
 from pipeline.domain.business_calendar import BusinessCalendar
 from pipeline.domain.sla import at_risk_from, resolve_deadline_ts, sunset_deadline_ts
+from pipeline.domain.utc_month import month_of
 from pipeline.domain.vocabulary import DIMENSIONS, TIERS
 from pipeline.domain.state import (
     DAY_MASK_BITS, DIM_KEY, FACTOR_KEY, FACTOR_OF_KEY, MAX_COMPLAINTS, MAX_CONTACTS, MAX_ORDERS, MAX_REVERSALS,
@@ -237,13 +237,9 @@ def _contact(state: CustomerState, t: float, params: ScoringParams, rates: dict[
 
 
 def _month(t: float) -> str:
-    tm = time.gmtime(t)
-    return f"{tm.tm_year:04d}-{tm.tm_mon:02d}"
+    index = month_of(t)
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
-
-def _month_of(t: float) -> int:
-    tm = time.gmtime(t)
-    return tm.tm_year * 12 + tm.tm_mon - 1
 
 
 @lru_cache(maxsize=4096)
@@ -311,7 +307,7 @@ def _first_per_order(entries: list[list], oh: int, legacy: int, t: int, amount: 
 def _revenue(state: CustomerState, t: float, amount: float) -> None:
     key = _month(t)
     state.revenue[key] = round(state.revenue.get(key, 0.0) + amount, 4)
-    newest = _month_of(state.wm)
+    newest = month_of(state.wm)
     state.revenue = {k: v for k, v in state.revenue.items() if newest - _month_index(k) < REVENUE_MONTHS}
 
 
@@ -456,7 +452,7 @@ def _prune_complaints(state: CustomerState, params: ScoringParams, rates: dict[s
 
 def revenue_365d(state: CustomerState, as_of: float) -> float:
     """Net revenue of the trailing 12 calendar months (month granularity) as of `as_of`."""
-    now = _month_of(as_of)
+    now = month_of(as_of)
     total = sum(v for k, v in state.revenue.items() if 0 <= now - _month_index(k) < 12)
     return max(0.0, round(total, 2))
 

@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import heapq
 import math
-import time
 from typing import Iterable, Iterator
 
 from pipeline.domain.case import CLOSED_RETENTION, OPEN_RETENTION, Case
 from pipeline.domain.scoring import Profile
 from pipeline.domain.state import CustomerState
+from pipeline.domain.utc_month import next_month
 
 NEVER = math.inf
 
@@ -46,7 +46,7 @@ def next_deadline(state: CustomerState, p: Profile, escalate_after: float) -> fl
     are returned as they are, so a customer evaluated exactly at one is due again at once
     and seen on the next tick after it."""
     as_of = p.as_of
-    out = _next_month(as_of)
+    out = next_month(as_of)
     for rec in state.complaints:
         sla = p.slas.get(rec.id)
         if sla is None:
@@ -71,19 +71,6 @@ def next_deadline(state: CustomerState, p: Profile, escalate_after: float) -> fl
         if as_of <= t < out:
             out = t
     return out
-
-
-def _next_month(t: float) -> float:
-    """The first instant of the UTC calendar month after `t`."""
-    tm = time.gmtime(t)
-    year, month = (tm.tm_year + 1, 1) if tm.tm_mon == 12 else (tm.tm_year, tm.tm_mon + 1)
-    return float(_timegm(year, month))
-
-
-def _timegm(year: int, month: int) -> int:
-    import calendar
-
-    return calendar.timegm((year, month, 1, 0, 0, 0, 0, 0, 0))
 
 
 class SweepIndex:

@@ -6,13 +6,15 @@ every state the core produces, whatever the micro-batch boundaries.
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from dataclasses import replace
 
 import orjson
+import pytest
 
-from pipeline.adapters.state_codec import ACC_SLOTS, decode_state, encode_state
+from pipeline.adapters.state_codec import _SHORT, ACC_SLOTS, decode_state, encode_state
 from pipeline.bootstrap import build_core
 from pipeline.config import Settings
 from pipeline.tools.generator import generate
@@ -116,3 +118,20 @@ def test_stored_micro_batches_of_any_size_give_the_replay_scores():
         assert {k: v for k, v in online.items() if k != "version"} == {k: v for k, v in want.items() if k != "version"}, cid
         nps_zero += decode_state(stored[cid], cid).nps_last == 0
     assert nps_zero, "the stream should hold customers whose latest NPS answer is 0 (the case that was lost)"
+
+
+def test_an_accumulator_without_a_slot_is_refused_by_name():
+    s = CustomerState(customer_id="c1", acc={ACC_SLOTS[0]: 0.5, "x.unknown": 1.0})
+    with pytest.raises(ValueError, match=r"x\.unknown"):
+        encode_state(s)
+
+
+def test_the_stored_fields_keep_the_state_s_field_order():
+    """The stored bytes are the digest's input: packed fields (ids, acc, complaints) stay at
+    their field's place, not appended."""
+    s = CustomerState(customer_id="c1", n=3, wm=1.7e9, ids=b"\x01" * 16, acc={ACC_SLOTS[1]: 2.0},
+                      complaints=[ComplaintRec(id="k", status="opened")], stage="buy", offs=[0, 5])
+    stored = list(orjson.loads(encode_state(s)))
+    names = [f.name for f in dataclasses.fields(CustomerState) if f.name != "customer_id"]
+    assert stored == [_SHORT[n] for n in names if _SHORT[n] in stored]
+    assert {"sid", "acc", "cp", "st", "of"} <= set(stored)

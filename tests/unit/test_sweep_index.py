@@ -9,7 +9,8 @@ import pytest
 from pipeline.bootstrap import build_core
 from pipeline.config import Settings
 from pipeline.domain.state import CustomerState
-from pipeline.service.sweep_index import NEVER, SweepIndex, _next_month
+from pipeline.domain.utc_month import next_month
+from pipeline.service.sweep_index import NEVER, SweepIndex
 from pipeline.tools import core_loop
 
 DEADLINE_ALERTS = {"sla_breach", "sla_at_risk", "escalation"}
@@ -53,9 +54,9 @@ def test_the_heap_is_rebuilt_when_stale_entries_pile_up():
 
 def test_next_month_is_the_first_instant_of_the_following_utc_month():
     t = datetime(2026, 12, 31, 23, 59, tzinfo=timezone.utc).timestamp()
-    assert _next_month(t) == datetime(2027, 1, 1, tzinfo=timezone.utc).timestamp()
+    assert next_month(t) == datetime(2027, 1, 1, tzinfo=timezone.utc).timestamp()
     first = datetime(2026, 3, 1, tzinfo=timezone.utc).timestamp()
-    assert _next_month(first) == datetime(2026, 4, 1, tzinfo=timezone.utc).timestamp()
+    assert next_month(first) == datetime(2026, 4, 1, tzinfo=timezone.utc).timestamp()
 
 
 def _run(mode: str, tmp_path, events: int = 4000, recheck: float = NEVER):
