@@ -506,6 +506,21 @@ def pipeline_health() -> dict[str, Any]:
                      unit="percentunit",
                      description="Precision and recall of each tier's warning and critical churn thresholds, "
                                  "for predictions made one horizon ago."), 12, 8)
+    L.add(timeseries("Early warning backtest: AUC and Brier of warnings published two horizons ago",
+                     [prom_target("max(cxpulse_early_warning_backtest_auc)", "ROC AUC"),
+                      prom_target("max(cxpulse_early_warning_backtest_brier)", "Brier", "B"),
+                      prom_target("max(cxpulse_early_warning_backtest_brier_base_rate)", "Brier of the base rate", "C")],
+                     unit="none",
+                     description="Each customer's early_warning as published 2H days ago, among the customers "
+                                 "active in the H days after it (still there), against whether they were active "
+                                 "in the last H days (pipeline/domain/backtest.py early_warning_figures). Empty "
+                                 "until a learned early-warning model has served for 2H days."), 12, 8)
+    L.add(timeseries("Early warning backtest: customers judged and their leave rate",
+                     [prom_target("max(cxpulse_early_warning_backtest_customers)", "customers"),
+                      prom_target("max(cxpulse_early_warning_backtest_leave_rate)", "leave rate", "B")],
+                     unit="short",
+                     description="How many early warnings the backtest above judges, and the share of those "
+                                 "customers who left."), 12, 8)
 
     L.row("Process")
     L.add(timeseries("CPU", [prom_target('rate(process_cpu_seconds_total{job="cxpulse"}[5m])', "{{instance}}")],

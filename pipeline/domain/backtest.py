@@ -7,6 +7,12 @@ rows, `backtest_figures` computes the ROC AUC, the Brier score beside that of th
 rate, and precision / recall at the alert thresholds (each customer against the warning
 and the critical threshold of their tier at the prediction, as the alerts fire).
 
+The early warning ("P(leaves within H | still a customer)", the learned model of
+pipeline/learning/churn_trainer.py `train_early_warning`) is judged as it was trained: its
+value as published 2H days ago, among the customers who were still there (active in the H
+days after it), against whether they then left (no accepted event in the last H days):
+`early_warning_figures`.
+
 Pure: rows in, figures out. The rows come from ClickHouse (pipeline.adapters.clickhouse.queries.live_backtest_rows).
 """
 from __future__ import annotations
@@ -34,12 +40,9 @@ def backtest_figures(rows: Sequence[BacktestRow],
     recall_<level>, alerted_<level>}; figures that need both classes (AUC) or any customer
     are None when undefined. An unknown tier is judged against the standard thresholds."""
     labels = [not r.active for r in rows]
-    risk = [r.churn_risk for r in rows]
-    n, churned = len(rows), sum(labels)
+    n, churned, auc, brier, brier_base_rate = _scored(labels, [r.churn_risk for r in rows])
     out: dict = {"customers": n, "churned": churned, "churn_rate": churned / n if n else None,
-                 "auc": roc_auc(labels, risk) if 0 < churned < n else None,
-                 "brier": brier_score(labels, risk) if n else None,
-                 "brier_base_rate": (churned / n) * (1 - churned / n) if n else None}
+                 "auc": auc, "brier": brier, "brier_base_rate": brier_base_rate}
     for i, level in enumerate(LEVELS):
         alerted = [r.churn_risk >= thresholds.get(r.tier, thresholds["standard"])[i] for r in rows]
         p, rc = precision_recall_at(labels, [1.0 if a else 0.0 for a in alerted], 0.5)
@@ -47,3 +50,28 @@ def backtest_figures(rows: Sequence[BacktestRow],
         out[f"precision_{level}"] = p if any(alerted) else None
         out[f"recall_{level}"] = rc if churned else None
     return out
+
+
+@dataclass(frozen=True)
+class EarlyWarningRow:
+    customer_id: str
+    early_warning: float  # as published at the prediction instant (2H before the backtest's)
+    left: bool            # still there in the H days after it, then no accepted event in the next H
+
+
+def early_warning_figures(rows: Sequence[EarlyWarningRow]) -> dict:
+    """{customers, left, leave_rate, auc, brier, brier_base_rate} of the early warning; None
+    where undefined (AUC needs both classes). No alert reads the early warning, so there
+    are no thresholds to judge."""
+    labels = [r.left for r in rows]
+    n, left, auc, brier, brier_base_rate = _scored(labels, [r.early_warning for r in rows])
+    return {"customers": n, "left": left, "leave_rate": left / n if n else None,
+            "auc": auc, "brier": brier, "brier_base_rate": brier_base_rate}
+
+
+def _scored(labels: list[bool], risk: list[float]) -> tuple[int, int, float | None, float | None, float | None]:
+    """(rows, positives, ROC AUC, Brier, Brier of the base rate) of predictions `risk`."""
+    n, positives = len(labels), sum(labels)
+    return (n, positives, roc_auc(labels, risk) if 0 < positives < n else None,
+            brier_score(labels, risk) if n else None,
+            (positives / n) * (1 - positives / n) if n else None)

@@ -75,7 +75,7 @@ from pipeline.service.churn_learning import ChurnLearner, TrainingSet, fit_model
 from pipeline.service.gc_pause import gc_paused
 from pipeline.service.emit_guard import PreparedBatch, guarded_batch, messages_of, prepare
 from pipeline.service.event_time_merge import EventTimeMerge
-from pipeline.service.live_backtest import FetchRows, refresh_live_backtest
+from pipeline.service.live_backtest import FetchEarlyWarningRows, FetchRows, refresh_live_backtest
 from pipeline.service.offset_guard import OffsetGuard, Selection
 from pipeline.service.pending_states import PendingStates
 from pipeline.service.shared_training_set import fit_shared, share
@@ -164,7 +164,8 @@ class Delivered:
 class WorkerLoop:
     def __init__(self, core: Core, config: LoopConfig, *, store: StateStore, outputs: OutputsPublisher,
                  rows: RowSink, inputs: InputPartitions, clock: Clock, metrics: WorkerMetrics,
-                 fetch_backtest_rows: FetchRows | None = None, learner: ChurnLearner | None = None,
+                 fetch_backtest_rows: FetchRows | None = None,
+                 fetch_early_warning_rows: FetchEarlyWarningRows | None = None, learner: ChurnLearner | None = None,
                  models: ModelChannel | None = None, train_executor: Executor | None = None,
                  history: ChurnHistory | None = None, populations: PopulationStore | None = None) -> None:
         self.core = core
@@ -176,6 +177,7 @@ class WorkerLoop:
         self.clock = clock
         self.metrics = metrics
         self.fetch_backtest_rows = fetch_backtest_rows   # ClickHouse query of the live backtest (run in the sink's thread)
+        self.fetch_early_warning_rows = fetch_early_warning_rows   # the same, of the early warning
         self.guard: OffsetGuard = OffsetGuard(clock=clock.monotonic)
         # Records wait here until they are the lowest in event time among the input partitions
         # with the same number; `guard` moves (and commits) only when they are applied.
@@ -1169,11 +1171,11 @@ class WorkerLoop:
             log.info("population read back from the latest re-fit: %s", self.core.population)
 
     async def live_backtest(self) -> None:
-        """Export the live backtest of churn_risk (pipeline/service/live_backtest.py), in the
-        sink's thread, once the row sink is open."""
+        """Export the live backtest of churn_risk and of the early warning (pipeline/service/
+        live_backtest.py), in the sink's thread, once the row sink is open."""
         if self.fetch_backtest_rows is not None and self.rows.is_open:
             await self.rows.run(refresh_live_backtest, self.fetch_backtest_rows, self.metrics.churn_backtest,
-                                self.config.churn_horizon_days, self.clock.time())
+                                self.config.churn_horizon_days, self.clock.time(), self.fetch_early_warning_rows)
 
     # --- erasure and lookups -------------------------------------------------------------
     async def erase_request(self, rec: RawRecord, requested_at: float) -> None:

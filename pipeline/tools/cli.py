@@ -743,23 +743,33 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
 def _live_backtest(settings: Settings, args: argparse.Namespace) -> dict:
     from functools import partial
 
-    from pipeline.adapters.clickhouse.queries import live_backtest_rows
+    from pipeline.adapters.clickhouse.queries import early_warning_backtest_rows, live_backtest_rows
     from pipeline.adapters.clickhouse.sink import ClickHouseSink
     from pipeline.service.live_backtest import live_backtest
 
     horizon = args.backtest_days if args.backtest_days is not None else settings.churn_horizon_days
     with ClickHouseSink(args.clickhouse or settings.dsn) as sink:
-        result = live_backtest(partial(live_backtest_rows, sink.client), horizon, args.as_of)
+        result = live_backtest(partial(live_backtest_rows, sink.client), horizon, args.as_of,
+                               fetch_early_warning=partial(early_warning_backtest_rows, sink.client))
     if result["as_of"] is None:
         print(f"live backtest: no events stored in ClickHouse ({args.clickhouse or settings.dsn}) yet")
         return result
     print(f"live backtest: churn_risk published {horizon:g} days before {result['as_of']} against activity since")
     for k, v in result.items():
-        print(f"  {k:<20} {round(v, 4) if isinstance(v, float) else v}")
+        if k != "early_warning":
+            print(f"  {k:<20} {round(v, 4) if isinstance(v, float) else v}")
     if not result.get("customers"):
         since = datetime.fromisoformat(result["as_of"]) - timedelta(days=horizon)
         print(f"no churn_risk stored was published at or before {since.isoformat()}: the backtest needs more than "
               f"{horizon:g} days of stored scores (a shorter window: --backtest-days N; another instant: --as-of T)")
+    warning = result["early_warning"]
+    print(f"early_warning published {2 * horizon:g} days before, among the customers active in the {horizon:g} days "
+          f"after it, against no activity in the last {horizon:g}")
+    for k, v in warning.items():
+        print(f"  {k:<20} {round(v, 4) if isinstance(v, float) else v}")
+    if not warning["customers"]:
+        print("no early_warning stored was published that long ago (the learned model publishes one once trained: "
+              "CXPULSE_LEARN_CHURN; a shorter window: --backtest-days N)")
     return result
 
 

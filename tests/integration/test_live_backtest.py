@@ -14,7 +14,7 @@ from pipeline.bootstrap import build_core
 from prometheus_client import CollectorRegistry
 
 from pipeline.config import load
-from pipeline.domain.backtest import BacktestRow, backtest_figures
+from pipeline.domain.backtest import BacktestRow, EarlyWarningRow, backtest_figures, early_warning_figures
 from pipeline.domain.prediction_metrics import roc_auc
 
 # recent: the event tables drop rows older than their 400-day TTL on insert
@@ -46,6 +46,19 @@ def test_backtest_figures_undefined_cases():
     assert backtest_figures([BacktestRow("x", 0.35, "diamond", False)])["alerted_warning"] == 1
 
 
+def test_early_warning_figures_hand_computed():
+    rows = [EarlyWarningRow("a", 0.8, True), EarlyWarningRow("b", 0.3, False),
+            EarlyWarningRow("c", 0.6, False), EarlyWarningRow("d", 0.5, True)]
+    f = early_warning_figures(rows)
+    assert f["customers"] == 4 and f["left"] == 2 and f["leave_rate"] == 0.5
+    # leavers 0.8, 0.5 vs stayers 0.3, 0.6: 0.8 beats both, 0.5 beats 0.3 only → 3/4
+    assert f["auc"] == pytest.approx(0.75)
+    assert f["brier"] == pytest.approx((0.2 ** 2 + 0.3 ** 2 + 0.6 ** 2 + 0.5 ** 2) / 4)
+    assert f["brier_base_rate"] == pytest.approx(0.25)
+    assert early_warning_figures([])["auc"] is None
+    assert early_warning_figures([EarlyWarningRow("a", 0.1, False)])["auc"] is None
+
+
 def test_cli_live_on_an_empty_clickhouse(tmp_path, capsys):
     # before the module's shared engine opens: chDB holds one data path per process at a time
     from pipeline.tools.cli import main
@@ -67,11 +80,13 @@ def test_cli_live_says_when_no_stored_score_is_a_horizon_old(monkeypatch, capsys
     monkeypatch.setattr(sink, "ClickHouseSink", lambda dsn: NoEngine(NoEngine()))
     as_of = datetime(2026, 12, 2, tzinfo=timezone.utc)
     monkeypatch.setattr(queries, "live_backtest_rows", lambda client, horizon, at: (as_of, []))
+    monkeypatch.setattr(queries, "early_warning_backtest_rows", lambda client, horizon, at: [])
     assert main(["evaluate", "--live", "--clickhouse", "chdb:///nowhere"]) == 0
     out = capsys.readouterr().out
     assert "customers            0" in out
     assert "no churn_risk stored was published at or before 2026-11-02T00:00:00+00:00" in out
     assert "--backtest-days N" in out
+    assert "early_warning published 60 days before" in out and "no early_warning stored" in out
 
 
 @pytest.fixture(scope="module")
@@ -143,9 +158,14 @@ def test_worker_export_sets_the_gauges(filled):
     sink, _, _ = filled
     registry = CollectorRegistry()
     metrics = Metrics(registry=registry, topics=())
-    figures = refresh_live_backtest(partial(live_backtest_rows, sink.client), metrics.churn_backtest, 10.0, now=1234.0)
+    figures = refresh_live_backtest(partial(live_backtest_rows, sink.client), metrics.churn_backtest, 10.0, now=1234.0,
+                                    fetch_early_warning=lambda h, at: [EarlyWarningRow("a", 0.7, True),
+                                                                        EarlyWarningRow("b", 0.2, False)])
     assert figures is not None
     get = registry.get_sample_value
+    assert get("cxpulse_early_warning_backtest_auc") == 1.0
+    assert get("cxpulse_early_warning_backtest_customers") == 2
+    assert get("cxpulse_early_warning_backtest_leave_rate") == 0.5
     assert get("cxpulse_churn_backtest_auc") == pytest.approx(figures["auc"])
     assert get("cxpulse_churn_backtest_customers") == figures["customers"]
     assert get("cxpulse_churn_backtest_horizon_days") == 10.0
@@ -168,3 +188,45 @@ def test_worker_export_survives_a_failing_clickhouse():
     metrics = Metrics(registry=registry, topics=())
     assert refresh_live_backtest(partial(live_backtest_rows, Down()), metrics.churn_backtest, 30.0, now=1.0) is None
     assert registry.get_sample_value("cxpulse_churn_backtest_timestamp_seconds") == 0.0
+
+
+def test_early_warning_backtest_query_on_chdb(filled):
+    """The early warning as published 2H before the backtest's instant, among the customers
+    active in the H days after it, against no activity in the last H days. Its own customers,
+    with the real rows: the replayed ones carry no early warning (the hand-set model serves)
+    and are not judged. Last in the module: it adds events after the replay's."""
+    from pipeline.adapters.clickhouse import tables
+    from pipeline.adapters.clickhouse.queries import early_warning_backtest_rows, live_backtest_rows
+    from pipeline.adapters.clickhouse.rows import event_row, score_row
+    from pipeline.service.live_backtest import live_backtest
+
+    sink, scores, events = filled
+    template_score, template_event = scores[0], events[0]
+    t = END + timedelta(days=90)
+    horizon = 10.0
+    day = lambda d: END + timedelta(days=d)   # noqa: E731 - p2 = day 70, p1 = day 80, t = day 90
+    published = {"ew-a": [(65, 0.8)], "ew-b": [(60, 0.2), (69, 0.3)], "ew-c": [(65, 0.5)], "ew-d": [(75, 0.9)],
+                 "ew-e": [(60, 0.6), (69, None)], "ew-f": [(65, 0.4)]}
+    active = {"ew-a": [75], "ew-b": [72, 85], "ew-c": [50], "ew-d": [72, 88], "ew-e": [71, 88], "ew-f": [85]}
+    score_rows, event_rows = [], []
+    for cid, published_at in published.items():
+        for version, (d, warning) in enumerate(published_at, start=1):
+            score_rows.append(score_row({**template_score, "customer_id": cid, "version": version,
+                                         "as_of": day(d).isoformat(), "early_warning": warning}))
+    for cid, days in active.items():
+        for d in days:
+            ev = template_event.model_copy(update={"customer_id": cid, "event_id": f"{cid}-{d}", "occurred_at": day(d)})
+            event_rows.append(event_row(ev, "standard"))
+    sink.write({tables.SCORES_HISTORY: score_rows, tables.EVENTS: event_rows})
+
+    rows = early_warning_backtest_rows(sink.client, horizon, t)
+    # a: still there (day 75), then gone; b: its latest warning (0.3), still active at 85;
+    # c: gone before the warning's horizon; d: warned after p2; e: the latest warning a
+    # score carried (the one after it had none); f: not there in the horizon after the
+    # warning (back only later)
+    assert rows == [EarlyWarningRow("ew-a", 0.8, True), EarlyWarningRow("ew-b", 0.3, False),
+                    EarlyWarningRow("ew-e", 0.6, False)]
+    figures = live_backtest(partial(live_backtest_rows, sink.client), horizon, t,
+                            fetch_early_warning=partial(early_warning_backtest_rows, sink.client))
+    assert figures["early_warning"] == early_warning_figures(rows)
+    assert figures["early_warning"]["auc"] == 1.0 and figures["early_warning"]["customers"] == 3

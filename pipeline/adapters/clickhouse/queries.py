@@ -17,7 +17,7 @@ from clickhouse_connect.driver.client import Client
 
 from pipeline.adapters.clickhouse.tables import (
     ALERT_FACTS, CHURN_TICKS, CHURN_TRAININGS, CUSTOMER_TABLES, POPULATION, TABLES)
-from pipeline.domain.backtest import BacktestRow
+from pipeline.domain.backtest import BacktestRow, EarlyWarningRow
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 FAR_FUTURE = datetime(2200, 1, 1, tzinfo=timezone.utc)
@@ -304,6 +304,25 @@ GROUP BY customer_id
 ORDER BY customer_id
 """
 
+# The early warning as last published at or before p2 = t − 2H (argMax skips NULL: the
+# latest score that carried one), for the customers active in (p2, p1] (still there), with
+# whether they were active in (p1, t] (not: they left).
+EARLY_WARNING_BACKTEST_SQL = """
+WITH {as_of:DateTime64(3, 'UTC')} AS t,
+     t - toIntervalSecond({horizon_seconds:UInt64}) AS p1,
+     p1 - toIntervalSecond({horizon_seconds:UInt64}) AS p2
+SELECT customer_id,
+       argMax(early_warning, version) AS early_warning,
+       customer_id IN (SELECT customer_id FROM cx_events FINAL WHERE occurred_at > p1 AND occurred_at <= t) AS after
+FROM cx_scores_history FINAL
+WHERE as_of <= p2
+  AND customer_id IN (SELECT customer_id FROM cx_events FINAL WHERE occurred_at > p2 AND occurred_at <= p1)
+GROUP BY customer_id
+HAVING early_warning IS NOT NULL
+ORDER BY customer_id
+"""
+
+
 def _period(since: datetime | None, until: datetime | None) -> dict[str, datetime]:
     return {"since": since or EPOCH, "until": until or FAR_FUTURE}
 
@@ -439,6 +458,14 @@ def live_backtest_rows(client: Client, horizon_days: float = 30.0,
         as_of = as_of if as_of.tzinfo else as_of.replace(tzinfo=timezone.utc)
     rows = _dicts(client, LIVE_BACKTEST_SQL, {"as_of": as_of, "horizon_seconds": int(horizon_days * 86400)})
     return as_of, [BacktestRow(r["customer_id"], float(r["churn_risk"]), r["tier"], bool(r["active"])) for r in rows]
+
+
+def early_warning_backtest_rows(client: Client, horizon_days: float, as_of: datetime) -> list[EarlyWarningRow]:
+    """The early warning's live backtest rows at `as_of` (pipeline/domain/backtest.py): every
+    customer with an early warning published at or before as_of − 2·horizon_days who was
+    active in the horizon after it, with whether they were active in the last horizon."""
+    rows = _dicts(client, EARLY_WARNING_BACKTEST_SQL, {"as_of": as_of, "horizon_seconds": int(horizon_days * 86400)})
+    return [EarlyWarningRow(r["customer_id"], float(r["early_warning"]), not r["after"]) for r in rows]
 
 
 def case_outcomes(client: Client, by: str = "tier", since: datetime | None = None,

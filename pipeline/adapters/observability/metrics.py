@@ -99,6 +99,11 @@ CXPULSE_METRIC_NAMES: tuple[str, ...] = (
     "cxpulse_churn_backtest_timestamp_seconds",
     "cxpulse_churn_backtest_precision",
     "cxpulse_churn_backtest_recall",
+    "cxpulse_early_warning_backtest_auc",
+    "cxpulse_early_warning_backtest_brier",
+    "cxpulse_early_warning_backtest_brier_base_rate",
+    "cxpulse_early_warning_backtest_customers",
+    "cxpulse_early_warning_backtest_leave_rate",
     "cxpulse_churn_model_trained",
     "cxpulse_churn_model_trained_at_seconds",
     "cxpulse_churn_model_validation_auc",
@@ -233,6 +238,15 @@ class Metrics:
         self._bt_recall = Gauge("cxpulse_churn_backtest_recall",
                                 "Recall of the churn alert thresholds (each tier's) one horizon ago",
                                 ["level"], registry=r)
+        # and of the early warning: published two horizons ago, among the customers still there
+        # one horizon later, for leaving since (pipeline/domain/backtest.py early_warning_figures)
+        self._ew_bt = {k: Gauge(f"cxpulse_early_warning_backtest_{k}", help_, registry=r) for k, help_ in (
+            ("auc", "ROC AUC of early_warning published two horizons ago, among the customers active in the "
+                    "horizon after it, for no activity in the last horizon"),
+            ("brier", "Brier score of early_warning published two horizons ago (0 = perfect)"),
+            ("brier_base_rate", "Brier score of predicting the observed leave rate, for comparison"),
+            ("customers", "Customers with an early_warning published two horizons ago and active in the horizon after"),
+            ("leave_rate", "Share of them with no activity in the last horizon"))}
 
         # ClickHouse sink
         self._sink_rows = Counter("cxpulse_sink_rows", "Rows written to ClickHouse", ["table"], registry=r)
@@ -390,6 +404,10 @@ class Metrics:
         for level in ("warning", "critical"):
             self._bt_precision.labels(level).set(num(figures.get(f"precision_{level}")))
             self._bt_recall.labels(level).set(num(figures.get(f"recall_{level}")))
+        early_warning = figures.get("early_warning")
+        if isinstance(early_warning, Mapping):
+            for k, gauge in self._ew_bt.items():
+                gauge.set(num(early_warning.get(k)))
 
     # --- ClickHouse sink -------------------------------------------------------------
     def sink_rows(self, table: str, n: int) -> None:
