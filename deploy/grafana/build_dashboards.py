@@ -517,10 +517,12 @@ def pipeline_health() -> dict[str, Any]:
                                  "until a learned early-warning model has served for 2H days."), 12, 8)
     L.add(timeseries("Early warning backtest: customers judged and their leave rate",
                      [prom_target("max(cxpulse_early_warning_backtest_customers)", "customers"),
-                      prom_target("max(cxpulse_early_warning_backtest_leave_rate)", "leave rate", "B")],
+                      prom_target("max(cxpulse_early_warning_backtest_leave_rate)", "leave rate", "B"),
+                      prom_target("max(cxpulse_early_warning_backtest_mean_early_warning)", "mean early warning", "C")],
                      unit="short",
-                     description="How many early warnings the backtest above judges, and the share of those "
-                                 "customers who left."), 12, 8)
+                     description="How many early warnings the backtest above judges, the share of those "
+                                 "customers who left, and the mean warning they were given: a mean well above "
+                                 "the leave rate is a warning that runs high."), 12, 8)
 
     L.row("Process")
     L.add(timeseries("CPU", [prom_target('rate(process_cpu_seconds_total{job="cxpulse"}[5m])', "{{instance}}")],

@@ -60,12 +60,15 @@ class EarlyWarningRow:
 
 
 def early_warning_figures(rows: Sequence[EarlyWarningRow]) -> dict:
-    """{customers, left, leave_rate, auc, brier, brier_base_rate} of the early warning; None
-    where undefined (AUC needs both classes). No alert reads the early warning, so there
+    """{customers, left, leave_rate, mean_early_warning, auc, brier, brier_base_rate} of the
+    early warning; None where undefined (AUC needs both classes). `mean_early_warning` beside
+    `leave_rate` is its calibration in the large. No alert reads the early warning, so there
     are no thresholds to judge."""
     labels = [r.left for r in rows]
-    n, left, auc, brier, brier_base_rate = _scored(labels, [r.early_warning for r in rows])
+    warnings = [r.early_warning for r in rows]
+    n, left, auc, brier, brier_base_rate = _scored(labels, warnings)
     return {"customers": n, "left": left, "leave_rate": left / n if n else None,
+            "mean_early_warning": sum(warnings) / n if n else None,
             "auc": auc, "brier": brier, "brier_base_rate": brier_base_rate}
 
 

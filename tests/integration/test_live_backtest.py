@@ -51,6 +51,7 @@ def test_early_warning_figures_hand_computed():
             EarlyWarningRow("c", 0.6, False), EarlyWarningRow("d", 0.5, True)]
     f = early_warning_figures(rows)
     assert f["customers"] == 4 and f["left"] == 2 and f["leave_rate"] == 0.5
+    assert f["mean_early_warning"] == pytest.approx(0.55)
     # leavers 0.8, 0.5 vs stayers 0.3, 0.6: 0.8 beats both, 0.5 beats 0.3 only → 3/4
     assert f["auc"] == pytest.approx(0.75)
     assert f["brier"] == pytest.approx((0.2 ** 2 + 0.3 ** 2 + 0.6 ** 2 + 0.5 ** 2) / 4)
@@ -166,6 +167,7 @@ def test_worker_export_sets_the_gauges(filled):
     assert get("cxpulse_early_warning_backtest_auc") == 1.0
     assert get("cxpulse_early_warning_backtest_customers") == 2
     assert get("cxpulse_early_warning_backtest_leave_rate") == 0.5
+    assert get("cxpulse_early_warning_backtest_mean_early_warning") == pytest.approx(0.45)
     assert get("cxpulse_churn_backtest_auc") == pytest.approx(figures["auc"])
     assert get("cxpulse_churn_backtest_customers") == figures["customers"]
     assert get("cxpulse_churn_backtest_horizon_days") == 10.0

@@ -104,6 +104,7 @@ CXPULSE_METRIC_NAMES: tuple[str, ...] = (
     "cxpulse_early_warning_backtest_brier_base_rate",
     "cxpulse_early_warning_backtest_customers",
     "cxpulse_early_warning_backtest_leave_rate",
+    "cxpulse_early_warning_backtest_mean_early_warning",
     "cxpulse_churn_model_trained",
     "cxpulse_churn_model_trained_at_seconds",
     "cxpulse_churn_model_validation_auc",
@@ -246,7 +247,8 @@ class Metrics:
             ("brier", "Brier score of early_warning published two horizons ago (0 = perfect)"),
             ("brier_base_rate", "Brier score of predicting the observed leave rate, for comparison"),
             ("customers", "Customers with an early_warning published two horizons ago and active in the horizon after"),
-            ("leave_rate", "Share of them with no activity in the last horizon"))}
+            ("leave_rate", "Share of them with no activity in the last horizon"),
+            ("mean_early_warning", "Mean early_warning they were given (against leave_rate: calibration in the large)"))}
 
         # ClickHouse sink
         self._sink_rows = Counter("cxpulse_sink_rows", "Rows written to ClickHouse", ["table"], registry=r)
