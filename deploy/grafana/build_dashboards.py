@@ -122,6 +122,15 @@ def timeseries(title: str, targets: list, **kw: Any) -> dict[str, Any]:
     return panel("timeseries", title, targets, options=opts, **kw)
 
 
+def backtest_panel(title: str, family: str, description: str) -> dict:
+    """A live backtest's ROC AUC and Brier beside the base rate's (gauges `<family>_auc`,
+    `_brier`, `_brier_base_rate`)."""
+    return timeseries(title, [prom_target(f"max({family}_auc)", "ROC AUC"),
+                              prom_target(f"max({family}_brier)", "Brier", "B"),
+                              prom_target(f"max({family}_brier_base_rate)", "Brier of the base rate", "C")],
+                      unit="none", description=description)
+
+
 def barchart(title: str, targets: list, x_field: str, **kw: Any) -> dict[str, Any]:
     opts = {"xField": x_field, "orientation": "horizontal", "showValue": "auto",
             "legend": {"displayMode": "list", "placement": "bottom"}, "stacking": "none"}
@@ -491,30 +500,23 @@ def pipeline_health() -> dict[str, Any]:
                          "color": {"mode": "scheme", "scheme": "Oranges"}}), 8, 8)
 
     L.row("Churn model backtest")
-    L.add(timeseries("Churn risk backtest: AUC and Brier of predictions made one horizon ago",
-                     [prom_target("max(cxpulse_churn_backtest_auc)", "ROC AUC"),
-                      prom_target("max(cxpulse_churn_backtest_brier)", "Brier", "B"),
-                      prom_target("max(cxpulse_churn_backtest_brier_base_rate)", "Brier of the base rate", "C")],
-                     unit="none",
-                     description="Each customer's churn_risk as published H days ago (CXPULSE_CHURN_HORIZON_DAYS) "
-                                 "against whether they were active since (pipeline/domain/backtest.py); "
-                                 "recomputed by the workers every CXPULSE_BACKTEST_SECONDS. Brier below the "
-                                 "base rate's means the risk beats knowing only the churn rate."), 12, 8)
+    L.add(backtest_panel("Churn risk backtest: AUC and Brier of predictions made one horizon ago",
+                         "cxpulse_churn_backtest",
+                         "Each customer's churn_risk as published H days ago (CXPULSE_CHURN_HORIZON_DAYS) "
+                         "against whether they were active since (pipeline/domain/backtest.py); "
+                         "recomputed by the workers every CXPULSE_BACKTEST_SECONDS. Brier below the "
+                         "base rate's means the risk beats knowing only the churn rate."), 12, 8)
     L.add(timeseries("Churn alert thresholds backtest: precision / recall",
                      [prom_target("max by (level) (cxpulse_churn_backtest_precision)", "precision {{level}}"),
                       prom_target("max by (level) (cxpulse_churn_backtest_recall)", "recall {{level}}", "B")],
                      unit="percentunit",
                      description="Precision and recall of each tier's warning and critical churn thresholds, "
                                  "for predictions made one horizon ago."), 12, 8)
-    L.add(timeseries("Early warning backtest: AUC and Brier of warnings published two horizons ago",
-                     [prom_target("max(cxpulse_early_warning_backtest_auc)", "ROC AUC"),
-                      prom_target("max(cxpulse_early_warning_backtest_brier)", "Brier", "B"),
-                      prom_target("max(cxpulse_early_warning_backtest_brier_base_rate)", "Brier of the base rate", "C")],
-                     unit="none",
-                     description="Each customer's early_warning as published 2H days ago, among the customers "
-                                 "active in the H days after it (still there), against whether they were active "
-                                 "in the last H days (pipeline/domain/backtest.py early_warning_figures). Empty "
-                                 "until a learned early-warning model has served for 2H days."), 12, 8)
+    L.add(backtest_panel("Early warning backtest: AUC and Brier of warnings published two horizons ago",
+                         "cxpulse_early_warning_backtest",
+                         "early_warning as published 2H days ago, for the customers still there H days on, "
+                         "against no activity since (pipeline/domain/backtest.py early_warning_figures); "
+                         "empty until a learned early-warning model has served for 2H days."), 12, 8)
     L.add(timeseries("Early warning backtest: customers judged and their leave rate",
                      [prom_target("max(cxpulse_early_warning_backtest_customers)", "customers"),
                       prom_target("max(cxpulse_early_warning_backtest_leave_rate)", "leave rate", "B"),
