@@ -417,6 +417,18 @@ def train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_
     return model
 
 
+# The features that count the customer's observed history: they grow with the time the stream
+# has been watched, so a model fitted on snapshots 2H old (the early warning's label needs 2H of
+# hindsight) meets values far past its training range when it serves, and a linear model
+# extrapolates them (docs/evaluation.md, "The early warning's live backtest": the published
+# warning ran at 0.16 where 0.10 left). The early-warning model does without them: their column is
+# constant in its training rows, so their weight is 0 and they move neither the warning nor its
+# baseline. churn_risk's model keeps them (its label is partly "gone", where history counts help,
+# and its handover rule judges it against the hand-set model on the latest rows).
+HISTORY_COUNTS = ("orders", "active_days", "tenure_days")
+_HISTORY_COUNTS = [FEATURE_NAMES.index(name) for name in HISTORY_COUNTS]
+
+
 def train_early_warning(X: np.ndarray, y: np.ndarray, t: np.ndarray, here: np.ndarray, *, version: str,
                         trained_at: float, leavers: int = 0, horizon_days: float = 30.0) -> LinearChurnModel | None:
     """The early-warning model: P(the customer leaves within H | still here at the snapshot),
@@ -433,8 +445,10 @@ def train_early_warning(X: np.ndarray, y: np.ndarray, t: np.ndarray, here: np.nd
     positives = int(labels.sum())
     if not enough_history(positives, len(labels) - positives, leavers):
         return None
+    rows = np.asarray(X)[here]   # boolean indexing copies: the caller's rows keep their history counts
+    rows[:, _HISTORY_COUNTS] = 0.0
     try:
-        model = train(np.asarray(X)[here], labels, np.asarray(t)[here], version=version, trained_at=trained_at,
+        model = train(rows, labels, np.asarray(t)[here], version=version, trained_at=trained_at,
                       leavers=leavers, kind="logistic", horizon_days=horizon_days)
     except ValueError:
         return None

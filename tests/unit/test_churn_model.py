@@ -220,6 +220,34 @@ def test_the_early_warning_model_learns_who_leaves_among_the_customers_still_the
                                              trained_at=float(t[-1]), leavers=500) is None
 
 
+def test_the_early_warning_model_does_without_the_counts_of_the_observed_history():
+    """orders, active_days and tenure_days grow with the time the stream has been watched: a
+    model fitted on snapshots 2H old would meet them past its range when it serves
+    (docs/evaluation.md, "The early warning's live backtest"). Here they even predict the
+    label in the training rows; the early-warning model still gives them no weight, so the
+    warning and its baseline do not move with them, and the caller's rows are left as they were."""
+    rng = np.random.default_rng(8)
+    n, k = 6000, len(FEATURE_NAMES)
+    X = np.zeros((n, k))
+    incidents, orders = FEATURE_NAMES.index("failed_recovery_count"), FEATURE_NAMES.index("orders")
+    X[:, incidents] = rng.exponential(1.0, n)
+    X[:, orders] = rng.poisson(5.0, n)
+    y = X[:, incidents] + 0.3 * X[:, orders] + rng.normal(0, 0.7, n) > 3.3
+    t = np.repeat(np.arange(30) * DAY, n // 30)
+    before = X.copy()
+    ew = churn_trainer.train_early_warning(X, y, t, np.ones(n, bool), version="ew-1", trained_at=float(t[-1]),
+                                           leavers=500)
+    assert np.array_equal(X, before)
+    assert ew is not None and ew.card.auc_validation > 0.7   # the incidents still rank
+    for name in churn_trainer.HISTORY_COUNTS:
+        assert ew.coef[FEATURE_NAMES.index(name)] == 0.0
+    x = X[0].copy()
+    x[orders], x[FEATURE_NAMES.index("tenure_days")], x[FEATURE_NAMES.index("active_days")] = 400.0, 900.0, 300.0
+    assert ew.explain(x)[:2] == ew.explain(X[0])[:2]   # the same warning and baseline
+    # churn_risk's model keeps them
+    assert train(X, y, t, version="lr-1", trained_at=float(t[-1]), leavers=500).coef[orders] != 0.0
+
+
 def test_the_book_tells_which_labelled_rows_were_still_there():
     """`still_here`: active within H after the snapshot (the first label window), per labelled row."""
     book = SnapshotBook(horizon_days=2)
