@@ -129,13 +129,12 @@ def _active_days_within(state: "CustomerState", as_of: float, days: int) -> int:
 
 
 def _revenue_trend(state: "CustomerState", as_of: float) -> float:
-    from pipeline.domain.scoring import _month_index   # the month arithmetic of the state's buckets
-    from pipeline.domain.utc_month import month_of
+    from pipeline.domain.utc_month import month_of, month_of_key   # the month arithmetic of the state's buckets
 
     now = month_of(as_of)
     recent = prior = 0.0
     for key, amount in state.revenue.items():
-        age = now - _month_index(key)
+        age = now - month_of_key(key)
         if 0 <= age < 3:
             recent += amount
         elif 3 <= age < 12:

@@ -20,7 +20,7 @@ from pipeline.domain import signals
 from pipeline.domain.churn import ChurnAssessment, PopulationParams, assess_churn, factor_units
 from pipeline.domain.business_calendar import BusinessCalendar
 from pipeline.domain.sla import at_risk_from, resolve_deadline_ts, sunset_deadline_ts
-from pipeline.domain.utc_month import month_of
+from pipeline.domain.utc_month import month_key, month_of, month_of_key
 from pipeline.domain.vocabulary import DIMENSIONS, TIERS
 from pipeline.domain.state import (
     DAY_MASK_BITS, DIM_KEY, FACTOR_KEY, FACTOR_OF_KEY, MAX_COMPLAINTS, MAX_CONTACTS, MAX_ORDERS, MAX_REVERSALS,
@@ -236,17 +236,6 @@ def _contact(state: CustomerState, t: float, params: ScoringParams, rates: dict[
     state.contacts = [c for c in contacts if c >= horizon][-MAX_CONTACTS:]
 
 
-def _month(t: float) -> str:
-    index = month_of(t)
-    return f"{index // 12:04d}-{index % 12 + 1:02d}"
-
-
-
-@lru_cache(maxsize=4096)
-def _month_index(key: str) -> int:
-    return int(key[:4]) * 12 + int(key[5:7]) - 1
-
-
 def _apply_order(state: CustomerState, ev: Order, t: float, params: ScoringParams,
                  rates: dict[str, float]) -> None:
     evidence = signals.order_evidence(ev)
@@ -305,10 +294,10 @@ def _first_per_order(entries: list[list], oh: int, legacy: int, t: int, amount: 
 
 
 def _revenue(state: CustomerState, t: float, amount: float) -> None:
-    key = _month(t)
+    key = month_key(t)
     state.revenue[key] = round(state.revenue.get(key, 0.0) + amount, 4)
     newest = month_of(state.wm)
-    state.revenue = {k: v for k, v in state.revenue.items() if newest - _month_index(k) < REVENUE_MONTHS}
+    state.revenue = {k: v for k, v in state.revenue.items() if newest - month_of_key(k) < REVENUE_MONTHS}
 
 
 def _apply_complaint(state: CustomerState, ev: Complaint, t: float, params: ScoringParams,
@@ -453,7 +442,7 @@ def _prune_complaints(state: CustomerState, params: ScoringParams, rates: dict[s
 def revenue_365d(state: CustomerState, as_of: float) -> float:
     """Net revenue of the trailing 12 calendar months (month granularity) as of `as_of`."""
     now = month_of(as_of)
-    total = sum(v for k, v in state.revenue.items() if 0 <= now - _month_index(k) < 12)
+    total = sum(v for k, v in state.revenue.items() if 0 <= now - month_of_key(k) < 12)
     return max(0.0, round(total, 2))
 
 

@@ -1,4 +1,5 @@
-"""The UTC calendar month of an instant: its index (year × 12 + month − 1) and its span.
+"""The UTC calendar month of an instant: its index (year × 12 + month − 1), its span, and
+its key ("YYYY-MM", how a state's revenue is bucketed).
 
 The hot path asks for the month of nearly the same instant over and over (a customer's
 trailing-12-month revenue, the next month's start as a sweep deadline), so the span last
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import calendar
 import time
+from functools import lru_cache
 
 _last: tuple[float, float, int] = (0.0, 0.0, 0)   # start, end, index of the month last computed (empty at first)
 
@@ -37,3 +39,15 @@ def month_of(t: float) -> int:
 def next_month(t: float) -> float:
     """The first instant of the UTC calendar month after `t`."""
     return month_span(t)[2]
+
+
+def month_key(t: float) -> str:
+    """The "YYYY-MM" key of the month of `t` (a state's revenue bucket)."""
+    index = month_of(t)
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+@lru_cache(maxsize=4096)
+def month_of_key(key: str) -> int:
+    """The month index of a "YYYY-MM" key."""
+    return int(key[:4]) * 12 + int(key[5:7]) - 1

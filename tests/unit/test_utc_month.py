@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from pipeline.domain.utc_month import month_of, month_span, next_month
+from pipeline.domain.utc_month import month_key, month_of, month_of_key, month_span, next_month
 
 
 def _by_gmtime(t: float) -> tuple[int, float, float]:
@@ -24,6 +24,9 @@ def test_the_month_of_every_instant_is_gmtime_s_also_when_the_last_span_is_reuse
             assert month_span(t) == _by_gmtime(t), t
             assert month_of(t) == _by_gmtime(t)[0]
             assert next_month(t) == _by_gmtime(t)[2]
+            tm = time.gmtime(t)
+            assert month_key(t) == f"{tm.tm_year:04d}-{tm.tm_mon:02d}"
+            assert month_of_key(month_key(t)) == month_of(t)
 
 
 def test_an_instant_gmtime_refuses_is_refused_whatever_was_asked_before():
