@@ -3,7 +3,8 @@
 
 One JSON document per decision: `{"serves": "<version>" | "hand-set", "card": {…}, "model":
 {…} | null}`. A logistic model travels as its standardisation (mean, scale), coefficients,
-intercept and Platt parameters; a LightGBM model as LightGBM's own model string. Floats go
+intercept, Platt parameters and each feature's fitted range (low, high; ±inf as null; a
+document without them, from a build before, reads as unbounded); a LightGBM model as LightGBM's own model string. Floats go
 through JSON's shortest round-tripping repr, so the decoded model scores bit for bit as the
 trained one. `serves: "hand-set"` hands scoring back to the hand-set model (cold start ends
 never do; a drift does), and its card is the model that was trained and not served.
@@ -11,6 +12,7 @@ never do; a drift does), and its card is the model that was trained and not serv
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -26,13 +28,27 @@ def _floats(a: Any) -> list[float]:
     return [float(v) for v in np.asarray(a, dtype=np.float64).ravel()]
 
 
+def _bound(a: np.ndarray | None) -> list[float | None] | None:
+    """A fitted range's edge for JSON: ±inf (a feature never known in training) as null."""
+    return None if a is None else [float(v) if math.isfinite(v) else None for v in _floats(a)]
+
+
+def _edge(values: list[float | None] | None, inf: float, n: int) -> np.ndarray | None:
+    if values is None:
+        return None
+    if len(values) != n:
+        raise ValueError(f"a fitted range of {len(values)} values for {n} features")
+    return np.array([inf if v is None else float(v) for v in values], dtype=np.float64)
+
+
 def _body(model: LinearChurnModel | TreeChurnModel | None) -> dict[str, Any] | None:
     if model is None:
         return None
     if isinstance(model, LinearChurnModel):
         return {"kind": "logistic", "version": model.version, "feature_names": list(model.feature_names),
                 "mean": _floats(model.mean), "scale": _floats(model.scale), "coef": _floats(model.coef),
-                "intercept": float(model.intercept), "platt": [float(v) for v in model.platt]}
+                "intercept": float(model.intercept), "platt": [float(v) for v in model.platt],
+                "low": _bound(model.low), "high": _bound(model.high)}
     return {"kind": "lightgbm", "version": model.version, "feature_names": list(model.feature_names),
             "booster": model.booster.model_to_string(), "platt": [float(v) for v in model.platt]}
 
@@ -105,7 +121,8 @@ def _model(body: dict, card: ModelCard | None) -> LinearChurnModel | TreeChurnMo
         if not mean.shape == scale.shape == coef.shape == (len(names),):
             raise ValueError(f"churn model {body['version']!r}: mean, scale and coef are not one value a feature")
         model: LinearChurnModel | TreeChurnModel = LinearChurnModel(
-            body["version"], names, mean, scale, coef, float(body["intercept"]), (float(a), float(b)), card)
+            body["version"], names, mean, scale, coef, float(body["intercept"]), (float(a), float(b)), card,
+            low=_edge(body.get("low"), -math.inf, len(names)), high=_edge(body.get("high"), math.inf, len(names)))
     elif body["kind"] == "lightgbm":
         import lightgbm as lgb
 

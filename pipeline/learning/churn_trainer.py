@@ -7,8 +7,9 @@ history is held out because the model will score the future, not a random past.
 
 Two model kinds (measured in docs/evaluation.md, "The learned churn model"):
 - "logistic" (served by default): L2-regularised logistic regression over standardised
-  features (NaN → the training mean). Exact additive explanations are weight × (value −
-  mean); scoring one customer is one dot product (microseconds, no batching needed).
+  features (NaN → the training mean), each held to its fitted range (`fitted_range`). Exact
+  additive explanations are weight × (value − mean); scoring one customer is one dot product
+  (microseconds, no batching needed).
 - "lightgbm": gradient-boosted trees; explanations by TreeSHAP (`pred_contrib=True`).
 Both keep each feature's sign prior (`Feature.direction`, pipeline/domain/churn_features.py):
 the logistic weights by L-BFGS-B bounds, the trees by LightGBM's `monotone_constraints`. A
@@ -106,6 +107,10 @@ class LinearChurnModel:
     card: ModelCard | None = None
     # the early-warning model trained with it on the same history (`train_early_warning`)
     early_warning: "LinearChurnModel | None" = None
+    # each feature's fitted range (`fitted_range`), in its own units: a value outside it scores
+    # as the range's edge. None: unbounded (a model published before the range was kept)
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
 
     def raw(self, X: np.ndarray) -> np.ndarray:
         return self._z(X) @ self.coef + self.intercept
@@ -113,6 +118,8 @@ class LinearChurnModel:
     def _z(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
         X = np.where(np.isnan(X), self.mean, X)
+        if self.low is not None and self.high is not None:
+            X = np.clip(X, self.low, self.high)
         return (X - self.mean) / self.scale
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -186,30 +193,61 @@ def enough_history(positives: int, negatives: int, leavers: int) -> bool:
 ROW_SLICE = 16_384   # rows per slice in `standardise`: a float64 slice of 52 features is ~7 MB
 
 
-def standardise(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+# A linear model's log-odds grow without limit with a feature, and a stream's features keep
+# moving past what the model was fitted on: counts of the watched history grow, a change
+# measured against a few weeks of scores meets values hundreds of standard deviations out.
+# Each feature is therefore held to the range of its training values, as trees are by
+# construction (constant past their outermost split): the 0.1 % and 99.9 % quantiles, so that a
+# handful of extreme rows do not set it. Measured in docs/evaluation.md ("The early warning's
+# live backtest"): the published warnings ran high on exactly such values.
+RANGE_QUANTILES = (0.001, 0.999)
+RANGE_SAMPLE_ROWS = 200_000   # the quantiles are taken on an evenly strided subsample of this many rows
+
+
+def fitted_range(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high): per feature the RANGE_QUANTILES of its finite values in `X` (an evenly
+    strided subsample above RANGE_SAMPLE_ROWS rows); (−inf, +inf) for a never-known feature."""
+    sample = np.asarray(X[::max(1, math.ceil(len(X) / RANGE_SAMPLE_ROWS))], dtype=np.float64)
+    sample = np.where(np.isfinite(sample), sample, np.nan)
+    known = ~np.all(np.isnan(sample), axis=0)
+    low, high = np.full(X.shape[1], -np.inf), np.full(X.shape[1], np.inf)
+    if known.any():
+        q = np.nanquantile(sample[:, known], RANGE_QUANTILES, axis=0)
+        low[known], high[known] = q[0], q[1]
+    return low, high
+
+
+def standardise(X: np.ndarray, low: np.ndarray | None = None,
+                high: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(Z, mean, scale): per feature the mean of the finite values (0 for a never-known
     feature) and the standard deviation with every non-finite value set to that mean (1 for a
-    constant feature); Z = (x − mean) / scale as float64, 0 where x is not finite. Computed in
+    constant feature); Z = (x − mean) / scale as float64, 0 where x is not finite. With `low`
+    and `high`, every finite value is first clipped to [low, high] (`fitted_range`). Computed in
     float64 over slices of rows, so the only full-size array made is Z (measured in
     bench/churn_training.py: one float64 copy of 3 million rows costs seconds)."""
     n, k = X.shape
+
+    def rows(i: int) -> np.ndarray:
+        part = np.asarray(X[i:i + ROW_SLICE], dtype=np.float64)
+        return part if low is None or high is None else np.clip(part, low, high)   # NaN stays NaN
+
     total, known = np.zeros(k), np.zeros(k)
     for i in range(0, n, ROW_SLICE):
-        part = np.asarray(X[i:i + ROW_SLICE], dtype=np.float64)
+        part = rows(i)
         finite = np.isfinite(part)
         total += np.where(finite, part, 0.0).sum(axis=0)
         known += finite.sum(axis=0)
     mean = np.where(known > 0, total / np.maximum(known, 1), 0.0)
     squares = np.zeros(k)
     for i in range(0, n, ROW_SLICE):
-        part = np.asarray(X[i:i + ROW_SLICE], dtype=np.float64)
+        part = rows(i)
         d = np.where(np.isfinite(part), part - mean, 0.0)
         squares += (d * d).sum(axis=0)
     scale = np.sqrt(squares / max(n, 1))
     scale = np.where(scale > 1e-9, scale, 1.0)
     Z = np.empty((n, k), dtype=np.float64)
     for i in range(0, n, ROW_SLICE):
-        part = np.asarray(X[i:i + ROW_SLICE], dtype=np.float64)
+        part = rows(i)
         np.divide(np.where(np.isfinite(part), part - mean, 0.0), scale, out=Z[i:i + ROW_SLICE])
     return Z, mean, scale
 
@@ -218,10 +256,12 @@ def _fit_logistic(X: np.ndarray, y: np.ndarray, version: str, weight: np.ndarray
                   directions: Sequence[int] = FEATURE_DIRECTION) -> LinearChurnModel:
     """L2-regularised logistic regression (sklearn's objective: C · Σ w · log-loss + ½ ‖β‖²,
     the intercept unpenalised) whose weights keep the sign of the domain's prior
-    (`Feature.direction`: ≥ 0 for +1, ≤ 0 for −1, free for 0), by L-BFGS-B with bounds."""
+    (`Feature.direction`: ≥ 0 for +1, ≤ 0 for −1, free for 0), by L-BFGS-B with bounds. Each
+    feature is held to its fitted range (`fitted_range`) in fitting and in scoring alike."""
     from scipy.optimize import minimize
 
-    Z, mean, scale = standardise(X)
+    low, high = fitted_range(X)
+    Z, mean, scale = standardise(X, low, high)
     target = np.asarray(y, dtype=np.float64)
     w = np.ones(len(target)) if weight is None else np.asarray(weight, dtype=np.float64)
     k = Z.shape[1]
@@ -241,7 +281,8 @@ def _fit_logistic(X: np.ndarray, y: np.ndarray, version: str, weight: np.ndarray
     fit = minimize(objective, np.zeros(k + 1), jac=True, method="L-BFGS-B", bounds=bounds,
                    options={"maxiter": 1000, "gtol": 1e-6})
     theta = np.asarray(fit.x, dtype=np.float64)   # L-BFGS-B keeps every iterate within the bounds
-    return LinearChurnModel(version, FEATURE_NAMES, mean, scale, theta[:k].copy(), float(theta[k]))
+    return LinearChurnModel(version, FEATURE_NAMES, mean, scale, theta[:k].copy(), float(theta[k]),
+                            low=low, high=high)
 
 
 # Shallow trees (depth ≤ 4): TreeSHAP costs O(trees × leaves × depth²) per customer — 0.6 ms

@@ -472,7 +472,7 @@ def test_bounded_logistic_without_priors_is_plain_l2_logistic_regression():
 
     X, y, _ = synthetic()
     m = churn_trainer._fit_logistic(X, y, "v", directions=[0] * len(FEATURE_NAMES))
-    Z = (X - m.mean) / m.scale
+    Z = m._z(X)   # standardised within the fitted range, as the fit saw them
     ref = LogisticRegression(C=churn_trainer.L2_C, max_iter=1000).fit(Z, y)
     assert m.coef == pytest.approx(ref.coef_[0], abs=2e-3)
     assert m.intercept == pytest.approx(float(ref.intercept_[0]), abs=2e-3)
@@ -483,6 +483,39 @@ def test_bounded_logistic_without_priors_is_plain_l2_logistic_regression():
     for name in ("quiet_logit", "orders"):
         i = FEATURE_NAMES.index(name)
         assert bounded.coef[i] == pytest.approx(m.coef[i], abs=0.05)
+
+
+def test_a_linear_model_holds_each_feature_to_the_range_it_was_fitted_on():
+    """A feature past the range of the training rows (a count that keeps growing, a change
+    hundreds of standard deviations out) scores as the range's edge, as it does for trees:
+    the range is the 0.1–99.9 % quantiles of the training values, the fit sees the values
+    clipped to it, and the explanation stays exact."""
+    X, y, t = synthetic()
+    m = train(X, y, t, version="v", trained_at=t.max())
+    i_q = FEATURE_NAMES.index("quiet_logit")
+    tr = time_split(t)[0]
+    assert m.low[i_q] == pytest.approx(np.quantile(X[tr][:, i_q].astype(np.float64), 0.001))
+    assert m.high[i_q] == pytest.approx(np.quantile(X[tr][:, i_q].astype(np.float64), 0.999))
+    assert np.all(m.low < m.high)
+    row = X[0].copy()
+    edge, far = row.copy(), row.copy()
+    edge[i_q], far[i_q] = m.high[i_q], m.high[i_q] + 100.0
+    assert m.predict(far[None, :])[0] == m.predict(edge[None, :])[0]
+    inside = row.copy()
+    inside[i_q] = m.high[i_q] - 0.5
+    assert m.predict(inside[None, :])[0] < m.predict(edge[None, :])[0]   # within it, the value counts
+    risk, base, contrib = m.explain(far.tolist())
+    logit = lambda p: math.log(p / (1 - p))
+    assert logit(risk) == pytest.approx(logit(base) + sum(contrib), abs=1e-9)
+    # the fit sees the clipped values: three wild rows of quiet_logit change nothing, the model
+    # is the one fitted on rows already clipped to the range
+    wild = X[tr].copy()
+    wild[:3, i_q] = 1e4
+    fit = churn_trainer._fit_logistic(wild, y[tr], "a")
+    assert fit.high[i_q] < 10
+    again = churn_trainer._fit_logistic(np.clip(wild, fit.low, fit.high).astype(np.float32), y[tr], "b")
+    assert again.coef == pytest.approx(fit.coef, abs=1e-3)
+    assert fit.coef[i_q] == pytest.approx(m.coef[i_q], rel=0.1)
 
 
 def test_calibration_improves_brier_on_held_out_rows():
