@@ -73,9 +73,11 @@ for trained_at, m, last in models:
     clipped_q = calibrated(m.platt, np.clip(Z, q_lo, q_hi) @ m.coef + m.intercept)
     rate = labels.mean()
     base = rate * (1 - rate)
+    fitted = t <= last   # its labelled history: the leave rate then, and the model's mean on it
+    then = f"history rate {y[fitted].mean():.3f} mean {m.predict(X[fitted]).mean():.3f} | "
     shift = (Z.mean(0) - Z_train.mean(0)) * m.coef * m.platt[0]
     top = np.argsort(-np.abs(shift))[:3]
-    print(f"{m.version:20s} rows {week.sum():6d} leave rate {rate:.3f} | served {served.mean():.3f} {brier(served, labels):.4f}"
+    print(f"{m.version:20s} {then}rows {week.sum():6d} leave rate {rate:.3f} | served {served.mean():.3f} {brier(served, labels):.4f}"
           f" | clipped {clipped.mean():.3f} {brier(clipped, labels):.4f} | clipped 0.1% {clipped_q.mean():.3f} "
           f"{brier(clipped_q, labels):.4f} | base {base:.4f} | "
           + ", ".join(f"{FEATURE_NAMES[i]} {shift[i]:+.2f} (z {Z_train[:, i].max():.1f} → {Z[:, i].max():.1f})" for i in top))
