@@ -195,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="evaluate on a purchase history (customer_id,date,amount) instead")
         p.add_argument("--cutoff", default=None, help="with --transactions: ISO date; a date means the end of that day")
         p.add_argument("--window-days", type=float, default=90.0, help="with --transactions: churn window")
+        p.add_argument("--date-format", default=None, metavar="STRPTIME",
+                       help="with --transactions: the dates' format when the file cannot show it, "
+                            "e.g. '%%d/%%m/%%Y %%H:%%M' (default: ISO, or slashed dates whose order the file shows)")
         p.add_argument("--holdout-weeks", type=float, default=None,
                        help="with --transactions: churn window in weeks (overrides --window-days)")
         p.add_argument("--resamples", type=int, default=1000,
@@ -722,9 +725,13 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
             _err("evaluate", f"{args.transactions}: no such file")
             return 2
         window = args.holdout_weeks * 7.0 if args.holdout_weeks is not None else args.window_days
-        result = evaluate.run_transactions_evaluate(settings, args.transactions, args.cutoff, window,
-                                                    args.threshold, out=print, resamples=args.resamples,
-                                                    churn_model=args.churn_model)
+        try:
+            result = evaluate.run_transactions_evaluate(settings, args.transactions, args.cutoff, window,
+                                                        args.threshold, out=print, resamples=args.resamples,
+                                                        churn_model=args.churn_model, date_format=args.date_format)
+        except ValueError as exc:   # a log that does not read (the error names the line), a bad cutoff
+            _err("evaluate", str(exc))
+            return 2
     elif args.mode == "causal":
         try:
             result = _causal_evaluate(settings, args)

@@ -304,7 +304,10 @@ def _print(say: Callable[[str], object], result: dict) -> None:
 def _cutoff_dt(cutoff: date | datetime | str) -> datetime:
     """A date means the end of that day (UTC); a naive datetime is UTC."""
     if isinstance(cutoff, str):
-        cutoff = datetime.fromisoformat(cutoff) if len(cutoff) > 10 else date.fromisoformat(cutoff)
+        try:
+            cutoff = datetime.fromisoformat(cutoff) if len(cutoff) > 10 else date.fromisoformat(cutoff)
+        except ValueError:
+            raise ValueError(f"cutoff {cutoff!r}: expected an ISO date (1997-09-30) or datetime") from None
     if isinstance(cutoff, datetime):
         return cutoff if cutoff.tzinfo else cutoff.replace(tzinfo=timezone.utc)
     return datetime.combine(cutoff + timedelta(days=1), time(0), tzinfo=timezone.utc)
@@ -313,7 +316,7 @@ def _cutoff_dt(cutoff: date | datetime | str) -> datetime:
 def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: date | datetime | str,
                               window_days: float = 90.0, churn_threshold: float = WARNING_THRESHOLD,
                               out: Callable[[str], object] | None = None, resamples: int = 1000,
-                              churn_model: str = "hand-set") -> dict:
+                              churn_model: str = "hand-set", date_format: str | None = None) -> dict:
     """Replay a real purchase history up to `cutoff` and check churn_risk against what happened.
 
     Label: a customer with at least one purchase up to the cutoff is a churner when they
@@ -331,7 +334,8 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
     say = out or (lambda s: None)
     cut = _cutoff_dt(cutoff)
     horizon = cut + timedelta(days=window_days)
-    rows = sorted(read_transactions(csv_path), key=lambda r: occurred_at(r[1]))
+    log = read_transactions(csv_path, date_format)
+    rows = sorted(log.rows, key=lambda r: occurred_at(r[1]))
     before = [r for r in rows if occurred_at(r[1]) <= cut]
     last: dict[str, datetime] = {}
     for cid, when, _ in before:
@@ -351,7 +355,8 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
     scores = _purchase_scores(before, cut, ids, labels, risk, resamples, window_days)
     result = {
         "csv": str(csv_path), "cutoff": cut.isoformat(), "window_days": window_days,
-        "transactions": len(rows), "transactions_replayed": len(before), "customers": len(ids),
+        "input_rows": log.lines, "transactions": len(rows), "left_out": log.skipped,
+        "transactions_replayed": len(before), "customers": len(ids),
         "time_floor": settings.time_floor.isoformat(),
         "churned": sum(labels), "churn_rate": _r(sum(labels) / len(ids)) if ids else None,
         "unscored_customers": sum(1 for c in ids if c not in res.scores),

@@ -1,44 +1,82 @@
-"""A CSV transaction log (customer id, date, amount) → wire-format `paid` order events.
+"""A CSV transaction log → wire-format `paid` order events.
 
 Real purchase histories (a retailer's transaction export, the "online retail" style data
 sets) are the data nobody here tuned the scores to; this turns them into the input
 contract so they can be replayed through the very same core.
 
-CSV layout: three columns, in the order customer id, date, amount; or a header row that
-names them (any order, extra columns ignored), e.g. `customer_id,date,amount`. Without a
-header row a file must have exactly three columns: with more, which one is the amount is a
-guess (CDNOW's master file has the quantity before it), so it is refused with the fix. The
-date is an ISO date (`2024-05-01`, or compact `20240501`) or an ISO datetime
-(`2024-05-01T10:15:00+02:00`; without an offset it is taken as UTC). Comma, semicolon or tab
-separated, or columns separated by spaces (as CDNOW's master file). Errors name the line.
+Layouts that read:
+- three columns, in the order customer id, date, amount, with no header row;
+- a header row that names the columns (any order, other columns ignored), e.g.
+  `customer_id,date,amount`. A purchase's amount is an amount column (`amount`, `total`,
+  `sales`, …) or, for an export of invoice lines, a quantity column times a unit price column
+  (`Quantity` × `UnitPrice` or `Price`). With an invoice column (`Invoice`, `InvoiceNo`,
+  `order_id`, …) the lines of one customer's invoice are one purchase: the sum of its lines,
+  at its first line's time. Without one, each row is a purchase.
+Without a header row a file must have exactly three columns: with more, which one is the
+amount is a guess (CDNOW's master file has the quantity before it), so it is refused with
+the fix.
+
+Dates: an ISO date (`2024-05-01`, or compact `20240501`) or an ISO datetime
+(`2024-05-01T10:15:00+02:00`, or with a space); without an offset a time is taken as UTC.
+Dates written with slashes or dots (`12/1/2010 8:26`, `01.12.2010`) read when the file
+itself shows the order: a first field above 12 somewhere means day first, a second field
+above 12 means month first; a file where neither happens is refused, and `date_format`
+(strptime, e.g. `%d/%m/%Y %H:%M`) settles it. Comma, semicolon or tab separated, or columns
+separated by spaces (as CDNOW's master file).
+
+What is left out, counted by reason (`TransactionLog.skipped`), never an error: rows with no
+customer id (guest checkouts), and purchases whose amount is below zero (returns and
+cancellations, e.g. the `C…` invoices of an online-retail export; refunds are not purchases).
+Everything else that does not read is an error naming the line.
 """
 from __future__ import annotations
 
 import csv
 import hashlib
 import json
+import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 Row = tuple[str, "date | datetime", Decimal]
 
 _NAMES = {
     "customer": ("customer_id", "customer", "customerid", "customer id", "client_id", "user_id", "id"),
     "date": ("date", "occurred_at", "timestamp", "datetime", "invoicedate", "invoice_date", "order_date", "time"),
-    "amount": ("amount", "value", "total", "revenue", "price", "sales", "dollar_value", "order_value",
-               "order_total", "sales_amount", "net_amount"),
+    "amount": ("amount", "value", "total", "revenue", "sales", "dollar_value", "order_value",
+               "order_total", "sales_amount", "net_amount", "line_total"),
+    "unit_price": ("price", "unitprice", "unit_price", "unit price", "price_each", "priceeach", "item_price"),
+    "quantity": ("quantity", "qty", "units", "quantity_ordered"),
+    "invoice": ("invoice", "invoiceno", "invoice_no", "invoice_id", "invoice number", "order_id", "orderid",
+                "order_number", "transaction_id", "receipt_id", "basket_id"),
 }
+_REQUIRED = ("customer", "date")
+
+NO_CUSTOMER = "no customer id"
+RETURN = "return or cancellation (amount below zero)"
+
+# 12/1/2010 8:26, 01.12.2010, 2010/12/01 23:59:59
+_SLASHED = re.compile(r"(\d{1,4})[/.-](\d{1,2})[/.-](\d{1,4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?")
 
 
 class TransactionError(ValueError):
     """A transaction log that cannot be read; the message names the line."""
 
 
-def _parse_date(text: str) -> date | datetime:
+@dataclass(frozen=True)
+class TransactionLog:
+    """The purchases of a log (customer id, date or aware datetime, amount) in the order of
+    their first line, and what was left out: reason → rows (no customer id) or purchases."""
+    rows: list[Row]
+    skipped: dict[str, int] = field(default_factory=dict)
+    lines: int = 0
+
+
+def _parse_iso_date(text: str) -> date | datetime:
     s = text.strip()
     if len(s) == 10 or (len(s) == 8 and s.isdigit()):   # 2024-05-01, 20240501
         return date.fromisoformat(s)
@@ -53,8 +91,26 @@ def _parse_amount(text: str) -> Decimal:
     return a
 
 
+def _is_date(text: str) -> bool:
+    try:
+        _parse_iso_date(text)
+        return True
+    except ValueError:
+        return _SLASHED.fullmatch(text.strip()) is not None
+
+
+def _is_value(cell: str) -> bool:
+    if _is_date(cell):
+        return True
+    try:
+        _parse_amount(cell)
+        return True
+    except (ValueError, InvalidOperation):
+        return False
+
+
 def _accepted_names() -> str:
-    return "; ".join("/".join(names[:3]) + "/…" for names in _NAMES.values())
+    return "; ".join("/".join(_NAMES[r][:3]) + "/…" for r in ("customer", "date", "amount"))
 
 
 def _header_map(cells: list[str]) -> dict[str, int] | None:
@@ -65,38 +121,85 @@ def _header_map(cells: list[str]) -> dict[str, int] | None:
             if c in names and i not in found.values():
                 found[role] = i
                 break
-    return found if len(found) == 3 else None
+    if not all(r in found for r in _REQUIRED) or not ("amount" in found or "unit_price" in found):
+        return None
+    if "amount" in found or "quantity" not in found:    # a price with no quantity is what was paid
+        found.setdefault("amount", found.get("unit_price", -1))
+        found.pop("unit_price", None)
+        found.pop("quantity", None)
+    return found
 
 
 def _looks_like_data(cells: list[str]) -> bool:
     if len(cells) < 3:
         return False
     try:
-        _parse_date(cells[1])
         _parse_amount(cells[2])
-        return True
     except (ValueError, InvalidOperation):
         return False
+    return _is_date(cells[1])
 
 
-def _is_value(cell: str) -> bool:
-    for parse in (_parse_date, _parse_amount):
+def _strptime_parser(fmt: str) -> Callable[[str], date | datetime]:
+    with_time = any(d in fmt for d in ("%H", "%I", "%M", "%S", "%p", "%z", "%X", "%c"))
+
+    def parse(text: str) -> date | datetime:
+        dt = datetime.strptime(text.strip(), fmt)
+        if not with_time:
+            return dt.date()
+        return dt if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)
+    return parse
+
+
+def _slashed_parser(path: Path, texts: list[tuple[int, str]]) -> Callable[[str], date | datetime]:
+    """The day/month order of the slashed dates of a file, from the file itself."""
+    firsts, seconds, year_first = 0, 0, None
+    for n, t in texts:
+        m = _SLASHED.fullmatch(t.strip())
+        if m is None:
+            continue
+        a, b, c = m.group(1), m.group(2), m.group(3)
+        if year_first is None:
+            year_first = len(a) == 4
+        if year_first:
+            continue
+        if len(c) != 4:
+            raise TransactionError(f"{path}:{n}: date {t!r} has a two-digit year: pass a date format "
+                                   f"(--date-format, e.g. %d/%m/%y)")
+        firsts, seconds = max(firsts, int(a)), max(seconds, int(b))
+    if year_first:
+        order = (1, 2, 3)           # year, month, day
+    elif firsts > 12 and seconds > 12:
+        n, t = next((n, t) for n, t in texts if _SLASHED.fullmatch(t.strip()))
+        raise TransactionError(f"{path}:{n}: dates such as {t!r} have fields above 12 in both the first and "
+                               f"second place: no single day/month order reads them")
+    elif firsts > 12:
+        order = (3, 2, 1)           # day, month, year
+    elif seconds > 12:
+        order = (3, 1, 2)           # month, day, year
+    else:
+        n, t = next((n, t) for n, t in texts if _SLASHED.fullmatch(t.strip()))
+        raise TransactionError(f"{path}:{n}: dates such as {t!r} read as day/month and as month/day alike "
+                               f"(no field above 12 in the whole file): pass a date format, e.g. "
+                               f"--date-format '%d/%m/%Y %H:%M' or '%m/%d/%Y %H:%M'")
+
+    def parse(text: str) -> date | datetime:
+        s = text.strip()
         try:
-            parse(cell)
-            return True
-        except (ValueError, InvalidOperation):
+            return _parse_iso_date(s)
+        except ValueError:
             pass
-    return False
+        m = _SLASHED.fullmatch(s)
+        if m is None:
+            raise ValueError(s)
+        y, mo, d = (int(m.group(i)) for i in order)
+        if m.group(4) is None:
+            return date(y, mo, d)
+        return datetime(y, mo, d, int(m.group(4)), int(m.group(5)), int(m.group(6) or 0), tzinfo=timezone.utc)
+    return parse
 
 
-def read_transactions(csv_path: str | Path) -> list[Row]:
-    """Rows (customer_id, date or aware datetime, amount) in file order.
-
-    Raises TransactionError naming the line for a missing column, an empty customer id,
-    an unparseable date or amount, or a negative amount (refunds are not purchases:
-    remove them or net them out before export).
-    """
-    path = Path(csv_path)
+def _split_lines(path: Path) -> Iterable[list[str]]:
     with open(path, newline="", encoding="utf-8-sig") as fh:
         text = fh.read()
     if not text.strip():
@@ -104,14 +207,24 @@ def read_transactions(csv_path: str | Path) -> list[Row]:
     lines = text.splitlines()
     first = lines[0]
     delim = max((",", ";", "\t"), key=first.count)
-    cells_of: Iterable[list[str]]
     if not first.count(delim) and len(first.split()) >= 3:   # columns separated by spaces
-        cells_of = (line.split() for line in lines)
-    else:
-        cells_of = csv.reader(lines, delimiter=delim)
-    rows: list[Row] = []
-    cols = (0, 1, 2)
-    for n, cells in enumerate(cells_of, start=1):
+        return (line.split() for line in lines)
+    return csv.reader(lines, delimiter=delim)
+
+
+def read_transactions(csv_path: str | Path, date_format: str | None = None) -> TransactionLog:
+    """The purchases of a CSV transaction log (the layouts of the module's doc).
+
+    Raises TransactionError naming the line for a missing column, an unparseable date or
+    amount, or a customer id over 128 characters. Rows with no customer id and purchases
+    below zero are left out and counted in `skipped`.
+    """
+    path = Path(csv_path)
+    cols: dict[str, int] = {"customer": 0, "date": 1, "amount": 2}
+    raw: list[tuple[int, str, str, Decimal, str]] = []     # line, customer, date text, amount, invoice
+    skipped: Counter[str] = Counter()
+    lines = 0
+    for n, cells in enumerate(_split_lines(path), start=1):
         if not cells or all(not c.strip() for c in cells):
             continue
         if n == 1:
@@ -120,7 +233,7 @@ def read_transactions(csv_path: str | Path) -> list[Row]:
             if hm is None and len(cells) == 3 and not any(_is_value(c) for c in cells):
                 hm = {"customer": 0, "date": 1, "amount": 2}   # a header with other names: positional
             if hm is not None:
-                cols = (hm["customer"], hm["date"], hm["amount"])
+                cols = hm
                 continue
             if len(cells) > 3 and data:
                 raise TransactionError(
@@ -130,26 +243,55 @@ def read_transactions(csv_path: str | Path) -> list[Row]:
             if len(cells) > 3 and not any(_is_value(c) for c in cells):
                 raise TransactionError(
                     f"{path}:1: the header row does not name a customer id, a date and an amount column "
-                    f"({_accepted_names()}; other columns are ignored)")
-        if len(cells) <= max(cols):
-            raise TransactionError(f"{path}:{n}: expected at least {max(cols) + 1} columns, got {len(cells)}")
-        cid, d, a = (cells[i].strip() for i in cols)
+                    f"({_accepted_names()}, or a quantity and a unit price; other columns are ignored)")
+        lines += 1
+        if len(cells) <= max(cols.values()):
+            raise TransactionError(f"{path}:{n}: expected at least {max(cols.values()) + 1} columns, got {len(cells)}")
+        cid = cells[cols["customer"]].strip()
         if not cid:
-            raise TransactionError(f"{path}:{n}: empty customer id")
+            skipped[NO_CUSTOMER] += 1
+            continue
         if len(cid) > 128:
             raise TransactionError(f"{path}:{n}: customer id longer than 128 characters")
         try:
-            when = _parse_date(d)
-        except ValueError:
-            raise TransactionError(f"{path}:{n}: bad date {d!r} (expected ISO date or datetime)") from None
-        try:
-            amount = _parse_amount(a)
+            if "amount" in cols:
+                amount = _parse_amount(cells[cols["amount"]])
+            else:
+                amount = _parse_amount(cells[cols["quantity"]]) * _parse_amount(cells[cols["unit_price"]])
         except (InvalidOperation, ValueError):
-            raise TransactionError(f"{path}:{n}: bad amount {a!r}") from None
-        if amount < 0:
-            raise TransactionError(f"{path}:{n}: negative amount {a!r} (refunds are not purchases)")
-        rows.append((cid, when, amount))
-    return rows
+            what = ("amount " + repr(cells[cols["amount"]].strip()) if "amount" in cols else
+                    f"quantity or unit price {cells[cols['quantity']].strip()!r} × {cells[cols['unit_price']].strip()!r}")
+            raise TransactionError(f"{path}:{n}: bad {what}") from None
+        invoice = cells[cols["invoice"]].strip() if "invoice" in cols else ""
+        raw.append((n, cid, cells[cols["date"]], amount, invoice))
+
+    parse_date: Callable[[str], date | datetime] | None = _strptime_parser(date_format) if date_format else None
+    purchases: dict[tuple[str, str] | int, list] = {}
+    for n, cid, d, amount, invoice in raw:
+        key: tuple[str, str] | int = (cid, invoice) if invoice else n
+        try:
+            when = parse_date(d) if parse_date is not None else _parse_iso_date(d)
+        except ValueError:
+            if parse_date is None and _SLASHED.fullmatch(d.strip()):
+                parse_date = _slashed_parser(path, [(m, t) for m, _, t, _, _ in raw])
+                try:
+                    when = parse_date(d)
+                except ValueError:
+                    raise TransactionError(f"{path}:{n}: bad date {d.strip()!r} (not a calendar date)") from None
+            else:
+                expected = f"the date format {date_format!r}" if date_format else "ISO date or datetime"
+                raise TransactionError(f"{path}:{n}: bad date {d.strip()!r} (expected {expected})") from None
+        if key in purchases:           # a further line of the invoice: its amount counts
+            purchases[key][2] += amount
+        else:
+            purchases[key] = [cid, when, amount]
+    rows: list[Row] = []
+    for cid, when, amount in purchases.values():
+        if amount.is_signed():       # below zero, or the -0.00 of a free item's cancellation
+            skipped[RETURN] += 1
+        else:
+            rows.append((cid, when, amount))
+    return TransactionLog(rows, dict(skipped), lines)
 
 
 def occurred_at(when: date | datetime) -> datetime:

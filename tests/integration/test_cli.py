@@ -351,6 +351,12 @@ def test_evaluate_subcommand(tmp_path, capsys, monkeypatch):
     assert figures["customers"] == 100 and 0.0 <= figures["auc"] <= 1.0
     code, _, err = run(capsys, "evaluate", "--transactions", str(tmp_path / "x.csv"))
     assert code == 2 and "--cutoff" in err
+    bad = tmp_path / "x.csv"
+    bad.write_text("C1,2024-05-01,1\nC2,2024-05-02,abc\n")
+    code, _, err = run(capsys, "evaluate", "--transactions", str(bad), "--cutoff", "2024-05-01")
+    assert code == 2 and "x.csv:2: bad amount 'abc'" in err          # the line, not a traceback
+    code, _, err = run(capsys, "evaluate", "--transactions", str(bad), "--cutoff", "2024-5-1")
+    assert code == 2 and "cutoff '2024-5-1': expected an ISO date" in err
 
 
 @pytest.mark.integration

@@ -112,7 +112,7 @@ def test_run_transactions_evaluate(settings, tmp_path):
     from pipeline.tools.transactions import write_sample_csv
     log = write_sample_csv(tmp_path / "tx.csv", customers=120, days=365, end=date(2024, 12, 31))
     r = run_transactions_evaluate(settings, log.path, cutoff="2024-09-30", window_days=90)
-    assert r["transactions"] == log.rows
+    assert r["transactions"] == r["input_rows"] == log.rows and r["left_out"] == {}
     assert 0 < r["transactions_replayed"] < log.rows
     assert r["customers"] > 50 and 0 < r["churned"] < r["customers"]
     assert r["unscored_customers"] == 0

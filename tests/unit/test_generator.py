@@ -1,18 +1,13 @@
-"""The synthetic stream: determinism, wire validity, planted defects, ordering, ground truth;
-and the CSV transaction log conversion."""
+"""The synthetic stream: determinism, wire validity, planted defects, ordering, ground truth."""
 from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from datetime import date, datetime, timedelta, timezone
-from decimal import Decimal
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from pipeline.tools.generator import DEFECTS, DRIVERS, MAX_JITTER_SECONDS, generate, write_jsonl
-from pipeline.tools.transactions import (
-    TransactionError, occurred_at, read_transactions, to_order_events, write_sample_csv,
-)
 from schemas.events import parse_event
 from schemas.outputs import ChurnFactor
 
@@ -226,93 +221,6 @@ def test_write_jsonl_round_trip(tmp_path, small):
     for line, r in zip(lines, small.records):
         if r.valid:
             json.loads(line)
-
-
-# ----------------------------------------------------------------------------- transactions
-
-
-def test_read_transactions_with_and_without_header(tmp_path):
-    a = tmp_path / "a.csv"
-    a.write_text("customer_id,date,amount\nC1,2024-05-01,12.50\nC2,2024-05-02T10:15:00+02:00,3\n")
-    b = tmp_path / "b.csv"
-    b.write_text("C1;2024-05-01;12.50\nC2;2024-05-02T10:15:00;3\n")
-    c = tmp_path / "c.csv"
-    c.write_text("amount,extra,CustomerID,InvoiceDate\n7.00,x,C9,2024-01-31\n")
-    ra = read_transactions(a)
-    assert ra[0] == ("C1", date(2024, 5, 1), Decimal("12.50"))
-    assert ra[1][1] == datetime(2024, 5, 2, 8, 15, tzinfo=timezone.utc)
-    rb = read_transactions(b)
-    assert rb[1][1] == datetime(2024, 5, 2, 10, 15, tzinfo=timezone.utc)   # naive = UTC
-    assert read_transactions(c) == [("C9", date(2024, 1, 31), Decimal("7.00"))]
-
-
-def test_read_transactions_in_cdnows_own_layout(tmp_path):
-    """CDNOW's master file as `lifetimes` ships it: columns separated by spaces, compact dates,
-    the quantity before the amount (`dollar_value`). It reads as is. Without its header row
-    which column is the amount would be a guess (the third is the quantity): refused, with
-    the fix; so is a header row that names no amount column."""
-    body = " 00001 19970101  1   11.77\n 00002 19970112  2   12.00\n"
-    want = [("00001", date(1997, 1, 1), Decimal("11.77")), ("00002", date(1997, 1, 12), Decimal("12.00"))]
-    p = tmp_path / "CDNOW_master.txt"
-    p.write_text(" customer_id  date number_of_cds  dollar_value\n" + body)
-    assert read_transactions(p) == want
-    p.write_text(body)
-    with pytest.raises(TransactionError) as e:
-        read_transactions(p)
-    assert "CDNOW_master.txt:1: 4 columns and no header row" in str(e.value) and "customer_id date quantity amount" in str(e.value)
-    p.write_text("customer_id date quantity amount\n" + body)
-    assert read_transactions(p) == want
-    p.write_text("customer_id date quantity paid\n" + body)
-    with pytest.raises(TransactionError, match="CDNOW_master.txt:1: the header row does not name"):
-        read_transactions(p)
-    q = tmp_path / "compact.csv"
-    q.write_text("C1,20240501,3.5\n")   # a compact date is a date (noon UTC), as 2024-05-01
-    assert read_transactions(q) == [("C1", date(2024, 5, 1), Decimal("3.5"))]
-
-
-@pytest.mark.parametrize("body, line, words", [
-    ("customer_id,date,amount\nC1,2024-05-01,1\nC2,2024-13-01,2\n", 3, "bad date"),
-    ("C1,2024-05-01,1\nC2,2024-05-02,abc\n", 2, "bad amount"),
-    ("C1,2024-05-01,1\nC2,2024-05-02\n", 2, "columns"),
-    ("customer_id,date,amount\n,2024-05-01,1\n", 2, "empty customer id"),
-    ("C1,2024-05-01,-4.00\n", 1, "negative amount"),
-    ("C1,2024-05-01,NaN\n", 1, "bad amount"),
-    ("C1,yesterday,5\n", 1, "bad date"),
-])
-def test_read_transactions_errors_name_the_line(tmp_path, body, line, words):
-    p = tmp_path / "t.csv"
-    p.write_text(body)
-    with pytest.raises(TransactionError) as e:
-        read_transactions(p)
-    assert f"t.csv:{line}:" in str(e.value) and words in str(e.value)
-
-
-def test_read_transactions_empty_file(tmp_path):
-    p = tmp_path / "e.csv"
-    p.write_text("")
-    with pytest.raises(TransactionError, match="empty"):
-        read_transactions(p)
-
-
-def test_to_order_events_are_valid_paid_orders():
-    rows = [("C1", date(2024, 5, 1), Decimal("12.50")), ("C1", date(2024, 5, 1), Decimal("12.50")),
-            ("C2", datetime(2024, 5, 2, 8, 15, tzinfo=timezone.utc), Decimal("3"))]
-    evs = [parse_event(v) for v in to_order_events(rows)]
-    assert [e.status.value for e in evs] == ["paid"] * 3
-    assert evs[0].occurred_at == datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
-    assert evs[2].occurred_at == datetime(2024, 5, 2, 8, 15, tzinfo=timezone.utc)
-    assert evs[0].event_id != evs[1].event_id                    # two identical purchases stay two
-    assert to_order_events(rows) == to_order_events(rows)         # deterministic ids
-    assert evs[0].amount == Decimal("12.50") and evs[0].customer_id == "C1"
-    assert occurred_at(date(2024, 1, 1)).hour == 12
-
-
-def test_sample_csv(tmp_path):
-    log = write_sample_csv(tmp_path / "s.csv", customers=30, days=120)
-    rows = read_transactions(log.path)
-    assert len(rows) == log.rows > 30
-    assert len({r[0] for r in rows}) <= 30
-    assert all(parse_event(v).type == "order" for v in to_order_events(rows))
 
 
 @pytest.mark.parametrize("seed", [7, 21, 40])
