@@ -74,7 +74,8 @@ for trained_at, m, last in models:
     rate = labels.mean()
     base = rate * (1 - rate)
     fitted = t <= last   # its labelled history: the leave rate then, and the model's mean on it
-    then = f"history rate {y[fitted].mean():.3f} mean {m.predict(X[fitted]).mean():.3f} | "
+    then = (f"span {(last - t.min()) / DAY:3.0f} d history rate {y[fitted].mean():.3f} "
+            f"mean {m.predict(X[fitted]).mean():.3f} | ")
     shift = (Z.mean(0) - Z_train.mean(0)) * m.coef * m.platt[0]
     top = np.argsort(-np.abs(shift))[:3]
     print(f"{m.version:20s} {then}rows {week.sum():6d} leave rate {rate:.3f} | served {served.mean():.3f} {brier(served, labels):.4f}"

@@ -208,7 +208,7 @@ def test_the_early_warning_model_learns_who_leaves_among_the_customers_still_the
     X[:, incidents] = rng.exponential(1.0, n)
     leaves = ~gone & (X[:, incidents] + rng.normal(0, 0.7, n) > 1.8)
     y, here = gone | leaves, ~gone
-    t = np.repeat(np.arange(30) * DAY, n // 30)
+    t = np.repeat(np.arange(30) * 1.5 * DAY, n // 30)
     ew = churn_trainer.train_early_warning(X, y, t, here, version="ew-1", trained_at=float(t[-1]), leavers=500)
     direct = train(X[here], y[here], t[here], version="ew-1", trained_at=float(t[-1]), leavers=500)
     assert ew is not None and np.array_equal(ew.coef, direct.coef) and ew.card == direct.card
@@ -218,6 +218,27 @@ def test_the_early_warning_model_learns_who_leaves_among_the_customers_still_the
     # too few rows still there: no early-warning model (the cold-start minimums)
     assert churn_trainer.train_early_warning(X, y, t, here & (np.arange(n) < 150), version="ew-2",
                                              trained_at=float(t[-1]), leavers=500) is None
+
+
+def test_no_early_warning_model_until_its_labelled_history_spans_a_horizon():
+    """The early warning's first models learn from the first days of a stream only (its label
+    needs 2H of hindsight) and met the same customers weeks older: none is trained before its
+    snapshots span H days (docs/evaluation.md §7, "A young history"). The same rows spread
+    over H days train one."""
+    rng = np.random.default_rng(4)
+    n, k = 6000, len(FEATURE_NAMES)
+    X = np.zeros((n, k))
+    incidents = FEATURE_NAMES.index("failed_recovery_count")
+    X[:, incidents] = rng.exponential(1.0, n)
+    y = X[:, incidents] + rng.normal(0, 0.7, n) > 1.8
+    here = np.ones(n, bool)
+    for days, trained in ((29.0, False), (30.0, True)):
+        t = np.repeat(np.linspace(0.0, days, 30) * DAY, n // 30)
+        ew = churn_trainer.train_early_warning(X, y, t, here, version="ew", trained_at=float(t[-1]), leavers=500)
+        assert (ew is not None) is trained, days
+    t = np.repeat(np.linspace(0.0, 14.0, 30) * DAY, n // 30)   # a shorter horizon asks a shorter span
+    assert churn_trainer.train_early_warning(X, y, t, here, version="ew", trained_at=float(t[-1]), leavers=500,
+                                             horizon_days=14) is not None
 
 
 def test_the_early_warning_model_does_without_the_counts_of_the_observed_history():
@@ -233,7 +254,7 @@ def test_the_early_warning_model_does_without_the_counts_of_the_observed_history
     X[:, incidents] = rng.exponential(1.0, n)
     X[:, orders] = rng.poisson(5.0, n)
     y = X[:, incidents] + 0.3 * X[:, orders] + rng.normal(0, 0.7, n) > 3.3
-    t = np.repeat(np.arange(30) * DAY, n // 30)
+    t = np.repeat(np.arange(30) * 1.5 * DAY, n // 30)
     before = X.copy()
     ew = churn_trainer.train_early_warning(X, y, t, np.ones(n, bool), version="ew-1", trained_at=float(t[-1]),
                                            leavers=500)
@@ -525,6 +546,30 @@ def test_calibration_improves_brier_on_held_out_rows():
     card = train(X, y, t, version="v", trained_at=t.max()).card
     assert card.brier_validation < card.brier_uncalibrated
     assert card.brier_validation < card.brier_base_rate
+
+
+def test_the_served_model_is_recalibrated_on_the_latest_rows():
+    """The base rate keeps drifting up: Platt's numbers from the calibration part under-state
+    the latest rows, those refitted on the latest part (the validation part, nearest the
+    future) do not. The card keeps the held-out figures of the calibration before; ranking and
+    exact explanations are unchanged (Platt is monotone and affine in the log-odds). With too
+    few rows of a class in the latest part the calibration part's fit serves."""
+    X, y, t = synthetic(drift=2.5, seed=3)
+    m = train(X, y, t, version="v", trained_at=t.max())
+    tr, cal, val = time_split(t)
+    held = churn_trainer.fit_platt(m.raw(X[cal]), y[cal])
+    assert m.platt == churn_trainer.fit_platt(m.raw(X[val]), y[val]) and m.platt != held
+    served, before = m.predict(X[val]), churn_trainer.calibrated(held, m.raw(X[val]))
+    assert before.mean() < y[val].mean() - 0.02                        # the drift: the older fit under-states
+    assert abs(served.mean() - y[val].mean()) < 0.01
+    assert m.card.brier_validation == pytest.approx(float(np.mean((before - y[val]) ** 2)), abs=1e-5)
+    risk, baseline, contributions = m.explain(X[val][0])
+    assert risk == pytest.approx(served[0]) and math.log(baseline / (1 - baseline)) + sum(contributions) == pytest.approx(
+        math.log(served[0] / (1 - served[0])))
+    y_few = y.copy()
+    y_few[np.flatnonzero(val & y)[churn_trainer.MIN_CALIBRATION_ROWS - 1:]] = False   # 29 positives left there
+    few = train(X, y_few, t, version="v", trained_at=t.max())
+    assert few.platt == churn_trainer.fit_platt(few.raw(X[cal]), y_few[cal])
 
 
 def test_recency_half_life_is_chosen_on_the_latest_rows_when_the_drivers_change():

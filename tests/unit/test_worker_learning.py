@@ -260,11 +260,11 @@ def test_a_tick_waits_until_the_broker_confirms_a_partition_that_looks_caught_up
 
 
 def _training_rows(seed: int, n: int = 3000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows a model trains on (X, y, t): the label follows the first feature, over 30 days."""
+    """Rows a model trains on (X, y, t): the label follows the first feature, over 45 days."""
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, len(churn_trainer.FEATURE_NAMES)))
     y = X[:, 0] + rng.normal(size=n) > 0.5
-    return X, y, np.repeat(np.arange(30) * DAY, n // 30)
+    return X, y, np.repeat(np.arange(30) * 1.5 * DAY, n // 30)
 
 
 def test_the_model_channel_round_trips_both_kinds_and_the_hand_set_handover():
