@@ -486,7 +486,7 @@ _HISTORY_COUNTS = [FEATURE_NAMES.index(name) for name in HISTORY_COUNTS]
 # label needs 2H of hindsight, so a stream's first early-warning models learn from the first
 # days of the stream only, when every customer is as young as the watching. Those models met
 # the same customers weeks older (their purchase rhythm established, the usual gaps stretched)
-# and published a mean warning of 0.23–0.30 to weeks that left at 0.11 (docs/evaluation.md §7,
+# and published mean warnings of 0.17–0.30 to weeks that left at 0.11 (docs/evaluation.md §7,
 # "A young history"). There is no reference model to hand back to: without this the first
 # weeks of warnings are the worst calibrated. One horizon: the question asked (leaves within
 # H) needs snapshots at least H apart to have been asked at more than one stage of the
