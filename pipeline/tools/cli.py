@@ -725,11 +725,14 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
             _err("evaluate", f"{args.transactions}: no such file")
             return 2
         window = args.holdout_weeks * 7.0 if args.holdout_weeks is not None else args.window_days
+        from pipeline.tools.transactions import TransactionError
+
         try:
-            result = evaluate.run_transactions_evaluate(settings, args.transactions, args.cutoff, window,
+            cutoff = evaluate.cutoff_instant(args.cutoff)
+            result = evaluate.run_transactions_evaluate(settings, args.transactions, cutoff, window,
                                                         args.threshold, out=print, resamples=args.resamples,
                                                         churn_model=args.churn_model, date_format=args.date_format)
-        except ValueError as exc:   # a log that does not read (the error names the line), a bad cutoff
+        except (evaluate.CutoffError, TransactionError) as exc:   # the error names the line of the log
             _err("evaluate", str(exc))
             return 2
     elif args.mode == "causal":

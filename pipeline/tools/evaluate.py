@@ -301,13 +301,17 @@ def _print(say: Callable[[str], object], result: dict) -> None:
 # ----------------------------------------------------------------------------- transactions
 
 
-def _cutoff_dt(cutoff: date | datetime | str) -> datetime:
+class CutoffError(ValueError):
+    """A cutoff that is not an ISO date or datetime."""
+
+
+def cutoff_instant(cutoff: date | datetime | str) -> datetime:
     """A date means the end of that day (UTC); a naive datetime is UTC."""
     if isinstance(cutoff, str):
         try:
             cutoff = datetime.fromisoformat(cutoff) if len(cutoff) > 10 else date.fromisoformat(cutoff)
         except ValueError:
-            raise ValueError(f"cutoff {cutoff!r}: expected an ISO date (1997-09-30) or datetime") from None
+            raise CutoffError(f"cutoff {cutoff!r}: expected an ISO date (1997-09-30) or datetime") from None
     if isinstance(cutoff, datetime):
         return cutoff if cutoff.tzinfo else cutoff.replace(tzinfo=timezone.utc)
     return datetime.combine(cutoff + timedelta(days=1), time(0), tzinfo=timezone.utc)
@@ -332,7 +336,7 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
     from pipeline.tools.transactions import occurred_at, read_transactions, to_order_events
 
     say = out or (lambda s: None)
-    cut = _cutoff_dt(cutoff)
+    cut = cutoff_instant(cutoff)
     horizon = cut + timedelta(days=window_days)
     log = read_transactions(csv_path, date_format)
     rows = sorted(log.rows, key=lambda r: occurred_at(r[1]))
