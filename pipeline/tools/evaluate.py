@@ -359,7 +359,7 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
     scores = _purchase_scores(before, cut, ids, labels, risk, resamples, window_days)
     result = {
         "csv": str(csv_path), "cutoff": cut.isoformat(), "window_days": window_days,
-        "input_rows": log.lines, "transactions": len(rows), "left_out": log.skipped,
+        "input_rows": log.lines, "encoding": log.encoding, "transactions": len(rows), "left_out": log.skipped,
         "transactions_replayed": len(before), "customers": len(ids),
         "time_floor": settings.time_floor.isoformat(),
         "churned": sum(labels), "churn_rate": _r(sum(labels) / len(ids)) if ids else None,

@@ -24,7 +24,8 @@ above 12 means month first; a file where neither happens is refused, and `date_f
 (strptime, e.g. `%d/%m/%Y %H:%M`) settles it. Comma, semicolon or tab separated, or columns
 separated by spaces (as CDNOW's master file).
 
-What is left out, counted by reason (`TransactionLog.skipped`), never an error: rows with no
+A file that is not UTF-8 is read as Windows-1252 (spreadsheet exports; `TransactionLog.encoding`
+says which). What is left out, counted by reason (`TransactionLog.skipped`), never an error: rows with no
 customer id (guest checkouts), and purchases whose amount is below zero (returns and
 cancellations, e.g. the `C…` invoices of an online-retail export; refunds are not purchases).
 Everything else that does not read is an error naming the line.
@@ -74,6 +75,7 @@ class TransactionLog:
     rows: list[Row]
     skipped: dict[str, int] = field(default_factory=dict)
     lines: int = 0
+    encoding: str = "utf-8"     # the file's: "utf-8", or "cp1252" when it is not UTF-8
 
 
 def _parse_iso_date(text: str) -> date | datetime:
@@ -199,9 +201,18 @@ def _slashed_parser(path: Path, texts: list[tuple[int, str]]) -> Callable[[str],
     return parse
 
 
-def _split_lines(path: Path) -> Iterable[list[str]]:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        text = fh.read()
+def _read_text(path: Path) -> tuple[str, str]:
+    """The file's text and its encoding: UTF-8 (a byte-order mark dropped), else Windows-1252,
+    the encoding of many spreadsheet exports (the online-retail data sets among them: `£` and
+    accented product names). Only ids, dates and numbers are read from it."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace"), "cp1252"
+
+
+def _split_lines(path: Path, text: str) -> Iterable[list[str]]:
     if not text.strip():
         raise TransactionError(f"{path}: empty file, expected columns customer_id,date,amount")
     lines = text.splitlines()
@@ -224,7 +235,8 @@ def read_transactions(csv_path: str | Path, date_format: str | None = None) -> T
     raw: list[tuple[int, str, str, Decimal, str]] = []     # line, customer, date text, amount, invoice
     skipped: Counter[str] = Counter()
     lines = 0
-    for n, cells in enumerate(_split_lines(path), start=1):
+    text, encoding = _read_text(path)
+    for n, cells in enumerate(_split_lines(path, text), start=1):
         if not cells or all(not c.strip() for c in cells):
             continue
         if n == 1:
@@ -291,7 +303,7 @@ def read_transactions(csv_path: str | Path, date_format: str | None = None) -> T
             skipped[RETURN] += 1
         else:
             rows.append((cid, when, amount))
-    return TransactionLog(rows, dict(skipped), lines)
+    return TransactionLog(rows, dict(skipped), lines, encoding)
 
 
 def occurred_at(when: date | datetime) -> datetime:

@@ -118,6 +118,20 @@ def test_an_export_of_invoice_lines_reads_as_one_purchase_per_invoice(tmp_path):
         read_transactions(p)
 
 
+def test_a_spreadsheet_export_that_is_not_utf8_reads(tmp_path):
+    """The online-retail exports are Windows-1252 (`£`, accented product names): the ids,
+    dates and amounts read all the same, and the log says which encoding it read."""
+    p = tmp_path / "data.csv"
+    p.write_bytes("InvoiceNo,Description,Quantity,InvoiceDate,UnitPrice,CustomerID\n"
+                  "536365,CAFÉ MUG £1,2,2010-12-01 08:26,2.55,17850\n".encode("cp1252"))
+    log = read_transactions(p)
+    assert log.rows == [("17850", datetime(2010, 12, 1, 8, 26, tzinfo=timezone.utc), Decimal("5.10"))]
+    assert log.encoding == "cp1252"
+    p.write_bytes("\ufeffcustomer_id,date,amount\nCé1,2024-05-01,1\n".encode("utf-8"))   # a BOM
+    log = read_transactions(p)
+    assert log.rows[0][0] == "Cé1" and log.encoding == "utf-8"
+
+
 def test_slashed_dates_read_in_the_order_the_file_shows(tmp_path):
     """`12/1/2010 8:26` is the 1st of December only because the same file also has
     `12/13/2010`: the order of day and month is read from the whole file, and a file that
