@@ -210,10 +210,16 @@ RANGE_QUANTILES = (0.001, 0.999)
 RANGE_SAMPLE_ROWS = 200_000   # the quantiles are taken on an evenly strided subsample of this many rows
 
 
+def evenly_strided(rows: np.ndarray, at_most: int) -> np.ndarray:
+    """Every k-th of `rows` (k the smallest stride that keeps at most `at_most`): the daily
+    snapshots of one customer are near copies, so a stride keeps every customer."""
+    return rows[::max(1, math.ceil(len(rows) / at_most))]
+
+
 def fitted_range(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(low, high): per feature the RANGE_QUANTILES of its finite values in `X` (an evenly
     strided subsample above RANGE_SAMPLE_ROWS rows); (−inf, +inf) for a never-known feature."""
-    sample = np.asarray(X[::max(1, math.ceil(len(X) / RANGE_SAMPLE_ROWS))], dtype=np.float64)
+    sample = np.asarray(evenly_strided(X, RANGE_SAMPLE_ROWS), dtype=np.float64)
     sample = np.where(np.isfinite(sample), sample, np.nan)
     known = ~np.all(np.isnan(sample), axis=0)
     low, high = np.full(X.shape[1], -np.inf), np.full(X.shape[1], np.inf)
@@ -413,7 +419,7 @@ def train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_
     fit_sub = (_lightgbm_fitter(X_sub, y_sub) if kind == "lightgbm"   # the candidates' rows binned once
                else lambda v, w: fit(X_sub, y_sub, v, w))
     judged = np.flatnonzero(val)[judge]
-    judged = judged[::max(1, math.ceil(len(judged) / JUDGE_MAX_ROWS))]
+    judged = evenly_strided(judged, JUDGE_MAX_ROWS)
     X_judge, y_judge = X[judged], y[judged]
     best: tuple[float, float | None, Any] | None = None
     selection: dict[str, float | None] = {}
@@ -429,10 +435,10 @@ def train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_
             best = (score, half_life, candidate)
     half_life, model = (best[1], best[2]) if best is not None else (None, None)
     if model is None or stride > 1:
-        final = rows if kind != "lightgbm" else rows[::max(1, math.ceil(len(rows) / LGBM_MAX_ROWS))]
+        final = rows if kind != "lightgbm" else evenly_strided(rows, LGBM_MAX_ROWS)
         model = fit(X[final], y[final], version, recency_weights(t[final], half_life))
     calibrating = np.flatnonzero(cal)
-    calibrating = calibrating[::max(1, math.ceil(len(calibrating) / JUDGE_MAX_ROWS))]
+    calibrating = evenly_strided(calibrating, JUDGE_MAX_ROWS)
     model.platt = fit_platt(model.raw(X[calibrating]), y[calibrating])
 
     yv = y[val]
@@ -465,7 +471,7 @@ def train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_
     # their range as it ages (docs/evaluation.md §7, "The early warning's live backtest"), and
     # the calibration part lies 15 % of the history further back than the validation part
     if min(int(yv.sum()), int((~yv).sum())) >= MIN_CALIBRATION_ROWS:
-        latest = np.arange(len(yv))[::max(1, math.ceil(len(yv) / JUDGE_MAX_ROWS))]
+        latest = evenly_strided(np.arange(len(yv)), JUDGE_MAX_ROWS)
         model.platt = fit_platt(raw_val[latest], yv[latest])
     return model
 

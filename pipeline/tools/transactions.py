@@ -126,9 +126,10 @@ def _header_map(cells: list[str]) -> dict[str, int] | None:
     if not all(r in found for r in _REQUIRED) or not ("amount" in found or "unit_price" in found):
         return None
     if "amount" in found or "quantity" not in found:    # a price with no quantity is what was paid
-        found.setdefault("amount", found.get("unit_price", -1))
-        found.pop("unit_price", None)
+        price = found.pop("unit_price", None)
         found.pop("quantity", None)
+        if "amount" not in found and price is not None:
+            found["amount"] = price
     return found
 
 
@@ -156,13 +157,14 @@ def _strptime_parser(fmt: str) -> Callable[[str], date | datetime]:
 def _slashed_parser(path: Path, texts: list[tuple[int, str]]) -> Callable[[str], date | datetime]:
     """The day/month order of the slashed dates of a file, from the file itself."""
     firsts, seconds, year_first = 0, 0, None
+    first_line, first_text = 0, ""       # the first slashed date, named in the errors
     for n, t in texts:
         m = _SLASHED.fullmatch(t.strip())
         if m is None:
             continue
         a, b, c = m.group(1), m.group(2), m.group(3)
         if year_first is None:
-            year_first = len(a) == 4
+            year_first, first_line, first_text = len(a) == 4, n, t
         if year_first:
             continue
         if len(c) != 4:
@@ -172,16 +174,14 @@ def _slashed_parser(path: Path, texts: list[tuple[int, str]]) -> Callable[[str],
     if year_first:
         order = (1, 2, 3)           # year, month, day
     elif firsts > 12 and seconds > 12:
-        n, t = next((n, t) for n, t in texts if _SLASHED.fullmatch(t.strip()))
-        raise TransactionError(f"{path}:{n}: dates such as {t!r} have fields above 12 in both the first and "
+        raise TransactionError(f"{path}:{first_line}: dates such as {first_text!r} have fields above 12 in both the first and "
                                f"second place: no single day/month order reads them")
     elif firsts > 12:
         order = (3, 2, 1)           # day, month, year
     elif seconds > 12:
         order = (3, 1, 2)           # month, day, year
     else:
-        n, t = next((n, t) for n, t in texts if _SLASHED.fullmatch(t.strip()))
-        raise TransactionError(f"{path}:{n}: dates such as {t!r} read as day/month and as month/day alike "
+        raise TransactionError(f"{path}:{first_line}: dates such as {first_text!r} read as day/month and as month/day alike "
                                f"(no field above 12 in the whole file): pass a date format, e.g. "
                                f"--date-format '%d/%m/%Y %H:%M' or '%m/%d/%Y %H:%M'")
 
