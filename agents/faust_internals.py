@@ -12,7 +12,8 @@ The uses:
   ILLEGAL_GENERATION (`GroupCoordinator._send_req`, `reset_generation`; below).
 - `committed_offset()`: the group's committed offset of a partition, asked from the broker
   in the consumer's thread (`Consumer._thread`, `ConsumerThread._ensure_consumer()`).
-- `commit()`: Faust's own commit path without its ack books (`Consumer._commit`).
+- `commit()`: Faust's own commit path without its ack books, in the consumer's thread
+  (`AIOKafkaConsumerThread.call_thread`, `.assignment()`, `._commit`).
 - `last_committed()`: Faust's record of committed offsets (`Consumer._committed_offset`).
 - `pause()` / `resume()` / `highwater()`, for event-time alignment
   (pipeline/service/event_time_merge.py): Faust's `Consumer.pause_partitions` /
@@ -177,8 +178,22 @@ async def committed_offset(consumer: Any, tp: Any) -> int | None:
 
 async def commit(consumer: Any, offsets: Mapping[Any, int]) -> bool:
     """Commit `offsets` through Faust's own commit path, minus its ack books (the input topics
-    are `acks=False`: pipeline/service/offset_guard.py decides what is committed)."""
-    return bool(await consumer._commit(offsets))
+    are `acks=False`: pipeline/service/offset_guard.py decides what is committed).
+
+    Only the partitions assigned when the commit runs in the consumer's thread, and nothing
+    (False) when none of them is: Faust's `AIOKafkaConsumerThread._commit` keeps the assigned
+    ones itself and hands aiokafka an empty dict when a rebalance took them all after the
+    worker chose them (the assignment is empty from the revocation to the new assignment);
+    aiokafka raises ValueError on it and Faust *crashes the consumer* on any exception there:
+    the worker stopped (the two-worker catch-up drill, once in 15 runs)."""
+    thread = consumer._thread
+
+    async def commit_assigned() -> bool:
+        assigned = thread.assignment()
+        kept = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        return bool(kept) and bool(await thread._commit(kept))   # no await between the two looks
+
+    return bool(await thread.call_thread(commit_assigned))
 
 
 def last_committed(consumer: Any, tp: Any) -> int | None:

@@ -490,3 +490,36 @@ def test_a_send_that_raised_fails_the_next_flush_even_after_more_sends():
         return kafka.sent
 
     assert [v for _, _, v in asyncio.run(run())] == [b"good"]
+
+
+def test_a_commit_keeps_only_the_partitions_assigned_when_it_runs_and_none_commits_nothing():
+    """Faust's consumer thread crashes the worker when aiokafka is handed no offsets (the
+    assignment is empty from a revocation to the next assignment); `commit` looks at the
+    assignment in that thread, right before Faust's commit, and skips it when nothing is left."""
+    import asyncio
+
+    class Thread:
+        def __init__(self, assigned):
+            self.assigned, self.committed = set(assigned), []
+
+        def assignment(self):
+            return set(self.assigned)
+
+        async def call_thread(self, fun, *args):
+            return await fun(*args)
+
+        async def _commit(self, offsets):
+            assert offsets, "aiokafka raises ValueError({}) and Faust crashes the consumer"
+            self.committed.append(dict(offsets))
+            return True
+
+    class Consumer:
+        def __init__(self, thread):
+            self._thread = thread
+
+    revoked = Thread(assigned=())
+    assert asyncio.run(faust_internals.commit(Consumer(revoked), {"t/0": 5})) is False
+    assert revoked.committed == []
+    kept = Thread(assigned={"t/1"})
+    assert asyncio.run(faust_internals.commit(Consumer(kept), {"t/0": 5, "t/1": 7})) is True
+    assert kept.committed == [{"t/1": 7}]
