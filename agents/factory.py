@@ -178,9 +178,13 @@ def create_app(settings: Settings, *, core: Core | None = None) -> WorkerApp:
             messages = await batches.take(settings.batch_max)
             # Records fetched under an older consumer generation or for partitions no longer
             # assigned are dropped (Faust seeks every assigned partition back to its committed
-            # offset after a rebalance, so they come again).
+            # offset after a rebalance, so they come again), and all of them while the group
+            # rebalances: from the revocation until the table is recovered for the new
+            # assignment (`app.rebalancing`). A record applied during the recovery loaded a
+            # state the recovery had not reached yet and stored an older one on top of it.
             generation, assignment = app.consumer_generation_id, app.consumer.assignment()
-            current = [m for m in messages if m.generation_id == generation and m.tp in assignment]
+            current = [] if app.rebalancing else [
+                m for m in messages if m.generation_id == generation and m.tp in assignment]
             await loop.deliver(
                 [Delivered(m.tp, RawRecord(m.topic, m.partition, m.offset, m.key, m.value)) for m in current],
                 stale=len(messages) - len(current))
@@ -248,7 +252,7 @@ def create_app(settings: Settings, *, core: Core | None = None) -> WorkerApp:
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types receivers as (sender, *args, signal=)
     async def forget_revoked(app_: faust.App, revoked, **kwargs) -> None:
-        loop.on_revoked(revoked)
+        await loop.on_revoked(revoked)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types receivers as (sender, *args, signal=)
     def close_sink(app_: faust.App, **kwargs) -> None:

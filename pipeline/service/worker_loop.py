@@ -39,6 +39,9 @@ Invariants it owns (docs/fault-tolerance.md tells why each exists):
 - **Ownership.** The state store keeps the customers of partitions given away in a rebalance;
   the sweep and the population fit take only customers fed from partitions assigned to this
   worker (`CustomerState.fed_from`).
+- **Revocation** (`on_revoked`): the batch being applied and the writes in flight complete and
+  the producer is flushed before the worker re-joins the group, so the next owner's table
+  recovery reads their states; records of the old assignment are not applied after it.
 - **Bounded sweeps.** Each sweep evaluates at most `sweep_max` customers; a cursor walks the
   store so every customer is visited within ceil(n / sweep_max) ticks. It goes in slices of
   `sweep_slice`, the lock free between them, so batches wait for a slice, not a sweep.
@@ -191,6 +194,7 @@ class WorkerLoop:
             clock=clock.monotonic)
         self.stream_clock = StreamClock()
         self.lock = asyncio.Lock()
+        self.stopping = False   # `drain` began: it waits for the writes and keeps the lock
         # The batches whose ClickHouse write is in flight: their states (served to loads before
         # the store's) and the task that completes them (stores them, advances their offsets),
         # then writes the batches emitted meanwhile (`queue`, their states in `waiting`,
@@ -264,9 +268,12 @@ class WorkerLoop:
         before, of an older generation or a revoked partition). The records that continue
         their partitions exactly go into the event-time merge; partitions that skipped
         records are sought back; then what the merge releases is applied."""
+        generation = self._generation
         if not self.read_back_done:
             await self.read_back()
         selection = await self.select_in_order(delivered, stale)
+        if generation != self._generation:   # revoked meanwhile: the owner reads them from the committed offsets
+            return
         for d in selection.accepted:
             self.merge.add(d.tp, d.record.offset, event_time(d.record.value), d.record)
         for tp in {d.tp for d in selection.accepted}:
@@ -952,8 +959,11 @@ class WorkerLoop:
         return selection
 
     async def start_partitions(self, tps) -> None:
+        generation = self._generation
         for tp in tps:
             offset = await self.inputs.start_offset(tp)
+            if generation != self._generation:   # revoked meanwhile: an offset read for the old assignment
+                return
             if not self.guard.knows(tp):      # the agent and the watchdog may both get here
                 self.guard.start(tp, offset)
                 self.merge.start(tp, offset)
@@ -999,12 +1009,15 @@ class WorkerLoop:
         tps = self._assigned_inputs()
         if not tps:
             return
+        generation = self._generation
         try:
             await self.start_partitions([tp for tp in tps if not self.guard.knows(tp)])
             asked = self.merge.clock()
             ends = await self.inputs.log_ends(tps)
         except Exception as exc:   # broker unreachable, rebalance: next tick
             log.info("stall watchdog skipped a tick: %r", exc)
+            return
+        if generation != self._generation:   # revoked meanwhile: those books are gone (a seek would be to an old offset)
             return
         for tp, end in ends.items():
             if self.guard.knows(tp) and not self.merge.knows(tp):   # kept through a rebalance
@@ -1054,12 +1067,20 @@ class WorkerLoop:
             if tp.topic in self._input_topics:
                 self.merge.start(tp)
 
-    def on_revoked(self, revoked) -> None:
+    async def on_revoked(self, revoked) -> None:
         """Partitions revoked: their offset books go, the records buffered for alignment are
         dropped (never applied: read again from the committed offsets after the rebalance),
-        everything paused is resumed, and the past-SLA gauge is recounted by the sweep. A batch
-        whose write is in flight still completes (its states stored) but advances no offsets:
-        whoever owns the partitions next reads its records again from the committed offsets."""
+        everything paused is resumed, and the past-SLA gauge is recounted by the sweep. Records
+        of the old assignment delivered from now on are dropped (`deliver`).
+
+        Then the batch being applied and the writes in flight complete (bounded by
+        `drain_seconds`) and the producer is flushed before the worker re-joins the group: their
+        states are stored and on the changelog before the next owner recovers the table, but
+        their offsets do not advance (the next owner reads their records again from the
+        committed offsets; the stored offsets make them duplicates). A state stored after the
+        rebalance instead (the write returned later) could land on the changelog after the next
+        owner's newer state of that customer, and a recovery after that read the older one
+        (docs/fault-tolerance.md, §2c)."""
         self._generation += 1
         self.guard.forget(revoked)
         if self.gate is not None:   # read again from the committed offsets (at or below them) by the next owner
@@ -1070,6 +1091,20 @@ class WorkerLoop:
         self.inputs.resume(self.merge.resume_all())
         self.merge.clear()
         self.past_sla.clear()   # some of them are another worker's now; the sweep recounts this worker's
+        if self.stopping:       # `drain` waits for them (and keeps the lock)
+            return
+
+        async def finish_writes() -> None:
+            async with self.lock:   # the batch being applied (of the old assignment) emits first
+                await self.settle()
+                await self.outputs.flush()
+        try:
+            await asyncio.wait_for(finish_writes(), self.config.drain_seconds)
+        except asyncio.TimeoutError:
+            log.warning("partitions revoked with a micro-batch still in flight after %.0f s: its states are "
+                        "stored when its write completes", self.config.drain_seconds)
+        except Exception as exc:   # its offsets were never advanced: the next owner reads it again
+            log.warning("partitions revoked after a failed micro-batch: %r", exc)
 
     # --- time-driven rules ---------------------------------------------------------------
     async def sweep(self) -> None:
@@ -1217,6 +1252,8 @@ class WorkerLoop:
         """Wait for the batch in flight (the lock, then its write), commit the input offsets it
         completed, and keep the lock: no batch, sweep or erasure starts on a worker that is
         stopping."""
+        self.stopping = True
+
         async def stop_batches() -> None:
             await self.lock.acquire()
             await self.settle()

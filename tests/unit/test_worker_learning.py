@@ -890,7 +890,7 @@ def test_a_learning_worker_does_not_label_the_customers_of_a_partition_it_gave_a
         elif day == 10:   # a rebalance (eager, as Faust's): all revoked, partition 0 assigned again
             asyncio.run(loop.commit_completed_inputs())
             committed = inputs.commits[-1]
-            loop.on_revoked(set(inputs.assigned))
+            asyncio.run(loop.on_revoked(set(inputs.assigned)))
             inputs.assigned = {TP(t, 0) for t in TOPIC.values()}
             loop.on_assigned(inputs.assignment())
 

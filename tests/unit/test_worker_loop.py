@@ -474,7 +474,7 @@ def test_sweep_and_fit_skip_customers_given_away():
     w.deliver(w.records([complaint(mine), complaint(gone)], {mine: 0, gone: 1}))
     revoked = {TP(t, 1) for t in TOPIC.values()}
     w.inputs.assigned -= revoked
-    w.loop.on_revoked(revoked)
+    run(w.loop.on_revoked(revoked))
     gone_state = w.store.states[gone]
     del w.log[:]
     w.outputs.scores.clear()
@@ -503,7 +503,7 @@ def test_the_past_sla_gauge_is_recounted_after_a_revocation():
     assert set(w.loop.past_sla) == {"mine", "gone"}
     revoked = {TP(t, 1) for t in TOPIC.values()}
     w.inputs.assigned -= revoked
-    w.loop.on_revoked(revoked)
+    run(w.loop.on_revoked(revoked))
     run(w.loop.sweep())
     assert set(w.loop.past_sla) == {"mine"}
     last = [args[0] for name, args in w.metrics.calls if name == "complaints_past_sla"][-1]
@@ -517,8 +517,64 @@ def test_a_revocation_drops_the_records_held_for_alignment_and_resumes_the_pause
     w.deliver(w.records([touchpoint("a", when=at(hours=2)), touchpoint("a", when=at(hours=3))]))
     assert w.loop.merge.buffered() == 2 and w.inputs.paused
     w.inputs.assigned.clear()
-    w.loop.on_revoked({TP(t, 0) for t in TOPIC.values()})
+    run(w.loop.on_revoked({TP(t, 0) for t in TOPIC.values()}))
     assert w.loop.merge.buffered() == 0 and w.inputs.paused == set() and w.loop.guard.next == {}
+
+
+def test_a_revocation_waits_for_the_write_in_flight_and_flushes_before_the_group_rebalances():
+    """The states of a batch whose write is in flight are stored and flushed (on the changelog)
+    before `on_revoked` returns, so before the worker re-joins and the next owner recovers the
+    table; its offsets do not advance (the next owner reads them again and they are duplicates)."""
+    async def scenario():
+        w = World()
+        w.rows.gate = asyncio.Event()
+        await w.loop.deliver(w.records([touchpoint("a")]))
+        await w.rows.entered.wait()                              # the write is in flight
+        revoking = asyncio.create_task(w.loop.on_revoked(set(w.inputs.assigned)))
+        await asyncio.sleep(0.01)
+        assert not revoking.done() and "a" not in w.store.states
+        w.rows.gate.set()
+        await revoking
+        assert "a" in w.store.states
+        assert w.log[-1] == ("flush",) and ("state", "a") in w.log
+        assert w.loop.guard.to_commit() == {}
+
+    run(scenario())
+
+
+def test_a_revocation_while_the_worker_stops_does_not_wait_for_the_lock_the_drain_keeps():
+    async def scenario():
+        w = World()
+        await w.loop.deliver(w.records([touchpoint("a")]))
+        await w.loop.drain()
+        assert w.loop.lock.locked()
+        await asyncio.wait_for(w.loop.on_revoked(set(w.inputs.assigned)), 1.0)
+
+    run(scenario())
+
+
+def test_records_delivered_across_a_revocation_are_not_applied():
+    """A micro-batch whose start offsets were being read when the partitions were revoked is of
+    the old assignment: nothing of it is applied, no offset book starts from it."""
+    async def scenario():
+        w = World()
+        asked, answer = asyncio.Event(), asyncio.Event()
+
+        async def start_offset(tp) -> int:
+            asked.set()
+            await answer.wait()
+            return 0
+        w.inputs.start_offset = start_offset
+        batch = asyncio.create_task(w.loop.deliver(w.records([touchpoint("a")])))
+        await asked.wait()
+        await w.loop.on_revoked(set(w.inputs.assigned))
+        answer.set()
+        await batch
+        await w.loop.settle()
+        assert w.rows.written == [] and "a" not in w.store.states
+        assert w.loop.guard.next == {} and w.loop.merge.buffered() == 0
+
+    run(scenario())
 
 
 # --- the sweep ----------------------------------------------------------------------------------
