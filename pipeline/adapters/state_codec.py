@@ -12,7 +12,8 @@ non-zero slots followed by their float64 values). States written before that sto
 as a list of numbers rounded to 7 significant digits and still read; so do states that
 dropped an `nps_last` of 0 (they read as "no answer", as they did).
 
-Format 1 (`v`) grew optional fields over time (`offs`, `erased`, `spent`, `cases`, `skip`); a state
+Format 1 (`v`) grew optional fields over time (`offs`, `erased`, `spent`, `cases`, `skip`,
+`churn_episodes`); a state
 written before one of them reads with its default (see pipeline/domain/state.py). The
 dedup ids are stored as `sid` (64-bit fingerprint + event second each); a state written
 before them holds 32-bit fingerprints as `ids`, read as entries of its watermark's second.
@@ -136,7 +137,8 @@ _SHORT = {"v": "v", "customer_id": "c", "version": "ver", "n": "n", "wm": "wm", 
           "orders": "o", "n_orders": "no", "spent": "sp", "first_order": "fo", "reversals": "rv", "revenue": "rev",
           "last_day": "ld", "day_mask": "dm", "n_days": "nd", "first_day": "fd", "contacts": "ct", "stage": "st", "stage_t": "stt",
           "nps_last": "nps", "nps_t": "npt", "complaints": "cp", "alerts": "al", "pub": "pub",
-          "offs": "of", "skip": "sk", "erased": "er", "cases": "cs"}
+          "offs": "of", "skip": "sk", "erased": "er", "cases": "cs",
+          "churn_episodes": "ce"}
 _SHORT_C = {"id": "id", "channel": "ch", "category": "cat", "severity": "sev", "opened": "op", "first_seen": "fs",
             "ack": "ack", "resolved": "res", "status": "s", "status_t": "st", "satisfied": "sat", "satisfied_by": "sby",
             "compensation": "cmp", "reopened": "ro", "version": "ver"}

@@ -1,7 +1,13 @@
 """Alert rules and their lifecycle (firing → resolved), pure functions of the profile.
 
-Each alert episode has a stable `alert_id` (a hash of customer, alert key and the event
-time the episode started), so a replay or a redelivery reproduces the same id. The
+Each alert episode has a stable `alert_id`, so a replay or a redelivery reproduces the same
+id: a hash of customer, alert key and the event time the episode started where a rule knows
+that instant from the state (a deadline), and of the episode's number for churn risk
+(`CustomerState.churn_episodes`). A churn alert fires when an evaluation sees the risk
+above its threshold, and a customer is evaluated once per micro-batch, after the batch's
+events: a redelivery after a crash cuts its batches anew and can see the crossing at another
+event. Numbered, the episode keeps its id wherever it is seen (docs/fault-tolerance.md,
+"Alert ids after a crash"). The
 active episodes live in the customer's state; a record is emitted only on a change
 (fire, severity change, resolve), and churn alerts resolve only once the risk falls
 `HYSTERESIS` below the threshold, so a risk hovering at a threshold does not flap.
@@ -61,6 +67,11 @@ def alert_id(customer_id: str, key: str, started: float) -> str:
     return hashlib.blake2b(f"{customer_id}|{key}|{started:.3f}".encode(), digest_size=10).hexdigest()
 
 
+def numbered_alert_id(customer_id: str, key: str, episode: int) -> str:
+    """The id of the customer's `episode`-th episode of `key` (never equal to a time-named one)."""
+    return hashlib.blake2b(f"{customer_id}|{key}|#{episode}".encode(), digest_size=10).hexdigest()
+
+
 def _record(state: CustomerState, p: Profile, key: str, kind: str, status: str, severity: str,
             reasons: list[str], action: str, complaint_id: str | None = None) -> AlertDict:
     return {
@@ -82,14 +93,20 @@ def _record(state: CustomerState, p: Profile, key: str, kind: str, status: str, 
 
 def _transition(state: CustomerState, p: Profile, key: str, kind: str, firing: bool, severity: str,
                 reasons: list[str], action: str, complaint_id: str | None = None,
-                started: float | None = None) -> list[AlertDict]:
+                started: float | None = None, numbered: bool = False) -> list[AlertDict]:
     """`started` (default: as of the evaluation) names the episode in its alert id; rules
     whose episode starts at a known instant (a deadline's risk point) pass it, so the id
-    does not depend on when the sweep happened to look."""
+    does not depend on when the sweep happened to look. `numbered` (churn risk, whose
+    crossing has no such instant) names the episode by its number instead."""
     active = state.alerts.get(key)
     if firing and active is None:
         at = p.as_of if started is None else started
-        state.alerts[key] = [alert_id(state.customer_id, key, at), severity, at]
+        if numbered:
+            state.churn_episodes += 1
+            aid = numbered_alert_id(state.customer_id, key, state.churn_episodes)
+        else:
+            aid = alert_id(state.customer_id, key, at)
+        state.alerts[key] = [aid, severity, at]
         return [_record(state, p, key, kind, "firing", severity, reasons, action, complaint_id)]
     if firing and active is not None and active[1] != severity:
         active[1] = severity
@@ -130,7 +147,8 @@ def update_alerts(state: CustomerState, p: Profile, control_share: float = 0.0) 
     threshold = crit if severity == "critical" else warn
     reasons = [f"churn risk {risk:.2f} vs {severity} threshold {threshold:.2f} for {p.tier}"]
     reasons += [f"{factor} +{contribution:.2f}" for factor, contribution in p.churn.drivers[:3]]
-    churn = _transition(state, p, "churn", CHURN_RISK, firing, severity, reasons, churn_action(p, severity))
+    churn = _transition(state, p, "churn", CHURN_RISK, firing, severity, reasons, churn_action(p, severity),
+                        numbered=True)
     for alert in churn:
         if is_control(alert["alert_id"], control_share):
             alert["control"] = True

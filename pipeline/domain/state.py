@@ -11,7 +11,8 @@ states written before it read as "no offsets known" and fall back to the event-i
 It grew a second one, `erased` (see `erasure_marker`); states written before it have none;
 and `spent` (paid amount over all purchases): states written before it judge spend from the
 purchases they keep; and `cases` (what operators did about each alert): none before it;
-and `skip` (held source offsets below the last applied one, see `redelivered`): none before it.
+and `skip` (held source offsets below the last applied one, see `redelivered`): none before it;
+and `churn_episodes` (churn alert episodes started, which number their alert ids): 0 before it.
 Event-id dedup moved from the last 32 ids as 32-bit fingerprints
 (stored as `ids`) to every id within the lateness bound as 64-bit fingerprints with the
 event second (stored as `sid`, see `seen`): a state written before reads its 32-bit ids
@@ -169,16 +170,20 @@ class CustomerState:
     skip: list[int] = field(default_factory=list)           # [slot, offset] * k: below the last applied, not applied yet
     erased: float | None = None                             # events up to this time are erased (`cxpulse erase`)
     cases: dict[str, dict] = field(default_factory=dict)    # alert id -> case (pipeline/domain/case.py)
+    churn_episodes: int = 0                                 # churn alert episodes started: the next one's number (its alert id)
 
     # --- erasure --------------------------------------------------------------------
     def erasure_marker(self, requested_at: float) -> "CustomerState":
         """What is kept of a customer after an erasure request: no personal data, only
         the time of the request (events that occurred up to it are dropped when they
         arrive later, e.g. still in the topic or redelivered), the source offsets already
-        applied (redeliveries stay duplicates), and the score version (a later profile
-        continues it, so a newer score always carries a higher version)."""
+        applied (redeliveries stay duplicates), the score version (a later profile
+        continues it, so a newer score always carries a higher version) and the number of
+        churn alert episodes (a later episode gets an id of its own: the erased customer's
+        ids stay counted in cx_alert_facts)."""
         return CustomerState(customer_id=self.customer_id, version=self.version, offs=list(self.offs),
-                             skip=list(self.skip), erased=max(requested_at, self.erased or requested_at))
+                             skip=list(self.skip), erased=max(requested_at, self.erased or requested_at),
+                             churn_episodes=self.churn_episodes)
 
     def is_erased_event(self, occurred_at: float) -> bool:
         return self.erased is not None and occurred_at <= self.erased

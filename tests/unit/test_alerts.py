@@ -48,6 +48,38 @@ def test_escalates_then_resolves_with_stable_id():
     assert again[0]["status"] == "firing" and again[0]["alert_id"] != out[0]["alert_id"]
 
 
+def test_a_churn_episode_keeps_its_id_when_a_redelivery_sees_the_crossing_elsewhere():
+    """A worker killed after writing a batch's alerts and before storing its states: the
+    redelivery starts again from the stored state and cuts its micro-batches anew, so it sees the
+    risk cross at another evaluation (as of another event). The episode is the customer's next
+    one either way, and its id names it by its number: the same id, no second alert left behind
+    (the kill -9 drill once left two customers with two firing churn ids each, one of them never
+    resolved). A later episode gets the next number."""
+    from pipeline.adapters.state_codec import decode_state, encode_state
+
+    warn, _ = alerts.CHURN_THRESHOLDS["standard"]
+    stored = CustomerState(customer_id="c1")
+    first = alerts.update_alerts(stored, at_risk(warn + 0.05, 1))            # an earlier episode, stored
+    first += alerts.update_alerts(stored, at_risk(0.05, 2))
+    assert [a["status"] for a in first] == ["firing", "resolved"]
+    raw = encode_state(stored)
+
+    lost = decode_state(raw)                                                   # the batch the kill cut
+    fired = alerts.update_alerts(lost, at_risk(warn + 0.01, 5))
+    redo = decode_state(raw)                                                   # the redelivery, cut elsewhere
+    assert alerts.update_alerts(redo, at_risk(warn - 0.02, 4)) == []
+    again = alerts.update_alerts(redo, at_risk(warn + 0.03, 8))
+    assert [a["status"] for a in fired] == [a["status"] for a in again] == ["firing"]
+    assert fired[0]["as_of"] != again[0]["as_of"] and fired[0]["alert_id"] == again[0]["alert_id"]
+    assert again[0]["alert_id"] != first[0]["alert_id"]
+    assert decode_state(encode_state(redo)).churn_episodes == redo.churn_episodes == 2
+    # an erased customer who comes back starts the next number: ids of the erased stay unique
+    back = redo.erasure_marker(requested_at=BASE.as_of + 9)
+    assert back.churn_episodes == 2
+    alerts.update_alerts(back, at_risk(0.05, 10))
+    assert alerts.update_alerts(back, at_risk(0.9, 11))[0]["alert_id"] not in {first[0]["alert_id"], again[0]["alert_id"]}
+
+
 def test_high_tiers_are_warned_earlier_and_get_an_account_manager():
     s = CustomerState(customer_id="c1")
     p = replace(at_risk(0.7), tier="platinum", revenue_365d=20000.0)
