@@ -15,6 +15,7 @@ active episodes live in the customer's state; a record is emitted only on a chan
 from __future__ import annotations
 
 import hashlib
+from typing import NamedTuple
 
 from pipeline.domain.case import Case, needs_escalation
 from pipeline.domain.scoring import ComplaintSla, Profile, iso
@@ -70,6 +71,55 @@ def alert_id(customer_id: str, key: str, started: float) -> str:
 def numbered_alert_id(customer_id: str, key: str, episode: int) -> str:
     """The id of the customer's `episode`-th episode of `key` (never equal to a time-named one)."""
     return hashlib.blake2b(f"{customer_id}|{key}|#{episode}".encode(), digest_size=10).hexdigest()
+
+
+class StoredChurnAlert(NamedTuple):
+    """A churn alert episode as the store of alerts (ClickHouse `cx_alerts`) holds it, never resolved there."""
+    customer_id: str
+    alert_id: str
+    severity: str
+    tier: str
+    as_of: float     # of its latest firing record
+
+
+# How far past the customer's stored episode count a left-behind episode's number is looked for:
+# the batches a crash undoes (one in flight, the queued ones) fire at most a few episodes each.
+LEFT_BEHIND_LOOKAHEAD = 16
+WITHDRAWN_ACTION = "none — withdrawn"
+
+
+def withdraw_left_behind(state: CustomerState, stored: StoredChurnAlert) -> AlertDict | None:
+    """A churn alert the store holds firing that the customer's state does not hold: a
+    micro-batch fired it, its outputs and rows went out, and a crash undid the batch before its
+    states were stored; the redelivery evaluates the customer at other points and need not fire
+    it again (docs/fault-tolerance.md, "Alert ids after a crash"). Returns its resolution, a
+    `resolved` record saying it was withdrawn, and moves the state's episode count past its
+    number, so the customer's next episode gets a new id (a withdrawn id stays resolved).
+    None when the state holds it (an episode that is still firing)."""
+    active = state.alerts.get("churn")
+    if active is not None and active[0] == stored.alert_id:
+        return None
+    for n in range(state.churn_episodes + 1, state.churn_episodes + 1 + LEFT_BEHIND_LOOKAHEAD):
+        if numbered_alert_id(state.customer_id, "churn", n) == stored.alert_id:
+            state.churn_episodes = n
+            break
+    risk = state.pub[0] if state.pub else 0.0
+    return {
+        "schema_version": 1,
+        "alert_id": stored.alert_id,
+        "type": CHURN_RISK,
+        "status": "resolved",
+        "severity": stored.severity if stored.severity in ("warning", "critical") else "warning",
+        "customer_id": state.customer_id,
+        "tier": stored.tier if stored.tier in TIERS else "standard",
+        "as_of": iso(max(stored.as_of, state.wm)),
+        "churn_risk": round(min(max(risk, 0.0), 1.0), 4),
+        "revenue_at_risk": 0.0,
+        "reasons": ["withdrawn: fired by a micro-batch that a worker crash undid; the customer's state "
+                    "as stored does not hold it"],
+        "recommended_action": WITHDRAWN_ACTION,
+        "complaint_id": None,
+    }
 
 
 def _record(state: CustomerState, p: Profile, key: str, kind: str, status: str, severity: str,

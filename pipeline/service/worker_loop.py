@@ -42,6 +42,10 @@ Invariants it owns (docs/fault-tolerance.md tells why each exists):
 - **Revocation** (`on_revoked`): the batch being applied and the writes in flight complete and
   the producer is flushed before the worker re-joins the group, so the next owner's table
   recovery reads their states; records of the old assignment are not applied after it.
+- **Alerts a crash left behind** (`find_left_behind`, `_withdraw_due`): at each assignment,
+  before its first records, the churn alerts ClickHouse holds firing for this worker's
+  customers whose states do not hold them; each is withdrawn (resolved) in the first batch
+  that evaluates its customer as of its instant without firing it again.
 - **Bounded sweeps.** Each sweep evaluates at most `sweep_max` customers; a cursor walks the
   store so every customer is visited within ceil(n / sweep_max) ticks. It goes in slices of
   `sweep_slice`, the lock free between them, so batches wait for a slice, not a sweep.
@@ -64,8 +68,9 @@ import asyncio
 import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
-from typing import AsyncIterator, Hashable, Iterable, Mapping, Sequence, TypeVar
+from typing import AsyncIterator, Callable, Hashable, Iterable, Mapping, Sequence, TypeVar
 
+from pipeline.domain.alerts import StoredChurnAlert, withdraw_left_behind
 from pipeline.domain.churn import POPULATION_MAX_CUSTOMERS, PopulationInput, fit_population_inputs, population_input
 from pipeline.domain.churn_snapshots import SnapshotBook
 from pipeline.domain.scoring import profile, score_record
@@ -170,7 +175,8 @@ class WorkerLoop:
                  fetch_backtest_rows: FetchRows | None = None,
                  fetch_early_warning_rows: FetchEarlyWarningRows | None = None, learner: ChurnLearner | None = None,
                  models: ModelChannel | None = None, train_executor: Executor | None = None,
-                 history: ChurnHistory | None = None, populations: PopulationStore | None = None) -> None:
+                 history: ChurnHistory | None = None, populations: PopulationStore | None = None,
+                 fetch_open_churn_alerts: Callable[[], list[StoredChurnAlert]] | None = None) -> None:
         self.core = core
         self.config = config
         self.store = store
@@ -181,6 +187,11 @@ class WorkerLoop:
         self.metrics = metrics
         self.fetch_backtest_rows = fetch_backtest_rows   # ClickHouse query of the live backtest (run in the sink's thread)
         self.fetch_early_warning_rows = fetch_early_warning_rows   # the same, of the early warning
+        # ClickHouse query of the churn alerts never resolved (run in the sink's thread), and the
+        # assignment (`_generation`) whose alerts a crash left behind were last withdrawn
+        self.fetch_open_churn_alerts = fetch_open_churn_alerts
+        self._withdrawn_for: int | None = None
+        self.left_behind: dict[str, list[StoredChurnAlert]] = {}
         self.guard: OffsetGuard = OffsetGuard(clock=clock.monotonic)
         # Records wait here until they are the lowest in event time among the input partitions
         # with the same number; `guard` moves (and commits) only when they are applied.
@@ -271,6 +282,8 @@ class WorkerLoop:
         generation = self._generation
         if not self.read_back_done:
             await self.read_back()
+        if self._withdrawn_for != generation:
+            await self.find_left_behind()
         selection = await self.select_in_order(delivered, stale)
         if generation != self._generation:   # revoked meanwhile: the owner reads them from the committed offsets
             return
@@ -829,6 +842,8 @@ class WorkerLoop:
         offsets committed, so both are re-delivered.
         """
         prepared = prepared or prepare(result, self.rows.build_rows)
+        if self.left_behind:
+            self._withdraw_due(result, prepared)
         self._track_past_sla(result)
         if self.writing is not None and self.writing.done():
             await self.settle()   # raises what completing the batch before raised: nothing of this one goes out
@@ -1057,6 +1072,75 @@ class WorkerLoop:
             committed = self.guard.committed.get(tp, self.inputs.last_committed(tp))  # before the first batch: the consumer's
             lags[(tp.topic, tp.partition)] = max(0, end - (committed or 0))
         self.metrics.consumer_lag(lags)
+
+    async def find_left_behind(self) -> None:
+        """Once per assignment, before its first records are applied: the churn alerts ClickHouse
+        holds firing, never resolved, for customers of this worker whose states do not hold them.
+        A batch writes its rows and sends its outputs before it stores its states, so a crash in
+        between leaves its alerts out and its states unstored; the redelivery evaluates the
+        customers at other points (its micro-batches are cut anew). An episode it fires again
+        has the same id (numbered); one it has not fired by the time it has evaluated the
+        customer as of the alert's instant is withdrawn (`_withdraw_due`). Only customers whose
+        stored state says they are fed from this worker's partitions are looked at (another
+        worker's, in a shared ClickHouse, are its own to judge); a customer whose first batch
+        the crash undid has no state and keeps such an alert."""
+        generation = self._generation
+        self._withdrawn_for = generation
+        self.left_behind = {}
+        if self.fetch_open_churn_alerts is None:
+            return
+        async with self.lock:
+            await self.settle()   # ClickHouse holds every write of this worker, the store its states
+            try:
+                stored = await self.rows.run(self.fetch_open_churn_alerts)
+            except Exception:   # a clean-up: ClickHouse failing to answer must not stop the worker
+                log.exception("could not read the churn alerts never resolved; none withdrawn for this assignment")
+                return
+            if generation != self._generation:   # revoked meanwhile: the next assignment looks again
+                self._withdrawn_for = None
+                return
+            owned = self._owned_slots()
+            for alert in stored:
+                state = self.load_state(alert.customer_id)
+                if state is None or not state.fed_from(owned):
+                    continue
+                active = state.alerts.get("churn")
+                if active is None or active[0] != alert.alert_id:
+                    self.left_behind.setdefault(alert.customer_id, []).append(alert)
+            if self.left_behind:
+                log.info("%d churn alert(s) fired by a batch a crash undid: withdrawn unless fired again by the "
+                         "time their customers are evaluated as of them", sum(map(len, self.left_behind.values())))
+
+    def _withdraw_due(self, result: BatchResult, prepared: PreparedBatch) -> None:
+        """Withdraw, into this batch, the churn alerts left behind (`find_left_behind`) of its
+        customers evaluated as of the alert's instant or later without firing it again, and
+        forget those that fired again (the same episode, the same id)."""
+        due = BatchResult()
+        for cid in [c for c in self.left_behind if c in result.states]:
+            state = result.states[cid]
+            evaluated = result.deadlines[cid][1] if cid in result.deadlines else float("-inf")
+            active = state.alerts.get("churn")
+            waiting = []
+            for alert in self.left_behind[cid]:
+                if active is not None and active[0] == alert.alert_id:
+                    continue
+                if evaluated < alert.as_of:
+                    waiting.append(alert)
+                elif (record := withdraw_left_behind(state, alert)) is not None:
+                    due.alerts.append(record)
+            if waiting:
+                self.left_behind[cid] = waiting
+            else:
+                del self.left_behind[cid]
+        if due.alerts:
+            log.warning("withdrew %d churn alert(s) a crash left behind (fired by a batch whose states were not "
+                        "stored, not fired again): %s", len(due.alerts),
+                        ", ".join(f"{a['customer_id']}/{a['alert_id']}" for a in due.alerts[:10]))
+            extra = prepare(due, self.rows.build_rows)
+            result.alerts += due.alerts
+            prepared.messages += extra.messages
+            for table, rows in extra.rows.items():
+                prepared.rows.setdefault(table, []).extend(rows)
 
     # --- rebalances ----------------------------------------------------------------------
     def on_assigned(self, assigned) -> None:

@@ -632,6 +632,27 @@ def test_churn_alert_count_keeps_an_alert_the_redelivery_computed_anew(sink):
     assert_aggregates_match(sink.client)
 
 
+def test_open_churn_alerts_are_the_episodes_never_resolved(sink):
+    """`queries.open_churn_alerts` (what a restarted worker compares with its states): each churn
+    episode with a firing row and no resolved one, with the severity and tier of its latest
+    firing row, whatever other alerts and resolved episodes the table holds."""
+    batch = synthetic(2000, n_customers=200, seed=4, batch=2000)[0]
+    churn = [a for a in batch["cx_alerts"] if a["type"] == "churn_risk"]
+    breach = dict(churn[0], alert_id="sla-breach-1", type="sla_breach", status="firing")
+    sink.write(dict(batch, cx_alerts=churn + [breach]))
+    resolved = {a["alert_id"] for a in churn if a["status"] == "resolved"}
+    want = {(a["customer_id"], a["alert_id"]) for a in churn if a["alert_id"] not in resolved}
+    assert resolved and want
+    got = queries.open_churn_alerts(sink.client)
+    assert {(a.customer_id, a.alert_id) for a in got} == want
+    latest = {}
+    for a in sorted((a for a in churn if a["status"] == "firing"), key=lambda a: a["as_of"]):
+        latest[a["alert_id"]] = a
+    for a in got:
+        row = latest[a.alert_id]
+        assert (a.severity, a.tier, a.as_of) == (row["severity"], row["tier"], row["as_of"].timestamp())
+
+
 # --- erasure ------------------------------------------------------------------------------------------
 
 def test_erase_removes_the_customer_everywhere(sink):

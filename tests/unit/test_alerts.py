@@ -145,3 +145,26 @@ def test_control_share_marks_churn_alerts_deterministically_and_withholds_the_ac
     # share 0 (the default): no alert carries the new keys
     s = CustomerState(customer_id="c0")
     assert all("control" not in a for a in alerts.update_alerts(s, at_risk(0.5)))
+
+
+def test_a_churn_alert_left_behind_is_withdrawn_and_its_number_not_used_again():
+    """`withdraw_left_behind`: an alert the store holds firing that the state does not hold is
+    resolved as withdrawn, and the state's episode count moves past its number (a withdrawn
+    id stays resolved: the customer's next episode must not take it). The state's own active
+    episode is not withdrawn; an id of another form (named by an instant, before numbering)
+    is withdrawn without moving the count."""
+    warn, _ = alerts.CHURN_THRESHOLDS["standard"]
+    s = CustomerState(customer_id="c1", wm=BASE.as_of)
+    ghost = alerts.StoredChurnAlert("c1", alerts.numbered_alert_id("c1", "churn", 1), "warning", "silver",
+                                    BASE.as_of + 5)
+    record = alerts.withdraw_left_behind(s, ghost)
+    assert record is not None and s.churn_episodes == 1
+    out = AlertRecord.model_validate(record)
+    assert (out.status, out.alert_id, out.tier, out.recommended_action) == (
+        "resolved", ghost.alert_id, "silver", alerts.WITHDRAWN_ACTION)
+    assert out.as_of.timestamp() == ghost.as_of          # not before the firing record it resolves
+    fired = alerts.update_alerts(s, at_risk(warn + 0.05, 10))
+    assert fired[0]["alert_id"] == alerts.numbered_alert_id("c1", "churn", 2)
+    assert alerts.withdraw_left_behind(s, ghost._replace(alert_id=fired[0]["alert_id"])) is None
+    old = ghost._replace(alert_id=alerts.alert_id("c1", "churn", BASE.as_of))
+    assert alerts.withdraw_left_behind(s, old) is not None and s.churn_episodes == 2

@@ -1044,3 +1044,73 @@ def test_a_refit_that_kept_the_priors_is_not_stored():
     w.deliver(w.records([complaint("a"), touchpoint("b")]))   # too few customers to fit
     run(w.loop.refit_population())
     assert w.core.population.fitted_on == 0 and populations.saved == []
+
+
+# --- alerts a crash left behind ----------------------------------------------------------------
+def test_churn_alerts_a_crash_left_behind_are_withdrawn_once_the_customer_is_evaluated_past_them():
+    """A worker wrote a batch's churn alerts and was killed before storing the batch's states.
+    The restarted worker (same stored states) reads, before its first batch, the churn alerts
+    ClickHouse holds firing for its customers whose states do not hold them; once it has
+    evaluated such a customer as of the alert's instant without firing it again, it resolves
+    it as withdrawn, in that batch, and moves the customer's episode count past it (the next
+    episode gets a new id). An alert the state holds, a customer fed from another worker's
+    partition and a customer with no state are left alone."""
+    from pipeline.domain.alerts import WITHDRAWN_ACTION, StoredChurnAlert, numbered_alert_id
+
+    before = World()
+    before.deliver(before.records([touchpoint("a"), touchpoint("b"), touchpoint("d"), touchpoint("c")],
+                                  partition_of={"c": 1}))
+    held = before.store.states["b"]
+    held.alerts["churn"] = [numbered_alert_id("b", "churn", 1), "warning", held.wm]
+    held.churn_episodes = 1
+    before.store.store("b", held)
+
+    w = World()                                       # the restarted worker: the stored states, partition 0 only
+    w.store.raw = dict(before.store.raw)
+    w.ends.update(before.ends)
+    w.inputs.assigned = {TP(t, 0) for t in TOPIC.values()}
+
+    async def committed(tp) -> int:                   # the first worker's batch was committed
+        return before.ends.get(tp, 0)
+    w.inputs.start_offset = committed                 # type: ignore[method-assign]
+    fired = {"a": T0.timestamp() + HOUR, "b": T0.timestamp() + HOUR, "c": T0.timestamp() + HOUR,
+             "d": T0.timestamp() + 50 * HOUR, "nobody": T0.timestamp()}
+    left = {cid: StoredChurnAlert(cid, numbered_alert_id(cid, "churn", 1), "critical", "gold", t)
+            for cid, t in fired.items()}
+    asked = []
+
+    def never_resolved() -> list[StoredChurnAlert]:   # what ClickHouse holds: the resolutions written count
+        asked.append(1)
+        resolved = {a["alert_id"] for a in w.outputs.alerts if a["status"] == "resolved"}
+        return [a for a in left.values() if a.alert_id not in resolved]
+    w.loop.fetch_open_churn_alerts = never_resolved
+    w.deliver(w.records([touchpoint("a", when=at(hours=2)), touchpoint("d", when=at(hours=2))]))
+
+    # a: evaluated as of 2 h, past its alert of 1 h, without firing it again: withdrawn in this batch
+    assert [(a["customer_id"], a["alert_id"], a["status"], a["recommended_action"]) for a in w.outputs.alerts] == [
+        ("a", left["a"].alert_id, "resolved", WITHDRAWN_ACTION)]
+    withdrawal = w.outputs.alerts[0]
+    assert withdrawal["severity"] == "critical" and withdrawal["tier"] == "gold"
+    assert withdrawal["reasons"][0].startswith("withdrawn")
+    assert w.store.states["a"].churn_episodes == 1 and w.store.states["a"].n == 2
+    assert w.store.states["d"].churn_episodes == 0            # its alert is of 50 h: not evaluated past it yet
+    assert w.state("b").alerts["churn"][0] == left["b"].alert_id and "b" not in w.store.states   # held: left alone
+    assert w.state("c").churn_episodes == 0 and "c" not in w.store.states                        # another worker's
+    # d: withdrawn once evaluated past its alert; the read happens once per assignment
+    w.deliver(w.records([touchpoint("d", when=at(hours=51))]))
+    assert [a["customer_id"] for a in w.outputs.alerts] == ["a", "d"] and w.store.states["d"].churn_episodes == 1
+    assert asked == [1]
+    run(w.loop.on_revoked(set()))
+    w.loop.on_assigned(set())
+    w.deliver(w.records([touchpoint("a", when=at(hours=52)), touchpoint("d", when=at(hours=52))]))
+    assert asked == [1, 1] and len(w.outputs.alerts) == 2   # withdrawn once
+
+
+def test_a_failing_read_of_the_open_churn_alerts_withdraws_nothing_and_the_batch_goes_on():
+    w = World()
+
+    def down():
+        raise ConnectionError("clickhouse is down")
+    w.loop.fetch_open_churn_alerts = down
+    w.deliver(w.records([touchpoint("a")]))
+    assert w.state("a").n == 1 and w.outputs.alerts == [] and len(w.outputs.scores) == 1

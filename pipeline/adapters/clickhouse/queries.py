@@ -17,6 +17,7 @@ from clickhouse_connect.driver.client import Client
 
 from pipeline.adapters.clickhouse.tables import (
     ALERT_FACTS, CHURN_TICKS, CHURN_TRAININGS, CUSTOMER_TABLES, POPULATION, TABLES)
+from pipeline.domain.alerts import StoredChurnAlert
 from pipeline.domain.backtest import BacktestRow, EarlyWarningRow
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -374,6 +375,23 @@ def retention(client: Client, period_days: float = 30.0, as_of: datetime | None 
     prev, kept = int(row.get("previous_active") or 0), int(row.get("retained") or 0)
     return {"as_of": as_of, "period_days": period_days, "previous_active": prev, "retained": kept,
             "rate": (kept / prev) if prev else None}
+
+
+# Churn alert episodes never resolved, per customer (a restarted worker withdraws the ones a
+# crash left behind: pipeline/service/worker_loop.py `withdraw_left_behind`).
+OPEN_CHURN_ALERTS_SQL = """
+SELECT customer_id, alert_id, argMax(severity, as_of) AS severity, argMax(tier, as_of) AS tier,
+       toFloat64(max(as_of)) AS fired_at
+FROM cx_alerts FINAL
+WHERE type = 'churn_risk'
+GROUP BY customer_id, alert_id
+HAVING NOT has(groupArray(status), 'resolved')
+"""
+
+
+def open_churn_alerts(client: Client) -> list[StoredChurnAlert]:
+    return [StoredChurnAlert(r["customer_id"], r["alert_id"], r["severity"], r["tier"], float(r["fired_at"]))
+            for r in _dicts(client, OPEN_CHURN_ALERTS_SQL)]
 
 
 def churn_alerts_by_tier(client: Client) -> list[dict[str, Any]]:
