@@ -16,6 +16,7 @@ docs/fault-tolerance.md quotes them.
 """
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -370,8 +371,11 @@ def test_kill_9_mid_stream_and_restart(make_settings, start_worker, tmp_path):
     ch = check_clickhouse([settings.dsn], stream, settings)
     assert ch["ch_events_final"] == out["accepted"] == total - stream.n_invalid - stream.n_duplicates
     agg = check_aggregates(settings, stream, tmp_path)
+    # churn alerts a killed worker's lost batch fired and a restarted worker withdrew (docs/fault-tolerance.md)
+    withdrawn = sum(int(n) for log in Path(settings.data_dir).glob("worker-*.log")
+                    for n in re.findall(r"withdrew (\d+) churn alert", log.read_text(errors="replace")))
     figures("kill -9", records=total, invalid=stream.n_invalid, duplicates_planted=stream.n_duplicates,
-            kills=kills, dead_members_evicted=evicted, **out, **ch, **agg)
+            kills=kills, dead_members_evicted=evicted, churn_alerts_withdrawn=withdrawn, **out, **ch, **agg)
 
 
 def test_second_worker_joins_and_leaves(make_settings, start_worker, tmp_path):
