@@ -95,12 +95,16 @@ def withdraw_left_behind(state: CustomerState, stored: StoredChurnAlert) -> Aler
     it again (docs/fault-tolerance.md, "Alert ids after a crash"). Returns its resolution, a
     `resolved` record saying it was withdrawn, and moves the state's episode count past its
     number, so the customer's next episode gets a new id (a withdrawn id stays resolved).
-    None when the state holds it (an episode that is still firing)."""
+    None when the state numbered it itself: it fired it again (and holds it, or resolved it
+    since) or withdrew it before. An id of another form (named by an instant, before episodes
+    were numbered) is withdrawn unless the state holds it."""
     active = state.alerts.get("churn")
     if active is not None and active[0] == stored.alert_id:
         return None
-    for n in range(state.churn_episodes + 1, state.churn_episodes + 1 + LEFT_BEHIND_LOOKAHEAD):
+    for n in range(1, state.churn_episodes + 1 + LEFT_BEHIND_LOOKAHEAD):
         if numbered_alert_id(state.customer_id, "churn", n) == stored.alert_id:
+            if n <= state.churn_episodes:
+                return None
             state.churn_episodes = n
             break
     risk = state.pub[0] if state.pub else 0.0

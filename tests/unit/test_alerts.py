@@ -168,3 +168,8 @@ def test_a_churn_alert_left_behind_is_withdrawn_and_its_number_not_used_again():
     assert alerts.withdraw_left_behind(s, ghost._replace(alert_id=fired[0]["alert_id"])) is None
     old = ghost._replace(alert_id=alerts.alert_id("c1", "churn", BASE.as_of))
     assert alerts.withdraw_left_behind(s, old) is not None and s.churn_episodes == 2
+    # an episode the state fired again and resolved since, or one withdrawn before: nothing to do
+    alerts.update_alerts(s, at_risk(0.05, 11))
+    assert "churn" not in s.alerts
+    assert alerts.withdraw_left_behind(s, ghost._replace(alert_id=fired[0]["alert_id"])) is None
+    assert alerts.withdraw_left_behind(s, ghost) is None and s.churn_episodes == 2

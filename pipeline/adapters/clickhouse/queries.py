@@ -378,7 +378,7 @@ def retention(client: Client, period_days: float = 30.0, as_of: datetime | None 
 
 
 # Churn alert episodes never resolved, per customer (a restarted worker withdraws the ones a
-# crash left behind: pipeline/service/worker_loop.py `withdraw_left_behind`).
+# crash left behind: pipeline/service/worker_loop.py `find_left_behind`).
 OPEN_CHURN_ALERTS_SQL = """
 SELECT customer_id, alert_id, argMax(severity, as_of) AS severity, argMax(tier, as_of) AS tier,
        toFloat64(max(as_of)) AS fired_at
