@@ -88,6 +88,25 @@ LEFT_BEHIND_LOOKAHEAD = 16
 WITHDRAWN_ACTION = "none — withdrawn"
 
 
+def _episode_number(state: CustomerState, alert_id: str) -> int | None:
+    """The number of the customer's churn episode named `alert_id`, up to the look-ahead past its
+    count; None for an id of another form (named by an instant, before episodes were numbered)."""
+    for n in range(1, state.churn_episodes + 1 + LEFT_BEHIND_LOOKAHEAD):
+        if numbered_alert_id(state.customer_id, "churn", n) == alert_id:
+            return n
+    return None
+
+
+def is_left_behind(state: CustomerState, stored: StoredChurnAlert) -> bool:
+    """Whether the state knows nothing of this churn alert: it does not hold it, and did not
+    number it itself (fire it again and resolve it since, or withdraw it before)."""
+    active = state.alerts.get("churn")
+    if active is not None and active[0] == stored.alert_id:
+        return False
+    n = _episode_number(state, stored.alert_id)
+    return n is None or n > state.churn_episodes
+
+
 def withdraw_left_behind(state: CustomerState, stored: StoredChurnAlert) -> AlertDict | None:
     """A churn alert the store holds firing that the customer's state does not hold: a
     micro-batch fired it, its outputs and rows went out, and a crash undid the batch before its
@@ -98,15 +117,11 @@ def withdraw_left_behind(state: CustomerState, stored: StoredChurnAlert) -> Aler
     None when the state numbered it itself: it fired it again (and holds it, or resolved it
     since) or withdrew it before. An id of another form (named by an instant, before episodes
     were numbered) is withdrawn unless the state holds it."""
-    active = state.alerts.get("churn")
-    if active is not None and active[0] == stored.alert_id:
+    if not is_left_behind(state, stored):
         return None
-    for n in range(1, state.churn_episodes + 1 + LEFT_BEHIND_LOOKAHEAD):
-        if numbered_alert_id(state.customer_id, "churn", n) == stored.alert_id:
-            if n <= state.churn_episodes:
-                return None
-            state.churn_episodes = n
-            break
+    n = _episode_number(state, stored.alert_id)
+    if n is not None:
+        state.churn_episodes = n
     risk = state.pub[0] if state.pub else 0.0
     return {
         "schema_version": 1,

@@ -70,7 +70,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from typing import AsyncIterator, Callable, Hashable, Iterable, Mapping, Sequence, TypeVar
 
-from pipeline.domain.alerts import StoredChurnAlert, withdraw_left_behind
+from pipeline.domain.alerts import StoredChurnAlert, is_left_behind, withdraw_left_behind
 from pipeline.domain.churn import POPULATION_MAX_CUSTOMERS, PopulationInput, fit_population_inputs, population_input
 from pipeline.domain.churn_snapshots import SnapshotBook
 from pipeline.domain.scoring import profile, score_record
@@ -1104,8 +1104,7 @@ class WorkerLoop:
                 state = self.load_state(alert.customer_id)
                 if state is None or not state.fed_from(owned):
                     continue
-                active = state.alerts.get("churn")
-                if active is None or active[0] != alert.alert_id:
+                if is_left_behind(state, alert):
                     self.left_behind.setdefault(alert.customer_id, []).append(alert)
             if self.left_behind:
                 log.info("%d churn alert(s) fired by a batch a crash undid: withdrawn unless fired again by the "
@@ -1119,10 +1118,9 @@ class WorkerLoop:
         for cid in [c for c in self.left_behind if c in result.states]:
             state = result.states[cid]
             evaluated = result.deadlines[cid][1] if cid in result.deadlines else float("-inf")
-            active = state.alerts.get("churn")
             waiting = []
             for alert in self.left_behind[cid]:
-                if active is not None and active[0] == alert.alert_id:
+                if not is_left_behind(state, alert):   # fired again: the same episode, the same id
                     continue
                 if evaluated < alert.as_of:
                     waiting.append(alert)

@@ -35,6 +35,7 @@ from pipeline.config import Settings
 from pipeline.tools.generator import GeneratedStream, generate
 from pipeline.bootstrap import build_core
 from pipeline.service.replay import replay
+from pipeline.adapters.clickhouse import queries
 from pipeline.adapters.clickhouse.sink import ClickHouseSink
 from pipeline.adapters.kafka.worker_process import WorkerProcess
 
@@ -322,10 +323,10 @@ def check_aggregates(settings: Settings, stream: GeneratedStream, tmp_path: Path
         # One churn episode per customer at a time: a customer with two firing churn ids of which
         # neither resolved has an alert a crash left behind (the redelivery fired the episode
         # again under another id; before churn episodes were numbered, session 24).
-        left_behind = sink.client.query(
-            "SELECT customer_id, groupArray(alert_id) FROM (SELECT customer_id, alert_id FROM cx_alerts FINAL "
-            "WHERE type = 'churn_risk' GROUP BY customer_id, alert_id HAVING NOT has(groupArray(status), 'resolved')) "
-            "GROUP BY customer_id HAVING count() > 1").result_rows
+        never_resolved: dict[str, list[str]] = {}
+        for alert in queries.open_churn_alerts(sink.client):
+            never_resolved.setdefault(alert.customer_id, []).append(alert.alert_id)
+        left_behind = sorted((cid, ids) for cid, ids in never_resolved.items() if len(ids) > 1)
         assert not left_behind, f"churn alerts left behind by a crash (customer, firing ids): {left_behind}"
         churn_ids = sink.client.command("SELECT uniqExact(alert_id) FROM cx_alerts FINAL WHERE type = 'churn_risk'")
     topic_for = settings.topic_for_type
