@@ -88,6 +88,9 @@ def create_app(settings: Settings, *, core: Core | None = None) -> WorkerApp:
     # aiokafka 0.14.0 forgets its member id on ILLEGAL_GENERATION and re-joins as a new member;
     # on the embedded broker the orphaned id then blocks the group for good (agents/faust_internals.py).
     faust_internals.install_aiokafka_patch()
+    # noida-db answers an empty fetch at once (no fetch_max_wait_ms): without a pause an idle
+    # worker spins on fetch requests, most of a core (agents/faust_internals.py).
+    faust_internals.install_empty_fetch_pause()
 
     app = WorkerApp(
         settings.app_id,

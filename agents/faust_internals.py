@@ -10,6 +10,9 @@ below against the new sources, then update PINNED together with pyproject.toml.
 The uses:
 - `install_aiokafka_patch()`: aiokafka's GroupCoordinator keeps its member id on
   ILLEGAL_GENERATION (`GroupCoordinator._send_req`, `reset_generation`; below).
+- `install_empty_fetch_pause()`: aiokafka's `Fetcher._proc_fetch_request` waits a moment
+  after a fetch that brought no records, before the next one goes out (below;
+  `Fetcher._in_flight`).
 - `committed_offset()`: the group's committed offset of a partition, asked from the broker
   in the consumer's thread (`Consumer._thread`, `ConsumerThread._ensure_consumer()`).
 - `commit()`: Faust's own commit path without its ack books, in the consumer's thread
@@ -76,6 +79,29 @@ SyncGroup carries ILLEGAL_GENERATION, and `reset_generation()` called while hand
 response (aiokafka calls it synchronously after the await, for each failed partition)
 keeps the member id. Any other reset (UNKNOWN_MEMBER_ID, leaving the group, a failed
 JoinGroup) is unchanged. Remove once aiokafka keeps the member id itself.
+
+## aiokafka 0.14.0 on a broker that answers an empty fetch at once: pause after it.
+
+aiokafka's fetcher sends the next fetch to a broker as soon as the previous one is answered
+(`Fetcher._fetch_requests_routine`, `_proc_fetch_request`), and relies on the broker to hold
+a fetch that finds nothing for `fetch_max_wait_ms` (Faust sets 1,500 ms), as Apache Kafka
+does. The embedded broker (noida-db 0.2.3) ignores `fetch_max_wait_ms` and `fetch_min_bytes`
+and answers an empty fetch at once. Each fetch is built and parsed in Python, with every
+assigned partition in it (inputs, changelogs, actions, erasures), so an idle worker sent
+1,400–3,200 fetch requests a second: 0.6–0.8 of a core in the consumer's thread, and 0.14 in
+the broker, with nothing to do, on the 2 cores the broker, the load and the worker share
+(#18; every drill, demo and bench on the embedded broker paid it).
+
+`install_empty_fetch_pause()` patches `Fetcher._proc_fetch_request` in the current process
+(idempotent): when a fetch brought no new records (its result, `has_new_data`, is False) and
+the assignment is still the one it was sent for, its task waits `EMPTY_FETCH_PAUSE` before
+it ends. The fetcher sends no new request to that broker while the task is pending
+(`Fetcher._in_flight`), so empty fetches come at most about 1/EMPTY_FETCH_PAUSE times a
+second, and a record that arrives just after an empty answer waits at most
+EMPTY_FETCH_PAUSE longer. On Apache Kafka an empty answer comes only after the broker waited
+`fetch_max_wait_ms`, so the pause changes nothing there. A fetch that brought records is
+never delayed; a task cancelled during the pause (revocation, close) ends at once and
+quietly, as aiokafka's own fetch tasks do.
 """
 from __future__ import annotations
 
@@ -163,6 +189,33 @@ def install_aiokafka_patch() -> bool:
     GroupCoordinator._send_req = _send_req
     GroupCoordinator.reset_generation = _reset_generation
     GroupCoordinator._cxpulse_patched = True
+    return True
+
+
+# --- the empty-fetch pause ----------------------------------------------------------------
+EMPTY_FETCH_PAUSE = 0.01   # seconds: at most ~100 empty fetches a second; a record waits at most 10 ms more
+
+
+def install_empty_fetch_pause(pause: float = EMPTY_FETCH_PAUSE) -> bool:
+    """Patch aiokafka's Fetcher to wait `pause` after a fetch that brought no new records
+    (module docstring); returns False when it was already patched."""
+    from aiokafka.consumer.fetcher import Fetcher
+
+    if getattr(Fetcher, "_cxpulse_empty_fetch_pause", None) is not None:
+        return False
+    proc_fetch_request = Fetcher._proc_fetch_request
+
+    async def _proc_fetch_request(self, assignment, node_id, request):
+        has_new_data = await proc_fetch_request(self, assignment, node_id, request)
+        if not has_new_data and assignment.active:
+            try:
+                await asyncio.sleep(Fetcher._cxpulse_empty_fetch_pause)
+            except asyncio.CancelledError:   # as aiokafka's own: a cancelled fetch task ends quietly
+                return False
+        return has_new_data
+
+    Fetcher._proc_fetch_request = _proc_fetch_request
+    Fetcher._cxpulse_empty_fetch_pause = pause
     return True
 
 

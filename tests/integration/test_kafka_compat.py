@@ -1,4 +1,5 @@
-"""agents.faust_internals (the aiokafka patch): aiokafka keeps its member id on ILLEGAL_GENERATION.
+"""agents.faust_internals (the aiokafka patches): aiokafka keeps its member id on ILLEGAL_GENERATION,
+and pauses after an empty fetch.
 
 Unit tests drive the patched GroupCoordinator methods with a stub client; the
 integration test forms a two-member group with committing consumers on the embedded
@@ -150,5 +151,56 @@ def test_two_committing_consumers_form_a_group_on_the_embedded_broker(broker):
                 t.cancel()
             await first.stop()
             await second.stop()
+
+    asyncio.run(run())
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_an_idle_consumer_pauses_between_empty_fetches_and_still_gets_a_new_record_at_once(broker, monkeypatch):
+    """The embedded broker answers an empty fetch at once (it ignores fetch_max_wait_ms):
+    unpatched, an idle aiokafka consumer sent 1,400–3,200 fetch requests a second. With the
+    pause it sends about 1/EMPTY_FETCH_PAUSE, and a record produced while it idles still
+    arrives within a fraction of a second."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka.conn import AIOKafkaConnection
+
+    faust_internals.install_empty_fetch_pause()
+    assert faust_internals.install_empty_fetch_pause() is False
+    fetches = [0]
+    send = AIOKafkaConnection.send
+
+    def counting_send(self, request, *args, **kwargs):
+        if type(request).__name__.startswith("FetchRequest"):
+            fetches[0] += 1
+        return send(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(AIOKafkaConnection, "send", counting_send)
+    boot, topic = broker.bootstrap, f"idle-{uuid.uuid4().hex[:8]}"
+
+    async def run():
+        producer = AIOKafkaProducer(bootstrap_servers=boot)
+        await producer.start()
+        consumer = AIOKafkaConsumer(bootstrap_servers=boot, enable_auto_commit=False,
+                                    auto_offset_reset="earliest", fetch_max_wait_ms=1500)
+        try:
+            await producer.send_and_wait(topic, b"first", partition=0)
+            await consumer.start()
+            consumer.assign([TopicPartition(topic, 0)])
+            got = await consumer.getmany(timeout_ms=5000)
+            assert [m.value for ms in got.values() for m in ms] == [b"first"]
+            before, t0 = fetches[0], time.monotonic()
+            while time.monotonic() - t0 < 2.0:      # idle: nothing to fetch
+                assert not await consumer.getmany(timeout_ms=200)
+            rate = (fetches[0] - before) / (time.monotonic() - t0)
+            assert 0 < rate <= 1.5 / faust_internals.EMPTY_FETCH_PAUSE, f"{rate:.0f} fetch requests/s while idle"
+            sent = time.monotonic()
+            await producer.send_and_wait(topic, b"second", partition=0)
+            got = await consumer.getmany(timeout_ms=5000)
+            assert [m.value for ms in got.values() for m in ms] == [b"second"]
+            assert time.monotonic() - sent < 0.5
+        finally:
+            await consumer.stop()
+            await producer.stop()
 
     asyncio.run(run())
