@@ -189,6 +189,20 @@ class CpuTrace:
         return s[-1][1]
 
 
+IDLE_SECONDS = 5.0
+
+
+def idle_cpu_cores(worker_pid: int | None, broker_pid: int | None, seconds: float) -> tuple[float, float | None]:
+    """Cores the worker and the broker (None: not embedded) use over `seconds` with no load."""
+    w0 = cpu_seconds(worker_pid)
+    b0 = cpu_seconds(broker_pid) if broker_pid else None
+    t = time.monotonic()
+    time.sleep(seconds)
+    wall = time.monotonic() - t
+    w = round((cpu_seconds(worker_pid) - w0) / wall, 3)
+    return w, (round((cpu_seconds(broker_pid) - b0) / wall, 3) if b0 is not None else None)
+
+
 def per_event_us(seconds: float) -> float | None:
     return None if math.isnan(seconds) else round(seconds * 1e6, 1)
 
@@ -727,32 +741,35 @@ SETTLE_SECONDS = 10.0   # the live phase's first seconds (a third of a shorter p
 
 def latency_phase(s: Settings, records: list, rate: float, count: int, prefix: str, live: bool,
                   alive=lambda: True, settle: float = SETTLE_SECONDS,
-                  worker_cpu=lambda: math.nan) -> tuple[list[float], int, list[float], float]:
+                  worker_cpu=lambda: math.nan,
+                  broker_cpu=lambda: math.nan) -> tuple[list[float], int, list[float], float, float]:
     """Paced events to fresh customers (`prefix`), then the sorted latencies, how many got no
     score, the sorted latencies of the events sent `settle` seconds or more into the phase,
     and the worker's CPU seconds (`worker_cpu()`) per event of those, from their first send
-    until the worker has committed the phase's last event."""
+    until the worker has committed the phase's last event, and the broker's (`broker_cpu()`)
+    over the same time, per the same events."""
     from pipeline.adapters.kafka import kafka_io
 
-    cpu_at_settle: list[float] = []
+    cpu_at_settle: list[tuple[float, float]] = []
     sent = paced_produce(s, rekeyed(records, count, prefix), rate, live=live, mark_after=settle,
-                         mark=lambda: cpu_at_settle.append(worker_cpu()))
+                         mark=lambda: cpu_at_settle.append((worker_cpu(), broker_cpu())))
     watch = OffsetWatch(s, s.app_id, input_end_offsets(s))
     try:
         watch.wait(300, alive=alive)
     finally:
         watch.close()
-    cpu_end = worker_cpu()
+    cpu_end, broker_end = worker_cpu(), broker_cpu()
     key = prefix.encode()
     scores = [m for m in kafka_io.read_topic(s, s.topic_scores, timeout=300) if m.key and m.key.startswith(key)]
     lats, missing = latencies(sent, scores)
     if not sent:
-        return lats, missing, [], math.nan
+        return lats, missing, [], math.nan, math.nan
     since = sent[0][1] + settle
     settled, _ = latencies(sent, scores, since=since)
     after = sum(1 for _, t in sent if t >= since)
-    cpu = (cpu_end - cpu_at_settle[0]) / after if cpu_at_settle and after else math.nan
-    return lats, missing, settled, cpu
+    cpu = (cpu_end - cpu_at_settle[0][0]) / after if cpu_at_settle and after else math.nan
+    broker = (broker_end - cpu_at_settle[0][1]) / after if cpu_at_settle and after else math.nan
+    return lats, missing, settled, cpu, broker
 
 
 # ----------------------------------------------------------------------------- the run
@@ -875,6 +892,15 @@ def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, l
         say(quiet, f"pipeline  {pipe_rate:,.0f} events/s ({pipeline_seconds:.1f} s), {customers:,} customers; "
                    f"worker CPU {result['worker_cpu_us_per_event']:,.0f} µs/event ({result['worker_cpu_cores']:.2f} cores)")
 
+        # -- idle -------------------------------------------------------------------
+        # Caught up, nothing produced: what the worker (timers, fetches) and the broker cost
+        # doing nothing. The paced phases below pay it too, spread over their events.
+        idle_seconds = 2.0 if quick else IDLE_SECONDS
+        idle = idle_cpu_cores(worker.pid, broker.pid if broker else None, idle_seconds)
+        result.update({"worker_idle_cpu_cores": idle[0], "broker_idle_cpu_cores": idle[1]})
+        say(quiet, f"idle      worker {idle[0]:.3f} cores"
+                   + (f", broker {idle[1]:.3f} cores" if idle[1] is not None else "") + f" over {idle_seconds:g} s")
+
         # -- latency ----------------------------------------------------------------
         rate = latency_rate if latency_rate is not None else max(1.0, pipe_rate * latency_share)
         count = max(50, int(rate * latency_seconds))
@@ -882,8 +908,12 @@ def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, l
                    + (f"{rate / pipe_rate:.2f} of the pipeline rate, fixed)" if latency_rate is not None
                       else f"{latency_share:g} of the pipeline rate)"))
         settle = min(SETTLE_SECONDS, latency_seconds / 3)
-        lats, missing, _, cpu_s = latency_phase(s, records, rate, count, f"L{tag}-", live=False, alive=lambda: worker.alive,
-                                                settle=settle, worker_cpu=lambda: cpu_seconds(worker.pid))
+
+        def broker_cpu() -> float:
+            return cpu_seconds(broker.pid) if broker and broker.pid else math.nan
+        lats, missing, _, cpu_s, broker_s = latency_phase(
+            s, records, rate, count, f"L{tag}-", live=False, alive=lambda: worker.alive, settle=settle,
+            worker_cpu=lambda: cpu_seconds(worker.pid), broker_cpu=broker_cpu)
         if not lats:
             raise BenchError("no score was published for the paced events")
         result.update({
@@ -892,24 +922,27 @@ def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, l
             "latency_share": round(rate / pipe_rate, 4) if latency_rate is not None else latency_share,
             "latency_events": count, "latency_unscored": missing,
             "latency_worker_cpu_us_per_event": per_event_us(cpu_s),
+            "latency_broker_cpu_us_per_event": per_event_us(broker_s),
             "p50_latency_s": round(quantile(lats, 0.50), 4), "p99_latency_s": round(quantile(lats, 0.99), 4),
             "max_latency_s": round(lats[-1], 4),
             "latency_quantiles_s": {f"p{q}": round(quantile(lats, q / 100), 4) for q in (1, 10, 25, 50, 75, 90, 99)},
         })
         say(quiet, f"latency   p50 {result['p50_latency_s'] * 1000:,.0f} ms, p99 {result['p99_latency_s'] * 1000:,.0f} ms "
                    f"({missing:,} of {count:,} without a score); worker CPU after the first {settle:g} s: "
-                   f"{result['latency_worker_cpu_us_per_event'] or math.nan:,.0f} µs/event")
+                   f"{result['latency_worker_cpu_us_per_event'] or math.nan:,.0f} µs/event, broker "
+                   f"{result['latency_broker_cpu_us_per_event'] or math.nan:,.0f} µs/event")
         # the same, live: each event's time is its send time (a live stream; above, the replayed
         # events are weeks behind the stream time, so each one's customer is also swept at once)
         say(quiet, f"latency   {count:,} paced events at {rate:,.0f}/s, event time = send time (live)")
-        lats, missing, settled, cpu_s = latency_phase(s, records, rate, count, f"V{tag}-", live=True,
-                                                      alive=lambda: worker.alive, settle=settle,
-                                                      worker_cpu=lambda: cpu_seconds(worker.pid))
+        lats, missing, settled, cpu_s, broker_s = latency_phase(
+            s, records, rate, count, f"V{tag}-", live=True, alive=lambda: worker.alive, settle=settle,
+            worker_cpu=lambda: cpu_seconds(worker.pid), broker_cpu=broker_cpu)
         if not lats:
             raise BenchError("no score was published for the live paced events")
         result.update({
             "live_latency_unscored": missing,
             "live_worker_cpu_us_per_event": per_event_us(cpu_s),
+            "live_broker_cpu_us_per_event": per_event_us(broker_s),
             "p50_live_latency_s": round(quantile(lats, 0.50), 4), "p99_live_latency_s": round(quantile(lats, 0.99), 4),
             "max_live_latency_s": round(lats[-1], 4),
             # without the phase's first seconds: the worker's stream time jumps from the replayed
@@ -919,7 +952,8 @@ def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, l
         })
         say(quiet, f"latency   live: p50 {result['p50_live_latency_s'] * 1000:,.0f} ms, "
                    f"p99 {result['p99_live_latency_s'] * 1000:,.0f} ms ({missing:,} of {count:,} without a score); "
-                   f"worker CPU after the first {settle:g} s: {result['live_worker_cpu_us_per_event'] or math.nan:,.0f} µs/event")
+                   f"worker CPU after the first {settle:g} s: {result['live_worker_cpu_us_per_event'] or math.nan:,.0f} µs/event, "
+                   f"broker {result['live_broker_cpu_us_per_event'] or math.nan:,.0f} µs/event")
 
         # -- memory -----------------------------------------------------------------
         # Two bursts of M new customers (one event each) into the warm worker (ClickHouse
@@ -1013,6 +1047,10 @@ def print_table(r: dict) -> None:
               num(r.get("p99_live_latency_settled_s"), "{:.3f} s"))
     t.add_row(f"worker CPU per live event, after its first {r.get('live_settle_seconds', SETTLE_SECONDS):g} s",
               num(r.get("live_worker_cpu_us_per_event"), "{:,.0f} µs"))
+    t.add_row(f"broker CPU per live event, after its first {r.get('live_settle_seconds', SETTLE_SECONDS):g} s",
+              num(r.get("live_broker_cpu_us_per_event"), "{:,.0f} µs"))
+    t.add_row("worker / broker CPU while idle (caught up)",
+              f"{num(r.get('worker_idle_cpu_cores'), '{:.3f}')} / {num(r.get('broker_idle_cpu_cores'), '{:.3f}')} cores")
     t.add_row("sweep tick with nothing due, 100k customers", num(r.get("sweep_idle_tick_ms_100k"), "{:.3f} ms"))
     t.add_row("worker RSS per 100k customers", num((r.get("rss_bytes_per_100k_customers") or 0) / 2**20, "{:,.0f} MiB"))
     t.add_row("bench wall time", num(r.get("seconds_total"), "{:.0f} s"))

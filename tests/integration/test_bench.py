@@ -52,6 +52,12 @@ def test_quick_bench_writes_every_figure(tmp_path):
     # for the phase's length (at least the sending time) spread over its events
     for key in ("latency_worker_cpu_us_per_event", "live_worker_cpu_us_per_event"):
         assert 0 < result[key] < result["machine"]["nproc"] * 1e6 / result["latency_rate_events_per_s"] * 20, key
+    # the embedded broker's CPU over the same interval, and both processes' while idle: some,
+    # and no more than all the cores
+    for key in ("latency_broker_cpu_us_per_event", "live_broker_cpu_us_per_event"):
+        assert 0 < result[key] < result["machine"]["nproc"] * 1e6 / result["latency_rate_events_per_s"] * 20, key
+    for key in ("worker_idle_cpu_cores", "broker_idle_cpu_cores"):
+        assert 0 <= result[key] <= result["machine"]["nproc"] + 0.5, key
     assert result["latency_producer"].split(" ")[0] in ("confluent-kafka", "kafka-python")
     # The peer either ran or says why not.
     if result["quix_events_per_s"] is None:

@@ -106,6 +106,11 @@ class EmbeddedBroker:
             kill_child(proc)
 
     @property
+    def pid(self) -> int | None:
+        """The broker process's id while it runs (the bench reads its CPU time)."""
+        return self._proc.pid if self.running and self._proc is not None else None
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
