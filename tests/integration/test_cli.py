@@ -3,7 +3,9 @@ settings given as CXPULSE_* variables: against the real broker, a real worker an
 from __future__ import annotations
 
 import socket
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import orjson
@@ -285,6 +287,49 @@ def test_tail_of_a_missing_topic(tmp_path, capsys, monkeypatch, broker):
     use(monkeypatch, settings)
     code, _, err = run(capsys, "tail", "alerts", "--timeout", "2")
     assert code == 1 and "topic no-such-topic-here does not exist" in err and "cxpulse doctor" in err
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_an_idle_tail_does_not_spin_on_fetches_and_shows_a_new_record(tmp_path, monkeypatch, broker):
+    """The embedded broker answers an empty fetch at once; kafka-python's poll(timeout) then
+    sent fetch after fetch (0.8 of a core). `_follow` polls without waiting and sleeps
+    TAIL_IDLE_SECONDS when nothing came: a few fetches a second, and a record still shows."""
+    from kafka import KafkaProducer
+    from kafka.net.connection import KafkaConnection
+
+    from pipeline.tools import cli
+
+    settings = Settings(data_dir=tmp_path / "data", kafka_port=broker.settings.kafka_port,
+                        topic_scores=f"idle-tail-{uuid.uuid4().hex[:8]}")
+    topics.ensure_topics(settings)
+    fetches = [0]
+    send = KafkaConnection.send_request
+
+    def counting_send(self, request, *args, **kwargs):
+        if type(request).__name__.startswith("FetchRequest"):
+            fetches[0] += 1
+        return send(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(KafkaConnection, "send_request", counting_send)
+    idle = 2.0
+
+    def produce_later():
+        time.sleep(idle)
+        p = KafkaProducer(bootstrap_servers=settings.bootstrap)
+        p.send(settings.topic_scores, key=b"C1", value=b'{"customer_id": "C1"}').get(10)
+        p.close()
+
+    threading.Thread(target=produce_later, daemon=True).start()
+    started = time.monotonic()
+    follow = cli._follow(settings, settings.topic_scores, False, started + 20)
+    first = next(follow)
+    seconds = time.monotonic() - started
+    follow.close()
+    assert first.key == b"C1"
+    assert idle <= seconds < idle + 5
+    # ~1/TAIL_IDLE_SECONDS fetches a second while idle (unpatched: thousands a second)
+    assert fetches[0] <= 4 * seconds / cli.TAIL_IDLE_SECONDS, f"{fetches[0]} fetch requests in {seconds:.1f} s"
 
 
 # --------------------------------------------------------------------------- charts
