@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -65,24 +65,6 @@ def read_topic(settings: Settings, topic: str, timeout: float = 30.0) -> list:
                 out.extend(batch)
                 deadline = time.monotonic() + timeout
         return out
-    finally:
-        consumer.close()
-
-
-def follow(settings: Settings, topic: str, from_beginning: bool = False) -> Iterator:
-    """Yield records of `topic` as they arrive (for `cxpulse tail`)."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
-                             client_id="cxpulse-tail")
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(tps)
-        if from_beginning:
-            consumer.seek_to_beginning(*tps)
-        else:
-            consumer.seek_to_end(*tps)
-        while True:
-            for batch in consumer.poll(timeout_ms=500).values():
-                yield from batch
     finally:
         consumer.close()
 
