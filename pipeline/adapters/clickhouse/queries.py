@@ -307,19 +307,29 @@ ORDER BY customer_id
 
 # The early warning as last published at or before p2 = t − 2H (argMax skips NULL: the
 # latest score that carried one), for the customers active in (p2, p1] (still there), with
-# whether they were active in (p1, t] (not: they left).
+# whether they were active in (p1, t] (not: they left). One read of cx_events over (p2, t]
+# gives both.
 EARLY_WARNING_BACKTEST_SQL = """
 WITH {as_of:DateTime64(3, 'UTC')} AS t,
      t - toIntervalSecond({horizon_seconds:UInt64}) AS p1,
      p1 - toIntervalSecond({horizon_seconds:UInt64}) AS p2
-SELECT customer_id,
-       argMax(early_warning, version) AS early_warning,
-       customer_id IN (SELECT customer_id FROM cx_events FINAL WHERE occurred_at > p1 AND occurred_at <= t) AS after
-FROM cx_scores_history FINAL
-WHERE as_of <= p2
-  AND customer_id IN (SELECT customer_id FROM cx_events FINAL WHERE occurred_at > p2 AND occurred_at <= p1)
-GROUP BY customer_id
-HAVING early_warning IS NOT NULL
+SELECT s.customer_id AS customer_id, s.early_warning AS early_warning, e.after AS after
+FROM
+(
+    SELECT customer_id, argMax(early_warning, version) AS early_warning
+    FROM cx_scores_history FINAL
+    WHERE as_of <= p2
+    GROUP BY customer_id
+    HAVING early_warning IS NOT NULL
+) AS s
+INNER JOIN
+(
+    SELECT customer_id, max(occurred_at > p1) AS after
+    FROM cx_events FINAL
+    WHERE occurred_at > p2 AND occurred_at <= t
+    GROUP BY customer_id
+    HAVING min(occurred_at) <= p1
+) AS e ON e.customer_id = s.customer_id
 ORDER BY customer_id
 """
 
