@@ -300,9 +300,15 @@ def test_an_idle_tail_does_not_spin_on_fetches_and_shows_a_new_record(tmp_path, 
 
     from pipeline.tools import cli
 
+    from kafka.admin import KafkaAdminClient, NewTopic
+
     settings = Settings(data_dir=tmp_path / "data", kafka_port=broker.settings.kafka_port,
                         topic_scores=f"idle-tail-{uuid.uuid4().hex[:8]}")
-    topics.ensure_topics(settings)
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap)
+    try:   # this topic only: the session broker's shared default topics keep the partitions other tests expect
+        admin.create_topics([NewTopic(settings.topic_scores, 2, 1)])
+    finally:
+        admin.close()
     fetches = [0]
     send = KafkaConnection.send_request
 
@@ -435,7 +441,8 @@ def _fresh_settings(broker, tmp_path: Path, **overrides) -> Settings:
                 web_port=free_port(), app_id=f"cxpulse-first-{tag}", partitions=3, batch_within=0.05,
                 commit_interval=0.2, sweep_seconds=3600,
                 **{f"topic_{t}": f"{tag}.{t}" for t in ("touchpoints", "orders", "complaints", "scores",
-                                                          "alerts", "deadletter", "erasures")})
+                                                          "alerts", "deadletter", "erasures", "actions",
+                                                          "models")})
     base.update(overrides)
     return Settings(**base)
 
