@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.fetch_requests import count_fetch_requests
 from tests.http_probe import http_status
 
 from pipeline.adapters.kafka import kafka_io, topics
@@ -298,9 +299,9 @@ def test_an_idle_tail_does_not_spin_on_fetches_and_shows_a_new_record(tmp_path, 
     from kafka import KafkaProducer
     from kafka.net.connection import KafkaConnection
 
-    from pipeline.tools import cli
-
     from kafka.admin import KafkaAdminClient, NewTopic
+
+    from pipeline.tools import cli
 
     settings = Settings(data_dir=tmp_path / "data", kafka_port=broker.settings.kafka_port,
                         topic_scores=f"idle-tail-{uuid.uuid4().hex[:8]}")
@@ -309,15 +310,7 @@ def test_an_idle_tail_does_not_spin_on_fetches_and_shows_a_new_record(tmp_path, 
         admin.create_topics([NewTopic(settings.topic_scores, 2, 1)])
     finally:
         admin.close()
-    fetches = [0]
-    send = KafkaConnection.send_request
-
-    def counting_send(self, request, *args, **kwargs):
-        if type(request).__name__.startswith("FetchRequest"):
-            fetches[0] += 1
-        return send(self, request, *args, **kwargs)
-
-    monkeypatch.setattr(KafkaConnection, "send_request", counting_send)
+    fetches = count_fetch_requests(monkeypatch, KafkaConnection, "send_request")
     idle = 2.0
 
     def produce_later():

@@ -17,6 +17,7 @@ from aiokafka.protocol.commit import OffsetCommitResponse_v3
 from aiokafka.protocol.group import HeartbeatResponse_v1, JoinGroupResponse_v5, SyncGroupResponse_v3
 
 from agents import faust_internals
+from tests.fetch_requests import count_fetch_requests
 
 faust_internals.install_aiokafka_patch()
 
@@ -167,15 +168,7 @@ def test_an_idle_consumer_pauses_between_empty_fetches_and_still_gets_a_new_reco
 
     faust_internals.install_empty_fetch_pause()
     assert faust_internals.install_empty_fetch_pause() is False
-    fetches = [0]
-    send = AIOKafkaConnection.send
-
-    def counting_send(self, request, *args, **kwargs):
-        if type(request).__name__.startswith("FetchRequest"):
-            fetches[0] += 1
-        return send(self, request, *args, **kwargs)
-
-    monkeypatch.setattr(AIOKafkaConnection, "send", counting_send)
+    fetches = count_fetch_requests(monkeypatch, AIOKafkaConnection, "send")
     boot, topic = broker.bootstrap, f"idle-{uuid.uuid4().hex[:8]}"
 
     async def run():
