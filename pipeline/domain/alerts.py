@@ -97,14 +97,20 @@ def _episode_number(state: CustomerState, alert_id: str) -> int | None:
     return None
 
 
+def _left_behind(state: CustomerState, stored: StoredChurnAlert) -> tuple[bool, int | None]:
+    """`is_left_behind`, and the alert's episode number when the state does not hold it (None:
+    an id of another form), from one scan of the ids."""
+    active = state.alerts.get("churn")
+    if active is not None and active[0] == stored.alert_id:
+        return False, None
+    n = _episode_number(state, stored.alert_id)
+    return n is None or n > state.churn_episodes, n
+
+
 def is_left_behind(state: CustomerState, stored: StoredChurnAlert) -> bool:
     """Whether the state knows nothing of this churn alert: it does not hold it, and did not
     number it itself (fire it again and resolve it since, or withdraw it before)."""
-    active = state.alerts.get("churn")
-    if active is not None and active[0] == stored.alert_id:
-        return False
-    n = _episode_number(state, stored.alert_id)
-    return n is None or n > state.churn_episodes
+    return _left_behind(state, stored)[0]
 
 
 def withdraw_left_behind(state: CustomerState, stored: StoredChurnAlert) -> AlertDict | None:
@@ -117,9 +123,9 @@ def withdraw_left_behind(state: CustomerState, stored: StoredChurnAlert) -> Aler
     None when the state numbered it itself: it fired it again (and holds it, or resolved it
     since) or withdrew it before. An id of another form (named by an instant, before episodes
     were numbered) is withdrawn unless the state holds it."""
-    if not is_left_behind(state, stored):
+    left_behind, n = _left_behind(state, stored)
+    if not left_behind:
         return None
-    n = _episode_number(state, stored.alert_id)
     if n is not None:
         state.churn_episodes = n
     risk = state.pub[0] if state.pub else 0.0

@@ -1120,12 +1120,12 @@ class WorkerLoop:
             evaluated = result.deadlines[cid][1] if cid in result.deadlines else float("-inf")
             waiting = []
             for alert in self.left_behind[cid]:
-                if not is_left_behind(state, alert):   # fired again: the same episode, the same id
-                    continue
-                if evaluated < alert.as_of:
+                # one fired again (the same episode, the same id) is forgotten: no record, not waiting
+                if evaluated >= alert.as_of:
+                    if (record := withdraw_left_behind(state, alert)) is not None:
+                        due.alerts.append(record)
+                elif is_left_behind(state, alert):
                     waiting.append(alert)
-                elif (record := withdraw_left_behind(state, alert)) is not None:
-                    due.alerts.append(record)
             if waiting:
                 self.left_behind[cid] = waiting
             else:
