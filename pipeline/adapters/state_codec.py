@@ -13,7 +13,7 @@ as a list of numbers rounded to 7 significant digits and still read; so do state
 dropped an `nps_last` of 0 (they read as "no answer", as they did).
 
 Format 1 (`v`) grew optional fields over time (`offs`, `erased`, `spent`, `cases`, `skip`,
-`churn_episodes`); a state
+`churn_episodes`, a complaint's `recovery_episodes`); a state
 written before one of them reads with its default (see pipeline/domain/state.py). The
 dedup ids are stored as `sid` (64-bit fingerprint + event second each); a state written
 before them holds 32-bit fingerprints as `ids`, read as entries of its watermark's second.
@@ -141,7 +141,7 @@ _SHORT = {"v": "v", "customer_id": "c", "version": "ver", "n": "n", "wm": "wm", 
           "churn_episodes": "ce"}
 _SHORT_C = {"id": "id", "channel": "ch", "category": "cat", "severity": "sev", "opened": "op", "first_seen": "fs",
             "ack": "ack", "resolved": "res", "status": "s", "status_t": "st", "satisfied": "sat", "satisfied_by": "sby",
-            "compensation": "cmp", "reopened": "ro", "version": "ver"}
+            "compensation": "cmp", "reopened": "ro", "version": "ver", "recovery_episodes": "re"}
 assert set(_SHORT) == set(_FIELDS) and set(_SHORT_C) == set(_COMPLAINT_FIELDS)
 # (field, stored name, default, its type) of the fields encode_state writes unless at their
 # default, in field order (the stored key order); customer_id is the table's key

@@ -3,11 +3,12 @@
 Each alert episode has a stable `alert_id`, so a replay or a redelivery reproduces the same
 id: a hash of customer, alert key and the event time the episode started where a rule knows
 that instant from the state (a deadline), and of the episode's number for churn risk
-(`CustomerState.churn_episodes`). A churn alert fires when an evaluation sees the risk
-above its threshold, and a customer is evaluated once per micro-batch, after the batch's
-events: a redelivery after a crash cuts its batches anew and can see the crossing at another
-event. Numbered, the episode keeps its id wherever it is seen (docs/fault-tolerance.md,
-"Alert ids after a crash"). The
+(`CustomerState.churn_episodes`) and a failed recovery (the complaint's `recovery_episodes`).
+A churn alert fires when an evaluation sees the risk above its threshold, a failed recovery
+when one sees the complaint's failure, and a customer is evaluated once per micro-batch,
+after the batch's events: a redelivery after a crash cuts its batches anew and can see the
+crossing at another event. Numbered, the episode keeps its id wherever it is seen
+(docs/fault-tolerance.md, "Alert ids after a crash"). The
 active episodes live in the customer's state; a record is emitted only on a change
 (fire, severity change, resolve), and churn alerts resolve only once the risk falls
 `HYSTERESIS` below the threshold, so a risk hovering at a threshold does not flap.
@@ -15,7 +16,7 @@ active episodes live in the customer's state; a record is emitted only on a chan
 from __future__ import annotations
 
 import hashlib
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from pipeline.domain.case import Case, needs_escalation
 from pipeline.domain.scoring import ComplaintSla, Profile, iso
@@ -168,17 +169,17 @@ def _record(state: CustomerState, p: Profile, key: str, kind: str, status: str, 
 
 def _transition(state: CustomerState, p: Profile, key: str, kind: str, firing: bool, severity: str,
                 reasons: list[str], action: str, complaint_id: str | None = None,
-                started: float | None = None, numbered: bool = False) -> list[AlertDict]:
+                started: float | None = None, next_episode: Callable[[], int] | None = None) -> list[AlertDict]:
     """`started` (default: as of the evaluation) names the episode in its alert id; rules
     whose episode starts at a known instant (a deadline's risk point) pass it, so the id
-    does not depend on when the sweep happened to look. `numbered` (churn risk, whose
-    crossing has no such instant) names the episode by its number instead."""
+    does not depend on when the sweep happened to look. `next_episode` (churn risk and a
+    failed recovery, whose start has no such instant) counts the episode and returns its
+    number, which names it instead."""
     active = state.alerts.get(key)
     if firing and active is None:
         at = p.as_of if started is None else started
-        if numbered:
-            state.churn_episodes += 1
-            aid = numbered_alert_id(state.customer_id, key, state.churn_episodes)
+        if next_episode is not None:
+            aid = numbered_alert_id(state.customer_id, key, next_episode())
         else:
             aid = alert_id(state.customer_id, key, at)
         state.alerts[key] = [aid, severity, at]
@@ -191,6 +192,18 @@ def _transition(state: CustomerState, p: Profile, key: str, kind: str, firing: b
         del state.alerts[key]
         return out
     return []
+
+
+def _next_churn_episode(state: CustomerState) -> int:
+    state.churn_episodes += 1
+    return state.churn_episodes
+
+
+def _next_recovery_episode(rec: ComplaintRec) -> int:
+    """The complaint's next failed-recovery episode (per complaint: two complaints failing in
+    one redelivered batch number the same whatever order the evaluations saw them in)."""
+    rec.recovery_episodes += 1
+    return rec.recovery_episodes
 
 
 def churn_action(p: Profile, severity: str) -> str:
@@ -223,7 +236,7 @@ def update_alerts(state: CustomerState, p: Profile, control_share: float = 0.0) 
     reasons = [f"churn risk {risk:.2f} vs {severity} threshold {threshold:.2f} for {p.tier}"]
     reasons += [f"{factor} +{contribution:.2f}" for factor, contribution in p.churn.drivers[:3]]
     churn = _transition(state, p, "churn", CHURN_RISK, firing, severity, reasons, churn_action(p, severity),
-                        numbered=True)
+                        next_episode=lambda: _next_churn_episode(state))
     for alert in churn:
         if is_control(alert["alert_id"], control_share):
             alert["control"] = True
@@ -257,7 +270,8 @@ def update_alerts(state: CustomerState, p: Profile, control_share: float = 0.0) 
                    if failed else f"complaint {rec.id} recovered"]
         out += _transition(state, p, f"rec:{rec.id}", FAILED_RECOVERY, failed,
                            "critical" if p.tier in HIGH_TIERS else "warning", reasons,
-                           PLAYBOOK["failed_recovery"] if failed else "none — recovered", rec.id)
+                           PLAYBOOK["failed_recovery"] if failed else "none — recovered", rec.id,
+                           next_episode=lambda rec=rec: _next_recovery_episode(rec))
     for key in [k for k in state.alerts
                 if k.split(":", 1)[0] in KIND_OF_PREFIX and k.split(":", 1)[1] not in complaints]:
         kind = KIND_OF_PREFIX[key.split(":", 1)[0]]

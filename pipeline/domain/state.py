@@ -12,7 +12,8 @@ It grew a second one, `erased` (see `erasure_marker`); states written before it 
 and `spent` (paid amount over all purchases): states written before it judge spend from the
 purchases they keep; and `cases` (what operators did about each alert): none before it;
 and `skip` (held source offsets below the last applied one, see `redelivered`): none before it;
-and `churn_episodes` (churn alert episodes started, which number their alert ids): 0 before it.
+and `churn_episodes` (churn alert episodes started, which number their alert ids): 0 before it;
+and a complaint's `recovery_episodes` (the same for its failed-recovery alerts): 0 before it.
 Event-id dedup moved from the last 32 ids as 32-bit fingerprints
 (stored as `ids`) to every id within the lateness bound as 64-bit fingerprints with the
 event second (stored as `sid`, see `seen`): a state written before reads its 32-bit ids
@@ -115,6 +116,7 @@ class ComplaintRec:
     compensation: float = 0.0
     reopened: int = 0
     version: int = 0
+    recovery_episodes: int = 0       # failed-recovery alert episodes started: the next one's number (its alert id)
 
     @property
     def start(self) -> float:

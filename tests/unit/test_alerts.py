@@ -12,7 +12,7 @@ from pipeline.service.processor import RawRecord
 from pipeline.domain.scoring import Profile
 from pipeline.domain.state import CustomerState
 from schemas.outputs import AlertRecord
-from tests.factories import RECEIVED_AT, T0, at, complaint, raw
+from tests.factories import RECEIVED_AT, T0, at, complaint, raw, touchpoint
 
 BASE = Profile(as_of=T0.timestamp(), dims={}, cxi=None, baseline_cxi=None, csat=None, nps=None, tier="standard",
                revenue_365d=1000.0, open_complaints=0, sla_breaches=0, slas={},
@@ -78,6 +78,46 @@ def test_a_churn_episode_keeps_its_id_when_a_redelivery_sees_the_crossing_elsewh
     assert back.churn_episodes == 2
     alerts.update_alerts(back, at_risk(0.05, 10))
     assert alerts.update_alerts(back, at_risk(0.9, 11))[0]["alert_id"] not in {first[0]["alert_id"], again[0]["alert_id"]}
+
+
+def test_a_failed_recovery_keeps_its_id_when_a_redelivery_evaluates_it_after_a_later_event():
+    """The same crash as above, for a failed recovery: the lost batch evaluated the customer
+    right after the dissatisfied resolution, the redelivery (from the same stored state) only
+    after the customer's next event too. Named by the evaluation's instant, the episode got two
+    ids and the first stayed firing for good; numbered per complaint, it is one id. A second
+    failure of the same complaint (reopened after a satisfied resolution) is a new episode."""
+    from pipeline.adapters.state_codec import decode_state, encode_state
+
+    core = build_core(Settings())
+    tc, tt = Settings().topic_complaints, Settings().topic_touchpoints
+    opened = RawRecord(tc, 0, 0, b"c1", raw(complaint(when=at(0), event_id="a")))
+    failed = RawRecord(tc, 0, 1, b"c1", raw(complaint(when=at(1), event_id="b", status="resolved", satisfied=False)))
+    later = RawRecord(tt, 0, 0, b"c1", raw(touchpoint(when=at(2), event_id="t")))
+    stored = core.process([opened], {}.get, received_at=RECEIVED_AT).states["c1"]
+    raw_state = encode_state(stored)
+
+    def run(batches: list[list[RawRecord]]) -> tuple[list[dict], CustomerState]:
+        state = decode_state(raw_state, "c1")
+        out: list[dict] = []
+        for batch in batches:
+            result = core.process(batch, {"c1": state}.get, received_at=RECEIVED_AT)
+            state = result.states["c1"]
+            out += [a for a in result.alerts if a["type"] == "failed_recovery"]
+        return out, state
+
+    lost, _ = run([[failed], [later]])
+    redo, state = run([[failed, later]])
+    assert [a["status"] for a in lost] == [a["status"] for a in redo] == ["firing"]
+    assert lost[0]["as_of"] != redo[0]["as_of"] and lost[0]["alert_id"] == redo[0]["alert_id"]
+    # recovered, then reopened: the complaint's second failed-recovery episode, a new id
+    fixed = RawRecord(tc, 0, 2, b"c1", raw(complaint(when=at(3), event_id="c", status="resolved", satisfied=True)))
+    reopened = RawRecord(tc, 0, 3, b"c1", raw(complaint(when=at(4), event_id="d", status="reopened")))
+    out = core.process([fixed], {"c1": state}.get, received_at=RECEIVED_AT)
+    assert [(a["type"], a["status"]) for a in out.alerts if a["type"] == "failed_recovery"] == [("failed_recovery", "resolved")]
+    state = decode_state(encode_state(out.states["c1"]), "c1")
+    again = [a for a in core.process([reopened], {"c1": state}.get, received_at=RECEIVED_AT).alerts
+             if a["type"] == "failed_recovery"]
+    assert [a["status"] for a in again] == ["firing"] and again[0]["alert_id"] != redo[0]["alert_id"]
 
 
 def test_high_tiers_are_warned_earlier_and_get_an_account_manager():
