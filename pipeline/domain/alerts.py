@@ -16,6 +16,7 @@ active episodes live in the customer's state; a record is emitted only on a chan
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 from typing import Callable, NamedTuple
 
 from pipeline.domain.case import Case, needs_escalation
@@ -271,7 +272,7 @@ def update_alerts(state: CustomerState, p: Profile, control_share: float = 0.0) 
         out += _transition(state, p, f"rec:{rec.id}", FAILED_RECOVERY, failed,
                            "critical" if p.tier in HIGH_TIERS else "warning", reasons,
                            PLAYBOOK["failed_recovery"] if failed else "none — recovered", rec.id,
-                           next_episode=lambda rec=rec: _next_recovery_episode(rec))
+                           next_episode=partial(_next_recovery_episode, rec))
     for key in [k for k in state.alerts
                 if k.split(":", 1)[0] in KIND_OF_PREFIX and k.split(":", 1)[1] not in complaints]:
         kind = KIND_OF_PREFIX[key.split(":", 1)[0]]
