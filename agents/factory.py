@@ -41,7 +41,7 @@ from pipeline.adapters.clickhouse.dsn import chdb_path
 from pipeline.adapters.clickhouse.population import ClickHousePopulation
 from pipeline.service.churn_learning import ChurnLearner
 from pipeline.service.processor import Core, RawRecord
-from pipeline.service.worker_loop import Delivered, LoopConfig, WorkerLoop
+from pipeline.service.worker_loop import POPULATION_READ_SECONDS, Delivered, LoopConfig, WorkerLoop
 from pipeline.tools.erasure import requested_at as erasure_requested_at
 
 # aiokafka keeps one batch per partition open and, once it is full, waits for the one being
@@ -77,7 +77,8 @@ def loop_config(settings: Settings) -> LoopConfig:
         align_idle_seconds=settings.align_idle_seconds, align_fetch_wait_seconds=settings.align_fetch_wait_seconds,
         align_ahead_seconds=settings.align_ahead_seconds, churn_horizon_days=settings.churn_horizon_days,
         sweep_recheck_seconds=settings.sweep_recheck_seconds, write_group_rows=settings.write_group_rows,
-        # an embedded chDB store is one process's: learning workers share no history, so none pools
+        # an embedded chDB store is one process's: learning workers share no history, so none pools,
+        # and every worker re-fits its own population (with a shared ClickHouse the owner of partition 0 does)
         partitions=None if chdb_path(settings.dsn) else settings.partitions,
         pool_wait_seconds=settings.churn_pool_wait_seconds)
 
@@ -246,6 +247,10 @@ def create_app(settings: Settings, *, core: Core | None = None) -> WorkerApp:
     @app.timer(interval=settings.refit_seconds, name="agents.app.refit_population")
     async def refit_population() -> None:
         await loop.refit_population()
+
+    @app.timer(interval=POPULATION_READ_SECONDS, name="agents.app.follow_population")
+    async def follow_population() -> None:
+        await loop.follow_population()   # the workers that do not re-fit serve the stored re-fit
 
     @app.timer(interval=settings.backtest_seconds, name="agents.app.live_backtest")
     async def live_backtest() -> None:

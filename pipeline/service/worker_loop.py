@@ -39,6 +39,11 @@ Invariants it owns (docs/fault-tolerance.md tells why each exists):
 - **Ownership.** The state store keeps the customers of partitions given away in a rebalance;
   the sweep and the population fit take only customers fed from partitions assigned to this
   worker (`CustomerState.fed_from`).
+- **One population for all** (a worker that does not learn, several workers sharing
+  ClickHouse): only the owner of input partition 0 re-fits the population, on its customers (a
+  hash sample of all); the others serve the parameters it stored, read every
+  `POPULATION_READ_SECONDS` (`follow_population`). Each fitting its own half, two workers gave
+  one customer risks up to 0.04 apart, and a rebalance moved them.
 - **Revocation** (`on_revoked`): the batch being applied and the writes in flight complete and
   the producer is flushed before the worker re-joins the group, so the next owner's table
   recovery reads their states; records of the old assignment are not applied after it.
@@ -114,6 +119,7 @@ STALL_SECONDS = 5.0    # an input partition behind its log end with no progress 
 # (a slice at a time, too) when the tick ends, and collections resume.
 TICK_LOAD_TURN_SECONDS = 0.02
 POOL_FREE_SLICE = 20_000   # rows of a pooled training's read freed at once (_pooled_training_set)
+POPULATION_READ_SECONDS = 60.0   # how often a worker that does not re-fit reads the stored population (follow_population)
 
 
 @dataclass(frozen=True)
@@ -142,9 +148,10 @@ class LoopConfig:
     # the next write together; a batch that would pass it waits for the write (0: every batch
     # is written on its own, after the one before).
     write_group_rows: int = 40_000
-    # Learning with several workers: the input topics' partitions (None: unknown, the trainer
-    # trains on its own book), how long a pooled training waits for the other workers' tick
-    # (wall seconds) and how often it looks.
+    # Several workers sharing ClickHouse: the input topics' partitions (None: unknown, or a
+    # store of one process's; then a learning trainer trains on its own book and every worker
+    # re-fits its own population), how long a pooled training waits for the other workers'
+    # tick (wall seconds) and how often it looks.
     partitions: int | None = None
     pool_wait_seconds: float = 3600.0
     pool_poll_seconds: float = 5.0
@@ -1238,14 +1245,22 @@ class WorkerLoop:
                     self._schedule(result)
             await asyncio.sleep(0)   # let a woken agent reach the lock (asyncio.Lock is fair: it goes next)
 
+    def _fits_population(self) -> bool:
+        """Whether this worker re-fits the population on the wall-clock timer: the owner of
+        input partition 0 when the workers share the store of parameters (ClickHouse, with the
+        partition count known), so that every worker serves the same; each worker for itself
+        when they cannot share (an embedded chDB is one process's) or nothing stores the fits."""
+        return self.populations is None or self.config.partitions is None or 0 in self._input_partitions()
+
     async def refit_population(self) -> None:
         """Re-fit the churn model's population parameters from this worker's customers (on
-        the wall-clock timer; a learning worker re-fits at its event-time ticks instead). The
+        the wall-clock timer, by the worker `_fits_population` names; a learning worker re-fits
+        at its event-time ticks instead). The
         fit reads the first POPULATION_MAX_CUSTOMERS owned customers by id (as `fit_population`
         does): their inputs are gathered on the event loop a slice at a time
         (TICK_LOAD_TURN_SECONDS), batches going on between slices, and the fit runs in a thread.
         At 100k customers the old way decoded every state in one go and held the loop for 6-7 s."""
-        if self.gate is not None or self.refitting:
+        if self.gate is not None or self.refitting or not self._fits_population():
             return
         self.refitting = True
         try:
@@ -1272,20 +1287,36 @@ class WorkerLoop:
             except Exception:   # the parameters serve; only a restart before the next re-fit misses them
                 log.exception("population parameters not stored")
 
-    async def read_population(self) -> None:
+    async def follow_population(self) -> None:
+        """A worker that does not re-fit (`_fits_population`): the parameters the fitting
+        worker stored last, when they changed (on a timer, every `POPULATION_READ_SECONDS`)."""
+        if self.gate is None and not self._fits_population():
+            await self.read_population(quiet=True)
+
+    async def read_population(self, quiet: bool = False) -> None:
         """A worker that does not learn: the parameters of the latest stored re-fit, so a
         restarted worker does not score with the priors until its next re-fit (an interval
-        after start-up). The configured horizon stays."""
+        after start-up), and one that does not re-fit serves what the fitting worker stored.
+        The configured horizon stays. When they change, every customer is due for a sweep."""
         if self.populations is None or self.gate is not None:
             return
         try:
             params = await self.rows.run(self.populations.load)
-        except Exception:
-            log.exception("stored population parameters not read: the starting ones serve")
+        except Exception as exc:
+            if quiet:   # on the timer: the next read tries again
+                log.warning("stored population parameters not read (%r): the current ones serve", exc)
+            else:
+                log.exception("stored population parameters not read: the starting ones serve")
             return
-        if params is not None:
-            self.core.use_population(replace(params, horizon_days=self.core.population.horizon_days))
-            log.info("population read back from the latest re-fit: %s", self.core.population)
+        if params is None:
+            return
+        params = replace(params, horizon_days=self.core.population.horizon_days)
+        if params == self.core.population:
+            return
+        self.core.use_population(params)
+        if self.sweep_index is not None:   # everyone's risk moved: everyone is due
+            self.sweep_index.schedule_all(self.now())
+        log.info("population read from the latest stored re-fit: %s", self.core.population)
 
     async def live_backtest(self) -> None:
         """Export the live backtest of churn_risk and of the early warning (pipeline/service/

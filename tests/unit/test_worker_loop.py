@@ -1046,6 +1046,82 @@ def test_a_refit_that_kept_the_priors_is_not_stored():
     assert w.core.population.fitted_on == 0 and populations.saved == []
 
 
+def customers_of_partition_1() -> list[dict]:
+    """60 customers with two orders each, weeks apart: enough to fit a population on."""
+    return [order(f"o{i}", when=at(days=-30 - i % 7)) for i in range(60)] + [
+        order(f"o{i}", when=at(days=-(i % 11))) for i in range(60)]
+
+
+def test_workers_sharing_the_store_serve_the_population_the_owner_of_partition_0_fitted():
+    """Two workers over one store of parameters (a shared ClickHouse: the partition count is
+    known). Only the owner of input partition 0 re-fits, on its customers; the other does not
+    fit on its own and, on its timer, serves what the owner stored (its horizon kept), and
+    makes every customer due for a sweep when that changed. Each fitting its own half, one
+    customer's risk depended on which worker owned it (up to 0.04 on a generated stream)."""
+    from dataclasses import replace as replaced
+
+    populations = Populations()
+    owner, other = World(partitions=2), World(partitions=2, sweep_recheck_seconds=3600.0)
+    for w in (owner, other):
+        w.loop.populations = populations
+    owner.inputs.assigned = {TP(t, 0) for t in TOPIC.values()}
+    other.inputs.assigned = {TP(t, 1) for t in TOPIC.values()}
+    owner.deliver(generated_records(owner))
+    events = customers_of_partition_1()
+    other.deliver(other.records(events, partition_of={f"o{i}": 1 for i in range(60)}))
+    other.core.use_population(replaced(other.core.population, horizon_days=14.0))
+    priors = other.core.population
+
+    run(other.loop.refit_population())
+    assert other.core.population == priors and populations.saved == []   # not the fitter
+    run(other.loop.follow_population())
+    assert other.core.population == priors   # nothing stored yet
+
+    run(owner.loop.refit_population())
+    fitted = owner.core.population
+    assert fitted.fitted_on > 0 and [p for _, p in populations.saved] == [fitted]
+    run(owner.loop.follow_population())
+    assert owner.core.population == fitted and len(populations.saved) == 1   # the fitter does not read
+
+    index, now = other.loop.sweep_index, other.loop.now()
+    assert index is not None
+
+    def later() -> None:   # every customer's next check an hour ahead
+        for cid in [f"o{i}" for i in range(60)]:
+            index.schedule(cid, now + 3600)
+    later()
+    run(other.loop.follow_population())
+    assert other.core.population == replaced(fitted, horizon_days=14.0)
+    assert len(index.due(now)) == 60   # every customer of the other worker is due for a sweep
+    later()
+    run(other.loop.follow_population())   # unchanged: nothing to do
+    assert other.core.population == replaced(fitted, horizon_days=14.0) and index.due(now) == []
+
+    # partition 0 moves to the other worker: it re-fits from then on
+    other.inputs.assigned |= {TP(t, 0) for t in TOPIC.values()}
+    run(other.loop.refit_population())
+    assert len(populations.saved) == 2 and other.core.population.fitted_on > 0
+
+
+def test_workers_that_cannot_share_the_store_each_refit_their_own():
+    """With the partition count unknown (an embedded chDB, one process's), every worker
+    re-fits, whatever partitions it owns, and does not read another's fits on the timer."""
+    populations = Populations()
+    w = World()
+    w.loop.populations = populations
+    w.inputs.assigned = {TP(t, 1) for t in TOPIC.values()}
+    events = customers_of_partition_1()
+    w.deliver(w.records(events, partition_of={f"o{i}": 1 for i in range(60)}))
+    run(w.loop.refit_population())
+    own = w.core.population
+    assert len(populations.saved) == 1 and own.fitted_on > 0
+    from dataclasses import replace
+
+    populations.save(replace(own, r=own.r * 2), fitted_at=RECEIVED_AT + 60)   # another worker's, later
+    run(w.loop.follow_population())
+    assert w.core.population == own
+
+
 # --- alerts a crash left behind ----------------------------------------------------------------
 def test_churn_alerts_a_crash_left_behind_are_withdrawn_once_the_customer_is_evaluated_past_them():
     """A worker wrote a batch's churn alerts and was killed before storing the batch's states.
