@@ -49,8 +49,9 @@ Invariants it owns (docs/fault-tolerance.md tells why each exists):
   recovery reads their states; records of the old assignment are not applied after it.
 - **Alerts a crash left behind** (`find_left_behind`, `_withdraw_due`): at each assignment,
   before its first records, the churn alerts ClickHouse holds firing for this worker's
-  customers whose states do not hold them; each is withdrawn (resolved) in the first batch
-  that evaluates its customer as of its instant without firing it again.
+  customers whose states do not hold them (or who have no state yet); each is withdrawn
+  (resolved) in the first batch that evaluates its customer as of its instant without firing
+  it again.
 - **Bounded sweeps.** Each sweep evaluates at most `sweep_max` customers; a cursor walks the
   store so every customer is visited within ceil(n / sweep_max) ticks. It goes in slices of
   `sweep_slice`, the lock free between them, so batches wait for a slice, not a sweep.
@@ -1087,10 +1088,13 @@ class WorkerLoop:
         between leaves its alerts out and its states unstored; the redelivery evaluates the
         customers at other points (its micro-batches are cut anew). An episode it fires again
         has the same id (numbered); one it has not fired by the time it has evaluated the
-        customer as of the alert's instant is withdrawn (`_withdraw_due`). Only customers whose
-        stored state says they are fed from this worker's partitions are looked at (another
-        worker's, in a shared ClickHouse, are its own to judge); a customer whose first batch
-        the crash undid has no state and keeps such an alert."""
+        customer as of the alert's instant is withdrawn (`_withdraw_due`). Of the customers with
+        a stored state, only those it says are fed from this worker's partitions are looked at
+        (another worker's, in a shared ClickHouse, are its own to judge). A customer with no
+        state (its first batch was the one the crash undid) is judged by the state its records
+        make here, if any come: another worker's never do. Those alerts are held until the next
+        assignment (in a shared ClickHouse, the other workers' customers' too: about 200 bytes
+        an alert)."""
         generation = self._generation
         self._withdrawn_for = generation
         self.left_behind = {}
@@ -1109,9 +1113,9 @@ class WorkerLoop:
             owned = self._owned_slots()
             for alert in stored:
                 state = self.load_state(alert.customer_id)
-                if state is None or not state.fed_from(owned):
+                if state is not None and not state.fed_from(owned):
                     continue
-                if is_left_behind(state, alert):
+                if state is None or is_left_behind(state, alert):
                     self.left_behind.setdefault(alert.customer_id, []).append(alert)
             if self.left_behind:
                 log.info("%d churn alert(s) fired by a batch a crash undid: withdrawn unless fired again by the "
@@ -1122,7 +1126,7 @@ class WorkerLoop:
         customers evaluated as of the alert's instant or later without firing it again, and
         forget those that fired again (the same episode, the same id)."""
         due = BatchResult()
-        for cid in [c for c in self.left_behind if c in result.states]:
+        for cid in [c for c in result.states if c in self.left_behind]:
             state = result.states[cid]
             evaluated = result.deadlines[cid][1] if cid in result.deadlines else float("-inf")
             waiting = []

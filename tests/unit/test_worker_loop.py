@@ -1129,8 +1129,9 @@ def test_churn_alerts_a_crash_left_behind_are_withdrawn_once_the_customer_is_eva
     ClickHouse holds firing for its customers whose states do not hold them; once it has
     evaluated such a customer as of the alert's instant without firing it again, it resolves
     it as withdrawn, in that batch, and moves the customer's episode count past it (the next
-    episode gets a new id). An alert the state holds, a customer fed from another worker's
-    partition and a customer with no state are left alone."""
+    episode gets a new id). An alert the state holds and a customer fed from another worker's
+    partition are left alone; a customer with no state ("nobody") gets no record unless its
+    records come (the next test)."""
     from pipeline.domain.alerts import WITHDRAWN_ACTION, StoredChurnAlert, numbered_alert_id
 
     before = World()
@@ -1180,6 +1181,25 @@ def test_churn_alerts_a_crash_left_behind_are_withdrawn_once_the_customer_is_eva
     w.loop.on_assigned(set())
     w.deliver(w.records([touchpoint("a", when=at(hours=52)), touchpoint("d", when=at(hours=52))]))
     assert asked == [1, 1] and len(w.outputs.alerts) == 2   # withdrawn once
+
+
+def test_a_churn_alert_of_a_customer_whose_first_batch_a_crash_undid_is_withdrawn_by_the_redelivery():
+    """The crash undid the customer's very first batch: ClickHouse holds its churn alert, the
+    store no state at all. The redelivery makes the state anew; once it has evaluated the
+    customer past the alert's instant without firing it again, the alert is withdrawn, as for
+    a customer with a stored state (before, a customer with no state kept such an alert firing
+    for good). Its next episode gets a new id."""
+    from pipeline.domain.alerts import WITHDRAWN_ACTION, StoredChurnAlert, numbered_alert_id
+
+    w = World()
+    left = StoredChurnAlert("new", numbered_alert_id("new", "churn", 1), "warning", "standard", T0.timestamp() + HOUR)
+    assert w.state("new") is None
+    w.loop.fetch_open_churn_alerts = lambda: [left]
+    w.deliver(w.records([touchpoint("new", when=at(hours=2))]))
+    assert [(a["customer_id"], a["alert_id"], a["status"], a["recommended_action"]) for a in w.outputs.alerts] == [
+        ("new", left.alert_id, "resolved", WITHDRAWN_ACTION)]
+    assert w.store.states["new"].churn_episodes == 1 and w.store.states["new"].n == 1
+    assert w.loop.left_behind == {}
 
 
 def test_a_failing_read_of_the_open_churn_alerts_withdraws_nothing_and_the_batch_goes_on():
