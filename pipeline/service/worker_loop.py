@@ -1320,7 +1320,8 @@ class WorkerLoop:
         self.core.use_population(params)
         if self.sweep_index is not None:   # everyone's risk moved: everyone is due
             self.sweep_index.schedule_all(self.now())
-        log.info("population read from the latest stored re-fit: %s", self.core.population)
+        log.info("population %s: %s", "read from the fitting worker's latest re-fit" if quiet
+                 else "read back from the latest re-fit", self.core.population)
 
     async def live_backtest(self) -> None:
         """Export the live backtest of churn_risk and of the early warning (pipeline/service/
