@@ -237,7 +237,7 @@ def update_alerts(state: CustomerState, p: Profile, control_share: float = 0.0) 
     reasons = [f"churn risk {risk:.2f} vs {severity} threshold {threshold:.2f} for {p.tier}"]
     reasons += [f"{factor} +{contribution:.2f}" for factor, contribution in p.churn.drivers[:3]]
     churn = _transition(state, p, "churn", CHURN_RISK, firing, severity, reasons, churn_action(p, severity),
-                        next_episode=lambda: _next_churn_episode(state))
+                        next_episode=partial(_next_churn_episode, state))
     for alert in churn:
         if is_control(alert["alert_id"], control_share):
             alert["control"] = True
