@@ -77,7 +77,7 @@ from dataclasses import dataclass, replace
 from typing import AsyncIterator, Callable, Hashable, Iterable, Mapping, Sequence, TypeVar
 
 from pipeline.domain.alerts import StoredChurnAlert, is_left_behind, withdraw_left_behind
-from pipeline.domain.churn import POPULATION_MAX_CUSTOMERS, PopulationInput, fit_population_inputs, population_input
+from pipeline.domain.churn import POPULATION_MAX_CUSTOMERS, PopulationInput, PopulationParams, fit_population_inputs, population_input
 from pipeline.domain.churn_snapshots import SnapshotBook
 from pipeline.domain.scoring import profile, score_record
 from pipeline.domain.state import CustomerState
@@ -1281,10 +1281,7 @@ class WorkerLoop:
                 None, fit_population_inputs, inputs, self.core.population)
         finally:
             self.refitting = False
-        self.core.use_population(params)
-        if self.sweep_index is not None:   # everyone's risk moved: everyone is due
-            self.sweep_index.schedule_all(self.now())
-        log.info("population re-fitted: %s", self.core.population)
+        self._serve_population(params, "re-fitted")
         if self.populations is not None and params.fitted_on:
             try:
                 await self.rows.run(self.populations.save, params, self.clock.time())
@@ -1294,7 +1291,7 @@ class WorkerLoop:
     async def follow_population(self) -> None:
         """A worker that does not re-fit (`_fits_population`): the parameters the fitting
         worker stored last, when they changed (on a timer, every `POPULATION_READ_SECONDS`)."""
-        if self.gate is None and not self._fits_population():
+        if not self._fits_population():
             await self.read_population(quiet=True)
 
     async def read_population(self, quiet: bool = False) -> None:
@@ -1317,11 +1314,15 @@ class WorkerLoop:
         params = replace(params, horizon_days=self.core.population.horizon_days)
         if params == self.core.population:
             return
+        self._serve_population(params, "read from the fitting worker's latest re-fit" if quiet
+                               else "read back from the latest re-fit")
+
+    def _serve_population(self, params: PopulationParams, how: str) -> None:
+        """Score with `params` (re-fitted here, or read from the store) from now on."""
         self.core.use_population(params)
         if self.sweep_index is not None:   # everyone's risk moved: everyone is due
             self.sweep_index.schedule_all(self.now())
-        log.info("population %s: %s", "read from the fitting worker's latest re-fit" if quiet
-                 else "read back from the latest re-fit", self.core.population)
+        log.info("population %s: %s", how, self.core.population)
 
     async def live_backtest(self) -> None:
         """Export the live backtest of churn_risk and of the early warning (pipeline/service/
