@@ -32,7 +32,7 @@ from aiohttp.web import Response
 from agents import faust_internals
 from agents.ports import ConsumerInputs, ExecutorRowSink, SystemClock, TableStates, TopicModels, TopicOutputs
 from pipeline.adapters.kafka.model_feed import ModelFeed
-from pipeline.adapters.clickhouse.queries import early_warning_backtest_rows, live_backtest_rows, open_churn_alerts
+from pipeline.adapters.clickhouse.queries import early_warning_backtest_rows, live_backtest_rows, open_numbered_alerts
 from pipeline.adapters.observability.metrics import METRICS, render
 from pipeline.bootstrap import build_core, build_sink
 from pipeline.config import Settings
@@ -150,14 +150,14 @@ def create_app(settings: Settings, *, core: Core | None = None) -> WorkerApp:
     def fetch_early_warning_rows(horizon_days: float, as_of: datetime):
         return early_warning_backtest_rows(clickhouse.client, horizon_days, as_of)
 
-    def fetch_open_churn_alerts():
-        return open_churn_alerts(clickhouse.client)
+    def fetch_open_alerts():
+        return open_numbered_alerts(clickhouse.client)
 
     loop = WorkerLoop(
         core or build_core(settings), loop_config(settings),
         store=TableStates(states), outputs=outputs, rows=sink, inputs=ConsumerInputs(app, settings),
         clock=SystemClock(), metrics=METRICS, fetch_backtest_rows=fetch_backtest_rows,
-        fetch_early_warning_rows=fetch_early_warning_rows, fetch_open_churn_alerts=fetch_open_churn_alerts,
+        fetch_early_warning_rows=fetch_early_warning_rows, fetch_open_alerts=fetch_open_alerts,
         learner=ChurnLearner(settings.churn_horizon_days) if settings.learn_churn else None,
         history=ClickHouseChurnHistory(clickhouse) if settings.learn_churn else None,
         populations=None if settings.learn_churn else ClickHousePopulation(clickhouse),

@@ -48,8 +48,8 @@ Invariants it owns (docs/fault-tolerance.md tells why each exists):
   the producer is flushed before the worker re-joins the group, so the next owner's table
   recovery reads their states; records of the old assignment are not applied after it.
 - **Alerts a crash left behind** (`find_left_behind`, `_withdraw_due`): at each assignment,
-  before its first records, the churn alerts ClickHouse holds firing for this worker's
-  customers whose states do not hold them (or who have no state yet); each is withdrawn
+  before its first records, the numbered alerts (churn risk, failed recovery) ClickHouse holds
+  firing for this worker's customers whose states do not hold them (or who have no state yet); each is withdrawn
   (resolved) in the first batch that evaluates its customer as of its instant without firing
   it again.
 - **Bounded sweeps.** Each sweep evaluates at most `sweep_max` customers; a cursor walks the
@@ -76,7 +76,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from typing import AsyncIterator, Callable, Hashable, Iterable, Mapping, Sequence, TypeVar
 
-from pipeline.domain.alerts import StoredChurnAlert, is_left_behind, withdraw_left_behind
+from pipeline.domain.alerts import StoredAlert, is_left_behind, withdraw_left_behind
 from pipeline.domain.churn import POPULATION_MAX_CUSTOMERS, PopulationInput, PopulationParams, fit_population_inputs, population_input
 from pipeline.domain.churn_snapshots import SnapshotBook
 from pipeline.domain.scoring import profile, score_record
@@ -184,7 +184,7 @@ class WorkerLoop:
                  fetch_early_warning_rows: FetchEarlyWarningRows | None = None, learner: ChurnLearner | None = None,
                  models: ModelChannel | None = None, train_executor: Executor | None = None,
                  history: ChurnHistory | None = None, populations: PopulationStore | None = None,
-                 fetch_open_churn_alerts: Callable[[], list[StoredChurnAlert]] | None = None) -> None:
+                 fetch_open_alerts: Callable[[], list[StoredAlert]] | None = None) -> None:
         self.core = core
         self.config = config
         self.store = store
@@ -195,11 +195,11 @@ class WorkerLoop:
         self.metrics = metrics
         self.fetch_backtest_rows = fetch_backtest_rows   # ClickHouse query of the live backtest (run in the sink's thread)
         self.fetch_early_warning_rows = fetch_early_warning_rows   # the same, of the early warning
-        # ClickHouse query of the churn alerts never resolved (run in the sink's thread), and the
-        # assignment (`_generation`) whose alerts a crash left behind were last withdrawn
-        self.fetch_open_churn_alerts = fetch_open_churn_alerts
+        # ClickHouse query of the numbered alerts never resolved (run in the sink's thread), and
+        # the assignment (`_generation`) whose alerts a crash left behind were last withdrawn
+        self.fetch_open_alerts = fetch_open_alerts
         self._withdrawn_for: int | None = None
-        self.left_behind: dict[str, list[StoredChurnAlert]] = {}
+        self.left_behind: dict[str, list[StoredAlert]] = {}
         self.guard: OffsetGuard = OffsetGuard(clock=clock.monotonic)
         # Records wait here until they are the lowest in event time among the input partitions
         # with the same number; `guard` moves (and commits) only when they are applied.
@@ -1082,8 +1082,9 @@ class WorkerLoop:
         self.metrics.consumer_lag(lags)
 
     async def find_left_behind(self) -> None:
-        """Once per assignment, before its first records are applied: the churn alerts ClickHouse
-        holds firing, never resolved, for customers of this worker whose states do not hold them.
+        """Once per assignment, before its first records are applied: the numbered alerts (churn
+        risk, failed recovery) ClickHouse holds firing, never resolved, for customers of this
+        worker whose states do not hold them.
         A batch writes its rows and sends its outputs before it stores its states, so a crash in
         between leaves its alerts out and its states unstored; the redelivery evaluates the
         customers at other points (its micro-batches are cut anew). An episode it fires again
@@ -1098,14 +1099,14 @@ class WorkerLoop:
         generation = self._generation
         self._withdrawn_for = generation
         self.left_behind = {}
-        if self.fetch_open_churn_alerts is None:
+        if self.fetch_open_alerts is None:
             return
         async with self.lock:
             await self.settle()   # ClickHouse holds every write of this worker, the store its states
             try:
-                stored = await self.rows.run(self.fetch_open_churn_alerts)
+                stored = await self.rows.run(self.fetch_open_alerts)
             except Exception:   # a clean-up: ClickHouse failing to answer must not stop the worker
-                log.exception("could not read the churn alerts never resolved; none withdrawn for this assignment")
+                log.exception("could not read the alerts never resolved; none withdrawn for this assignment")
                 return
             if generation != self._generation:   # revoked meanwhile: the next assignment looks again
                 self._withdrawn_for = None
@@ -1118,11 +1119,11 @@ class WorkerLoop:
                 if state is None or is_left_behind(state, alert):
                     self.left_behind.setdefault(alert.customer_id, []).append(alert)
             if self.left_behind:
-                log.info("%d churn alert(s) fired by a batch a crash undid: withdrawn unless fired again by the "
+                log.info("%d alert(s) fired by a batch a crash undid: withdrawn unless fired again by the "
                          "time their customers are evaluated as of them", sum(map(len, self.left_behind.values())))
 
     def _withdraw_due(self, result: BatchResult, prepared: PreparedBatch) -> None:
-        """Withdraw, into this batch, the churn alerts left behind (`find_left_behind`) of its
+        """Withdraw, into this batch, the alerts left behind (`find_left_behind`) of its
         customers evaluated as of the alert's instant or later without firing it again, and
         forget those that fired again (the same episode, the same id)."""
         due = BatchResult()
@@ -1142,9 +1143,9 @@ class WorkerLoop:
             else:
                 del self.left_behind[cid]
         if due.alerts:
-            log.warning("withdrew %d churn alert(s) a crash left behind (fired by a batch whose states were not "
+            log.warning("withdrew %d alert(s) a crash left behind (fired by a batch whose states were not "
                         "stored, not fired again): %s", len(due.alerts),
-                        ", ".join(f"{a['customer_id']}/{a['alert_id']}" for a in due.alerts[:10]))
+                        ", ".join(f"{a['customer_id']}/{a['type']}/{a['alert_id']}" for a in due.alerts[:10]))
             extra = prepare(due, self.rows.build_rows)
             result.alerts += due.alerts
             prepared.messages += extra.messages

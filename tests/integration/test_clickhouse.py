@@ -632,21 +632,26 @@ def test_churn_alert_count_keeps_an_alert_the_redelivery_computed_anew(sink):
     assert_aggregates_match(sink.client)
 
 
-def test_open_churn_alerts_are_the_episodes_never_resolved(sink):
-    """`queries.open_churn_alerts` (what a restarted worker compares with its states): each churn
-    episode with a firing row and no resolved one, with the severity and tier of its latest
-    firing row, whatever other alerts and resolved episodes the table holds."""
+def test_open_numbered_alerts_are_the_episodes_never_resolved(sink):
+    """`queries.open_numbered_alerts` (what a restarted worker compares with its states): each
+    churn or failed-recovery episode with a firing row and no resolved one, with the severity
+    and tier of its latest firing row (and a failed recovery's complaint), whatever other
+    alerts and resolved episodes the table holds."""
     batch = synthetic(2000, n_customers=200, seed=4, batch=2000)[0]
     churn = [a for a in batch["cx_alerts"] if a["type"] == "churn_risk"]
-    breach = dict(churn[0], alert_id="sla-breach-1", type="sla_breach", status="firing")
-    sink.write(dict(batch, cx_alerts=churn + [breach]))
-    resolved = {a["alert_id"] for a in churn if a["status"] == "resolved"}
-    want = {(a["customer_id"], a["alert_id"]) for a in churn if a["alert_id"] not in resolved}
-    assert resolved and want
-    got = queries.open_churn_alerts(sink.client)
-    assert {(a.customer_id, a.alert_id) for a in got} == want
+    breach = dict(churn[0], alert_id="sla-breach-1", type="sla_breach", status="firing", complaint_id="k7")
+    recovery = [dict(churn[0], alert_id="rec-1", type="failed_recovery", status="firing", complaint_id="k7"),
+                dict(churn[1], alert_id="rec-2", type="failed_recovery", status="firing", complaint_id="k8"),
+                dict(churn[1], alert_id="rec-2", type="failed_recovery", status="resolved", complaint_id="k8")]
+    sink.write(dict(batch, cx_alerts=churn + [breach] + recovery))
+    resolved = {a["alert_id"] for a in churn + recovery if a["status"] == "resolved"}
+    want = {(a["customer_id"], a["alert_id"], a["type"], a["complaint_id"] or None)
+            for a in churn + recovery if a["alert_id"] not in resolved}
+    assert resolved and want and ("failed_recovery" in {w[2] for w in want})
+    got = queries.open_numbered_alerts(sink.client)
+    assert {(a.customer_id, a.alert_id, a.type, a.complaint_id) for a in got} == want
     latest = {}
-    for a in sorted((a for a in churn if a["status"] == "firing"), key=lambda a: a["as_of"]):
+    for a in sorted((a for a in churn + recovery if a["status"] == "firing"), key=lambda a: a["as_of"]):
         latest[a["alert_id"]] = a
     for a in got:
         row = latest[a.alert_id]

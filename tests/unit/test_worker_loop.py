@@ -1132,7 +1132,7 @@ def test_churn_alerts_a_crash_left_behind_are_withdrawn_once_the_customer_is_eva
     episode gets a new id). An alert the state holds and a customer fed from another worker's
     partition are left alone; a customer with no state ("nobody") gets no record unless its
     records come (the next test)."""
-    from pipeline.domain.alerts import WITHDRAWN_ACTION, StoredChurnAlert, numbered_alert_id
+    from pipeline.domain.alerts import WITHDRAWN_ACTION, StoredAlert, numbered_alert_id
 
     before = World()
     before.deliver(before.records([touchpoint("a"), touchpoint("b"), touchpoint("d"), touchpoint("c")],
@@ -1152,15 +1152,15 @@ def test_churn_alerts_a_crash_left_behind_are_withdrawn_once_the_customer_is_eva
     w.inputs.start_offset = committed                 # type: ignore[method-assign]
     fired = {"a": T0.timestamp() + HOUR, "b": T0.timestamp() + HOUR, "c": T0.timestamp() + HOUR,
              "d": T0.timestamp() + 50 * HOUR, "nobody": T0.timestamp()}
-    left = {cid: StoredChurnAlert(cid, numbered_alert_id(cid, "churn", 1), "critical", "gold", t)
+    left = {cid: StoredAlert(cid, numbered_alert_id(cid, "churn", 1), "critical", "gold", t)
             for cid, t in fired.items()}
     asked = []
 
-    def never_resolved() -> list[StoredChurnAlert]:   # what ClickHouse holds: the resolutions written count
+    def never_resolved() -> list[StoredAlert]:   # what ClickHouse holds: the resolutions written count
         asked.append(1)
         resolved = {a["alert_id"] for a in w.outputs.alerts if a["status"] == "resolved"}
         return [a for a in left.values() if a.alert_id not in resolved]
-    w.loop.fetch_open_churn_alerts = never_resolved
+    w.loop.fetch_open_alerts = never_resolved
     w.deliver(w.records([touchpoint("a", when=at(hours=2)), touchpoint("d", when=at(hours=2))]))
 
     # a: evaluated as of 2 h, past its alert of 1 h, without firing it again: withdrawn in this batch
@@ -1189,12 +1189,12 @@ def test_a_churn_alert_of_a_customer_whose_first_batch_a_crash_undid_is_withdraw
     customer past the alert's instant without firing it again, the alert is withdrawn, as for
     a customer with a stored state (before, a customer with no state kept such an alert firing
     for good). Its next episode gets a new id."""
-    from pipeline.domain.alerts import WITHDRAWN_ACTION, StoredChurnAlert, numbered_alert_id
+    from pipeline.domain.alerts import WITHDRAWN_ACTION, StoredAlert, numbered_alert_id
 
     w = World()
-    left = StoredChurnAlert("new", numbered_alert_id("new", "churn", 1), "warning", "standard", T0.timestamp() + HOUR)
+    left = StoredAlert("new", numbered_alert_id("new", "churn", 1), "warning", "standard", T0.timestamp() + HOUR)
     assert w.state("new") is None
-    w.loop.fetch_open_churn_alerts = lambda: [left]
+    w.loop.fetch_open_alerts = lambda: [left]
     w.deliver(w.records([touchpoint("new", when=at(hours=2))]))
     assert [(a["customer_id"], a["alert_id"], a["status"], a["recommended_action"]) for a in w.outputs.alerts] == [
         ("new", left.alert_id, "resolved", WITHDRAWN_ACTION)]
@@ -1202,11 +1202,44 @@ def test_a_churn_alert_of_a_customer_whose_first_batch_a_crash_undid_is_withdraw
     assert w.loop.left_behind == {}
 
 
-def test_a_failing_read_of_the_open_churn_alerts_withdraws_nothing_and_the_batch_goes_on():
+def test_a_failed_recovery_a_crash_left_behind_is_withdrawn_when_the_redelivery_sees_it_recovered():
+    """The lost batch held the complaint's dissatisfied resolution: it fired the failed recovery
+    (the complaint's episode 1), wrote it and was killed before storing the state. The redelivered
+    batch also holds the satisfied resolution that came next, so the failure never stands when
+    the customer is evaluated and the episode is not fired again. It is withdrawn (a resolved
+    failed_recovery record naming the complaint), and the complaint's next failure gets a new id
+    (before, it stayed firing in ClickHouse and on cx.alerts for good)."""
+    from pipeline.domain.alerts import FAILED_RECOVERY, WITHDRAWN_ACTION, StoredAlert, numbered_alert_id
+
+    before = World()
+    before.deliver(before.records([complaint("a")]))
+    w = World()                                       # the restarted worker: the stored states
+    w.store.raw = dict(before.store.raw)
+    w.ends.update(before.ends)
+
+    async def committed(tp) -> int:
+        return before.ends.get(tp, 0)
+    w.inputs.start_offset = committed                 # type: ignore[method-assign]
+    fired = numbered_alert_id("a", "rec:k1", 1)
+    w.loop.fetch_open_alerts = lambda: [StoredAlert("a", fired, "warning", "standard", T0.timestamp() + HOUR,
+                                                    FAILED_RECOVERY, "k1")]
+    w.deliver(w.records([complaint("a", when=at(hours=1), status="resolved", satisfied=False),
+                         complaint("a", when=at(hours=2), status="resolved", satisfied=True)]))
+    recovery = [a for a in w.outputs.alerts if a["type"] == "failed_recovery"]
+    assert [(a["alert_id"], a["status"], a["complaint_id"], a["recommended_action"]) for a in recovery] == [
+        (fired, "resolved", "k1", WITHDRAWN_ACTION)]
+    assert [r.recovery_episodes for r in w.store.states["a"].complaints] == [1] and w.loop.left_behind == {}
+    # reopened: the complaint's second failure, under a new id
+    w.deliver(w.records([complaint("a", when=at(hours=3), status="reopened")]))
+    again = [a for a in w.outputs.alerts if a["type"] == "failed_recovery"][1:]
+    assert [(a["status"], a["alert_id"]) for a in again] == [("firing", numbered_alert_id("a", "rec:k1", 2))]
+
+
+def test_a_failing_read_of_the_open_numbered_alerts_withdraws_nothing_and_the_batch_goes_on():
     w = World()
 
     def down():
         raise ConnectionError("clickhouse is down")
-    w.loop.fetch_open_churn_alerts = down
+    w.loop.fetch_open_alerts = down
     w.deliver(w.records([touchpoint("a")]))
     assert w.state("a").n == 1 and w.outputs.alerts == [] and len(w.outputs.scores) == 1

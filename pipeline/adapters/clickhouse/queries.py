@@ -17,7 +17,7 @@ from clickhouse_connect.driver.client import Client
 
 from pipeline.adapters.clickhouse.tables import (
     ALERT_FACTS, CHURN_TICKS, CHURN_TRAININGS, CUSTOMER_TABLES, POPULATION, TABLES)
-from pipeline.domain.alerts import StoredChurnAlert
+from pipeline.domain.alerts import NUMBERED_TYPES, StoredAlert
 from pipeline.domain.backtest import BacktestRow, EarlyWarningRow
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -387,21 +387,22 @@ def retention(client: Client, period_days: float = 30.0, as_of: datetime | None 
             "rate": (kept / prev) if prev else None}
 
 
-# Churn alert episodes never resolved, per customer (a restarted worker withdraws the ones a
-# crash left behind: pipeline/service/worker_loop.py `find_left_behind`).
-OPEN_CHURN_ALERTS_SQL = """
-SELECT customer_id, alert_id, argMax(severity, as_of) AS severity, argMax(tier, as_of) AS tier,
-       toFloat64(max(as_of)) AS fired_at
+# Numbered alert episodes (churn risk, failed recovery) never resolved (a restarted worker
+# withdraws the ones a crash left behind: pipeline/service/worker_loop.py `find_left_behind`).
+OPEN_NUMBERED_ALERTS_SQL = """
+SELECT customer_id, alert_id, type, argMax(severity, as_of) AS severity, argMax(tier, as_of) AS tier,
+       toFloat64(max(as_of)) AS fired_at, any(complaint_id) AS complaint_id
 FROM cx_alerts FINAL
-WHERE type = 'churn_risk'
-GROUP BY customer_id, alert_id
+WHERE type IN {types:Array(String)}
+GROUP BY customer_id, alert_id, type
 HAVING NOT has(groupArray(status), 'resolved')
 """
 
 
-def open_churn_alerts(client: Client) -> list[StoredChurnAlert]:
-    return [StoredChurnAlert(r["customer_id"], r["alert_id"], r["severity"], r["tier"], float(r["fired_at"]))
-            for r in _dicts(client, OPEN_CHURN_ALERTS_SQL)]
+def open_numbered_alerts(client: Client) -> list[StoredAlert]:
+    return [StoredAlert(r["customer_id"], r["alert_id"], r["severity"], r["tier"], float(r["fired_at"]),
+                        r["type"], r["complaint_id"] or None)
+            for r in _dicts(client, OPEN_NUMBERED_ALERTS_SQL, {"types": list(NUMBERED_TYPES)})]
 
 
 def churn_alerts_by_tier(client: Client) -> list[dict[str, Any]]:
