@@ -47,7 +47,8 @@ Invariants it owns (docs/fault-tolerance.md tells why each exists):
 - **Revocation** (`on_revoked`): the batch being applied and the writes in flight complete and
   the producer is flushed before the worker re-joins the group, so the next owner's table
   recovery reads their states; records of the old assignment are not applied after it.
-- **Alerts a crash left behind** (`find_left_behind`, `_withdraw_due`): at each assignment,
+- **Alerts a crash left behind** (`find_left_behind`, `_withdraw_due`;
+  pipeline/domain/left_behind_alerts.py): at each assignment,
   before its first records, the numbered alerts (churn risk, failed recovery) ClickHouse holds
   firing for this worker's customers whose states do not hold them (or who have no state yet); each is withdrawn
   (resolved) in the first batch that evaluates its customer as of its instant without firing
@@ -76,9 +77,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from typing import AsyncIterator, Callable, Hashable, Iterable, Mapping, Sequence, TypeVar
 
-from pipeline.domain.alerts import StoredAlert, is_left_behind, withdraw_left_behind
 from pipeline.domain.churn import POPULATION_MAX_CUSTOMERS, PopulationInput, PopulationParams, fit_population_inputs, population_input
 from pipeline.domain.churn_snapshots import SnapshotBook
+from pipeline.domain.left_behind_alerts import LeftBehindAlerts, StoredAlert
 from pipeline.domain.scoring import profile, score_record
 from pipeline.domain.state import CustomerState
 from pipeline.domain.stream_clock import StreamClock
@@ -199,7 +200,7 @@ class WorkerLoop:
         # the assignment (`_generation`) whose alerts a crash left behind were last withdrawn
         self.fetch_open_alerts = fetch_open_alerts
         self._withdrawn_for: int | None = None
-        self.left_behind: dict[str, list[StoredAlert]] = {}
+        self.left_behind = LeftBehindAlerts()
         self.guard: OffsetGuard = OffsetGuard(clock=clock.monotonic)
         # Records wait here until they are the lowest in event time among the input partitions
         # with the same number; `guard` moves (and commits) only when they are applied.
@@ -850,7 +851,7 @@ class WorkerLoop:
         offsets committed, so both are re-delivered.
         """
         prepared = prepared or prepare(result, self.rows.build_rows)
-        if self.left_behind:
+        if self.left_behind.waiting:
             self._withdraw_due(result, prepared)
         self._track_past_sla(result)
         if self.writing is not None and self.writing.done():
@@ -1083,22 +1084,15 @@ class WorkerLoop:
 
     async def find_left_behind(self) -> None:
         """Once per assignment, before its first records are applied: the numbered alerts (churn
-        risk, failed recovery) ClickHouse holds firing, never resolved, for customers of this
-        worker whose states do not hold them.
-        A batch writes its rows and sends its outputs before it stores its states, so a crash in
-        between leaves its alerts out and its states unstored; the redelivery evaluates the
-        customers at other points (its micro-batches are cut anew). An episode it fires again
-        has the same id (numbered); one it has not fired by the time it has evaluated the
-        customer as of the alert's instant is withdrawn (`_withdraw_due`). Of the customers with
-        a stored state, only those it says are fed from this worker's partitions are looked at
-        (another worker's, in a shared ClickHouse, are its own to judge). A customer with no
-        state (its first batch was the one the crash undid) is judged by the state its records
-        make here, if any come: another worker's never do. Those alerts are held until the next
-        assignment (in a shared ClickHouse, the other workers' customers' too: about 200 bytes
-        an alert)."""
+        risk, failed recovery) ClickHouse holds firing, never resolved, that the states of this
+        worker's customers do not know (pipeline/domain/left_behind_alerts.py). A batch writes
+        its rows and sends its outputs before it stores its states, so a crash in between
+        leaves its alerts out and its states unstored; the redelivery evaluates the customers at
+        other points. Each is withdrawn by the first batch that evaluates its customer as of its
+        instant without firing it again (`_withdraw_due`)."""
         generation = self._generation
         self._withdrawn_for = generation
-        self.left_behind = {}
+        self.left_behind = LeftBehindAlerts()
         if self.fetch_open_alerts is None:
             return
         async with self.lock:
@@ -1111,37 +1105,16 @@ class WorkerLoop:
             if generation != self._generation:   # revoked meanwhile: the next assignment looks again
                 self._withdrawn_for = None
                 return
-            owned = self._owned_slots()
-            for alert in stored:
-                state = self.load_state(alert.customer_id)
-                if state is not None and not state.fed_from(owned):
-                    continue
-                if state is None or is_left_behind(state, alert):
-                    self.left_behind.setdefault(alert.customer_id, []).append(alert)
-            if self.left_behind:
+            if held := self.left_behind.hold(stored, self.load_state, self._owned_slots()):
                 log.info("%d alert(s) fired by a batch a crash undid: withdrawn unless fired again by the "
-                         "time their customers are evaluated as of them", sum(map(len, self.left_behind.values())))
+                         "time their customers are evaluated as of them", held)
 
     def _withdraw_due(self, result: BatchResult, prepared: PreparedBatch) -> None:
-        """Withdraw, into this batch, the alerts left behind (`find_left_behind`) of its
-        customers evaluated as of the alert's instant or later without firing it again, and
-        forget those that fired again (the same episode, the same id)."""
-        due = BatchResult()
-        for cid in [c for c in result.states if c in self.left_behind]:
-            state = result.states[cid]
-            evaluated = result.deadlines[cid][1] if cid in result.deadlines else float("-inf")
-            waiting = []
-            for alert in self.left_behind[cid]:
-                # one fired again (the same episode, the same id) is forgotten: no record, not waiting
-                if evaluated >= alert.as_of:
-                    if (record := withdraw_left_behind(state, alert)) is not None:
-                        due.alerts.append(record)
-                elif is_left_behind(state, alert):
-                    waiting.append(alert)
-            if waiting:
-                self.left_behind[cid] = waiting
-            else:
-                del self.left_behind[cid]
+        """Withdraw, into this batch, the alerts left behind (`find_left_behind`) of its customers
+        evaluated as of the alert's instant or later without firing it again."""
+        def evaluated(cid: str) -> float:
+            return result.deadlines[cid][1] if cid in result.deadlines else float("-inf")
+        due = BatchResult(alerts=self.left_behind.withdraw_due(result.states, evaluated))
         if due.alerts:
             log.warning("withdrew %d alert(s) a crash left behind (fired by a batch whose states were not "
                         "stored, not fired again): %s", len(due.alerts),

@@ -9,7 +9,7 @@ from pipeline.domain.churn import ChurnAssessment
 from pipeline.bootstrap import build_core
 from pipeline.config import Settings
 from pipeline.service.processor import RawRecord
-from pipeline.domain.scoring import ComplaintSla, Profile
+from pipeline.domain.scoring import Profile
 from pipeline.domain.state import CustomerState
 from schemas.outputs import AlertRecord
 from tests.factories import RECEIVED_AT, T0, at, complaint, raw, touchpoint
@@ -120,41 +120,6 @@ def test_a_failed_recovery_keeps_its_id_when_a_redelivery_evaluates_it_after_a_l
     assert [a["status"] for a in again] == ["firing"] and again[0]["alert_id"] != redo[0]["alert_id"]
 
 
-def test_a_failed_recovery_left_behind_is_withdrawn_and_its_complaint_counts_past_it():
-    """`withdraw_left_behind` for a failed recovery: an episode the store holds firing that the
-    complaint's state does not hold is resolved as withdrawn (a failed_recovery record naming the
-    complaint), and the complaint's episode count moves past it, so its next failure gets a new
-    id. The complaint's own active episode is left alone; an episode of a complaint the state
-    does not hold (folded away, erased) is withdrawn; another complaint's count is not touched."""
-    from pipeline.domain.state import ComplaintRec
-
-    s = CustomerState(customer_id="c1", wm=BASE.as_of,
-                      complaints=[ComplaintRec(id="k1", status="resolved", satisfied=True),
-                                  ComplaintRec(id="k2", status="reopened", reopened=1, recovery_episodes=1)])
-    s.alerts["rec:k2"] = [alerts.numbered_alert_id("c1", "rec:k2", 1), "warning", BASE.as_of]
-    ghost = alerts.StoredAlert("c1", alerts.numbered_alert_id("c1", "rec:k1", 1), "critical", "gold",
-                               BASE.as_of + 5, alerts.FAILED_RECOVERY, "k1")
-    assert alerts.is_left_behind(s, ghost)
-    out = AlertRecord.model_validate(alerts.withdraw_left_behind(s, ghost))
-    assert (out.type, out.status, out.alert_id, out.complaint_id, out.severity, out.recommended_action) == (
-        "failed_recovery", "resolved", ghost.alert_id, "k1", "critical", alerts.WITHDRAWN_ACTION)
-    assert [r.recovery_episodes for r in s.complaints] == [1, 1] and s.churn_episodes == 0
-    assert alerts.withdraw_left_behind(s, ghost) is None          # withdrawn once: the complaint numbered it
-    held = ghost._replace(alert_id=s.alerts["rec:k2"][0], complaint_id="k2")
-    assert not alerts.is_left_behind(s, held) and alerts.withdraw_left_behind(s, held) is None
-    # the same number under the churn key is another id: a churn alert is not taken for it
-    assert alerts.is_left_behind(s, ghost._replace(type=alerts.CHURN_RISK, complaint_id=None))
-    # the complaint's next failure (reopened) is its episode 2
-    s.complaints[0].status, s.complaints[0].reopened = "reopened", 1
-    kept = ComplaintSla(ack_due=BASE.as_of + 1e6, resolve_due=BASE.as_of + 1e6, ack_breached=False, resolve_breached=False)
-    fired = [a for a in alerts.update_alerts(s, replace(at_risk(0.05, 10), slas={"k1": kept, "k2": kept}))
-             if a["type"] == "failed_recovery"]
-    assert [(a["complaint_id"], a["alert_id"]) for a in fired] == [("k1", alerts.numbered_alert_id("c1", "rec:k1", 2))]
-    gone = ghost._replace(alert_id=alerts.numbered_alert_id("c1", "rec:k9", 1), complaint_id="k9")
-    record = alerts.withdraw_left_behind(s, gone)
-    assert record is not None and record["complaint_id"] == "k9"
-
-
 def test_high_tiers_are_warned_earlier_and_get_an_account_manager():
     s = CustomerState(customer_id="c1")
     p = replace(at_risk(0.7), tier="platinum", revenue_365d=20000.0)
@@ -220,31 +185,3 @@ def test_control_share_marks_churn_alerts_deterministically_and_withholds_the_ac
     # share 0 (the default): no alert carries the new keys
     s = CustomerState(customer_id="c0")
     assert all("control" not in a for a in alerts.update_alerts(s, at_risk(0.5)))
-
-
-def test_a_churn_alert_left_behind_is_withdrawn_and_its_number_not_used_again():
-    """`withdraw_left_behind`: an alert the store holds firing that the state does not hold is
-    resolved as withdrawn, and the state's episode count moves past its number (a withdrawn
-    id stays resolved: the customer's next episode must not take it). The state's own active
-    episode is not withdrawn; an id of another form (named by an instant, before numbering)
-    is withdrawn without moving the count."""
-    warn, _ = alerts.CHURN_THRESHOLDS["standard"]
-    s = CustomerState(customer_id="c1", wm=BASE.as_of)
-    ghost = alerts.StoredAlert("c1", alerts.numbered_alert_id("c1", "churn", 1), "warning", "silver",
-                                    BASE.as_of + 5)
-    record = alerts.withdraw_left_behind(s, ghost)
-    assert record is not None and s.churn_episodes == 1
-    out = AlertRecord.model_validate(record)
-    assert (out.status, out.alert_id, out.tier, out.recommended_action) == (
-        "resolved", ghost.alert_id, "silver", alerts.WITHDRAWN_ACTION)
-    assert out.as_of.timestamp() == ghost.as_of          # not before the firing record it resolves
-    fired = alerts.update_alerts(s, at_risk(warn + 0.05, 10))
-    assert fired[0]["alert_id"] == alerts.numbered_alert_id("c1", "churn", 2)
-    assert alerts.withdraw_left_behind(s, ghost._replace(alert_id=fired[0]["alert_id"])) is None
-    old = ghost._replace(alert_id=alerts.alert_id("c1", "churn", BASE.as_of))
-    assert alerts.withdraw_left_behind(s, old) is not None and s.churn_episodes == 2
-    # an episode the state fired again and resolved since, or one withdrawn before: nothing to do
-    alerts.update_alerts(s, at_risk(0.05, 11))
-    assert "churn" not in s.alerts
-    assert alerts.withdraw_left_behind(s, ghost._replace(alert_id=fired[0]["alert_id"])) is None
-    assert alerts.withdraw_left_behind(s, ghost) is None and s.churn_episodes == 2

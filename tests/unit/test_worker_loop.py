@@ -1132,7 +1132,8 @@ def test_churn_alerts_a_crash_left_behind_are_withdrawn_once_the_customer_is_eva
     episode gets a new id). An alert the state holds and a customer fed from another worker's
     partition are left alone; a customer with no state ("nobody") gets no record unless its
     records come (the next test)."""
-    from pipeline.domain.alerts import WITHDRAWN_ACTION, StoredAlert, numbered_alert_id
+    from pipeline.domain.alerts import numbered_alert_id
+    from pipeline.domain.left_behind_alerts import WITHDRAWN_ACTION, StoredAlert
 
     before = World()
     before.deliver(before.records([touchpoint("a"), touchpoint("b"), touchpoint("d"), touchpoint("c")],
@@ -1189,7 +1190,8 @@ def test_a_churn_alert_of_a_customer_whose_first_batch_a_crash_undid_is_withdraw
     customer past the alert's instant without firing it again, the alert is withdrawn, as for
     a customer with a stored state (before, a customer with no state kept such an alert firing
     for good). Its next episode gets a new id."""
-    from pipeline.domain.alerts import WITHDRAWN_ACTION, StoredAlert, numbered_alert_id
+    from pipeline.domain.alerts import numbered_alert_id
+    from pipeline.domain.left_behind_alerts import WITHDRAWN_ACTION, StoredAlert
 
     w = World()
     left = StoredAlert("new", numbered_alert_id("new", "churn", 1), "warning", "standard", T0.timestamp() + HOUR)
@@ -1199,7 +1201,7 @@ def test_a_churn_alert_of_a_customer_whose_first_batch_a_crash_undid_is_withdraw
     assert [(a["customer_id"], a["alert_id"], a["status"], a["recommended_action"]) for a in w.outputs.alerts] == [
         ("new", left.alert_id, "resolved", WITHDRAWN_ACTION)]
     assert w.store.states["new"].churn_episodes == 1 and w.store.states["new"].n == 1
-    assert w.loop.left_behind == {}
+    assert w.loop.left_behind.waiting == {}
 
 
 def test_a_failed_recovery_a_crash_left_behind_is_withdrawn_when_the_redelivery_sees_it_recovered():
@@ -1209,7 +1211,9 @@ def test_a_failed_recovery_a_crash_left_behind_is_withdrawn_when_the_redelivery_
     the customer is evaluated and the episode is not fired again. It is withdrawn (a resolved
     failed_recovery record naming the complaint), and the complaint's next failure gets a new id
     (before, it stayed firing in ClickHouse and on cx.alerts for good)."""
-    from pipeline.domain.alerts import FAILED_RECOVERY, WITHDRAWN_ACTION, StoredAlert, numbered_alert_id
+    from pipeline.domain.alerts import numbered_alert_id
+    from pipeline.domain.left_behind_alerts import WITHDRAWN_ACTION, StoredAlert
+    from pipeline.domain.vocabulary import FAILED_RECOVERY
 
     before = World()
     before.deliver(before.records([complaint("a")]))
@@ -1228,7 +1232,7 @@ def test_a_failed_recovery_a_crash_left_behind_is_withdrawn_when_the_redelivery_
     recovery = [a for a in w.outputs.alerts if a["type"] == "failed_recovery"]
     assert [(a["alert_id"], a["status"], a["complaint_id"], a["recommended_action"]) for a in recovery] == [
         (fired, "resolved", "k1", WITHDRAWN_ACTION)]
-    assert [r.recovery_episodes for r in w.store.states["a"].complaints] == [1] and w.loop.left_behind == {}
+    assert [r.recovery_episodes for r in w.store.states["a"].complaints] == [1] and w.loop.left_behind.waiting == {}
     # reopened: the complaint's second failure, under a new id
     w.deliver(w.records([complaint("a", when=at(hours=3), status="reopened")]))
     again = [a for a in w.outputs.alerts if a["type"] == "failed_recovery"][1:]

@@ -17,7 +17,7 @@ from clickhouse_connect.driver.client import Client
 
 from pipeline.adapters.clickhouse.tables import (
     ALERT_FACTS, CHURN_TICKS, CHURN_TRAININGS, CUSTOMER_TABLES, POPULATION, TABLES)
-from pipeline.domain.alerts import NUMBERED_TYPES, StoredAlert
+from pipeline.domain.left_behind_alerts import NUMBERED_TYPES, StoredAlert
 from pipeline.domain.backtest import BacktestRow, EarlyWarningRow
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
