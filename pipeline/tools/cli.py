@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import sys
 import time
+from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable
@@ -100,8 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("events", type=Path)
     p.add_argument("--as-of", type=_parse_time, default=None, help="score every customer as of this instant")
     p.add_argument("--scores-out", type=Path, default=None, help="write one score per customer (JSON Lines)")
-    p.add_argument("--alerts-out", type=Path, default=None)
-    p.add_argument("--deadletters-out", type=Path, default=None)
+    p.add_argument("--alerts-out", type=Path, default=None, help="write every alert record (JSON Lines)")
+    p.add_argument("--deadletters-out", type=Path, default=None,
+                   help="write every dead letter (JSON Lines: reason, error, the original record base64; `offset` "
+                        "counts the file's non-blank lines from 0)")
     p.add_argument("--tick-hours", type=float, default=24.0, help="event-time interval of time-driven rules")
     p.add_argument("--now", type=_parse_time, default=None,
                    help="the replay's processing clock: events later than it (+ CXPULSE_CLOCK_SKEW_SECONDS) are "
@@ -369,6 +372,17 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     print(f"read {result.read:,} records in {elapsed:.2f} s ({result.read / max(elapsed, 1e-9):,.0f} events/s): "
           f"applied {result.applied:,}, duplicates {result.duplicates:,}, dead-lettered {len(result.dead_letters):,}, "
           f"after --as-of {result.after_as_of:,}; customers {len(result.scores):,}; alerts {len(result.alerts):,}")
+    if result.dead_letters:
+        # nothing lost silently: say why records were refused, and where to read them in full
+        reasons = Counter(d["reason"] for d in result.dead_letters)
+        first = result.dead_letters[0]
+        where = (f"all written to {args.deadletters_out}" if args.deadletters_out
+                 else "--deadletters-out FILE writes them all (reason, error, the original record)")
+        line = (f"non-blank line {first['offset'] + 1}"
+                if first.get("source_topic") == "replay" and isinstance(first.get("offset"), int)
+                else first.get("source_topic") or "?")
+        print(f"dead letters by reason: {', '.join(f'{r} {n:,}' for r, n in reasons.most_common())}; "
+              f"first ({line}): {first['error']}; {where}")
     if args.as_of is not None and result.after_as_of and not result.scores:
         _err("replay", f"every event read is after --as-of {args.as_of.isoformat()}: no customer to score as of "
                        "then (without --as-of, each customer keeps its last score of the stream)")
@@ -402,8 +416,6 @@ def _reason(exc: Exception) -> str:
 
 
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
-    from collections import Counter
-
     from pipeline.service.processor import MAX_RECORD_BYTES
     from schemas.events import parse_event
 

@@ -52,3 +52,32 @@ def test_replay_as_of_before_every_event_says_so(tmp_path, monkeypatch, capsys):
     assert "every event read is after --as-of" in captured.err and "without --as-of" in captured.err
     assert main(["replay", str(events), "--quiet"]) == 0
     assert "--as-of" not in capsys.readouterr().err
+
+
+def test_replay_says_why_records_were_dead_lettered_and_where_to_read_them(tmp_path, monkeypatch, capsys):
+    """Nothing refused silently: the summary counts the dead letters by reason, quotes the
+    first one's error with the line it came from, and names the file that holds them all (or
+    the option that writes it)."""
+    events = tmp_path / "events.jsonl"
+    stream = generate(customers=3, days=7, seed=5, invalid_ratio=0.0)
+    write_jsonl(stream, events)
+    good = events.read_bytes()
+    events.write_bytes(good + b'\n{"type": "touchpoint"}\nnot json\n\n{"a": 1}\n')
+    monkeypatch.setenv("CXPULSE_DATA_DIR", str(tmp_path / "data"))
+    assert main(["replay", str(events), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    lines = len(good.splitlines())
+    assert "dead-lettered 3," in printed
+    assert "dead letters by reason: invalid_record 2, invalid_json 1;" in printed
+    assert f"first (non-blank line {lines + 1}): touchpoint.event_id: Field required" in printed
+    assert "--deadletters-out FILE writes them all" in printed
+    out = tmp_path / "dead.jsonl"
+    assert main(["replay", str(events), "--quiet", "--deadletters-out", str(out)]) == 0
+    assert f"all written to {out}" in capsys.readouterr().out
+    written = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert [d["reason"] for d in written] == ["invalid_record", "invalid_json", "invalid_record"]
+    assert written[0]["offset"] == lines          # the non-blank line, counted from 0
+    # a clean file prints no such line
+    events.write_bytes(good)
+    assert main(["replay", str(events), "--quiet"]) == 0
+    assert "dead letters" not in capsys.readouterr().out
