@@ -201,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--date-format", default=None, metavar="STRPTIME",
                        help="with --transactions: the dates' format when the file cannot show it, "
                             "e.g. '%%d/%%m/%%Y %%H:%%M' (default: ISO, or slashed dates whose order the file shows)")
+        p.add_argument("--columns", type=_column_names, default=None, metavar="NAMES",
+                       help="with --transactions: the columns' names in order, for a file without a header row and "
+                            "more than three columns, e.g. customer_id,date,quantity,amount (CDNOW's master file)")
         p.add_argument("--holdout-weeks", type=float, default=None,
                        help="with --transactions: churn window in weeks (overrides --window-days)")
         p.add_argument("--resamples", type=int, default=1000,
@@ -413,6 +416,14 @@ def _reason(exc: Exception) -> str:
         more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
         return "; ".join(parts) + more
     return f"{type(exc).__name__}: {exc}"
+
+
+def _column_names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if len(names) < 3 or not all(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated column names, at least three "
+                                         "(e.g. customer_id,date,quantity,amount)")
+    return names
 
 
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
@@ -753,7 +764,8 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
             cutoff = evaluate.cutoff_instant(args.cutoff)
             result = evaluate.run_transactions_evaluate(settings, args.transactions, cutoff, window,
                                                         args.threshold, out=print, resamples=args.resamples,
-                                                        churn_model=args.churn_model, date_format=args.date_format)
+                                                        churn_model=args.churn_model, date_format=args.date_format,
+                                                        columns=args.columns)
         except (evaluate.CutoffError, TransactionError) as exc:   # the error names the line of the log
             _err("evaluate", str(exc))
             return 2

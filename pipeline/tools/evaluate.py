@@ -320,7 +320,8 @@ def cutoff_instant(cutoff: date | datetime | str) -> datetime:
 def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: date | datetime | str,
                               window_days: float = 90.0, churn_threshold: float = WARNING_THRESHOLD,
                               out: Callable[[str], object] | None = None, resamples: int = 1000,
-                              churn_model: str = "hand-set", date_format: str | None = None) -> dict:
+                              churn_model: str = "hand-set", date_format: str | None = None,
+                              columns: list[str] | None = None) -> dict:
     """Replay a real purchase history up to `cutoff` and check churn_risk against what happened.
 
     Label: a customer with at least one purchase up to the cutoff is a churner when they
@@ -338,7 +339,7 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
     say = out or (lambda s: None)
     cut = cutoff_instant(cutoff)
     horizon = cut + timedelta(days=window_days)
-    log = read_transactions(csv_path, date_format)
+    log = read_transactions(csv_path, date_format, columns)
     rows = sorted(log.rows, key=lambda r: occurred_at(r[1]))
     before = [r for r in rows if occurred_at(r[1]) <= cut]
     last: dict[str, datetime] = {}
@@ -372,7 +373,10 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
     }
     _print(say, result)
     for name, f in scores.items():
-        say(f"  ROC AUC {name:<32} {f['auc']:.4f}  95% CI [{f['ci95'][0]:.4f}, {f['ci95'][1]:.4f}]")
+        if f["auc"] is None:   # every customer churned, or none did: nothing to rank
+            say(f"  ROC AUC {name:<32} n/a (the labels hold one class only)")
+        else:
+            say(f"  ROC AUC {name:<32} {f['auc']:.4f}  95% CI [{f['ci95'][0]:.4f}, {f['ci95'][1]:.4f}]")
     return result
 
 

@@ -14,7 +14,8 @@ Layouts that read:
   at its first line's time. Without one, each row is a purchase.
 Without a header row a file must have exactly three columns: with more, which one is the
 amount is a guess (CDNOW's master file has the quantity before it), so it is refused with
-the fix.
+the fix, unless the columns are named by the caller (`columns`, `cxpulse evaluate --columns`:
+`customer_id,date,quantity,amount` reads CDNOW's master file as published).
 
 Dates: an ISO date (`2024-05-01`, or compact `20240501`) or an ISO datetime
 (`2024-05-01T10:15:00+02:00`, or with a space); without an offset a time is taken as UTC.
@@ -223,8 +224,11 @@ def _split_lines(path: Path, text: str) -> Iterable[list[str]]:
     return csv.reader(lines, delimiter=delim)
 
 
-def read_transactions(csv_path: str | Path, date_format: str | None = None) -> TransactionLog:
-    """The purchases of a CSV transaction log (the layouts of the module's doc).
+def read_transactions(csv_path: str | Path, date_format: str | None = None,
+                      columns: list[str] | None = None) -> TransactionLog:
+    """The purchases of a CSV transaction log (the layouts of the module's doc). `columns`:
+    the columns' names, in order, read as a header row would be (for a file without one; a
+    header row the file has anyway is skipped).
 
     Raises TransactionError naming the line for a missing column, an unparseable date or
     amount, or a customer id over 128 characters. Rows with no customer id and purchases
@@ -232,6 +236,13 @@ def read_transactions(csv_path: str | Path, date_format: str | None = None) -> T
     """
     path = Path(csv_path)
     cols: dict[str, int] = {"customer": 0, "date": 1, "amount": 2}
+    if columns is not None:
+        named = _header_map(columns)
+        if named is None:
+            raise TransactionError(f"columns {','.join(columns)}: they do not name a customer id, a date and an amount "
+                                   f"column ({_accepted_names()}, or a quantity and a unit price; name the others "
+                                   f"anything else, e.g. customer_id,date,quantity,amount)")
+        cols = named
     raw: list[tuple[int, str, str, Decimal, str]] = []     # line, customer, date text, amount, invoice
     skipped: Counter[str] = Counter()
     lines = 0
@@ -239,7 +250,10 @@ def read_transactions(csv_path: str | Path, date_format: str | None = None) -> T
     for n, cells in enumerate(_split_lines(path, text), start=1):
         if not cells or all(not c.strip() for c in cells):
             continue
-        if n == 1:
+        if n == 1 and columns is not None:
+            if not any(_is_value(c) for c in cells):   # a header row: the names given stand
+                continue
+        elif n == 1:
             data = _looks_like_data(cells)
             hm = None if data else _header_map(cells)
             if hm is None and len(cells) == 3 and not any(_is_value(c) for c in cells):
@@ -250,8 +264,10 @@ def read_transactions(csv_path: str | Path, date_format: str | None = None) -> T
             if len(cells) > 3 and data:
                 raise TransactionError(
                     f"{path}:1: {len(cells)} columns and no header row naming them: which one is the amount "
-                    f"would be a guess. Add a header row naming the customer id, date and amount columns "
-                    f"({_accepted_names()}; other columns are ignored), e.g. `customer_id date quantity amount`")
+                    f"would be a guess. Name the columns in order (`cxpulse evaluate --columns "
+                    f"customer_id,date,quantity,amount`, as CDNOW's master file has them), or add a header row "
+                    f"naming the customer id, date and amount columns ({_accepted_names()}; other columns are "
+                    f"ignored)")
             if len(cells) > 3 and not any(_is_value(c) for c in cells):
                 raise TransactionError(
                     f"{path}:1: the header row does not name a customer id, a date and an amount column "

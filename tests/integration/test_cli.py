@@ -401,6 +401,9 @@ def test_evaluate_subcommand(tmp_path, capsys, monkeypatch):
     assert code == 2 and "x.csv:2: bad amount 'abc'" in err          # the line, not a traceback
     code, _, err = run(capsys, "evaluate", "--transactions", str(bad), "--cutoff", "2024-5-1")
     assert code == 2 and "cutoff '2024-5-1': expected an ISO date" in err
+    with pytest.raises(SystemExit) as exit_:   # argparse's usage error
+        run(capsys, "evaluate", "--transactions", str(bad), "--cutoff", "2024-05-01", "--columns", "a,,b")
+    assert exit_.value.code == 2 and "comma-separated column names" in capsys.readouterr().err
 
 
 @pytest.mark.integration

@@ -133,6 +133,20 @@ def test_a_purchase_history_older_than_the_time_floor_is_scored(settings, tmp_pa
     assert r["auc"] is not None and r["auc"] != 0.5
 
 
+def test_a_history_where_every_customer_churned_reports_no_auc_instead_of_failing(settings, tmp_path):
+    """One class only (nobody bought after the cutoff): no ranking to judge. The figures say
+    n/a; before, printing them raised a TypeError after the whole replay."""
+    from pipeline.tools.evaluate import run_transactions_evaluate
+    log = tmp_path / "tx.txt"
+    log.write_text("".join(f"C{i} 2024050{1 + i % 5} 1 {10 + i}.50\n" for i in range(12)))
+    said: list[str] = []
+    r = run_transactions_evaluate(settings, log, cutoff="2024-06-30", window_days=30, resamples=10, out=said.append,
+                                  columns=["customer_id", "date", "quantity", "amount"])
+    assert r["customers"] == 12 and r["churn_rate"] == 1.0 and r["auc"] is None
+    assert r["scores"]["churn_risk"]["auc"] is None
+    assert any(s.strip() == "ROC AUC churn_risk                       n/a (the labels hold one class only)" for s in said)
+
+
 def test_brier_score_hand_computed():
     from pipeline.tools.evaluate import brier_score
     # (0.8-1)² + (0.4-1)² + (0.6-0)² + (0.2-0)² = 0.04 + 0.36 + 0.36 + 0.04 = 0.8 → 0.2

@@ -39,9 +39,19 @@ def test_read_transactions_in_cdnows_own_layout(tmp_path):
     p.write_text(body)
     with pytest.raises(TransactionError) as e:
         read_transactions(p)
-    assert "CDNOW_master.txt:1: 4 columns and no header row" in str(e.value) and "customer_id date quantity amount" in str(e.value)
+    assert "CDNOW_master.txt:1: 4 columns and no header row" in str(e.value)
+    assert "--columns customer_id,date,quantity,amount" in str(e.value)
+    # the file as published (no header row) reads with its columns named by the caller; a
+    # header row the file has anyway is skipped; names that leave out the amount are refused
+    named = ["customer_id", "date", "quantity", "amount"]
+    assert read_transactions(p, columns=named).rows == want
+    with pytest.raises(TransactionError, match="columns customer_id,date,quantity: they do not name"):
+        read_transactions(p, columns=named[:3])
     p.write_text("customer_id date quantity amount\n" + body)
     assert read_transactions(p).rows == want
+    assert read_transactions(p, columns=named).rows == want
+    assert read_transactions(p, columns=["customer", "date", "amount", "n"]).rows == [   # the names given stand
+        ("00001", date(1997, 1, 1), Decimal("1")), ("00002", date(1997, 1, 12), Decimal("2"))]
     p.write_text("customer_id date quantity paid\n" + body)
     with pytest.raises(TransactionError, match="CDNOW_master.txt:1: the header row does not name"):
         read_transactions(p)
