@@ -202,8 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --transactions: the dates' format when the file cannot show it, "
                             "e.g. '%%d/%%m/%%Y %%H:%%M' (default: ISO, or slashed dates whose order the file shows)")
         p.add_argument("--columns", type=_column_names, default=None, metavar="NAMES",
-                       help="with --transactions: the columns' names in order, for a file without a header row and "
-                            "more than three columns, e.g. customer_id,date,quantity,amount (CDNOW's master file)")
+                       help="with --transactions: the columns' names in order, for a file without a header row "
+                            "(e.g. customer_id,date,quantity,amount: CDNOW's master file) or in place of a header row "
+                            "whose names do not read (it is skipped)")
         p.add_argument("--holdout-weeks", type=float, default=None,
                        help="with --transactions: churn window in weeks (overrides --window-days)")
         p.add_argument("--resamples", type=int, default=1000,

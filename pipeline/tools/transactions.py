@@ -271,7 +271,9 @@ def read_transactions(csv_path: str | Path, date_format: str | None = None,
             if len(cells) > 3 and not any(_is_value(c) for c in cells):
                 raise TransactionError(
                     f"{path}:1: the header row does not name a customer id, a date and an amount column "
-                    f"({_accepted_names()}, or a quantity and a unit price; other columns are ignored)")
+                    f"({_accepted_names()}, or a quantity and a unit price; other columns are ignored): rename "
+                    f"them there, or name every column in order with `cxpulse evaluate --columns` (e.g. "
+                    f"order_id,customer_id,date,amount)")
         lines += 1
         if len(cells) <= max(cols.values()):
             raise TransactionError(f"{path}:{n}: expected at least {max(cols.values()) + 1} columns, got {len(cells)}")
