@@ -1102,10 +1102,15 @@ class WorkerLoop:
             except Exception:   # a clean-up: ClickHouse failing to answer must not stop the worker
                 log.exception("could not read the alerts never resolved; none withdrawn for this assignment")
                 return
+            # a state decoded for each (about 70 µs): 35,000 open alerts held the event loop 2.4 s in one go
+            left, owned, held = LeftBehindAlerts(), self._owned_slots(), 0
+            async for alert in self._in_slices(stored):
+                held += left.hold(alert, self.load_state(alert.customer_id), owned)
             if generation != self._generation:   # revoked meanwhile: the next assignment looks again
                 self._withdrawn_for = None
                 return
-            if held := self.left_behind.hold(stored, self.load_state, self._owned_slots()):
+            self.left_behind = left
+            if held:
                 log.info("%d alert(s) fired by a batch a crash undid: withdrawn unless fired again by the "
                          "time their customers are evaluated as of them", held)
 

@@ -91,7 +91,7 @@ def test_the_alerts_held_are_those_of_this_workers_customers_the_states_do_not_k
     stored = [churn("mine", t + 10), churn("held", t), churn("other", t), churn("new", t + 10),
               churn("again", t + 10)]
     left = lb.LeftBehindAlerts()
-    assert left.hold(stored, states.get, owned={(0, 0)}) == 3
+    assert [left.hold(a, states.get(a.customer_id), owned={(0, 0)}) for a in stored] == [True, False, False, True, True]
     assert sorted(left.waiting) == ["again", "mine", "new"]
 
     redelivered = {"mine": states["mine"], "new": CustomerState(customer_id="new", wm=t + 5)}
