@@ -1239,6 +1239,42 @@ def test_a_failed_recovery_a_crash_left_behind_is_withdrawn_when_the_redelivery_
     assert [(a["status"], a["alert_id"]) for a in again] == [("firing", numbered_alert_id("a", "rec:k1", 2))]
 
 
+def test_the_alerts_left_behind_are_compared_with_the_states_a_slice_at_a_time():
+    """Each never-resolved alert costs a state decode: the comparison gives the event loop a turn
+    after each TICK_LOAD_TURN_SECONDS of it (35,000 alerts in one go held the loop 2.0-2.4 s,
+    bench/left_behind_stall.py). Here every state read takes that long by the clock: the loop
+    gets a turn between the alerts, and all are judged as in one go."""
+    from pipeline.domain.alerts import numbered_alert_id
+    from pipeline.domain.left_behind_alerts import StoredAlert
+
+    before = World()
+    before.deliver(before.records([touchpoint(c) for c in ("a", "b", "c")]))
+    w = World()
+    w.store.raw = dict(before.store.raw)
+    load = w.loop.load_state
+
+    def slow_load(cid):
+        w.clock.mono += worker_loop.TICK_LOAD_TURN_SECONDS
+        return load(cid)
+    w.loop.load_state = slow_load                 # type: ignore[method-assign]
+    w.loop.fetch_open_alerts = lambda: [StoredAlert(c, numbered_alert_id(c, "churn", 1), "warning", "standard", 0.0)
+                                        for c in ("a", "b", "c")]
+    turns = []
+
+    async def go() -> None:
+        async def probe() -> None:
+            while True:
+                turns.append(len(w.loop.left_behind.waiting))
+                await asyncio.sleep(0)
+        task = asyncio.create_task(probe())
+        await asyncio.sleep(0)
+        await w.loop.find_left_behind()
+        task.cancel()
+    run(go())
+    assert len(turns) >= 4                        # a turn after each of the three alerts, and before
+    assert sorted(w.loop.left_behind.waiting) == ["a", "b", "c"]
+
+
 def test_a_failing_read_of_the_open_numbered_alerts_withdraws_nothing_and_the_batch_goes_on():
     w = World()
 
