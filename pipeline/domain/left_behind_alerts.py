@@ -111,7 +111,6 @@ def withdraw_left_behind(state: CustomerState, stored: StoredAlert) -> AlertDict
     }
 
 
-
 class LeftBehindAlerts:
     """The alerts a crash left behind of the customers this worker judges, waiting for their
     customers' evaluations (one assignment's: the worker starts a new one at each)."""

@@ -48,9 +48,9 @@ Invariants it owns (docs/fault-tolerance.md tells why each exists):
   the producer is flushed before the worker re-joins the group, so the next owner's table
   recovery reads their states; records of the old assignment are not applied after it.
 - **Alerts a crash left behind** (`find_left_behind`, `_withdraw_due`;
-  pipeline/domain/left_behind_alerts.py): at each assignment,
-  before its first records, the numbered alerts (churn risk, failed recovery) ClickHouse holds
-  firing for this worker's customers whose states do not hold them (or who have no state yet); each is withdrawn
+  pipeline/domain/left_behind_alerts.py): at each assignment, before its first records, the
+  numbered alerts (churn risk, failed recovery) ClickHouse holds firing for this worker's
+  customers whose states do not hold them (or who have no state yet); each is withdrawn
   (resolved) in the first batch that evaluates its customer as of its instant without firing
   it again.
 - **Bounded sweeps.** Each sweep evaluates at most `sweep_max` customers; a cursor walks the
