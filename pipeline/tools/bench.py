@@ -45,6 +45,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -60,6 +61,7 @@ PEER_VENV = RESULTS_DIR / "tmp" / "quix-venv"   # kept between runs; `make clean
 QUIX_VERSION = "3.28.1"
 PYSPY_VERSION = "0.4.3"
 DEFAULT_EVENTS = 60_000
+LINGER_MS = 5.0               # the paced producer's: librdkafka's default (since 1.5) and the Java client's (KIP-1030, Kafka 4.0)
 QUICK_EVENTS = 3_000
 EVENTS_PER_CUSTOMER = 30      # the generator yields about 30 events per customer over 60 days
 DAYS = 60
@@ -89,6 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-rate", type=float, default=None,
                         help="the paced latency runs' rate in events/s, instead of a share of the measured "
                              "pipeline rate: the same load in every run (A/B comparisons across runs)")
+    parser.add_argument("--latency-linger-ms", type=float, default=LINGER_MS,
+                        help=f"how long the paced phases' producer holds a record for others to share its "
+                             f"produce request (default {LINGER_MS:g}: the default of librdkafka since 1.5 and of "
+                             f"the Java client since Kafka 4.0; 0 sends each record on its own)")
     parser.add_argument("--no-peer", action="store_true", help="skip the Quix Streams peer")
     parser.add_argument("--profile", action="store_true",
                         help="also profile a worker with py-spy; top frames to bench/results/profile.txt")
@@ -104,6 +110,9 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
     if not 0.0 < args.latency_share <= 1.0:
         print(f"cxpulse bench: --latency-share must be in (0, 1], not {args.latency_share}", file=sys.stderr)
         return 2
+    if not args.latency_linger_ms >= 0.0:
+        print(f"cxpulse bench: --latency-linger-ms must be 0 or more, not {args.latency_linger_ms}", file=sys.stderr)
+        return 2
     if args.latency_rate is not None and not args.latency_rate > 0.0:
         print(f"cxpulse bench: --latency-rate must be positive, not {args.latency_rate}", file=sys.stderr)
         return 2
@@ -111,7 +120,7 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
         result = run_bench(settings, events=events, seed=args.seed, latency_seconds=latency_seconds,
                            peer=not args.no_peer, profile=args.profile, work_dir=args.work_dir,
                            quiet=args.quiet, quick=args.quick, latency_share=args.latency_share,
-                           latency_rate=args.latency_rate)
+                           latency_rate=args.latency_rate, linger_ms=args.latency_linger_ms)
     except BenchError as exc:
         print(f"cxpulse bench: {exc}", file=sys.stderr)
         return 1
@@ -163,6 +172,20 @@ def cpu_seconds(pid: int | None) -> float:
     return (utime + stime + cutime + cstime) / CLOCK_TICKS
 
 
+def main_thread_sched(pid: int | None) -> tuple[float, float]:
+    """Seconds the process's main thread (the worker's event loop) has spent running on a CPU
+    and runnable but waiting for one, from /proc/<pid>/task/<pid>/schedstat; (nan, nan) where
+    the kernel keeps no scheduler statistics. The wait is what a machine with too few free
+    cores costs the loop: time it had work and no CPU to do it on."""
+    if pid is None:
+        raise ValueError("the process is not running")
+    try:
+        running_ns, waiting_ns = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[:2]
+    except (OSError, ValueError):
+        return math.nan, math.nan
+    return int(running_ns) / 1e9, int(waiting_ns) / 1e9
+
+
 class CpuTrace:
     """(wall time, CPU seconds) of a process, sampled while the bench waits: the CPU it spent
     between two wall-clock instants, interpolated."""
@@ -201,6 +224,17 @@ def idle_cpu_cores(worker_pid: int | None, broker_pid: int | None, seconds: floa
     wall = time.monotonic() - t
     w = round((cpu_seconds(worker_pid) - w0) / wall, 3)
     return w, (round((cpu_seconds(broker_pid) - b0) / wall, 3) if b0 is not None else None)
+
+
+def share(x: float) -> float | None:
+    return None if math.isnan(x) else round(x, 3)
+
+
+def loop_shares(phase: "LatencyPhase") -> str:
+    if math.isnan(phase.loop_running_share):
+        return "event loop: no scheduler statistics"
+    return (f"event loop on a CPU {phase.loop_running_share:.0%} of the time, "
+            f"waiting for a free one {phase.loop_cpu_wait_share:.0%}")
 
 
 def per_event_us(seconds: float) -> float | None:
@@ -649,9 +683,16 @@ class PacedProducer:
     with the worker and the broker: kafka-python costs 280–480 µs of CPU per record sent at
     linger 0 (about one core at 3,700 records/s, more than the worker spends per event),
     librdkafka 30–60 µs. Both partition keys with murmur2 (the Java client's partitioner), so
-    a customer's records land in the same partition number on every input topic."""
+    a customer's records land in the same partition number on every input topic.
 
-    def __init__(self, settings: Settings, client_id: str = "cxpulse-bench-lat"):
+    `linger_ms`: how long a record waits for others to share its produce request. A channel's
+    producer left at its client's defaults waits 5 ms (librdkafka since 1.5, the Java client
+    since Kafka 4.0); at 0 every record is a produce request of its own, which costs the
+    broker and the worker's fetches a request or record batch per event. The latency measured
+    counts the wait: it runs from the call to `send()`."""
+
+    def __init__(self, settings: Settings, client_id: str = "cxpulse-bench-lat", linger_ms: float = LINGER_MS):
+        self.linger_ms = linger_ms
         self.errors: list[str] = []
         self.client = self.client_name()
         self._futures: list = []
@@ -660,11 +701,12 @@ class PacedProducer:
         if self.client.startswith("confluent-kafka"):
             import confluent_kafka
             self._ck = confluent_kafka.Producer({
-                "bootstrap.servers": settings.bootstrap, "acks": "all", "linger.ms": 0,
+                "bootstrap.servers": settings.bootstrap, "acks": "all", "linger.ms": linger_ms,
                 "partitioner": "murmur2_random", "client.id": client_id})
         else:
             from kafka import KafkaProducer
-            self._kp = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=0, client_id=client_id)
+            self._kp = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all",
+                                     linger_ms=round(linger_ms), client_id=client_id)
 
     @staticmethod
     def client_name() -> str:
@@ -709,12 +751,12 @@ class PacedProducer:
 
 def paced_produce(settings: Settings, records: list[tuple[str, bytes, bytes]], rate: float,
                   live: bool = False, mark_after: float = math.inf,
-                  mark=lambda: None) -> list[tuple[str, float]]:
+                  mark=lambda: None, linger_ms: float = LINGER_MS) -> list[tuple[str, float]]:
     """Send at `rate` events/s; return (customer_id, wall-clock time of send()) in order.
     `live`: each event's time is its send time (`live_value`). `mark()` is called once, just
     before the first send `mark_after` seconds or more after the first."""
     topic_for = settings.topic_for_type
-    p = PacedProducer(settings)
+    p = PacedProducer(settings, linger_ms=linger_ms)
     sent: list[tuple[str, float]] = []
     try:
         start = time.perf_counter()
@@ -739,37 +781,56 @@ def paced_produce(settings: Settings, records: list[tuple[str, bytes, bytes]], r
 SETTLE_SECONDS = 10.0   # the live phase's first seconds (a third of a shorter phase): the stream time jumps from the replay to now
 
 
+@dataclass(frozen=True)
+class LatencyPhase:
+    """What a paced phase measured. Latencies are sorted; `settled` are those of the events
+    sent `settle` seconds or more into the phase. The per-event CPU and the event loop's
+    shares are over those events: from the first of them being sent until the worker has
+    committed the phase's last event."""
+    latencies: list[float]
+    unscored: int
+    settled: list[float]
+    worker_cpu_per_event: float     # seconds, all the worker's threads
+    broker_cpu_per_event: float     # seconds, the embedded broker
+    loop_running_share: float       # of the wall time: the event loop's thread on a CPU
+    loop_cpu_wait_share: float      # of the wall time: runnable, waiting for a CPU
+
+
 def latency_phase(s: Settings, records: list, rate: float, count: int, prefix: str, live: bool,
                   alive=lambda: True, settle: float = SETTLE_SECONDS,
                   worker_cpu=lambda: math.nan,
-                  broker_cpu=lambda: math.nan) -> tuple[list[float], int, list[float], float, float]:
-    """Paced events to fresh customers (`prefix`), then the sorted latencies, how many got no
-    score, the sorted latencies of the events sent `settle` seconds or more into the phase,
-    and the worker's CPU seconds (`worker_cpu()`) per event of those, from their first send
-    until the worker has committed the phase's last event, and the broker's (`broker_cpu()`)
-    over the same time, per the same events."""
+                  broker_cpu=lambda: math.nan,
+                  loop_sched=lambda: (math.nan, math.nan),
+                  linger_ms: float = LINGER_MS) -> LatencyPhase:
+    """Paced events to fresh customers (`prefix`), then what `LatencyPhase` holds: the
+    worker's CPU from `worker_cpu()`, the broker's from `broker_cpu()`, the event loop's
+    (running, waiting for a CPU) seconds from `loop_sched()`."""
     from pipeline.adapters.kafka import kafka_io
 
-    cpu_at_settle: list[tuple[float, float]] = []
+    at_settle: list[tuple[float, float, float, tuple[float, float]]] = []
     sent = paced_produce(s, rekeyed(records, count, prefix), rate, live=live, mark_after=settle,
-                         mark=lambda: cpu_at_settle.append((worker_cpu(), broker_cpu())))
+                         mark=lambda: at_settle.append((time.monotonic(), worker_cpu(), broker_cpu(), loop_sched())),
+                         linger_ms=linger_ms)
     watch = OffsetWatch(s, s.app_id, input_end_offsets(s))
     try:
         watch.wait(300, alive=alive)
     finally:
         watch.close()
-    cpu_end, broker_end = worker_cpu(), broker_cpu()
+    wall_end, cpu_end, broker_end, sched_end = time.monotonic(), worker_cpu(), broker_cpu(), loop_sched()
     key = prefix.encode()
     scores = [m for m in kafka_io.read_topic(s, s.topic_scores, timeout=300) if m.key and m.key.startswith(key)]
     lats, missing = latencies(sent, scores)
     if not sent:
-        return lats, missing, [], math.nan, math.nan
+        return LatencyPhase(lats, missing, [], math.nan, math.nan, math.nan, math.nan)
     since = sent[0][1] + settle
     settled, _ = latencies(sent, scores, since=since)
     after = sum(1 for _, t in sent if t >= since)
-    cpu = (cpu_end - cpu_at_settle[0][0]) / after if cpu_at_settle and after else math.nan
-    broker = (broker_end - cpu_at_settle[0][1]) / after if cpu_at_settle and after else math.nan
-    return lats, missing, settled, cpu, broker
+    if not (at_settle and after):
+        return LatencyPhase(lats, missing, settled, math.nan, math.nan, math.nan, math.nan)
+    wall0, cpu0, broker0, (run0, wait0) = at_settle[0]
+    wall = max(wall_end - wall0, 1e-9)
+    return LatencyPhase(lats, missing, settled, (cpu_end - cpu0) / after, (broker_end - broker0) / after,
+                        (sched_end[0] - run0) / wall, (sched_end[1] - wait0) / wall)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -778,7 +839,7 @@ def latency_phase(s: Settings, records: list, rate: float, count: int, prefix: s
 def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, latency_seconds: float = 30.0,
               peer: bool = True, profile: bool = False, work_dir: Path = RESULTS_DIR / "tmp",
               quiet: bool = False, quick: bool = False, latency_share: float = 0.5,
-              latency_rate: float | None = None) -> dict:
+              latency_rate: float | None = None, linger_ms: float = LINGER_MS) -> dict:
     from pipeline.adapters.kafka import kafka_io, topics
     from pipeline.adapters.kafka.broker import EmbeddedBroker
     from pipeline.adapters.kafka.worker_process import WorkerProcess
@@ -906,43 +967,52 @@ def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, l
         count = max(50, int(rate * latency_seconds))
         say(quiet, f"latency   {count:,} paced events at {rate:,.0f}/s ("
                    + (f"{rate / pipe_rate:.2f} of the pipeline rate, fixed)" if latency_rate is not None
-                      else f"{latency_share:g} of the pipeline rate)"))
+                      else f"{latency_share:g} of the pipeline rate)") + f", producer linger {linger_ms:g} ms")
         settle = min(SETTLE_SECONDS, latency_seconds / 3)
 
         def broker_cpu() -> float:
             return cpu_seconds(broker.pid) if broker and broker.pid else math.nan
-        lats, missing, _, cpu_s, broker_s = latency_phase(
+        phase = latency_phase(
             s, records, rate, count, f"L{tag}-", live=False, alive=lambda: worker.alive, settle=settle,
-            worker_cpu=lambda: cpu_seconds(worker.pid), broker_cpu=broker_cpu)
+            worker_cpu=lambda: cpu_seconds(worker.pid), broker_cpu=broker_cpu,
+            loop_sched=lambda: main_thread_sched(worker.pid), linger_ms=linger_ms)
+        lats, missing = phase.latencies, phase.unscored
         if not lats:
             raise BenchError("no score was published for the paced events")
         result.update({
             "latency_rate_events_per_s": round(rate, 1), "latency_rate_fixed": latency_rate is not None,
-            "latency_producer": PacedProducer.client_name(),
+            "latency_producer": PacedProducer.client_name(), "latency_linger_ms": linger_ms,
             "latency_share": round(rate / pipe_rate, 4) if latency_rate is not None else latency_share,
             "latency_events": count, "latency_unscored": missing,
-            "latency_worker_cpu_us_per_event": per_event_us(cpu_s),
-            "latency_broker_cpu_us_per_event": per_event_us(broker_s),
+            "latency_worker_cpu_us_per_event": per_event_us(phase.worker_cpu_per_event),
+            "latency_broker_cpu_us_per_event": per_event_us(phase.broker_cpu_per_event),
+            "latency_loop_running_share": share(phase.loop_running_share),
+            "latency_loop_cpu_wait_share": share(phase.loop_cpu_wait_share),
             "p50_latency_s": round(quantile(lats, 0.50), 4), "p99_latency_s": round(quantile(lats, 0.99), 4),
             "max_latency_s": round(lats[-1], 4),
             "latency_quantiles_s": {f"p{q}": round(quantile(lats, q / 100), 4) for q in (1, 10, 25, 50, 75, 90, 99)},
         })
         say(quiet, f"latency   p50 {result['p50_latency_s'] * 1000:,.0f} ms, p99 {result['p99_latency_s'] * 1000:,.0f} ms "
-                   f"({missing:,} of {count:,} without a score); worker CPU after the first {settle:g} s: "
+                   f"({missing:,} of {count:,} without a score); after the first {settle:g} s: worker CPU "
                    f"{result['latency_worker_cpu_us_per_event'] or math.nan:,.0f} µs/event, broker "
-                   f"{result['latency_broker_cpu_us_per_event'] or math.nan:,.0f} µs/event")
+                   f"{result['latency_broker_cpu_us_per_event'] or math.nan:,.0f} µs/event; "
+                   + loop_shares(phase))
         # the same, live: each event's time is its send time (a live stream; above, the replayed
         # events are weeks behind the stream time, so each one's customer is also swept at once)
         say(quiet, f"latency   {count:,} paced events at {rate:,.0f}/s, event time = send time (live)")
-        lats, missing, settled, cpu_s, broker_s = latency_phase(
+        phase = latency_phase(
             s, records, rate, count, f"V{tag}-", live=True, alive=lambda: worker.alive, settle=settle,
-            worker_cpu=lambda: cpu_seconds(worker.pid), broker_cpu=broker_cpu)
+            worker_cpu=lambda: cpu_seconds(worker.pid), broker_cpu=broker_cpu,
+            loop_sched=lambda: main_thread_sched(worker.pid), linger_ms=linger_ms)
+        lats, missing, settled = phase.latencies, phase.unscored, phase.settled
         if not lats:
             raise BenchError("no score was published for the live paced events")
         result.update({
             "live_latency_unscored": missing,
-            "live_worker_cpu_us_per_event": per_event_us(cpu_s),
-            "live_broker_cpu_us_per_event": per_event_us(broker_s),
+            "live_worker_cpu_us_per_event": per_event_us(phase.worker_cpu_per_event),
+            "live_broker_cpu_us_per_event": per_event_us(phase.broker_cpu_per_event),
+            "live_loop_running_share": share(phase.loop_running_share),
+            "live_loop_cpu_wait_share": share(phase.loop_cpu_wait_share),
             "p50_live_latency_s": round(quantile(lats, 0.50), 4), "p99_live_latency_s": round(quantile(lats, 0.99), 4),
             "max_live_latency_s": round(lats[-1], 4),
             # without the phase's first seconds: the worker's stream time jumps from the replayed
@@ -952,8 +1022,8 @@ def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, l
         })
         say(quiet, f"latency   live: p50 {result['p50_live_latency_s'] * 1000:,.0f} ms, "
                    f"p99 {result['p99_live_latency_s'] * 1000:,.0f} ms ({missing:,} of {count:,} without a score); "
-                   f"worker CPU after the first {settle:g} s: {result['live_worker_cpu_us_per_event'] or math.nan:,.0f} µs/event, "
-                   f"broker {result['live_broker_cpu_us_per_event'] or math.nan:,.0f} µs/event")
+                   f"after the first {settle:g} s: worker CPU {result['live_worker_cpu_us_per_event'] or math.nan:,.0f} µs/event, "
+                   f"broker {result['live_broker_cpu_us_per_event'] or math.nan:,.0f} µs/event; " + loop_shares(phase))
 
         # -- memory -----------------------------------------------------------------
         # Two bursts of M new customers (one event each) into the warm worker (ClickHouse
@@ -1038,7 +1108,8 @@ def print_table(r: dict) -> None:
     t.add_row("worker CPU while catching up", num(r.get("worker_cpu_cores"), "{:.2f} cores"))
     t.add_row("Quix Streams peer (same core), events/s",
               num(r.get("quix_events_per_s")) if r.get("quix_events_per_s") else f"— ({r.get('quix_error')})")
-    t.add_row(f"latency p50 at {num(r.get('latency_rate_events_per_s'))} events/s",
+    t.add_row(f"latency p50 at {num(r.get('latency_rate_events_per_s'))} events/s"
+              + (f" (producer linger {r['latency_linger_ms']:g} ms)" if r.get("latency_linger_ms") is not None else ""),
               num(r.get("p50_latency_s"), "{:.3f} s"))
     t.add_row("latency p99", num(r.get("p99_latency_s"), "{:.3f} s"))
     t.add_row("latency p50, live (event time = send time)", num(r.get("p50_live_latency_s"), "{:.3f} s"))
@@ -1049,6 +1120,9 @@ def print_table(r: dict) -> None:
               num(r.get("live_worker_cpu_us_per_event"), "{:,.0f} µs"))
     t.add_row(f"broker CPU per live event, after its first {r.get('live_settle_seconds', SETTLE_SECONDS):g} s",
               num(r.get("live_broker_cpu_us_per_event"), "{:,.0f} µs"))
+    t.add_row(f"worker event loop in the live phase after its first {r.get('live_settle_seconds', SETTLE_SECONDS):g} s: "
+              "on a CPU / runnable, waiting for one",
+              f"{num(r.get('live_loop_running_share'), '{:.0%}')} / {num(r.get('live_loop_cpu_wait_share'), '{:.0%}')}")
     t.add_row("worker / broker CPU while idle (caught up)",
               f"{num(r.get('worker_idle_cpu_cores'), '{:.3f}')} / {num(r.get('broker_idle_cpu_cores'), '{:.3f}')} cores")
     t.add_row("sweep tick with nothing due, 100k customers", num(r.get("sweep_idle_tick_ms_100k"), "{:.3f} ms"))

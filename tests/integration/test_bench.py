@@ -56,9 +56,16 @@ def test_quick_bench_writes_every_figure(tmp_path):
     # and no more than all the cores
     for key in ("latency_broker_cpu_us_per_event", "live_broker_cpu_us_per_event"):
         assert 0 < result[key] < result["machine"]["nproc"] * 1e6 / result["latency_rate_events_per_s"] * 20, key
+    # the event loop's shares of each paced phase's wall time: on a CPU, and runnable with none
+    # free; each within [0, 1] and together no more than the whole (None: no scheduler statistics)
+    for phase in ("latency", "live"):
+        running, waiting = result[f"{phase}_loop_running_share"], result[f"{phase}_loop_cpu_wait_share"]
+        if running is not None:
+            assert 0 < running <= 1.02 and 0 <= waiting <= 1.02 and running + waiting <= 1.05, phase
     for key in ("worker_idle_cpu_cores", "broker_idle_cpu_cores"):
         assert 0 <= result[key] <= result["machine"]["nproc"] + 0.5, key
     assert result["latency_producer"].split(" ")[0] in ("confluent-kafka", "kafka-python")
+    assert result["latency_linger_ms"] == bench.LINGER_MS == 5.0   # a channel's client left at its defaults
     # The peer either ran or says why not.
     if result["quix_events_per_s"] is None:
         assert isinstance(result["quix_error"], str) and result["quix_error"]
@@ -103,7 +110,8 @@ def test_quantile_and_profile_summary():
     assert "apply (pipeline/domain/scoring.py)" in s["text"]
 
 
-@pytest.mark.parametrize("flag", [["--latency-share", "0"], ["--latency-rate", "0"], ["--latency-rate", "-5"]])
+@pytest.mark.parametrize("flag", [["--latency-share", "0"], ["--latency-rate", "0"], ["--latency-rate", "-5"],
+                                  ["--latency-linger-ms", "-1"]])
 def test_a_latency_load_that_is_not_positive_is_refused_before_anything_runs(tmp_path, flag, capsys):
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
