@@ -687,8 +687,8 @@ class PacedProducer:
 
     `linger_ms`: how long a record waits for others to share its produce request. A channel's
     producer left at its client's defaults waits 5 ms (librdkafka since 1.5, the Java client
-    since Kafka 4.0); at 0 every record is a produce request of its own, which costs the
-    broker and the worker's fetches a request or record batch per event. The latency measured
+    since Kafka 4.0); at 0 every record is a produce request of its own. Measured, the broker's
+    and the worker's CPU per paced event do not move with it (bench/README.md). The latency
     counts the wait: it runs from the call to `send()`."""
 
     def __init__(self, settings: Settings, client_id: str = "cxpulse-bench-lat", linger_ms: float = LINGER_MS):
