@@ -230,13 +230,6 @@ def share(x: float) -> float | None:
     return None if math.isnan(x) else round(x, 3)
 
 
-def loop_shares(phase: "LatencyPhase") -> str:
-    if math.isnan(phase.loop_running_share):
-        return "event loop: no scheduler statistics"
-    return (f"event loop on a CPU {phase.loop_running_share:.0%} of the time, "
-            f"waiting for a free one {phase.loop_cpu_wait_share:.0%}")
-
-
 def per_event_us(seconds: float) -> float | None:
     return None if math.isnan(seconds) else round(seconds * 1e6, 1)
 
@@ -692,7 +685,6 @@ class PacedProducer:
     counts the wait: it runs from the call to `send()`."""
 
     def __init__(self, settings: Settings, client_id: str = "cxpulse-bench-lat", linger_ms: float = LINGER_MS):
-        self.linger_ms = linger_ms
         self.errors: list[str] = []
         self.client = self.client_name()
         self._futures: list = []
@@ -794,6 +786,23 @@ class LatencyPhase:
     broker_cpu_per_event: float     # seconds, the embedded broker
     loop_running_share: float       # of the wall time: the event loop's thread on a CPU
     loop_cpu_wait_share: float      # of the wall time: runnable, waiting for a CPU
+
+
+def phase_cpu_figures(prefix: str, phase: LatencyPhase) -> dict[str, float | None]:
+    """A paced phase's CPU figures, under the result keys of its `prefix` ("latency", "live")."""
+    return {f"{prefix}_worker_cpu_us_per_event": per_event_us(phase.worker_cpu_per_event),
+            f"{prefix}_broker_cpu_us_per_event": per_event_us(phase.broker_cpu_per_event),
+            f"{prefix}_loop_running_share": share(phase.loop_running_share),
+            f"{prefix}_loop_cpu_wait_share": share(phase.loop_cpu_wait_share)}
+
+
+def phase_cpu_text(phase: LatencyPhase, settle: float) -> str:
+    """The progress line's account of a paced phase's CPU after its first `settle` seconds."""
+    loop = ("event loop: no scheduler statistics" if math.isnan(phase.loop_running_share) else
+            f"event loop on a CPU {phase.loop_running_share:.0%} of the time, "
+            f"waiting for a free one {phase.loop_cpu_wait_share:.0%}")
+    return (f"after the first {settle:g} s: worker CPU {phase.worker_cpu_per_event * 1e6:,.0f} µs/event, "
+            f"broker {phase.broker_cpu_per_event * 1e6:,.0f} µs/event; {loop}")
 
 
 def latency_phase(s: Settings, records: list, rate: float, count: int, prefix: str, live: bool,
@@ -984,19 +993,13 @@ def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, l
             "latency_producer": PacedProducer.client_name(), "latency_linger_ms": linger_ms,
             "latency_share": round(rate / pipe_rate, 4) if latency_rate is not None else latency_share,
             "latency_events": count, "latency_unscored": missing,
-            "latency_worker_cpu_us_per_event": per_event_us(phase.worker_cpu_per_event),
-            "latency_broker_cpu_us_per_event": per_event_us(phase.broker_cpu_per_event),
-            "latency_loop_running_share": share(phase.loop_running_share),
-            "latency_loop_cpu_wait_share": share(phase.loop_cpu_wait_share),
+            **phase_cpu_figures("latency", phase),
             "p50_latency_s": round(quantile(lats, 0.50), 4), "p99_latency_s": round(quantile(lats, 0.99), 4),
             "max_latency_s": round(lats[-1], 4),
             "latency_quantiles_s": {f"p{q}": round(quantile(lats, q / 100), 4) for q in (1, 10, 25, 50, 75, 90, 99)},
         })
         say(quiet, f"latency   p50 {result['p50_latency_s'] * 1000:,.0f} ms, p99 {result['p99_latency_s'] * 1000:,.0f} ms "
-                   f"({missing:,} of {count:,} without a score); after the first {settle:g} s: worker CPU "
-                   f"{result['latency_worker_cpu_us_per_event'] or math.nan:,.0f} µs/event, broker "
-                   f"{result['latency_broker_cpu_us_per_event'] or math.nan:,.0f} µs/event; "
-                   + loop_shares(phase))
+                   f"({missing:,} of {count:,} without a score); " + phase_cpu_text(phase, settle))
         # the same, live: each event's time is its send time (a live stream; above, the replayed
         # events are weeks behind the stream time, so each one's customer is also swept at once)
         say(quiet, f"latency   {count:,} paced events at {rate:,.0f}/s, event time = send time (live)")
@@ -1009,10 +1012,7 @@ def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, l
             raise BenchError("no score was published for the live paced events")
         result.update({
             "live_latency_unscored": missing,
-            "live_worker_cpu_us_per_event": per_event_us(phase.worker_cpu_per_event),
-            "live_broker_cpu_us_per_event": per_event_us(phase.broker_cpu_per_event),
-            "live_loop_running_share": share(phase.loop_running_share),
-            "live_loop_cpu_wait_share": share(phase.loop_cpu_wait_share),
+            **phase_cpu_figures("live", phase),
             "p50_live_latency_s": round(quantile(lats, 0.50), 4), "p99_live_latency_s": round(quantile(lats, 0.99), 4),
             "max_live_latency_s": round(lats[-1], 4),
             # without the phase's first seconds: the worker's stream time jumps from the replayed
@@ -1022,8 +1022,7 @@ def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, l
         })
         say(quiet, f"latency   live: p50 {result['p50_live_latency_s'] * 1000:,.0f} ms, "
                    f"p99 {result['p99_live_latency_s'] * 1000:,.0f} ms ({missing:,} of {count:,} without a score); "
-                   f"after the first {settle:g} s: worker CPU {result['live_worker_cpu_us_per_event'] or math.nan:,.0f} µs/event, "
-                   f"broker {result['live_broker_cpu_us_per_event'] or math.nan:,.0f} µs/event; " + loop_shares(phase))
+                   + phase_cpu_text(phase, settle))
 
         # -- memory -----------------------------------------------------------------
         # Two bursts of M new customers (one event each) into the warm worker (ClickHouse
