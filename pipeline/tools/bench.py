@@ -226,6 +226,12 @@ def idle_cpu_cores(worker_pid: int | None, broker_pid: int | None, seconds: floa
     return w, (round((cpu_seconds(broker_pid) - b0) / wall, 3) if b0 is not None else None)
 
 
+def data_dir_mb(path: Path) -> float:
+    """MB of the files under `path` (the embedded broker's data: its background CPU grows with it,
+    bench/broker_storage_cost.py)."""
+    return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6, 1)
+
+
 def share(x: float) -> float | None:
     return None if math.isnan(x) else round(x, 3)
 
@@ -786,12 +792,14 @@ class LatencyPhase:
     broker_cpu_per_event: float     # seconds, the embedded broker
     loop_running_share: float       # of the wall time: the event loop's thread on a CPU
     loop_cpu_wait_share: float      # of the wall time: runnable, waiting for a CPU
+    broker_cpu_cores: float         # the embedded broker's CPU over the same wall time, in cores
 
 
 def phase_cpu_figures(prefix: str, phase: LatencyPhase) -> dict[str, float | None]:
     """A paced phase's CPU figures, under the result keys of its `prefix` ("latency", "live")."""
     return {f"{prefix}_worker_cpu_us_per_event": per_event_us(phase.worker_cpu_per_event),
             f"{prefix}_broker_cpu_us_per_event": per_event_us(phase.broker_cpu_per_event),
+            f"{prefix}_broker_cpu_cores": share(phase.broker_cpu_cores),
             f"{prefix}_loop_running_share": share(phase.loop_running_share),
             f"{prefix}_loop_cpu_wait_share": share(phase.loop_cpu_wait_share)}
 
@@ -802,7 +810,7 @@ def phase_cpu_text(phase: LatencyPhase, settle: float) -> str:
             f"event loop on a CPU {phase.loop_running_share:.0%} of the time, "
             f"waiting for a free one {phase.loop_cpu_wait_share:.0%}")
     return (f"after the first {settle:g} s: worker CPU {phase.worker_cpu_per_event * 1e6:,.0f} µs/event, "
-            f"broker {phase.broker_cpu_per_event * 1e6:,.0f} µs/event; {loop}")
+            f"broker {phase.broker_cpu_per_event * 1e6:,.0f} µs/event ({phase.broker_cpu_cores:.2f} cores); {loop}")
 
 
 def latency_phase(s: Settings, records: list, rate: float, count: int, prefix: str, live: bool,
@@ -830,16 +838,16 @@ def latency_phase(s: Settings, records: list, rate: float, count: int, prefix: s
     scores = [m for m in kafka_io.read_topic(s, s.topic_scores, timeout=300) if m.key and m.key.startswith(key)]
     lats, missing = latencies(sent, scores)
     if not sent:
-        return LatencyPhase(lats, missing, [], math.nan, math.nan, math.nan, math.nan)
+        return LatencyPhase(lats, missing, [], math.nan, math.nan, math.nan, math.nan, math.nan)
     since = sent[0][1] + settle
     settled, _ = latencies(sent, scores, since=since)
     after = sum(1 for _, t in sent if t >= since)
     if not (at_settle and after):
-        return LatencyPhase(lats, missing, settled, math.nan, math.nan, math.nan, math.nan)
+        return LatencyPhase(lats, missing, settled, math.nan, math.nan, math.nan, math.nan, math.nan)
     wall0, cpu0, broker0, (run0, wait0) = at_settle[0]
     wall = max(wall_end - wall0, 1e-9)
     return LatencyPhase(lats, missing, settled, (cpu_end - cpu0) / after, (broker_end - broker0) / after,
-                        (sched_end[0] - run0) / wall, (sched_end[1] - wait0) / wall)
+                        (sched_end[0] - run0) / wall, (sched_end[1] - wait0) / wall, (broker_end - broker0) / wall)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -967,9 +975,11 @@ def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, l
         # doing nothing. The paced phases below pay it too, spread over their events.
         idle_seconds = 2.0 if quick else IDLE_SECONDS
         idle = idle_cpu_cores(worker.pid, broker.pid if broker else None, idle_seconds)
-        result.update({"worker_idle_cpu_cores": idle[0], "broker_idle_cpu_cores": idle[1]})
+        stored = data_dir_mb(broker.data_dir) if broker and broker.data_dir else None
+        result.update({"worker_idle_cpu_cores": idle[0], "broker_idle_cpu_cores": idle[1], "broker_data_mb": stored})
         say(quiet, f"idle      worker {idle[0]:.3f} cores"
-                   + (f", broker {idle[1]:.3f} cores" if idle[1] is not None else "") + f" over {idle_seconds:g} s")
+                   + (f", broker {idle[1]:.3f} cores" if idle[1] is not None else "") + f" over {idle_seconds:g} s"
+                   + (f"; the broker's data directory {stored:,.0f} MB" if stored is not None else ""))
 
         # -- latency ----------------------------------------------------------------
         rate = latency_rate if latency_rate is not None else max(1.0, pipe_rate * latency_share)
@@ -1118,12 +1128,14 @@ def print_table(r: dict) -> None:
     t.add_row(f"worker CPU per live event, after its first {r.get('live_settle_seconds', SETTLE_SECONDS):g} s",
               num(r.get("live_worker_cpu_us_per_event"), "{:,.0f} µs"))
     t.add_row(f"broker CPU per live event, after its first {r.get('live_settle_seconds', SETTLE_SECONDS):g} s",
-              num(r.get("live_broker_cpu_us_per_event"), "{:,.0f} µs"))
+              f"{num(r.get('live_broker_cpu_us_per_event'), '{:,.0f} µs')} "
+              f"({num(r.get('live_broker_cpu_cores'), '{:.2f}')} cores)")
     t.add_row(f"worker event loop in the live phase after its first {r.get('live_settle_seconds', SETTLE_SECONDS):g} s: "
               "on a CPU / runnable, waiting for one",
               f"{num(r.get('live_loop_running_share'), '{:.0%}')} / {num(r.get('live_loop_cpu_wait_share'), '{:.0%}')}")
     t.add_row("worker / broker CPU while idle (caught up)",
               f"{num(r.get('worker_idle_cpu_cores'), '{:.3f}')} / {num(r.get('broker_idle_cpu_cores'), '{:.3f}')} cores")
+    t.add_row("embedded broker's data directory, caught up", num(r.get("broker_data_mb"), "{:,.0f} MB"))
     t.add_row("sweep tick with nothing due, 100k customers", num(r.get("sweep_idle_tick_ms_100k"), "{:.3f} ms"))
     t.add_row("worker RSS per 100k customers", num((r.get("rss_bytes_per_100k_customers") or 0) / 2**20, "{:,.0f} MiB"))
     t.add_row("bench wall time", num(r.get("seconds_total"), "{:.0f} s"))

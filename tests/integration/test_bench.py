@@ -62,8 +62,10 @@ def test_quick_bench_writes_every_figure(tmp_path):
         running, waiting = result[f"{phase}_loop_running_share"], result[f"{phase}_loop_cpu_wait_share"]
         if running is not None:
             assert 0 < running <= 1.02 and 0 <= waiting <= 1.02 and running + waiting <= 1.05, phase
-    for key in ("worker_idle_cpu_cores", "broker_idle_cpu_cores"):
+    for key in ("worker_idle_cpu_cores", "broker_idle_cpu_cores", "latency_broker_cpu_cores", "live_broker_cpu_cores"):
         assert 0 <= result[key] <= result["machine"]["nproc"] + 0.5, key
+    # what the embedded broker holds when the paced phases start (its background CPU grows with it)
+    assert result["broker_data_mb"] > 0
     assert result["latency_producer"].split(" ")[0] in ("confluent-kafka", "kafka-python")
     assert result["latency_linger_ms"] == bench.LINGER_MS == 5.0   # a channel's client left at its defaults
     # The peer either ran or says why not.
