@@ -242,8 +242,9 @@ def test_no_early_warning_model_until_its_labelled_history_spans_a_horizon():
 
 
 def test_the_early_warning_model_does_without_the_counts_of_the_observed_history():
-    """orders, active_days and tenure_days grow with the time the stream has been watched: a
-    model fitted on snapshots 2H old would meet them past its range when it serves
+    """orders, active_days, tenure_days and revenue_365d (a 12-month window over a younger
+    stream) grow with the time the stream has been watched: a model fitted on snapshots 2H old
+    would meet them past its range when it serves
     (docs/evaluation.md, "The early warning's live backtest"). Here they even predict the
     label in the training rows; the early-warning model still gives them no weight, so the
     warning and its baseline do not move with them, and the caller's rows are left as they were."""
@@ -253,7 +254,9 @@ def test_the_early_warning_model_does_without_the_counts_of_the_observed_history
     incidents, orders = FEATURE_NAMES.index("failed_recovery_count"), FEATURE_NAMES.index("orders")
     X[:, incidents] = rng.exponential(1.0, n)
     X[:, orders] = rng.poisson(5.0, n)
-    y = X[:, incidents] + 0.3 * X[:, orders] + rng.normal(0, 0.7, n) > 3.3
+    revenue = FEATURE_NAMES.index("revenue_365d")
+    X[:, revenue] = rng.normal(6.0, 1.0, n)
+    y = X[:, incidents] + 0.3 * X[:, orders] + 0.4 * X[:, revenue] + rng.normal(0, 0.7, n) > 5.7
     t = np.repeat(np.arange(30) * 1.5 * DAY, n // 30)
     before = X.copy()
     ew = churn_trainer.train_early_warning(X, y, t, np.ones(n, bool), version="ew-1", trained_at=float(t[-1]),
@@ -264,9 +267,11 @@ def test_the_early_warning_model_does_without_the_counts_of_the_observed_history
         assert ew.coef[FEATURE_NAMES.index(name)] == 0.0
     x = X[0].copy()
     x[orders], x[FEATURE_NAMES.index("tenure_days")], x[FEATURE_NAMES.index("active_days")] = 400.0, 900.0, 300.0
+    x[revenue] = 12.0
     assert ew.explain(x)[:2] == ew.explain(X[0])[:2]   # the same warning and baseline
     # churn_risk's model keeps them
-    assert train(X, y, t, version="lr-1", trained_at=float(t[-1]), leavers=500).coef[orders] != 0.0
+    kept = train(X, y, t, version="lr-1", trained_at=float(t[-1]), leavers=500)
+    assert kept.coef[orders] != 0.0 and kept.coef[revenue] != 0.0
 
 
 def test_the_book_tells_which_labelled_rows_were_still_there():
