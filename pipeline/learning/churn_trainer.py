@@ -270,31 +270,50 @@ def _fit_logistic(X: np.ndarray, y: np.ndarray, version: str, weight: np.ndarray
     the intercept unpenalised) whose weights keep the sign of the domain's prior
     (`Feature.direction`: ≥ 0 for +1, ≤ 0 for −1, free for 0), by L-BFGS-B with bounds. Each
     feature is held to its fitted range (`fitted_range`) in fitting and in scoring alike."""
+    return _logistic_fitter(X, y, directions)(version, weight)
+
+
+def _logistic_fitter(X: np.ndarray, y: np.ndarray, directions: Sequence[int] = FEATURE_DIRECTION,
+                     start: np.ndarray | None = None) -> Callable[[str, np.ndarray | None], LinearChurnModel]:
+    """`_fit_logistic` on fixed rows under varying weights (the recency candidates): the rows'
+    range and standardisation are computed once, and each fit starts from the previous fit's
+    solution (the first from `start`, weights then intercept, or from zero). The objective is
+    strictly convex (the L2 term), so every start reaches the same optimum; a start near it
+    takes L-BFGS-B a fraction of the iterations from zero (measured in docs/evaluation.md,
+    "Training time on a year of history")."""
     from scipy.optimize import minimize
 
     low, high = fitted_range(X)
     Z, mean, scale = standardise(X, low, high)
     target = np.asarray(y, dtype=np.float64)
-    w = np.ones(len(target)) if weight is None else np.asarray(weight, dtype=np.float64)
     k = Z.shape[1]
-
-    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        z = Z @ theta[:k] + theta[k]
-        loss = float(w @ (np.logaddexp(0.0, z) - target * z))
-        r = w * (_sigmoid(z) - target)
-        grad = np.empty(k + 1)
-        grad[:k] = L2_C * (Z.T @ r) + theta[:k]
-        grad[k] = L2_C * r.sum()
-        return L2_C * loss + 0.5 * float(theta[:k] @ theta[:k]), grad
-
     bounds = [(0.0, None) if d > 0 else (None, 0.0) if d < 0 else (None, None) for d in directions] + [(None, None)]
     if len(bounds) != k + 1:
         raise ValueError(f"{len(directions)} feature directions for {k} features")
-    fit = minimize(objective, np.zeros(k + 1), jac=True, method="L-BFGS-B", bounds=bounds,
-                   options={"maxiter": 1000, "gtol": 1e-6})
-    theta = np.asarray(fit.x, dtype=np.float64)   # L-BFGS-B keeps every iterate within the bounds
-    return LinearChurnModel(version, FEATURE_NAMES, mean, scale, theta[:k].copy(), float(theta[k]),
-                            low=low, high=high)
+    first = np.zeros(k + 1) if start is None else np.asarray(start, dtype=np.float64)
+    if first.shape != (k + 1,):
+        raise ValueError(f"a start of {first.shape} for {k} features and the intercept")
+    last = [first]
+
+    def fit(version: str, weight: np.ndarray | None = None) -> LinearChurnModel:
+        w = np.ones(len(target)) if weight is None else np.asarray(weight, dtype=np.float64)
+
+        def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            z = Z @ theta[:k] + theta[k]
+            loss = float(w @ (np.logaddexp(0.0, z) - target * z))
+            r = w * (_sigmoid(z) - target)
+            grad = np.empty(k + 1)
+            grad[:k] = L2_C * (Z.T @ r) + theta[:k]
+            grad[k] = L2_C * r.sum()
+            return L2_C * loss + 0.5 * float(theta[:k] @ theta[:k]), grad
+
+        fit = minimize(objective, last[0], jac=True, method="L-BFGS-B", bounds=bounds,
+                       options={"maxiter": 1000, "gtol": 1e-6})
+        theta = np.asarray(fit.x, dtype=np.float64)   # L-BFGS-B keeps every iterate within the bounds
+        last[0] = theta
+        return LinearChurnModel(version, FEATURE_NAMES, mean, scale, theta[:k].copy(), float(theta[k]),
+                                low=low, high=high)
+    return fit
 
 
 # Shallow trees (depth ≤ 4): TreeSHAP costs O(trees × leaves × depth²) per customer — 0.6 ms
@@ -384,10 +403,26 @@ def still_active(X: np.ndarray, horizon_days: float) -> np.ndarray:
     return silence < math.log1p(horizon_days)
 
 
+# Training runs its linear algebra on one thread. Its products are thin (rows × 52 features) and
+# bound by memory, so a second BLAS thread adds little on an idle machine; on a busy one
+# (the worker's event loop, the broker, a replay's own sweep) OpenBLAS's threads spin waiting
+# for each other: one L-BFGS fit on 38k rows took 2.7 s with two threads against 1.0 s with one
+# while another process held a core (docs/evaluation.md, "Training time on a year of history").
 def train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_at: float,
           reference: np.ndarray | None = None, leavers: int = 0, kind: str = "logistic",
           horizon_days: float = 30.0):
     """Fit, calibrate and validate on a time-ordered split. Returns a model with its card."""
+    import scipy.optimize  # noqa: F401  (loaded before the limit: it brings a BLAS of its own)
+    import sklearn.linear_model  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _train(X, y, t, version=version, trained_at=trained_at, reference=reference, leavers=leavers,
+                      kind=kind, horizon_days=horizon_days)
+
+
+def _train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_at: float,
+           reference: np.ndarray | None, leavers: int, kind: str, horizon_days: float):
     from sklearn.metrics import brier_score_loss, roc_auc_score   # the same figures as pipeline/tools/evaluate.py, vectorised
 
     def brier_score(labels, scores):
@@ -416,8 +451,8 @@ def train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_
     stride = max(1, math.ceil(len(rows) / (LGBM_SELECTION_ROWS if kind == "lightgbm" else SELECTION_MAX_ROWS)))
     sub = rows[::stride]
     X_sub, y_sub = X[sub], y[sub]
-    fit_sub = (_lightgbm_fitter(X_sub, y_sub) if kind == "lightgbm"   # the candidates' rows binned once
-               else lambda v, w: fit(X_sub, y_sub, v, w))
+    # the candidates' rows binned (trees) or standardised (logistic) once
+    fit_sub = _lightgbm_fitter(X_sub, y_sub) if kind == "lightgbm" else _logistic_fitter(X_sub, y_sub)
     judged = np.flatnonzero(val)[judge]
     judged = evenly_strided(judged, JUDGE_MAX_ROWS)
     X_judge, y_judge = X[judged], y[judged]
@@ -434,9 +469,14 @@ def train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_
         if score is not None and (best is None or score > best[0]):
             best = (score, half_life, candidate)
     half_life, model = (best[1], best[2]) if best is not None else (None, None)
+    del fit_sub, X_sub   # the candidates' standardised rows, before a refit makes its own
     if model is None or stride > 1:
         final = rows if kind != "lightgbm" else evenly_strided(rows, LGBM_MAX_ROWS)
-        model = fit(X[final], y[final], version, recency_weights(t[final], half_life))
+        weight = recency_weights(t[final], half_life)
+        if isinstance(model, LinearChurnModel):   # the winner on the subsample: a start near the optimum
+            model = _logistic_fitter(X[final], y[final], start=np.append(model.coef, model.intercept))(version, weight)
+        else:
+            model = fit(X[final], y[final], version, weight)
     calibrating = np.flatnonzero(cal)
     calibrating = evenly_strided(calibrating, JUDGE_MAX_ROWS)
     model.platt = fit_platt(model.raw(X[calibrating]), y[calibrating])

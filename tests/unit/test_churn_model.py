@@ -611,6 +611,90 @@ def test_lightgbm_candidates_reuse_one_binned_dataset_and_fit_as_a_fresh_one_wou
         assert np.array_equal(fit("v", w).raw(X), fresh.predict(X.astype(np.float64), raw_score=True))
 
 
+def test_logistic_candidates_start_from_the_last_solution_and_reach_a_fresh_fits_optimum(monkeypatch):
+    """The recency candidates share one standardisation and each starts L-BFGS-B where the
+    previous fit ended: the same optimum as a fit from zero (the objective is strictly
+    convex), in fewer iterations."""
+    from scipy import optimize
+
+    X, y, t = synthetic(n_per_t=150, instants=20)
+    rng = np.random.default_rng(4)
+    weights = [None, recency_weights(t, 15.0), rng.random(len(y)), recency_weights(t, 7.5)]
+    calls: list[tuple[np.ndarray, int]] = []
+    minimize = optimize.minimize
+
+    def counted(fun, x0, *args, **kwargs):
+        result = minimize(fun, x0, *args, **kwargs)
+        calls.append((np.array(x0), result.nit))
+        return result
+
+    monkeypatch.setattr(optimize, "minimize", counted)
+    fit = churn_trainer._logistic_fitter(X, y)
+    warm = [fit("v", w) for w in weights]
+    warm_calls, calls[:] = list(calls), []
+    fresh = [churn_trainer._fit_logistic(X, y, "v", w) for w in weights]
+    for a, b in zip(warm, fresh):
+        assert np.array_equal(a.mean, b.mean) and np.array_equal(a.scale, b.scale)
+        assert np.abs(a.predict(X) - b.predict(X)).max() < 1e-3
+        assert a.coef == pytest.approx(b.coef, abs=0.02)
+    assert not warm_calls[0][0].any()                   # the first from zero, as a fresh fit
+    for (start, _), model in zip(warm_calls[1:], warm):  # then each from the fit before it
+        assert np.array_equal(start, np.append(model.coef, model.intercept))
+    assert sum(n for _, n in warm_calls[1:]) < sum(n for _, n in calls[1:])
+
+
+def test_logistic_selects_on_a_subsample_and_refits_the_winner_on_every_row_from_its_solution(monkeypatch):
+    """Above SELECTION_MAX_ROWS training rows the candidates are fitted on a strided
+    subsample; the winner is refitted on every training row starting from its own solution,
+    and reaches the optimum a fit from zero on those rows reaches."""
+    X, y, t = synthetic(n_per_t=200, instants=20)
+    monkeypatch.setattr(churn_trainer, "SELECTION_MAX_ROWS", 1_000)
+    starts: list[tuple[int, np.ndarray | None]] = []
+    fitter = churn_trainer._logistic_fitter
+
+    def recorded(X_, y_, directions=FEATURE_DIRECTION, start=None):
+        starts.append((len(y_), None if start is None else np.array(start)))
+        return fitter(X_, y_, directions, start)
+
+    monkeypatch.setattr(churn_trainer, "_logistic_fitter", recorded)
+    model = churn_trainer.train(X, y, t, version="v", trained_at=float(t.max()))
+    tr, _, _ = churn_trainer.time_split(t)
+    (sub_rows, sub_start), (all_rows, all_start) = starts[0], starts[-1]
+    assert sub_start is None and sub_rows < 1_000 * 1.01 and all_rows == int(tr.sum())
+    assert all_start is not None and all_start.any()
+    rows = np.flatnonzero(tr)
+    half_life = model.card.half_life_days
+    fresh = fitter(X[rows], y[rows])("v", recency_weights(t[rows], half_life))
+    assert np.abs(model.raw(X) - fresh.raw(X)).max() < 5e-3
+
+
+def test_training_runs_its_linear_algebra_on_one_thread(monkeypatch):
+    """Every BLAS loaded, scipy's own included (it is imported before the limit is set), is
+    held to one thread while a model trains, and given back its setting after."""
+    import scipy.optimize  # noqa: F401
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> dict[str, int]:
+        return {pool["filepath"]: pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+    seen: list[dict[str, int]] = []
+    inner = churn_trainer._train
+
+    def watched(*args, **kwargs):
+        seen.append(blas_threads())
+        return inner(*args, **kwargs)
+
+    monkeypatch.setattr(churn_trainer, "_train", watched)
+    X, y, t = synthetic(n_per_t=100, instants=12)
+    with threadpool_limits(limits=2, user_api="blas"):   # as on a 2-core machine, whatever this one has
+        before = blas_threads()
+        assert before and set(before.values()) == {2}
+        churn_trainer.train(X, y, t, version="v", trained_at=float(t.max()))
+        after = blas_threads()
+    assert seen == [{path: 1 for path in before}]
+    assert after == before
+
+
 def test_lightgbm_selects_on_a_subsample_and_fits_the_winner_on_at_most_the_row_cap(monkeypatch):
     """A large history: the candidates are fitted on a strided subsample, judged on a strided part
     of the validation rows, the winner refitted on at most LGBM_MAX_ROWS rows; the recency choice
