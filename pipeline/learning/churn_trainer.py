@@ -413,7 +413,6 @@ def train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained_
           horizon_days: float = 30.0):
     """Fit, calibrate and validate on a time-ordered split. Returns a model with its card."""
     import scipy.optimize  # noqa: F401  (loaded before the limit: it brings a BLAS of its own)
-    import sklearn.linear_model  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
