@@ -59,7 +59,8 @@ def run_causal_evaluate(settings: Settings, model: HazardModel, customers: int =
     from pipeline.tools.evaluate import _learner, _model_summary
 
     res = replay(stream.values(), build_core(settings), clock=lambda: cut.timestamp(), as_of=cut,
-                 learner=_learner(settings, churn_model), topic_of=_fresh_topic_of(stream, settings.topic_for_type))
+                 learner=_learner(settings, churn_model), topic_of=_fresh_topic_of(stream, settings.topic_for_type),
+                 sweep=False)   # the scores at the cut only: no alert is judged here
     ids = sorted(c for c, t in truth.customers.items() if t.present_at(cut_day) and c in res.scores)
     labels = [truth.customers[c].leaves_within(cut_day, WINDOW_DAYS) for c in ids]
     risk = [float(res.scores[c]["churn_risk"]) for c in ids]

@@ -350,8 +350,13 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
         # a history older than the live input's floor (CXPULSE_TIME_FLOOR, 2000-01-01; CDNOW is
         # 1997): every purchase was dead-lettered implausible_time and nobody was scored
         settings = settings.model_copy(update={"time_floor": occurred_at(before[0][1])})
-    res = replay(to_order_events(before), build_core(settings), clock=time_module.time, as_of=cut,
-                 learner=_learner(settings, churn_model))
+    from pipeline.tools.progress import bar, quiet_default
+
+    # minutes on a long history with the learned model (weekly trainings): a bar on a terminal
+    with bar("replay up to the cutoff", len(before), quiet_default()) as progress:
+        res = replay(to_order_events(before), build_core(settings), clock=time_module.time, as_of=cut,
+                     learner=_learner(settings, churn_model), sweep=False,   # the scores at the cutoff only
+                     on_progress=lambda n: progress.update(completed=n))
     ids = sorted(last)
     labels = [c not in came_back for c in ids]
     risk = [float(res.scores[c]["churn_risk"]) if c in res.scores else 0.0 for c in ids]

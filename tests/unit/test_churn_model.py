@@ -1019,6 +1019,42 @@ def test_fit_and_scores_do_not_depend_on_arrival_order_within_the_lateness_bound
     assert any(s["churn_model"] for s in a.scores.values())
 
 
+def test_a_replay_without_the_sweep_scores_and_learns_the_same(monkeypatch):
+    """`replay(sweep=False)` (what `cxpulse evaluate` runs: only the final scores count)
+    leaves out the time-driven rules at the ticks, and with them their alerts, and nothing
+    else: the same population, the same trained models and the same final scores, with the
+    learned model and with the hand-set one."""
+    from pipeline.tools.generator import generate
+    from pipeline.service.replay import replay
+
+    monkeypatch.setattr(churn_trainer, "MIN_POSITIVES", 100)
+    monkeypatch.setattr(churn_trainer, "MIN_NEGATIVES", 100)
+    monkeypatch.setattr(churn_trainer, "MIN_LEAVERS", 20)
+    monkeypatch.setattr("pipeline.service.churn_learning.better_than_reference", lambda card: True)
+    settings = Settings(churn_horizon_days=20)
+    end = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    values = generate(customers=250, days=75, seed=4, end=end).values()
+    strip = lambda s: {k: v for k, v in s.items() if k != "version"}   # the count of records published
+    for learning in (True, False):
+        runs = []
+        for sweep in (True, False):
+            learner = ChurnLearner(settings.churn_horizon_days) if learning else None
+            core = build_core(settings)
+            res = replay(values, core, clock=lambda: T0 + 400 * DAY, as_of=end, learner=learner, sweep=sweep)
+            runs.append((res, learner, core))
+        (a, la, ca), (b, lb, cb) = runs
+        assert len(a.alerts) > len(b.alerts)   # the sweep's silence alerts are not made
+        assert ca.population == cb.population
+        assert {c: strip(s) for c, s in a.scores.items()} == {c: strip(s) for c, s in b.scores.items()}
+        assert len(a.scores) > 200
+        if learning:
+            assert la is not None and lb is not None and la.cards
+            assert [c.to_dict() for c in la.cards] == [c.to_dict() for c in lb.cards]
+            assert ca.churn_model is not None and cb.churn_model is not None
+            assert np.array_equal(ca.churn_model.coef, cb.churn_model.coef)
+            assert any(s["churn_model"] for s in a.scores.values())
+
+
 def test_drift_hands_scoring_back_to_the_hand_set_model():
     """A retraining whose model no longer beats the hand-set one on the latest rows hands
     scoring back to it (logged, reported to on_switch with None)."""
