@@ -31,7 +31,6 @@ import numpy as np
 
 from pipeline.domain.churn import DAY, PopulationParams
 from pipeline.domain.churn_features import churn_features
-from pipeline.domain.churn_model import learned_profile
 from pipeline.domain.churn_snapshots import SnapshotBook
 from pipeline.learning.churn_trainer import ModelCard, better_than_reference, enough_history, train, train_early_warning
 from pipeline.domain.scoring import profile
@@ -136,12 +135,14 @@ class ChurnLearner:
         """The tick's snapshot without a sweep (views every customer itself) and without
         training: the worker's tick (its sweep runs on wall time and trains off the loop)."""
         self.begin_tick(now, states, core)
-        # only the customers the book keeps (its sample): the same rows, 20 times less work at 100k
+        # only the customers the book keeps (its sample): the same rows, 20 times less work at 100k.
+        # The hand-set profile only: a row is the features and the hand-set risk, which `observe`
+        # takes from it as from a sweep's learned profile; the learned models' own risks and
+        # drivers (half of a snapshot's time, py-spy) are not part of the row
         for cid in self._keep:
             state = states[cid]
             if state.n:
-                self.observe(state, learned_profile(state, profile(state, now, core.params, core.population, core.rates),
-                                                    core.churn_model, core.population, core.early_warning))
+                self.observe(state, profile(state, now, core.params, core.population, core.rates))
         self.close_tick(now)
 
     def on_tick(self, now: float, states: Mapping[str, CustomerState], core) -> None:
