@@ -367,6 +367,7 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
         "csv": str(csv_path), "cutoff": cut.isoformat(), "window_days": window_days,
         "input_rows": log.lines, "encoding": log.encoding, "transactions": len(rows), "left_out": log.skipped,
         "transactions_replayed": len(before), "customers": len(ids),
+        "churn_horizon_days": settings.churn_horizon_days,
         "time_floor": settings.time_floor.isoformat(),
         "churned": sum(labels), "churn_rate": _r(sum(labels) / len(ids)) if ids else None,
         "unscored_customers": sum(1 for c in ids if c not in res.scores),
@@ -377,6 +378,11 @@ def run_transactions_evaluate(settings: Settings, csv_path: str | Path, cutoff: 
         "churn_model": _model_summary(res),
     }
     _print(say, result)
+    if abs(window_days - settings.churn_horizon_days) > 0.5:
+        # a question of another length: the ranking is comparable, the probabilities are not
+        say(f"  note: churn_risk is P(no activity within {settings.churn_horizon_days:g} days) "
+            f"(CXPULSE_CHURN_HORIZON_DAYS); the label here is no purchase within {window_days:g} days, so its "
+            f"Brier score and calibration answer another question than the risk does")
     for name, f in scores.items():
         if f["auc"] is None:   # every customer churned, or none did: nothing to rank
             say(f"  ROC AUC {name:<32} n/a (the labels hold one class only)")

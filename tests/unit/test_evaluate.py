@@ -111,8 +111,12 @@ def test_run_transactions_evaluate(settings, tmp_path):
     from pipeline.tools.evaluate import run_transactions_evaluate
     from pipeline.tools.transactions import write_sample_csv
     log = write_sample_csv(tmp_path / "tx.csv", customers=120, days=365, end=date(2024, 12, 31))
-    r = run_transactions_evaluate(settings, log.path, cutoff="2024-09-30", window_days=90)
+    said: list[str] = []
+    r = run_transactions_evaluate(settings, log.path, cutoff="2024-09-30", window_days=90, out=said.append)
     assert r["transactions"] == r["input_rows"] == log.rows and r["left_out"] == {}
+    # the risk's horizon (30 days) is not the label's (90): the report says so
+    assert r["churn_horizon_days"] == settings.churn_horizon_days == 30
+    assert any("P(no activity within 30 days)" in line and "within 90 days" in line for line in said)
     assert 0 < r["transactions_replayed"] < log.rows
     assert r["customers"] > 50 and 0 < r["churned"] < r["customers"]
     assert r["unscored_customers"] == 0
