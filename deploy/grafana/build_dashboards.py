@@ -388,7 +388,7 @@ def cx_overview() -> dict[str, Any]:
                 description=f"Churn alerts fired in the range whose {UPLIFT_HORIZON_DAYS:g}-day horizon is over, by "
                             "action (recommended, or withheld for the control group, CXPULSE_CHURN_CONTROL_SHARE) "
                             "and arm: cases, churned (no event within the horizon), churn rate, mean revenue of "
-                            "paid orders in the horizon. Intervals: cxpulse evaluate --uplift (docs/evaluation.md §7). "
+                            "paid orders in the horizon. Intervals: cxpulse evaluate --uplift (docs/evaluation.md §8). "
                             "No control rows: uplift needs a control group.",
                 overrides=[{"matcher": {"id": "byName", "options": "churn_rate"},
                             "properties": [{"id": "unit", "value": "percentunit"}]}]), 24, 8)
