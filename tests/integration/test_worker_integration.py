@@ -13,6 +13,7 @@ from pipeline.adapters.kafka import kafka_io, topics
 from pipeline.adapters.clickhouse import queries
 from pipeline.tools.generator import generate
 from pipeline.bootstrap import build_core
+from pipeline.domain.scoring import iso
 from pipeline.service.replay import replay
 from pipeline.adapters.clickhouse.sink import ClickHouseSink
 from schemas.outputs import AlertRecord, DeadLetter, ScoreRecord
@@ -22,11 +23,6 @@ pytestmark = pytest.mark.integration
 COMPARED = ("cxi", "tangibles", "reliability", "responsiveness", "assurance", "empathy", "csat", "nps",
             "tier", "stage", "revenue_365d", "open_complaints", "sla_breaches", "churn_risk", "events")
 
-
-def to_ms(t: datetime) -> datetime:
-    """`t` as a record's `as_of` shows an instant: truncated to the millisecond (a breach
-    evaluated 0.2 ms after a due time with microseconds reads as up to 1 ms before it)."""
-    return t.replace(microsecond=t.microsecond // 1000 * 1000)
 
 def latest_by_key(records) -> dict[str, dict]:
     out = {}
@@ -103,7 +99,7 @@ def test_complaint_breach_without_further_events(make_settings, start_worker):
     breach = [a for a in alerts if a["type"] == "sla_breach"]
     assert len(breach) == 1 and breach[0]["status"] == "firing"
     assert breach[0]["complaint_id"] == "cmp-1" and "sunset rule" in breach[0]["recommended_action"]
-    assert datetime.fromisoformat(breach[0]["as_of"]) >= to_ms(now + timedelta(seconds=2))
+    assert breach[0]["as_of"] >= iso(now.timestamp() + 2)   # as the record shows instants (`iso`: milliseconds)
     scores = [orjson.loads(m.value) for m in kafka_io.read_topic(settings, settings.topic_scores)]
     assert scores[0]["sla_breaches"] == 0 and scores[-1]["sla_breaches"] == 1
     assert scores[-1]["version"] > scores[0]["version"]
@@ -151,7 +147,7 @@ def test_complaint_warned_then_breached_and_an_answer_in_between_saves_it(make_s
     assert kinds(missed) == [("sla_at_risk", "firing"), ("sla_breach", "firing"), ("sla_at_risk", "resolved")]
     warned, breach, superseded = missed
     assert now + timedelta(seconds=1) <= datetime.fromisoformat(warned["as_of"]) < now + timedelta(seconds=8)
-    assert datetime.fromisoformat(breach["as_of"]) >= to_ms(now + timedelta(seconds=8))
+    assert breach["as_of"] >= iso(now.timestamp() + 8)   # as the record shows instants (`iso`: milliseconds)
     assert superseded["alert_id"] == warned["alert_id"] and breach["alert_id"] in superseded["reasons"][0]
 
     saved = wait_for("cust-save", lambda a: ("sla_at_risk", "resolved") in kinds(a))
@@ -243,7 +239,7 @@ def test_case_lifecycle_escalation_dead_letters_and_duplicates(make_settings, st
     assert ignored in escalations[0]["reasons"][0]
     # 6 s after the missed deadline, where the breach's episode and case start (not the sweep
     # that published it): at least 6 s after the complaint was opened
-    assert datetime.fromisoformat(escalations[0]["as_of"]) >= to_ms(now + timedelta(seconds=6))
+    assert escalations[0]["as_of"] >= iso(now.timestamp() + 6)   # as the record shows instants
     send_action(settings, build_action(ignored, "cust-ignored", "acknowledged", "S023"))
     got = wait_for(lambda g: any(a["type"] == "escalation" and a["status"] == "resolved" for a in g))
     resolved = [a for a in got if a["type"] == "escalation" and a["status"] == "resolved"]
