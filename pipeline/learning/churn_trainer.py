@@ -449,7 +449,7 @@ def _train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained
     rows = np.flatnonzero(tr)
     stride = max(1, math.ceil(len(rows) / (LGBM_SELECTION_ROWS if kind == "lightgbm" else SELECTION_MAX_ROWS)))
     sub = rows[::stride]
-    X_sub, y_sub = X[sub], y[sub]
+    X_sub, y_sub = without_history_counts(X[sub]), y[sub]
     # the candidates' rows binned (trees) or standardised (logistic) once
     fit_sub = _lightgbm_fitter(X_sub, y_sub) if kind == "lightgbm" else _logistic_fitter(X_sub, y_sub)
     judged = np.flatnonzero(val)[judge]
@@ -473,9 +473,10 @@ def _train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained
         final = rows if kind != "lightgbm" else evenly_strided(rows, LGBM_MAX_ROWS)
         weight = recency_weights(t[final], half_life)
         if isinstance(model, LinearChurnModel):   # the winner on the subsample: a start near the optimum
-            model = _logistic_fitter(X[final], y[final], start=np.append(model.coef, model.intercept))(version, weight)
+            model = _logistic_fitter(without_history_counts(X[final]), y[final],
+                                     start=np.append(model.coef, model.intercept))(version, weight)
         else:
-            model = fit(X[final], y[final], version, weight)
+            model = fit(without_history_counts(X[final]), y[final], version, weight)
     calibrating = np.flatnonzero(cal)
     calibrating = evenly_strided(calibrating, JUDGE_MAX_ROWS)
     model.platt = fit_platt(model.raw(X[calibrating]), y[calibrating])
@@ -522,13 +523,24 @@ def _train(X: np.ndarray, y: np.ndarray, t: np.ndarray, *, version: str, trained
 # warning ran at 0.16 where 0.10 left). So does a sum over a window longer than the history
 # watched: `revenue_365d` (12 months of revenue) grows with the watching for a stream's first
 # year, and a model fitted on it two months younger ran a fifth to a third above the leave rate
-# (docs/evaluation.md, "Revenue over a window longer than the history"). The early-warning model
-# does without them: their column is constant in its training rows, so their weight is 0 and
-# they move neither the warning nor its baseline. churn_risk's model keeps them (its label is
-# partly "gone", where history counts help, and its handover rule judges it against the
-# hand-set model on the latest rows).
+# (docs/evaluation.md, "Revenue over a window longer than the history"). churn_risk's model
+# met the same: on a stream watched for four months, trained on its first two (the label needs
+# 2H of hindsight), it learned "few orders, short tenure: quiet next month" and ranked the
+# customers who had gone quiet at the end by their long history, below the active ones, with
+# silence features near weight 0 (docs/evaluation.md §7, "History counts in churn_risk's model").
+# Neither model fits them: their columns are constant in the fitted rows, so their weight is 0
+# and they move neither a risk nor its baseline. The customer's purchase rhythm stays in the
+# features that read it against the time watched (the MBG/NBD probabilities, silence against
+# the own gap, recent activity against the usual rate).
 HISTORY_COUNTS = ("orders", "active_days", "tenure_days", "revenue_365d")
 _HISTORY_COUNTS = [FEATURE_NAMES.index(name) for name in HISTORY_COUNTS]
+
+
+def without_history_counts(rows: np.ndarray) -> np.ndarray:
+    """`rows` (a copy the caller owns) with the history counts' columns set to 0: what a model
+    is fitted on (`HISTORY_COUNTS`)."""
+    rows[:, _HISTORY_COUNTS] = 0.0
+    return rows
 
 
 # The early warning serves only once its labelled snapshots span at least one horizon: its
@@ -563,10 +575,8 @@ def train_early_warning(X: np.ndarray, y: np.ndarray, t: np.ndarray, here: np.nd
     instants = np.asarray(t, dtype=np.float64)[here]
     if instants.max() - instants.min() < MIN_EARLY_WARNING_SPAN_HORIZONS * horizon_days * 86400.0:
         return None
-    rows = np.asarray(X)[here]   # boolean indexing copies: the caller's rows keep their history counts
-    rows[:, _HISTORY_COUNTS] = 0.0
     try:
-        model = train(rows, labels, np.asarray(t)[here], version=version, trained_at=trained_at,
+        model = train(np.asarray(X)[here], labels, np.asarray(t)[here], version=version, trained_at=trained_at,
                       leavers=leavers, kind="logistic", horizon_days=horizon_days)
     except ValueError:
         return None

@@ -283,11 +283,11 @@ def test_the_model_channel_round_trips_both_kinds_and_the_hand_set_handover():
 
 def test_the_model_channel_carries_each_features_fitted_range_and_reads_a_document_without_it():
     X, y, t = _training_rows(2)
-    X[:, 5] = np.nan                      # a feature never known in training: unbounded
+    X[:, 3] = np.nan                      # a feature never known in training: unbounded
     model = churn_trainer.train(X, y, t, version="lr-1", trained_at=float(t[-1]))
-    assert np.isneginf(model.low[5]) and np.isposinf(model.high[5])
+    assert np.isneginf(model.low[3]) and np.isposinf(model.high[3])
     doc = json.loads(encode_model(model, model.card))   # standard JSON: ±inf travel as null
-    assert doc["model"]["low"][5] is None and doc["model"]["high"][5] is None
+    assert doc["model"]["low"][3] is None and doc["model"]["high"][3] is None
     back = decode_published(json.dumps(doc).encode()).model
     assert np.array_equal(back.low, model.low) and np.array_equal(back.high, model.high)
     far = X[:20] * 50.0                   # far outside the fitted range
@@ -297,7 +297,7 @@ def test_the_model_channel_carries_each_features_fitted_range_and_reads_a_docume
     old = decode_published(json.dumps(doc).encode()).model
     assert old.low is None and old.high is None
     z = (np.nan_to_num(far, nan=0.0) - old.mean) / old.scale
-    z[:, 5] = 0.0
+    z[:, 3] = 0.0
     assert old.raw(far) == pytest.approx(z @ old.coef + old.intercept, rel=1e-9)
     doc["model"]["low"] = [0.0]
     with pytest.raises(ValueError, match="fitted range"):
