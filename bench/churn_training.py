@@ -20,7 +20,9 @@ import numpy as np
 
 from pipeline.domain.churn import DAY
 from pipeline.domain.churn_features import FEATURE_NAMES
-from pipeline.learning.churn_trainer import train, train_early_warning
+from pipeline.learning.churn_trainer import MIN_EARLY_WARNING_SPAN_HORIZONS, train, train_early_warning
+
+HORIZON_DAYS = 30.0   # the default churn horizon (CXPULSE_CHURN_HORIZON_DAYS)
 
 
 def _peak_rss_mb() -> float:
@@ -38,13 +40,20 @@ def main() -> None:
     n = args.customers * args.snapshots
     X = rng.normal(size=(n, len(FEATURE_NAMES))).astype(np.float32)
     X[rng.random(X.shape) < 0.05] = np.nan
-    t = np.repeat(np.arange(args.snapshots) * DAY, args.customers).astype(float)
-    z = -2.0 + 1.5 * np.nan_to_num(X[:, 0]) - 0.7 * np.nan_to_num(X[:, 8])
+    # daily snapshots, or further apart when daily ones would span less than the horizon: the
+    # early-warning model is trained only on snapshots spanning one horizon
+    # (churn_trainer.MIN_EARLY_WARNING_SPAN_HORIZONS), and 30 daily ones span 29 days
+    spacing = max(1.0, HORIZON_DAYS * MIN_EARLY_WARNING_SPAN_HORIZONS / max(1, args.snapshots - 1))
+    t = np.repeat(np.arange(args.snapshots) * spacing * DAY, args.customers).astype(float)
+    # the signal on two features the models fit (`orders`, column 8, was the second until the
+    # history counts stopped being fitted: churn_trainer.HISTORY_COUNTS)
+    signal = [FEATURE_NAMES.index("quiet_logit"), FEATURE_NAMES.index("basket")]
+    z = -2.0 + 1.5 * np.nan_to_num(X[:, signal[0]]) - 0.7 * np.nan_to_num(X[:, signal[1]])
     y = rng.random(n) < 1 / (1 + np.exp(-z))
     rss_before = _peak_rss_mb()
     load_before = os.getloadavg()[0]
     started, cpu_started = time.perf_counter(), time.process_time()
-    model = train(X, y, t, version="bench", trained_at=float(t.max()), kind=args.kind)
+    model = train(X, y, t, version="bench", trained_at=float(t.max()), kind=args.kind, horizon_days=HORIZON_DAYS)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     card = model.card
     print(f"{args.kind}: trained, calibrated and validated on {n:,} rows × {X.shape[1]} features "
@@ -55,11 +64,15 @@ def main() -> None:
           f"peak resident memory {rss_before:,.0f} MB with the rows built, {_peak_rss_mb():,.0f} MB after training")
     here = rng.random(n) < 0.8
     started = time.perf_counter()
-    early = train_early_warning(X, y, t, here, version="bench-ew", trained_at=float(t.max()), leavers=10_000)
+    early = train_early_warning(X, y, t, here, version="bench-ew", trained_at=float(t.max()), leavers=10_000,
+                                horizon_days=HORIZON_DAYS)
     ew_seconds = time.perf_counter() - started
-    print(f"early-warning model on the {int(here.sum()):,} rows still there: {ew_seconds:.1f} s wall "
-          f"(validation AUC {early.card.auc_validation if early is not None and early.card else None}); "
-          f"a retraining fits both: {seconds + ew_seconds:.1f} s; peak resident memory {_peak_rss_mb():,.0f} MB")
+    if early is None or early.card is None:
+        print(f"early-warning model: not trained ({ew_seconds:.1f} s; train_early_warning returned None)")
+    else:
+        print(f"early-warning model on the {int(here.sum()):,} rows still there: {ew_seconds:.1f} s wall "
+              f"(validation AUC {early.card.auc_validation}); a retraining fits both: {seconds + ew_seconds:.1f} s; "
+              f"peak resident memory {_peak_rss_mb():,.0f} MB")
     row = X[0].tolist()
     k = 2000 if args.kind == "logistic" else 50
     started = time.perf_counter()
