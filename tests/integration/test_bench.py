@@ -48,6 +48,17 @@ def test_quick_bench_writes_every_figure(tmp_path):
     assert 0 < result["worker_cpu_cores"] <= result["machine"]["nproc"] + 0.5
     assert result["pipeline_events_per_s"] < result["raw_events_per_s"] * 10
     assert result["latency_unscored"] == 0 and result["live_latency_unscored"] == 0
+    # a score record per customer per micro-batch that holds its events (and the sweep's when
+    # something moved): every customer at least once
+    # the pipeline interval starts at the worker's first input record read, before its first score
+    assert result["pipeline_from"] == "first input record read"
+    assert result["pipeline_events_per_s"] <= result["pipeline_events_per_s_from_first_score"]
+    assert result["worker_cpu_us_per_event"] >= result["worker_cpu_us_per_event_from_first_score"]
+    assert result["scores_per_event"] == pytest.approx(result["scores_published"] / result["events"], abs=1e-4)
+    assert result["customers_tracked"] / result["events"] <= result["scores_per_event"] + 1e-4   # (rounded)
+    assert result["scores_per_event"] < 3.0
+    for key in ("latency_scores_per_event", "live_scores_per_event"):
+        assert 0 < result[key] < 3.0, key
     # the worker's CPU over each paced phase, per event: some, and no more than all the cores
     # for the phase's length (at least the sending time) spread over its events
     for key in ("latency_worker_cpu_us_per_event", "live_worker_cpu_us_per_event"):
