@@ -12,9 +12,11 @@ One run, on the embedded broker (or CXPULSE_KAFKA_BOOTSTRAP) and chDB:
    records; if it cannot be installed or cannot run here, the reason is recorded;
 4. full pipeline: a Faust worker (WorkerProcess, fresh consumer group) consumes the same
    records: decode, per-customer state, scores/alerts/dead letters published, ClickHouse
-   rows written before offsets are committed. Measured from the first score it publishes
-   (record timestamp of the earliest cx.scores message of this run) to the moment its
-   committed offsets reach the end offsets (committed = durable), polled every 0.1 s;
+   rows written before offsets are committed. Measured from the moment it reads its first
+   input record (its cxpulse_events_consumed_total above 0, from its /metrics) to the moment
+   its committed offsets reach the end offsets (committed = durable), polled every 0.1 s;
+   the rate from its first score (the earliest cx.scores record), this measure until
+   session 32, is reported beside it;
 5. latency: with the worker caught up, the stream's events (moved to fresh customers,
    fresh event ids) are produced paced at half the measured pipeline rate (`--latency-share`); the j-th event
    of a customer is scored by the first cx.scores message of that customer counting ≥ j
