@@ -51,11 +51,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from pipeline.config import PROJECT_ROOT, Settings
+
+if TYPE_CHECKING:
+    from pipeline.adapters.kafka.worker_process import WorkerProcess
 
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
 PEER_SCRIPT = PROJECT_ROOT / "bench" / "quix_peer.py"
@@ -220,31 +223,23 @@ class FirstRead:
     the wait until it is above 0, then no more (a scrape costs the worker CPU). `at` is the
     last poll that still saw 0: the first record was read after it."""
 
-    def __init__(self, url: str):
-        self.url = url
+    def __init__(self, worker: "WorkerProcess"):
+        self.worker = worker
         self.at: float | None = None
-        self.seen = False
         self._before = time.time()
 
-    def poll(self, *_: object) -> None:
-        if self.seen:
+    def poll(self) -> None:
+        if self.at is not None:
             return
         now = time.time()
-        if consumed_records(self.url) > 0:
-            self.seen, self.at = True, self._before
+        try:
+            read = self.worker.counter("cxpulse_events_consumed", timeout=2)
+        except OSError:   # not answering yet, or too busy to
+            read = 0.0
+        if read > 0:
+            self.at = self._before
         else:
             self._before = now
-
-
-def consumed_records(url: str) -> float:
-    """The worker's input records read so far (its /metrics; 0 when it does not answer)."""
-    try:
-        with urllib.request.urlopen(url + "/metrics", timeout=2) as r:
-            text = r.read().decode()
-    except OSError:
-        return 0.0
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("cxpulse_events_consumed_total{"))
 
 
 IDLE_SECONDS = 5.0
@@ -977,7 +972,7 @@ def run_bench(settings: Settings, events: int = DEFAULT_EVENTS, seed: int = 7, l
         rss_start = rss_bytes(worker.pid)
         cpu = CpuTrace(worker.pid)
         cpu.sample()
-        first_read = FirstRead(worker.url)
+        first_read = FirstRead(worker)
 
         def progress(left: int) -> None:
             cpu.sample()

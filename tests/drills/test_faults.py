@@ -20,7 +20,6 @@ import re
 import socket
 import threading
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from datetime import datetime, timezone
@@ -134,10 +133,7 @@ def wait_in_group(worker: WorkerProcess, timeout: float = 60) -> bool:
 
 def applied_total(worker: WorkerProcess) -> int:
     """Input events the worker applied so far (its /metrics, cxpulse_events_applied_total)."""
-    with urllib.request.urlopen(worker.url + "/metrics", timeout=5) as r:
-        text = r.read().decode()
-    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("cxpulse_events_applied_total{")))
+    return int(worker.counter("cxpulse_events_applied"))
 
 
 def applied_so_far(worker: WorkerProcess) -> int:

@@ -48,12 +48,12 @@ def test_quick_bench_writes_every_figure(tmp_path):
     assert 0 < result["worker_cpu_cores"] <= result["machine"]["nproc"] + 0.5
     assert result["pipeline_events_per_s"] < result["raw_events_per_s"] * 10
     assert result["latency_unscored"] == 0 and result["live_latency_unscored"] == 0
-    # a score record per customer per micro-batch that holds its events (and the sweep's when
-    # something moved): every customer at least once
     # the pipeline interval starts at the worker's first input record read, before its first score
     assert result["pipeline_from"] == "first input record read"
     assert result["pipeline_events_per_s"] <= result["pipeline_events_per_s_from_first_score"]
     assert result["worker_cpu_us_per_event"] >= result["worker_cpu_us_per_event_from_first_score"]
+    # a score record per customer per micro-batch that holds its events (and the sweep's when
+    # something moved): every customer at least once
     assert result["scores_per_event"] == pytest.approx(result["scores_published"] / result["events"], abs=1e-4)
     assert result["customers_tracked"] / result["events"] <= result["scores_per_event"] + 1e-4   # (rounded)
     assert result["scores_per_event"] < 3.0

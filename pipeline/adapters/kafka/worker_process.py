@@ -67,6 +67,16 @@ class WorkerProcess:
         self.kill()
         raise WorkerError(f"worker did not answer /healthz within {timeout}s; see {self.log_path}:\n{self.log_tail()}")
 
+    def counter(self, name: str, timeout: float = 5.0) -> float:
+        """The worker's counter `name` (as registered, e.g. "cxpulse_events_applied") summed over
+        its labels, read from its /metrics; OSError when it does not answer within `timeout`."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(self.url + "/metrics", timeout=timeout) as r:
+            text = r.read().decode()
+        return sum(sample.value for family in text_string_to_metric_families(text) if family.name == name
+                   for sample in family.samples if sample.name == name + "_total")
+
     def log_tail(self, chars: int = 2000) -> str:
         if self.log_path is None:   # not started
             return ""
