@@ -64,11 +64,12 @@ def main() -> None:
           f"peak resident memory {rss_before:,.0f} MB with the rows built, {_peak_rss_mb():,.0f} MB after training")
     here = rng.random(n) < 0.8
     started = time.perf_counter()
-    early = train_early_warning(X, y, t, here, version="bench-ew", trained_at=float(t.max()), leavers=10_000,
-                                horizon_days=HORIZON_DAYS)
+    fit = train_early_warning(X, y, t, here, version="bench-ew", trained_at=float(t.max()), leavers=10_000,
+                              horizon_days=HORIZON_DAYS)
+    early = fit.model
     ew_seconds = time.perf_counter() - started
     if early is None or early.card is None:
-        print(f"early-warning model: not trained ({ew_seconds:.1f} s; train_early_warning returned None)")
+        print(f"early-warning model: not trained ({ew_seconds:.1f} s; {fit.withheld})")
     else:
         print(f"early-warning model on the {int(here.sum()):,} rows still there: {ew_seconds:.1f} s wall "
               f"(validation AUC {early.card.auc_validation}); a retraining fits both: {seconds + ew_seconds:.1f} s; "

@@ -38,10 +38,10 @@ train_early_warning = cl.train_early_warning
 
 
 def kept(X, y, t, here, **kw):
-    m = train_early_warning(X, y, t, here, **kw)
-    if m is not None:
-        models.append((kw["trained_at"], m, float(np.asarray(t)[np.asarray(here, bool)].max())))
-    return m
+    fit = train_early_warning(X, y, t, here, **kw)
+    if fit.model is not None:
+        models.append((kw["trained_at"], fit.model, float(np.asarray(t)[np.asarray(here, bool)].max())))
+    return fit
 
 
 cl.train_early_warning = kept

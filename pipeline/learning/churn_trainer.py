@@ -111,8 +111,10 @@ class LinearChurnModel:
     intercept: float
     platt: tuple[float, float] = (1.0, 0.0)
     card: ModelCard | None = None
-    # the early-warning model trained with it on the same history (`train_early_warning`)
+    # the early-warning model trained with it on the same history (`train_early_warning`), or
+    # why there is none (`early_warning_withheld`; kept by the learner, not published)
     early_warning: "LinearChurnModel | None" = None
+    early_warning_withheld: str | None = None
     # each feature's fitted range (`fitted_range`), in its own units: a value outside it scores
     # as the range's edge. None: unbounded (a model published before the range was kept)
     low: np.ndarray | None = None
@@ -153,6 +155,7 @@ class TreeChurnModel:
     platt: tuple[float, float] = (1.0, 0.0)
     card: ModelCard | None = None
     early_warning: "LinearChurnModel | None" = None
+    early_warning_withheld: str | None = None
 
     def raw(self, X: np.ndarray) -> np.ndarray:
         return self.booster.predict(np.asarray(X, dtype=np.float64), raw_score=True)
@@ -555,8 +558,17 @@ def without_history_counts(rows: np.ndarray) -> np.ndarray:
 MIN_EARLY_WARNING_SPAN_HORIZONS = 1.0
 
 
+@dataclass(frozen=True)
+class EarlyWarningFit:
+    """What a retraining gives the early warning: its model, or None and why (`withheld`:
+    logged by the learner and printed by `cxpulse evaluate`, so that a warning that is not
+    there, or no longer there after a retraining, says what it waits for)."""
+    model: LinearChurnModel | None
+    withheld: str | None = None
+
+
 def train_early_warning(X: np.ndarray, y: np.ndarray, t: np.ndarray, here: np.ndarray, *, version: str,
-                        trained_at: float, leavers: int = 0, horizon_days: float = 30.0) -> LinearChurnModel | None:
+                        trained_at: float, leavers: int = 0, horizon_days: float = 30.0) -> EarlyWarningFit:
     """The early-warning model: P(the customer leaves within H | still here at the snapshot),
     on the rows whose customer was active within H after the snapshot (`here`: it was still
     there), where the churn label says whether it then left (no active day in the next H
@@ -564,26 +576,34 @@ def train_early_warning(X: np.ndarray, y: np.ndarray, t: np.ndarray, here: np.nd
     among the customers still there silence means the opposite, so churn_risk ranks *them*
     by how soon they leave no better than its silence allows (docs/evaluation.md §7, "Where
     the remaining gap to the oracle is"). Logistic with the sign prior, the same `train`,
-    for exact additive explanations. None while those rows are too few (the cold-start
-    minimums), while their snapshot instants span less than the horizon H
-    (`MIN_EARLY_WARNING_SPAN_HORIZONS`), or when its validation AUC is not above chance."""
+    for exact additive explanations. No model (`withheld` says which) while those rows are
+    too few (the cold-start minimums), while their snapshot instants span less than the
+    horizon H (`MIN_EARLY_WARNING_SPAN_HORIZONS`), or when its validation AUC is not above
+    chance."""
     here = np.asarray(here, dtype=bool)
     labels = np.asarray(y, dtype=bool)[here]
     positives = int(labels.sum())
     if not enough_history(positives, len(labels) - positives, leavers):
-        return None
+        return EarlyWarningFit(None, f"too few rows of customers still there at their snapshot: {positives} leaving / "
+                                     f"{len(labels) - positives} staying from {leavers} leavers (it needs "
+                                     f"{MIN_POSITIVES} / {MIN_NEGATIVES} from {MIN_LEAVERS})")
     instants = np.asarray(t, dtype=np.float64)[here]
-    if instants.max() - instants.min() < MIN_EARLY_WARNING_SPAN_HORIZONS * horizon_days * 86400.0:
-        return None
+    span_days = float(instants.max() - instants.min()) / 86400.0
+    if span_days < MIN_EARLY_WARNING_SPAN_HORIZONS * horizon_days:
+        return EarlyWarningFit(None, f"its labelled snapshots span {span_days:.0f} days, less than "
+                                     f"{MIN_EARLY_WARNING_SPAN_HORIZONS * horizon_days:g} (one horizon)")
     try:
         model = train(np.asarray(X)[here], labels, np.asarray(t)[here], version=version, trained_at=trained_at,
                       leavers=leavers, kind="logistic", horizon_days=horizon_days)
-    except ValueError:
-        return None
+    except ValueError as exc:
+        return EarlyWarningFit(None, f"training failed: {exc}")
     assert isinstance(model, LinearChurnModel) and model.card is not None
-    if model.card.auc_validation is None or model.card.auc_validation <= 0.5:
-        return None
-    return model
+    if model.card.auc_validation is None:
+        return EarlyWarningFit(None, "its validation rows hold one class only (no AUC)")
+    if model.card.auc_validation <= 0.5:
+        return EarlyWarningFit(None, f"validation AUC {model.card.auc_validation:.4f}, not above chance "
+                                     f"({model.card.rows_validation} rows of customers still there)")
+    return EarlyWarningFit(model)
 
 
 def better_than_reference(card: ModelCard) -> bool:

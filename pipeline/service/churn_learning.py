@@ -58,10 +58,13 @@ def fit_model(kind: str, now: float, data: "TrainingSet"):
     except ValueError as exc:
         log.warning("churn model: training at %s skipped: %s", now, exc)
         return None
-    if data.here is not None:
-        model.early_warning = train_early_warning(
+    if data.here is None:
+        model.early_warning_withheld = "the history does not say which customers were still there"
+    else:
+        early = train_early_warning(
             data.X, data.y, data.t, data.here, version="ew-" + model_version(kind, now).split("-", 1)[1],
             trained_at=now, leavers=data.leavers, horizon_days=data.horizon_days)
+        model.early_warning, model.early_warning_withheld = early.model, early.withheld
     return model
 
 
@@ -86,6 +89,8 @@ class ChurnLearner:
     on_switch: Callable[[ModelCard | None], None] | None = None
     cards: list[ModelCard] = field(default_factory=list)        # every model trained, served or not
     served: ModelCard | None = None                              # the model serving now (None: hand-set)
+    early_warning: ModelCard | None = None                       # the early warning serving now (None: none)
+    early_warning_withheld: str | None = None                    # why none serves after the last training
     last_train: float = float("-inf")
     train_seconds: list[float] = field(default_factory=list)    # wall time of each training (measurement only)
     _cold_logged: bool = False
@@ -163,6 +168,20 @@ class ChurnLearner:
         self.adopt(model, core)
         return model.card
 
+    def _adopt_early_warning(self, model, core) -> None:
+        """The early warning trained with `model` serves, or none does; logged at each
+        training, with why none serves (`train_early_warning`'s `withheld`)."""
+        before = core.early_warning.version if core.early_warning is not None else "none"
+        early = model.early_warning
+        core.early_warning = early
+        self.early_warning = early.card if early is not None else None
+        self.early_warning_withheld = model.early_warning_withheld if early is None else None
+        if early is not None:
+            log.info("early warning: %s -> %s (validation AUC %s)", before, early.version,
+                     early.card.auc_validation if early.card is not None else None)
+        else:
+            log.info("early warning: %s -> none: %s", before, model.early_warning_withheld)
+
     def training_set(self, now: float, book: SnapshotBook | None = None) -> TrainingSet | None:
         """The labelled history at `now` as arrays (a copy: later ticks do not change it), or
         None while the history is too small (cold start). `book`: another book than the
@@ -196,7 +215,7 @@ class ChurnLearner:
         card = model.card
         self.cards.append(card)
         # the early-warning model serves as trained, whichever model scores churn_risk (None: none yet)
-        core.early_warning = model.early_warning
+        self._adopt_early_warning(model, core)
         previous = core.churn_model.version if core.churn_model is not None else "hand-set"
         if not better_than_reference(card):
             log.info("churn model %s not served: validation AUC %s (still active: %s) / Brier %s vs the hand-set "

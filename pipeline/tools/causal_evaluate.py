@@ -89,6 +89,7 @@ def run_causal_evaluate(settings: Settings, model: HazardModel, customers: int =
                   if res.scores[c].get("early_warning") is not None]
     ew_share = (lift_share(ew_auc, auc_oracle) if ew_auc is not None and auc_oracle is not None and auc_oracle > 0.5
                 else None)
+    summary = _model_summary(res)
     result = {
         "mode": "causal", "hazard": model.to_json(), "customers": customers, "days": days, "seed": seed,
         "cut_day": cut_day, "cut": cut.isoformat(), "records": len(stream.records),
@@ -109,10 +110,19 @@ def run_causal_evaluate(settings: Settings, model: HazardModel, customers: int =
         "brier_early_warning": _r(brier_score(ew_labels, ew_risk)) if early else None,
         "brier_base_rate_early_warning": _r(brier_score(ew_labels, [sum(ew_labels) / len(ew_labels)] * len(early)))
         if early else None,
-        "churn_model": _model_summary(res),
+        "early_warning_model": _early_warning_model(summary),
+        "churn_model": summary,
     }
     _print(say, result)
     return result
+
+
+def _early_warning_model(summary: dict | None) -> str | None:
+    """The early-warning model that scored the cut, or why none did (None: no learning)."""
+    ew = summary["early_warning"] if summary is not None else None
+    if ew is None:
+        return None
+    return f"none: {ew['withheld']}" if "withheld" in ew else f"{ew['version']} (validation AUC {ew['auc_validation']})"
 
 
 def summary_table(results: list[dict]) -> list[str]:

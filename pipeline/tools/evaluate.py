@@ -207,7 +207,11 @@ def _model_summary(res) -> dict | None:
     return {"labelled_rows": pos + neg, "labelled_leaving": pos, "leavers": leavers, "models_trained": len(served),
             "train_seconds_max": _r(max(learner.train_seconds), 2) if learner.train_seconds else None,
             "serving": learner.served.to_dict() if learner.served is not None else None,
-            "last_trained": served[-1].to_dict() if served else None}
+            "last_trained": served[-1].to_dict() if served else None,
+            # the early warning serving at the end: its card, or why none serves (None: no training yet)
+            "early_warning": (learner.early_warning.to_dict() if learner.early_warning is not None
+                              else {"withheld": learner.early_warning_withheld} if learner.early_warning_withheld
+                              else None)}
 
 
 def churn_alert_episodes(alerts: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[datetime, datetime | None]]]:
@@ -282,6 +286,7 @@ def _print(say: Callable[[str], object], result: dict) -> None:
         "lift_share": "share of the oracle's lift over 0.5 captured",
         "brier_oracle": "Brier score of the oracle",
         "early_warning_customers": "customers with an early_warning at the cut",
+        "early_warning_model": "early-warning model at the cut",
         "auc_early_warning": "ROC AUC of early_warning at the early cutoff",
         "lift_share_early_warning": "share of the oracle's lift captured by early_warning",
         "driver_top2_early_warning": "planted driver among the top-2 early_warning_drivers",

@@ -204,6 +204,7 @@ def test_run_causal_evaluate_small(settings):
     assert r["recent_leavers_with_driver"] + r["recent_leavers_at_baseline"] == r["leave_within_30d"]
     assert sum(row["n"] for row in r["reliability_early"]) == r["present_at_cut"]
     assert len(summary_table([r, r])) == 3
+    assert r["churn_model"] is None and r["early_warning_model"] is None   # the hand-set model: nothing learned
     with pytest.raises(ValueError, match="cut day"):
         run_causal_evaluate(settings, PRESETS["strong"], customers=10, days=40, cut_day=20, end=END)
 

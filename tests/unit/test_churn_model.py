@@ -209,15 +209,36 @@ def test_the_early_warning_model_learns_who_leaves_among_the_customers_still_the
     leaves = ~gone & (X[:, incidents] + rng.normal(0, 0.7, n) > 1.8)
     y, here = gone | leaves, ~gone
     t = np.repeat(np.arange(30) * 1.5 * DAY, n // 30)
-    ew = churn_trainer.train_early_warning(X, y, t, here, version="ew-1", trained_at=float(t[-1]), leavers=500)
+    ew = churn_trainer.train_early_warning(X, y, t, here, version="ew-1", trained_at=float(t[-1]), leavers=500).model
     direct = train(X[here], y[here], t[here], version="ew-1", trained_at=float(t[-1]), leavers=500)
     assert ew is not None and np.array_equal(ew.coef, direct.coef) and ew.card == direct.card
     from sklearn.metrics import roc_auc_score
     whole = train(X, y, t, version="lr-1", trained_at=float(t[-1]), leavers=500)
     assert roc_auc_score(leaves[here], ew.predict(X[here])) > roc_auc_score(leaves[here], whole.predict(X[here])) + 0.05
-    # too few rows still there: no early-warning model (the cold-start minimums)
-    assert churn_trainer.train_early_warning(X, y, t, here & (np.arange(n) < 150), version="ew-2",
-                                             trained_at=float(t[-1]), leavers=500) is None
+    # too few rows still there: no early-warning model (the cold-start minimums), and it says so
+    few = churn_trainer.train_early_warning(X, y, t, here & (np.arange(n) < 150), version="ew-2",
+                                            trained_at=float(t[-1]), leavers=500)
+    assert few.model is None and few.withheld.startswith("too few rows of customers still there")
+    assert "it needs 200 / 200 from 50" in few.withheld
+
+
+def test_an_early_warning_at_chance_is_withheld_and_says_why():
+    """Incidents that do not tell who leaves: the model trained on them validates at chance
+    and serves no warning; `withheld` names the AUC, which the learner logs and
+    `cxpulse evaluate` prints."""
+    rng = np.random.default_rng(5)
+    n, k = 6000, len(FEATURE_NAMES)
+    X = np.zeros((n, k))
+    X[:, FEATURE_NAMES.index("failed_recovery_count")] = rng.exponential(1.0, n)
+    y = rng.random(n) < 0.2
+    t = np.repeat(np.arange(30) * 1.5 * DAY, n // 30)
+    fit = churn_trainer.train_early_warning(X, y, t, np.ones(n, bool), version="ew", trained_at=float(t[-1]),
+                                            leavers=500)
+    direct = train(X, y, t, version="ew", trained_at=float(t[-1]), leavers=500)
+    assert direct.card.auc_validation <= 0.5   # the case at hand: the same training, at chance
+    assert fit.model is None
+    assert fit.withheld == (f"validation AUC {direct.card.auc_validation:.4f}, not above chance "
+                            f"({direct.card.rows_validation} rows of customers still there)")
 
 
 def test_no_early_warning_model_until_its_labelled_history_spans_a_horizon():
@@ -235,10 +256,14 @@ def test_no_early_warning_model_until_its_labelled_history_spans_a_horizon():
     for days, trained in ((29.0, False), (30.0, True)):
         t = np.repeat(np.linspace(0.0, days, 30) * DAY, n // 30)
         ew = churn_trainer.train_early_warning(X, y, t, here, version="ew", trained_at=float(t[-1]), leavers=500)
-        assert (ew is not None) is trained, days
+        assert (ew.model is not None) is trained, days
+        assert (ew.withheld is None) is trained, days
+    short = churn_trainer.train_early_warning(X, y, t * 29.0 / 30.0, here, version="ew", trained_at=float(t[-1]),
+                                              leavers=500)
+    assert short.withheld == "its labelled snapshots span 29 days, less than 30 (one horizon)"
     t = np.repeat(np.linspace(0.0, 14.0, 30) * DAY, n // 30)   # a shorter horizon asks a shorter span
     assert churn_trainer.train_early_warning(X, y, t, here, version="ew", trained_at=float(t[-1]), leavers=500,
-                                             horizon_days=14) is not None
+                                             horizon_days=14).model is not None
 
 
 @pytest.mark.parametrize("kind", ["logistic", "lightgbm"])
@@ -262,7 +287,7 @@ def test_neither_model_fits_the_counts_of_the_observed_history(kind):
     t = np.repeat(np.arange(30) * 1.5 * DAY, n // 30)
     before = X.copy()
     ew = churn_trainer.train_early_warning(X, y, t, np.ones(n, bool), version="ew-1", trained_at=float(t[-1]),
-                                           leavers=500)
+                                           leavers=500).model
     risk = train(X, y, t, version="m-1", trained_at=float(t[-1]), leavers=500, kind=kind)
     assert np.array_equal(X, before)
     assert ew is not None and ew.card.auc_validation > 0.7   # the incidents still rank
@@ -924,6 +949,33 @@ def test_switch_above_the_minimum_and_version_handover():
     card2 = learner.retrain(37 * DAY, core)
     assert core.churn_model.version == card2.version != card.version
     assert [c.version for c in switches] == [card.version, card2.version]
+
+
+def test_the_learner_serves_the_early_warning_trained_with_each_model_and_says_why_none(caplog):
+    """At each training the early warning trained with the model serves, or none does: a
+    warning serving before is withdrawn, and the log and `cxpulse evaluate`'s summary say why
+    (the `withheld` of `train_early_warning`)."""
+    import logging
+    from types import SimpleNamespace
+
+    from pipeline.tools.evaluate import _model_summary
+
+    learner, core = _learner_with(rows=6000, leavers=400)
+    X, y, t = synthetic()
+    model = train(X, y, t, version="lr-a", trained_at=t.max())
+    model.early_warning = train(X, y, t, version="ew-a", trained_at=t.max())
+    caplog.set_level(logging.INFO, logger="cxpulse.churn_model")
+    learner.adopt(model, core)
+    assert core.early_warning is model.early_warning and learner.early_warning == model.early_warning.card
+    assert _model_summary(SimpleNamespace(learner=learner))["early_warning"]["version"] == "ew-a"
+    later = train(X, y, t, version="lr-b", trained_at=t.max())
+    later.early_warning_withheld = "validation AUC 0.4996, not above chance (24050 rows of customers still there)"
+    learner.adopt(later, core)
+    assert core.early_warning is None and learner.early_warning is None
+    assert _model_summary(SimpleNamespace(learner=learner))["early_warning"] == {"withheld": later.early_warning_withheld}
+    assert "early warning: none -> ew-a" in caplog.text
+    assert ("early warning: ew-a -> none: validation AUC 0.4996, not above chance (24050 rows of customers still "
+            "there)") in caplog.text
 
 
 def test_a_model_worse_than_the_serving_one_is_not_served():
