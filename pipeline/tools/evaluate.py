@@ -179,6 +179,15 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
                        "early_negatives": len(e_labels) - sum(e_labels), "auc_early": _r(_safe_auc(e_labels, e_risk)),
                        "precision_early": _r(p_e), "recall_early": _r(r_e)})
         result.update({f"{k}_early": v for k, v in _calibration(e_labels, e_risk).items()})
+        # the early warning, where a learned one scored the cut: the question it answers (leaves soon, still there)
+        ew = [(y, float(p)) for c, y in zip(e_ids, e_labels) if (p := early.scores[c].get("early_warning")) is not None]
+        ew_labels, ew_risk = [y for y, _ in ew], [p for _, p in ew]
+        result.update({
+            "early_warning_customers_early": len(ew),
+            "auc_early_warning_early": _r(_safe_auc(ew_labels, ew_risk)) if ew else None,
+            "brier_early_warning_early": _r(brier_score(ew_labels, ew_risk)) if ew else None,
+            "brier_base_rate_early_warning_early": (_r(brier_score(ew_labels, [sum(ew_labels) / len(ew)] * len(ew)))
+                                                    if ew else None)})
         result["churn_model_early"] = _model_summary(early)
     result["churn_model"] = _model_summary(res)
     _print(say, result)
@@ -287,6 +296,10 @@ def _print(say: Callable[[str], object], result: dict) -> None:
         "brier_oracle": "Brier score of the oracle",
         "early_warning_customers": "customers with an early_warning at the cut",
         "early_warning_model": "early-warning model at the cut",
+        "early_warning_customers_early": "customers with an early_warning at the early cutoff",
+        "auc_early_warning_early": "ROC AUC of early_warning at the early cutoff",
+        "brier_early_warning_early": "Brier score of early_warning at the early cutoff",
+        "brier_base_rate_early_warning_early": "Brier score of the churn share (those customers)",
         "auc_early_warning": "ROC AUC of early_warning at the early cutoff",
         "lift_share_early_warning": "share of the oracle's lift captured by early_warning",
         "driver_top2_early_warning": "planted driver among the top-2 early_warning_drivers",

@@ -102,6 +102,8 @@ def test_run_evaluate_small(settings):
     assert r["driver_top2"] is not None and 0.0 <= r["driver_top2"] <= 1.0
     assert r["lead_time_days_median"] is None or math.isfinite(r["lead_time_days_median"])
     assert r["early_positives"] > 0 and r["early_negatives"] > 0
+    # the hand-set model has no early warning: none judged at the early cutoff
+    assert r["early_warning_customers_early"] == 0 and r["auc_early_warning_early"] is None
     # calibration covers every customer, and beats (or at worst matches) knowing only the churn share
     assert sum(row["n"] for row in r["reliability"]) == 150
     assert 0.0 <= r["brier"] <= r["brier_base_rate"] == pytest.approx(0.2 * 0.8)
