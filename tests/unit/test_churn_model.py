@@ -976,6 +976,19 @@ def test_the_learner_serves_the_early_warning_trained_with_each_model_and_says_w
     assert "early warning: none -> ew-a" in caplog.text
     assert ("early warning: ew-a -> none: validation AUC 0.4996, not above chance (24050 rows of customers still "
             "there)") in caplog.text
+    # the worker's gauges (set as it installs the published model): none serving has no AUC, not the last one's
+    from prometheus_client import CollectorRegistry
+
+    from pipeline.adapters.observability.metrics import Metrics
+
+    metrics = Metrics(CollectorRegistry(), topics=())
+    metrics.churn_early_warning(model.early_warning.card)
+    assert metrics.registry.get_sample_value("cxpulse_churn_early_warning_trained") == 1
+    assert metrics.registry.get_sample_value("cxpulse_churn_early_warning_validation_auc") == \
+        model.early_warning.card.auc_validation
+    metrics.churn_early_warning(None)
+    assert metrics.registry.get_sample_value("cxpulse_churn_early_warning_trained") == 0
+    assert math.isnan(metrics.registry.get_sample_value("cxpulse_churn_early_warning_validation_auc"))
 
 
 def test_a_model_worse_than_the_serving_one_is_not_served():

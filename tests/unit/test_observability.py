@@ -319,7 +319,7 @@ def test_scrape_config_targets_the_workers():
 REQUIRED_ALERTS = {"CxpulsePipelineDown", "CxpulseConsumerLagGrowing", "CxpulseDeadLetterRatioHigh",
                    "CxpulseSinkFailing", "CxpulseSlaBreachesRising", "CxpulseHighTierComplaintsAtRisk",
                    "CxpulseHighTierChurnAlertsSpiking", "CxpulseChurnTrainingIncomplete",
-                   "CxpulseChurnModelRefused"}
+                   "CxpulseChurnModelRefused", "CxpulseEarlyWarningWithdrawn"}
 
 
 def test_alert_rules_have_severity_summary_and_runbook():

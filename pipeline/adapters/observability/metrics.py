@@ -447,8 +447,8 @@ class Metrics:
     def churn_early_warning(self, card) -> None:
         """The early-warning model installed (its ModelCard; None: none serves)."""
         self._ew_trained.set(0 if card is None else 1)
-        if card is not None:
-            self._ew_auc.set(card.auc_validation if card.auc_validation is not None else math.nan)
+        # none serving (withdrawn by a retraining): no AUC, not the last one's
+        self._ew_auc.set(card.auc_validation if card is not None and card.auc_validation is not None else math.nan)
 
     def churn_model_refused(self) -> None:
         """A record of the models topic was refused (this build cannot serve it)."""
