@@ -19,7 +19,7 @@ from typing import Callable
 from pipeline.bootstrap import build_core
 from pipeline.config import Settings
 from pipeline.tools.evaluate import (
-    _calibration, _fresh_topic_of, _print, _r, _safe_auc, brier_score, lift_share, top_k_share,
+    _calibration, _fresh_topic_of, _print, _r, _safe_auc, brier_score, early_warning_judged, lift_share, top_k_share,
 )
 from pipeline.tools.hazard_model import HazardModel, oracle_drivers
 
@@ -81,9 +81,7 @@ def run_causal_evaluate(settings: Settings, model: HazardModel, customers: int =
         hits[d] += d in ns[:2]
     calib = _calibration(labels, risk)
     # the early warning, P(leaves within H | still here), where an early-warning model served at the cut
-    early = [(y, p) for c, y in zip(ids, labels) if (p := res.scores[c].get("early_warning")) is not None]
-    ew_labels, ew_risk = [y for y, _ in early], [p for _, p in early]
-    ew_auc = _safe_auc(ew_labels, ew_risk) if early else None
+    n_ew, ew_auc, ew_brier, ew_base = early_warning_judged(labels, [res.scores[c].get("early_warning") for c in ids])
     ew_named = [[d["factor"] for d in res.scores[c].get("early_warning_drivers", [])] for c, _ in leavers]
     ew_leavers = [(d, ns) for (c, _), d, ns in zip(leavers, planted, ew_named)
                   if res.scores[c].get("early_warning") is not None]
@@ -103,13 +101,11 @@ def run_causal_evaluate(settings: Settings, model: HazardModel, customers: int =
         "driver_top2": _r(top_k_share(planted, named, 2)) if leavers else None,
         "driver_top2_by_driver": {d: f"{hits[d]}/{per[d]}" for d in sorted(per)},
         "driver_top2_oracle": _r(top_k_share(planted, oracle_named, 2)) if leavers else None,
-        "early_warning_customers": len(early),
+        "early_warning_customers": n_ew,
         "auc_early_warning": _r(ew_auc), "lift_share_early_warning": _r(ew_share),
         "driver_top2_early_warning": _r(top_k_share([d for d, _ in ew_leavers], [ns for _, ns in ew_leavers], 2))
         if ew_leavers else None,
-        "brier_early_warning": _r(brier_score(ew_labels, ew_risk)) if early else None,
-        "brier_base_rate_early_warning": _r(brier_score(ew_labels, [sum(ew_labels) / len(ew_labels)] * len(early)))
-        if early else None,
+        "brier_early_warning": _r(ew_brier), "brier_base_rate_early_warning": _r(ew_base),
         "early_warning_model": _early_warning_model(summary),
         "churn_model": summary,
     }

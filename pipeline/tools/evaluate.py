@@ -51,6 +51,17 @@ def _safe_auc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
         return None
 
 
+def early_warning_judged(labels: Sequence[bool], warnings: Sequence[float | None]
+                         ) -> tuple[int, float | None, float | None, float | None]:
+    """`early_warning` judged on the customers who have one (None: no early-warning model
+    scored them): (how many, ROC AUC, Brier, Brier of predicting their churn share)."""
+    pairs = [(y, float(p)) for y, p in zip(labels, warnings) if p is not None]
+    if not pairs:
+        return 0, None, None, None
+    ys, ps = [y for y, _ in pairs], [p for _, p in pairs]
+    return len(pairs), _safe_auc(ys, ps), brier_score(ys, ps), brier_score(ys, [sum(ys) / len(ys)] * len(ys))
+
+
 def _r(x: float | None, nd: int = 4) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(x, nd)
 
@@ -180,14 +191,10 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
                        "precision_early": _r(p_e), "recall_early": _r(r_e)})
         result.update({f"{k}_early": v for k, v in _calibration(e_labels, e_risk).items()})
         # the early warning, where a learned one scored the cut: the question it answers (leaves soon, still there)
-        ew = [(y, float(p)) for c, y in zip(e_ids, e_labels) if (p := early.scores[c].get("early_warning")) is not None]
-        ew_labels, ew_risk = [y for y, _ in ew], [p for _, p in ew]
-        result.update({
-            "early_warning_customers_early": len(ew),
-            "auc_early_warning_early": _r(_safe_auc(ew_labels, ew_risk)) if ew else None,
-            "brier_early_warning_early": _r(brier_score(ew_labels, ew_risk)) if ew else None,
-            "brier_base_rate_early_warning_early": (_r(brier_score(ew_labels, [sum(ew_labels) / len(ew)] * len(ew)))
-                                                    if ew else None)})
+        n_ew, ew_auc, ew_brier, ew_base = early_warning_judged(
+            e_labels, [early.scores[c].get("early_warning") for c in e_ids])
+        result.update({"early_warning_customers_early": n_ew, "auc_early_warning_early": _r(ew_auc),
+                       "brier_early_warning_early": _r(ew_brier), "brier_base_rate_early_warning_early": _r(ew_base)})
         result["churn_model_early"] = _model_summary(early)
     result["churn_model"] = _model_summary(res)
     _print(say, result)
