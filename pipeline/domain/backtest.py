@@ -43,13 +43,30 @@ def backtest_figures(rows: Sequence[BacktestRow],
     n, churned, auc, brier, brier_base_rate = _scored(labels, [r.churn_risk for r in rows])
     out: dict = {"customers": n, "churned": churned, "churn_rate": churned / n if n else None,
                  "auc": auc, "brier": brier, "brier_base_rate": brier_base_rate}
-    for i, level in enumerate(LEVELS):
-        alerted = [r.churn_risk >= thresholds.get(r.tier, thresholds["standard"])[i] for r in rows]
-        p, rc = precision_recall_at(labels, [1.0 if a else 0.0 for a in alerted], 0.5)
-        out[f"alerted_{level}"] = sum(alerted)
-        out[f"precision_{level}"] = p if any(alerted) else None
-        out[f"recall_{level}"] = rc if churned else None
+    for level in LEVELS:
+        alerted, p, rc = alert_figures(labels, [r.churn_risk for r in rows], [r.tier for r in rows], level, thresholds)
+        out[f"alerted_{level}"] = alerted
+        out[f"precision_{level}"] = p
+        out[f"recall_{level}"] = rc
     return out
+
+
+def alerted_at(score: float | None, tier: str, level: str = "warning",
+               thresholds: Mapping[str, tuple[float, float]] = CHURN_THRESHOLDS) -> bool:
+    """Whether `score` reaches the churn alert threshold of `tier` at `level` (LEVELS), as an
+    alert fires; None (no score) never does, an unknown tier has the standard thresholds."""
+    return score is not None and score >= thresholds.get(tier, thresholds["standard"])[LEVELS.index(level)]
+
+
+def alert_figures(labels: Sequence[bool], scores: Sequence[float | None], tiers: Sequence[str],
+                  level: str = "warning", thresholds: Mapping[str, tuple[float, float]] = CHURN_THRESHOLDS
+                  ) -> tuple[int, float | None, float | None]:
+    """(customers alerted, precision, recall) of the alert thresholds (`alerted_at`) applied to
+    `scores` against `labels`; precision is None when nobody is alerted, recall when no label
+    is positive."""
+    alerted = [alerted_at(s, t, level, thresholds) for s, t in zip(scores, tiers)]
+    p, rc = precision_recall_at(list(labels), [1.0 if a else 0.0 for a in alerted], 0.5)
+    return sum(alerted), (p if any(alerted) else None), (rc if any(labels) else None)
 
 
 @dataclass(frozen=True)

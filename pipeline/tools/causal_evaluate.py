@@ -7,7 +7,10 @@ still present at the cut (not departed before it, and seen at least once), the l
 same customers (the best achievable probability from the incidents known at the cut), the
 share of the oracle's lift over chance the model captures, Brier and the reliability table,
 and the share of recent leavers whose planted driver is among the top two churn_drivers; the
-same of early_warning and its early_warning_drivers where an early-warning model served.
+same of early_warning and its early_warning_drivers where an early-warning model served; and
+at the alert thresholds of each customer's tier (as the churn alerts fire, and as the live
+backtest judges them), how many customers churn_risk and early_warning each reach, with
+precision and recall, and how many the early warning alone reaches.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from pipeline.config import Settings
 from pipeline.tools.evaluate import (
     _calibration, _fresh_topic_of, _print, _r, _safe_auc, brier_score, early_warning_judged, lift_share, top_k_share,
 )
+from pipeline.domain.backtest import alert_figures, alerted_at
 from pipeline.tools.hazard_model import HazardModel, oracle_drivers
 
 WINDOW_DAYS = 30
@@ -81,12 +85,19 @@ def run_causal_evaluate(settings: Settings, model: HazardModel, customers: int =
         hits[d] += d in ns[:2]
     calib = _calibration(labels, risk)
     # the early warning, P(leaves within H | still here), where an early-warning model served at the cut
-    n_ew, ew_auc, ew_brier, ew_base = early_warning_judged(labels, [res.scores[c].get("early_warning") for c in ids])
+    warnings = [res.scores[c].get("early_warning") for c in ids]
+    n_ew, ew_auc, ew_brier, ew_base = early_warning_judged(labels, warnings)
     ew_named = [[d["factor"] for d in res.scores[c].get("early_warning_drivers", [])] for c, _ in leavers]
     ew_leavers = [(d, ns) for (c, _), d, ns in zip(leavers, planted, ew_named)
                   if res.scores[c].get("early_warning") is not None]
     ew_share = (lift_share(ew_auc, auc_oracle) if ew_auc is not None and auc_oracle is not None and auc_oracle > 0.5
                 else None)
+    # the alert thresholds of each customer's tier (as the churn alerts fire) on churn_risk and on
+    # the early warning, and who the early warning alone would alert
+    tiers = [res.scores[c]["tier"] for c in ids]
+    alerted, precision, recall = alert_figures(labels, risk, tiers)
+    ew_alerted, ew_precision, ew_recall = alert_figures(labels, warnings, tiers)
+    ew_only = [y for y, r, w, tier in zip(labels, risk, warnings, tiers) if alerted_at(w, tier) and not alerted_at(r, tier)]
     summary = _model_summary(res)
     result = {
         "mode": "causal", "hazard": model.to_json(), "customers": customers, "days": days, "seed": seed,
@@ -107,6 +118,11 @@ def run_causal_evaluate(settings: Settings, model: HazardModel, customers: int =
         if ew_leavers else None,
         "brier_early_warning": _r(ew_brier), "brier_base_rate_early_warning": _r(ew_base),
         "early_warning_model": _early_warning_model(summary),
+        "alerted_at_cut": alerted, "precision_at_cut": _r(precision), "recall_at_cut": _r(recall),
+        "alerted_early_warning": ew_alerted if n_ew else None,
+        "precision_early_warning": _r(ew_precision), "recall_early_warning": _r(ew_recall) if n_ew else None,
+        "alerted_early_warning_only": len(ew_only) if n_ew else None,
+        "leavers_early_warning_only": sum(ew_only) if n_ew else None,
         "churn_model": summary,
     }
     _print(say, result)

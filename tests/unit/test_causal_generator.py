@@ -205,6 +205,10 @@ def test_run_causal_evaluate_small(settings):
     assert sum(row["n"] for row in r["reliability_early"]) == r["present_at_cut"]
     assert len(summary_table([r, r])) == 3
     assert r["churn_model"] is None and r["early_warning_model"] is None   # the hand-set model: nothing learned
+    assert 0 < r["alerted_at_cut"] < r["present_at_cut"]
+    assert r["precision_at_cut"] * r["alerted_at_cut"] == pytest.approx(r["recall_at_cut"] * r["leave_within_30d"],
+                                                                          abs=0.05)   # both are the leavers alerted
+    assert r["alerted_early_warning"] is None and r["alerted_early_warning_only"] is None   # no early warning
     with pytest.raises(ValueError, match="cut day"):
         run_causal_evaluate(settings, PRESETS["strong"], customers=10, days=40, cut_day=20, end=END)
 

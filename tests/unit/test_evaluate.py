@@ -67,6 +67,22 @@ def test_precision_recall_at():
     assert precision_recall_at([0, 0], [0.9, 0.1], 0.5) == (0.0, 0.0)
 
 
+def test_alert_figures_judge_each_customer_against_their_tiers_threshold():
+    """The churn alert thresholds as alerts fire (warning: standard 0.30, gold 0.24; critical:
+    standard 0.60, gold 0.50); a customer with no score (no early warning yet) is not alerted."""
+    from pipeline.domain.backtest import alert_figures, alerted_at
+    labels = [True, False, True, False, True]
+    scores = [0.26, 0.26, 0.31, None, 0.55]
+    tiers = ["gold", "standard", "standard", "gold", "gold"]
+    # alerted at warning: 0.26 gold (leaver), 0.31 standard (leaver), 0.55 gold (leaver) → 3, all leavers
+    assert alert_figures(labels, scores, tiers) == (3, 1.0, 1.0)
+    # at critical only 0.55 gold (≥ 0.50): 1 of 3 leavers
+    alerted, precision, recall = alert_figures(labels, scores, tiers, "critical")
+    assert (alerted, precision) == (1, 1.0) and recall == pytest.approx(1 / 3)
+    assert alert_figures([False, False], [0.1, None], ["standard", "gold"]) == (0, None, None)
+    assert not alerted_at(None, "gold") and alerted_at(0.30, "diamond")   # an unknown tier: the standard thresholds
+
+
 def test_median():
     assert median([3, 1, 2]) == 2
     assert median([4, 1, 3, 2]) == 2.5
