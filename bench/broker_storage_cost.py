@@ -26,27 +26,11 @@ RECORD_BYTES = 300    # about a touchpoint's JSON
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stored-mb", type=float, default=60.0, help="MB of records written once before the second round")
-    parser.add_argument("--rates", default="200,1000,3000", help="records/s of the steady writes, comma-separated")
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each steady write")
-    args = parser.parse_args()
-    try:
-        rates = [float(r) for r in args.rates.split(",")]
-    except ValueError:
-        parser.error(f"--rates must be numbers separated by commas, not {args.rates!r}")
-    if not rates or min(rates) <= 0 or args.stored_mb < 0 or args.seconds <= 0:
-        parser.error("--rates must be positive, --stored-mb 0 or more, --seconds positive")
+    args, rates = arguments(__doc__, stored_mb=60.0, rates="200,1000,3000", seconds=10.0)
 
     from confluent_kafka import Producer
 
-    from pipeline.adapters.kafka.broker import EmbeddedBroker
-    from pipeline.config import Settings
-    from pipeline.tools.bench import free_port
-
-    work = Path(tempfile.mkdtemp(prefix="cxpulse-broker-cost-"))
-    settings = Settings().model_copy(update={"data_dir": work, "kafka_port": free_port()})
-    broker = EmbeddedBroker(settings).start()
+    broker, work = fresh_broker("cxpulse-broker-cost-")
     assert broker.data_dir is not None and broker.pid is not None
     pid, data_dir = broker.pid, broker.data_dir
     producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5, "acks": "all"})
@@ -55,12 +39,7 @@ def main() -> None:
         print(f"embedded broker pid {pid}, data in {data_dir}; {RECORD_BYTES}-byte records, linger 5 ms")
         for label in ("empty broker", f"after {args.stored_mb:g} MB written once"):
             if label != "empty broker":
-                for i in range(int(args.stored_mb * 1e6 / RECORD_BYTES)):
-                    producer.produce("stored", key=str(i % 1000).encode(), value=payload)
-                    if i % 10_000 == 0:
-                        producer.poll(0)
-                producer.flush(120)
-                time.sleep(5)
+                write_once(producer, args.stored_mb, payload)
                 quiet(pid, data_dir, "no client", args.seconds)
                 reading(broker.bootstrap, pid, data_dir, args.seconds)
             for rate in rates:
@@ -68,6 +47,46 @@ def main() -> None:
     finally:
         broker.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def arguments(doc: str | None, *, stored_mb: float, rates: str, seconds: float) -> tuple[argparse.Namespace, list[float]]:
+    """The command line of a broker script (`--stored-mb`, `--rates`, `--seconds`, with these
+    defaults): the parsed arguments and the rates; exits with a usage error on bad values."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--stored-mb", type=float, default=stored_mb, help="MB of records written once before the second round")
+    parser.add_argument("--rates", default=rates, help="records/s of the steady writes, comma-separated")
+    parser.add_argument("--seconds", type=float, default=seconds, help="length of each steady write")
+    args = parser.parse_args()
+    try:
+        values = [float(r) for r in args.rates.split(",")]
+    except ValueError:
+        parser.error(f"--rates must be numbers separated by commas, not {args.rates!r}")
+    if not values or min(values) <= 0 or args.stored_mb < 0 or args.seconds <= 0:
+        parser.error("--rates must be positive, --stored-mb 0 or more, --seconds positive")
+    return args, values
+
+
+def fresh_broker(prefix: str):
+    """A started embedded broker on a free port with its data in a new temporary folder:
+    (the broker, the folder; remove it after `broker.stop()`)."""
+    from pipeline.adapters.kafka.broker import EmbeddedBroker
+    from pipeline.config import Settings
+    from pipeline.tools.bench import free_port
+
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    settings = Settings().model_copy(update={"data_dir": work, "kafka_port": free_port()})
+    return EmbeddedBroker(settings).start(), work
+
+
+def write_once(producer, stored_mb: float, payload: bytes) -> None:
+    """`stored_mb` MB of `payload` records written once to topic `stored`, then 5 s for the
+    broker to settle."""
+    for i in range(int(stored_mb * 1e6 / len(payload))):
+        producer.produce("stored", key=str(i % 1000).encode(), value=payload)
+        if i % 10_000 == 0:
+            producer.poll(0)
+    producer.flush(300)
+    time.sleep(5)
 
 
 def steady(producer, pid: int, data_dir: Path, label: str, rate: float, seconds: float, payload: bytes) -> None:
