@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from pipeline.config import Settings
 from pipeline.domain.alerts import CHURN_THRESHOLDS
+from pipeline.domain.backtest import alerted_at
 from pipeline.domain.prediction_metrics import (  # noqa: F401 - re-exported for the evaluations
     bootstrap_auc_interval, brier_score, lift_share, precision_recall_at,
     recall_at_precision, reliability, roc_auc, top_k_share)
@@ -119,7 +120,7 @@ def run_evaluate(settings: Settings, customers: int = 2000, days: int = 120, see
     auc = _safe_auc(labels, risk)
     precision, recall = precision_recall_at(labels, risk, churn_threshold)
     # each customer against the warning threshold of their tier: what the alerts use
-    tier_ok = [r >= CHURN_THRESHOLDS[res.scores[c]["tier"]][0] if c in res.scores else False for c, r in zip(ids, risk)]
+    tier_ok = [c in res.scores and alerted_at(r, res.scores[c]["tier"]) for c, r in zip(ids, risk)]
     precision_tier, recall_tier = precision_recall_at(labels, [float(x) for x in tier_ok], 0.5)
     recall_p80, threshold_p80 = recall_at_precision(labels, risk, 0.8)
 
