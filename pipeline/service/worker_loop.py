@@ -109,7 +109,8 @@ TP = Hashable
 T = TypeVar("T")
 
 SWEEP_MAX = 5000       # customers re-evaluated per timer tick (bounded cost per sweep)
-SWEEP_SLICE = 500      # ... in slices of this many, the lock released between them (~0.2 s each)
+SWEEP_SLICE = 100      # ... in slices of this many, the lock released between them (~20-50 ms each;
+                       # 500 until session 35: bench/README.md, "The sweep's slice")
 DRAIN_SECONDS = 15.0   # at most this long for the batch in flight at shutdown (a ClickHouse outage may hold it)
 STALL_SECONDS = 5.0    # an input partition behind its log end with no progress this long is sought back
 # A learning tick loads (decodes) every owned state on the event loop and gives the loop a
