@@ -40,11 +40,12 @@ def backtest_figures(rows: Sequence[BacktestRow],
     recall_<level>, alerted_<level>}; figures that need both classes (AUC) or any customer
     are None when undefined. An unknown tier is judged against the standard thresholds."""
     labels = [not r.active for r in rows]
-    n, churned, auc, brier, brier_base_rate = _scored(labels, [r.churn_risk for r in rows])
+    risks, tiers = [r.churn_risk for r in rows], [r.tier for r in rows]
+    n, churned, auc, brier, brier_base_rate = _scored(labels, risks)
     out: dict = {"customers": n, "churned": churned, "churn_rate": churned / n if n else None,
                  "auc": auc, "brier": brier, "brier_base_rate": brier_base_rate}
     for level in LEVELS:
-        alerted, p, rc = alert_figures(labels, [r.churn_risk for r in rows], [r.tier for r in rows], level, thresholds)
+        alerted, p, rc = alert_figures(labels, risks, tiers, level, thresholds)
         out[f"alerted_{level}"] = alerted
         out[f"precision_{level}"] = p
         out[f"recall_{level}"] = rc
